@@ -1,0 +1,207 @@
+"""What a machine is, as far as choosing a PyTorch build goes.
+
+Plain frozen values: detection (``pip_gpu.detect``) fills them in, flags may override them,
+and the decision core reads them. Every fact names where it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+__all__ = [
+    "AmdGpu",
+    "ComputeCapability",
+    "HostProblem",
+    "HostProfile",
+    "IntelGpu",
+    "NvidiaGpu",
+    "parse_compute_capability",
+]
+
+ComputeCapability = tuple[int, int]
+
+
+def parse_compute_capability(text: str) -> ComputeCapability:
+    """``"8.6"``, ``"sm_86"`` or ``"86"`` -> ``(8, 6)``; ValueError otherwise."""
+    raw = text.strip().lower()
+    for prefix in ("sm_", "compute_"):
+        if raw.startswith(prefix):
+            raw = raw[len(prefix) :]
+            raw = raw[:-1] if raw.endswith(("a", "f")) else raw
+            if raw.isdigit() and len(raw) >= 2:
+                return int(raw[:-1]), int(raw[-1])
+            raise ValueError(f"not a compute capability: {text!r}")
+    if "." in raw:
+        major, _, minor = raw.partition(".")
+        if major.isdigit() and minor.isdigit() and len(minor) == 1:
+            return int(major), int(minor)
+    elif raw.isdigit() and len(raw) >= 2:
+        return int(raw[:-1]), int(raw[-1])
+    raise ValueError(f"not a compute capability: {text!r} (expected MAJOR.MINOR such as 8.6)")
+
+
+def format_compute_capability(cc: ComputeCapability) -> str:
+    return f"{cc[0]}.{cc[1]}"
+
+
+@dataclass(frozen=True)
+class NvidiaGpu:
+    """One NVIDIA GPU as NVML (or a flag) reports it."""
+
+    index: int
+    name: str
+    compute_capability: ComputeCapability
+    source: str
+    memory_total_mib: Optional[int] = None
+    uuid: Optional[str] = None
+    visible: bool = True  # False when CUDA_VISIBLE_DEVICES hides it from the target process
+
+
+@dataclass(frozen=True)
+class AmdGpu:
+    """An AMD GPU from the ROCm KFD topology (its LLVM gfx target decides ROCm support)."""
+
+    gfx_target: str  # e.g. "gfx90a"
+    name: str
+    source: str
+
+
+@dataclass(frozen=True)
+class IntelGpu:
+    """An Intel GPU found on the PCI bus (candidate for PyTorch's XPU builds)."""
+
+    pci_device_id: str  # e.g. "0x56a0"
+    name: str
+    discrete: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class HostProblem:
+    """Something detection ran into: what happened, and what the user can do."""
+
+    code: str  # stable identifier, e.g. "nvml-driver-mismatch"
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """The target host: platform, Python, NVIDIA driver and GPUs, other accelerators."""
+
+    os: str  # "linux" | "windows" | "macos"
+    arch: str  # "x86_64" | "aarch64" | "arm64"
+    python_version: str  # "3.11"
+    libc: Optional[str] = None  # "glibc 2.36" | "musl 1.2" | None
+    driver_version: Optional[str] = None  # "535.104.05"
+    cuda_driver_version: Optional[str] = None  # "12.2": the newest CUDA the driver supports
+    nvidia_gpus: tuple[NvidiaGpu, ...] = ()
+    amd_gpus: tuple[AmdGpu, ...] = ()
+    intel_gpus: tuple[IntelGpu, ...] = ()
+    cuda_visible_devices: Optional[str] = None
+    sources: dict[str, str] = field(default_factory=dict)
+    problems: tuple[HostProblem, ...] = ()
+
+    @property
+    def visible_nvidia_gpus(self) -> tuple[NvidiaGpu, ...]:
+        return tuple(gpu for gpu in self.nvidia_gpus if gpu.visible)
+
+    @property
+    def has_nvidia_driver(self) -> bool:
+        return self.driver_version is not None
+
+    @property
+    def platform_tag(self) -> str:
+        """The platform key the knowledge file uses: ``linux-x86_64``, ``windows-x86_64``..."""
+        arch = "arm64" if self.os == "macos" and self.arch in ("aarch64", "arm64") else self.arch
+        if self.os != "macos" and arch == "arm64":
+            arch = "aarch64"
+        return f"{self.os}-{arch}"
+
+    def with_changes(self, **changes: Any) -> HostProfile:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape ``pip-gpu detect --json`` prints (and ``explain --json`` embeds)."""
+        return {
+            "os": self.os,
+            "arch": self.arch,
+            "libc": self.libc,
+            "python_version": self.python_version,
+            "driver_version": self.driver_version,
+            "cuda_driver_version": self.cuda_driver_version,
+            "cuda_visible_devices": self.cuda_visible_devices,
+            "nvidia_gpus": [
+                {
+                    "index": gpu.index,
+                    "name": gpu.name,
+                    "compute_capability": format_compute_capability(gpu.compute_capability),
+                    "memory_total_mib": gpu.memory_total_mib,
+                    "uuid": gpu.uuid,
+                    "visible": gpu.visible,
+                    "source": gpu.source,
+                }
+                for gpu in self.nvidia_gpus
+            ],
+            "amd_gpus": [
+                {"gfx_target": gpu.gfx_target, "name": gpu.name, "source": gpu.source}
+                for gpu in self.amd_gpus
+            ],
+            "intel_gpus": [
+                {
+                    "pci_device_id": gpu.pci_device_id,
+                    "name": gpu.name,
+                    "discrete": gpu.discrete,
+                    "source": gpu.source,
+                }
+                for gpu in self.intel_gpus
+            ],
+            "sources": dict(sorted(self.sources.items())),
+            "problems": [
+                {"code": p.code, "message": p.message, "hint": p.hint} for p in self.problems
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HostProfile:
+        """Inverse of :meth:`to_json` (recorded fixtures, ``--host-file``)."""
+        return cls(
+            os=data["os"],
+            arch=data["arch"],
+            libc=data.get("libc"),
+            python_version=data["python_version"],
+            driver_version=data.get("driver_version"),
+            cuda_driver_version=data.get("cuda_driver_version"),
+            cuda_visible_devices=data.get("cuda_visible_devices"),
+            nvidia_gpus=tuple(
+                NvidiaGpu(
+                    index=g["index"],
+                    name=g["name"],
+                    compute_capability=parse_compute_capability(g["compute_capability"]),
+                    memory_total_mib=g.get("memory_total_mib"),
+                    uuid=g.get("uuid"),
+                    visible=g.get("visible", True),
+                    source=g.get("source", "recorded"),
+                )
+                for g in data.get("nvidia_gpus", [])
+            ),
+            amd_gpus=tuple(
+                AmdGpu(gfx_target=g["gfx_target"], name=g["name"], source=g.get("source", ""))
+                for g in data.get("amd_gpus", [])
+            ),
+            intel_gpus=tuple(
+                IntelGpu(
+                    pci_device_id=g["pci_device_id"],
+                    name=g["name"],
+                    discrete=g.get("discrete", True),
+                    source=g.get("source", ""),
+                )
+                for g in data.get("intel_gpus", [])
+            ),
+            sources=dict(data.get("sources", {})),
+            problems=tuple(
+                HostProblem(code=p["code"], message=p["message"], hint=p.get("hint", ""))
+                for p in data.get("problems", [])
+            ),
+        )

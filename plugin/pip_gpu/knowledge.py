@@ -1,0 +1,279 @@
+"""What pip-gpu knows about CUDA drivers and PyTorch builds, read from ``data/knowledge.json``.
+
+The facts live in one data file, each row with its source and a confidence, so a new CUDA or
+torch release is a data change, not a code change. This module only types them.
+
+File shape (``schema`` 1)::
+
+    {
+      "schema": 1,
+      "pytorch_index": "https://download.pytorch.org/whl",
+      "cuda_drivers": [          # minimum driver per CUDA minor version, per OS
+        {"cuda": "12.4",
+         "linux_minor_compat": "525.60.13", "windows_minor_compat": "527.41",
+         "linux_toolkit": "550.54.14", "windows_toolkit": "551.61",
+         "confidence": "high", "source": "..."}],
+      "driver_branches": [       # driver branch -> newest CUDA it supports
+        {"branch": 535, "max_cuda": "12.2", "confidence": "high", "source": "..."}],
+      "family": [                # the packages pip-gpu routes to the PyTorch index
+        {"name": "torchvision", "local_label": true, "source": "..."}],
+      "releases": [
+        {"torch": "2.5", "versions": ["2.5.0", "2.5.1"],
+         "python": ["3.9", "3.10", "3.11", "3.12"],
+         "companions": {"torchvision": "0.20", "torchaudio": "2.5"},
+         "pypi_default": "cu124",   # the build plain PyPI serves on linux-x86_64
+         "confidence": "high", "source": "...",
+         "builds": [
+           {"variant": "cu124", "platform": "linux-x86_64",
+            "sass": ["5.0", "6.0", "7.0", "7.5", "8.0", "8.6", "9.0"], "ptx": [],
+            "confidence": "high", "source": "..."},
+           {"variant": "cpu", "platform": "linux-x86_64", "confidence": "high", "source": "..."},
+           {"variant": "rocm6.2", "platform": "linux-x86_64", "gfx": [], ...},
+           {"variant": "default", "platform": "macos-arm64", ...}]}],
+      "gpus": [{"name": "NVIDIA A100", "compute_capability": "8.0",
+                "architecture": "Ampere", "source": "..."}]
+    }
+
+``sass``/``ptx`` of ``null`` mean "not known"; the decision then refuses to vouch for the
+build on an NVIDIA GPU rather than guess.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+from packaging.version import Version
+
+from .host import ComputeCapability, parse_compute_capability
+
+__all__ = [
+    "Build",
+    "CudaDriverRow",
+    "DriverBranch",
+    "FamilyMember",
+    "Knowledge",
+    "Release",
+    "cuda_of_variant",
+    "load_knowledge",
+]
+
+
+def cuda_of_variant(variant: str) -> Optional[str]:
+    """``"cu124"`` -> ``"12.4"``, ``"cu118"`` -> ``"11.8"``; None for cpu/rocm/xpu/default."""
+    if not variant.startswith("cu") or not variant[2:].isdigit() or len(variant) < 5:
+        return None
+    digits = variant[2:]
+    return f"{digits[:2]}.{digits[2:]}"
+
+
+def variant_sort_key(variant: str) -> tuple[int, Version]:
+    """Order variants so that newer CUDA (or ROCm) sorts last; cpu/default first."""
+    cuda = cuda_of_variant(variant)
+    if cuda is not None:
+        return (3, Version(cuda))
+    if variant.startswith("rocm"):
+        return (2, Version(variant[4:]))
+    if variant == "xpu":
+        return (1, Version("0"))
+    return (0, Version("0"))
+
+
+@dataclass(frozen=True)
+class CudaDriverRow:
+    """The oldest driver that runs a given CUDA minor version, by OS."""
+
+    cuda: str
+    linux_minor_compat: Optional[str]
+    windows_minor_compat: Optional[str]
+    linux_toolkit: Optional[str]
+    windows_toolkit: Optional[str]
+    confidence: str
+    source: str
+
+    def minimum_driver(self, os: str) -> Optional[str]:
+        """Minor-version compatibility minimum: what wheels bundling the CUDA runtime need."""
+        return self.windows_minor_compat if os == "windows" else self.linux_minor_compat
+
+
+@dataclass(frozen=True)
+class DriverBranch:
+    branch: int
+    max_cuda: str
+    confidence: str
+    source: str
+
+
+@dataclass(frozen=True)
+class FamilyMember:
+    name: str
+    local_label: bool  # wheels on the variant index carry "+cu124"-style labels
+    source: str
+
+
+@dataclass(frozen=True)
+class Build:
+    """One published build of a torch release for one platform."""
+
+    variant: str
+    platform: str
+    sass: Optional[tuple[ComputeCapability, ...]]
+    ptx: Optional[tuple[ComputeCapability, ...]]
+    gfx: Optional[tuple[str, ...]]
+    confidence: str
+    source: str
+
+    @property
+    def cuda(self) -> Optional[str]:
+        return cuda_of_variant(self.variant)
+
+
+@dataclass(frozen=True)
+class Release:
+    """A torch release series ("2.5") with its patch versions, companions and builds."""
+
+    torch: str
+    versions: tuple[str, ...]
+    python: tuple[str, ...]
+    companions: dict[str, str]
+    builds: tuple[Build, ...]
+    confidence: str
+    source: str
+    pypi_default: Optional[str] = None
+
+    @property
+    def version(self) -> Version:
+        return Version(self.torch)
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    pytorch_index: str
+    cuda_drivers: tuple[CudaDriverRow, ...]
+    driver_branches: tuple[DriverBranch, ...]
+    family: tuple[FamilyMember, ...]
+    releases: tuple[Release, ...]  # newest first
+    gpus: tuple[dict[str, str], ...]
+
+    def cuda_row(self, cuda: str) -> Optional[CudaDriverRow]:
+        for row in self.cuda_drivers:
+            if row.cuda == cuda:
+                return row
+        return None
+
+    def minimum_driver_for(self, cuda: str, os: str) -> Optional[str]:
+        row = self.cuda_row(cuda)
+        return row.minimum_driver(os) if row else None
+
+    def max_cuda_for_driver(self, driver_version: str) -> Optional[str]:
+        """The newest CUDA a driver supports, from its branch (``535.104.05`` -> ``12.2``)."""
+        try:
+            branch = int(driver_version.split(".")[0])
+        except ValueError:
+            return None
+        best: Optional[DriverBranch] = None
+        for row in self.driver_branches:
+            if row.branch <= branch and (best is None or row.branch > best.branch):
+                best = row
+        return best.max_cuda if best else None
+
+    def family_member(self, name: str) -> Optional[FamilyMember]:
+        from packaging.utils import canonicalize_name
+
+        wanted = canonicalize_name(name)
+        for member in self.family:
+            if canonicalize_name(member.name) == wanted:
+                return member
+        return None
+
+    def release(self, series: str) -> Optional[Release]:
+        for release in self.releases:
+            if release.torch == series:
+                return release
+        return None
+
+    def variants(self) -> list[str]:
+        found = {b.variant for r in self.releases for b in r.builds}
+        return sorted(found, key=variant_sort_key)
+
+
+def _ccs(values: Optional[list[str]]) -> Optional[tuple[ComputeCapability, ...]]:
+    if values is None:
+        return None
+    return tuple(parse_compute_capability(v) for v in values)
+
+
+def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
+    if data.get("schema") != 1:
+        raise ValueError(f"unsupported knowledge schema {data.get('schema')!r}")
+    releases = []
+    for rel in data["releases"]:
+        builds = tuple(
+            Build(
+                variant=b["variant"],
+                platform=b["platform"],
+                sass=_ccs(b.get("sass")),
+                ptx=_ccs(b.get("ptx")),
+                gfx=tuple(b["gfx"]) if b.get("gfx") is not None else None,
+                confidence=b.get("confidence", "high"),
+                source=b.get("source", rel.get("source", "")),
+            )
+            for b in rel["builds"]
+        )
+        releases.append(
+            Release(
+                torch=rel["torch"],
+                versions=tuple(rel.get("versions", ())),
+                python=tuple(rel["python"]),
+                companions=dict(rel.get("companions", {})),
+                builds=builds,
+                confidence=rel.get("confidence", "high"),
+                source=rel.get("source", ""),
+                pypi_default=rel.get("pypi_default"),
+            )
+        )
+    releases.sort(key=lambda r: r.version, reverse=True)
+    return Knowledge(
+        pytorch_index=data["pytorch_index"].rstrip("/"),
+        cuda_drivers=tuple(
+            CudaDriverRow(
+                cuda=row["cuda"],
+                linux_minor_compat=row.get("linux_minor_compat"),
+                windows_minor_compat=row.get("windows_minor_compat"),
+                linux_toolkit=row.get("linux_toolkit"),
+                windows_toolkit=row.get("windows_toolkit"),
+                confidence=row.get("confidence", "high"),
+                source=row["source"],
+            )
+            for row in data["cuda_drivers"]
+        ),
+        driver_branches=tuple(
+            DriverBranch(
+                branch=int(row["branch"]),
+                max_cuda=row["max_cuda"],
+                confidence=row.get("confidence", "high"),
+                source=row["source"],
+            )
+            for row in data["driver_branches"]
+        ),
+        family=tuple(
+            FamilyMember(name=m["name"], local_label=bool(m["local_label"]), source=m["source"])
+            for m in data["family"]
+        ),
+        releases=tuple(releases),
+        gpus=tuple(dict(g) for g in data.get("gpus", [])),
+    )
+
+
+@lru_cache(maxsize=None)
+def load_knowledge(path: Optional[str] = None) -> Knowledge:
+    """The shipped knowledge file, or another one (tests, ``PIP_GPU_KNOWLEDGE``)."""
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+    else:
+        text = resources.files("pip_gpu").joinpath("data/knowledge.json").read_text("utf-8")
+    return knowledge_from_dict(json.loads(text))
