@@ -144,6 +144,7 @@ class Release:
     confidence: str
     source: str
     pypi_default: Optional[str] = None
+    unconfirmed_versions: tuple[str, ...] = ()  # likely patch releases not confirmed from a source
 
     @property
     def version(self) -> Version:
@@ -234,6 +235,7 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
                 confidence=rel.get("confidence", "high"),
                 source=rel.get("source", ""),
                 pypi_default=rel.get("pypi_default"),
+                unconfirmed_versions=tuple(rel.get("unconfirmed_versions", ())),
             )
         )
     releases.sort(key=lambda r: r.version, reverse=True)

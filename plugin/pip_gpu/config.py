@@ -1,0 +1,82 @@
+"""A project's ``[tool.pip-gpu]`` table and the settings that come from the environment."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11
+    import tomli as tomllib
+
+__all__ = ["ProjectConfig", "find_pyproject", "load_project_config"]
+
+INSTALLERS = ("pip", "uv")
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """What ``[tool.pip-gpu]`` may set: policy for the decision and defaults for install."""
+
+    path: Optional[Path] = None
+    variants: Optional[frozenset[str]] = None  # allowed variants
+    preferred_variant: Optional[str] = None
+    pytorch_index: Optional[str] = None
+    installer: Optional[str] = None
+
+
+def find_pyproject(start: Path) -> Optional[Path]:
+    """The nearest ``pyproject.toml`` from ``start`` upwards, as tools like uv look for it."""
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_project_config(start: Path) -> ProjectConfig:
+    path = find_pyproject(start)
+    if path is None:
+        return ProjectConfig()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}", "fix the file, or run from elsewhere") from None
+    table = data.get("tool", {}).get("pip-gpu")
+    if table is None:
+        return ProjectConfig(path=path)
+    return _config_from_table(path, table)
+
+
+def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
+    where = f"{path} [tool.pip-gpu]"
+    known = {"variants", "preferred-variant", "pytorch-index", "installer"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(known))}")
+    variants = table.get("variants")
+    if variants is not None and not (isinstance(variants, list) and all(isinstance(v, str) for v in variants)):
+        raise UsageError(f"{where}: variants must be a list of strings, e.g. [\"cu124\", \"cpu\"]")
+    preferred = table.get("preferred-variant")
+    index = table.get("pytorch-index")
+    installer = table.get("installer")
+    for key, value in (("preferred-variant", preferred), ("pytorch-index", index), ("installer", installer)):
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"{where}: {key} must be a string")
+    if installer is not None and installer not in INSTALLERS:
+        raise UsageError(f"{where}: installer must be one of {', '.join(INSTALLERS)}")
+    return ProjectConfig(
+        path=path,
+        variants=frozenset(variants) if variants is not None else None,
+        preferred_variant=preferred,
+        pytorch_index=index,
+        installer=installer,
+    )

@@ -1,0 +1,598 @@
+"""The decision: which torch release and which build (cu124, cpu, rocm6.2, ...) runs here.
+
+A pure function of the request, the host and the knowledge: no I/O, no environment, so
+every rule can be tested over a table of hosts and every answer explained.
+
+Rules (see README "How pip-gpu decides"):
+
+1. Candidate releases are those the requirements admit (a torch specifier, or one implied by
+   a companion such as ``torchvision==0.20.1``) and that publish wheels for the target Python.
+2. A build runs on the host when its platform matches, the driver is at least the minimum
+   for the build's CUDA on this OS (minor-version compatibility), and every visible GPU's
+   compute capability is covered by SASS of the same major and a minor <= the GPU's, or by
+   PTX for an architecture <= the GPU's (PTX is JIT-compiled forward).
+3. Take the newest release with a build that runs; among its builds the newest CUDA. With
+   no NVIDIA GPU: ``cpu``, or the ROCm/XPU build when such a device is there and published.
+   macOS: the ``default`` variant (PyPI's wheels).
+4. A forced variant (``--variant`` or a ``+cu121`` label in a pin) is still checked and
+   refused when it cannot run, unless forced.
+5. Nothing runs: no decision, an error naming the blocking fact and the ways out. Never a
+   silent CPU build on a machine with an NVIDIA GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Optional
+
+from packaging.requirements import Requirement
+from packaging.specifiers import Specifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from .errors import UsageError
+from .host import ComputeCapability, HostProfile, NvidiaGpu, format_compute_capability
+from .knowledge import Build, Knowledge, Release, cuda_of_variant, variant_sort_key
+
+__all__ = [
+    "Blocker",
+    "Candidate",
+    "Decision",
+    "Policy",
+    "TorchRequest",
+    "build_runs_on",
+    "decide",
+    "gpu_covered_by",
+    "request_from_requirements",
+    "variant_index_url",
+]
+
+TORCH = "torch"
+MACOS_VARIANT = "default"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A project's ``[tool.pip-gpu]`` choices that bear on the decision."""
+
+    allowed_variants: Optional[frozenset[str]] = None
+    preferred_variant: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TorchRequest:
+    """What the requirements ask of the torch family, reduced to what the decision needs."""
+
+    torch_specifier: SpecifierSet = field(default_factory=SpecifierSet)
+    companion_specifiers: tuple[tuple[str, SpecifierSet], ...] = ()
+    exact_torch: Optional[str] = None  # "2.5.1" when torch is pinned exactly
+    forced_variant: Optional[str] = None
+    force: bool = False
+    described_as: str = "torch"  # how to name the request in messages
+
+    def admits(self, release: Release, *, newest: bool = False) -> tuple[bool, str]:
+        """Whether the torch and companion specifiers leave some version of this release.
+
+        The newest series may have patch releases the knowledge file does not list yet.
+        """
+        versions = _series_versions(release.torch) if newest else _versions(release)
+        if not any(self.torch_specifier.contains(v, prereleases=True) for v in versions):
+            return False, f"{self.described_as} excludes torch {release.torch}"
+        for name, spec in self.companion_specifiers:
+            series = release.companions.get(name)
+            if series is None:
+                return False, f"torch {release.torch} has no {name} release"
+            if not any(spec.contains(v, prereleases=True) for v in _series_versions(series)):
+                return False, f"{name}{spec} does not pair with torch {release.torch} ({name} {series}.x)"
+        return True, ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One build considered, and why it was taken or not."""
+
+    variant: str
+    torch: str
+    platform: str
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """Why nothing was chosen: the blocking fact and the ways out."""
+
+    message: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome: a variant and release, or a blocker; always the candidates considered."""
+
+    variant: Optional[str]
+    torch: Optional[str]  # "2.5.1" when pinned, else the series "2.5"
+    release: Optional[Release]
+    build: Optional[Build]
+    index_url: Optional[str]
+    candidates: tuple[Candidate, ...]
+    notes: tuple[str, ...] = ()
+    blocker: Optional[Blocker] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.blocker is None
+
+
+def variant_index_url(pytorch_index: str, variant: str) -> Optional[str]:
+    """The index serving a variant: ``<base>/<variant>``; None for PyPI's ``default``."""
+    if variant == MACOS_VARIANT:
+        return None
+    return f"{pytorch_index.rstrip('/')}/{variant}"
+
+
+# --- the requirement side ------------------------------------------------------------------
+
+
+def request_from_requirements(
+    requirements: Iterable[Requirement],
+    knowledge: Knowledge,
+    *,
+    variant: Optional[str] = None,
+    force: bool = False,
+) -> TorchRequest:
+    """Reduce the torch-family requirements to a :class:`TorchRequest`.
+
+    A local label in an exact pin (``torch==2.5.1+cu121``) forces that variant, as does
+    ``variant``; two different forced variants are a usage error.
+    """
+    torch_spec = SpecifierSet()
+    companions: dict[str, SpecifierSet] = {}
+    exact: Optional[str] = None
+    forced: dict[str, str] = {}  # variant -> where it came from
+    described: list[str] = []
+    companion_names = {canonicalize_name(n) for r in knowledge.releases for n in r.companions}
+
+    if variant is not None:
+        forced[variant] = f"--variant {variant}"
+    for req in requirements:
+        name = canonicalize_name(req.name)
+        if req.url:
+            continue  # a direct URL is taken as written; it says nothing about the index
+        public, label = _split_local_labels(req.specifier, str(req))
+        if label is not None:
+            forced.setdefault(label, str(req))
+        described.append(f"{req.name}{req.specifier}" if str(req.specifier) else req.name)
+        if name == TORCH:
+            torch_spec &= public
+            pinned = _exact_version(public)
+            if pinned is not None:
+                exact = pinned
+        elif name in companion_names:
+            companions[name] = companions.get(name, SpecifierSet()) & public
+
+    if len(forced) > 1:
+        sources = "; ".join(f"{v} (from {src})" for v, src in sorted(forced.items()))
+        raise UsageError(
+            f"the requirements force different variants: {sources}",
+            "every torch-family package must use one variant; drop or align the local labels",
+        )
+    forced_variant = next(iter(forced), None)
+    if forced_variant is not None and forced_variant not in knowledge.variants():
+        known = ", ".join(knowledge.variants())
+        raise UsageError(
+            f"unknown variant {forced_variant!r}",
+            f"pip-gpu knows these variants: {known}",
+        )
+    return TorchRequest(
+        torch_specifier=torch_spec,
+        companion_specifiers=tuple(sorted(companions.items())),
+        exact_torch=exact,
+        forced_variant=forced_variant,
+        force=force,
+        described_as=" ".join(described) or "torch",
+    )
+
+
+def _split_local_labels(spec: SpecifierSet, text: str) -> tuple[SpecifierSet, Optional[str]]:
+    """``==2.5.1+cu121`` -> (``==2.5.1``, ``"cu121"``): the decision compares public versions."""
+    label: Optional[str] = None
+    kept = []
+    for item in spec:
+        if item.operator in ("==", "===") and "+" in item.version:
+            public, _, local = item.version.partition("+")
+            if label is not None and local != label:
+                raise UsageError(f"{text!r} pins two different local labels")
+            label = local
+            kept.append(Specifier(f"=={public}"))
+        else:
+            kept.append(item)
+    return SpecifierSet(",".join(str(s) for s in kept)), label
+
+
+def _exact_version(spec: SpecifierSet) -> Optional[str]:
+    for item in spec:
+        if item.operator in ("==", "===") and not item.version.endswith(".*"):
+            try:
+                return str(Version(item.version))
+            except InvalidVersion:
+                return None
+    return None
+
+
+def _versions(release: Release) -> tuple[str, ...]:
+    known = release.versions + release.unconfirmed_versions
+    return known or tuple(_series_versions(release.torch))
+
+
+def _known_spelling(exact: str, release: Release) -> str:
+    """``2.9`` -> ``2.9.0``: the listed version equal to a pin under PEP 440 padding."""
+    for version in _versions(release):
+        if Version(version) == Version(exact):
+            return version
+    return exact
+
+
+def _series_versions(series: str) -> list[str]:
+    """Plausible patch versions of a series, to test specifiers against it."""
+    return [f"{series}.{patch}" for patch in range(0, 20)]
+
+
+# --- the host side -------------------------------------------------------------------------
+
+
+def gpu_covered_by(cc: ComputeCapability, build: Build) -> Optional[bool]:
+    """Whether the build carries code this GPU runs; None when the build's archs are unknown.
+
+    A cubin for sm_XY runs on the same major with minor >= Y; PTX for compute_XY is JIT
+    compiled on any GPU of capability >= X.Y (NVIDIA CUDA C++ Programming Guide,
+    "Binary Compatibility" and "PTX Compatibility").
+    """
+    if build.sass is None:
+        return None
+    if any(s[0] == cc[0] and s[1] <= cc[1] for s in build.sass):
+        return True
+    return any(p <= cc for p in (build.ptx or ()))
+
+
+def _driver_at_least(driver: str, minimum: str) -> bool:
+    try:
+        return Version(driver) >= Version(minimum)
+    except InvalidVersion:
+        return False
+
+
+def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tuple[bool, str]:
+    """Whether this build runs on this host, and the reason in words either way."""
+    if build.platform != host.platform_tag:
+        return False, f"no {build.variant} build for {host.platform_tag}"
+    cuda = build.cuda
+    if cuda is None:
+        return True, _why_non_cuda_runs(build, host)
+    minimum = knowledge.minimum_driver_for(cuda, host.os)
+    if minimum is None:
+        return False, f"no known minimum driver for CUDA {cuda} on {host.os}"
+    if host.driver_version is None:
+        return False, "no NVIDIA driver (pass --driver for another host)"
+    if not _driver_at_least(host.driver_version, minimum):
+        return False, (
+            f"driver {host.driver_version} is older than {minimum}, "
+            f"the minimum for CUDA {cuda} on {host.os}"
+        )
+    gpus = _gpus_for_decision(host)
+    for gpu in gpus:
+        covered = gpu_covered_by(gpu.compute_capability, build)
+        if covered is None:
+            return False, f"the GPU architectures compiled into this {build.variant} build are not known"
+        if not covered:
+            return False, f"{_describe_gpu(gpu)} is not covered ({_describe_archs(build)})"
+    archs = ", ".join(sorted({_describe_gpu(g) for g in gpus})) or "no GPU given"
+    return True, f"driver {host.driver_version} >= {minimum} (CUDA {cuda}); covers {archs}"
+
+
+def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
+    if build.variant.startswith("rocm"):
+        if not host.amd_gpus:
+            return "runs, but this host has no AMD GPU"
+        if build.gfx is not None:
+            missing = sorted({g.gfx_target for g in host.amd_gpus} - set(build.gfx))
+            if missing:
+                return f"runs on the CPU only: {', '.join(missing)} not in this ROCm build"
+        return "ROCm build for the AMD GPU"
+    if build.variant == "xpu":
+        return "XPU build for the Intel GPU" if _discrete_intel(host) else "runs, but no Intel GPU"
+    return "CPU build"
+
+
+def _gpus_for_decision(host: HostProfile) -> tuple[NvidiaGpu, ...]:
+    """The GPUs the target process will see; all of them when CUDA_VISIBLE_DEVICES hides all."""
+    return host.visible_nvidia_gpus or host.nvidia_gpus
+
+
+def _describe_gpu(gpu: NvidiaGpu) -> str:
+    return f"{gpu.name} (sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]})"
+
+
+def _describe_archs(build: Build) -> str:
+    sass = " ".join(f"sm_{a}{b}" for a, b in build.sass or ())
+    ptx = " ".join(f"compute_{a}{b}" for a, b in build.ptx or ())
+    return f"build has {sass}" + (f", PTX {ptx}" if ptx else ", no PTX")
+
+
+def _discrete_intel(host: HostProfile) -> bool:
+    return any(gpu.discrete for gpu in host.intel_gpus)
+
+
+def _has_nvidia(host: HostProfile) -> bool:
+    return bool(host.nvidia_gpus) or host.driver_version is not None
+
+
+# --- the decision --------------------------------------------------------------------------
+
+
+def decide(
+    request: TorchRequest,
+    host: HostProfile,
+    knowledge: Knowledge,
+    *,
+    pytorch_index: Optional[str] = None,
+    policy: Policy = Policy(),
+) -> Decision:
+    """Choose the build of torch that runs on ``host``, or say exactly why none does."""
+    base = pytorch_index or knowledge.pytorch_index
+    notes: list[str] = []
+    if host.nvidia_gpus and not host.visible_nvidia_gpus:
+        notes.append(
+            f"CUDA_VISIBLE_DEVICES={host.cuda_visible_devices!r} hides every GPU; "
+            f"deciding for all {len(host.nvidia_gpus)} of them"
+        )
+    candidates: list[Candidate] = []
+    admitted: list[Release] = []
+    for release in knowledge.releases:
+        ok, why = request.admits(release, newest=release is knowledge.releases[0])
+        if not ok:
+            continue
+        if host.python_version not in release.python:
+            for build in release.builds:
+                if build.platform == host.platform_tag:
+                    candidates.append(
+                        Candidate(
+                            build.variant,
+                            release.torch,
+                            build.platform,
+                            False,
+                            f"no wheels for Python {host.python_version} "
+                            f"(torch {release.torch}: {', '.join(release.python)})",
+                        )
+                    )
+            continue
+        admitted.append(release)
+
+    chosen: Optional[tuple[Release, Build]] = None
+    for release in admitted:
+        runnable: list[Build] = []
+        builds = [b for b in release.builds if b.platform == host.platform_tag]
+        for build in sorted(builds, key=lambda b: variant_sort_key(b.variant), reverse=True):
+            ok, why = _consider(build, request, host, knowledge, policy)
+            candidates.append(Candidate(build.variant, release.torch, build.platform, ok, why))
+            if ok:
+                runnable.append(build)
+        if runnable and chosen is None:
+            chosen = (release, _pick(runnable, host, policy))
+            # Keep listing older releases' builds only for explanation, marked as not chosen.
+
+    if chosen is None:
+        blocker = _blocker(request, host, knowledge, admitted, candidates)
+        return Decision(None, None, None, None, None, tuple(candidates), tuple(notes), blocker)
+
+    release, build = chosen
+    if request.force and request.forced_variant is not None:
+        ok, why = build_runs_on(build, host, knowledge)
+        if not ok:
+            notes.append(f"--force: installing {build.variant} although {why}")
+    torch_version = release.torch
+    if request.exact_torch is not None:
+        torch_version = _known_spelling(request.exact_torch, release)
+        if torch_version not in release.versions:
+            notes.append(
+                f"torch {torch_version} is not confirmed in pip-gpu's knowledge; "
+                f"deciding from what is known of torch {release.torch}"
+            )
+    candidates = [
+        c
+        if not (c.ok and (c.torch, c.variant) != (release.torch, build.variant))
+        else Candidate(c.variant, c.torch, c.platform, True, c.reason + "; not the newest")
+        for c in candidates
+    ]
+    return Decision(
+        variant=build.variant,
+        torch=torch_version,
+        release=release,
+        build=build,
+        index_url=variant_index_url(base, build.variant),
+        candidates=tuple(candidates),
+        notes=tuple(notes),
+    )
+
+
+def _consider(
+    build: Build, request: TorchRequest, host: HostProfile, knowledge: Knowledge, policy: Policy
+) -> tuple[bool, str]:
+    if build.platform != host.platform_tag:
+        return False, f"built for {build.platform}, the host is {host.platform_tag}"
+    if request.forced_variant is not None and build.variant != request.forced_variant:
+        return False, f"not the requested variant {request.forced_variant}"
+    if policy.allowed_variants is not None and build.variant not in policy.allowed_variants:
+        return False, "not allowed by [tool.pip-gpu] variants"
+    ok, why = build_runs_on(build, host, knowledge)
+    if request.forced_variant is not None:
+        # An explicit variant is what the user asked for: check it, and allow --force.
+        if ok or request.force:
+            return True, why if ok else f"forced: {why}"
+        return False, why
+    if host.os == "macos":
+        return (build.variant == MACOS_VARIANT), why
+    if build.cuda is not None:
+        return ok, why
+    if _has_nvidia(host):
+        kind = "ROCm" if build.variant.startswith("rocm") else ("XPU" if build.variant == "xpu" else "CPU-only")
+        return False, f"{kind} build; this host has an NVIDIA GPU"
+    if build.variant.startswith("rocm"):
+        return (ok and bool(host.amd_gpus) and "CPU only" not in why), why
+    if build.variant == "xpu":
+        return (ok and _discrete_intel(host)), why
+    return ok, why
+
+
+def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build:
+    """Among one release's runnable builds: the preferred one, else the newest CUDA/ROCm.
+
+    Builds the knowledge file marks unconfirmed (unadvertised cu129 wheels, say) are taken
+    only when no confirmed build runs.
+    """
+    if policy.preferred_variant is not None:
+        for build in runnable:
+            if build.variant == policy.preferred_variant:
+                return build
+    confirmed = [b for b in runnable if b.confidence != "unconfirmed"]
+    return max(confirmed or runnable, key=lambda b: variant_sort_key(b.variant))
+
+
+def _blocker(
+    request: TorchRequest,
+    host: HostProfile,
+    knowledge: Knowledge,
+    admitted: Sequence[Release],
+    candidates: Sequence[Candidate],
+) -> Blocker:
+    """The blocking fact and the ways out, as specific as the candidates allow."""
+    if not admitted:
+        if candidates:  # admitted by the requirement but not for this Python
+            return Blocker(
+                f"no torch release matching {request.described_as} has wheels for "
+                f"Python {host.python_version}",
+                "use another Python (--python-version for another host) or another torch version",
+            )
+        newest = knowledge.releases[0].torch if knowledge.releases else "?"
+        return Blocker(
+            f"no torch release pip-gpu knows satisfies {request.described_as}",
+            f"pip-gpu knows torch 1.13 to {newest}; check the version pins",
+        )
+    if not any(b.platform == host.platform_tag for r in admitted for b in r.builds):
+        return Blocker(
+            f"no torch release matching {request.described_as} is published for {host.platform_tag}",
+            "check --platform/--arch, or choose another torch version",
+        )
+    if _has_nvidia(host) and not host.nvidia_gpus:
+        problem = next(iter(host.problems), None)
+        detail = f": {problem.message}" if problem else ""
+        return Blocker(
+            f"an NVIDIA driver ({host.driver_version}) is installed but its GPUs could not be read{detail}",
+            (problem.hint + "; or " if problem and problem.hint else "")
+            + "pass --compute-capability X.Y, or --variant cpu for a CPU-only build",
+        )
+    if host.driver_version is None and host.nvidia_gpus:
+        return Blocker(
+            "the NVIDIA driver version is not known, so no CUDA build can be vouched for",
+            "pass --driver VERSION (or PIP_GPU_DRIVER) for the target host, or --variant cpu",
+        )
+    if request.forced_variant is not None:
+        reasons = {c.reason for c in candidates if c.variant == request.forced_variant}
+        detail = "; ".join(sorted(reasons)) or f"no {request.forced_variant} build for {host.platform_tag}"
+        return Blocker(
+            f"the requested variant {request.forced_variant} cannot run here: {detail}",
+            "choose another variant, or pass --force to install it anyway",
+        )
+    ways: list[str] = []
+    gpus = _gpus_for_decision(host)
+    needed_driver = _driver_that_would_help(admitted, host, knowledge)
+    fact = _main_reason(candidates)
+    if needed_driver:
+        ways.append(f"upgrade the NVIDIA driver to >= {needed_driver}")
+    other = _newest_runnable_outside(request, host, knowledge)
+    if other:
+        newer = all(Version(other) > r.version for r in admitted)
+        ways.append(f"use torch {other} ({'torch==' + other + '.*' if newer else 'torch<=' + other}), "
+                    "the newest release with a build that runs here")
+    if not needed_driver and not other:
+        combined = _driver_and_release_that_would_run(host, knowledge)
+        if combined:
+            ways.append(f"upgrade the NVIDIA driver to >= {combined[0]} and use torch {combined[1]}")
+    ways.append("pass --variant cpu for a CPU-only build")
+    what = f"no build of {request.described_as} runs on this host"
+    if gpus:
+        what += f" ({', '.join(sorted({_describe_gpu(g) for g in gpus}))}, driver {host.driver_version})"
+    return Blocker(f"{what}: {fact}", "; or ".join(ways))
+
+
+def _main_reason(candidates: Sequence[Candidate]) -> str:
+    """The driver fact and the architecture fact that rejected the most builds."""
+    driver = [c.reason for c in candidates if not c.ok and c.reason.startswith("driver")]
+    arch = [c.reason for c in candidates if not c.ok and "not covered" in c.reason]
+    facts = [reasons[0] for reasons in (driver, arch) if reasons]
+    return "; ".join(facts) if facts else "no published build fits"
+
+
+def _driver_and_release_that_would_run(host: HostProfile, knowledge: Knowledge) -> Optional[tuple[str, str]]:
+    """Outside the request: the newest release covering the GPUs, and the driver it needs."""
+    gpus = _gpus_for_decision(host)
+    for release in knowledge.releases:
+        if host.python_version not in release.python:
+            continue
+        minimums = [
+            knowledge.minimum_driver_for(b.cuda, host.os)
+            for b in release.builds
+            if b.platform == host.platform_tag
+            and b.cuda is not None
+            and all(gpu_covered_by(g.compute_capability, b) for g in gpus)
+        ]
+        known = [m for m in minimums if m]
+        if known:
+            return min(known, key=Version), release.torch
+    return None
+
+
+def _driver_that_would_help(
+    admitted: Sequence[Release], host: HostProfile, knowledge: Knowledge
+) -> Optional[str]:
+    """The lowest driver minimum among builds that cover every GPU but need a newer driver."""
+    best: Optional[str] = None
+    gpus = _gpus_for_decision(host)
+    for release in admitted:
+        for build in release.builds:
+            if build.platform != host.platform_tag or build.cuda is None:
+                continue
+            if not all(gpu_covered_by(g.compute_capability, build) for g in gpus):
+                continue
+            minimum = knowledge.minimum_driver_for(build.cuda, host.os)
+            if minimum and (best is None or Version(minimum) < Version(best)):
+                best = minimum
+    if best is not None and host.driver_version and _driver_at_least(host.driver_version, best):
+        return None
+    return best
+
+
+def _newest_runnable_outside(
+    request: TorchRequest, host: HostProfile, knowledge: Knowledge
+) -> Optional[str]:
+    """The newest release the requirement excludes but that would run here."""
+    for release in knowledge.releases:
+        if request.admits(release)[0] or host.python_version not in release.python:
+            continue
+        for build in release.builds:
+            if build.cuda is not None and build_runs_on(build, host, knowledge)[0]:
+                return release.torch
+    return None
+
+
+def describe_capabilities(gpus: Iterable[NvidiaGpu]) -> str:
+    return ", ".join(format_compute_capability(g.compute_capability) for g in gpus)
+
+
+def cuda_variant_of(cuda: str) -> str:
+    """``"12.4"`` -> ``"cu124"`` (inverse of :func:`cuda_of_variant`)."""
+    major, _, minor = cuda.partition(".")
+    variant = f"cu{major}{minor}"
+    assert cuda_of_variant(variant) == cuda
+    return variant

@@ -1,0 +1,336 @@
+"""``pip-gpu install``: detect -> decide -> route -> run the real installer -> verify.
+
+The installer's own output reaches the user unchanged and its exit status becomes ours.
+Nothing is installed when no build runs (exit 2), and after installing we read back what
+landed and fail loudly if it is not the build we decided on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import EXIT_INTERRUPTED, EXIT_OK, InstallerFailed, NoBuildRuns, PipGpuError, UsageError
+from .plan import Plan, decide_for, rewrite_pins
+from .requirements import redact_url
+from .route import InstallerCommand, pip_family_command, pip_rest_command, uv_command
+from .target import TargetEnv, find_target, installed_torch_build
+
+__all__ = ["add_install_parser", "run_install"]
+
+# pip/uv options that take a value, passed through to the installer unchanged.
+_VALUE_OPTIONS = (
+    ("-i", "--index-url"),
+    ("--extra-index-url",),
+    ("-f", "--find-links"),
+    ("--trusted-host",),
+    ("--upgrade-strategy",),
+    ("--no-binary",),
+    ("--only-binary",),
+    ("--config-settings",),
+    ("--cache-dir",),
+    ("--progress-bar",),
+)
+_FLAG_OPTIONS = (
+    ("-U", "--upgrade"),
+    ("--force-reinstall",),
+    ("--no-deps",),
+    ("--pre",),
+    ("--no-cache-dir",),
+    ("--no-index",),
+    ("--prefer-binary",),
+    ("--require-hashes",),
+    ("--no-build-isolation",),
+    ("--break-system-packages",),
+    ("-q", "--quiet"),
+    ("-v", "--verbose"),
+)
+
+
+def add_install_parser(commands: Any, add_host_flags: Callable[..., None], add_decision_flags: Callable[..., None]) -> None:
+    parser = commands.add_parser(
+        "install",
+        help="install the torch build that runs here, with real pip or uv",
+        description=(
+            "Install requirements into the target environment with pip or uv, routing torch, "
+            "torchvision, torchaudio and the rest of the family to the index of the build that "
+            "runs on this host (or the host described by the flags). Everything else comes from "
+            "your usual indexes. Exit status 2, with nothing installed, when no build runs."
+        ),
+        epilog=(
+            "Other installer options are passed through; give options this command does not list "
+            "as --opt=value. Target environment: --python, else $VIRTUAL_ENV, else ./.venv, else "
+            "the interpreter running pip-gpu."
+        ),
+    )
+    parser.add_argument("requirements", nargs="*", metavar="REQUIREMENT")
+    parser.add_argument("-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file")
+    parser.add_argument("-c", "--constraint", action="append", default=[], metavar="FILE", help="constraints file")
+    parser.add_argument("--installer", choices=("pip", "uv"), help="default: uv when the target has no pip, else pip")
+    parser.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
+    parser.add_argument("--dry-run", action="store_true", help="print the decision and the commands; install nothing")
+    parser.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    passthrough = parser.add_argument_group("passed to the installer")
+    for names in _VALUE_OPTIONS:
+        passthrough.add_argument(*names, dest=f"pt_{names[-1]}", action="append", metavar="VALUE")
+    for names in _FLAG_OPTIONS:
+        passthrough.add_argument(*names, dest=f"pt_{names[-1]}", action="count")
+    add_host_flags(parser)
+    add_decision_flags(parser)
+    parser.set_defaults(handler=run_install)
+
+
+def _passthrough(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    for names in _VALUE_OPTIONS:
+        for value in getattr(args, f"pt_{names[-1]}") or ():
+            out += [names[-1], value]
+    for names in _FLAG_OPTIONS:
+        out += [names[-1]] * (getattr(args, f"pt_{names[-1]}") or 0)
+    return out
+
+
+def _uv_binary() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        raise UsageError("the uv binary is not installed", "pip install uv, or use --installer pip") from None
+
+
+def choose_installer(requested: Optional[str], configured: Optional[str], target: TargetEnv) -> str:
+    choice = requested or configured or ("pip" if target.has_pip else "uv")
+    if choice == "pip" and not target.has_pip:
+        raise UsageError(f"{target.python} has no pip", "use --installer uv, or install pip into it")
+    return choice
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from .cli import host_from_args
+
+    cwd = Path.cwd()
+    target = find_target(args.python, cwd, os.environ)
+    if args.python_version is None:
+        args.python_version = target.python_version
+    host = host_from_args(args)
+    if "python_version" not in host.sources or host.sources["python_version"] == "--python-version":
+        pass
+    plan = decide_for(
+        args.requirements,
+        args.requirement,
+        host,
+        variant=args.variant,
+        force=args.force,
+        pytorch_index=args.pytorch_index,
+        cwd=cwd,
+        constraint_files=args.constraint,
+    )
+    decision = plan.decision
+    if not decision.ok:
+        assert decision.blocker is not None
+        raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
+    installer = choose_installer(args.installer, plan.config.installer, target)
+    say = _stderr
+    say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
+    where = redact_url(decision.index_url) if decision.index_url else "PyPI"
+    say(f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; installing with {installer}")
+    for note in decision.notes:
+        say(f"pip-gpu: note: {note}")
+
+    with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
+        workdir = Path(scratch)
+        (workdir / "no-links").mkdir()
+        commands = _first_commands(plan, target, installer, _passthrough(args), workdir)
+        if args.dry_run:
+            for command in commands:
+                _show(command)
+            if installer == "pip" and plan.other_lines():
+                say("pip-gpu: then pip run 2 of 2 installs the other requirements, the family held in place")
+            return EXIT_OK
+        for command in commands:
+            _run(command)
+        if installer == "pip" and plan.other_lines():
+            closure = family_closure(target.python, sorted(plan.family_names))
+            rest = pip_rest_command(
+                python=target.python,
+                others=plan.other_lines(),
+                global_options=_global_options(plan),
+                installer_args=_passthrough(args),
+                constraints=closure,
+                workdir=workdir,
+            )
+            _run(rest)
+    _verify(plan, target)
+    return EXIT_OK
+
+
+def _global_options(plan: Plan) -> list[tuple[str, ...]]:
+    return [opt for f in plan.files for opt in f.global_options]
+
+
+def _first_commands(
+    plan: Plan, target: TargetEnv, installer: str, installer_args: Sequence[str], workdir: Path
+) -> list[InstallerCommand]:
+    pins = rewrite_pins(plan)
+    lines = list(plan.lines)
+    if not plan.family_lines():
+        from .requirements import parse_requirement_args
+
+        lines = list(parse_requirement_args(["torch"])) + lines
+    if installer == "uv":
+        return [
+            uv_command(
+                uv=_uv_binary(),
+                python=target.python,
+                variant_index=plan.decision.index_url,
+                lines=lines,
+                global_options=_global_options(plan),
+                pins=pins,
+                installer_args=installer_args,
+                workdir=workdir,
+            )
+        ]
+    family = [line for line in lines if line.name in plan.family_names]
+    return [
+        pip_family_command(
+            python=target.python,
+            variant_index=plan.decision.index_url,
+            family=family,
+            global_options=_global_options(plan),
+            pins=pins,
+            installer_args=installer_args,
+            workdir=workdir,
+        )
+    ]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _show(command: InstallerCommand) -> None:
+    print(f"# {command.purpose}")
+    for name, value in command.env.items():
+        print(f"{name}={shlex.quote(redact_url(value))} \\" if value else f"unset {name}")
+    print(" ".join(shlex.quote(redact_url(a)) for a in command.argv))
+    for path, content in command.files.items():
+        print(f"# {path.name}:")
+        for line in content.splitlines():
+            print(f"#   {redact_url(line)}")
+
+
+def _environment(changes: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in changes.items():
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
+    return env
+
+
+def _run(command: InstallerCommand) -> None:
+    """Run the installer in the foreground; Ctrl-C reaches it, and we wait for it to stop."""
+    for path, content in command.files.items():
+        path.write_text(content, encoding="utf-8")
+    try:
+        process = subprocess.Popen(list(command.argv), env=_environment(command.env))
+    except OSError as exc:
+        raise UsageError(f"cannot run {command.argv[0]}: {exc}") from None
+    try:
+        status = process.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to the whole foreground group; give the installer time to
+        # clean up, then make sure it is gone.
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        raise
+    if status != 0:
+        if status < 0 and -status == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise InstallerFailed(f"{command.purpose}: the installer exited with status {status}", status)
+
+
+_CLOSURE_PROBE = r"""
+import json, sys, importlib.metadata as md
+from packaging.requirements import Requirement
+"""
+
+_CLOSURE_PROBE_STDLIB = r"""
+import json, re, sys, importlib.metadata as md
+def canon(n): return re.sub(r"[-_.]+", "-", n).lower()
+roots = json.loads(sys.argv[1])
+seen, out, todo = set(), [], list(roots)
+while todo:
+    name = canon(todo.pop())
+    if name in seen: continue
+    seen.add(name)
+    try: dist = md.distribution(name)
+    except md.PackageNotFoundError: continue
+    out.append(f"{canon(dist.metadata['Name'])}=={dist.version}")
+    for req in dist.requires or ():
+        spec = req.split(";")[0]
+        if ";" in req and "extra" in req.split(";", 1)[1]: continue
+        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
+        if m: todo.append(m.group(1))
+print(json.dumps(sorted(out)))
+"""
+
+
+def family_closure(python: Path, roots: Sequence[str]) -> list[str]:
+    """``name==version`` for the installed family and everything it depends on, in the target."""
+    import json
+
+    done = subprocess.run(
+        [str(python), "-I", "-c", _CLOSURE_PROBE_STDLIB, json.dumps(list(roots))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    try:
+        result: list[str] = json.loads(done.stdout)
+    except ValueError:
+        raise PipGpuError(f"could not read the installed packages of {python}: {done.stderr.strip()}") from None
+    return result
+
+
+def _verify(plan: Plan, target: TargetEnv) -> None:
+    """Read back what landed and compare it with the decision."""
+    decision = plan.decision
+    installed = installed_torch_build(target.python)
+    problems = []
+    for name in ("torch", "torchvision", "torchaudio"):
+        info = installed.get(name)
+        if info is None or not info.get("version"):
+            continue
+        version = info["version"] or ""
+        label = version.partition("+")[2] or None
+        expected = None if decision.variant == "default" else decision.variant
+        if label != expected:
+            problems.append(f"{name} {version} landed, but {decision.variant} was decided")
+    if problems:
+        raise InstallerFailed(
+            "; ".join(problems) + " (another requirement or index overrode the routing)", 1
+        )
+    torch_info = installed.get("torch")
+    if torch_info:
+        cuda = torch_info.get("cuda")
+        detail = f"CUDA {cuda}" if cuda else ("ROCm " + str(torch_info.get("hip")) if torch_info.get("hip") else "CPU")
+        _stderr(f"pip-gpu: verified: torch {torch_info['version']} ({detail}) is installed in {target.prefix}")
+
+
+def interrupted_exit() -> int:
+    return EXIT_INTERRUPTED

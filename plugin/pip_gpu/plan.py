@@ -1,0 +1,151 @@
+"""From what the user typed to a decision: requirements, project policy, index, host.
+
+This is the glue between the boundaries (files, environment, ``pyproject.toml``) and the
+pure decision core; ``explain``, ``install`` and ``lock`` all start here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from .config import ProjectConfig, load_project_config
+from .decide import Decision, Policy, decide, request_from_requirements
+from .host import HostProfile
+from .knowledge import Knowledge, load_knowledge
+from .requirements import (
+    RequirementFile,
+    RequirementLine,
+    RewritePin,
+    parse_requirement_args,
+    read_requirements_file,
+)
+
+__all__ = ["Plan", "decide_for", "marker_environment", "rewrite_pins"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A decision together with the requirements and settings it was made from."""
+
+    decision: Decision
+    knowledge: Knowledge
+    lines: tuple[RequirementLine, ...]  # command line, then each file's lines (flattened)
+    files: tuple[RequirementFile, ...]
+    family_names: frozenset[str]
+    pytorch_index: str
+    config: ProjectConfig
+
+    def family_lines(self) -> list[RequirementLine]:
+        return [line for line in self.lines if line.name in self.family_names]
+
+    def other_lines(self) -> list[RequirementLine]:
+        return [line for line in self.lines if line.name not in self.family_names]
+
+
+def marker_environment(host: HostProfile) -> dict[str, str]:
+    """PEP 508 marker values for the target host (the rest default to this interpreter)."""
+    system = {"linux": "Linux", "windows": "Windows", "macos": "Darwin"}.get(host.os, host.os)
+    sys_platform = {"linux": "linux", "windows": "win32", "macos": "darwin"}.get(host.os, host.os)
+    machine = {"x86_64": "AMD64" if host.os == "windows" else "x86_64"}.get(host.arch, host.arch)
+    return {
+        "python_version": host.python_version,
+        "platform_system": system,
+        "sys_platform": sys_platform,
+        "platform_machine": machine,
+        "os_name": "nt" if host.os == "windows" else "posix",
+    }
+
+
+def decide_for(
+    requirement_args: Sequence[str],
+    requirement_files: Sequence[str],
+    host: HostProfile,
+    *,
+    variant: Optional[str] = None,
+    force: bool = False,
+    pytorch_index: Optional[str] = None,
+    cwd: Path,
+    constraint_files: Sequence[str] = (),
+    env: Optional[Mapping[str, str]] = None,
+    knowledge: Optional[Knowledge] = None,
+) -> Plan:
+    """Read the requirements and settings, and decide for ``host``."""
+    env = os.environ if env is None else env
+    knowledge = knowledge or load_knowledge()
+    config = load_project_config(cwd)
+    lines = list(parse_requirement_args(requirement_args))
+    files: list[RequirementFile] = []
+    for path in requirement_files:
+        parsed = read_requirements_file(cwd / path)
+        files.append(parsed)
+        lines.extend(parsed.lines)
+    for path in constraint_files:
+        parsed = read_requirements_file(cwd / path, constraint=True)
+        files.append(parsed)
+        lines.extend(parsed.lines)
+
+    family_names = frozenset(m.name for m in knowledge.family)
+    markers = marker_environment(host)
+    family_requirements: list[Requirement] = [
+        line.requirement
+        for line in lines
+        if line.requirement is not None
+        and line.name in family_names
+        and (line.requirement.marker is None or line.requirement.marker.evaluate(markers))
+    ]
+    if not family_requirements:
+        family_requirements = [Requirement("torch")]
+    request = request_from_requirements(
+        family_requirements,
+        knowledge,
+        variant=variant or env.get("PIP_GPU_VARIANT") or None,
+        force=force,
+    )
+    index = (
+        pytorch_index
+        or env.get("PIP_GPU_PYTORCH_INDEX")
+        or config.pytorch_index
+        or knowledge.pytorch_index
+    ).rstrip("/")
+    policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
+    decision = decide(request, host, knowledge, pytorch_index=index, policy=policy)
+    return Plan(
+        decision=decision,
+        knowledge=knowledge,
+        lines=tuple(lines),
+        files=tuple(files),
+        family_names=family_names,
+        pytorch_index=index,
+        config=config,
+    )
+
+
+def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
+    """What each family member's requirement must add so the resolver takes the decided build.
+
+    torch is held to the decided release series (``==2.5.*``) and companions to theirs
+    (``torchvision==0.20.*``); exact pins get the variant's local label where its wheels
+    carry one. Other family members are only routed.
+    """
+    decision = plan.decision
+    assert decision.release is not None and decision.variant is not None
+    label = None if decision.variant == "default" else decision.variant
+    pins: dict[str, RewritePin] = {}
+    for member in plan.knowledge.family:
+        series: Optional[str] = None
+        if member.name == "torch":
+            series = decision.release.torch
+        elif member.name in decision.release.companions:
+            series = decision.release.companions[member.name]
+        pins[member.name] = RewritePin(
+            specifier=SpecifierSet(f"=={series}.*") if series else SpecifierSet(),
+            local_label=label if member.local_label else None,
+        )
+    return pins

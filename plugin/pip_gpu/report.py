@@ -1,0 +1,199 @@
+"""How pip-gpu shows hosts, decisions and its knowledge: readable tables and stable JSON."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .decide import Decision
+from .host import HostProfile, format_compute_capability
+from .knowledge import Build, Knowledge, variant_sort_key
+from .requirements import redact_url
+
+__all__ = ["decision_json", "knowledge_json", "render_decision", "render_host", "render_knowledge"]
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> str:
+    if not rows:
+        return ""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        lines.append(indent + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def render_host(host: HostProfile) -> str:
+    src = host.sources
+    libc = f", {host.libc}" if host.libc else ""
+    lines = [
+        f"Platform   {host.os} {host.arch}{libc}, Python {host.python_version}"
+        f"   [{src.get('os', '?')}; python: {src.get('python_version', '?')}]"
+    ]
+    if host.driver_version:
+        cuda = f", supports CUDA <= {host.cuda_driver_version}" if host.cuda_driver_version else ""
+        lines.append(
+            f"Driver     NVIDIA {host.driver_version}{cuda}   [{src.get('driver_version', '?')}"
+            + (f"; cuda: {src['cuda_driver_version']}" if "cuda_driver_version" in src else "")
+            + "]"
+        )
+    else:
+        lines.append("Driver     no NVIDIA driver found")
+    if host.nvidia_gpus:
+        rows = [["#", "GPU", "capability", "memory", "UUID", "visible", "source"]]
+        for gpu in host.nvidia_gpus:
+            rows.append(
+                [
+                    str(gpu.index),
+                    gpu.name,
+                    f"{format_compute_capability(gpu.compute_capability)} "
+                    f"(sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]})",
+                    f"{gpu.memory_total_mib} MiB" if gpu.memory_total_mib is not None else "-",
+                    gpu.uuid or "-",
+                    "yes" if gpu.visible else "no",
+                    gpu.source,
+                ]
+            )
+        lines.append("NVIDIA GPUs")
+        lines.append(_table(rows))
+        if host.cuda_visible_devices is not None:
+            lines.append(f"  CUDA_VISIBLE_DEVICES={host.cuda_visible_devices!r}")
+    else:
+        lines.append("NVIDIA GPUs none")
+    for gpu in host.amd_gpus:
+        lines.append(f"AMD GPU    {gpu.name} ({gpu.gfx_target})   [{gpu.source}]")
+    for igpu in host.intel_gpus:
+        kind = "discrete" if igpu.discrete else "integrated"
+        lines.append(f"Intel GPU  {igpu.name} ({igpu.pci_device_id}, {kind})   [{igpu.source}]")
+    for problem in host.problems:
+        lines.append(f"Problem    {problem.message}")
+        if problem.hint:
+            lines.append(f"           hint: {problem.hint}")
+    return "\n".join(lines)
+
+
+def decision_json(decision: Decision, host: HostProfile) -> dict[str, Any]:
+    """The object ``explain --json`` prints; keys are a stable interface for scripts."""
+    data: dict[str, Any] = {
+        "variant": decision.variant,
+        "index_url": redact_url(decision.index_url) if decision.index_url else None,
+        "torch": decision.torch,
+        "cuda": decision.build.cuda if decision.build else None,
+        "host": host.to_json(),
+        "candidates": [
+            {"variant": c.variant, "torch": c.torch, "platform": c.platform, "ok": c.ok, "reason": c.reason}
+            for c in decision.candidates
+        ],
+        "notes": list(decision.notes),
+    }
+    if decision.blocker is not None:
+        data["error"] = decision.blocker.message
+        data["hint"] = decision.blocker.hint
+    return data
+
+
+def render_decision(decision: Decision, host: HostProfile, *, show_all: bool = False) -> str:
+    gpus = ", ".join(
+        f"{g.name} (sm_{g.compute_capability[0]}{g.compute_capability[1]})" for g in host.visible_nvidia_gpus
+    )
+    driver = f"driver {host.driver_version}" if host.driver_version else "no NVIDIA driver"
+    lines = [f"Host: {host.platform_tag}, Python {host.python_version}, {driver}" + (f", {gpus}" if gpus else "")]
+    if decision.ok:
+        where = redact_url(decision.index_url) if decision.index_url else "PyPI (no PyTorch index)"
+        lines.insert(0, f"torch {decision.torch} -> {decision.variant}   from {where}")
+    else:
+        assert decision.blocker is not None
+        lines.insert(0, f"No build runs: {decision.blocker.message}")
+        lines.insert(1, f"  ways out: {decision.blocker.hint}")
+    for note in decision.notes:
+        lines.append(f"Note: {note}")
+    shown = decision.candidates
+    if not show_all and decision.release is not None:
+        newest_first = [c for c in shown if _series_key(c.torch) >= _series_key(decision.release.torch)]
+        shown = tuple(newest_first)
+        hidden = len(decision.candidates) - len(shown)
+    else:
+        hidden = 0
+    rows = [["torch", "variant", "verdict", "reason"]]
+    for c in shown:
+        chosen = decision.release is not None and (c.torch, c.variant) == (decision.release.torch, decision.variant)
+        verdict = "CHOSEN" if chosen else ("runs" if c.ok else "no")
+        rows.append([c.torch, c.variant, verdict, c.reason])
+    if len(rows) > 1:
+        lines.append("")
+        lines.append(_table(rows))
+    if hidden:
+        lines.append(f"  ... {hidden} builds of older releases (--all lists them)")
+    return "\n".join(lines)
+
+
+def _series_key(series: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in series.split(".") if p.isdigit())
+
+
+def _archs(build: Build) -> str:
+    if build.cuda is None:
+        return "-"
+    if build.sass is None:
+        return "unknown"
+    sass = " ".join(f"{a}{b}" for a, b in build.sass)
+    ptx = " +PTX " + " ".join(f"{a}{b}" for a, b in build.ptx) if build.ptx else ""
+    return f"sm {sass}{ptx}"
+
+
+def render_knowledge(knowledge: Knowledge) -> str:
+    out = ["CUDA -> minimum NVIDIA driver (minor-version compatibility)"]
+    rows = [["CUDA", "Linux", "Windows", "confidence"]]
+    for row in knowledge.cuda_drivers:
+        rows.append(
+            [row.cuda, row.linux_minor_compat or "-", row.windows_minor_compat or "-", row.confidence]
+        )
+    out.append(_table(rows))
+    out.append("")
+    out.append("torch releases and their builds")
+    rows = [["torch", "python", "variant", "platform", "architectures", "confidence"]]
+    for release in knowledge.releases:
+        py = f"{release.python[0]}-{release.python[-1]}" if release.python else "-"
+        for build in sorted(release.builds, key=lambda b: (b.platform, variant_sort_key(b.variant))):
+            rows.append([release.torch, py, build.variant, build.platform, _archs(build), build.confidence])
+    out.append(_table(rows))
+    return "\n".join(out)
+
+
+def _ccs(values: Optional[tuple[tuple[int, int], ...]]) -> Optional[list[str]]:
+    return None if values is None else [format_compute_capability(v) for v in values]
+
+
+def knowledge_json(knowledge: Knowledge) -> dict[str, Any]:
+    return {
+        "pytorch_index": knowledge.pytorch_index,
+        "cuda_drivers": [vars(row) for row in knowledge.cuda_drivers],
+        "driver_branches": [vars(row) for row in knowledge.driver_branches],
+        "family": [vars(m) for m in knowledge.family],
+        "releases": [
+            {
+                "torch": r.torch,
+                "versions": list(r.versions),
+                "python": list(r.python),
+                "companions": r.companions,
+                "pypi_default": r.pypi_default,
+                "confidence": r.confidence,
+                "source": r.source,
+                "builds": [
+                    {
+                        "variant": b.variant,
+                        "platform": b.platform,
+                        "cuda": b.cuda,
+                        "sass": _ccs(b.sass),
+                        "ptx": _ccs(b.ptx),
+                        "gfx": list(b.gfx) if b.gfx is not None else None,
+                        "confidence": b.confidence,
+                        "source": b.source,
+                    }
+                    for b in r.builds
+                ],
+            }
+            for r in knowledge.releases
+        ],
+        "gpus": list(knowledge.gpus),
+    }

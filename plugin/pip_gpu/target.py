@@ -1,0 +1,126 @@
+"""The environment packages go into: which interpreter, its Python version, whether it has pip.
+
+Chosen as uv chooses it: ``--python``, else the active ``VIRTUAL_ENV``, else ``./.venv``,
+else the interpreter running pip-gpu.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import UsageError
+
+__all__ = ["TargetEnv", "find_target", "installed_torch_build"]
+
+_PROBE = (
+    "import sys, json, importlib.util as u;"
+    "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], 'prefix': sys.prefix,"
+    "'base_prefix': sys.base_prefix, 'pip': u.find_spec('pip') is not None}))"
+)
+
+
+@dataclass(frozen=True)
+class TargetEnv:
+    python: Path
+    python_version: str
+    prefix: Path
+    has_pip: bool
+    is_virtualenv: bool
+    chosen_by: str  # "--python", "VIRTUAL_ENV", "./.venv", "pip-gpu's interpreter"
+
+
+def _interpreter_in(folder: Path) -> Optional[Path]:
+    for candidate in (folder / "bin" / "python", folder / "Scripts" / "python.exe"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def find_target(python: Optional[str], cwd: Path, env: Mapping[str, str]) -> TargetEnv:
+    if python:
+        given = Path(python)
+        if given.is_dir():
+            found = _interpreter_in(given)
+            if found is None:
+                raise UsageError(f"--python {python}: no interpreter in that folder", "point at a venv or a python")
+            return probe(found, "--python")
+        if not given.exists():
+            raise UsageError(f"--python {python}: no such file", "point at a Python interpreter or a venv")
+        return probe(given, "--python")
+    if env.get("VIRTUAL_ENV"):
+        found = _interpreter_in(Path(env["VIRTUAL_ENV"]))
+        if found is not None:
+            return probe(found, "VIRTUAL_ENV")
+    local = _interpreter_in(cwd / ".venv")
+    if local is not None:
+        return probe(local, "./.venv")
+    return probe(Path(sys.executable), "pip-gpu's interpreter")
+
+
+def probe(python: Path, chosen_by: str) -> TargetEnv:
+    """Ask the interpreter itself: one short subprocess, no imports beyond the stdlib."""
+    try:
+        done = subprocess.run(
+            [str(python), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30, check=False
+        )
+        info = json.loads(done.stdout)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        raise UsageError(f"{python} is not a working Python interpreter", "pass --python PATH to one") from None
+    return TargetEnv(
+        python=python,
+        python_version=info["version"],
+        prefix=Path(info["prefix"]),
+        has_pip=bool(info["pip"]),
+        is_virtualenv=info["prefix"] != info["base_prefix"],
+        chosen_by=chosen_by,
+    )
+
+
+_TORCH_PROBE = r"""
+import json, importlib.metadata as md, importlib.util as u, ast, os
+out = {}
+for name in ("torch", "torchvision", "torchaudio"):
+    try:
+        out[name] = {"version": md.version(name)}
+    except md.PackageNotFoundError:
+        continue
+    spec = u.find_spec(name)
+    locs = list(spec.submodule_search_locations or []) if spec else []
+    path = os.path.join(locs[0], "version.py") if locs else None
+    if path and os.path.exists(path):
+        values = {}
+        for node in ast.parse(open(path, encoding="utf-8").read()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        values[target.id] = node.value.value
+        out[name].update({"cuda": values.get("cuda"), "hip": values.get("hip"), "file_version": values.get("__version__")})
+print(json.dumps(out))
+"""
+
+
+def installed_torch_build(python: Path) -> dict[str, dict[str, Optional[str]]]:
+    """What the environment holds of the family, read from metadata and ``version.py``.
+
+    torch itself is never imported: that takes seconds and may fail for the very reasons
+    we are checking.
+    """
+    done = subprocess.run(
+        [str(python), "-I", "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=60, check=False
+    )
+    try:
+        data: dict[str, dict[str, Optional[str]]] = json.loads(done.stdout)
+    except ValueError:
+        return {}
+    return data
+
+
+def default_env() -> Mapping[str, str]:
+    return os.environ
