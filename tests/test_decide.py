@@ -18,7 +18,16 @@ from pip_gpu.knowledge import load_knowledge
 
 KNOWLEDGE = load_knowledge()
 
-V100, T4, A100, A10, RTX4090, H100, RTX5090, B200 = (7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0), (12, 0), (10, 0)
+V100, T4, A100, A10, RTX4090, H100, RTX5090, B200 = (
+    (7, 0),
+    (7, 5),
+    (8, 0),
+    (8, 6),
+    (8, 9),
+    (9, 0),
+    (12, 0),
+    (10, 0),
+)
 GTX1080, K80, GTX750 = (6, 1), (3, 7), (5, 0)
 
 
@@ -57,11 +66,16 @@ def host(
     )
 
 
-def run(*requirements: str, on: HostProfile, variant: Optional[str] = None, force: bool = False,
-        policy: Policy = Policy()) -> Decision:
+def run(
+    *requirements: str,
+    on: HostProfile,
+    variant: Optional[str] = None,
+    force: bool = False,
+    policy: Optional[Policy] = None,
+) -> Decision:
     reqs = [Requirement(r) for r in requirements] or [Requirement("torch")]
     request = request_from_requirements(reqs, KNOWLEDGE, variant=variant, force=force)
-    return decide(request, on, KNOWLEDGE, policy=policy)
+    return decide(request, on, KNOWLEDGE, policy=policy or Policy())
 
 
 def chosen(decision: Decision) -> tuple[Optional[str], Optional[str]]:
@@ -284,8 +298,9 @@ def test_driver_without_gpus_decides_by_driver_alone() -> None:
 
 def test_driver_whose_gpus_cannot_be_read_is_refused_not_given_cpu() -> None:
     problem = HostProblem("nvml-driver-mismatch", "driver/library version mismatch", "reboot")
-    broken = HostProfile(os="linux", arch="x86_64", python_version="3.11", driver_version="550.54.15",
-                         problems=(problem,))
+    broken = HostProfile(
+        os="linux", arch="x86_64", python_version="3.11", driver_version="550.54.15", problems=(problem,)
+    )
     # The driver alone still decides: the GPUs are unknown, not absent.
     decision = run("torch==2.5.1", on=broken)
     assert decision.variant != "cpu"
@@ -295,7 +310,9 @@ def test_driver_whose_gpus_cannot_be_read_is_refused_not_given_cpu() -> None:
 
 
 def test_policy_restricts_variants() -> None:
-    decision = run("torch", on=host("580.65.06", (A100,)), policy=Policy(allowed_variants=frozenset({"cu124", "cpu"})))
+    decision = run(
+        "torch", on=host("580.65.06", (A100,)), policy=Policy(allowed_variants=frozenset({"cu124", "cpu"}))
+    )
     assert decision.variant == "cu124"
     assert decision.release is not None and any(b.variant == "cu124" for b in decision.release.builds)
 

@@ -252,9 +252,7 @@ def test_real_uv_installs_the_cpu_build(index_server: IndexServer, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_pip_extra_index_url_takes_the_planted_filelock(
-    index_server: IndexServer, tmp_path: Path
-) -> None:
+def test_pip_extra_index_url_takes_the_planted_filelock(index_server: IndexServer, tmp_path: Path) -> None:
     """Documents the threat: naive --extra-index-url lets "PyPI" win on version.
 
     pip merges all indexes and picks the highest version, so the planted

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from packaging.version import Version
+
 from pip_gpu.knowledge import cuda_of_variant, knowledge_from_dict, load_knowledge
 
 CONFIDENCES = {"high", "medium", "unconfirmed"}

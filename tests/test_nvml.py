@@ -239,9 +239,7 @@ def test_error_code_unknown_to_the_binding_uses_nvml_error_string(run_profile: A
 
 
 def test_device_count_error_keeps_the_driver(run_profile: Any) -> None:
-    report, _, log = run_profile(
-        driver="535.104.05", count_error=NVML_ERROR_NO_PERMISSION, gpus=[A100]
-    )
+    report, _, log = run_profile(driver="535.104.05", count_error=NVML_ERROR_NO_PERMISSION, gpus=[A100])
     assert report["driver_version"] == "535.104.05"
     assert report["cuda_driver_version"] == "12.2"
     assert report["gpus"] == []
@@ -381,9 +379,7 @@ def test_bad_profile_fails_loudly(fake_nvml_dir: Path, tmp_path: Path) -> None:
 
 
 def _run_python(code: str, env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
 from pip_gpu.errors import EXIT_USAGE, UsageError
 from pip_gpu.requirements import (
     RequirementLine,
@@ -33,9 +34,7 @@ PINS = {
 }
 HASH_A = "sha256:" + "a" * 64
 HASH_B = "sha256:" + "b" * 64
-NAMED_URL = (
-    'torch @ https://example.com/torch-2.5.1-cp311-cp311-linux_x86_64.whl ; sys_platform == "linux"'
-)
+NAMED_URL = 'torch @ https://example.com/torch-2.5.1-cp311-cp311-linux_x86_64.whl ; sys_platform == "linux"'
 
 
 def write(path: Path, text: str) -> Path:
@@ -135,16 +134,13 @@ def test_comments_continuations_and_blank_lines(tmp_path: Path) -> None:
     ]
 
 
-def test_environment_variables_follow_pips_rule(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_environment_variables_follow_pips_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_VERSION", "2.5.1")
     monkeypatch.setenv("lower_case", "9")
     monkeypatch.delenv("UNSET_VAR", raising=False)
     req = write(
         tmp_path / "r.txt",
-        "torch==${TORCH_VERSION}\n--index-url https://host/${UNSET_VAR}/simple\n"
-        "numpy==1.${lower_case}\n",
+        "torch==${TORCH_VERSION}\n--index-url https://host/${UNSET_VAR}/simple\nnumpy==1.${lower_case}\n",
     )
     with pytest.raises(UsageError, match=r"r\.txt:3"):  # ${lower_case} is not expanded
         read_requirements_file(req)
@@ -424,9 +420,7 @@ def test_hashes_and_options_survive_rewriting(tmp_path: Path) -> None:
     [line] = read_requirements_file(req).lines
     new = rewrite_line(line, PINS)
     assert (new.hashes, new.options, new.origin) == (line.hashes, line.options, line.origin)
-    assert render_line(new) == (
-        f"torch==2.5.1+cu124 --hash={HASH_A} --hash={HASH_B} --config-settings=k=v"
-    )
+    assert render_line(new) == (f"torch==2.5.1+cu124 --hash={HASH_A} --hash={HASH_B} --config-settings=k=v")
 
 
 def test_rendered_file_reads_back_the_same(tmp_path: Path) -> None:
@@ -522,9 +516,7 @@ def read_one(tmp_path: Path, text: str) -> RequirementLine:
 
 @settings(max_examples=300, deadline=None)
 @given(text=requirement_lines(), label=st.sampled_from(["cu124", "cpu", None]))
-def test_rewrite_properties(
-    tmp_path_factory: pytest.TempPathFactory, text: str, label: str | None
-) -> None:
+def test_rewrite_properties(tmp_path_factory: pytest.TempPathFactory, text: str, label: str | None) -> None:
     pins = {name: RewritePin(pin.specifier, label) for name, pin in PINS.items()}
     line = read_one(tmp_path_factory.mktemp("prop"), text)
     new = rewrite_line(line, pins)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from pip_gpu.detect.nvidia_smi import SmiReport, query_nvidia_smi
 from pip_gpu.detect.procfs import read_nvidia_proc_version
 from pip_gpu.detect.sysfs import (
@@ -131,12 +132,8 @@ def test_intel_arc_a770_and_integrated_gpu(tmp_path: Path) -> None:
     arc = add_pci_device(tmp_path, "0000:03:00.0", "0x8086", "0x56A0", "0x030000")
     add_pci_device(tmp_path, "0000:04:00.0", "0x10de", "0x2684", "0x030000")  # NVIDIA
     assert find_intel_gpus(tmp_path) == (
-        IntelGpu(
-            pci_device_id="0xa780", name="Intel GPU 0xa780", discrete=False, source=f"sysfs:{igpu}"
-        ),
-        IntelGpu(
-            pci_device_id="0x56a0", name="Intel Arc A770", discrete=True, source=f"sysfs:{arc}"
-        ),
+        IntelGpu(pci_device_id="0xa780", name="Intel GPU 0xa780", discrete=False, source=f"sysfs:{igpu}"),
+        IntelGpu(pci_device_id="0x56a0", name="Intel Arc A770", discrete=True, source=f"sysfs:{arc}"),
     )
 
 
@@ -210,8 +207,7 @@ def write_proc_version(proc_root: Path, text: str) -> None:
             "550.54.15",
         ),
         (
-            "NVRM version: NVIDIA UNIX aarch64 Kernel Module  390.157  Wed Oct 12 09:19:07 UTC"
-            " 2022\n",
+            "NVRM version: NVIDIA UNIX aarch64 Kernel Module  390.157  Wed Oct 12 09:19:07 UTC 2022\n",
             "390.157",
         ),
         ("garbage\nNVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05\n", None),
@@ -251,9 +247,7 @@ GPU 00000000:01:00.0
 
 LOG_OLD = LOG_OK.replace("535.104.05", "470.82.01").replace("12.2", "11.4")
 NO_CC_FIELD = 'Field "compute_cap" is not a valid field to query.\n'
-MISMATCH = (
-    "Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 535.129\n"
-)
+MISMATCH = "Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 535.129\n"
 
 
 def fake_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> Path:
@@ -306,8 +300,7 @@ def test_nvidia_smi_two_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         problem=None,
     )
     assert calls.read_text().splitlines() == [
-        "--query-gpu=index,name,compute_cap,memory.total,uuid,driver_version"
-        " --format=csv,noheader,nounits",
+        "--query-gpu=index,name,compute_cap,memory.total,uuid,driver_version --format=csv,noheader,nounits",
         "-q -d COMPUTE",
     ]
 
@@ -325,9 +318,7 @@ def test_nvidia_smi_hang_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 @posix_only
-def test_nvidia_smi_default_timeout_bounds_a_hang(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_nvidia_smi_default_timeout_bounds_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_smi(tmp_path, monkeypatch, "sleep 30")
     start = time.monotonic()
     report = query_nvidia_smi()
@@ -341,8 +332,7 @@ def test_nvidia_smi_garbage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert query_nvidia_smi() == SmiReport(
         problem=HostProblem(
             "nvidia-smi-garbled",
-            "could not parse nvidia-smi output (expected 6 fields, got 1):"
-            " Segmentation fault?? <html>",
+            "could not parse nvidia-smi output (expected 6 fields, got 1): Segmentation fault?? <html>",
             "run the nvidia-smi command yourself to see what it prints",
         )
     )
@@ -358,9 +348,7 @@ def test_nvidia_smi_garbage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "0, Tesla T4, seven, 15360, GPU-1, 535.104.05\n",
     ],
 )
-def test_nvidia_smi_garbled_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, query: str
-) -> None:
+def test_nvidia_smi_garbled_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, query: str) -> None:
     fake_smi(tmp_path, monkeypatch, respond(query, LOG_OK))
     report = query_nvidia_smi()
     assert report.gpus == ()
@@ -375,8 +363,7 @@ def test_nvidia_smi_driver_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert report.problem is not None
     assert report.problem.code == "nvml-driver-mismatch"
     assert report.problem.message == (
-        "nvidia-smi exited with status 18:"
-        " Failed to initialize NVML: Driver/library version mismatch"
+        "nvidia-smi exited with status 18: Failed to initialize NVML: Driver/library version mismatch"
     )
     assert report.problem.hint.startswith("reboot")
     assert len(calls.read_text().splitlines()) == 1  # no pointless second call
@@ -398,9 +385,7 @@ def test_nvidia_smi_no_driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 @posix_only
-def test_nvidia_smi_old_driver_without_compute_cap(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_nvidia_smi_old_driver_without_compute_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = fake_smi(tmp_path, monkeypatch, respond(NO_CC_FIELD, LOG_OLD, query_status=2))
     report = query_nvidia_smi()
     assert (report.driver_version, report.cuda_driver_version, report.gpus) == (
@@ -442,9 +427,7 @@ def test_nvidia_smi_gpu_without_compute_cap_is_skipped(
 
 
 @posix_only
-def test_nvidia_smi_log_without_cuda_version(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_nvidia_smi_log_without_cuda_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = LOG_OK.replace("12.2", "Not Found")
     fake_smi(tmp_path, monkeypatch, respond(QUERY_OK, log))
     report = query_nvidia_smi()

@@ -46,7 +46,9 @@ def _add_host_flags(parser: argparse.ArgumentParser) -> None:
         "Decide for another host (CI, Docker builds, a fleet). Facts given here replace the "
         "detected ones; the rest is detected.",
     )
-    group.add_argument("--driver", metavar="VERSION", help="NVIDIA driver version, e.g. 535.104.05 [PIP_GPU_DRIVER]")
+    group.add_argument(
+        "--driver", metavar="VERSION", help="NVIDIA driver version, e.g. 535.104.05 [PIP_GPU_DRIVER]"
+    )
     group.add_argument(
         "--compute-capability",
         metavar="X.Y",
@@ -62,13 +64,16 @@ def _add_host_flags(parser: argparse.ArgumentParser) -> None:
 def _add_decision_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decision")
     group.add_argument(
-        "--variant", metavar="NAME", help="use this build (cu124, cpu, rocm6.2, xpu); still checked [PIP_GPU_VARIANT]"
+        "--variant",
+        metavar="NAME",
+        help="use this build (cu124, cpu, rocm6.2, xpu); still checked [PIP_GPU_VARIANT]",
     )
     group.add_argument("--force", action="store_true", help="accept a --variant the host cannot run")
     group.add_argument(
         "--pytorch-index",
         metavar="URL",
-        help="base of the PyTorch indexes, for mirrors; the variant index is URL/<variant> [PIP_GPU_PYTORCH_INDEX]",
+        help="base of the PyTorch indexes, for mirrors; the variant index is URL/<variant> "
+        "[PIP_GPU_PYTORCH_INDEX]",
     )
 
 
@@ -100,8 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
             "no build runs."
         ),
     )
-    explain.add_argument("requirements", nargs="*", metavar="REQUIREMENT", help="e.g. torch==2.5.1 torchvision")
-    explain.add_argument("-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file")
+    explain.add_argument(
+        "requirements", nargs="*", metavar="REQUIREMENT", help="e.g. torch==2.5.1 torchvision"
+    )
+    explain.add_argument(
+        "-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file"
+    )
     explain.add_argument("--json", action="store_true", help="print JSON")
     explain.add_argument("--all", action="store_true", help="list the candidates of every release")
     _add_host_flags(explain)
@@ -110,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     matrix = commands.add_parser(
         "matrix",
         help="print pip-gpu's knowledge: CUDA drivers, torch releases and their builds",
-        description="Print the knowledge file: driver minimums, releases, builds and their GPU architectures.",
+        description="Print the knowledge file: driver minimums, releases, builds, GPU architectures.",
     )
     matrix.add_argument("--json", action="store_true", help="print the knowledge as JSON")
 
@@ -216,4 +225,3 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"detect": cmd_detect, "explain": cmd_explain, "matrix": cmd_matrix}
-

@@ -13,7 +13,7 @@ from .errors import UsageError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["ProjectConfig", "find_pyproject", "load_project_config"]
 
@@ -61,10 +61,14 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
     known = {"variants", "preferred-variant", "pytorch-index", "installer"}
     unknown = sorted(set(table) - known)
     if unknown:
-        raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(known))}")
+        raise UsageError(
+            f"{where}: unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(known))}"
+        )
     variants = table.get("variants")
-    if variants is not None and not (isinstance(variants, list) and all(isinstance(v, str) for v in variants)):
-        raise UsageError(f"{where}: variants must be a list of strings, e.g. [\"cu124\", \"cpu\"]")
+    if variants is not None and not (
+        isinstance(variants, list) and all(isinstance(v, str) for v in variants)
+    ):
+        raise UsageError(f'{where}: variants must be a list of strings, e.g. ["cu124", "cpu"]')
     preferred = table.get("preferred-variant")
     index = table.get("pytorch-index")
     installer = table.get("installer")

@@ -277,8 +277,7 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
         return False, "no NVIDIA driver (pass --driver for another host)"
     if not _driver_at_least(host.driver_version, minimum):
         return False, (
-            f"driver {host.driver_version} is older than {minimum}, "
-            f"the minimum for CUDA {cuda} on {host.os}"
+            f"driver {host.driver_version} is older than {minimum}, the minimum for CUDA {cuda} on {host.os}"
         )
     gpus = _gpus_for_decision(host)
     for gpu in gpus:
@@ -436,7 +435,9 @@ def _consider(
     if build.cuda is not None:
         return ok, why
     if _has_nvidia(host):
-        kind = "ROCm" if build.variant.startswith("rocm") else ("XPU" if build.variant == "xpu" else "CPU-only")
+        kind = (
+            "ROCm" if build.variant.startswith("rocm") else ("XPU" if build.variant == "xpu" else "CPU-only")
+        )
         return False, f"{kind} build; this host has an NVIDIA GPU"
     if build.variant.startswith("rocm"):
         return (ok and bool(host.amd_gpus) and "CPU only" not in why), why
@@ -513,8 +514,10 @@ def _blocker(
     other = _newest_runnable_outside(request, host, knowledge)
     if other:
         newer = all(Version(other) > r.version for r in admitted)
-        ways.append(f"use torch {other} ({'torch==' + other + '.*' if newer else 'torch<=' + other}), "
-                    "the newest release with a build that runs here")
+        ways.append(
+            f"use torch {other} ({'torch==' + other + '.*' if newer else 'torch<=' + other}), "
+            "the newest release with a build that runs here"
+        )
     if not needed_driver and not other:
         combined = _driver_and_release_that_would_run(host, knowledge)
         if combined:
@@ -573,9 +576,7 @@ def _driver_that_would_help(
     return best
 
 
-def _newest_runnable_outside(
-    request: TorchRequest, host: HostProfile, knowledge: Knowledge
-) -> Optional[str]:
+def _newest_runnable_outside(request: TorchRequest, host: HostProfile, knowledge: Knowledge) -> Optional[str]:
     """The newest release the requirement excludes but that would run here."""
     for release in knowledge.releases:
         if request.admits(release)[0] or host.python_version not in release.python:

@@ -158,9 +158,7 @@ class HostProfile:
                 for gpu in self.intel_gpus
             ],
             "sources": dict(sorted(self.sources.items())),
-            "problems": [
-                {"code": p.code, "message": p.message, "hint": p.hint} for p in self.problems
-            ],
+            "problems": [{"code": p.code, "message": p.message, "hint": p.hint} for p in self.problems],
         }
 
     @classmethod

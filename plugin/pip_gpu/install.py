@@ -8,6 +8,7 @@ landed and fail loudly if it is not the build we decided on.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
@@ -18,9 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import EXIT_INTERRUPTED, EXIT_OK, InstallerFailed, NoBuildRuns, PipGpuError, UsageError
-from .plan import Plan, decide_for, rewrite_pins
-from .requirements import redact_url
+from packaging.utils import canonicalize_name
+
+from .errors import EXIT_OK, InstallerFailed, NoBuildRuns, PipGpuError, UsageError
+from .plan import Plan, decide_for, rewrite_pins, routing_only_pins
+from .requirements import parse_requirement_args, redact_url
 from .route import InstallerCommand, pip_family_command, pip_rest_command, uv_command
 from .target import TargetEnv, find_target, installed_torch_build
 
@@ -55,7 +58,9 @@ _FLAG_OPTIONS = (
 )
 
 
-def add_install_parser(commands: Any, add_host_flags: Callable[..., None], add_decision_flags: Callable[..., None]) -> None:
+def add_install_parser(
+    commands: Any, add_host_flags: Callable[..., None], add_decision_flags: Callable[..., None]
+) -> None:
     parser = commands.add_parser(
         "install",
         help="install the torch build that runs here, with real pip or uv",
@@ -72,11 +77,19 @@ def add_install_parser(commands: Any, add_host_flags: Callable[..., None], add_d
         ),
     )
     parser.add_argument("requirements", nargs="*", metavar="REQUIREMENT")
-    parser.add_argument("-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file")
-    parser.add_argument("-c", "--constraint", action="append", default=[], metavar="FILE", help="constraints file")
-    parser.add_argument("--installer", choices=("pip", "uv"), help="default: uv when the target has no pip, else pip")
+    parser.add_argument(
+        "-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file"
+    )
+    parser.add_argument(
+        "-c", "--constraint", action="append", default=[], metavar="FILE", help="constraints file"
+    )
+    parser.add_argument(
+        "--installer", choices=("pip", "uv"), help="default: uv when the target has no pip, else pip"
+    )
     parser.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
-    parser.add_argument("--dry-run", action="store_true", help="print the decision and the commands; install nothing")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the decision and the commands; install nothing"
+    )
     parser.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     passthrough = parser.add_argument_group("passed to the installer")
     for names in _VALUE_OPTIONS:
@@ -122,8 +135,6 @@ def run_install(args: argparse.Namespace) -> int:
     if args.python_version is None:
         args.python_version = target.python_version
     host = host_from_args(args)
-    if "python_version" not in host.sources or host.sources["python_version"] == "--python-version":
-        pass
     plan = decide_for(
         args.requirements,
         args.requirement,
@@ -142,35 +153,88 @@ def run_install(args: argparse.Namespace) -> int:
     say = _stderr
     say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
     where = redact_url(decision.index_url) if decision.index_url else "PyPI"
-    say(f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; installing with {installer}")
+    if any(not line.constraint for line in plan.family_lines()):
+        say(
+            f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; installing with {installer}"
+        )
+    else:
+        say(
+            f"pip-gpu: torch-family packages, if needed, come from {where} ({decision.variant}); "
+            f"installing with {installer}"
+        )
     for note in decision.notes:
         say(f"pip-gpu: note: {note}")
 
     with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
         workdir = Path(scratch)
-        (workdir / "no-links").mkdir()
         commands = _first_commands(plan, target, installer, _passthrough(args), workdir)
         if args.dry_run:
             for command in commands:
                 _show(command)
-            if installer == "pip" and plan.other_lines():
+            if installer == "pip" and plan.installs_something_else():
                 say("pip-gpu: then pip run 2 of 2 installs the other requirements, the family held in place")
             return EXIT_OK
         for command in commands:
             _run(command)
-        if installer == "pip" and plan.other_lines():
-            closure = family_closure(target.python, sorted(plan.family_names))
-            rest = pip_rest_command(
-                python=target.python,
-                others=plan.other_lines(),
-                global_options=_global_options(plan),
-                installer_args=_passthrough(args),
-                constraints=closure,
-                workdir=workdir,
-            )
-            _run(rest)
+        if installer == "pip" and plan.installs_something_else():
+            _pip_second_run(plan, target, _passthrough(args), workdir)
     _verify(plan, target)
     return EXIT_OK
+
+
+def _pip_second_run(plan: Plan, target: TargetEnv, installer_args: list[str], workdir: Path) -> None:
+    """Everything else, after making sure it pulls no family package from another index.
+
+    A dry run shows what pip would install; a family member among it (a library that
+    depends on torchvision, say) is installed from the variant index first.
+    """
+
+    def second_run() -> InstallerCommand:
+        return pip_rest_command(
+            python=target.python,
+            others=plan.other_lines(),
+            global_options=_global_options(plan),
+            installer_args=installer_args,
+            constraints=family_closure(target.python, sorted(plan.family_names)),
+            workdir=workdir,
+        )
+
+    pulled_in = _family_in_dry_run(second_run(), plan, workdir)
+    if pulled_in:
+        _stderr(
+            f"pip-gpu: {', '.join(pulled_in)} pulled in by other requirements: "
+            "installing from the variant index"
+        )
+        _run(
+            pip_family_command(
+                python=target.python,
+                variant_index=plan.decision.index_url,
+                family=parse_requirement_args(pulled_in),
+                global_options=_global_options(plan),
+                pins=routing_only_pins(plan),
+                installer_args=installer_args,
+                workdir=workdir,
+            )
+        )
+    _run(second_run())
+
+
+def _family_in_dry_run(command: InstallerCommand, plan: Plan, workdir: Path) -> list[str]:
+    report = workdir / "dry-run-report.json"
+    quiet = [a for a in command.argv if a not in ("-v", "--verbose")]
+    dry = InstallerCommand(
+        argv=(*quiet, "--dry-run", "--quiet", "--report", str(report)),
+        purpose="pip: checking what the other requirements pull in",
+        env=command.env,
+        files=command.files,
+    )
+    _run(dry)
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    names = {canonicalize_name(item["metadata"]["name"]) for item in data.get("install", [])}
+    return sorted(names & plan.family_names)
 
 
 def _global_options(plan: Plan) -> list[tuple[str, ...]]:
@@ -182,10 +246,6 @@ def _first_commands(
 ) -> list[InstallerCommand]:
     pins = rewrite_pins(plan)
     lines = list(plan.lines)
-    if not plan.family_lines():
-        from .requirements import parse_requirement_args
-
-        lines = list(parse_requirement_args(["torch"])) + lines
     if installer == "uv":
         return [
             uv_command(
@@ -199,7 +259,9 @@ def _first_commands(
                 workdir=workdir,
             )
         ]
-    family = [line for line in lines if line.name in plan.family_names]
+    family = [line for line in lines if line.name in plan.family_names and not line.is_direct_url]
+    if not any(not line.constraint for line in family):
+        return []  # nothing of the family asked for directly; the second run checks the rest
     return [
         pip_family_command(
             python=target.python,
@@ -263,11 +325,6 @@ def _run(command: InstallerCommand) -> None:
         raise InstallerFailed(f"{command.purpose}: the installer exited with status {status}", status)
 
 
-_CLOSURE_PROBE = r"""
-import json, sys, importlib.metadata as md
-from packaging.requirements import Requirement
-"""
-
 _CLOSURE_PROBE_STDLIB = r"""
 import json, re, sys, importlib.metadata as md
 def canon(n): return re.sub(r"[-_.]+", "-", n).lower()
@@ -291,8 +348,6 @@ print(json.dumps(sorted(out)))
 
 def family_closure(python: Path, roots: Sequence[str]) -> list[str]:
     """``name==version`` for the installed family and everything it depends on, in the target."""
-    import json
-
     done = subprocess.run(
         [str(python), "-I", "-c", _CLOSURE_PROBE_STDLIB, json.dumps(list(roots))],
         capture_output=True,
@@ -303,7 +358,9 @@ def family_closure(python: Path, roots: Sequence[str]) -> list[str]:
     try:
         result: list[str] = json.loads(done.stdout)
     except ValueError:
-        raise PipGpuError(f"could not read the installed packages of {python}: {done.stderr.strip()}") from None
+        raise PipGpuError(
+            f"could not read the installed packages of {python}: {done.stderr.strip()}"
+        ) from None
     return result
 
 
@@ -322,15 +379,15 @@ def _verify(plan: Plan, target: TargetEnv) -> None:
         if label != expected:
             problems.append(f"{name} {version} landed, but {decision.variant} was decided")
     if problems:
-        raise InstallerFailed(
-            "; ".join(problems) + " (another requirement or index overrode the routing)", 1
-        )
+        raise InstallerFailed("; ".join(problems) + " (another requirement or index overrode the routing)", 1)
     torch_info = installed.get("torch")
     if torch_info:
         cuda = torch_info.get("cuda")
-        detail = f"CUDA {cuda}" if cuda else ("ROCm " + str(torch_info.get("hip")) if torch_info.get("hip") else "CPU")
-        _stderr(f"pip-gpu: verified: torch {torch_info['version']} ({detail}) is installed in {target.prefix}")
-
-
-def interrupted_exit() -> int:
-    return EXIT_INTERRUPTED
+        detail = (
+            f"CUDA {cuda}"
+            if cuda
+            else ("ROCm " + str(torch_info.get("hip")) if torch_info.get("hip") else "CPU")
+        )
+        _stderr(
+            f"pip-gpu: verified: torch {torch_info['version']} ({detail}) is installed in {target.prefix}"
+        )

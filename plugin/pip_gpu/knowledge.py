@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
@@ -271,7 +271,7 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_knowledge(path: Optional[str] = None) -> Knowledge:
     """The shipped knowledge file, or another one (tests, ``PIP_GPU_KNOWLEDGE``)."""
     if path is not None:

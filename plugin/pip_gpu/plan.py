@@ -14,6 +14,7 @@ from typing import Optional
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from .config import ProjectConfig, load_project_config
 from .decide import Decision, Policy, decide, request_from_requirements
@@ -43,10 +44,15 @@ class Plan:
     config: ProjectConfig
 
     def family_lines(self) -> list[RequirementLine]:
-        return [line for line in self.lines if line.name in self.family_names]
+        """Family requirements and constraints (a direct URL counts as written by the user)."""
+        return [line for line in self.lines if line.name in self.family_names and not line.is_direct_url]
 
     def other_lines(self) -> list[RequirementLine]:
-        return [line for line in self.lines if line.name not in self.family_names]
+        family = set(map(id, self.family_lines()))
+        return [line for line in self.lines if id(line) not in family]
+
+    def installs_something_else(self) -> bool:
+        return any(not line.constraint for line in self.other_lines())
 
 
 def marker_environment(host: HostProfile) -> dict[str, str]:
@@ -91,7 +97,7 @@ def decide_for(
         files.append(parsed)
         lines.extend(parsed.lines)
 
-    family_names = frozenset(m.name for m in knowledge.family)
+    family_names = frozenset(canonicalize_name(m.name) for m in knowledge.family)
     markers = marker_environment(host)
     family_requirements: list[Requirement] = [
         line.requirement
@@ -109,10 +115,7 @@ def decide_for(
         force=force,
     )
     index = (
-        pytorch_index
-        or env.get("PIP_GPU_PYTORCH_INDEX")
-        or config.pytorch_index
-        or knowledge.pytorch_index
+        pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
     ).rstrip("/")
     policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
     decision = decide(request, host, knowledge, pytorch_index=index, policy=policy)
@@ -125,6 +128,11 @@ def decide_for(
         pytorch_index=index,
         config=config,
     )
+
+
+def routing_only_pins(plan: Plan) -> dict[str, RewritePin]:
+    """For family packages the user did not name: the variant's label, no version opinion."""
+    return {name: RewritePin(SpecifierSet(), pin.local_label) for name, pin in rewrite_pins(plan).items()}
 
 
 def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
@@ -144,7 +152,7 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
             series = decision.release.torch
         elif member.name in decision.release.companions:
             series = decision.release.companions[member.name]
-        pins[member.name] = RewritePin(
+        pins[canonicalize_name(member.name)] = RewritePin(
             specifier=SpecifierSet(f"=={series}.*") if series else SpecifierSet(),
             local_label=label if member.local_label else None,
         )

@@ -60,8 +60,8 @@ def render_host(host: HostProfile) -> str:
             lines.append(f"  CUDA_VISIBLE_DEVICES={host.cuda_visible_devices!r}")
     else:
         lines.append("NVIDIA GPUs none")
-    for gpu in host.amd_gpus:
-        lines.append(f"AMD GPU    {gpu.name} ({gpu.gfx_target})   [{gpu.source}]")
+    for amd in host.amd_gpus:
+        lines.append(f"AMD GPU    {amd.name} ({amd.gfx_target})   [{amd.source}]")
     for igpu in host.intel_gpus:
         kind = "discrete" if igpu.discrete else "integrated"
         lines.append(f"Intel GPU  {igpu.name} ({igpu.pci_device_id}, {kind})   [{igpu.source}]")
@@ -97,7 +97,9 @@ def render_decision(decision: Decision, host: HostProfile, *, show_all: bool = F
         f"{g.name} (sm_{g.compute_capability[0]}{g.compute_capability[1]})" for g in host.visible_nvidia_gpus
     )
     driver = f"driver {host.driver_version}" if host.driver_version else "no NVIDIA driver"
-    lines = [f"Host: {host.platform_tag}, Python {host.python_version}, {driver}" + (f", {gpus}" if gpus else "")]
+    lines = [
+        f"Host: {host.platform_tag}, Python {host.python_version}, {driver}" + (f", {gpus}" if gpus else "")
+    ]
     if decision.ok:
         where = redact_url(decision.index_url) if decision.index_url else "PyPI (no PyTorch index)"
         lines.insert(0, f"torch {decision.torch} -> {decision.variant}   from {where}")
@@ -116,7 +118,10 @@ def render_decision(decision: Decision, host: HostProfile, *, show_all: bool = F
         hidden = 0
     rows = [["torch", "variant", "verdict", "reason"]]
     for c in shown:
-        chosen = decision.release is not None and (c.torch, c.variant) == (decision.release.torch, decision.variant)
+        chosen = decision.release is not None and (c.torch, c.variant) == (
+            decision.release.torch,
+            decision.variant,
+        )
         verdict = "CHOSEN" if chosen else ("runs" if c.ok else "no")
         rows.append([c.torch, c.variant, verdict, c.reason])
     if len(rows) > 1:

@@ -139,12 +139,8 @@ def _resolve_long(name: str, origin: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise UsageError(
-            f"{origin}: option {name} is ambiguous ({', '.join(matches)})", _FORMAT_HINT
-        )
-    raise UsageError(
-        f"{origin}: {name} is not an option pip accepts in a requirements file", _FORMAT_HINT
-    )
+        raise UsageError(f"{origin}: option {name} is ambiguous ({', '.join(matches)})", _FORMAT_HINT)
+    raise UsageError(f"{origin}: {name} is not an option pip accepts in a requirements file", _FORMAT_HINT)
 
 
 def _parse_options(tokens: Sequence[str], origin: str) -> list[tuple[str, str | None]]:
@@ -160,9 +156,7 @@ def _parse_options(tokens: Sequence[str], origin: str) -> list[tuple[str, str | 
             name = _resolve_long(raw, origin)
             if equals:
                 if name not in _TAKES_VALUE:
-                    raise UsageError(
-                        f"{origin}: {name} takes no value (got {token!r})", _FORMAT_HINT
-                    )
+                    raise UsageError(f"{origin}: {name} takes no value (got {token!r})", _FORMAT_HINT)
                 value = inline
         elif token.startswith("-") and len(token) >= 2:
             name = _SHORT_OPTIONS.get(token[:2], "")
@@ -412,12 +406,8 @@ def _make_line(
 ) -> RequirementLine:
     """Classify one requirement the way pip's ``install_req_from_line`` does."""
 
-    def line(
-        requirement: Requirement | None, name: str | None, link: str | None
-    ) -> RequirementLine:
-        return RequirementLine(
-            text, requirement, name, hashes, options, origin, constraint, editable, link
-        )
+    def line(requirement: Requirement | None, name: str | None, link: str | None) -> RequirementLine:
+        return RequirementLine(text, requirement, name, hashes, options, origin, constraint, editable, link)
 
     if editable:
         if constraint:
@@ -463,9 +453,7 @@ def parse_requirement_args(args: Sequence[str]) -> list[RequirementLine]:
     for arg in args:
         text = arg.strip()
         if not text:
-            raise UsageError(
-                "an empty requirement was given on the command line", _REQUIREMENT_HINT
-            )
+            raise UsageError("an empty requirement was given on the command line", _REQUIREMENT_HINT)
         if text.startswith("-"):
             raise UsageError(
                 f"{text!r} is an option, not a requirement",
@@ -556,9 +544,7 @@ class _Reader:
                     f"put {misplaced[0]} on a line of its own: it applies to the whole file",
                 )
             hashes, others = _line_options(per_line, origin)
-            self._add(
-                _make_line(args, origin, hashes=hashes, options=others, constraint=constraint)
-            )
+            self._add(_make_line(args, origin, hashes=hashes, options=others, constraint=constraint))
             return
         editables = [value for name, value in options if name == "--editable"]
         if per_line and not editables:
@@ -602,8 +588,7 @@ class _Reader:
     def _add(self, line: RequirementLine) -> None:
         if line.constraint and line.name is None:
             raise UsageError(
-                f"{line.origin}: unnamed requirement {redact_url(line.text)!r} cannot be a "
-                "constraint",
+                f"{line.origin}: unnamed requirement {redact_url(line.text)!r} cannot be a constraint",
                 "constraints need a project name, e.g. torch @ https://...",
             )
         self.lines.append(line)
@@ -626,9 +611,7 @@ def read_requirements_file(path: Path, *, constraint: bool = False) -> Requireme
     """Read a requirements (or, with ``constraint``, constraints) file and all it includes."""
     reader = _Reader()
     reader.read(Path(path), constraint=constraint, chain=(), included_from=None)
-    return RequirementFile(
-        Path(path), tuple(reader.lines), tuple(reader.global_options), tuple(reader.files)
-    )
+    return RequirementFile(Path(path), tuple(reader.lines), tuple(reader.global_options), tuple(reader.files))
 
 
 # --- classifying and rewriting ---------------------------------------------------------------
@@ -734,18 +717,12 @@ def render_line(line: RequirementLine) -> str:
     return " ".join(parts)
 
 
-def render_file(
-    lines: Sequence[RequirementLine], global_options: Sequence[Sequence[str]] = ()
-) -> str:
+def render_file(lines: Sequence[RequirementLine], global_options: Sequence[Sequence[str]] = ()) -> str:
     """A requirements file: global options first, then the lines.
 
     Constraint lines are written as plain lines: put them in a file passed with ``-c``.
     """
-    out = [
-        " ".join([option[0], *(_quote(v) for v in option[1:])])
-        for option in global_options
-        if option
-    ]
+    out = [" ".join([option[0], *(_quote(v) for v in option[1:])]) for option in global_options if option]
     out.extend(render_line(line) for line in lines)
     return "".join(f"{text}\n" for text in out)
 
@@ -753,9 +730,7 @@ def render_file(
 # --- credentials -----------------------------------------------------------------------------
 
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-_SECRET_KEY_RE = re.compile(
-    r"token|key|passw|pwd|secret|auth|sig|signature|credential", re.IGNORECASE
-)
+_SECRET_KEY_RE = re.compile(r"token|key|passw|pwd|secret|auth|sig|signature|credential", re.IGNORECASE)
 
 
 def _redact_one(url: str) -> str:

@@ -36,7 +36,16 @@ __all__ = [
 
 # Options that choose where packages come from: the first pip run must not see them.
 INDEX_OPTIONS = frozenset(
-    {"-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links", "--index", "--default-index"}
+    {
+        "-i",
+        "--index-url",
+        "--extra-index-url",
+        "--no-index",
+        "-f",
+        "--find-links",
+        "--index",
+        "--default-index",
+    }
 )
 # pip's own "where from" settings that pip.conf or PIP_* could add behind our back.
 _PIP_INDEX_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX")
@@ -48,7 +57,7 @@ class InstallerCommand:
 
     argv: tuple[str, ...]
     purpose: str
-    env: dict[str, str] = field(default_factory=dict)  # set (value) or removed ("")
+    env: dict[str, str] = field(default_factory=dict)  # set to the value, or removed when ""
     files: dict[Path, str] = field(default_factory=dict)  # written before the run
 
 
@@ -73,9 +82,30 @@ def split_installer_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _rendered(
-    lines: Sequence[RequirementLine], pins: dict[str, RewritePin], global_options: Sequence[tuple[str, ...]] = ()
+    lines: Sequence[RequirementLine],
+    pins: dict[str, RewritePin],
+    global_options: Sequence[tuple[str, ...]] = (),
 ) -> str:
     return render_file([rewrite_line(line, pins) for line in lines], global_options)
+
+
+def _requirement_files(
+    workdir: Path,
+    stem: str,
+    lines: Sequence[RequirementLine],
+    pins: dict[str, RewritePin],
+    global_options: Sequence[tuple[str, ...]],
+) -> tuple[list[str], dict[Path, str]]:
+    """``-r`` (and ``-c`` when there are constraint lines) arguments and the files behind them."""
+    requirements = workdir / f"{stem}.txt"
+    args = ["-r", str(requirements)]
+    files = {requirements: _rendered([ln for ln in lines if not ln.constraint], pins, global_options)}
+    constraint_lines = [ln for ln in lines if ln.constraint]
+    if constraint_lines:
+        constraints = workdir / f"{stem}-constraints.txt"
+        args += ["-c", str(constraints)]
+        files[constraints] = _rendered(constraint_lines, pins)
+    return args, files
 
 
 def uv_command(
@@ -90,15 +120,15 @@ def uv_command(
     workdir: Path,
     subcommand: str = "install",
 ) -> InstallerCommand:
-    requirements = workdir / "requirements.txt"
     argv = [uv, "pip", subcommand, "--python", str(python)]
     if variant_index is not None:
         argv += ["--index", f"pytorch={variant_index}", "--index-strategy", "first-index"]
-    argv += [*installer_args, "-r", str(requirements)]
+    file_args, files = _requirement_files(workdir, "requirements", lines, pins, global_options)
+    argv += [*installer_args, *file_args]
     return InstallerCommand(
         argv=tuple(argv),
         purpose="uv: everything, the torch family from the variant index only",
-        files={requirements: _rendered(lines, pins, global_options)},
+        files=files,
     )
 
 
@@ -117,24 +147,22 @@ def pip_family_command(
     workdir: Path,
 ) -> InstallerCommand:
     """The first pip run: the family, from the variant index and nothing else."""
-    requirements = workdir / "family.txt"
     _, other_args = split_installer_args(installer_args)
     argv = [str(python), "-m", "pip", "install"]
     env: dict[str, str] = {}
     if variant_index is not None:
         argv += ["--index-url", variant_index]
-        # pip.conf and PIP_* may add indexes and find-links; an environment variable beats
-        # the config file, and an empty one is ignored, so point them at harmless values.
+        # pip.conf and PIP_* may add indexes and find-links. An environment variable beats
+        # the config file; an empty one is ignored, but a blank one reads as an empty list.
         env = {
             "PIP_INDEX_URL": variant_index,
-            "PIP_EXTRA_INDEX_URL": variant_index,
-            "PIP_FIND_LINKS": str(workdir / "no-links"),
+            "PIP_EXTRA_INDEX_URL": " ",
+            "PIP_FIND_LINKS": " ",
             "PIP_NO_INDEX": "",
         }
-    argv += [*other_args, "-r", str(requirements)]
-    files = {
-        requirements: _rendered(family, pins, _without_index_options(global_options) if variant_index else global_options)
-    }
+    options = _without_index_options(global_options) if variant_index else list(global_options)
+    file_args, files = _requirement_files(workdir, "family", family, pins, options)
+    argv += [*other_args, *file_args]
     return InstallerCommand(
         argv=tuple(argv),
         purpose="pip, run 1 of 2: the torch family from the variant index only",
@@ -153,16 +181,14 @@ def pip_rest_command(
     workdir: Path,
 ) -> InstallerCommand:
     """The second pip run: everything else, with the family's closure held where it is."""
-    requirements = workdir / "others.txt"
-    constraints_file = workdir / "family-constraints.txt"
-    argv = [str(python), "-m", "pip", "install", *installer_args, "-r", str(requirements), "-c", str(constraints_file)]
+    held = workdir / "held-family.txt"
+    file_args, files = _requirement_files(workdir, "others", others, {}, global_options)
+    files[held] = "".join(f"{pin}\n" for pin in constraints)
+    argv = [str(python), "-m", "pip", "install", *installer_args, *file_args, "-c", str(held)]
     return InstallerCommand(
         argv=tuple(argv),
         purpose="pip, run 2 of 2: everything else from your indexes, the torch family held in place",
-        files={
-            requirements: render_file(list(others), global_options),
-            constraints_file: "".join(f"{pin}\n" for pin in constraints),
-        },
+        files=files,
     )
 
 

@@ -49,7 +49,9 @@ def find_target(python: Optional[str], cwd: Path, env: Mapping[str, str]) -> Tar
         if given.is_dir():
             found = _interpreter_in(given)
             if found is None:
-                raise UsageError(f"--python {python}: no interpreter in that folder", "point at a venv or a python")
+                raise UsageError(
+                    f"--python {python}: no interpreter in that folder", "point at a venv or a python"
+                )
             return probe(found, "--python")
         if not given.exists():
             raise UsageError(f"--python {python}: no such file", "point at a Python interpreter or a venv")
@@ -72,7 +74,9 @@ def probe(python: Path, chosen_by: str) -> TargetEnv:
         )
         info = json.loads(done.stdout)
     except (OSError, subprocess.TimeoutExpired, ValueError):
-        raise UsageError(f"{python} is not a working Python interpreter", "pass --python PATH to one") from None
+        raise UsageError(
+            f"{python} is not a working Python interpreter", "pass --python PATH to one"
+        ) from None
     return TargetEnv(
         python=python,
         python_version=info["version"],
@@ -101,7 +105,7 @@ for name in ("torch", "torchvision", "torchaudio"):
                 for target in node.targets:
                     if isinstance(target, ast.Name):
                         values[target.id] = node.value.value
-        out[name].update({"cuda": values.get("cuda"), "hip": values.get("hip"), "file_version": values.get("__version__")})
+        out[name].update(cuda=values.get("cuda"), hip=values.get("hip"))
 print(json.dumps(out))
 """
 

@@ -86,9 +86,7 @@ class FakeGpu:
 # Real names and memory sizes as NVML reports them on these boards.
 A100 = FakeGpu("NVIDIA A100-SXM4-80GB", "8.0", 81920, "GPU-4a1c0e3b-7d2f-4f0e-9a55-3c1b2d4e5f60")
 V100 = FakeGpu("Tesla V100-SXM2-16GB", "7.0", 16384, "GPU-0b5e7c1d-2a3f-4b6c-8d9e-0f1a2b3c4d5e")
-RTX_4090 = FakeGpu(
-    "NVIDIA GeForce RTX 4090", "8.9", 24564, "GPU-9f8e7d6c-5b4a-4392-8170-6e5d4c3b2a19"
-)
+RTX_4090 = FakeGpu("NVIDIA GeForce RTX 4090", "8.9", 24564, "GPU-9f8e7d6c-5b4a-4392-8170-6e5d4c3b2a19")
 H100 = FakeGpu("NVIDIA H100 80GB HBM3", "9.0", 81559, "GPU-1d2c3b4a-5e6f-4708-9a1b-2c3d4e5f6a7b")
 
 GpuSpec = Union[FakeGpu, Mapping[str, object]]

@@ -54,7 +54,8 @@ class HostOverrides:
             parts = self.driver.split(".")
             if not (1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)):
                 raise UsageError(
-                    f"{self.driver!r} is not an NVIDIA driver version", "write it as nvidia-smi does: 535.104.05"
+                    f"{self.driver!r} is not an NVIDIA driver version",
+                    "write it as nvidia-smi does: 535.104.05",
                 )
         if self.python_version is not None:
             parts = self.python_version.split(".")
@@ -278,9 +279,9 @@ def _detect_nvidia(
     from .nvidia_smi import query_nvidia_smi
 
     smi = query_nvidia_smi(timeout_s=NVIDIA_SMI_TIMEOUT_S)
-    if smi.problem is not None and smi.problem.code != "nvidia-smi-not-found":
-        if all(p.code != smi.problem.code for p in problems):
-            problems.append(smi.problem)
+    reportable = smi.problem is not None and smi.problem.code != "nvidia-smi-not-found"
+    if smi.problem is not None and reportable and all(p.code != smi.problem.code for p in problems):
+        problems.append(smi.problem)
     if smi.driver_version and not driver:
         driver = smi.driver_version
         sources["driver_version"] = "nvidia-smi"

@@ -218,9 +218,7 @@ def _log_field(text: str, key: str) -> Optional[str]:
     return None
 
 
-def _no_compute_cap(
-    smi: str, timeout_s: float, missing: tuple[str, ...], driver: Optional[str]
-) -> SmiReport:
+def _no_compute_cap(smi: str, timeout_s: float, missing: tuple[str, ...], driver: Optional[str]) -> SmiReport:
     """Driver too old for ``compute_cap`` (< 510): GPUs cannot be listed, versions still can."""
     log = _run([smi, *_LOG_ARGS], timeout_s)
     cuda = None

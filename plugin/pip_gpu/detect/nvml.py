@@ -64,9 +64,7 @@ def query_nvml(timeout_s: float = 2.0) -> NvmlReport:
         )
 
     progress = _Progress()
-    worker = threading.Thread(
-        target=_collect, args=(pynvml, progress), name="pip-gpu-nvml", daemon=True
-    )
+    worker = threading.Thread(target=_collect, args=(pynvml, progress), name="pip-gpu-nvml", daemon=True)
     worker.start()
     if not progress.done.wait(timeout_s):
         return progress.report(
@@ -110,9 +108,7 @@ def _collect(nvml: Any, progress: _Progress) -> None:
             with contextlib.suppress(nvml.NVMLError):  # nothing to report, nor to do
                 nvml.nvmlShutdown()
     except Exception as exc:  # a binding surprise must still end as a report
-        progress.problems.append(
-            HostProblem("nvml-error", f"unexpected error while querying NVML: {exc!r}")
-        )
+        progress.problems.append(HostProblem("nvml-error", f"unexpected error while querying NVML: {exc!r}"))
     finally:
         progress.done.set()
 
