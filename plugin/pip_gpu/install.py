@@ -24,7 +24,14 @@ from packaging.utils import canonicalize_name
 from .errors import EXIT_OK, InstallerFailed, NoBuildRuns, PipGpuError, UsageError
 from .plan import Plan, decide_for, rewrite_pins, routing_only_pins
 from .requirements import parse_requirement_args, redact_url
-from .route import InstallerCommand, pip_family_command, pip_rest_command, uv_command
+from .route import (
+    InstallerCommand,
+    pip_family_command,
+    pip_hashed_command,
+    pip_rest_command,
+    uses_hashes,
+    uv_command,
+)
 from .target import TargetEnv, find_target, installed_torch_build
 
 __all__ = ["add_install_parser", "run_install"]
@@ -171,15 +178,23 @@ def run_install(args: argparse.Namespace) -> int:
         if args.dry_run:
             for command in commands:
                 _show(command)
-            if installer == "pip" and plan.installs_something_else():
+            if _needs_second_pip_run(plan, installer, _passthrough(args)):
                 say("pip-gpu: then pip run 2 of 2 installs the other requirements, the family held in place")
             return EXIT_OK
         for command in commands:
             _run(command)
-        if installer == "pip" and plan.installs_something_else():
+        if _needs_second_pip_run(plan, installer, _passthrough(args)):
             _pip_second_run(plan, target, _passthrough(args), workdir)
     _verify(plan, target)
     return EXIT_OK
+
+
+def _needs_second_pip_run(plan: Plan, installer: str, installer_args: Sequence[str]) -> bool:
+    return (
+        installer == "pip"
+        and plan.installs_something_else()
+        and not uses_hashes(plan.lines, installer_args, _global_options(plan))
+    )
 
 
 def _pip_second_run(plan: Plan, target: TargetEnv, installer_args: list[str], workdir: Path) -> None:
@@ -250,6 +265,18 @@ def _first_commands(
         return [
             uv_command(
                 uv=_uv_binary(),
+                python=target.python,
+                variant_index=plan.decision.index_url,
+                lines=lines,
+                global_options=_global_options(plan),
+                pins=pins,
+                installer_args=installer_args,
+                workdir=workdir,
+            )
+        ]
+    if uses_hashes(lines, installer_args, _global_options(plan)):
+        return [
+            pip_hashed_command(
                 python=target.python,
                 variant_index=plan.decision.index_url,
                 lines=lines,

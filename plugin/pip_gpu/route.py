@@ -12,6 +12,9 @@ indexes and takes the highest version from any of them, which is how the Decembe
   PyTorch's own instructions do); then everything else from the user's indexes, with a
   constraints file pinning the family and every dependency it brought in to what was just
   installed, so the second run cannot swap any of them for another index's version.
+* pip in hash-checking mode: one run, the variant index added to the user's. Every file is
+  pinned by version and hash there, so no index can substitute anything, and pip needs
+  all hashed requirements in one run.
 
 Everything here is pure: it builds argument lists and file contents; ``install`` runs them.
 """
@@ -29,8 +32,10 @@ __all__ = [
     "INDEX_OPTIONS",
     "InstallerCommand",
     "pip_family_command",
+    "pip_hashed_command",
     "pip_rest_command",
     "split_installer_args",
+    "uses_hashes",
     "uv_command",
 ]
 
@@ -167,6 +172,40 @@ def pip_family_command(
         argv=tuple(argv),
         purpose="pip, run 1 of 2: the torch family from the variant index only",
         env=env,
+        files=files,
+    )
+
+
+def uses_hashes(
+    lines: Sequence[RequirementLine], installer_args: Sequence[str], global_options: Sequence[tuple[str, ...]]
+) -> bool:
+    """pip's hash-checking mode: any hash, or ``--require-hashes`` anywhere."""
+    return (
+        any(line.hashes for line in lines)
+        or "--require-hashes" in installer_args
+        or any(opt and opt[0] == "--require-hashes" for opt in global_options)
+    )
+
+
+def pip_hashed_command(
+    *,
+    python: Path,
+    variant_index: Optional[str],
+    lines: Sequence[RequirementLine],
+    global_options: Sequence[tuple[str, ...]],
+    pins: dict[str, RewritePin],
+    installer_args: Sequence[str],
+    workdir: Path,
+) -> InstallerCommand:
+    """One pip run for a fully hashed set: the variant index beside the user's indexes."""
+    argv = [str(python), "-m", "pip", "install"]
+    if variant_index is not None:
+        argv += ["--extra-index-url", variant_index]
+    file_args, files = _requirement_files(workdir, "hashed", lines, pins, global_options)
+    argv += [*installer_args, *file_args]
+    return InstallerCommand(
+        argv=tuple(argv),
+        purpose="pip, hash-checking mode: every file pinned by hash, the variant index added",
         files=files,
     )
 

@@ -1,0 +1,251 @@
+"""`pip-gpu detect`, `explain` and `matrix` as a user runs them: real processes, real NVML binding.
+
+The NVIDIA driver is the fake ``libnvidia-ml.so.1`` built from ``fixtures/fake_nvml``, loaded
+by the real ``nvidia-ml-py`` through ``LD_LIBRARY_PATH``; sysfs and procfs point at empty
+trees so that this machine's own hardware never leaks into an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Optional
+
+import pytest
+from support.fake_nvml import A100, H100, RTX_4090, V100, nvml_env, write_nvml_profile
+
+PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
+
+
+def pip_gpu(
+    *args: str, env: Optional[Mapping[str, str]] = None, cwd: Optional[Path] = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pip_gpu", *args],
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def host_env(tmp_path: Path, fake_nvml_dir: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """An environment factory: a fake NVML profile, empty sysfs/procfs, no PIP_GPU_* leaks."""
+
+    def make(**profile: object) -> dict[str, str]:
+        path = write_nvml_profile(tmp_path / "nvml.txt", **profile)  # type: ignore[arg-type]
+        env = nvml_env(fake_nvml_dir, path)
+        for name in list(env):
+            if (name.startswith("PIP_GPU_") and "FAKE_NVML" not in name) or name == "CUDA_VISIBLE_DEVICES":
+                del env[name]
+        (tmp_path / "sys").mkdir(exist_ok=True)
+        (tmp_path / "proc").mkdir(exist_ok=True)
+        env["PIP_GPU_SYSFS_ROOT"] = str(tmp_path / "sys")
+        env["PIP_GPU_PROCFS_ROOT"] = str(tmp_path / "proc")
+        env["PATH"] = "/usr/bin:/bin"  # no nvidia-smi
+        return env
+
+    return make
+
+
+# --- detect --------------------------------------------------------------------------------
+
+
+def test_detect_json_reports_exactly_what_nvml_says(host_env) -> None:  # type: ignore[no-untyped-def]
+    env = host_env(driver="550.54.15", cuda=12040, gpus=[V100, RTX_4090, H100])
+    done = pip_gpu("detect", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    host = json.loads(done.stdout)
+    assert host["driver_version"] == "550.54.15"
+    assert host["cuda_driver_version"] == "12.4"
+    assert [
+        (g["index"], g["name"], g["compute_capability"], g["memory_total_mib"], g["uuid"], g["visible"])
+        for g in host["nvidia_gpus"]
+    ] == [
+        (0, V100.name, "7.0", V100.mem_mib, V100.uuid, True),
+        (1, RTX_4090.name, "8.9", RTX_4090.mem_mib, RTX_4090.uuid, True),
+        (2, H100.name, "9.0", H100.mem_mib, H100.uuid, True),
+    ]
+    assert host["sources"]["driver_version"] == "nvml"
+    assert host["problems"] == []
+
+
+def test_detect_honours_cuda_visible_devices_by_index_and_uuid(host_env) -> None:  # type: ignore[no-untyped-def]
+    env = host_env(gpus=[V100, RTX_4090, H100])
+    env["CUDA_VISIBLE_DEVICES"] = f"2,{V100.uuid[:12]}"
+    host = json.loads(pip_gpu("detect", "--json", env=env).stdout)
+    assert [g["visible"] for g in host["nvidia_gpus"]] == [True, False, True]
+    env["CUDA_VISIBLE_DEVICES"] = "1,99,2"  # CUDA stops at the first entry it cannot match
+    host = json.loads(pip_gpu("detect", "--json", env=env).stdout)
+    assert [g["visible"] for g in host["nvidia_gpus"]] == [False, True, False]
+
+
+def test_detect_readable_table_names_sources(host_env) -> None:  # type: ignore[no-untyped-def]
+    done = pip_gpu("detect", env=host_env(gpus=[A100]))
+    assert done.returncode == 0
+    assert "535.104.05, supports CUDA <= 12.2" in done.stdout
+    assert A100.name in done.stdout and "8.0 (sm_80)" in done.stdout and "[nvml" in done.stdout
+
+
+def test_driver_library_mismatch_says_reboot_and_falls_back_to_procfs(host_env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = host_env(init_error=18)
+    version = Path(env["PIP_GPU_PROCFS_ROOT"]) / "driver" / "nvidia" / "version"
+    version.parent.mkdir(parents=True)
+    version.write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+    )
+    done = pip_gpu("detect", "--json", env=env)
+    host = json.loads(done.stdout)
+    assert host["driver_version"] == "550.54.15"
+    assert host["sources"]["driver_version"].startswith("procfs")
+    problem = host["problems"][0]
+    assert problem["code"] == "nvml-driver-mismatch" and "reboot" in problem["hint"].lower()
+    text = pip_gpu("detect", env=env).stdout
+    assert "reboot" in text.lower()
+    assert "Traceback" not in done.stderr
+
+
+def test_no_nvidia_library_means_no_nvidia_gpu(host_env, no_nvml_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    env = host_env()
+    env["LD_LIBRARY_PATH"] = str(no_nvml_dir)
+    host = json.loads(pip_gpu("detect", "--json", env=env).stdout)
+    assert host["driver_version"] is None and host["nvidia_gpus"] == [] and host["problems"] == []
+    decision = json.loads(pip_gpu("explain", "torch==2.5.1", "--json", env=env).stdout)
+    assert decision["variant"] == "cpu"
+
+
+def test_hanging_nvml_gives_up_within_bounds(host_env) -> None:  # type: ignore[no-untyped-def]
+    done = pip_gpu("detect", "--json", env=host_env(gpus=[A100], hang="init"), timeout=20)
+    host = json.loads(done.stdout)
+    assert [p["code"] for p in host["problems"]] == ["nvml-timeout"]
+
+
+# --- explain -------------------------------------------------------------------------------
+
+
+def test_explain_headline_case_from_the_readme() -> None:
+    done = pip_gpu("explain", "torch==2.5.1", "--driver", "535.104.05", "--compute-capability", "8.0", "--json")
+    assert done.returncode == 0, done.stderr
+    decision = json.loads(done.stdout)
+    assert decision["variant"] == "cu124"
+    assert decision["index_url"] == "https://download.pytorch.org/whl/cu124"
+    assert decision["torch"] == "2.5.1"
+    assert decision["host"]["driver_version"] == "535.104.05"
+    assert {"variant", "torch", "ok", "reason"} <= set(decision["candidates"][0])
+    assert "error" not in decision
+
+
+def test_explain_decides_from_detected_gpus(host_env) -> None:  # type: ignore[no-untyped-def]
+    env = host_env(driver="470.82.01", cuda=11040, gpus=[A100])
+    decision = json.loads(pip_gpu("explain", "torch==2.5.1", "--json", env=env).stdout)
+    assert decision["variant"] == "cu118"  # 470 runs CUDA 11.x builds only
+
+
+def test_explain_refusal_is_exit_2_with_error_and_candidates() -> None:
+    done = pip_gpu(
+        "explain", "torch==2.5.1", "--driver", "440.33.01", "--compute-capability", "8.0", "--json"
+    )
+    assert done.returncode == 2
+    decision = json.loads(done.stdout)
+    assert decision["variant"] is None and decision["index_url"] is None
+    assert "440.33.01" in decision["error"] and "450.80.02" in decision["hint"]
+    assert decision["candidates"] and not any(c["ok"] for c in decision["candidates"])
+    text = pip_gpu("explain", "torch==2.5.1", "--driver", "440.33.01", "--compute-capability", "8.0")
+    assert text.returncode == 2 and text.stdout.startswith("No build runs")
+
+
+def test_explain_takes_host_facts_from_the_environment(host_env) -> None:  # type: ignore[no-untyped-def]
+    env = host_env(gpus=[])
+    env.update(PIP_GPU_DRIVER="535.104.05", PIP_GPU_COMPUTE_CAPABILITY="8.0,9.0")
+    decision = json.loads(pip_gpu("explain", "torch==2.5.1", "--json", env=env).stdout)
+    assert decision["variant"] == "cu124"
+    assert [g["compute_capability"] for g in decision["host"]["nvidia_gpus"]] == ["8.0", "9.0"]
+    env.update(PIP_GPU_NO_GPU="1")
+    del env["PIP_GPU_DRIVER"], env["PIP_GPU_COMPUTE_CAPABILITY"]
+    assert json.loads(pip_gpu("explain", "torch==2.5.1", "--json", env=env).stdout)["variant"] == "cpu"
+    env.update(PIP_GPU_VARIANT="cu121", PIP_GPU_DRIVER="535.104.05")
+    del env["PIP_GPU_NO_GPU"]
+    assert json.loads(pip_gpu("explain", "torch==2.5.1", "--json", env=env).stdout)["variant"] == "cu121"
+
+
+def test_explain_reads_requirements_files(tmp_path: Path) -> None:
+    (tmp_path / "base.txt").write_text("torchvision==0.20.1 ; python_version >= '3.9'\n")
+    (tmp_path / "requirements.txt").write_text("# training stack\n-r base.txt\nfixture-app\n")
+    done = pip_gpu(
+        "explain", "-r", "requirements.txt", "--driver", "535.104.05", "--compute-capability", "8.0",
+        "--json", cwd=tmp_path, env={**_clean_env(), "PYTHONPATH": str(PLUGIN)},
+    )
+    decision = json.loads(done.stdout)
+    assert (decision["variant"], decision["torch"]) == ("cu124", "2.5")
+
+
+def test_project_policy_in_pyproject(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.pip-gpu]\nvariants = ["cu121", "cpu"]\n')
+    env = {**_clean_env(), "PYTHONPATH": str(PLUGIN)}
+    done = pip_gpu(
+        "explain", "torch==2.5.1", "--driver", "535.104.05", "--compute-capability", "8.0", "--json",
+        cwd=tmp_path, env=env,
+    )
+    assert json.loads(done.stdout)["variant"] == "cu121"
+    (tmp_path / "pyproject.toml").write_text("[tool.pip-gpu\nvariants = \n")
+    broken = pip_gpu("explain", "torch", "--no-gpu", cwd=tmp_path, env=env)
+    assert broken.returncode == 2
+    assert "not valid TOML" in broken.stderr and "Traceback" not in broken.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["explain", "torch==", "--no-gpu"], "torch=="),
+        (["explain", "torch", "--no-gpu", "--driver", "535.104.05"], "--no-gpu"),
+        (["explain", "torch", "--variant", "cu999", "--no-gpu"], "cu999"),
+        (["explain", "torch", "--driver", "five-thirty-five"], "driver version"),
+        (["explain", "torch", "--compute-capability", "eight", "--no-gpu"], "compute capability"),
+        (["explain", "-r", "/nonexistent/requirements.txt", "--no-gpu"], "requirements.txt"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(args: list[str], message: str) -> None:
+    done = pip_gpu(*args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("pip-gpu: error:")
+
+
+def test_debug_shows_the_traceback() -> None:
+    done = pip_gpu("--debug", "explain", "torch==", "--no-gpu")
+    assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+# --- matrix and help -----------------------------------------------------------------------
+
+
+def test_matrix_json_is_the_knowledge_with_sources() -> None:
+    done = pip_gpu("matrix", "--json")
+    data = json.loads(done.stdout)
+    release = next(r for r in data["releases"] if r["torch"] == "2.5")
+    cu124 = next(b for b in release["builds"] if b["variant"] == "cu124" and b["platform"] == "linux-x86_64")
+    assert cu124["cuda"] == "12.4" and "9.0" in cu124["sass"] and cu124["source"]
+    assert all(row["source"] for row in data["cuda_drivers"])
+    assert "cu124" in pip_gpu("matrix").stdout
+
+
+def test_help_explains_the_commands() -> None:
+    done = pip_gpu("--help")
+    assert done.returncode == 0
+    for command in ("detect", "explain", "install", "matrix"):
+        assert command in done.stdout
+    assert "exit status" in done.stdout
+    assert "--compute-capability" in pip_gpu("explain", "--help").stdout
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("PIP_GPU_")}

@@ -1,0 +1,211 @@
+"""`pip-gpu install` with real pip and real uv into real virtual environments.
+
+The PyTorch-like index (``fixtures/pytorch_index.py``) is served on 127.0.0.1; its "PyPI"
+holds the ordinary packages and planted attackers (``filelock 99.0.0`` and
+``nvidia-cuda-runtime-cu12 99.0.0``) that a merged-index resolver would take.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from support.index import installed_versions, make_venv, pip_env, site_packages, uv_env
+
+PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
+A100_ON_535 = ("--driver", "535.104.05", "--compute-capability", "8.0")
+
+pytestmark = pytest.mark.slow
+
+
+def pip_gpu(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pip_gpu", "install", *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def env(fixture_index, tmp_path: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """pip and uv isolated from this machine's config, pointed at the fixture "PyPI"."""
+    environment = {**pip_env(), **uv_env(tmp_path / "uv-cache")}
+    environment.update(
+        PIP_INDEX_URL=fixture_index.pypi_url,
+        UV_DEFAULT_INDEX=fixture_index.pypi_url,
+        PIP_GPU_PYTORCH_INDEX=fixture_index.pytorch_url,
+        PYTHONPATH=str(PLUGIN),
+    )
+    return environment
+
+
+@pytest.fixture(scope="module")
+def pip_venv_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One venv with pip, copied per test: `python -m venv` is the slow part."""
+    return make_venv(tmp_path_factory.mktemp("template") / "venv", with_pip=True).parents[1]
+
+
+def fresh_pip_venv(template: Path, where: Path) -> Path:
+    target = where / "venv"
+    where.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(template), str(target)], check=True)
+    # venv scripts carry absolute shebangs; pip-gpu runs pip as a module, so the copy works
+    return target / "bin" / "python"
+
+
+def assert_no_attacker(python: Path) -> None:
+    versions = installed_versions(python)
+    assert versions.get("filelock") != "99.0.0"
+    assert versions.get("nvidia-cuda-runtime-cu12") != "99.0.0"
+    assert not (site_packages(python) / "filelock" / "PWNED").exists()
+
+
+# --- the issue's "Done when", per installer ------------------------------------------------
+
+
+def test_uv_installs_the_cu124_pair_and_never_the_planted_packages(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    done = pip_gpu("torch==2.5.1", "torchvision", "filelock", "--python", str(python), *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(python)
+    assert versions["torch"] == "2.5.1+cu124"
+    assert versions["torchvision"] == "0.20.1+cu124"
+    assert versions["nvidia-cuda-runtime-cu12"] == "12.4.127"
+    assert_no_attacker(python)
+    assert "installing with uv" in done.stderr  # no pip in the target: uv is the default
+    assert "verified: torch 2.5.1+cu124 (CUDA 12.4)" in done.stderr
+
+
+def test_pip_installs_the_cu124_pair_and_never_the_planted_packages(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, pip_venv_template: Path, fixture_index
+) -> None:
+    python = fresh_pip_venv(pip_venv_template, tmp_path)
+    done = pip_gpu(
+        "torch==2.5.1", "torchvision", "filelock", "fixture-app", "--python", str(python), *A100_ON_535, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(python)
+    assert (versions["torch"], versions["torchvision"]) == ("2.5.1+cu124", "0.20.1+cu124")
+    assert versions["fixture-app"] == "1.0.0" and versions["fixture-lib"] == "1.1.0"  # from "PyPI"
+    assert_no_attacker(python)
+    assert "installing with pip" in done.stderr
+
+
+def test_no_gpu_installs_the_cpu_build(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    done = pip_gpu("torch==2.5.1", "torchvision", "--python", str(python), "--no-gpu", env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(python)
+    assert (versions["torch"], versions["torchvision"]) == ("2.5.1+cpu", "0.20.1+cpu")
+    assert "nvidia-cuda-runtime-cu12" not in versions
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_driver_too_old_for_every_build_installs_nothing(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, pip_venv_template: Path, index_server, installer: str
+) -> None:
+    python = fresh_pip_venv(pip_venv_template, tmp_path)
+    before = installed_versions(python)
+    done = pip_gpu(
+        "torch==2.5.1", "--python", str(python), "--installer", installer,
+        "--driver", "440.33.01", "--compute-capability", "8.0", env=env,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "440.33.01" in done.stderr and ">= 450.80.02" in done.stderr
+    assert installed_versions(python) == before
+    assert not index_server.requests  # no installer ever ran
+
+
+def test_requirements_file_with_nested_files_markers_and_hashes(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, pip_venv_template: Path, fixture_index
+) -> None:
+    """pip's hash-checking mode: every line pinned and hashed, as pip-compile writes them."""
+    tree = fixture_index.tree
+
+    def hashed(index: str, project: str, version: str) -> str:
+        wheel = next(w for w in tree.files_for(index, project) if w.version == version)
+        return f"{project}=={version.split('+')[0]} \\\n    --hash=sha256:{wheel.sha256}\n"
+
+    (tmp_path / "torch.txt").write_text(
+        "# the framework\n"
+        + hashed("cu124", "torch", "2.5.1+cu124")
+        + hashed("cu124", "torchvision", "0.20.1+cu124")
+        + 'torchaudio==2.5.1 ; sys_platform == "no-such-platform"\n'
+    )
+    deps = [
+        ("filelock", "3.13.1"), ("typing-extensions", "4.12.2"), ("sympy", "1.13.1"), ("mpmath", "1.3.0"),
+        ("networkx", "3.3"), ("jinja2", "3.1.4"), ("markupsafe", "2.1.5"), ("fsspec", "2024.6.1"),
+        ("numpy", "2.1.2"), ("pillow", "11.0.0"), ("nvidia-cuda-runtime-cu12", "12.4.127"),
+    ]  # fmt: skip
+    (tmp_path / "requirements.txt").write_text(
+        "-r torch.txt\n" + "".join(hashed("cu124", name, version) for name, version in deps)
+    )
+    python = fresh_pip_venv(pip_venv_template, tmp_path)
+    done = pip_gpu("-r", "requirements.txt", "--python", str(python), *A100_ON_535, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(python)
+    assert versions["torch"] == "2.5.1+cu124" and versions["torchvision"] == "0.20.1+cu124"
+    assert "torchaudio" not in versions  # its marker excludes this platform
+
+    # A hash that does not match the decided wheel: pip refuses, and nothing changes.
+    (tmp_path / "torch.txt").write_text("torch==2.5.1 --hash=sha256:" + "0" * 64 + "\n")
+    (tmp_path / "requirements.txt").write_text("-r torch.txt\n")
+    python = fresh_pip_venv(pip_venv_template, tmp_path / "second")
+    done = pip_gpu("-r", "requirements.txt", "--python", str(python), *A100_ON_535, env=env, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "torch" not in installed_versions(python)
+
+
+def test_dry_run_prints_the_commands_and_installs_nothing(env, tmp_path: Path, index_server) -> None:  # type: ignore[no-untyped-def]
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    done = pip_gpu("torch==2.5.1", "torchvision", "--python", str(python), "--dry-run", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"--index pytorch={index_server.pytorch_url}/cu124" in done.stdout
+    assert "torch==2.5.1+cu124" in done.stdout and "torchvision==0.20.*" in done.stdout
+    assert "torch" not in installed_versions(python)
+    assert not index_server.requests
+
+
+def test_credentials_in_index_urls_never_reach_the_output(env, tmp_path: Path, fixture_index) -> None:  # type: ignore[no-untyped-def]
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    secret_index = fixture_index.pytorch_url.replace("http://", "http://alice:s3cr3t-token@")
+    done = pip_gpu(
+        "torch==2.5.1", "--python", str(python), "--dry-run", "--pytorch-index", secret_index, *A100_ON_535, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "s3cr3t-token" not in done.stdout + done.stderr
+    assert "alice" not in done.stdout + done.stderr or "***" in done.stdout
+
+
+def test_a_library_that_needs_torchvision_gets_it_from_the_variant_index_under_pip(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, pip_venv_template: Path
+) -> None:
+    python = fresh_pip_venv(pip_venv_template, tmp_path)
+    done = pip_gpu("fixture-vision-app", "--python", str(python), *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(python)
+    assert versions["fixture-vision-app"] == "1.0.0"
+    assert "+cu12" in versions["torchvision"] and "+cu12" in versions["torch"]  # never PyPI's build
+    assert "pulled in by other requirements" in done.stderr
+
+
+def test_target_environment_comes_from_virtual_env(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    env = {**env, "VIRTUAL_ENV": str(python.parents[1])}
+    done = pip_gpu("torch==2.5.1", "--no-gpu", "--dry-run", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"target {python} " in done.stderr and "from VIRTUAL_ENV" in done.stderr
+
+
+def test_python_that_is_not_an_interpreter_is_refused(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "python").write_text("not a program")
+    done = pip_gpu("torch", "--python", str(tmp_path / "python"), "--no-gpu", env=env)
+    assert done.returncode == 2 and "not a working Python interpreter" in done.stderr
+    assert "Traceback" not in done.stderr
