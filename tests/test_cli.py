@@ -18,6 +18,7 @@ import pytest
 from support.fake_nvml import A100, H100, RTX_4090, V100, nvml_env, write_nvml_profile
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
+A100_ON_535 = ("--driver", "535.104.05", "--compute-capability", "8.0")
 
 
 def pip_gpu(
@@ -130,7 +131,7 @@ def test_hanging_nvml_gives_up_within_bounds(host_env) -> None:  # type: ignore[
 
 
 def test_explain_headline_case_from_the_readme() -> None:
-    done = pip_gpu("explain", "torch==2.5.1", "--driver", "535.104.05", "--compute-capability", "8.0", "--json")
+    done = pip_gpu("explain", "torch==2.5.1", *A100_ON_535, "--json")
     assert done.returncode == 0, done.stderr
     decision = json.loads(done.stdout)
     assert decision["variant"] == "cu124"
@@ -178,8 +179,16 @@ def test_explain_reads_requirements_files(tmp_path: Path) -> None:
     (tmp_path / "base.txt").write_text("torchvision==0.20.1 ; python_version >= '3.9'\n")
     (tmp_path / "requirements.txt").write_text("# training stack\n-r base.txt\nfixture-app\n")
     done = pip_gpu(
-        "explain", "-r", "requirements.txt", "--driver", "535.104.05", "--compute-capability", "8.0",
-        "--json", cwd=tmp_path, env={**_clean_env(), "PYTHONPATH": str(PLUGIN)},
+        "explain",
+        "-r",
+        "requirements.txt",
+        "--driver",
+        "535.104.05",
+        "--compute-capability",
+        "8.0",
+        "--json",
+        cwd=tmp_path,
+        env={**_clean_env(), "PYTHONPATH": str(PLUGIN)},
     )
     decision = json.loads(done.stdout)
     assert (decision["variant"], decision["torch"]) == ("cu124", "2.5")
@@ -189,8 +198,15 @@ def test_project_policy_in_pyproject(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[tool.pip-gpu]\nvariants = ["cu121", "cpu"]\n')
     env = {**_clean_env(), "PYTHONPATH": str(PLUGIN)}
     done = pip_gpu(
-        "explain", "torch==2.5.1", "--driver", "535.104.05", "--compute-capability", "8.0", "--json",
-        cwd=tmp_path, env=env,
+        "explain",
+        "torch==2.5.1",
+        "--driver",
+        "535.104.05",
+        "--compute-capability",
+        "8.0",
+        "--json",
+        cwd=tmp_path,
+        env=env,
     )
     assert json.loads(done.stdout)["variant"] == "cu121"
     (tmp_path / "pyproject.toml").write_text("[tool.pip-gpu\nvariants = \n")

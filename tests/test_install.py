@@ -88,7 +88,14 @@ def test_pip_installs_the_cu124_pair_and_never_the_planted_packages(  # type: ig
 ) -> None:
     python = fresh_pip_venv(pip_venv_template, tmp_path)
     done = pip_gpu(
-        "torch==2.5.1", "torchvision", "filelock", "fixture-app", "--python", str(python), *A100_ON_535, env=env
+        "torch==2.5.1",
+        "torchvision",
+        "filelock",
+        "fixture-app",
+        "--python",
+        str(python),
+        *A100_ON_535,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     versions = installed_versions(python)
@@ -177,7 +184,14 @@ def test_credentials_in_index_urls_never_reach_the_output(env, tmp_path: Path, f
     python = make_venv(tmp_path / "venv", with_pip=False)
     secret_index = fixture_index.pytorch_url.replace("http://", "http://alice:s3cr3t-token@")
     done = pip_gpu(
-        "torch==2.5.1", "--python", str(python), "--dry-run", "--pytorch-index", secret_index, *A100_ON_535, env=env
+        "torch==2.5.1",
+        "--python",
+        str(python),
+        "--dry-run",
+        "--pytorch-index",
+        secret_index,
+        *A100_ON_535,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     assert "s3cr3t-token" not in done.stdout + done.stderr

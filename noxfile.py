@@ -1,0 +1,36 @@
+"""Developer sessions: tests, lint, types, bench. ``nox -l`` lists them."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "types"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite: real pip and uv against the fixture index, the fake NVML library."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python=["3.9", "3.12"], name="tests-other-pythons")
+def tests_other_pythons(session: nox.Session) -> None:
+    """The suite on the oldest and a newer supported Python (not part of CI's default)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "plugin", "tests", "fixtures", "noxfile.py")
+    session.run("ruff", "format", "--check", "plugin", "tests", "fixtures", "noxfile.py")
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    session.install("-e", ".", "mypy")
+    session.run("mypy", "plugin/pip_gpu")
