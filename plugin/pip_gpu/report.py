@@ -110,10 +110,13 @@ def render_decision(decision: Decision, host: HostProfile, *, show_all: bool = F
     for note in decision.notes:
         lines.append(f"Note: {note}")
     shown = decision.candidates
+    if not show_all and host.nvidia_gpus:
+        # On an NVIDIA host the ROCm and XPU builds are never in question.
+        shown = tuple(c for c in shown if not c.variant.startswith("rocm") and c.variant != "xpu")
     if not show_all and decision.release is not None:
         newest_first = [c for c in shown if _series_key(c.torch) >= _series_key(decision.release.torch)]
+        hidden = len(shown) - len(newest_first)
         shown = tuple(newest_first)
-        hidden = len(decision.candidates) - len(shown)
     else:
         hidden = 0
     rows = [["torch", "variant", "verdict", "reason"]]
@@ -128,7 +131,7 @@ def render_decision(decision: Decision, host: HostProfile, *, show_all: bool = F
         lines.append("")
         lines.append(_table(rows))
     if hidden:
-        lines.append(f"  ... {hidden} builds of older releases (--all lists them)")
+        lines.append(f"  ... and {hidden} builds of older releases (--all lists every candidate)")
     return "\n".join(lines)
 
 
