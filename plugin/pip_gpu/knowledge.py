@@ -41,6 +41,7 @@ build on an NVIDIA GPU rather than guess.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -271,9 +272,13 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
     )
 
 
-@cache
 def load_knowledge(path: Optional[str] = None) -> Knowledge:
-    """The shipped knowledge file, or another one (tests, ``PIP_GPU_KNOWLEDGE``)."""
+    """The shipped knowledge file, or another one: ``path``, else ``$PIP_GPU_KNOWLEDGE``."""
+    return _load(path or os.environ.get("PIP_GPU_KNOWLEDGE") or None)
+
+
+@cache
+def _load(path: Optional[str]) -> Knowledge:
     if path is not None:
         text = Path(path).read_text(encoding="utf-8")
     else:

@@ -17,9 +17,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from .config import ProjectConfig, load_project_config
-from .decide import Decision, Policy, decide, request_from_requirements
+from .decide import Decision, Policy, TorchRequest, decide, request_from_requirements
 from .host import HostProfile
-from .knowledge import Knowledge, load_knowledge
+from .knowledge import Knowledge, load_knowledge, variant_sort_key
 from .requirements import (
     RequirementFile,
     RequirementLine,
@@ -118,6 +118,8 @@ def decide_for(
         pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
     ).rstrip("/")
     policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
+    if not _knows_a_release_for(request, knowledge) and request.torch_specifier:
+        knowledge = _learn_from_index(knowledge, index, request.forced_variant)
     decision = decide(request, host, knowledge, pytorch_index=index, policy=policy)
     return Plan(
         decision=decision,
@@ -128,6 +130,28 @@ def decide_for(
         pytorch_index=index,
         config=config,
     )
+
+
+def _knows_a_release_for(request: TorchRequest, knowledge: Knowledge) -> bool:
+    newest = knowledge.releases[0] if knowledge.releases else None
+    return any(request.admits(r, newest=r is newest)[0] for r in knowledge.releases)
+
+
+def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional[str]) -> Knowledge:
+    """A torch release newer than the knowledge file: read the variant indexes themselves."""
+    from .discover import discover_releases, with_releases
+
+    newest = knowledge.releases[0]
+    variants = {b.variant for b in newest.builds if b.variant != "default"}
+    for build in newest.builds:  # the next CUDA minor versions a newer release may add
+        cuda = build.cuda
+        if cuda is not None:
+            major, minor = (int(p) for p in cuda.split("."))
+            variants.update(f"cu{major}{minor + step}" for step in (1, 2))
+    if forced_variant is not None:
+        variants.add(forced_variant)
+    learned = discover_releases(knowledge, index, sorted(variants, key=variant_sort_key))
+    return with_releases(knowledge, learned) if learned else knowledge
 
 
 def routing_only_pins(plan: Plan) -> dict[str, RewritePin]:

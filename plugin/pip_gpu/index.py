@@ -1,0 +1,131 @@
+"""The package-index boundary: read a project's files from a simple index over HTTP.
+
+PEP 691 JSON first, PEP 503 HTML as the fallback, with a bounded timeout and errors that say
+which index failed and how. Credentials in URLs are sent (urllib handles ``user:pass@`` via
+the Authorization header) but never shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Optional
+
+from .errors import PipGpuError
+from .requirements import redact_url
+
+__all__ = ["IndexError_", "IndexFile", "fetch_project_files"]
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
+MAX_PAGE_BYTES = 64 * 1024 * 1024  # the real torch page is a few MB; refuse anything absurd
+
+
+class IndexError_(PipGpuError):
+    """An index could not be read (network, status, or a page that is not an index page)."""
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    filename: str
+    url: str
+    sha256: Optional[str]
+    requires_python: Optional[str]
+    size: Optional[int] = None
+
+
+def _request(url: str) -> urllib.request.Request:
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Accept": ACCEPT, "User-Agent": "pip-gpu"}
+    if parts.username:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urllib.request.Request(url, headers=headers)
+
+
+def fetch_project_files(project_url: str, *, timeout: float = 10.0) -> list[IndexFile]:
+    """The files a simple index offers for one project (``<index>/<project>/``)."""
+    if not project_url.endswith("/"):
+        project_url += "/"
+    shown = redact_url(project_url)
+    try:
+        with urllib.request.urlopen(_request(project_url), timeout=timeout) as response:
+            content_type = response.headers.get("Content-Type", "")
+            body = response.read(MAX_PAGE_BYTES + 1)
+            final_url = response.geturl()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise IndexError_(
+            f"{shown} answered HTTP {exc.code}", "check the index URL, or try again later"
+        ) from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise IndexError_(
+            f"cannot reach {shown}: {reason}", "check the network, or --pytorch-index for a mirror"
+        ) from None
+    if len(body) > MAX_PAGE_BYTES:
+        raise IndexError_(f"{shown} sent more than {MAX_PAGE_BYTES // 2**20} MiB; not an index page")
+    try:
+        text = body.decode("utf-8")
+        if JSON_TYPE in content_type:
+            return _from_json(text, final_url)
+        return _from_html(text, final_url)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IndexError_(
+            f"{shown} is not a valid index page ({exc})", "the index may be broken or truncated"
+        ) from None
+
+
+def _from_json(text: str, base: str) -> list[IndexFile]:
+    data = json.loads(text)
+    files = []
+    for item in data["files"]:
+        hashes = item.get("hashes") or {}
+        files.append(
+            IndexFile(
+                filename=item["filename"],
+                url=urllib.parse.urljoin(base, item["url"]),
+                sha256=hashes.get("sha256"),
+                requires_python=item.get("requires-python"),
+                size=item.get("size"),
+            )
+        )
+    return files
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, Optional[str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
+        if tag == "a":
+            values = dict(attrs)
+            if values.get("href"):
+                self.links.append((values["href"] or "", values.get("data-requires-python")))
+
+
+def _from_html(text: str, base: str) -> list[IndexFile]:
+    parser = _Links()
+    parser.feed(text)
+    parser.close()
+    files = []
+    for href, requires_python in parser.links:
+        url = urllib.parse.urljoin(base, href)
+        path, _, fragment = url.partition("#")
+        filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
+        sha256 = fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
+        files.append(IndexFile(filename, path, sha256, requires_python))
+    return files
