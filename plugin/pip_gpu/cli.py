@@ -126,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     from .install import add_install_parser
 
     add_install_parser(commands, _add_host_flags, _add_decision_flags)
+    from .lock import add_lock_parsers
+
+    add_lock_parsers(commands, _add_host_flags, _add_decision_flags)
+
+    from .shim import add_shim_parser
+    from .uv_project import add_uv_parser
+
+    add_shim_parser(commands)
+    add_uv_parser(commands, _add_host_flags)
+    from .doctor import add_doctor_parser
+
+    add_doctor_parser(commands, _add_host_flags)
     return parser
 
 

@@ -98,6 +98,9 @@ def add_install_parser(
         "--dry-run", action="store_true", help="print the decision and the commands; install nothing"
     )
     parser.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    parser.add_argument(  # issue 4: lock write-back
+        "--no-lock", action="store_true", help="do not re-resolve the pylock.<variant>.toml files here"
+    )
     passthrough = parser.add_argument_group("passed to the installer")
     for names in _VALUE_OPTIONS:
         passthrough.add_argument(*names, dest=f"pt_{names[-1]}", action="append", metavar="VALUE")
@@ -115,10 +118,14 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
             out += [names[-1], value]
     for names in _FLAG_OPTIONS:
         out += [names[-1]] * (getattr(args, f"pt_{names[-1]}") or 0)
+    # Set by the shims: the user's own installer options, already checked, passed verbatim.
+    out += getattr(args, "installer_extra", None) or []
     return out
 
 
-def _uv_binary() -> str:
+def _uv_binary(chosen: Optional[str] = None) -> str:
+    if chosen:  # the very uv a shim was asked to run
+        return chosen
     try:
         from uv import find_uv_bin
 
@@ -174,7 +181,9 @@ def run_install(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
         workdir = Path(scratch)
-        commands = _first_commands(plan, target, installer, _passthrough(args), workdir)
+        commands = _first_commands(
+            plan, target, installer, _passthrough(args), workdir, uv=getattr(args, "uv_binary", None)
+        )
         if args.dry_run:
             for command in commands:
                 _show(command)
@@ -186,6 +195,11 @@ def run_install(args: argparse.Namespace) -> int:
         if _needs_second_pip_run(plan, installer, _passthrough(args)):
             _pip_second_run(plan, target, _passthrough(args), workdir)
     _verify(plan, target)
+    # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
+    if not args.dry_run and not getattr(args, "no_lock", False):
+        from .lock import write_back_after_install
+
+        write_back_after_install(args, plan, host, cwd)
     return EXIT_OK
 
 
@@ -257,14 +271,20 @@ def _global_options(plan: Plan) -> list[tuple[str, ...]]:
 
 
 def _first_commands(
-    plan: Plan, target: TargetEnv, installer: str, installer_args: Sequence[str], workdir: Path
+    plan: Plan,
+    target: TargetEnv,
+    installer: str,
+    installer_args: Sequence[str],
+    workdir: Path,
+    *,
+    uv: Optional[str] = None,
 ) -> list[InstallerCommand]:
     pins = rewrite_pins(plan)
     lines = list(plan.lines)
     if installer == "uv":
         return [
             uv_command(
-                uv=_uv_binary(),
+                uv=_uv_binary(uv),
                 python=target.python,
                 variant_index=plan.decision.index_url,
                 lines=lines,
@@ -338,8 +358,11 @@ def _run(command: InstallerCommand) -> None:
     try:
         status = process.wait()
     except KeyboardInterrupt:
-        # The terminal sent SIGINT to the whole foreground group; give the installer time to
-        # clean up, then make sure it is gone.
+        # Ctrl-C in a terminal reaches the whole foreground group, but a SIGINT sent to
+        # pip-gpu alone must reach the installer too. Give it time to clean up, then make
+        # sure it is gone.
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

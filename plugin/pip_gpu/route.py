@@ -100,10 +100,15 @@ def _requirement_files(
     lines: Sequence[RequirementLine],
     pins: dict[str, RewritePin],
     global_options: Sequence[tuple[str, ...]],
+    *,
+    positional: bool = False,
 ) -> tuple[list[str], dict[Path, str]]:
-    """``-r`` (and ``-c`` when there are constraint lines) arguments and the files behind them."""
+    """``-r`` (and ``-c`` when there are constraint lines) arguments and the files behind them.
+
+    ``positional``: the file as a plain argument, as ``uv pip compile`` takes it.
+    """
     requirements = workdir / f"{stem}.txt"
-    args = ["-r", str(requirements)]
+    args = [str(requirements)] if positional else ["-r", str(requirements)]
     files = {requirements: _rendered([ln for ln in lines if not ln.constraint], pins, global_options)}
     constraint_lines = [ln for ln in lines if ln.constraint]
     if constraint_lines:
@@ -128,7 +133,9 @@ def uv_command(
     argv = [uv, "pip", subcommand, "--python", str(python)]
     if variant_index is not None:
         argv += ["--index", f"pytorch={variant_index}", "--index-strategy", "first-index"]
-    file_args, files = _requirement_files(workdir, "requirements", lines, pins, global_options)
+    file_args, files = _requirement_files(
+        workdir, "requirements", lines, pins, global_options, positional=subcommand == "compile"
+    )
     argv += [*installer_args, *file_args]
     return InstallerCommand(
         argv=tuple(argv),

@@ -18,6 +18,7 @@ __all__ = [
     "find_intel_gpus",
     "loaded_kernel_modules",
     "nvidia_device_nodes",
+    "nvidia_pci_devices",
 ]
 
 _KFD_NODES = Path("class/kfd/kfd/topology/nodes")
@@ -27,6 +28,7 @@ _PCI_DEVICES = Path("bus/pci/devices")
 _UNINFORMATIVE_AMD_NAMES = frozenset({"", "ip discovery"})
 
 _INTEL_VENDOR = 0x8086
+_NVIDIA_VENDOR = 0x10DE
 _PCI_CLASS_DISPLAY = 0x03
 
 # Discrete Intel GPU device-id families, from the Linux kernel's
@@ -188,3 +190,26 @@ def loaded_kernel_modules(proc_root: Path = Path("/proc")) -> frozenset[str]:
     if text is None:
         return frozenset()
     return frozenset(line.split(maxsplit=1)[0] for line in text.splitlines() if line.strip())
+
+
+def nvidia_pci_devices(sys_root: Path = Path("/sys")) -> tuple[str, ...]:
+    """NVIDIA display controllers on the PCI bus, whatever driver is bound to them.
+
+    ``"0000:01:00.0 [10de:2330] driver=nouveau"``. Tells "an NVIDIA GPU with no (or the wrong)
+    driver" from "no NVIDIA GPU at all" when NVML cannot answer.
+    """
+    found: list[str] = []
+    for device in _list_dir(sys_root / _PCI_DEVICES):
+        if _parse_int(_read_text(device / "vendor"), 16) != _NVIDIA_VENDOR:
+            continue
+        pci_class = _parse_int(_read_text(device / "class"), 16)
+        if pci_class is None or pci_class >> 16 != _PCI_CLASS_DISPLAY:
+            continue
+        device_id = _parse_int(_read_text(device / "device"), 16)
+        ident = f"10de:{device_id:04x}" if device_id is not None else "10de:????"
+        try:
+            driver = (device / "driver").resolve(strict=True).name
+        except (OSError, RuntimeError):
+            driver = "none"
+        found.append(f"{device.name} [{ident}] driver={driver}")
+    return tuple(found)

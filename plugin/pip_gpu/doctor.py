@@ -1,0 +1,1409 @@
+"""``pip-gpu doctor``: why ``torch.cuda.is_available()`` is False, and the command that fixes it.
+
+The chain is walked in the order a cause hides the next one: which torch Python imports, its
+build, its family, the driver, the GPUs, NVML, then the environment around the process.
+Every check is a small function over gathered facts that returns a :class:`Finding`; the
+report's verdict is the first failure's cause and fix. torch is imported only with
+``--import``, and then in a subprocess with a deadline.
+
+Facts come from the outside through the usual boundaries (``detect`` for the host,
+``target`` for the interpreter, ``detect.sysfs`` for ``/dev``, ``/proc`` and ``/sys``); the
+roots are overridable for tests: ``PIP_GPU_DEV_ROOT``, ``PIP_GPU_PROCFS_ROOT``,
+``PIP_GPU_SYSFS_ROOT`` and ``PIP_GPU_ROOT`` (for ``/.dockerenv`` and ``/usr/lib/wsl/lib``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from .decide import Decision, decide, gpu_covered_by, request_from_requirements
+from .errors import EXIT_CHECK_FAILED, EXIT_OK
+from .host import HostProfile, NvidiaGpu
+from .knowledge import Build, Knowledge, cuda_of_variant
+from .target import TargetEnv
+
+__all__ = [
+    "CHECKS",
+    "Facts",
+    "Finding",
+    "MachineFacts",
+    "Package",
+    "Report",
+    "TargetFacts",
+    "TorchCopy",
+    "add_doctor_parser",
+    "diagnose",
+    "gather_machine",
+    "gather_target",
+    "import_check",
+    "render_report",
+    "run_doctor",
+]
+
+OK = "ok"
+WARNING = "warning"
+FAILURE = "failure"
+SKIPPED = "skipped"  # could not be checked: a fact it needs is missing
+
+DEFAULT_IMPORT_TIMEOUT_S = 60.0
+_PROBE_TIMEOUT_S = 60.0
+# NVIDIA_VISIBLE_DEVICES values that ask the NVIDIA Container Toolkit for no GPU at all
+# (NVIDIA Container Toolkit docs, "Specialized Configurations with Docker").
+_NO_GPU_REQUESTED = ("void", "none", "")
+_CONTAINER_CGROUP_MARKERS = ("docker", "containerd", "kubepods", "libpod", "lxc")
+
+
+# --- values --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's outcome: what it found, the facts behind it, and the way out."""
+
+    check: str  # stable id: "torch", "driver", "nvml", ...
+    status: str  # ok | warning | failure | skipped
+    summary: str
+    evidence: tuple[str, ...] = ()
+    fix: Optional[str] = None  # a command where one exists
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "status": self.status,
+            "summary": self.summary,
+            "evidence": list(self.evidence),
+            "fix": self.fix,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    """Every finding, in the order the chain is walked, and what it all comes to."""
+
+    findings: tuple[Finding, ...]
+    healthy_summary: str  # what a healthy verdict says about the machine
+    target: Optional[TargetEnv] = None
+    host: Optional[HostProfile] = None
+
+    @property
+    def failures(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.status == FAILURE)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.status == WARNING)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.failures
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_OK if self.healthy else EXIT_CHECK_FAILED
+
+    @property
+    def verdict(self) -> str:
+        """The first failure's cause and fix, or "healthy" with what runs where."""
+        if self.failures:
+            first = self.failures[0]
+            return f"{first.summary}. Fix: {first.fix}" if first.fix else first.summary
+        text = f"healthy: {self.healthy_summary}"
+        if self.warnings:
+            count = len(self.warnings)
+            text += f" ({count} warning{'s' if count > 1 else ''}: {self.warnings[0].summary})"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        target = self.target
+        return {
+            "verdict": self.verdict,
+            "healthy": self.healthy,
+            "exit_status": self.exit_status,
+            "target": None
+            if target is None
+            else {
+                "python": str(target.python),
+                "python_version": target.python_version,
+                "prefix": str(target.prefix),
+                "virtualenv": target.is_virtualenv,
+                "chosen_by": target.chosen_by,
+            },
+            "host": None if self.host is None else self.host.to_json(),
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True)
+class Package:
+    """A torch-family distribution as the target interpreter resolves it (first on sys.path)."""
+
+    name: str
+    version: str
+    location: str
+    build_info: bool = False  # whether version.py was read (cuda/hip below are then facts)
+    cuda: Optional[str] = None
+    hip: Optional[str] = None
+
+    @property
+    def public_version(self) -> str:
+        try:
+            return Version(self.version).public
+        except InvalidVersion:
+            return self.version.partition("+")[0]
+
+    @property
+    def label(self) -> Optional[str]:
+        try:
+            return Version(self.version).local
+        except InvalidVersion:
+            return None
+
+    @property
+    def variant(self) -> Optional[str]:
+        """``cu124``, ``cpu``, ``rocm6.2``: from the local label, else from ``version.py``."""
+        label = self.label
+        if label and (label in ("cpu", "xpu") or label.startswith(("cu", "rocm"))):
+            return label
+        if self.cuda:
+            return "cu" + self.cuda.replace(".", "")
+        if self.hip:
+            return "rocm" + ".".join(self.hip.split(".")[:2])
+        return "cpu" if self.build_info else None
+
+    @property
+    def cuda_version(self) -> Optional[str]:
+        if self.cuda:
+            return ".".join(self.cuda.split(".")[:2])
+        variant = self.variant
+        return cuda_of_variant(variant) if variant else None
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+@dataclass(frozen=True)
+class TorchCopy:
+    """A ``torch`` package or metadata directory found in one sys.path entry."""
+
+    location: str
+    package: bool  # a ``torch/`` package directory is there
+    metadata: tuple[str, ...]  # torch-*.dist-info / torch-*.egg-info names
+    version: Optional[str]  # from torch/version.py when the package is there
+
+
+@dataclass(frozen=True)
+class TargetFacts:
+    """What the target interpreter sees, asked without importing torch."""
+
+    target: TargetEnv
+    packages: Mapping[str, Package]  # canonical name -> package, torch family only
+    torch_copies: tuple[TorchCopy, ...]
+    sys_path: tuple[str, ...]
+    user_site: Optional[str]
+    conda: bool  # sys.prefix is a conda environment (its own prefix, not a venv)
+
+    @property
+    def torch(self) -> Optional[Package]:
+        return self.packages.get("torch")
+
+
+@dataclass(frozen=True)
+class CudaRuntimeDir:
+    """An ``LD_LIBRARY_PATH`` entry holding a CUDA toolkit's ``libcudart``."""
+
+    position: int
+    directory: str
+    version: Optional[str]  # "11.8", or "11" when only the soname says it
+
+
+@dataclass(frozen=True)
+class MachineFacts:
+    """The machine around the process: device nodes, kernel modules, container, WSL, env."""
+
+    dev_root: Path
+    nvidia_nodes: tuple[str, ...]
+    inaccessible_nodes: tuple[str, ...]
+    node_group: Optional[str]
+    kernel_modules: frozenset[str]
+    kernel_module_version: Optional[str]  # /proc/driver/nvidia/version: the loaded nvidia module
+    nvidia_pci: tuple[str, ...]
+    container: Optional[str]  # evidence that this is a container, e.g. "/.dockerenv exists"
+    nvidia_visible_devices: Optional[str]
+    wsl: bool
+    wsl_libcuda: Path
+    wsl_libcuda_present: bool
+    cuda_visible_devices: Optional[str]
+    ld_library_path: tuple[str, ...]
+    cuda_runtime_dirs: tuple[CudaRuntimeDir, ...]
+    pythonpath: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the checks look at."""
+
+    host: HostProfile
+    knowledge: Knowledge
+    machine: MachineFacts
+    target: TargetFacts
+    python_flag: Optional[str] = None  # --python as given, repeated in fix commands
+    cwd: Path = field(default_factory=Path.cwd)
+
+    @property
+    def nvidia_facts_given(self) -> bool:
+        """The driver/GPUs came from flags or PIP_GPU_* variables, not from NVML."""
+        return any(
+            self.host.sources.get(key, "").startswith(("--", "PIP_GPU_"))
+            for key in ("driver_version", "nvidia_gpus")
+        )
+
+
+# --- gathering facts -----------------------------------------------------------------------
+
+
+_TARGET_PROBE = r"""
+import ast, json, os, site, sys
+import importlib.metadata as md, importlib.util as u
+names = json.loads(sys.argv[1])
+def build_info(path):
+    values = {}
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    values[target.id] = node.value.value
+    return values
+out = {"sys_path": [], "user_site": None, "conda": os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
+       "packages": {}, "torch_copies": []}
+if site.ENABLE_USER_SITE:
+    out["user_site"] = site.getusersitepackages()
+for name in names:
+    try:
+        dist = md.distribution(name)
+    except md.PackageNotFoundError:
+        continue
+    entry = {"version": dist.version, "location": str(dist.locate_file("")), "build_info": False}
+    try:
+        spec = u.find_spec(name.replace("-", "_"))
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if locations:
+        info = build_info(os.path.join(locations[0], "version.py"))
+        if info is not None:
+            entry.update(build_info=True, cuda=info.get("cuda"), hip=info.get("hip"))
+    out["packages"][name] = entry
+seen = set()
+for raw in sys.path:
+    entry = os.path.abspath(raw or os.getcwd())
+    if entry in seen or not os.path.isdir(entry):
+        continue
+    seen.add(entry)
+    out["sys_path"].append(entry)
+    try:
+        listing = os.listdir(entry)
+    except OSError:
+        continue
+    meta = sorted(n for n in listing
+                  if n.endswith((".dist-info", ".egg-info")) and n.split("-")[0].lower() == "torch")
+    package = os.path.isfile(os.path.join(entry, "torch", "__init__.py"))
+    if meta or package:
+        info = build_info(os.path.join(entry, "torch", "version.py")) if package else None
+        out["torch_copies"].append({"location": entry, "package": package, "metadata": meta,
+                                    "version": (info or {}).get("__version__")})
+print(json.dumps(out))
+"""
+
+
+def gather_target(
+    target: TargetEnv, family: Sequence[str], env: Optional[Mapping[str, str]] = None
+) -> TargetFacts:
+    """Ask the target interpreter what it would import, as the user runs it.
+
+    Not isolated (no ``-I``): PYTHONPATH and the user site are exactly what puts a second
+    torch in front of the environment's own.
+    """
+    names = [canonicalize_name(name) for name in family]
+    try:
+        done = subprocess.run(
+            [str(target.python), "-c", _TARGET_PROBE, json.dumps(names)],
+            capture_output=True,
+            text=True,
+            timeout=_PROBE_TIMEOUT_S,
+            check=False,
+            env=None if env is None else dict(env),
+        )
+        data: dict[str, Any] = json.loads(done.stdout)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        data = {}
+    packages: dict[str, Package] = {
+        str(canonicalize_name(name)): Package(
+            name=canonicalize_name(name),
+            version=str(info["version"]),
+            location=str(info["location"]),
+            build_info=bool(info.get("build_info")),
+            cuda=info.get("cuda"),
+            hip=info.get("hip"),
+        )
+        for name, info in data.get("packages", {}).items()
+    }
+    copies = tuple(
+        TorchCopy(
+            location=str(c["location"]),
+            package=bool(c["package"]),
+            metadata=tuple(c["metadata"]),
+            version=c.get("version"),
+        )
+        for c in data.get("torch_copies", [])
+    )
+    return TargetFacts(
+        target=target,
+        packages=packages,
+        torch_copies=copies,
+        sys_path=tuple(data.get("sys_path", [])),
+        user_site=data.get("user_site"),
+        conda=bool(data.get("conda")),
+    )
+
+
+def _read(path: Path) -> Optional[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except (OSError, ValueError):
+        return None
+
+
+def _container_evidence(root: Path, proc_root: Path) -> Optional[str]:
+    for marker in (".dockerenv", "run/.containerenv"):
+        if (root / marker).exists():
+            return f"/{marker} exists"
+    cgroup = _read(proc_root / "1" / "cgroup") or ""
+    for line in cgroup.splitlines():
+        if any(word in line for word in _CONTAINER_CGROUP_MARKERS):
+            return f"/proc/1/cgroup: {line.strip()}"
+    return None
+
+
+_CUDART = re.compile(r"^libcudart\.so(?:\.(\d+(?:\.\d+)*))?$")
+_CUDA_DIR = re.compile(r"cuda-(\d+\.\d+)")
+
+
+def _cuda_runtime_dirs(entries: Sequence[str]) -> tuple[CudaRuntimeDir, ...]:
+    """LD_LIBRARY_PATH entries with a libcudart, and the CUDA version its file names say."""
+    found: list[CudaRuntimeDir] = []
+    for position, directory in enumerate(entries):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        versions = [m.group(1) or "" for m in map(_CUDART.match, names) if m]
+        if not versions:
+            continue
+        # libcudart.so.11.8.89 says 11.8; the soname libcudart.so.11.0 only says "11".
+        full = [v for v in versions if v.count(".") >= 2]
+        version: Optional[str] = None
+        if full:
+            version = ".".join(max(full, key=lambda v: [int(p) for p in v.split(".")]).split(".")[:2])
+        else:
+            from_dir = _CUDA_DIR.search(directory)
+            majors = [v.split(".")[0] for v in versions if v]
+            version = from_dir.group(1) if from_dir else (max(majors, key=int) if majors else None)
+        found.append(CudaRuntimeDir(position, directory, version))
+    return tuple(found)
+
+
+def gather_machine(env: Mapping[str, str]) -> MachineFacts:
+    """Read the device nodes, kernel modules, PCI bus, container and WSL markers, variables."""
+    from .detect import sysfs
+    from .detect.procfs import read_nvidia_proc_version
+
+    dev_root = Path(env.get("PIP_GPU_DEV_ROOT", "/dev"))
+    proc_root = Path(env.get("PIP_GPU_PROCFS_ROOT", "/proc"))
+    sys_root = Path(env.get("PIP_GPU_SYSFS_ROOT", "/sys"))
+    root = Path(env.get("PIP_GPU_ROOT", "/"))
+    nodes = sysfs.nvidia_device_nodes(dev_root)
+    inaccessible: list[str] = []
+    group: Optional[str] = None
+    for name in nodes:
+        path = dev_root / name
+        if not os.access(path, os.R_OK | os.W_OK):
+            inaccessible.append(name)
+        if group is None:
+            group = _group_of(path)
+    wsl_libcuda = root / "usr" / "lib" / "wsl" / "lib" / "libcuda.so"
+    ld_path = tuple(p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p)
+    return MachineFacts(
+        dev_root=dev_root,
+        nvidia_nodes=nodes,
+        inaccessible_nodes=tuple(inaccessible),
+        node_group=group,
+        kernel_modules=sysfs.loaded_kernel_modules(proc_root),
+        kernel_module_version=read_nvidia_proc_version(proc_root),
+        nvidia_pci=sysfs.nvidia_pci_devices(sys_root),
+        container=_container_evidence(root, proc_root),
+        nvidia_visible_devices=env.get("NVIDIA_VISIBLE_DEVICES"),
+        wsl="microsoft" in (_read(proc_root / "version") or "").lower(),
+        wsl_libcuda=wsl_libcuda,
+        wsl_libcuda_present=wsl_libcuda.exists(),
+        cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+        ld_library_path=ld_path,
+        cuda_runtime_dirs=_cuda_runtime_dirs(ld_path),
+        pythonpath=tuple(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p),
+    )
+
+
+def _group_of(path: Path) -> Optional[str]:
+    try:
+        gid = path.stat().st_gid
+    except OSError:
+        return None
+    try:
+        import grp
+
+        return grp.getgrgid(gid).gr_name
+    except (ImportError, KeyError):
+        return str(gid)
+
+
+# --- helpers the checks share -------------------------------------------------------------
+
+
+def _gpu_list(gpus: Sequence[NvidiaGpu]) -> str:
+    names: dict[str, int] = {}
+    for gpu in gpus:
+        names[gpu.name] = names.get(gpu.name, 0) + 1
+    return ", ".join(name if n == 1 else f"{n}x {name}" for name, n in names.items())
+
+
+def _describe_host_gpus(host: HostProfile) -> str:
+    """``1 NVIDIA GPU (NVIDIA A100-SXM4-80GB, driver 535.104.05)``."""
+    count = len(host.nvidia_gpus)
+    driver = f"driver {host.driver_version}" if host.driver_version else "driver unknown"
+    if count == 0:
+        return f"an NVIDIA driver ({driver}) but no readable GPU"
+    return f"{count} NVIDIA GPU{'s' if count > 1 else ''} ({_gpu_list(host.nvidia_gpus)}, {driver})"
+
+
+def _sm(gpu: NvidiaGpu) -> str:
+    return f"sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]}"
+
+
+def _archs(build: Build) -> str:
+    sass = " ".join(f"sm_{a}{b}" for a, b in build.sass or ())
+    ptx = " ".join(f"compute_{a}{b}" for a, b in build.ptx or ())
+    return sass + (f", PTX {ptx}" if ptx else ", no PTX")
+
+
+def _driver_at_least(driver: str, minimum: str) -> bool:
+    try:
+        return Version(driver) >= Version(minimum)
+    except InvalidVersion:
+        return False
+
+
+def _series(version: str) -> str:
+    parts = version.split("+")[0].split(".")
+    return ".".join(parts[:2])
+
+
+def _known_build(facts: Facts, torch: Package) -> Optional[Build]:
+    """The knowledge file's record of the installed build (its kernels, its platform)."""
+    variant = torch.variant
+    release = facts.knowledge.release(_series(torch.version))
+    if release is None or variant is None:
+        return None
+    platform = facts.host.platform_tag
+    for build in release.builds:
+        if build.variant == variant and build.platform == platform:
+            return build
+    if torch.label is None:  # a PyPI wheel without label is the release's pypi_default build
+        for build in release.builds:
+            if build.variant == release.pypi_default and build.platform == platform:
+                return build
+    return None
+
+
+def _decide(facts: Facts, spec: str) -> Decision:
+    request = request_from_requirements([Requirement(spec)], facts.knowledge)
+    return decide(request, facts.host, facts.knowledge)
+
+
+def _companions(facts: Facts) -> list[Package]:
+    return [p for name, p in sorted(facts.target.packages.items()) if name != "torch"]
+
+
+def _install(facts: Facts, specs: Sequence[str], *, force: bool = True) -> str:
+    argv = ["pip-gpu", "install"]
+    if facts.python_flag:
+        argv += ["--python", facts.python_flag]
+    if force:
+        argv.append("--force-reinstall")
+    return " ".join([*argv[:2], *map(shlex.quote, argv[2:]), *map(shlex.quote, specs)])
+
+
+def _replacement(facts: Facts) -> tuple[Optional[str], str, Optional[str]]:
+    """The command that puts a build that runs here in place of the installed family.
+
+    The same release when one of its builds runs here, else the newest release that does.
+    Returns the command (None when nothing runs), a sentence naming the build or saying why
+    none runs, and the variant.
+    """
+    torch = facts.target.torch
+    assert torch is not None
+    same = _decide(facts, f"torch=={torch.public_version}")
+    if same.ok:
+        specs = [f"torch=={torch.public_version}"]
+        specs += [f"{p.name}=={p.public_version}" for p in _companions(facts) if _labelled(facts, p)]
+        why = f"the {same.variant} build of torch {torch.public_version} runs here"
+        return _install(facts, specs), why, same.variant
+    newest = _decide(facts, "torch")
+    if newest.ok and newest.release is not None:
+        series = newest.release.torch
+        specs = [f"torch=={series}.*"]
+        for package in _companions(facts):
+            companion = newest.release.companions.get(package.name)
+            if companion is not None:
+                specs.append(f"{package.name}=={companion}.*")
+        why = (
+            f"no build of torch {torch.public_version} runs here; the {newest.variant} build of {series} does"
+        )
+        return _install(facts, specs), why, newest.variant
+    blocker = same.blocker or newest.blocker
+    if blocker is None:
+        return None, "", None
+    return None, blocker.message + (f" ({blocker.hint})" if blocker.hint else ""), None
+
+
+def _labelled(facts: Facts, package: Package) -> bool:
+    member = facts.knowledge.family_member(package.name)
+    return member is not None and member.local_label
+
+
+# --- the checks ----------------------------------------------------------------------------
+
+
+def check_torch_copies(facts: Facts) -> Finding:
+    """Two installs of torch (pip beside conda, user site or PYTHONPATH beside the venv)."""
+    copies = facts.target.torch_copies
+    records = [(c, m) for c in copies for m in c.metadata]
+    if len(copies) <= 1 and len(records) <= 1:
+        where = copies[0].location if copies else "nowhere on sys.path"
+        return Finding("torch-copies", OK, f"one install of torch ({where})")
+    prefix = str(facts.target.target.prefix)
+    evidence = tuple(
+        f"{c.location}: "
+        + ", ".join(([f"torch/ {c.version or '?'}"] if c.package else []) + list(c.metadata))
+        + (" (imported)" if c is copies[0] else "")
+        for c in copies
+    )
+    if len(copies) > 1:
+        imported = copies[0]
+        stray = [c for c in copies if not _inside(c.location, prefix)] or copies[1:]
+        others = [c for c in copies if c is not imported]
+        summary = (
+            f"two installs of torch: {imported.version or 'a copy'} in {_where(facts, imported.location)} "
+            f"is the one Python imports, beside {', '.join(_copy(facts, c) for c in others)}"
+        )
+        return Finding("torch-copies", FAILURE, summary, evidence, _remove_copies(facts, stray))
+    # One directory, several metadata records: pip installed over conda (or over an old pip).
+    only = copies[0]
+    stale = [m for m in only.metadata if only.version is None or not _names_version(m, only.version)]
+    summary = (
+        f"two installs of torch in {only.location}: {', '.join(only.metadata)} "
+        "(pip and conda, or two pip runs, wrote over each other)"
+    )
+    targets = [str(Path(only.location) / m) for m in (stale or list(only.metadata[1:]))]
+    fix = (
+        "conda remove --force pytorch"
+        if facts.target.conda
+        else "rm -rf " + " ".join(map(shlex.quote, targets))
+    )
+    return Finding("torch-copies", FAILURE, summary, evidence, fix)
+
+
+def _inside(path: str, prefix: str) -> bool:
+    try:
+        Path(path).resolve().relative_to(Path(prefix).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _on_pythonpath(facts: Facts, location: str) -> bool:
+    return any(_same_dir(location, entry) for entry in facts.machine.pythonpath)
+
+
+def _where(facts: Facts, location: str) -> str:
+    if _on_pythonpath(facts, location):
+        return f"{location} (on PYTHONPATH)"
+    if facts.target.user_site and _same_dir(location, facts.target.user_site):
+        return f"{location} (the user site)"
+    if _same_dir(location, str(facts.cwd)):
+        return f"{location} (the current directory)"
+    return location
+
+
+def _copy(facts: Facts, copy: TorchCopy) -> str:
+    return f"{copy.version or 'another'} in {_where(facts, copy.location)}"
+
+
+def _names_version(metadata: str, version: str) -> bool:
+    """``torch-2.5.1+cu124.dist-info`` names ``2.5.1+cu124`` (compared as PEP 440 versions)."""
+    stem = metadata.rsplit(".", 1)[0]
+    named = stem.split("-")[1] if stem.count("-") >= 1 else ""
+    try:
+        return Version(named) == Version(version)
+    except InvalidVersion:
+        return named == version
+
+
+def _remove_copies(facts: Facts, stray: Sequence[TorchCopy]) -> str:
+    """Drop the stray copies from PYTHONPATH, or remove them; never a source tree in the cwd."""
+    if any(_same_dir(c.location, str(facts.cwd)) for c in stray):
+        return f"run Python from another directory: the torch/ in {facts.cwd} shadows the installed one"
+    if any(_on_pythonpath(facts, c.location) for c in stray):
+        keep = [p for p in facts.machine.pythonpath if not any(_same_dir(p, c.location) for c in stray)]
+        return f"export PYTHONPATH={shlex.quote(os.pathsep.join(keep))}" if keep else "unset PYTHONPATH"
+    paths = []
+    for copy in stray:
+        if copy.package:
+            paths.append(str(Path(copy.location) / "torch"))
+        paths += [str(Path(copy.location) / m) for m in copy.metadata]
+    return "rm -rf " + " ".join(map(shlex.quote, paths))
+
+
+def check_torch(facts: Facts) -> Finding:
+    """Which torch is installed, and whether its build can use this machine's GPUs."""
+    torch = facts.target.torch
+    host = facts.host
+    if torch is None:
+        return Finding(
+            "torch",
+            FAILURE,
+            f"torch is not installed in {facts.target.target.prefix}",
+            (f"python: {facts.target.target.python} ({facts.target.target.chosen_by})",),
+            _install(facts, ["torch"], force=False),
+        )
+    evidence = (
+        f"{torch.describe()} in {torch.location}",
+        f"torch/version.py: cuda={torch.cuda!r}, hip={torch.hip!r}"
+        if torch.build_info
+        else "torch/version.py not found",
+    )
+    variant = torch.variant
+    has_nvidia = bool(host.nvidia_gpus)
+    if variant is None:
+        return Finding(
+            "torch", WARNING, f"{torch.describe()}: its build (CUDA, ROCm or CPU) cannot be read", evidence
+        )
+    if cuda_of_variant(variant) is None and has_nvidia:
+        kind = "a CPU-only" if variant == "cpu" else f"a {variant} (not CUDA)"
+        command, why, _ = _replacement(facts)
+        return Finding(
+            "torch",
+            FAILURE,
+            f"{torch.describe()} is {kind} build; this machine has {_describe_host_gpus(host)}",
+            (*evidence, why),
+            command,
+        )
+    if cuda_of_variant(variant) is None:
+        return Finding("torch", OK, f"{torch.describe()} ({variant} build); no NVIDIA GPU here", evidence)
+    if not has_nvidia:
+        where = "the NVIDIA GPUs could not be read" if host.driver_version else "no NVIDIA GPU was found"
+        return Finding(
+            "torch",
+            WARNING,
+            f"{torch.describe()} is a CUDA {torch.cuda_version} build but {where}: it will run on the CPU",
+            evidence,
+        )
+    return Finding(
+        "torch",
+        OK,
+        f"{torch.describe()} is a CUDA {torch.cuda_version} build; {_describe_host_gpus(host)}",
+        evidence,
+    )
+
+
+def check_family(facts: Facts) -> Finding:
+    """torchvision, torchaudio and the rest carry torch's variant and belong to its release."""
+    torch = facts.target.torch
+    if torch is None:
+        return Finding("family", SKIPPED, "torch is not installed")
+    companions = _companions(facts)
+    if not companions:
+        return Finding("family", OK, "only torch of the family is installed")
+    evidence = tuple(f"{p.describe()} ({p.variant or 'build unknown'})" for p in [torch, *companions])
+    mixed = [
+        p
+        for p in companions
+        if _labelled(facts, p)
+        and p.variant is not None
+        and torch.variant is not None
+        and p.variant != torch.variant
+    ]
+    release = facts.knowledge.release(_series(torch.version))
+    unpaired: list[tuple[Package, str]] = []
+    if release is not None:
+        for package in companions:
+            wanted = release.companions.get(package.name)
+            if wanted is not None and _series(package.version) != wanted:
+                unpaired.append((package, wanted))
+    if not mixed and not unpaired:
+        return Finding(
+            "family", OK, f"{', '.join(p.describe() for p in companions)} match {torch.describe()}", evidence
+        )
+    specs = [f"torch=={torch.public_version}"]
+    wanted_series = dict((p.name, w) for p, w in unpaired)
+    for package in companions:
+        if package.name in wanted_series:
+            specs.append(f"{package.name}=={wanted_series[package.name]}.*")
+        elif _labelled(facts, package):
+            specs.append(f"{package.name}=={package.public_version}")
+    if mixed:
+        summary = (
+            "mixed torch family variants: "
+            + ", ".join(f"{p.describe()} is {p.variant}" for p in mixed)
+            + f", but {torch.describe()} is {torch.variant}"
+        )
+    else:
+        summary = "torch family releases that do not belong together: " + ", ".join(
+            f"{p.describe()} pairs with torch other than {_series(torch.version)} "
+            f"(torch {_series(torch.version)} needs {p.name} {w}.x)"
+            for p, w in unpaired
+        )
+    return Finding("family", FAILURE, summary, evidence, _install(facts, specs))
+
+
+def check_driver(facts: Facts) -> Finding:
+    """The driver is new enough for the installed build's CUDA (minor-version compatibility)."""
+    torch = facts.target.torch
+    host = facts.host
+    if torch is None or torch.cuda_version is None:
+        return Finding("driver", SKIPPED, "no CUDA build of torch is installed")
+    cuda = torch.cuda_version
+    if host.driver_version is None:
+        return Finding("driver", SKIPPED, "no NVIDIA driver was found (see nvml)")
+    minimum = facts.knowledge.minimum_driver_for(cuda, host.os)
+    if minimum is None:
+        return Finding(
+            "driver", WARNING, f"pip-gpu does not know the minimum driver for CUDA {cuda} on {host.os}"
+        )
+    evidence = (
+        f"driver {host.driver_version} ({host.sources.get('driver_version', '?')}), "
+        f"supports CUDA <= {host.cuda_driver_version or '?'}",
+        f"CUDA {cuda} on {host.os} needs driver >= {minimum} (minor-version compatibility)",
+    )
+    if _driver_at_least(host.driver_version, minimum):
+        return Finding(
+            "driver", OK, f"driver {host.driver_version} >= {minimum}, the minimum for CUDA {cuda}", evidence
+        )
+    command, why, variant = _replacement(facts)
+    fix = f"upgrade the NVIDIA driver to >= {minimum}"
+    if command:
+        fix += f", or install the {variant} build, which runs on this driver: {command}"
+    return Finding(
+        "driver",
+        FAILURE,
+        f"{torch.describe()} needs NVIDIA driver >= {minimum} (CUDA {cuda} on {host.os}); this driver is "
+        f"{host.driver_version} (CUDA <= {host.cuda_driver_version or '?'})",
+        (*evidence, why),
+        fix,
+    )
+
+
+def check_gpu_architecture(facts: Facts) -> Finding:
+    """Every visible GPU's architecture is compiled into the build (SASS, or PTX to JIT)."""
+    torch = facts.target.torch
+    host = facts.host
+    if torch is None or torch.cuda_version is None:
+        return Finding("gpu-arch", SKIPPED, "no CUDA build of torch is installed")
+    gpus = host.visible_nvidia_gpus or host.nvidia_gpus
+    if not gpus:
+        return Finding("gpu-arch", SKIPPED, "no NVIDIA GPU could be read")
+    build = _known_build(facts, torch)
+    if build is None or build.sass is None:
+        return Finding(
+            "gpu-arch",
+            WARNING,
+            f"pip-gpu does not know which GPU architectures {torch.describe()} carries",
+            tuple(f"GPU {g.index}: {g.name} ({_sm(g)})" for g in gpus),
+        )
+    evidence = (
+        f"{torch.describe()} carries {_archs(build)} (knowledge file: {build.source})",
+        *(f"GPU {g.index}: {g.name} ({_sm(g)})" for g in gpus),
+    )
+    uncovered = [g for g in gpus if not gpu_covered_by(g.compute_capability, build)]
+    if not uncovered:
+        return Finding("gpu-arch", OK, f"{torch.describe()} covers {_gpu_list(gpus)}", evidence)
+    gpu = uncovered[0]
+    lowest = min(build.sass + (build.ptx or ()), default=(0, 0))
+    age = "too old" if gpu.compute_capability < lowest else "too new"
+    command, why, _ = _replacement(facts)
+    return Finding(
+        "gpu-arch",
+        FAILURE,
+        f"{gpu.name} ({_sm(gpu)}) is {age} for {torch.describe()}, which carries {_archs(build)}"
+        + (f"; {why}" if command else ""),
+        (*evidence, why),
+        command or why,
+    )
+
+
+def check_nvml(facts: Facts) -> Finding:
+    """NVML answers: the driver is installed, loaded, matches its library, and may be used."""
+    host = facts.host
+    machine = facts.machine
+    if facts.nvidia_facts_given:
+        return Finding("nvml", SKIPPED, "the driver and GPUs were given as flags; NVML was not asked")
+    problem = next((p for p in host.problems if p.code.startswith("nvml-")), None)
+    evidence = tuple(
+        line
+        for line in (
+            f"/dev/nvidia*: {', '.join(machine.nvidia_nodes) or 'none'}",
+            "kernel modules: "
+            + (
+                ", ".join(sorted(m for m in machine.kernel_modules if m.startswith(("nvidia", "nouveau"))))
+                or "none"
+            ),
+            f"NVIDIA PCI devices: {', '.join(machine.nvidia_pci) or 'none'}",
+            f"driver {host.driver_version} ({host.sources.get('driver_version')})"
+            if host.driver_version
+            else "",
+            f"NVML: {problem.message}" if problem else "",
+        )
+        if line
+    )
+    nouveau = "nouveau" in machine.kernel_modules and "nvidia" not in machine.kernel_modules
+    if nouveau:
+        installed = problem is not None and problem.code == "nvml-driver-not-loaded"
+        fix = (
+            "echo 'blacklist nouveau' | sudo tee /etc/modprobe.d/blacklist-nouveau.conf "
+            "&& sudo update-initramfs -u && sudo reboot"
+            if installed
+            else "install the NVIDIA driver (it blacklists nouveau; e.g. sudo ubuntu-drivers install), "
+            "then reboot"
+        )
+        return Finding(
+            "nvml",
+            FAILURE,
+            "the open-source nouveau driver is loaded instead of nvidia, so CUDA cannot run",
+            evidence,
+            fix,
+        )
+    if problem is None:
+        if host.driver_version is not None:
+            return Finding(
+                "nvml",
+                OK,
+                f"NVML answers: driver {host.driver_version}, {len(host.nvidia_gpus)} GPU(s)",
+                evidence,
+            )
+        if machine.container and not machine.nvidia_nodes:
+            return Finding(
+                "nvml", SKIPPED, "no NVIDIA driver inside this container (see container)", evidence
+            )
+        if machine.nvidia_pci:
+            return Finding(
+                "nvml",
+                FAILURE,
+                f"an NVIDIA GPU is on the PCI bus ({machine.nvidia_pci[0]}) "
+                "but no NVIDIA driver is installed",
+                evidence,
+                "install the NVIDIA driver (e.g. sudo ubuntu-drivers install), then reboot",
+            )
+        return Finding("nvml", OK, "no NVIDIA driver and no NVIDIA GPU on this machine", evidence)
+    if problem.code == "nvml-driver-mismatch":
+        loaded = machine.kernel_module_version
+        module = f" (the loaded kernel module is {loaded})" if loaded else ""
+        return Finding(
+            "nvml",
+            FAILURE,
+            f"NVIDIA driver/library version mismatch{module}: the driver was upgraded without a reboot",
+            evidence,
+            "sudo reboot  (or unload and reload the nvidia kernel modules)",
+        )
+    if problem.code == "nvml-driver-not-loaded":
+        return Finding(
+            "nvml",
+            FAILURE,
+            "the NVIDIA driver is installed but its kernel module is not loaded",
+            evidence,
+            "sudo modprobe nvidia",
+        )
+    if problem.code == "nvml-no-permission":
+        nodes = (
+            " ".join(str(machine.dev_root / n) for n in machine.nvidia_nodes) or f"{machine.dev_root}/nvidia*"
+        )
+        group = machine.node_group
+        fix = (
+            f'sudo usermod -aG {group} "$USER"  (then log in again)'
+            if group and group != "root"
+            else f"sudo chmod a+rw {nodes}"
+        )
+        denied = machine.inaccessible_nodes
+        return Finding(
+            "nvml",
+            FAILURE,
+            "no permission to use the NVIDIA device nodes"
+            + (f" ({', '.join(denied)} not readable and writable)" if denied else ""),
+            evidence,
+            fix,
+        )
+    if problem.code == "nvml-not-found" and machine.nvidia_nodes:
+        return Finding(
+            "nvml",
+            FAILURE,
+            f"{machine.dev_root}/nvidia* exist but the NVIDIA driver library (libnvidia-ml) is missing",
+            evidence,
+            "in a container: docker run --gpus all (the NVIDIA Container Toolkit mounts the driver "
+            "libraries); on a host: reinstall the NVIDIA driver",
+        )
+    return Finding("nvml", FAILURE, problem.message, evidence, problem.hint or None)
+
+
+def check_cuda_visible_devices(facts: Facts) -> Finding:
+    """``CUDA_VISIBLE_DEVICES`` hides no GPU by accident and names only GPUs that exist."""
+    value = facts.machine.cuda_visible_devices
+    gpus = facts.host.nvidia_gpus
+    if value is None:
+        return Finding("cuda-visible-devices", OK, "CUDA_VISIBLE_DEVICES is not set")
+    if facts.nvidia_facts_given:
+        return Finding(
+            "cuda-visible-devices", SKIPPED, "the GPUs were given as flags: they are the visible ones"
+        )
+    if not gpus:
+        return Finding(
+            "cuda-visible-devices", SKIPPED, f"CUDA_VISIBLE_DEVICES={value!r}; no NVIDIA GPU was read"
+        )
+    visible = [g for g in gpus if g.visible]
+    entries = [e.strip() for e in value.split(",")]
+    existing = ",".join(str(g.index) for g in gpus)
+    evidence = (f"CUDA_VISIBLE_DEVICES={value!r}", f"GPUs: {', '.join(f'{g.index} {g.name}' for g in gpus)}")
+    bad = entries[len(visible)] if len(visible) < len(entries) else None
+    if not visible:
+        if bad is None or bad in ("", "-1"):
+            summary = f"CUDA_VISIBLE_DEVICES={value!r} hides every GPU: torch sees 0 of {len(gpus)}"
+            fix = "unset CUDA_VISIBLE_DEVICES"
+        else:
+            summary = (
+                f"CUDA_VISIBLE_DEVICES={value!r} names GPU {bad}, which does not exist here "
+                f"(GPUs {existing}): torch sees none"
+            )
+            fix = f"export CUDA_VISIBLE_DEVICES={existing}"
+        return Finding("cuda-visible-devices", FAILURE, summary, evidence, fix)
+    if bad is not None:
+        shown = ",".join(str(g.index) for g in visible)
+        return Finding(
+            "cuda-visible-devices",
+            WARNING,
+            f"CUDA_VISIBLE_DEVICES={value!r} names GPU {bad}, which does not exist; CUDA stops there "
+            f"and sees only {shown}",
+            evidence,
+            f"export CUDA_VISIBLE_DEVICES={shown}",
+        )
+    return Finding(
+        "cuda-visible-devices",
+        OK,
+        f"CUDA_VISIBLE_DEVICES={value!r}: {len(visible)} of {len(gpus)} GPUs visible",
+        evidence,
+    )
+
+
+def check_container(facts: Facts) -> Finding:
+    """Inside a container, the GPUs were passed in (NVIDIA Container Toolkit)."""
+    machine = facts.machine
+    if machine.container is None:
+        return Finding("container", OK, "not in a container")
+    requested = machine.nvidia_visible_devices
+    evidence = (
+        machine.container,
+        f"NVIDIA_VISIBLE_DEVICES={requested!r}"
+        if requested is not None
+        else "NVIDIA_VISIBLE_DEVICES is not set",
+        f"/dev/nvidia*: {', '.join(machine.nvidia_nodes) or 'none'}",
+    )
+    if machine.nvidia_nodes:
+        return Finding(
+            "container", OK, f"in a container with {len(machine.nvidia_nodes)} /dev/nvidia* nodes", evidence
+        )
+    requested_gpus = requested is not None and requested.strip().lower() not in _NO_GPU_REQUESTED
+    torch = facts.target.torch
+    cuda_build = torch is not None and torch.cuda_version is not None
+    if not requested_gpus and not machine.nvidia_pci:
+        if cuda_build:
+            return Finding(
+                "container",
+                WARNING,
+                "in a container without GPUs: the CUDA build of torch will run on the CPU",
+                evidence,
+                "docker run --gpus all ...  (if this container should have GPUs)",
+            )
+        return Finding(
+            "container", OK, "in a container without GPUs, with no CUDA build to use them", evidence
+        )
+    why = (
+        f"although NVIDIA_VISIBLE_DEVICES={requested}"
+        if requested_gpus
+        else f"although the host has an NVIDIA GPU ({machine.nvidia_pci[0]})"
+    )
+    return Finding(
+        "container",
+        FAILURE,
+        f"running in a container without /dev/nvidia* {why}: the GPUs were not passed in "
+        "(NVIDIA Container Toolkit not set up, or the container not started with GPUs)",
+        evidence + tuple(f"NVIDIA PCI device: {d}" for d in machine.nvidia_pci),
+        "docker run --gpus all ...  (install the NVIDIA Container Toolkit and run "
+        "`sudo nvidia-ctk runtime configure --runtime=docker` first; Kubernetes: request nvidia.com/gpu)",
+    )
+
+
+def check_wsl(facts: Facts) -> Finding:
+    """Under WSL2, the Windows driver's libcuda is mapped in."""
+    machine = facts.machine
+    if not machine.wsl:
+        return Finding("wsl", OK, "not WSL")
+    if machine.wsl_libcuda_present:
+        return Finding("wsl", OK, f"WSL2 with {machine.wsl_libcuda}")
+    return Finding(
+        "wsl",
+        FAILURE,
+        f"WSL2 without {machine.wsl_libcuda}: the Windows NVIDIA driver's CUDA support does not reach Linux",
+        ("/proc/version mentions Microsoft", f"{machine.wsl_libcuda}: missing"),
+        "install the current NVIDIA driver on Windows (not inside WSL), "
+        "then run `wsl --shutdown` from Windows",
+    )
+
+
+def check_ld_library_path(facts: Facts) -> Finding:
+    """No CUDA toolkit's libcudart on LD_LIBRARY_PATH in front of the one torch bundles."""
+    runtimes = facts.machine.cuda_runtime_dirs
+    torch = facts.target.torch
+    if not runtimes:
+        return Finding("ld-library-path", OK, "no libcudart on LD_LIBRARY_PATH")
+    evidence = tuple(f"{r.directory}: libcudart {r.version or '?'}" for r in runtimes)
+    if torch is None or torch.cuda_version is None:
+        return Finding(
+            "ld-library-path", OK, "libcudart on LD_LIBRARY_PATH, but no CUDA build of torch", evidence
+        )
+    wanted = torch.cuda_version
+    older = [r for r in runtimes if r.version is not None and _older(r.version, wanted)]
+    if not older:
+        return Finding(
+            "ld-library-path",
+            WARNING,
+            f"LD_LIBRARY_PATH holds a CUDA toolkit's libcudart ({runtimes[0].directory}); "
+            f"torch loads its own CUDA {wanted} runtime, but this one may shadow it",
+            evidence,
+        )
+    first = older[0]
+    keep = [p for p in facts.machine.ld_library_path if p not in {r.directory for r in older}]
+    fix = f"export LD_LIBRARY_PATH={shlex.quote(os.pathsep.join(keep))}" if keep else "unset LD_LIBRARY_PATH"
+    return Finding(
+        "ld-library-path",
+        FAILURE,
+        f"LD_LIBRARY_PATH puts {first.directory} (libcudart {first.version}, an old CUDA toolkit) "
+        f"in front of the CUDA {wanted} runtime that {torch.describe()} bundles",
+        evidence,
+        fix,
+    )
+
+
+def _older(version: str, wanted: str) -> bool:
+    have = [int(p) for p in version.split(".")]
+    need = [int(p) for p in wanted.split(".")]
+    if len(have) == 1:
+        return have[0] < need[0]
+    return have < need[: len(have)]
+
+
+def check_virtualenv(facts: Facts) -> Finding:
+    """torch goes into a virtual environment (or conda env), not a system Python."""
+    target = facts.target.target
+    if target.is_virtualenv:
+        return Finding("virtualenv", OK, f"virtual environment {target.prefix}")
+    if facts.target.conda:
+        return Finding("virtualenv", OK, f"conda environment {target.prefix}")
+    torch = facts.target.torch
+    specs = [f"torch=={torch.public_version}" if torch else "torch"]
+    specs += [f"{p.name}=={p.public_version}" for p in _companions(facts)]
+    fix = f"python{target.python_version} -m venv .venv && pip-gpu install --python .venv " + " ".join(
+        map(shlex.quote, specs)
+    )
+    summary = f"{target.python} is a system Python outside any virtual environment"
+    evidence = (f"sys.prefix == sys.base_prefix == {target.prefix}", f"chosen by {target.chosen_by}")
+    if facts.machine.container:
+        return Finding("virtualenv", WARNING, summary + " (usual in a container image)", evidence, fix)
+    return Finding(
+        "virtualenv",
+        FAILURE,
+        summary + ": torch installed there mixes with the system's packages",
+        evidence,
+        fix,
+    )
+
+
+def check_lock(facts: Facts) -> Finding:
+    """When a pip-gpu lock family is here, the environment matches the lock for this host.
+
+    The comparison itself is ``pip-gpu check``'s (``pip_gpu.lock.check_environment``);
+    doctor only reports it.
+    """
+    locks = sorted(facts.cwd.glob("pylock.*.toml"))
+    if not locks:
+        return Finding("lock", OK, f"no pip-gpu lock (pylock.<variant>.toml) in {facts.cwd}")
+    evidence = tuple(str(p) for p in locks)
+    from .errors import PipGpuError
+    from .lock import check_environment
+
+    try:
+        result = check_environment(facts.cwd, facts.target.target, facts.host)
+    except PipGpuError as error:
+        return Finding(
+            "lock", FAILURE, f"the lock cannot be checked: {error.message}", evidence, error.hint or None
+        )
+    differences = list(result.differences)
+    lock_file = result.lock_file
+    if lock_file is not None:
+        evidence = (f"lock for this host: {lock_file}", *evidence)
+    if result.ok:
+        return Finding(
+            "lock",
+            OK,
+            f"the environment matches the lock{f' ({Path(lock_file).name})' if lock_file else ''}",
+            evidence,
+        )
+    fix = result.fix
+    summary = "the environment does not match the lock" + (
+        f": {'; '.join(differences)}" if differences else ""
+    )
+    return Finding("lock", FAILURE, summary, (*evidence, *differences), str(fix))
+
+
+CHECKS: tuple[Callable[[Facts], Finding], ...] = (
+    check_torch_copies,
+    check_torch,
+    check_family,
+    check_driver,
+    check_gpu_architecture,
+    check_nvml,
+    check_cuda_visible_devices,
+    check_container,
+    check_wsl,
+    check_ld_library_path,
+    check_virtualenv,
+    check_lock,
+)
+
+
+_IMPORT_PROBE = r"""
+import json, sys
+out = {}
+try:
+    import torch
+    out["version"] = str(getattr(torch, "__version__", "?"))
+    out["available"] = bool(torch.cuda.is_available())
+    out["count"] = int(torch.cuda.device_count())
+    if out["available"] and out["count"]:
+        out["device"] = str(torch.cuda.get_device_name(0))
+        x = torch.ones(2, device="cuda")
+        out["tensor"] = float((x * 2).sum().item())
+except BaseException as exc:
+    out["error"] = "%s: %s" % (type(exc).__name__, exc)
+print("PIP_GPU_DOCTOR " + json.dumps(out))
+"""
+
+
+def import_check(facts: Facts, timeout_s: float = DEFAULT_IMPORT_TIMEOUT_S) -> Finding:
+    """Import torch in the target interpreter: is_available(), device count, a tensor op on GPU 0."""
+    python = facts.target.target.python
+    try:
+        done = subprocess.run(
+            [str(python), "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return Finding(
+            "import",
+            FAILURE,
+            f"importing torch and initialising CUDA took longer than {timeout_s:g} s",
+            (),
+            "check `dmesg` for NVRM/Xid errors and whether `nvidia-smi` answers",
+        )
+    except OSError as error:
+        return Finding("import", FAILURE, f"{python} could not be run: {error}")
+    line = next((x for x in done.stdout.splitlines() if x.startswith("PIP_GPU_DOCTOR ")), None)
+    stderr = tuple(x for x in done.stderr.strip().splitlines()[-5:] if x.strip())
+    if line is None:
+        return Finding(
+            "import", FAILURE, f"importing torch crashed the interpreter (exit {done.returncode})", stderr
+        )
+    result: dict[str, Any] = json.loads(line[len("PIP_GPU_DOCTOR ") :])
+    if "error" in result:
+        return Finding("import", FAILURE, f"importing torch failed: {result['error']}", stderr)
+    evidence = (
+        f"torch {result.get('version')}: torch.cuda.is_available() = {result.get('available')}, "
+        f"device_count() = {result.get('count')}",
+        *stderr,
+    )
+    gpus = facts.host.visible_nvidia_gpus
+    if result.get("available") and result.get("count"):
+        return Finding(
+            "import",
+            OK,
+            f"torch.cuda.is_available() is True: {result['count']} device(s), {result.get('device')}; "
+            f"a tensor op on cuda:0 gave {result.get('tensor')}",
+            evidence,
+        )
+    if gpus:
+        return Finding(
+            "import",
+            FAILURE,
+            f"torch.cuda.is_available() is False although {len(gpus)} NVIDIA GPU(s) are visible"
+            + (f": {stderr[-1]}" if stderr else ""),
+            evidence,
+        )
+    return Finding(
+        "import", OK, "torch imports; torch.cuda.is_available() is False, as expected here", evidence
+    )
+
+
+def diagnose(
+    facts: Facts,
+    *,
+    run_import: bool = False,
+    import_timeout_s: float = DEFAULT_IMPORT_TIMEOUT_S,
+    checks: Sequence[Callable[[Facts], Finding]] = CHECKS,
+) -> Report:
+    """Run every check over the facts (and torch itself with ``run_import``)."""
+    findings = [_run_check(check, facts) for check in checks]
+    if run_import:
+        findings.append(
+            import_check(facts, import_timeout_s)
+            if facts.target.torch is not None
+            else Finding("import", SKIPPED, "torch is not installed")
+        )
+    return Report(tuple(findings), _healthy_summary(facts), facts.target.target, facts.host)
+
+
+def _run_check(check: Callable[[Facts], Finding], facts: Facts) -> Finding:
+    """One check; a crash in it is reported as a warning, not a traceback that hides the rest."""
+    try:
+        return check(facts)
+    except Exception as error:  # doctor runs on broken machines: keep going
+        name = check.__name__.replace("check_", "", 1).replace("_", "-")
+        return Finding(name, WARNING, f"this check could not run: {error!r}")
+
+
+def _healthy_summary(facts: Facts) -> str:
+    torch = facts.target.torch
+    what = torch.describe() if torch else "torch"
+    if facts.host.nvidia_gpus:
+        return f"{what} runs on this machine's {_describe_host_gpus(facts.host)}"
+    return f"{what}, and this machine has no NVIDIA GPU"
+
+
+# --- output --------------------------------------------------------------------------------
+
+_LABELS = {OK: "ok", WARNING: "WARN", FAILURE: "FAIL", SKIPPED: "skip"}
+
+
+def render_report(report: Report, verbose: bool = False) -> str:
+    """The verdict line first, then one line per check (with evidence and fix when it matters)."""
+    lines = [report.verdict, ""]
+    if report.target is not None:
+        lines.append(
+            f"Target  {report.target.python} (Python {report.target.python_version}, "
+            f"from {report.target.chosen_by})"
+        )
+    width = max((len(f.check) for f in report.findings), default=0)
+    for finding in report.findings:
+        lines.append(
+            f"  {_LABELS.get(finding.status, finding.status):4}  {finding.check:{width}}  {finding.summary}"
+        )
+        pad = " " * (10 + width)
+        if finding.status in (FAILURE, WARNING) or verbose:
+            lines.extend(f"{pad}- {item}" for item in finding.evidence)
+            if finding.fix:
+                lines.append(f"{pad}fix: {finding.fix}")
+    return "\n".join(lines)
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def add_doctor_parser(commands: Any, add_host_flags: Callable[..., None]) -> None:
+    parser = commands.add_parser(
+        "doctor",
+        help="explain why torch.cuda.is_available() is False, and how to fix it",
+        description=(
+            "Check the installed torch build, its family, the NVIDIA driver, the GPUs, NVML and the "
+            "environment (CUDA_VISIBLE_DEVICES, containers, WSL2, LD_LIBRARY_PATH, virtual "
+            "environments, duplicate installs, the lock) without importing torch. The first line is "
+            "the verdict: the broken link and its fix. Exit status 0 when healthy, 1 when a check fails."
+        ),
+    )
+    parser.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
+    parser.add_argument(
+        "--import",
+        dest="run_import",
+        action="store_true",
+        help="finally import torch in the target: is_available(), device count, a tensor op",
+    )
+    parser.add_argument(
+        "--import-timeout",
+        type=float,
+        default=DEFAULT_IMPORT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"give up on --import after this long (default {DEFAULT_IMPORT_TIMEOUT_S:g})",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the evidence of every check")
+    add_host_flags(parser)
+    parser.set_defaults(handler=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from .cli import emit_json, host_from_args
+    from .knowledge import load_knowledge
+    from .target import find_target
+
+    cwd = Path.cwd()
+    target = find_target(args.python, cwd, os.environ)
+    if args.python_version is None:
+        args.python_version = target.python_version
+    host = host_from_args(args)
+    knowledge = load_knowledge()
+    facts = Facts(
+        host=host,
+        knowledge=knowledge,
+        machine=gather_machine(os.environ),
+        target=gather_target(target, [m.name for m in knowledge.family]),
+        python_flag=args.python,
+        cwd=cwd,
+    )
+    report = diagnose(facts, run_import=args.run_import, import_timeout_s=args.import_timeout)
+    if args.json:
+        emit_json(report.to_json())
+    else:
+        print(render_report(report, verbose=args.verbose))
+    return report.exit_status

@@ -1,0 +1,392 @@
+"""The lockfile boundary: PEP 751 ``pylock.<variant>.toml`` files, read, written and validated.
+
+One file per variant (``pylock.cu124.toml``, ``pylock.cpu.toml``): each is a complete, standard
+lock that ``uv pip sync`` and ``pip install -r`` (pip >= 26.1) install without pip-gpu. What
+pip-gpu decided lives in the file's ``[tool.pip-gpu]`` table (PEP 751 "tool" section)::
+
+    [tool.pip-gpu]
+    variant = "cu124"
+    index = "https://download.pytorch.org/whl/cu124"
+    cuda = "12.4"
+    torch = "2.5.1"
+    torch-release = "2.5"
+    inputs-digest = "sha256:..."
+    pip-gpu-version = "0.1.0"
+
+    [tool.pip-gpu.minimum-driver]      # minor-version compatibility, per OS
+    linux = "525.60.13"
+    windows = "527.41"
+
+    [tool.pip-gpu.gpu-architectures]   # what the build's kernels cover
+    sass = ["5.0", "6.0", ...]
+    ptx = []
+
+    [tool.pip-gpu.inputs]              # what was locked, credentials removed
+    requirements = ["fixture-app"]     # given on the command line (or by pip-gpu install)
+    python-version = "3.11"
+    platform = "linux-x86_64"
+    pytorch-index = "https://download.pytorch.org/whl"
+
+    [tool.pip-gpu.inputs.files]        # requirement files, relative to the lock's folder
+    "requirements.in" = ["torch==2.5.1", "torchvision"]
+
+Nothing host-specific and no timestamps: the same inputs give the same bytes. Writes go to a
+temporary file in the same folder, are validated with ``packaging.pylock``, and replace the
+old file with one ``os.replace``: a reader sees the old lock or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import tomli_w
+from packaging.pylock import Pylock, PylockUnsupportedVersionError, PylockValidationError
+
+from .errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = [
+    "LOCK_VERSION",
+    "LockFile",
+    "LockInputs",
+    "LockRecord",
+    "find_lock_family",
+    "load_toml",
+    "lock_document",
+    "lock_path",
+    "read_lock",
+    "render_lock",
+    "strip_credentials",
+    "write_atomically",
+    "write_lock",
+]
+
+LOCK_VERSION = "1.0"
+TOOL = "pip-gpu"
+CREATED_BY = "pip-gpu"
+
+
+@dataclass(frozen=True)
+class LockInputs:
+    """What a lock was resolved from. ``digest`` covers the requirements, not the target."""
+
+    requirements: tuple[str, ...]  # command-line requirements, in order
+    files: tuple[tuple[str, tuple[str, ...]], ...]  # (path relative to the lock folder, its lines)
+    python_version: str
+    platform: str  # "linux-x86_64", the knowledge file's platform key
+    pytorch_index: str
+
+    def digest(self) -> str:
+        data = {"requirements": list(self.requirements), "files": {p: list(ls) for p, ls in self.files}}
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def to_toml(self) -> dict[str, Any]:
+        return {
+            "requirements": list(self.requirements),
+            "python-version": self.python_version,
+            "platform": self.platform,
+            "pytorch-index": self.pytorch_index,
+            "files": {path: list(lines) for path, lines in self.files},
+        }
+
+    @classmethod
+    def from_toml(cls, table: Mapping[str, Any], where: str) -> LockInputs:
+        try:
+            return cls(
+                requirements=tuple(_strings(table.get("requirements", []))),
+                files=tuple((str(p), tuple(_strings(ls))) for p, ls in table.get("files", {}).items()),
+                python_version=str(table["python-version"]),
+                platform=str(table["platform"]),
+                pytorch_index=str(table["pytorch-index"]),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"{where}: [tool.pip-gpu.inputs] is incomplete or malformed ({exc})") from None
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """The decision a lock file was made for: its ``[tool.pip-gpu]`` table."""
+
+    variant: str
+    index: Optional[str]  # None for PyPI's "default" builds
+    cuda: Optional[str]
+    torch: Optional[str]  # "2.5.1": the locked torch, without its local label
+    torch_release: str  # "2.5"
+    minimum_driver: tuple[tuple[str, str], ...]  # (os, driver) pairs
+    sass: Optional[tuple[str, ...]]
+    ptx: Optional[tuple[str, ...]]
+    inputs: LockInputs
+    inputs_digest: str
+    pip_gpu_version: str
+
+    def to_toml(self) -> dict[str, Any]:
+        table: dict[str, Any] = {"variant": self.variant}
+        if self.index is not None:
+            table["index"] = self.index
+        if self.cuda is not None:
+            table["cuda"] = self.cuda
+        if self.torch is not None:
+            table["torch"] = self.torch
+        table["torch-release"] = self.torch_release
+        table["inputs-digest"] = self.inputs_digest
+        table["pip-gpu-version"] = self.pip_gpu_version
+        if self.minimum_driver:
+            table["minimum-driver"] = dict(self.minimum_driver)
+        if self.sass is not None:
+            table["gpu-architectures"] = {"sass": list(self.sass), "ptx": list(self.ptx or ())}
+        table["inputs"] = self.inputs.to_toml()
+        return table
+
+    @classmethod
+    def from_toml(cls, table: Mapping[str, Any], where: str) -> LockRecord:
+        try:
+            archs = table.get("gpu-architectures")
+            return cls(
+                variant=str(table["variant"]),
+                index=table.get("index"),
+                cuda=table.get("cuda"),
+                torch=table.get("torch"),
+                torch_release=str(table["torch-release"]),
+                minimum_driver=tuple(
+                    sorted((str(k), str(v)) for k, v in table.get("minimum-driver", {}).items())
+                ),
+                sass=tuple(_strings(archs.get("sass", []))) if archs else None,
+                ptx=tuple(_strings(archs.get("ptx", []))) if archs else None,
+                inputs=LockInputs.from_toml(table["inputs"], where),
+                inputs_digest=str(table["inputs-digest"]),
+                pip_gpu_version=str(table.get("pip-gpu-version", "")),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise UsageError(f"{where}: [tool.pip-gpu] is incomplete or malformed ({exc})") from None
+
+
+@dataclass(frozen=True)
+class LockFile:
+    """A lock file as read back: the validated PEP 751 lock and pip-gpu's record in it."""
+
+    path: Path
+    pylock: Pylock
+    record: LockRecord
+    sha256: str  # of the file's bytes, to say which lock an environment was synced from
+
+    @property
+    def variant(self) -> str:
+        return self.record.variant
+
+
+def _strings(values: Iterable[Any]) -> list[str]:
+    out = list(values)
+    if not all(isinstance(v, str) for v in out):
+        raise TypeError("expected a list of strings")
+    return out
+
+
+def lock_path(directory: Path, variant: str) -> Path:
+    """``pylock.<variant>.toml``; PEP 751 forbids dots in the name, so rocm6.2 -> rocm6-2."""
+    return directory / f"pylock.{variant.replace('.', '-')}.toml"
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+_SECRET_KEY_RE = re.compile(r"token|key|passw|pwd|secret|auth|sig|signature|credential", re.IGNORECASE)
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _strip_one(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(
+        pair
+        for pair in parts.query.split("&")
+        if pair and not _SECRET_KEY_RE.search(urllib.parse.unquote(pair.partition("=")[0]))
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def strip_credentials(text: str) -> str:
+    """Remove ``user:token@`` and secret-looking query values from every URL in ``text``.
+
+    Unlike :func:`pip_gpu.requirements.redact_url` (``***`` for display), the result is
+    still a usable URL: a lock is read by installers, which get credentials from the
+    user's own configuration (netrc, keyring, ``UV_INDEX_*``), never from the lock.
+    """
+    return _URL_RE.sub(lambda match: _strip_one(match.group(0)), text)
+
+
+# --- building and writing --------------------------------------------------------------------
+
+_PACKAGE_KEYS = ("name", "version", "marker", "requires-python", "index", "dependencies")
+_FILE_KEYS = ("name", "url", "path", "upload-time", "size", "hashes")
+
+
+def _ordered(table: Mapping[str, Any], first: Sequence[str]) -> dict[str, Any]:
+    """Known keys in a fixed order, then the rest alphabetically: stable bytes for tomli_w."""
+    out = {key: table[key] for key in first if key in table}
+    out.update({key: table[key] for key in sorted(table) if key not in out})
+    return out
+
+
+def _file_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    entry = dict(entry)
+    if "url" in entry:
+        entry["url"] = strip_credentials(str(entry["url"]))
+        if "name" not in entry:
+            # pip's PEP 751 reader takes the file name from the URL without unquoting it
+            # (torch-2.5.1%2Bcu124-...whl), so write the name out.
+            path = urllib.parse.urlsplit(entry["url"]).path
+            entry["name"] = urllib.parse.unquote(path.rsplit("/", 1)[-1])
+    if "hashes" in entry:
+        entry["hashes"] = dict(sorted(entry["hashes"].items()))
+    return _ordered(entry, _FILE_KEYS)
+
+
+def _package_entry(package: Mapping[str, Any], index: Optional[str]) -> dict[str, Any]:
+    package = dict(package)
+    if index is not None:
+        package["index"] = strip_credentials(index)
+    for key in ("wheels",):
+        if key in package:
+            package[key] = sorted((_file_entry(w) for w in package[key]), key=lambda w: str(w.get("name")))
+    for key in ("sdist", "archive"):
+        if key in package:
+            package[key] = _file_entry(package[key])
+    for key in ("vcs", "directory"):
+        if key in package and "url" in package[key]:
+            package[key] = dict(package[key], url=strip_credentials(str(package[key]["url"])))
+    return _ordered(package, _PACKAGE_KEYS)
+
+
+def lock_document(
+    resolved: Mapping[str, Any],
+    indexes: Mapping[str, str],
+    record: LockRecord,
+    environments: Sequence[str],
+) -> dict[str, Any]:
+    """The whole lock: the resolver's packages, each with its index, and our record.
+
+    ``resolved`` is a PEP 751 document from the resolver; ``indexes`` maps canonical
+    package names to the index each came from.
+    """
+    packages = [
+        _package_entry(package, indexes.get(str(package["name"]))) for package in resolved.get("packages", [])
+    ]
+    packages.sort(key=lambda p: (str(p["name"]), str(p.get("version", ""))))
+    document: dict[str, Any] = {"lock-version": LOCK_VERSION}
+    if environments:
+        document["environments"] = list(environments)
+    if "requires-python" in resolved:
+        document["requires-python"] = resolved["requires-python"]
+    document["created-by"] = CREATED_BY
+    document["packages"] = packages
+    document["tool"] = {TOOL: record.to_toml()}
+    return document
+
+
+def render_lock(document: Mapping[str, Any]) -> str:
+    header = "# This file was written by pip-gpu (`pip-gpu lock`). It is a PEP 751 lock file.\n"
+    return header + tomli_w.dumps(document)
+
+
+def load_toml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+        return data
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{where}: not valid TOML: {exc}") from None
+
+
+def validate_lock_text(text: str, where: str) -> Pylock:
+    """Parse and validate a lock; every problem becomes one line naming the file."""
+    data = load_toml(text, where)
+    try:
+        return Pylock.from_dict(data)
+    except PylockUnsupportedVersionError:
+        version = data.get("lock-version")
+        raise UsageError(
+            f"{where}: lock-version {version} is not supported (pip-gpu reads PEP 751 lock-version 1.x)"
+        ) from None
+    except PylockValidationError as exc:
+        raise UsageError(f"{where}: not a valid PEP 751 lock: {exc}") from None
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder, flushed to disk, then ``os.replace``.
+
+    A killed writer leaves the old file (and at worst a ``.pylock-*.tmp`` file that nothing
+    reads); two writers at once leave one complete file.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def write_lock(path: Path, text: str) -> bool:
+    """Validate ``text`` and put it at ``path``; False when the file already holds it."""
+    validate_lock_text(text, path.name)
+    data = text.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    write_atomically(path, data)
+    return True
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+_LOCK_NAME_RE = re.compile(r"^pylock\.([^.]+)\.toml$")
+
+
+def read_lock(path: Path) -> Optional[LockFile]:
+    """The lock at ``path``; None when it is a valid PEP 751 lock that pip-gpu did not write."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    text = data.decode("utf-8", errors="replace")
+    pylock = validate_lock_text(text, path.name)
+    table = (pylock.tool or {}).get(TOOL)
+    if table is None:
+        return None
+    record = LockRecord.from_toml(table, path.name)
+    return LockFile(path=path, pylock=pylock, record=record, sha256=hashlib.sha256(data).hexdigest())
+
+
+def find_lock_family(directory: Path) -> list[LockFile]:
+    """Every pip-gpu lock in ``directory`` (``pylock.<variant>.toml``), by file name."""
+    family: list[LockFile] = []
+    try:
+        names = sorted(entry.name for entry in directory.iterdir() if _LOCK_NAME_RE.match(entry.name))
+    except OSError:
+        return []
+    for name in names:
+        lock = read_lock(directory / name)
+        if lock is not None:
+            family.append(lock)
+    return family

@@ -1,0 +1,675 @@
+"""What a shim does once its shell script hands a command to Python.
+
+The script starts Python only for subcommands that can install packages. Here the command
+line is read properly: when no torch-family project is named (on the command line or in a
+requirements file), or the command is one pip-gpu leaves alone, the real program replaces
+this process (``exec``) with the arguments unchanged. Otherwise the command becomes
+``pip-gpu install`` with the very pip or uv the user invoked, or, for uv projects, ``uv run``
+/ ``uv sync`` with the extra of the variant this host runs.
+
+It fails closed: anything unexpected stops with one line naming ``PIP_GPU_DISABLE=1`` and a
+non-zero status, and nothing is installed. Only the standard library is imported until a
+command is known to involve the family.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, NoReturn, Optional
+
+__all__ = ["main", "parse_options", "pip_script_python"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+_DISABLE_HINT = "set PIP_GPU_DISABLE=1 to run {prog} without pip-gpu (the torch build is then not checked)"
+
+
+class _Refused(Exception):
+    """The shim cannot route this command safely; nothing was run."""
+
+
+def main(argv: Sequence[str]) -> int:
+    """``argv``: the shim's name, the real program, then the user's arguments."""
+    name, real, args = argv[0], argv[1], list(argv[2:])
+    prog = "uv" if name == "uvx" else name
+    try:
+        action = _pip(real, args) if name.startswith("pip") else _uv(name, real, args)
+        if action is None:
+            _exec(real, args)
+        return action()
+    except _Refused as refusal:
+        print(f"pip-gpu: {refusal}; {_DISABLE_HINT.format(prog=prog)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("pip-gpu: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        from .errors import PipGpuError
+
+        if isinstance(error, PipGpuError):
+            print(error.render(), file=sys.stderr)
+            return error.exit_code
+        if os.environ.get("PIP_GPU_DEBUG"):
+            raise
+        print(
+            f"pip-gpu: unexpected failure in the {name} shim ({type(error).__name__}: {error}); "
+            f"nothing was installed. {_DISABLE_HINT.format(prog=prog).capitalize()}.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def _exec(real: str, args: Sequence[str]) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(real, [real, *args])
+
+
+# --- reading command lines -------------------------------------------------------------------
+
+
+@dataclass
+class Parsed:
+    """A command line split into options (in order, with values) and positional arguments."""
+
+    options: list[tuple[str, Optional[str]]] = field(default_factory=list)
+    positionals: list[str] = field(default_factory=list)
+
+    def values(self, *names: str) -> list[str]:
+        return [value for name, value in self.options if name in names and value is not None]
+
+    def has(self, *names: str) -> bool:
+        return any(name in names for name, _ in self.options)
+
+
+@dataclass(frozen=True)
+class OptionTable:
+    """Which options a program knows, and which of them take a value."""
+
+    long_values: frozenset[str]
+    long_flags: frozenset[str]
+    short_values: str
+    short_flags: str
+    abbreviations: bool = False  # optparse (pip) accepts unique prefixes of long options
+
+    def expand(self, name: str) -> str:
+        if not self.abbreviations or name in self.long_values or name in self.long_flags:
+            return name
+        matches = [known for known in (*self.long_values, *self.long_flags) if known.startswith(name)]
+        return matches[0] if len(matches) == 1 else name
+
+
+def parse_options(tokens: Sequence[str], table: OptionTable, *, stop_at_positional: bool = False) -> Parsed:
+    """Split tokens the way optparse or clap would; unknown long options are taken as flags."""
+    parsed = Parsed()
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if token == "--":
+            parsed.positionals += tokens[i:]
+            break
+        if token.startswith("--"):
+            name, eq, value = token.partition("=")
+            name = table.expand(name)
+            if name in table.long_values and not eq:
+                value = tokens[i] if i < len(tokens) else ""
+                i += 1
+            parsed.options.append((name, value if (eq or name in table.long_values) else None))
+        elif token.startswith("-") and len(token) > 1:
+            j = 1
+            while j < len(token):
+                letter = token[j]
+                if letter in table.short_values:
+                    attached = token[j + 1 :].lstrip("=")
+                    if not attached:
+                        attached = tokens[i] if i < len(tokens) else ""
+                        i += 1
+                    parsed.options.append((f"-{letter}", attached))
+                    break
+                parsed.options.append((f"-{letter}", None))
+                j += 1
+        else:
+            parsed.positionals.append(token)
+            if stop_at_positional:
+                parsed.positionals += tokens[i:]
+                break
+    return parsed
+
+
+def _first_word(tokens: Sequence[str], table: OptionTable) -> int:
+    """Index of the first positional (the subcommand), or -1."""
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "--":
+            return -1
+        if not token.startswith("-") or token == "-":
+            return i
+        name = table.expand(token.split("=", 1)[0])
+        takes_value = (token.startswith("--") and name in table.long_values and "=" not in token) or (
+            not token.startswith("--") and len(token) == 2 and token[1] in table.short_values
+        )
+        i += 2 if takes_value else 1
+    return -1
+
+
+def _family_names() -> frozenset[str]:
+    from packaging.utils import canonicalize_name
+
+    from .knowledge import load_knowledge
+
+    return frozenset(canonicalize_name(member.name) for member in load_knowledge().family)
+
+
+def _names_family(requirements: Iterable[str], files: Iterable[str], constraints: Iterable[str]) -> bool:
+    """Whether any requirement, on the command line or in a file, is a torch-family project."""
+    requirements, files, constraints = list(requirements), list(files), list(constraints)
+    if not (requirements or files or constraints):
+        return False  # nothing to read: keep packaging and the knowledge file unloaded
+    from .requirements import parse_requirement_args, read_requirements_file
+
+    family = _family_names()
+    lines = []
+    for text in requirements:
+        try:
+            lines += parse_requirement_args([text])
+        except Exception:
+            continue  # not a requirement pip-gpu understands: the installer reports it
+    for path, constraint in [*((f, False) for f in files), *((f, True) for f in constraints)]:
+        if path == "-" or not Path(path).is_file():
+            continue  # stdin, a URL or a missing file: the installer reports it
+        if not path.endswith((".txt", ".in")) and not re.search(r"\.(txt|in)$|requirements", path):
+            # pyproject.toml, setup.cfg, ...: not a requirements file; look for the names
+            text = Path(path).read_text(encoding="utf-8", errors="replace").lower()
+            if any(re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", text) for name in family):
+                raise _Refused(f"{path} names the torch family, and pip-gpu reads only requirements files")
+            continue
+        lines += read_requirements_file(Path(path), constraint=constraint).lines
+    return any(line.name in family for line in lines)
+
+
+# --- pip ---------------------------------------------------------------------------------------
+
+# pip's general options (pip/_internal/cli/cmdoptions.py, ``general_group``).
+_PIP_GENERAL_VALUES = frozenset(
+    [
+        "--python",
+        "--log",
+        "--log-file",
+        "--local-log",
+        "--keyring-provider",
+        "--proxy",
+        "--retries",
+        "--timeout",
+        "--exists-action",
+        "--trusted-host",
+        "--cert",
+        "--client-cert",
+        "--cache-dir",
+        "--use-feature",
+        "--use-deprecated",
+        "--resume-retries",
+    ]
+)
+_PIP_GENERAL_FLAGS = frozenset(
+    [
+        "--help",
+        "--debug",
+        "--isolated",
+        "--require-virtualenv",
+        "--verbose",
+        "--version",
+        "--quiet",
+        "--no-input",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "--no-color",
+        "--no-python-version-warning",
+    ]
+)
+# Options of install / download / wheel / lock that take a value.
+_PIP_COMMAND_VALUES = frozenset(
+    [
+        "--requirement",
+        "--constraint",
+        "--editable",
+        "--target",
+        "--platform",
+        "--python-version",
+        "--implementation",
+        "--abi",
+        "--root",
+        "--prefix",
+        "--src",
+        "--upgrade-strategy",
+        "--global-option",
+        "--build-option",
+        "--config-settings",
+        "--index-url",
+        "--extra-index-url",
+        "--find-links",
+        "--no-binary",
+        "--only-binary",
+        "--progress-bar",
+        "--report",
+        "--root-user-action",
+        "--group",
+        "--dest",
+        "--destination-dir",
+        "--wheel-dir",
+        "--output",
+    ]
+)
+_PIP_COMMAND_FLAGS = frozenset(
+    [
+        "--upgrade",
+        "--force-reinstall",
+        "--no-deps",
+        "--pre",
+        "--no-index",
+        "--prefer-binary",
+        "--require-hashes",
+        "--no-build-isolation",
+        "--break-system-packages",
+        "--user",
+        "--ignore-installed",
+        "--ignore-requires-python",
+        "--dry-run",
+        "--no-compile",
+        "--compile",
+        "--no-warn-script-location",
+        "--no-warn-conflicts",
+        "--use-pep517",
+        "--no-clean",
+        "--check-build-dependencies",
+        "--no-build-isolation",
+    ]
+)
+PIP_OPTIONS = OptionTable(
+    long_values=_PIP_GENERAL_VALUES | _PIP_COMMAND_VALUES,
+    long_flags=_PIP_GENERAL_FLAGS | _PIP_COMMAND_FLAGS,
+    short_values="rcetifdwoC",
+    short_flags="hvVqUI",
+    abbreviations=True,
+)
+_PIP_SHORT = {
+    "-r": "--requirement",
+    "-c": "--constraint",
+    "-e": "--editable",
+    "-t": "--target",
+    "-i": "--index-url",
+    "-f": "--find-links",
+    "-d": "--dest",
+    "-w": "--wheel-dir",
+    "-o": "--output",
+    "-C": "--config-settings",
+    "-h": "--help",
+    "-v": "--verbose",
+    "-V": "--version",
+    "-q": "--quiet",
+    "-U": "--upgrade",
+    "-I": "--ignore-installed",
+}
+# Options ``pip-gpu install`` takes itself and hands to pip.
+_INSTALL_KNOWS = frozenset(
+    [
+        "--index-url",
+        "--extra-index-url",
+        "--find-links",
+        "--trusted-host",
+        "--upgrade-strategy",
+        "--no-binary",
+        "--only-binary",
+        "--config-settings",
+        "--cache-dir",
+        "--progress-bar",
+        "--upgrade",
+        "--force-reinstall",
+        "--no-deps",
+        "--pre",
+        "--no-cache-dir",
+        "--no-index",
+        "--prefer-binary",
+        "--require-hashes",
+        "--no-build-isolation",
+        "--break-system-packages",
+        "--quiet",
+        "--verbose",
+    ]
+)
+# Options that change nothing about what is installed or where: passed to both pip runs as
+# the PIP_* variable pip reads for every option.
+_PIP_BY_ENVIRONMENT = frozenset(
+    [
+        "--log",
+        "--log-file",
+        "--local-log",
+        "--keyring-provider",
+        "--proxy",
+        "--retries",
+        "--timeout",
+        "--exists-action",
+        "--cert",
+        "--client-cert",
+        "--use-feature",
+        "--use-deprecated",
+        "--resume-retries",
+        "--debug",
+        "--require-virtualenv",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--no-color",
+        "--no-python-version-warning",
+        "--root-user-action",
+        "--no-warn-script-location",
+        "--no-warn-conflicts",
+        "--no-compile",
+        "--compile",
+        "--no-clean",
+        "--ignore-requires-python",
+        "--use-pep517",
+        "--check-build-dependencies",
+    ]
+)
+
+
+def _pip(real: str, args: list[str]) -> Optional[Callable[[], int]]:
+    at = _first_word(args, PIP_OPTIONS)
+    command = args[at] if at >= 0 else None
+    if command not in ("install", "download", "wheel", "lock"):
+        return None
+    parsed = parse_options([*args[:at], *args[at + 1 :]], PIP_OPTIONS)
+    options = [(_PIP_SHORT.get(name, name), value) for name, value in parsed.options]
+    parsed = Parsed(options, parsed.positionals)
+    if parsed.has("--help", "--version"):
+        return None
+    if not _names_family(
+        parsed.positionals, parsed.values("--requirement"), parsed.values("--constraint")
+    ) and not any(value for name, value in options if name == "--editable" and "torch" in (value or "")):
+        return None
+    if command != "install":
+        raise _Refused(
+            f"`pip {command}` with the torch family is not routed by the shim yet; "
+            "`pip-gpu explain --json` gives the variant index to pass as --index-url"
+        )
+    python = parsed.values("--python")
+    target = python[-1] if python else pip_script_python(Path(real))
+    argv = ["install", "--installer", "pip", "--python", str(target)]
+    environment: dict[str, str] = {}
+    for name, value in options:
+        if name in ("--requirement", "--constraint"):
+            argv += [name, str(value)]
+        elif name == "--python":
+            continue
+        elif name == "--dry-run":
+            argv.append("--dry-run")
+        elif name in _INSTALL_KNOWS:
+            argv.append(name if value is None else f"{name}={value}")
+        elif name in _PIP_BY_ENVIRONMENT:
+            environment["PIP_" + name[2:].upper().replace("-", "_")] = "1" if value is None else value
+        else:
+            raise _Refused(f"`pip install {name}` with the torch family is not routed by the shim yet")
+    argv += ["--", *parsed.positionals]
+    return lambda: _run_install(argv, environment)
+
+
+def pip_script_python(script: Path) -> Path:
+    """The interpreter a pip script runs with, read from its ``#!`` line (pip's launcher format)."""
+    try:
+        head = script.read_bytes()[:4096].decode("utf-8", errors="replace")
+    except OSError as error:
+        raise _Refused(f"cannot read {script} ({error.strerror})") from None
+    if not head.startswith("#!"):
+        raise _Refused(f"cannot tell which Python {script} belongs to (no #! line)")
+    words = shlex.split(head.splitlines()[0][2:])
+    if words and words[0] == "/bin/sh":
+        # distlib's form for long paths: #!/bin/sh, then '''exec' "/path/to/python" "$0" "$@"
+        match = re.search(r"^'''exec' (\"[^\"]+\"|\S+)", head, re.MULTILINE)
+        words = [match.group(1).strip('"')] if match else []
+    elif words and Path(words[0]).name == "env":
+        found = next((w for w in words[1:] if not w.startswith("-") and "=" not in w), None)
+        words = [shutil.which(found) or found] if found else []
+    if not words or not Path(words[0]).exists():
+        raise _Refused(f"cannot tell which Python {script} belongs to (#!{head.splitlines()[0][2:]})")
+    return Path(words[0])
+
+
+def _run_install(argv: list[str], environment: Mapping[str, str], **extra: object) -> int:
+    """``pip-gpu install`` with a prepared command line, and the shim's own settings."""
+    from .cli import build_parser
+    from .errors import PipGpuError
+
+    os.environ.update(environment)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        raise _Refused(f"the shim built a command pip-gpu could not read: {shlex.join(argv)}") from exit_
+    for name, value in extra.items():
+        setattr(args, name, value)
+    try:
+        status: int = args.handler(args)
+    except PipGpuError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    return status
+
+
+# --- uv ----------------------------------------------------------------------------------------
+
+# uv's global options that take a value (``uv --help``) and those of the commands routed here.
+_UV_VALUES = frozenset(
+    [
+        "--cache-dir",
+        "--python-preference",
+        "--color",
+        "--allow-insecure-host",
+        "--trusted-host",
+        "--directory",
+        "--project",
+        "--config-file",
+        "--requirements",
+        "--requirement",
+        "--constraints",
+        "--constraint",
+        "--overrides",
+        "--override",
+        "--build-constraints",
+        "--build-constraint",
+        "--editable",
+        "--extra",
+        "--group",
+        "--only-group",
+        "--no-group",
+        "--index-url",
+        "--extra-index-url",
+        "--index",
+        "--default-index",
+        "--find-links",
+        "--index-strategy",
+        "--keyring-provider",
+        "--upgrade-package",
+        "--reinstall-package",
+        "--no-build-package",
+        "--no-binary",
+        "--only-binary",
+        "--python-version",
+        "--python-platform",
+        "--resolution",
+        "--prerelease",
+        "--fork-strategy",
+        "--exclude-newer",
+        "--exclude-newer-package",
+        "--link-mode",
+        "--config-setting",
+        "--config-settings-package",
+        "--no-build-isolation-package",
+        "--target",
+        "--prefix",
+        "--python",
+        "--torch-backend",
+        "--refresh-package",
+        "--output-file",
+        "--annotation-style",
+        "--custom-compile-command",
+        "--with",
+        "--with-editable",
+        "--with-requirements",
+        "--from",
+        "--env-file",
+        "--package",
+        "--no-emit-package",
+        "--script",
+        "--all-extras-except",
+        "--no-extra",
+        "--no-install-package",
+        "--only-install-package",
+        "--managed-python",
+        "--index-url",
+    ]
+)
+UV_OPTIONS = OptionTable(
+    long_values=_UV_VALUES,
+    long_flags=frozenset(),
+    short_values="rcbeifpPCow",
+    short_flags="hqvnUV",
+)
+_UV_SHORT = {
+    "-r": "--requirements",
+    "-c": "--constraints",
+    "-p": "--python",
+    "-w": "--with",
+    "-e": "--editable",
+    "-i": "--index-url",
+    "-f": "--find-links",
+}
+_TRUTHY = ("1", "true", "yes", "on")
+
+
+def _uv(name: str, real: str, args: list[str]) -> Optional[Callable[[], int]]:
+    if os.environ.get("UV_TORCH_BACKEND"):
+        return None  # the user chose uv's own torch backend
+    if name == "uvx":
+        return _uv_tool_run(real, args, 0)
+    at = _first_word(args, UV_OPTIONS)
+    command = args[at] if at >= 0 else None
+    if command == "pip" and at + 1 < len(args):
+        relative = _first_word(args[at + 1 :], UV_OPTIONS)
+        sub_at = at + 1 + relative
+        if relative >= 0 and args[sub_at] == "install":
+            return _uv_pip_install(real, [*args[:at], *args[sub_at + 1 :]])
+        return None
+    if command in ("run", "sync"):
+        from .uv_project import uv_project_command
+
+        return uv_project_command(real, args, at, _parse_uv(args[at + 1 :], command == "run"))
+    if command == "tool" and at + 1 < len(args) and args[at + 1] in ("run", "install"):
+        return _uv_tool_run(real, args, at + 2)
+    return None
+
+
+def _parse_uv(tokens: Sequence[str], stop_at_positional: bool = False) -> Parsed:
+    parsed = parse_options(tokens, UV_OPTIONS, stop_at_positional=stop_at_positional)
+    return Parsed([(_UV_SHORT.get(n, n), v) for n, v in parsed.options], parsed.positionals)
+
+
+def _uv_tool_run(real: str, args: list[str], start: int) -> Optional[Callable[[], int]]:
+    parsed = _parse_uv(args[start:], stop_at_positional=True)
+    named = [*parsed.values("--with", "--from"), *parsed.positionals[:1]]
+    requirements = [r for value in named for r in value.split(",")]
+    if not _names_family(requirements, parsed.values("--with-requirements"), ()):
+        return None
+    raise _Refused("`uvx`/`uv tool` with the torch family is not routed by the shim yet")
+
+
+# uv pip install options that would take the install elsewhere than the environment pip-gpu
+# checks, or undo its routing.
+_UV_REFUSED = frozenset(
+    [
+        "--target",
+        "--prefix",
+        "--index-strategy",
+        "--directory",
+        "--project",
+        "--python-version",
+        "--python-platform",
+    ]
+)
+
+
+def _uv_pip_install(real: str, tokens: list[str]) -> Optional[Callable[[], int]]:
+    parsed = _parse_uv(tokens)
+    if parsed.has("--help", "-h", "--torch-backend", "-V", "--version"):
+        return None  # --torch-backend: the user chose uv's own selection
+    if not _names_family(
+        parsed.positionals, parsed.values("--requirements", "--requirement"), parsed.values("--constraints")
+    ):
+        return None
+    refused = [name for name, _ in parsed.options if name in _UV_REFUSED]
+    if refused:
+        raise _Refused(f"`uv pip install {refused[0]}` with the torch family is not routed by the shim yet")
+    target = _uv_target(real, parsed)
+    if target is None:
+        return None  # uv reports that there is no environment, in its own words
+    argv = ["install", "--installer", "uv", "--python", str(target)]
+    extra: list[str] = []
+    for option, value in parsed.options:
+        if option in ("--requirements", "--requirement"):
+            argv += ["-r", str(value)]
+        elif option in ("--constraints", "--constraint"):
+            argv += ["-c", str(value)]
+        elif option == "--python":
+            continue
+        elif option == "--dry-run":
+            argv.append("--dry-run")
+        else:  # the user's own uv options, exactly as given
+            extra.append(option if value is None else f"{option}={value}")
+    argv += ["--", *parsed.positionals]
+    return lambda: _run_install(argv, {}, uv_binary=real, installer_extra=extra)
+
+
+def _venv_python(folder: Path) -> Optional[Path]:
+    for candidate in (folder / "bin" / "python", folder / "Scripts" / "python.exe"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _uv_target(real: str, parsed: Parsed) -> Optional[Path]:
+    """The environment ``uv pip install`` installs into, found as uv documents it."""
+    env = os.environ
+    requested = (parsed.values("--python") or [env.get("UV_PYTHON", "")])[-1]
+    system = parsed.has("--system") or env.get("UV_SYSTEM_PYTHON", "").lower() in _TRUTHY
+    if requested:
+        given = Path(requested)
+        if given.is_dir():
+            return _venv_python(given)
+        if given.exists():
+            return given
+        return _uv_python_find(real, [requested] + (["--system"] if system else []))
+    if system:
+        return _uv_python_find(real, ["--system"])
+    for variable in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        if env.get(variable):
+            return _venv_python(Path(env[variable]))
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        found = _venv_python(folder / ".venv")
+        if found is not None:
+            return found
+    return None
+
+
+def _uv_python_find(real: str, request: list[str]) -> Optional[Path]:
+    done = subprocess.run(
+        [real, "python", "find", *request], capture_output=True, text=True, check=False, timeout=60
+    )
+    path = done.stdout.strip()
+    return Path(path) if done.returncode == 0 and path else None
