@@ -224,3 +224,27 @@ def test_python_that_is_not_an_interpreter_is_refused(env, tmp_path: Path) -> No
     done = pip_gpu("torch", "--python", str(tmp_path / "python"), "--no-gpu", env=env)
     assert done.returncode == 2 and "not a working Python interpreter" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_dry_run_json_gives_the_decision_and_the_exact_commands(env, tmp_path: Path, index_server) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    done = pip_gpu(
+        "torch==2.5.1",
+        "--python",
+        str(python),
+        "--dry-run",
+        "--json",
+        "--installer",
+        "uv",
+        *A100_ON_535,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert (plan["decision"]["variant"], plan["installer"], plan["second_pip_run"]) == ("cu124", "uv", False)
+    (command,) = plan["commands"]
+    assert f"pytorch={index_server.pytorch_url}/cu124" in command["argv"]
+    assert command["files"] == {"requirements.txt": "torch==2.5.1+cu124\n"}
+    assert not index_server.requests

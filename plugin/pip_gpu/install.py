@@ -185,9 +185,15 @@ def run_install(args: argparse.Namespace) -> int:
             plan, target, installer, _passthrough(args), workdir, uv=getattr(args, "uv_binary", None)
         )
         if args.dry_run:
+            second_run = _needs_second_pip_run(plan, installer, _passthrough(args))
+            if args.json:
+                print(
+                    json.dumps(_dry_run_json(plan, host, target, installer, commands, second_run), indent=2)
+                )
+                return EXIT_OK
             for command in commands:
                 _show(command)
-            if _needs_second_pip_run(plan, installer, _passthrough(args)):
+            if second_run:
                 say("pip-gpu: then pip run 2 of 2 installs the other requirements, the family held in place")
             return EXIT_OK
         for command in commands:
@@ -324,6 +330,38 @@ def _first_commands(
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _dry_run_json(
+    plan: Plan,
+    host: Any,
+    target: TargetEnv,
+    installer: str,
+    commands: Sequence[InstallerCommand],
+    second_pip_run: bool,
+) -> dict[str, Any]:
+    """``install --dry-run --json``: the decision and the exact commands, credentials removed."""
+    from .report import decision_json
+
+    return {
+        "decision": decision_json(plan.decision, host),
+        "target": {
+            "python": str(target.python),
+            "python_version": target.python_version,
+            "chosen_by": target.chosen_by,
+        },
+        "installer": installer,
+        "commands": [
+            {
+                "purpose": command.purpose,
+                "argv": [redact_url(a) for a in command.argv],
+                "env": {name: redact_url(value) for name, value in command.env.items()},
+                "files": {path.name: redact_url(content) for path, content in command.files.items()},
+            }
+            for command in commands
+        ],
+        "second_pip_run": second_pip_run,
+    }
 
 
 def _show(command: InstallerCommand) -> None:
