@@ -366,9 +366,12 @@ def _dry_run_json(
 
 def _show(command: InstallerCommand) -> None:
     print(f"# {command.purpose}")
-    for name, value in command.env.items():
-        print(f"{name}={shlex.quote(redact_url(value))} \\" if value else f"unset {name}")
-    print(" ".join(shlex.quote(redact_url(a)) for a in command.argv))
+    prefix: list[str] = []
+    if command.env:  # one command a person can paste: env -u NAME NAME=value ... argv
+        prefix = ["env"]
+        prefix += [f"-u {name}" for name, value in command.env.items() if not value]
+        prefix += [f"{name}={shlex.quote(redact_url(value))}" for name, value in command.env.items() if value]
+    print(" ".join([*prefix, *(shlex.quote(redact_url(a)) for a in command.argv)]))
     for path, content in command.files.items():
         print(f"# {path.name}:")
         for line in content.splitlines():
