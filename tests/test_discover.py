@@ -7,14 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from support.index import installed_versions, make_venv, pip_env, uv_env
 
 from pip_gpu.discover import releases_from_files
 from pip_gpu.index import IndexFile
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
-SHIPPED = PLUGIN / "pip_gpu" / "data" / "knowledge.json"
 
 
 def test_wheel_names_say_versions_platforms_and_pythons() -> None:
@@ -35,16 +33,6 @@ def test_wheel_names_say_versions_platforms_and_pythons() -> None:
             "platforms": ["linux-aarch64", "linux-x86_64", "windows-x86_64"],
         }
     }
-
-
-@pytest.fixture
-def old_knowledge(tmp_path: Path) -> Path:
-    """pip-gpu's knowledge as an older copy would have it: nothing after torch 2.4."""
-    data = json.loads(SHIPPED.read_text())
-    data["releases"] = [r for r in data["releases"] if tuple(map(int, r["torch"].split("."))) <= (2, 4)]
-    path = tmp_path / "knowledge.json"
-    path.write_text(json.dumps(data))
-    return path
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -92,12 +80,3 @@ def test_unknown_release_is_discovered_decided_and_installed(  # type: ignore[no
     done = run("install", "torch==2.6.0", "--python", str(python), *host, env=env)
     assert done.returncode == 0, done.stderr
     assert installed_versions(python)["torch"] == "2.6.0+cu126"
-
-
-def test_an_index_that_fails_is_a_clear_error(old_knowledge: Path, tmp_path: Path, index_server) -> None:  # type: ignore[no-untyped-def]
-    env = {**pip_env(), "PYTHONPATH": str(PLUGIN), "PIP_GPU_KNOWLEDGE": str(old_knowledge)}
-    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    index_server.fail("/whl/", 500)
-    done = run("explain", "torch==2.6.0", "--pytorch-index", index_server.pytorch_url, "--no-gpu", env=env)
-    assert done.returncode == 2
-    assert "answered HTTP 500" in done.stderr and "Traceback" not in done.stderr

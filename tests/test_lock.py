@@ -8,7 +8,6 @@ fixture's PyTorch-like ``/whl/<variant>`` (``--pytorch-index``) and its stand-in
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,6 @@ from support.index import (
 
 from pip_gpu import lock as lock_module
 from pip_gpu import lockfile
-from pip_gpu.cli import main
 from pip_gpu.host import HostProfile
 from pip_gpu.knowledge import load_knowledge
 from pip_gpu.plan import decide_for
@@ -169,20 +167,6 @@ def test_a_second_run_leaves_the_files_byte_identical(project: Project, fixture_
         assert (project.directory / f"pylock.{variant}.toml").read_bytes() == project.first_run[variant]
 
 
-def test_no_credentials_in_a_lock(fixture_index: IndexServer, tmp_path: Path) -> None:
-    (tmp_path / "requirements.in").write_text("torch==2.5.1\nfixture-app\n", encoding="utf-8")
-    env = _env(fixture_index, tmp_path / "cache")
-    env["UV_DEFAULT_INDEX"] = fixture_index.pypi_url.replace("http://", "http://bob:pypi-s3cret@")
-    with_token = fixture_index.pytorch_url.replace("http://", "http://alice:torch-s3cret@")
-    args = ["lock", "-r", "requirements.in", "--variants", "cpu", "--pytorch-index", with_token]
-    _pip_gpu(args, env, tmp_path)
-    text = (tmp_path / "pylock.cpu.toml").read_text(encoding="utf-8")
-    assert "s3cret" not in text and "alice" not in text and "bob" not in text
-    record = _read(tmp_path / "pylock.cpu.toml")["tool"]["pip-gpu"]  # type: ignore[index]
-    assert record["index"] == fixture_index.variant_url("cpu")
-    assert record["inputs"]["pytorch-index"] == fixture_index.pytorch_url
-
-
 def test_a_variant_the_platform_lacks_is_refused_by_name(project: Project, tmp_path: Path) -> None:
     (tmp_path / "requirements.in").write_text(REQUIREMENTS_IN, encoding="utf-8")
     result = _pip_gpu(
@@ -217,46 +201,6 @@ def test_a_lock_with_lock_version_2_is_refused_in_one_line(project: Project, tmp
     ]
 
 
-def test_a_writer_that_dies_after_the_temporary_file_leaves_the_old_lock(
-    project: Project, fixture_index: IndexServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    directory = _copy_project(project.directory, tmp_path / "project")
-    (directory / "requirements.in").write_text(REQUIREMENTS_IN + "fixture-lib==1.0.0\n", encoding="utf-8")
-    for name in list(os.environ):
-        if name.startswith(("PIP_", "UV_")):
-            monkeypatch.delenv(name)
-    for name in (
-        "UV_NO_CONFIG",
-        "UV_CACHE_DIR",
-        "UV_DEFAULT_INDEX",
-        "UV_PYTHON_DOWNLOADS",
-        "NO_PROXY",
-        "no_proxy",
-    ):
-        monkeypatch.setenv(name, project.env[name])
-    monkeypatch.chdir(directory)
-    temporaries: list[Path] = []
-
-    def killed(source: str, destination: str) -> None:
-        temporaries.append(Path(source))
-        assert Path(source).read_bytes()  # the new lock was fully written...
-        raise OSError("killed")  # ...and the writer died before the rename
-
-    monkeypatch.setattr(lockfile.os, "replace", killed)
-    with pytest.raises(OSError, match="killed"):
-        main(_lock_args(fixture_index))
-    monkeypatch.undo()
-    assert temporaries and not any(t.exists() for t in temporaries)
-    for variant in VARIANTS:
-        assert (directory / f"pylock.{variant}.toml").read_bytes() == project.first_run[variant]
-    assert sorted(p.name for p in directory.iterdir()) == [
-        "pylock.cpu.toml",
-        "pylock.cu121.toml",
-        "pylock.cu124.toml",
-        "requirements.in",
-    ]
-
-
 def test_an_invalid_lock_is_never_written(tmp_path: Path) -> None:
     path = tmp_path / "pylock.cu124.toml"
     path.write_text("old\n", encoding="utf-8")
@@ -264,27 +208,6 @@ def test_an_invalid_lock_is_never_written(tmp_path: Path) -> None:
         lockfile.write_lock(path, 'lock-version = "1.0"\ncreated-by = "pip-gpu"\n')
     assert path.read_text(encoding="utf-8") == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["pylock.cu124.toml"]
-
-
-def test_four_lock_runs_at_once_leave_valid_identical_files(
-    project: Project, fixture_index: IndexServer, tmp_path: Path
-) -> None:
-    (tmp_path / "requirements.in").write_text(REQUIREMENTS_IN, encoding="utf-8")
-    command = [sys.executable, "-m", "pip_gpu", *_lock_args(fixture_index)]
-    processes = [
-        subprocess.Popen(
-            command, cwd=tmp_path, env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        for _ in range(4)
-    ]
-    for process in processes:
-        _, stderr = process.communicate(timeout=180)
-        assert process.returncode == 0, stderr.decode()
-    assert sorted(p.name for p in tmp_path.glob("*pylock*")) == [f"pylock.{v}.toml" for v in sorted(VARIANTS)]
-    for variant in VARIANTS:
-        path = tmp_path / f"pylock.{variant}.toml"
-        Pylock.from_dict(_read(path))
-        assert path.read_bytes() == project.first_run[variant]
 
 
 # --- sync and check --------------------------------------------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -441,12 +439,6 @@ def test_rendered_file_reads_back_the_same(tmp_path: Path) -> None:
     ]
 
 
-def test_rewriting_twice_equals_rewriting_once() -> None:
-    for text in ["torch==2.5.1", "torch>=2.4", "torchvision", "torch==2.5.1+cpu", "numpy"]:
-        once = rewrite_line(one(text), PINS)
-        assert rewrite_line(once, PINS) == once
-
-
 def test_exact_version_and_local_label_helpers() -> None:
     assert exact_version_of(Requirement("torch==2.5.1+cu121")) == Version("2.5.1+cu121")
     assert local_label_of(Requirement("torch==2.5.1+cu121")) == "cu121"
@@ -477,74 +469,3 @@ def test_exact_version_and_local_label_helpers() -> None:
 )
 def test_redact_url(url: str, expected: str) -> None:
     assert redact_url(url) == expected
-
-
-# --- properties ----------------------------------------------------------------------------
-
-NAMES = ["torch", "Torch", "TORCHVISION", "torchaudio", "numpy", "Pillow", "torch-vision", "tqdm"]
-VERSIONS = ["2.5.1", "2.4", "0.20.1", "1.0.0rc1", "2.5.1+cu121", "3"]
-OPERATORS = ["==", "!=", ">=", "<=", ">", "<", "~="]
-MARKERS = ['python_version >= "3.9"', 'sys_platform == "linux"', 'platform_machine != "arm64"']
-
-
-@st.composite
-def requirement_lines(draw: st.DrawFn) -> str:
-    name = draw(st.sampled_from(NAMES))
-    extras = draw(st.lists(st.sampled_from(["opt-einsum", "dev", "x"]), unique=True, max_size=2))
-    specs = []
-    for _ in range(draw(st.integers(0, 3))):
-        operator = draw(st.sampled_from(OPERATORS))
-        version = draw(st.sampled_from(VERSIONS))
-        if "+" in version and operator not in ("==", "!="):
-            version = version.split("+")[0]
-        if operator == "~=" and "." not in version:
-            version += ".0"
-        specs.append(operator + version)
-    if draw(st.booleans()):
-        specs.append("==2.5.*")
-    text = name + (f"[{','.join(extras)}]" if extras else "") + ",".join(specs)
-    if draw(st.booleans()):
-        text += " ; " + draw(st.sampled_from(MARKERS))
-    hashes = draw(st.lists(st.sampled_from([HASH_A, HASH_B]), unique=True, max_size=2))
-    return text + "".join(f" --hash={value}" for value in hashes)
-
-
-def read_one(tmp_path: Path, text: str) -> RequirementLine:
-    [line] = read_requirements_file(write(tmp_path / "r.txt", text + "\n")).lines
-    return line
-
-
-@settings(max_examples=300, deadline=None)
-@given(text=requirement_lines(), label=st.sampled_from(["cu124", "cpu", None]))
-def test_rewrite_properties(tmp_path_factory: pytest.TempPathFactory, text: str, label: str | None) -> None:
-    pins = {name: RewritePin(pin.specifier, label) for name, pin in PINS.items()}
-    line = read_one(tmp_path_factory.mktemp("prop"), text)
-    new = rewrite_line(line, pins)
-    assert rewrite_line(new, pins) == new  # idempotent
-    assert (new.name, new.hashes, new.options, new.origin) == (
-        line.name,
-        line.hashes,
-        line.options,
-        line.origin,
-    )
-    assert line.requirement is not None and new.requirement is not None
-    assert new.requirement == Requirement(new.text)
-    assert new.requirement.name == line.requirement.name  # spelling kept
-    assert new.requirement.extras == line.requirement.extras
-    assert new.requirement.marker == line.requirement.marker
-    if not is_family(line, FAMILY):
-        assert new is line
-        return
-    old_specs = set(line.requirement.specifier)
-    new_specs = set(new.requirement.specifier)
-    for spec in old_specs:  # each of the user's specifiers is kept, an exact pin maybe labelled
-        labelled = f"{spec}+{label}" if label else str(spec)
-        assert spec in new_specs or (
-            spec.operator == "==" and "+" not in spec.version and labelled in map(str, new_specs)
-        )
-    # whatever the pin allows and the user allowed, the rewritten line still allows
-    for version in ["2.5.1", "2.5.1+cu124", "2.5.1+cpu", "0.20.1+cu124", "2.4.0"]:
-        if new.requirement.specifier.contains(version, prereleases=True):
-            assert line.requirement.specifier.contains(version, prereleases=True)
-    render_again = read_one(tmp_path_factory.mktemp("again"), render_line(new))
-    assert render_again.requirement == new.requirement and render_again.hashes == new.hashes

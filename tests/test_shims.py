@@ -8,10 +8,7 @@ folder with the venv's real ``pip`` and the ``uv`` binary. Host profiles come fr
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -22,74 +19,23 @@ from support.index import (
     installed_versions,
     make_venv,
     pip_env,
-    run,
-    uv_bin,
-    uv_env,
+)
+from support.shims import (
+    CPU_HOST,
+    CU124_HOST,
+    pip_gpu,
+    real_bin,
+    shell,
+    shell_env,
+    shims_fixture,  # noqa: F401  (registers the fixture "shims")
+    venv_fixture,  # noqa: F401  (registers the fixture "venv")
 )
 
 from pip_gpu.shim import MARKER, SHIM_NAMES
 from pip_gpu.shim_run import pip_script_python
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
-CU124_HOST = {"PIP_GPU_DRIVER": "535.104.05", "PIP_GPU_COMPUTE_CAPABILITY": "8.0"}
-CPU_HOST = {"PIP_GPU_NO_GPU": "1"}
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="the shims are POSIX shell scripts")
-
-
-def pip_gpu(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = dict(env if env is not None else pip_env())
-    environment["PYTHONPATH"] = str(PLUGIN)
-    return run([sys.executable, "-m", "pip_gpu", *args], env=environment)
-
-
-@pytest.fixture(scope="module")
-def shims(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("shims") / "shims"
-    pip_gpu("shim", "install", "--dir", str(folder))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv with pip; its pip and uv sit in ``real``, a folder of their own."""
-    base = tmp_path_factory.mktemp("pipvenv")
-    python = make_venv(base / "venv", with_pip=True)
-    real = base / "real"
-    real.mkdir()
-    for name in ("pip", "pip3"):
-        (real / name).symlink_to(python.parent / name)
-    (real / "uv").symlink_to(uv_bin())
-    return python
-
-
-def real_bin(python: Path) -> Path:
-    return python.parent.parent.parent / "real"
-
-
-def shell_env(
-    folders: list[Path], server: IndexServer, tmp: Path, host: Mapping[str, str] = CU124_HOST
-) -> dict[str, str]:
-    """A user's environment: these folders on PATH, isolated pip and uv, a host profile."""
-    env = pip_env(tmp / "pip-cache")
-    env.update(uv_env(tmp / "uv-cache"))
-    env.update(
-        PATH=os.pathsep.join(map(str, folders)),
-        PIP_INDEX_URL=server.pypi_url,
-        UV_DEFAULT_INDEX=server.pypi_url,
-        PIP_GPU_PYTORCH_INDEX=server.pytorch_url,
-        **host,
-    )
-    for name in ("PIP_GPU_DRIVER", "PIP_GPU_COMPUTE_CAPABILITY", "PIP_GPU_NO_GPU", "PYTHONPATH"):
-        if name not in host:
-            env.pop(name, None)
-    return env
-
-
-def shell(
-    command: str, env: Mapping[str, str], cwd: Path | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """Run a command line through /bin/sh, so PATH lookup is the shell's, as for a user."""
-    return run(["/bin/sh", "-c", command], env=dict(env), cwd=cwd, check=check)
 
 
 # --- writing the shims -----------------------------------------------------------------------
@@ -181,24 +127,6 @@ def test_pass_through_never_starts_python(
     assert failed.returncode != 0
     assert failed.stderr.count("\n") == 1 and "PIP_GPU_DISABLE=1" in failed.stderr
     assert "torch" not in installed_versions(venv)
-
-
-def test_no_shim_ever_calls_itself(
-    shims: Path, venv: Path, index_server: IndexServer, tmp_path: Path
-) -> None:
-    linked = tmp_path / "linked-shims"
-    linked.symlink_to(shims)
-    real = real_bin(venv)
-    for folders in ([shims, shims, real], [linked, shims, real], [shims, linked, real]):
-        env = shell_env(folders, index_server, tmp_path)
-        assert shell("pip --version", env).stdout == shell(f"{real}/pip --version", env).stdout
-        assert shell("uv --version", env).stdout.startswith("uv ")
-    # no real program at all: a clear error, not a loop
-    env = shell_env([shims, linked, tmp_path / "empty"], index_server, tmp_path)
-    start = time.monotonic()
-    missing = shell("pip --version", env, check=False)
-    assert missing.returncode == 127 and "no pip on PATH after pip-gpu's shims" in missing.stderr
-    assert time.monotonic() - start < 5
 
 
 def test_disable_is_pure_pass_through(

@@ -8,7 +8,9 @@ the Authorization header) but never shown.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,14 +18,16 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Optional
 
-from .errors import PipGpuError
+from .errors import PipGpuError, UsageError
 from .requirements import redact_url
 
-__all__ = ["IndexError_", "IndexFile", "fetch_project_files"]
+__all__ = ["IndexError_", "IndexFile", "fetch_project_files", "index_timeout"]
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 MAX_PAGE_BYTES = 64 * 1024 * 1024  # the real torch page is a few MB; refuse anything absurd
+DEFAULT_TIMEOUT_S = 10.0
+TIMEOUT_VARIABLE = "PIP_GPU_INDEX_TIMEOUT"
 
 
 class IndexError_(PipGpuError):
@@ -54,16 +58,37 @@ def _request(url: str) -> urllib.request.Request:
     return urllib.request.Request(url, headers=headers)
 
 
-def fetch_project_files(project_url: str, *, timeout: float = 10.0) -> list[IndexFile]:
+def index_timeout() -> float:
+    """Seconds an index may stay silent (connect, or between bytes): ``PIP_GPU_INDEX_TIMEOUT``."""
+    value = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(
+            f"{TIMEOUT_VARIABLE}={value!r} is not a number of seconds",
+            f"set it to a positive number such as 30, or unset it (default {DEFAULT_TIMEOUT_S:g})",
+        )
+    return seconds
+
+
+def fetch_project_files(project_url: str, *, timeout: Optional[float] = None) -> list[IndexFile]:
     """The files a simple index offers for one project (``<index>/<project>/``)."""
     if not project_url.endswith("/"):
         project_url += "/"
     shown = redact_url(project_url)
+    timeout = index_timeout() if timeout is None else timeout
     try:
         with urllib.request.urlopen(_request(project_url), timeout=timeout) as response:
             content_type = response.headers.get("Content-Type", "")
             body = response.read(MAX_PAGE_BYTES + 1)
             final_url = response.geturl()
+            promised = response.headers.get("Content-Length", "")
+            if promised.isdigit() and len(body) < int(promised):  # read(n) does not complain
+                raise http.client.IncompleteRead(body, int(promised) - len(body))
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return []
@@ -72,8 +97,19 @@ def fetch_project_files(project_url: str, *, timeout: float = 10.0) -> list[Inde
         ) from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            raise IndexError_(
+                f"{shown} did not answer within {timeout:g} s",
+                f"check the network, raise {TIMEOUT_VARIABLE}, or --pytorch-index for a mirror",
+            ) from None
         raise IndexError_(
-            f"cannot reach {shown}: {reason}", "check the network, or --pytorch-index for a mirror"
+            f"cannot reach {shown}: {redact_url(str(reason))}",
+            "check the network, or --pytorch-index for a mirror",
+        ) from None
+    except http.client.HTTPException as exc:  # IncompleteRead: the connection closed mid-page
+        raise IndexError_(
+            f"{shown} sent a truncated or malformed response ({type(exc).__name__})",
+            "the index or a proxy in between cut the page short; try again later",
         ) from None
     if len(body) > MAX_PAGE_BYTES:
         raise IndexError_(f"{shown} sent more than {MAX_PAGE_BYTES // 2**20} MiB; not an index page")

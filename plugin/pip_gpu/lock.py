@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -49,7 +50,7 @@ from .lockfile import (
     render_lock,
     strip_credentials,
     write_atomically,
-    write_lock,
+    write_locks,
 )
 from .plan import Plan, decide_for, marker_environment, rewrite_pins
 from .requirements import read_requirements_file, redact_url, render_line
@@ -328,7 +329,7 @@ def relock(
     failures = [message for _, message in outcomes if message]
     if failures:
         raise PipGpuError("could not lock: " + "\n".join(failures), "nothing was written")
-    written: list[LockFile] = []
+    texts: list[tuple[Path, str]] = []
     for job, (resolved, _) in zip(jobs, outcomes):
         assert resolved is not None
         document = lock_document(
@@ -337,12 +338,15 @@ def relock(
             _record(job, resolved["pylock"], inputs, knowledge),
             [_environment_marker(job.host)],
         )
-        path = lock_path(directory, job.variant)
-        changed = write_lock(path, render_lock(document))
+        texts.append((lock_path(directory, job.variant), render_lock(document)))
+    changed = write_locks(texts)  # every file, or (a full disk) none
+    written: list[LockFile] = []
+    for (path, _), was_changed, (resolved, _) in zip(texts, changed, outcomes):
+        assert resolved is not None
         torch = _version_of(resolved["pylock"], "torch")
         what = f"torch {torch}, " if torch else ""
         count = len(resolved["pylock"].get("packages", []))
-        _say(f"pip-gpu: {'wrote' if changed else 'unchanged'} {path.name} ({what}{count} packages)")
+        _say(f"pip-gpu: {'wrote' if was_changed else 'unchanged'} {path.name} ({what}{count} packages)")
         lock = read_lock(path)
         assert lock is not None
         written.append(lock)
@@ -744,6 +748,7 @@ def run_sync(args: argparse.Namespace) -> int:
     installer = choose_installer(args.installer, load_project_config(directory).installer, target)
     installed = _probe_installed(target.python)
     _check_environments(lock, installed)
+    _check_sources(lock, _selected(lock, installed.env), knowledge)  # before anything changes
     _say(
         f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})\n"
         f"pip-gpu: this host runs {lock.variant}: installing {lock.path.name} with {installer}"
@@ -778,6 +783,65 @@ def run_sync(args: argparse.Namespace) -> int:
     what = f"torch {torch.version}" if torch is not None else lock.variant
     _say(f"pip-gpu: synced {target.prefix} to {lock.path.name} ({what})")
     return EXIT_OK
+
+
+# Public indexes whose pages link to files on another host (PEP 503 allows any URL).
+_FILE_HOSTS = {
+    "pypi.org": frozenset({"files.pythonhosted.org"}),
+    "test.pypi.org": frozenset({"test-files.pythonhosted.org"}),
+}
+
+
+def _origin(url: str) -> tuple[str, str, Optional[int]]:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port or default
+
+
+def _check_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> None:
+    """Refuse a lock whose files do not come from the indexes it records, before installing.
+
+    The torch family must come from the variant index in ``[tool.pip-gpu]``, and every file
+    of a package with an ``index`` must live on that index's host: a lock edited to fetch
+    torch from elsewhere is refused, whatever its hashes say.
+    """
+    family = frozenset(canonicalize_name(m.name) for m in knowledge.family)
+    variant_index = lock.record.index.rstrip("/") if lock.record.index else None
+    problems: list[str] = []
+    for package in packages:
+        files = [*(package.wheels or ()), *([package.sdist] if package.sdist else [])]
+        index = package.index.rstrip("/") if package.index else None
+        if package.name in family and variant_index is not None and files and index != variant_index:
+            problems.append(
+                f"{package.name} comes from {redact_url(index or 'no index')}, not the recorded "
+                f"variant index {redact_url(variant_index)}"
+            )
+            continue
+        if index is None:
+            continue
+        scheme, host, port = _origin(index)
+        allowed = {host, *_FILE_HOSTS.get(host, ())}
+        for file in files:
+            url = getattr(file, "url", None)
+            if url is None:
+                continue
+            file_scheme, file_host, file_port = _origin(url)
+            same_port = file_port == port or file_host != host
+            if file_scheme != scheme or file_host not in allowed or not same_port:
+                problems.append(
+                    f"{package.name}'s file {redact_url(url)} is not on its index {redact_url(index)}"
+                )
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise UsageError(
+            f"{lock.path.name} points outside the indexes it records: {shown}; nothing was installed",
+            "the file was edited or tampered with: restore it from version control, or re-resolve it "
+            "with pip-gpu lock",
+        )
 
 
 def _check_environments(lock: LockFile, installed: _Installed) -> None:

@@ -30,9 +30,10 @@ pip-gpu decided lives in the file's ``[tool.pip-gpu]`` table (PEP 751 "tool" sec
     [tool.pip-gpu.inputs.files]        # requirement files, relative to the lock's folder
     "requirements.in" = ["torch==2.5.1", "torchvision"]
 
-Nothing host-specific and no timestamps: the same inputs give the same bytes. Writes go to a
-temporary file in the same folder, are validated with ``packaging.pylock``, and replace the
-old file with one ``os.replace``: a reader sees the old lock or the new one, never a mix.
+Nothing host-specific and no timestamps: the same inputs give the same bytes. Writes are
+validated with ``packaging.pylock``, go to temporary files in the same folder (all of them,
+before any is renamed), and replace each old file with one ``os.replace``: a reader sees the
+old lock or the new one, never a mix, and a full disk leaves every old file in place.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from typing import Any, Optional
 import tomli_w
 from packaging.pylock import Pylock, PylockUnsupportedVersionError, PylockValidationError
 
-from .errors import UsageError
+from .errors import PipGpuError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -73,7 +74,9 @@ __all__ = [
     "render_lock",
     "strip_credentials",
     "write_atomically",
+    "write_files_atomically",
     "write_lock",
+    "write_locks",
 ]
 
 LOCK_VERSION = "1.0"
@@ -325,12 +328,8 @@ def validate_lock_text(text: str, where: str) -> Pylock:
         raise UsageError(f"{where}: not a valid PEP 751 lock: {exc}") from None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, flushed to disk, then ``os.replace``.
-
-    A killed writer leaves the old file (and at worst a ``.pylock-*.tmp`` file that nothing
-    reads); two writers at once leave one complete file.
-    """
+def _stage(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file next to ``path``, flushed to disk; its name."""
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as stream:
@@ -338,24 +337,80 @@ def write_atomically(path: Path, data: bytes) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    return Path(temporary)
+
+
+def _cannot_write(path: Path, exc: OSError, replaced: Sequence[Path] = ()) -> PipGpuError:
+    done = (
+        f"{', '.join(p.name for p in replaced)} already replaced; the others are unchanged"
+        if replaced
+        else f"{path.name} is unchanged"
+    )
+    return PipGpuError(
+        f"cannot write {path}: {exc.strerror or exc}",
+        f"{done}; free disk space or fix the folder's permissions, then run again",
+    )
+
+
+def write_files_atomically(files: Sequence[tuple[Path, bytes]]) -> None:
+    """Every file to a temporary file in its folder, flushed to disk, then ``os.replace`` each.
+
+    A killed writer leaves the old files (and at worst ``.pylock-*.tmp`` files that nothing
+    reads); two writers at once leave complete files. A write that fails (a full disk)
+    replaces nothing: every temporary file is written before the first replacement.
+    """
+    staged: list[tuple[Path, Path]] = []
+    replaced: list[Path] = []
+    try:
+        for path, data in files:
+            staged.append((_stage(path, data), path))
+        for temporary, path in staged:
+            os.replace(temporary, path)
+            replaced.append(path)
+    except OSError as exc:
+        failed = files[len(staged)][0] if len(staged) < len(files) else staged[len(replaced)][1]
+        raise _cannot_write(failed, exc, replaced) from None
+    finally:
+        for temporary, path in staged:
+            if path not in replaced:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """One file, as :func:`write_files_atomically` writes them: the old file or the new one."""
+    write_files_atomically([(path, data)])
+
+
+def write_locks(locks: Sequence[tuple[Path, str]]) -> list[bool]:
+    """Validate every lock text, then put each at its path; False where a file already holds it.
+
+    Nothing is written unless every text is a valid lock.
+    """
+    for path, text in locks:
+        validate_lock_text(text, path.name)
+    changed: list[tuple[Path, bytes]] = []
+    flags: list[bool] = []
+    for path, text in locks:
+        data = text.encode("utf-8")
+        try:
+            same = path.read_bytes() == data
+        except OSError:
+            same = False
+        flags.append(not same)
+        if not same:
+            changed.append((path, data))
+    write_files_atomically(changed)
+    return flags
 
 
 def write_lock(path: Path, text: str) -> bool:
     """Validate ``text`` and put it at ``path``; False when the file already holds it."""
-    validate_lock_text(text, path.name)
-    data = text.encode("utf-8")
-    try:
-        if path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    write_atomically(path, data)
-    return True
+    return write_locks([(path, text)])[0]
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import pytest
 
@@ -37,6 +37,7 @@ __all__ = [
     "FakeGpu",
     "build_fake_nvml",
     "fake_nvml_dir",
+    "host_env",
     "no_nvml_dir",
     "nvml_env",
     "read_nvml_log",
@@ -221,6 +222,31 @@ def nvml_env(
     if log_path is not None:
         env[LOG_ENV] = str(log_path)
     return env
+
+
+@pytest.fixture
+def host_env(tmp_path: Path, fake_nvml_dir: Path) -> Callable[..., dict[str, str]]:
+    """An environment factory for a ``pip-gpu`` subprocess on a made-up host.
+
+    ``host_env(**profile)``: the fake NVML with that profile (see :func:`write_nvml_profile`),
+    empty sysfs and procfs trees (``PIP_GPU_SYSFS_ROOT``/``PIP_GPU_PROCFS_ROOT``), no
+    ``nvidia-smi`` on PATH and no ``PIP_GPU_*`` or ``CUDA_VISIBLE_DEVICES`` from this machine.
+    """
+
+    def make(**profile: Any) -> dict[str, str]:
+        path = write_nvml_profile(tmp_path / "nvml.txt", **profile)
+        env = nvml_env(fake_nvml_dir, path)
+        for name in list(env):
+            if (name.startswith("PIP_GPU_") and "FAKE_NVML" not in name) or name == "CUDA_VISIBLE_DEVICES":
+                del env[name]
+        (tmp_path / "sys").mkdir(exist_ok=True)
+        (tmp_path / "proc").mkdir(exist_ok=True)
+        env["PIP_GPU_SYSFS_ROOT"] = str(tmp_path / "sys")
+        env["PIP_GPU_PROCFS_ROOT"] = str(tmp_path / "proc")
+        env["PATH"] = "/usr/bin:/bin"  # no nvidia-smi
+        return env
+
+    return make
 
 
 def read_nvml_log(log_path: Union[str, os.PathLike[str]]) -> list[str]:

@@ -41,7 +41,9 @@ __all__ = [
     "index_server",
     "index_server_fixture",
     "installed_versions",
+    "installer_venv_fixture",
     "make_venv",
+    "old_knowledge",
     "pip_env",
     "pytorch_index",
     "run",
@@ -105,6 +107,31 @@ def index_server_fixture(fixture_index: IndexServer) -> Iterator[IndexServer]:
     fixture_index.clear_requests()
     yield fixture_index
     fixture_index.clear_failures()
+
+
+@pytest.fixture
+def old_knowledge(tmp_path: Path) -> Path:
+    """pip-gpu's knowledge as an older copy would have it: nothing after torch 2.4.
+
+    Point ``PIP_GPU_KNOWLEDGE`` at it and torch 2.5/2.6 must be learned from the index.
+    """
+    shipped = Path(__file__).resolve().parents[2] / "plugin" / "pip_gpu" / "data" / "knowledge.json"
+    data = json.loads(shipped.read_text())
+    data["releases"] = [r for r in data["releases"] if tuple(map(int, r["torch"].split("."))) <= (2, 4)]
+    path = tmp_path / "knowledge.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture(params=["uv", "pip"], name="installer_venv")
+def installer_venv_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
+    """(installer, python): a fresh venv as that installer's users have it, once per installer.
+
+    uv: made by ``uv venv``, no pip in it; pip: made by ``venv``, with pip. Its folder is
+    ``tmp_path / "venv"``.
+    """
+    installer: str = request.param
+    return installer, make_venv(tmp_path / "venv", with_pip=installer == "pip")
 
 
 # Plain-name aliases, for modules that prefer ``from support.index import fixture_index``

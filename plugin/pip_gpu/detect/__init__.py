@@ -80,8 +80,13 @@ def parse_capabilities(values: list[str], origin: str) -> tuple[ComputeCapabilit
     return tuple(found)
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+def _truthy(value: str, name: str) -> bool:
+    word = value.strip().lower()
+    if word in ("", "0", "false", "no", "off"):
+        return False
+    if word in ("1", "true", "yes", "on"):
+        return True
+    raise UsageError(f"{name}={value!r} is neither on nor off", f"set {name}=1, or unset it")
 
 
 def overrides_from_env(
@@ -94,26 +99,42 @@ def overrides_from_env(
     arch: Optional[str] = None,
     python_version: Optional[str] = None,
 ) -> HostOverrides:
-    """Flags first, then ``PIP_GPU_DRIVER``, ``PIP_GPU_COMPUTE_CAPABILITY``, ``PIP_GPU_NO_GPU``."""
+    """Flags first, then ``PIP_GPU_DRIVER``, ``PIP_GPU_COMPUTE_CAPABILITY``, ``PIP_GPU_NO_GPU``.
+
+    Flags win over the environment: ``--no-gpu`` hides the variables' GPU facts, and
+    ``--driver``/``--compute-capability`` hide ``PIP_GPU_NO_GPU``. Flags that contradict each
+    other, or variables that do with no flag to settle it, are refused.
+    """
     origin: dict[str, str] = {}
-    if driver is not None:
-        origin["driver_version"] = "--driver"
-    elif env.get("PIP_GPU_DRIVER"):
-        driver = env["PIP_GPU_DRIVER"].strip()
-        origin["driver_version"] = "PIP_GPU_DRIVER"
+    flag_gives_gpu = driver is not None or bool(compute_capabilities)
     ccs: tuple[ComputeCapability, ...] = ()
     if compute_capabilities:
         ccs = parse_capabilities(compute_capabilities, "--compute-capability")
         origin["nvidia_gpus"] = "--compute-capability"
-    elif env.get("PIP_GPU_COMPUTE_CAPABILITY"):
-        ccs = parse_capabilities([env["PIP_GPU_COMPUTE_CAPABILITY"]], "PIP_GPU_COMPUTE_CAPABILITY")
-        origin["nvidia_gpus"] = "PIP_GPU_COMPUTE_CAPABILITY"
-    flag_gives_gpu = driver is not None or bool(ccs)
-    if not no_gpu and not flag_gives_gpu and _truthy(env.get("PIP_GPU_NO_GPU", "")):
-        no_gpu = True
-        origin["nvidia_gpus"] = "PIP_GPU_NO_GPU"
-    elif no_gpu:
-        origin["nvidia_gpus"] = "--no-gpu"
+    if driver is not None:
+        origin["driver_version"] = "--driver"
+    if no_gpu:
+        origin["nvidia_gpus"] = "--no-gpu"  # HostOverrides refuses it next to --driver/-cc
+    else:
+        env_no_gpu = _truthy(env.get("PIP_GPU_NO_GPU", ""), "PIP_GPU_NO_GPU")
+        if driver is None and env.get("PIP_GPU_DRIVER", "").strip():
+            driver = env["PIP_GPU_DRIVER"].strip()
+            origin["driver_version"] = "PIP_GPU_DRIVER"
+        if not ccs and env.get("PIP_GPU_COMPUTE_CAPABILITY", "").strip():
+            ccs = parse_capabilities([env["PIP_GPU_COMPUTE_CAPABILITY"]], "PIP_GPU_COMPUTE_CAPABILITY")
+            origin["nvidia_gpus"] = "PIP_GPU_COMPUTE_CAPABILITY"
+        if env_no_gpu and not flag_gives_gpu:
+            given = [
+                name for name in ("PIP_GPU_DRIVER", "PIP_GPU_COMPUTE_CAPABILITY") if name in origin.values()
+            ]
+            if given:
+                raise UsageError(
+                    f"PIP_GPU_NO_GPU={env['PIP_GPU_NO_GPU']} contradicts {' and '.join(given)}",
+                    "unset one of them, or settle it with a flag (--no-gpu, or --driver and "
+                    "--compute-capability): flags win over the environment",
+                )
+            no_gpu = True
+            origin["nvidia_gpus"] = "PIP_GPU_NO_GPU"
     if os_name:
         origin["os"] = "--platform"
     if arch:
