@@ -170,8 +170,18 @@ def _family_names() -> frozenset[str]:
     return frozenset(canonicalize_name(member.name) for member in load_knowledge().family)
 
 
-def _names_family(requirements: Iterable[str], files: Iterable[str], constraints: Iterable[str]) -> bool:
-    """Whether any requirement, on the command line or in a file, is a torch-family project."""
+def _names_family(
+    requirements: Iterable[str],
+    files: Iterable[str],
+    constraints: Iterable[str],
+    *,
+    routed_by_uv: bool = False,
+) -> bool:
+    """Whether any requirement, on the command line or in a file, is a torch-family project.
+
+    ``routed_by_uv``: uv itself will read the files with the variant index added, so a
+    ``pyproject.toml`` or ``pylock.toml`` that names the family counts instead of stopping.
+    """
     requirements, files, constraints = list(requirements), list(files), list(constraints)
     if not (requirements or files or constraints):
         return False  # nothing to read: keep packaging and the knowledge file unloaded
@@ -191,6 +201,8 @@ def _names_family(requirements: Iterable[str], files: Iterable[str], constraints
             # pyproject.toml, setup.cfg, ...: not a requirements file; look for the names
             text = Path(path).read_text(encoding="utf-8", errors="replace").lower()
             if any(re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", text) for name in family):
+                if routed_by_uv:
+                    return True
                 raise _Refused(f"{path} names the torch family, and pip-gpu reads only requirements files")
             continue
         lines += read_requirements_file(Path(path), constraint=constraint).lines
@@ -566,6 +578,8 @@ def _uv(name: str, real: str, args: list[str]) -> Optional[Callable[[], int]]:
         sub_at = at + 1 + relative
         if relative >= 0 and args[sub_at] == "install":
             return _uv_pip_install(real, [*args[:at], *args[sub_at + 1 :]])
+        if relative >= 0 and args[sub_at] in ("compile", "sync"):
+            return _uv_pip_resolve(real, args, sub_at)
         return None
     if command in ("run", "sync"):
         from .uv_project import uv_project_command
@@ -587,7 +601,83 @@ def _uv_tool_run(real: str, args: list[str], start: int) -> Optional[Callable[[]
     requirements = [r for value in named for r in value.split(",")]
     if not _names_family(requirements, parsed.values("--with-requirements"), ()):
         return None
-    raise _Refused("`uvx`/`uv tool` with the torch family is not routed by the shim yet")
+    return uv_with_variant_index(real, args, start, parsed, requirements)
+
+
+def _uv_pip_resolve(real: str, args: list[str], at: int) -> Optional[Callable[[], int]]:
+    """``uv pip compile|sync``: uv resolves or installs the files itself, the variant index added."""
+    parsed = _parse_uv(args[at + 1 :])
+    if parsed.has("--help", "-h", "--torch-backend"):
+        return None
+    files = [*parsed.positionals, *parsed.values("--requirements", "--requirement")]
+    if not _names_family((), files, parsed.values("--constraints", "--constraint"), routed_by_uv=True):
+        return None
+    return uv_with_variant_index(real, args, at + 1, parsed, [], files=files)
+
+
+def uv_with_variant_index(
+    real: str,
+    args: list[str],
+    insert_at: int,
+    parsed: Parsed,
+    requirements: Sequence[str],
+    *,
+    files: Sequence[str] = (),
+) -> Callable[[], int]:
+    """uv's ephemeral environments (``uvx``, ``uv tool``, ``uv run --with``, PEP 723 scripts).
+
+    No environment exists before uv makes one, so there is nothing for ``pip-gpu install`` to
+    install into; instead the variant index joins uv's own command as a named index with
+    ``first-index``, which takes every package it serves from it and nothing else.
+    """
+    if parsed.has("--index-strategy"):
+        raise _Refused("`--index-strategy` with the torch family would undo pip-gpu's routing")
+    from .cli import host_from_args
+    from .errors import NoBuildRuns
+    from .plan import decide_for
+    from .uv_project import _no_host_flags
+
+    readable = [f for f in (*files, *parsed.values("--with-requirements")) if not f.endswith(".toml")]
+    plan = decide_for(list(requirements), readable, host_from_args(_no_host_flags()), cwd=Path.cwd())
+    decision = plan.decision
+    if not decision.ok:
+        assert decision.blocker is not None
+        raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
+    if decision.index_url is None:  # macOS: PyPI's own wheels are the build
+        return lambda: _exec(real, args)
+    if not parsed.has("-q", "--quiet"):
+        from .requirements import redact_url
+
+        print(f"pip-gpu: the torch family comes from {redact_url(decision.index_url)}", file=sys.stderr)
+    routing = ["--index", f"pytorch={decision.index_url}", "--index-strategy", "first-index"]
+    new_args = [*args[:insert_at], *routing, *args[insert_at:]]
+    return lambda: _exec(real, new_args)
+
+
+_SCRIPT_METADATA = re.compile(r"(?m)^# /// script$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
+
+
+def script_dependencies(path: Path) -> list[str]:
+    """A PEP 723 script's ``dependencies`` (its ``# /// script`` block), or none."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    match = _SCRIPT_METADATA.search(text)
+    if match is None:
+        return []
+    content = "".join(
+        line[2:] if line.startswith("# ") else line[1:] for line in match["content"].splitlines(True)
+    )
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    try:
+        dependencies = tomllib.loads(content).get("dependencies", [])
+    except ValueError:
+        return []  # uv reports a broken block in its own words
+    return [d for d in dependencies if isinstance(d, str)]
 
 
 # uv pip install options that would take the install elsewhere than the environment pip-gpu

@@ -64,10 +64,14 @@ def _project_file(parsed: Parsed) -> Optional[Path]:
 
 def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> Optional[Callable[[], int]]:
     """For ``uv run`` / ``uv sync`` (``args[at]``) in a set-up project: the same, plus ``--extra``."""
-    from .shim_run import _exec, _names_family, _Refused
+    from .shim_run import _exec, _names_family, script_dependencies, uv_with_variant_index
 
-    if _names_family(parsed.values("--with"), parsed.values("--with-requirements"), ()):
-        raise _Refused("`uv run --with` a torch-family project is not routed by the shim yet")
+    if args[at] == "run":
+        script = next((p for p in parsed.positionals[:1] if p.endswith(".py")), None)
+        named = [r for value in parsed.values("--with") for r in value.split(",")]
+        named += script_dependencies(Path(script)) if script else []
+        if _names_family(named, parsed.values("--with-requirements"), ()):
+            return uv_with_variant_index(real, args, at + 1, parsed, named)
     if parsed.has("--no-project", "--no-sync", "--script", "--all-extras", "--help", "-h"):
         return None
     path = _project_file(parsed)
