@@ -34,3 +34,17 @@ def lint(session: nox.Session) -> None:
 def types(session: nox.Session) -> None:
     session.install("-e", ".", "mypy")
     session.run("mypy", "plugin/pip_gpu")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """pip-gpu against hand-written pip/uv commands on the fixture index (issue 7); not a test.
+
+    Prints one Markdown table and writes it to .nox/bench-results.md (or --output FILE after --).
+    Fewer rounds: nox -s bench -- --rounds 7 --install-rounds 3
+    """
+    session.install("-e", ".[test]")
+    args = list(session.posargs)
+    if "--output" not in args:
+        args += ["--output", ".nox/bench-results.md"]
+    session.run("python", "tests/bench/run_bench.py", *args)

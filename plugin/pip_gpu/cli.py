@@ -77,7 +77,12 @@ def _add_decision_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; ``core_only``: only detect, explain and matrix.
+
+    ``core_only`` is for a run of one of those three: the other commands' modules (install,
+    lock, shim, uv, doctor) import most of the package, and a decision need not pay for them.
+    """
     parser = argparse.ArgumentParser(
         prog="pip-gpu",
         description=DESCRIPTION,
@@ -122,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the knowledge file: driver minimums, releases, builds, GPU architectures.",
     )
     matrix.add_argument("--json", action="store_true", help="print the knowledge as JSON")
+    if core_only:
+        return parser
 
     from .install import add_install_parser
 
@@ -141,9 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_core_command(argv: Sequence[str]) -> bool:
+    """Whether the command is detect, explain or matrix (only --debug may come before it)."""
+    for token in argv:
+        if token != "--debug":
+            return token in _COMMANDS
+    return False
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(core_only=_is_core_command(arguments))
+    args = parser.parse_args(arguments)
     if args.command is None:
         parser.print_help()
         return EXIT_OK

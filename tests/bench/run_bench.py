@@ -1,0 +1,742 @@
+"""pip-gpu against the commands people would type instead, on the fixture index.
+
+Run through ``nox -s bench`` (or directly: ``python tests/bench/run_bench.py --output FILE``
+with pip-gpu, pytest and uv importable). It builds the PyTorch-like fixture index in a
+temporary folder, serves it on 127.0.0.1, compiles the fake ``libnvidia-ml.so.1``, then
+times each pip-gpu command and its hand-written baseline in the same session, interleaved
+(baseline and pip-gpu alternate, the order flipping every round), and prints one Markdown
+table: medians, spread (min-max), the ratio and the issue's target per row. The table is
+also written to ``--output``.
+
+Benchmarks are not tests: nothing here fails on time. The exit status is non-zero only
+when a row could not be measured (a command failed, a tool is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "plugin"))
+
+from support.fake_nvml import A100, FakeGpu, build_fake_nvml, nvml_env, write_nvml_profile  # noqa: E402
+from support.index import build_index, pip_env, serve, uv_bin, uv_env, venv_python  # noqa: E402
+
+PY = sys.executable
+PIP_GPU = [PY, "-m", "pip_gpu"]
+DRIVER = "535.104.05"  # with an A100 (sm_80): torch 2.5.1 -> cu124
+LOCK_VARIANTS = ("cu121", "cu124", "cpu")
+REQUIREMENTS_IN = "torch==2.5.1\ntorchvision\nfixture-app\n"
+UV_PLATFORM = "x86_64-unknown-linux-gnu"
+
+
+class NotMeasurable(Exception):
+    """A command failed or a tool is missing: the row has no numbers."""
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+
+
+def run(cmd: Sequence[str], env: dict[str, str], cwd: Optional[Path] = None, timeout: float = 300) -> float:
+    """Run a command; return its wall time in seconds, or raise NotMeasurable."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [os.fspath(c) for c in cmd],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
+        raise NotMeasurable(f"exit {proc.returncode}: {' '.join(map(str, cmd))}\n  " + "\n  ".join(tail))
+    return elapsed
+
+
+Step = Callable[[], Callable[[], float]]
+"""Prepares one run outside the timed region and returns the timed part."""
+
+
+@dataclass
+class Samples:
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def spread(self, scale: float = 1.0, unit: str = "") -> str:
+        return f"{min(self.values) * scale:.0f}-{max(self.values) * scale:.0f}{unit}"
+
+
+def interleaved(baseline: Step, candidate: Step, rounds: int, warmup: int = 1) -> tuple[Samples, Samples]:
+    """Alternate baseline and candidate, flipping the order each round; warm-up rounds dropped."""
+    base, cand = Samples(), Samples()
+    for i in range(warmup + rounds):
+        order = [(baseline, base), (candidate, cand)]
+        if i % 2:
+            order.reverse()
+        for prepare, into in order:
+            timed = prepare()
+            elapsed = timed()
+            if i >= warmup:
+                into.values.append(elapsed)
+    return base, cand
+
+
+def fixed(cmd: Sequence[str], env: dict[str, str], cwd: Optional[Path] = None) -> Step:
+    return lambda: lambda: run(cmd, env, cwd)
+
+
+# --------------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    number: str
+    what: str
+    baseline: str = ""
+    pip_gpu: str = ""
+    result: str = ""
+    target: str = ""
+    met: str = ""
+    error: Optional[str] = None
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def cell(s: Samples) -> str:
+    return f"{ms(s.median)} ({s.spread(1000)})"
+
+
+def ratio_row(number: str, what: str, base: Samples, cand: Samples, limit: float) -> Row:
+    ratio = cand.median / base.median
+    return Row(
+        number,
+        what,
+        cell(base),
+        cell(cand),
+        f"{ratio:.2f}x",
+        f"<= {limit:.2f}x",
+        "met" if ratio <= limit else f"MISSED by {(ratio / limit - 1) * 100:.0f}%",
+    )
+
+
+def render(rows: list[Row], header: list[str]) -> str:
+    lines = [*header, ""]
+    lines.append("| # | what | baseline median (min-max) | pip-gpu median (min-max) | result | target | |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r.error is not None:
+            first = r.error.splitlines()[0]
+            lines.append(f"| {r.number} | {r.what} | | | not measured: {first} | {r.target} | NOT MEASURED |")
+        else:
+            lines.append(
+                f"| {r.number} | {r.what} | {r.baseline} | {r.pip_gpu} | {r.result} | {r.target} | {r.met} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The setting: index, fake NVML, environments
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setting:
+    root: Path
+    pytorch_url: str
+    pypi_url: str
+    nvml_dir: Path
+    env: dict[str, str]  # pip and uv isolated, fixture PyPI as the default index, fake NVML (A100)
+    uv: str
+    pip_template: Path  # a `python -m venv` venv, copied for each pip run
+    counter: int = 0
+
+    def fresh(self, name: str) -> Path:
+        self.counter += 1
+        path = self.root / "work" / f"{name}-{self.counter}"
+        path.mkdir(parents=True)
+        return path
+
+    def uv_venv(self) -> Path:
+        folder = self.fresh("uvvenv") / "venv"
+        run([self.uv, "venv", "--quiet", "--python", PY, str(folder)], self.env)
+        return venv_python(folder)
+
+    def pip_venv(self) -> Path:
+        folder = self.fresh("pipvenv") / "venv"
+        shutil.copytree(self.pip_template, folder, symlinks=True)
+        return venv_python(folder)
+
+    def with_gpus(self, gpus: Sequence[FakeGpu], driver: str = DRIVER) -> dict[str, str]:
+        profile = write_nvml_profile(self.fresh("nvml") / "profile.txt", driver=driver, gpus=gpus)
+        return nvml_env(self.nvml_dir, profile, base=self.env)
+
+
+def compile_bytecode() -> None:
+    """Write the .pyc files a pip install would have written.
+
+    uv installs without bytecode, and where PYTHONDONTWRITEBYTECODE is set (as on CI
+    machines) every run would compile pip-gpu and its dependencies from source again:
+    about 80 ms of every pip-gpu command that no installed copy pays.
+    """
+    import sysconfig
+
+    folders = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], str(REPO / "plugin")}
+    # A file that does not compile (a test data file, say) is not the bench's business.
+    subprocess.run(
+        [PY, "-m", "compileall", "-q", "-j", "0", *sorted(folders)], capture_output=True, check=False
+    )
+
+
+def make_setting(root: Path) -> tuple[Setting, object]:
+    compile_bytecode()
+    tree = build_index(root / "index")
+    server_cm = serve(tree.root, tree=tree)
+    server = server_cm.__enter__()
+    nvml_dir = build_fake_nvml(root / "fake_nvml")
+    uv = uv_bin()
+    env = {**pip_env(root / "cache" / "pip"), **uv_env(root / "cache" / "uv")}
+    env["UV_DEFAULT_INDEX"] = server.pypi_url
+    env["PIP_INDEX_URL"] = server.pypi_url
+    env["PIP_GPU_PYTORCH_INDEX"] = server.pytorch_url
+    env.pop("PYTHONPATH", None)
+    profile = write_nvml_profile(root / "nvml-a100.txt", driver=DRIVER, gpus=[A100])
+    env = nvml_env(nvml_dir, profile, base=env)
+    template = root / "pip-template"
+    run([PY, "-m", "venv", str(template)], env)
+    setting = Setting(root, server.pytorch_url, server.pypi_url, nvml_dir, env, uv, template)
+    return setting, server_cm
+
+
+# --------------------------------------------------------------------------------------------
+# Rows
+# --------------------------------------------------------------------------------------------
+
+
+def row_shims(s: Setting, rounds: int) -> list[Row]:
+    """1. pip/uv through the shims vs the real programs."""
+    shims = s.root / "shims"
+    run([*PIP_GPU, "shim", "install", "--dir", str(shims)], s.env)
+    real_path = os.pathsep.join([str(s.pip_template / "bin"), str(Path(s.uv).parent), "/usr/bin", "/bin"])
+    plain = dict(s.env, PATH=real_path)
+    shimmed = dict(s.env, PATH=os.pathsep.join([str(shims), real_path]))
+    target = str(venv_python(s.pip_template))
+    rows = []
+    cases = [
+        ("pip", ["--version"], "1a", "`pip --version`"),
+        ("pip", ["list"], "1b", "`pip list`"),
+        ("uv", ["--version"], "1c", "`uv --version`"),
+        ("uv", ["pip", "list", "--python", target], "1d", "`uv pip list`"),
+    ]
+    for program, args, number, what in cases:
+        real = str(s.pip_template / "bin" / "pip") if program == "pip" else s.uv
+        try:
+            base, cand = interleaved(
+                fixed([real, *args], plain), fixed([str(shims / program), *args], shimmed), rounds
+            )
+        except NotMeasurable as error:
+            rows.append(Row(number, f"shim: {what}", error=str(error)))
+            continue
+        if program == "pip":
+            rows.append(ratio_row(number, f"shim pass-through: {what}", base, cand, 1.03))
+        else:
+            delta = (cand.median - base.median) * 1000
+            rows.append(
+                Row(
+                    number,
+                    f"shim pass-through: {what}",
+                    cell(base),
+                    cell(cand),
+                    f"{delta:+.1f} ms",
+                    "<= +5 ms",
+                    "met" if delta <= 5 else f"MISSED by {delta - 5:.1f} ms",
+                )
+            )
+    return rows
+
+
+NETWORK_PROBE = r"""
+import atexit, runpy, sys
+events = []
+def hook(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo", "urllib.Request", "http.client.connect"):
+        events.append(event)
+sys.addaudithook(hook)
+atexit.register(lambda: sys.stderr.write("pip-gpu-bench network events: %d\n" % len(events)))
+sys.argv = ["pip-gpu", *sys.argv[1:]]
+runpy.run_module("pip_gpu", run_name="__main__", alter_sys=True)
+"""
+
+
+def network_events(env: dict[str, str], args: Sequence[str]) -> int:
+    proc = subprocess.run(
+        [PY, "-c", NETWORK_PROBE, *args], env=env, capture_output=True, text=True, check=False
+    )
+    for line in proc.stderr.splitlines():
+        if line.startswith("pip-gpu-bench network events:"):
+            return int(line.rsplit(":", 1)[1])
+    raise NotMeasurable(f"network probe failed: {proc.stderr.strip()[-400:]}")
+
+
+def row_decision(s: Setting, rounds: int) -> list[Row]:
+    """2. explain --json with NVML present vs the interpreter's startup floor."""
+    cwd = s.fresh("explain")
+    try:
+        floor, cand = interleaved(
+            fixed([PY, "-c", "pass"], s.env, cwd),
+            fixed([*PIP_GPU, "explain", "torch", "--json"], s.env, cwd),
+            rounds,
+        )
+        events = network_events(s.env, ["explain", "torch", "--json"])
+    except NotMeasurable as error:
+        return [
+            Row("2", "decision: `pip-gpu explain torch --json`", target="<= floor + 60 ms", error=str(error))
+        ]
+    delta = (cand.median - floor.median) * 1000
+    ok = delta <= 60 and events == 0
+    miss = []
+    if delta > 60:
+        miss.append(f"by {delta - 60:.0f} ms")
+    if events:
+        miss.append(f"{events} network calls")
+    return [
+        Row(
+            "2",
+            "decision: `pip-gpu explain torch --json` (fake NVML, 1 GPU) vs `python -c pass`",
+            cell(floor),
+            cell(cand),
+            f"floor {delta:+.0f} ms; network calls: {events}",
+            "<= floor + 60 ms, no network",
+            "met" if ok else "MISSED " + ", ".join(miss),
+        )
+    ]
+
+
+def row_install(s: Setting, rounds: int, installer: str) -> Row:
+    """3/4. pip-gpu install vs the expert's hand-written install, fresh venvs, warm caches."""
+    variant = f"{s.pytorch_url}/cu124"
+    pins = ["torch==2.5.1+cu124", "torchvision==0.20.1+cu124"]
+    make = s.uv_venv if installer == "uv" else s.pip_venv
+
+    def baseline() -> Callable[[], float]:
+        python = make()
+        if installer == "uv":
+            cmd = [s.uv, "pip", "install", "--python", str(python), "--index", f"pytorch={variant}"]
+            cmd += ["--index-strategy", "first-index", *pins]
+        else:
+            cmd = [str(python), "-m", "pip", "install", "--index-url", variant, *pins]
+        return lambda: run(cmd, s.env, python.parent)
+
+    def candidate() -> Callable[[], float]:
+        python = make()
+        cwd = s.fresh("install-cwd")
+        cmd = [*PIP_GPU, "install", "torch==2.5.1", "torchvision", "--python", str(python)]
+        cmd += ["--installer", installer]
+        return lambda: run(cmd, s.env, cwd)
+
+    number, limit = ("3", 1.15) if installer == "uv" else ("4", 1.10)
+    what = f"install, {installer} engine: torch==2.5.1 torchvision into a fresh venv"
+    try:
+        base, cand = interleaved(baseline, candidate, rounds)
+    except NotMeasurable as error:
+        return Row(number, what, target=f"<= {limit:.2f}x", error=str(error))
+    return ratio_row(number, what, base, cand, limit)
+
+
+def write_requirements(folder: Path) -> Path:
+    path = folder / "requirements.in"
+    path.write_text(REQUIREMENTS_IN, encoding="utf-8")
+    return path
+
+
+def compile_by_hand(s: Setting, variants: Sequence[str]) -> Step:
+    """What an expert types: one `uv pip compile` per variant, one after the other."""
+
+    def prepare() -> Callable[[], float]:
+        cwd = s.fresh("compile")
+        req = write_requirements(cwd)
+
+        def timed() -> float:
+            total = 0.0
+            for variant in variants:
+                cmd = [s.uv, "pip", "compile", str(req), "--python", PY, "--quiet", "--no-header"]
+                cmd += ["--index", f"pytorch={s.pytorch_url}/{variant}", "--index-strategy", "first-index"]
+                cmd += ["--python-version", f"{sys.version_info[0]}.{sys.version_info[1]}"]
+                cmd += ["--python-platform", UV_PLATFORM]
+                cmd += ["--format", "pylock.toml", "-o", str(cwd / f"pylock.{variant}.toml")]
+                total += run(cmd, s.env, cwd)
+            return total
+
+        return timed
+
+    return prepare
+
+
+def pip_gpu_lock(s: Setting, variants: Sequence[str]) -> Step:
+    def prepare() -> Callable[[], float]:
+        cwd = s.fresh("lock")
+        write_requirements(cwd)
+        cmd = [*PIP_GPU, "lock", "-r", "requirements.in", "--variants", ",".join(variants)]
+        return lambda: run(cmd, s.env, cwd)
+
+    return prepare
+
+
+def row_lock(s: Setting, rounds: int) -> Row:
+    """5. pip-gpu lock over three variants vs three sequential uv pip compile runs."""
+    what = f"lock: `pip-gpu lock --variants {','.join(LOCK_VARIANTS)}` vs 3 sequential `uv pip compile`"
+    try:
+        base, cand = interleaved(compile_by_hand(s, LOCK_VARIANTS), pip_gpu_lock(s, LOCK_VARIANTS), rounds)
+    except NotMeasurable as error:
+        return Row("5", what, target="<= 0.60x", error=str(error))
+    return ratio_row("5", what, base, cand, 0.60)
+
+
+def row_sync(s: Setting, rounds: int) -> Row:
+    """6. pip-gpu sync (chooses cu124 on the A100/535 host) vs uv pip sync pylock.cu124.toml."""
+    what = "sync: `pip-gpu sync` vs `uv pip sync pylock.cu124.toml`, fresh uv venv"
+    try:
+        locks = s.fresh("locks")
+        write_requirements(locks)
+        run([*PIP_GPU, "lock", "-r", "requirements.in", "--variants", ",".join(LOCK_VARIANTS)], s.env, locks)
+
+        def baseline() -> Callable[[], float]:
+            python = s.uv_venv()
+            cmd = [s.uv, "pip", "sync", "--python", str(python), "pylock.cu124.toml"]
+            return lambda: run(cmd, s.env, locks)
+
+        def candidate() -> Callable[[], float]:
+            python = s.uv_venv()
+            cmd = [*PIP_GPU, "sync", "--python", str(python), "--installer", "uv"]
+            return lambda: run(cmd, s.env, locks)
+
+        base, cand = interleaved(baseline, candidate, rounds)
+    except NotMeasurable as error:
+        return Row("6", what, target="<= 1.10x", error=str(error))
+    return ratio_row("6", what, base, cand, 1.10)
+
+
+def gpus(n: int) -> list[FakeGpu]:
+    return [
+        FakeGpu(A100.name, A100.cc, A100.mem_mib, f"GPU-{i:08x}-0000-4000-8000-{i:012x}") for i in range(n)
+    ]
+
+
+def row_scale(s: Setting, rounds: int, lock_rounds: int) -> list[Row]:
+    """7. How the decision grows with GPUs (1, 8, 64) and lock with variants."""
+    rows: list[Row] = []
+    cwd = s.fresh("scale")
+    try:
+        envs = {n: s.with_gpus(gpus(n)) for n in (1, 8, 64)}
+        samples = {n: Samples() for n in envs}
+        for i in range(rounds + 1):
+            order = list(envs) if i % 2 == 0 else list(reversed(envs))
+            for n in order:
+                elapsed = run([*PIP_GPU, "explain", "torch", "--json"], envs[n], cwd)
+                if i:
+                    samples[n].values.append(elapsed)
+        one = samples[1].median
+        parts = [f"{n} GPUs {ms(samples[n].median)} ({samples[n].median / one:.2f}x)" for n in samples]
+        rows.append(
+            Row(
+                "7a",
+                "scale: decision (`explain --json`, fake NVML) over 1 / 8 / 64 GPUs",
+                "1 GPU: " + cell(samples[1]),
+                "64 GPUs: " + cell(samples[64]),
+                "; ".join(parts),
+                "report growth",
+                "reported",
+            )
+        )
+    except NotMeasurable as error:
+        rows.append(Row("7a", "scale: decision over 1 / 8 / 64 GPUs", error=str(error)))
+    # The fixture publishes torch 2.5.1 for 4 variants (cpu, cu118, cu121, cu124): 8 cannot be had.
+    sets = {1: ("cu124",), 2: ("cu124", "cpu"), 4: ("cu118", "cu121", "cu124", "cpu")}
+    try:
+        lock_samples = {n: Samples() for n in sets}
+        hand = {n: Samples() for n in sets}
+        for i in range(lock_rounds + 1):
+            for n, variants in sets.items():
+                a = pip_gpu_lock(s, variants)()()
+                b = compile_by_hand(s, variants)()()
+                if i:
+                    lock_samples[n].values.append(a)
+                    hand[n].values.append(b)
+        one = lock_samples[1].median
+        parts = [
+            f"{n} variant{'s' if n > 1 else ''} {ms(lock_samples[n].median)} "
+            f"({lock_samples[n].median / one:.2f}x; by hand {ms(hand[n].median)})"
+            for n in sets
+        ]
+        rows.append(
+            Row(
+                "7b",
+                "scale: `pip-gpu lock` over 1 / 2 / 4 variants (8: the fixture has 4 builds of torch 2.5.1)",
+                "by hand, 4: " + cell(hand[4]),
+                "4 variants: " + cell(lock_samples[4]),
+                "; ".join(parts),
+                "report growth",
+                "reported",
+            )
+        )
+    except NotMeasurable as error:
+        rows.append(Row("7b", "scale: lock over 1 / 2 / 4 variants", error=str(error)))
+    return rows
+
+
+# --- 8. correctness ------------------------------------------------------------------------
+
+# uv's `--torch-backend=auto` (crates/uv-torch/src/backend.rs, LINUX_CUDA_DRIVERS): with a CUDA
+# driver it offers every CUDA index whose minimum driver the host meets, newest CUDA first,
+# then cpu, and takes the torch family from the first of them. Driver only: the GPU's
+# architecture is never read.
+UV_LINUX_MIN_DRIVER = (
+    ("cu132", "580"),
+    ("cu130", "580"),
+    ("cu129", "525.60.13"),
+    ("cu128", "525.60.13"),
+    ("cu126", "525.60.13"),
+    ("cu125", "525.60.13"),
+    ("cu124", "525.60.13"),
+    ("cu123", "525.60.13"),
+    ("cu122", "525.60.13"),
+    ("cu121", "525.60.13"),
+    ("cu120", "525.60.13"),
+    ("cu118", "450.80.02"),
+    ("cu117", "450.80.02"),
+    ("cu116", "450.80.02"),
+    ("cu115", "450.80.02"),
+    ("cu114", "450.80.02"),
+    ("cu113", "450.80.02"),
+    ("cu112", "450.80.02"),
+    ("cu111", "450.80.02"),
+    ("cu110", "450.36.06"),
+    ("cu102", "440.33"),
+)
+
+# (name, compute capability, oldest driver that supports the board, newest branch that does)
+BOARDS = (
+    ("K80", (3, 7), "450", "470.999"),
+    ("GTX 750", (5, 0), "450", "580.999"),
+    ("GTX 1080", (6, 1), "450", "580.999"),
+    ("V100", (7, 0), "450", "580.999"),
+    ("T4", (7, 5), "450", "999"),
+    ("A100", (8, 0), "450", "999"),
+    ("A10", (8, 6), "460", "999"),
+    ("RTX 4090", (8, 9), "520", "999"),
+    ("H100", (9, 0), "520", "999"),
+    ("B200", (10, 0), "570", "999"),
+    ("RTX 5090", (12, 0), "570", "999"),
+)
+DRIVERS = (
+    "450.80.02",
+    "470.82.01",
+    "525.60.13",
+    "535.104.05",
+    "550.54.15",
+    "560.35.03",
+    "570.124.06",
+    "575.57.08",
+    "580.65.06",
+)
+MIXES = (("V100", "RTX 5090"), ("A100", "H100"), ("GTX 1080", "A100"), ("T4", "B200"))
+REQUESTS = ("torch", "torch==2.5.1", "torch==2.7.1")
+
+
+def uv_auto_choice(request, host, knowledge):  # type: ignore[no-untyped-def]
+    """(release, build) uv-auto would install, or None: first index in uv's order holding the
+    newest admitted release for the platform (the kindest reading: uv falls through an index
+    that lacks the pinned version)."""
+    from packaging.version import Version
+
+    order = [
+        v for v, minimum in UV_LINUX_MIN_DRIVER if host.driver_version and _ge(host.driver_version, minimum)
+    ]
+    order.append("cpu")
+    admitted = [
+        r
+        for r in knowledge.releases
+        if request.admits(r, newest=r is knowledge.releases[0])[0] and host.python_version in r.python
+    ]
+    admitted.sort(key=lambda r: Version(r.torch), reverse=True)
+    for variant in order:
+        for release in admitted:
+            for build in release.builds:
+                if build.variant == variant and build.platform == host.platform_tag:
+                    return release, build
+    return None
+
+
+def _ge(a: str, b: str) -> bool:
+    from packaging.version import Version
+
+    return Version(a) >= Version(b)
+
+
+def row_correctness() -> list[Row]:
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    from pip_gpu.decide import build_runs_on, decide, request_from_requirements
+    from pip_gpu.host import HostProfile, NvidiaGpu
+    from pip_gpu.knowledge import load_knowledge
+
+    knowledge = load_knowledge()
+    boards = {name: (cc, low, high) for name, cc, low, high in BOARDS}
+    hosts = []
+    for driver in DRIVERS:
+        combos = [(name,) for name in boards] + list(MIXES)
+        for combo in combos:
+            if all(Version(boards[b][1]) <= Version(driver) <= Version(boards[b][2]) for b in combo):
+                gpus_ = tuple(
+                    NvidiaGpu(index=i, name=b, compute_capability=boards[b][0], source="bench")
+                    for i, b in enumerate(combo)
+                )
+                hosts.append(
+                    (
+                        f"{driver} + {' & '.join(combo)}",
+                        HostProfile(
+                            os="linux",
+                            arch="x86_64",
+                            python_version="3.11",
+                            driver_version=driver,
+                            nvidia_gpus=gpus_,
+                        ),
+                    )
+                )
+    rows = []
+    for text in REQUESTS:
+        request = request_from_requirements([Requirement(text)], knowledge)
+        total = pg_runs = pg_refused = uv_runs = uv_none = 0
+        pg_wrong: list[str] = []
+        differs = 0
+        for label, host in hosts:
+            total += 1
+            decision = decide(request, host, knowledge)
+            if decision.ok and decision.build is not None:
+                if build_runs_on(decision.build, host, knowledge)[0]:
+                    pg_runs += 1
+                else:
+                    pg_wrong.append(label)
+            else:
+                pg_refused += 1
+            uv = uv_auto_choice(request, host, knowledge)
+            if uv is None:
+                uv_none += 1
+            elif uv[1].cuda is not None and build_runs_on(uv[1], host, knowledge)[0]:
+                uv_runs += 1
+            if uv is not None and decision.build is not None and uv[1].variant != decision.build.variant:
+                differs += 1
+        detail = (
+            f"runs on host: pip-gpu {pg_runs}/{total}, uv-auto {uv_runs}/{total}; "
+            f"pip-gpu refused {pg_refused} (no build runs, exit 2), installed a non-running build "
+            f"{len(pg_wrong)}; uv-auto found nothing {uv_none}; choices differ on {differs}"
+        )
+        rows.append(
+            Row(
+                "8",
+                f"correctness, `{text}` over {total} Linux hosts (9 drivers x 11 GPUs + 4 mixes)",
+                f"uv-auto: {uv_runs}/{total}",
+                f"pip-gpu: {pg_runs}/{total}",
+                detail,
+                "pip-gpu never installs a build that does not run",
+                "met" if not pg_wrong else f"MISSED on {', '.join(pg_wrong[:3])}",
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, help="also write the Markdown table here")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds for the cheap commands (1, 2, 7a)")
+    parser.add_argument("--install-rounds", type=int, default=5, help="rounds for 3-6 and 7b")
+    parser.add_argument("--only", default="", help="comma-separated row numbers to run (default: all)")
+    args = parser.parse_args(argv)
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+
+    def wanted(n: str) -> bool:
+        return not only or n in only
+
+    started = time.perf_counter()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="pip-gpu-bench-") as tmp:
+        try:
+            setting, server_cm = make_setting(Path(tmp))
+        except (NotMeasurable, OSError) as error:
+            print(f"bench: could not set up: {error}", file=sys.stderr)
+            return 1
+        except BaseException as error:  # pytest.fail() from build_fake_nvml
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            print(f"bench: could not set up: {error}", file=sys.stderr)
+            return 1
+        try:
+            steps: list[tuple[str, Callable[[], list[Row]]]] = [
+                ("1", lambda: row_shims(setting, args.rounds)),
+                ("2", lambda: row_decision(setting, args.rounds)),
+                ("3", lambda: [row_install(setting, args.install_rounds, "uv")]),
+                ("4", lambda: [row_install(setting, args.install_rounds, "pip")]),
+                ("5", lambda: [row_lock(setting, args.install_rounds)]),
+                ("6", lambda: [row_sync(setting, args.install_rounds)]),
+                ("7", lambda: row_scale(setting, max(5, args.rounds // 2), max(3, args.install_rounds - 2))),
+                ("8", row_correctness),
+            ]
+            for number, step in steps:
+                if not wanted(number):
+                    continue
+                t0 = time.perf_counter()
+                got = step()
+                rows.extend(got)
+                print(f"bench: row {number} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        finally:
+            server_cm.__exit__(None, None, None)  # type: ignore[attr-defined]
+    total = time.perf_counter() - started
+    header = [
+        f"pip-gpu bench: Python {platform.python_version()}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {args.rounds} rounds for rows 1-2 ({max(5, args.rounds // 2)} for 7a), "
+        f"{args.install_rounds} for rows 3-6 ({max(3, args.install_rounds - 2)} for 7b), after one warm-up "
+        f"round; {total:.0f} s in all.",
+        "Absolute times are this machine's only; the ratios are the point.",
+    ]
+    table = render(rows, header)
+    print(table)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table, encoding="utf-8")
+    failed = [r for r in rows if r.error is not None]
+    for r in failed:
+        print(f"bench: row {r.number} not measured:\n{r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
