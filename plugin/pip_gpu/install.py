@@ -32,7 +32,7 @@ from .route import (
     uses_hashes,
     uv_command,
 )
-from .target import TargetEnv, find_target, installed_torch_build
+from .target import TargetEnv, find_target, installed_family_in, installed_torch_build
 
 __all__ = ["add_install_parser", "run_install"]
 
@@ -164,6 +164,10 @@ def run_install(args: argparse.Namespace) -> int:
         assert decision.blocker is not None
         raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
     installer = choose_installer(args.installer, plan.config.installer, target)
+    if not args.dry_run and not getattr(args, "no_lock", False):
+        from .lockfile import find_lock_family
+
+        find_lock_family(cwd)  # a broken lock here is refused now, not after installing
     say = _stderr
     say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
     where = redact_url(decision.index_url) if decision.index_url else "PyPI"
@@ -458,7 +462,11 @@ def family_closure(python: Path, roots: Sequence[str]) -> list[str]:
 def _verify(plan: Plan, target: TargetEnv) -> None:
     """Read back what landed and compare it with the decision."""
     decision = plan.decision
-    installed = installed_torch_build(target.python)
+    installed = (
+        installed_family_in(target.site_packages)
+        if target.site_packages
+        else installed_torch_build(target.python)
+    )
     problems = []
     for name in ("torch", "torchvision", "torchaudio"):
         info = installed.get(name)

@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import urllib.parse
-import urllib.request
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -371,8 +370,9 @@ def _egg_name(url: str) -> str | None:
 
 
 def _invalid(text: str, origin: str, exc: Exception) -> UsageError:
+    why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # not packaging's ^ diagram
     return UsageError(
-        f"{origin}: invalid requirement {redact_url(text)!r}: {redact_url(str(exc))}",
+        f"{origin}: invalid requirement {redact_url(text)!r}: {redact_url(why)}",
         _REQUIREMENT_HINT,
     )
 
@@ -598,7 +598,9 @@ class _Reader:
         """pip's rule: a nested file's path is relative to the directory of its includer."""
         scheme = urllib.parse.urlsplit(value).scheme.lower()
         if scheme == "file":
-            return Path(urllib.request.url2pathname(urllib.parse.urlsplit(value).path))
+            from urllib.request import url2pathname  # costs ~15 ms at import; rarely needed
+
+            return Path(url2pathname(urllib.parse.urlsplit(value).path))
         if scheme in {"http", "https", "ftp"}:
             raise UsageError(
                 f"{origin}: pip-gpu does not fetch remote requirements files ({redact_url(value)})",

@@ -17,12 +17,14 @@ from typing import Optional
 
 from .errors import UsageError
 
-__all__ = ["TargetEnv", "find_target", "installed_torch_build"]
+__all__ = ["TargetEnv", "find_target", "installed_family_in", "installed_torch_build"]
 
 _PROBE = (
-    "import sys, json, importlib.util as u;"
+    "import sys, json, sysconfig, importlib.util as u;"
+    "p = sysconfig.get_paths();"
     "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], 'prefix': sys.prefix,"
-    "'base_prefix': sys.base_prefix, 'pip': u.find_spec('pip') is not None}))"
+    "'base_prefix': sys.base_prefix, 'pip': u.find_spec('pip') is not None,"
+    "'site': sorted({p['purelib'], p['platlib']})}))"
 )
 
 
@@ -34,6 +36,7 @@ class TargetEnv:
     has_pip: bool
     is_virtualenv: bool
     chosen_by: str  # "--python", "VIRTUAL_ENV", "./.venv", "pip-gpu's interpreter"
+    site_packages: tuple[Path, ...] = ()  # where the installers put packages
 
 
 def _interpreter_in(folder: Path) -> Optional[Path]:
@@ -84,6 +87,7 @@ def probe(python: Path, chosen_by: str) -> TargetEnv:
         has_pip=bool(info["pip"]),
         is_virtualenv=info["prefix"] != info["base_prefix"],
         chosen_by=chosen_by,
+        site_packages=tuple(Path(p) for p in info.get("site", ())),
     )
 
 
@@ -108,6 +112,40 @@ for name in ("torch", "torchvision", "torchaudio"):
         out[name].update(cuda=values.get("cuda"), hip=values.get("hip"))
 print(json.dumps(out))
 """
+
+
+def installed_family_in(site_packages: tuple[Path, ...]) -> dict[str, dict[str, Optional[str]]]:
+    """torch, torchvision, torchaudio as installed in these folders: metadata and version.py.
+
+    Read from the files, in this process: after an install we know where the installer put
+    things, and starting the target interpreter again costs more than reading them.
+    """
+    import ast
+    from importlib import metadata
+
+    folders = [str(p) for p in site_packages]
+    found: dict[str, dict[str, Optional[str]]] = {}
+    for name in ("torch", "torchvision", "torchaudio"):
+        dist = next(iter(metadata.distributions(name=name, path=folders)), None)
+        if dist is None:
+            continue
+        info: dict[str, Optional[str]] = {"version": dist.version}
+        for folder in site_packages:
+            version_py = folder / name / "version.py"
+            if version_py.is_file():
+                values: dict[str, object] = {}
+                for node in ast.parse(version_py.read_text(encoding="utf-8")).body:
+                    if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                        values.update(
+                            {t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)}
+                        )
+                cuda, hip = values.get("cuda"), values.get("hip")
+                info.update(
+                    cuda=cuda if isinstance(cuda, str) else None, hip=hip if isinstance(hip, str) else None
+                )
+                break
+        found[name] = info
+    return found
 
 
 def installed_torch_build(python: Path) -> dict[str, dict[str, Optional[str]]]:
