@@ -23,9 +23,10 @@ from packaging.utils import canonicalize_name
 
 from .errors import EXIT_OK, InstallerFailed, NoBuildRuns, PipGpuError, UsageError
 from .plan import Plan, decide_for, rewrite_pins, routing_only_pins
-from .requirements import parse_requirement_args, redact_url
+from .requirements import RewritePin, parse_requirement_args, redact_url
 from .route import (
     InstallerCommand,
+    Routing,
     pip_family_command,
     pip_hashed_command,
     pip_rest_command,
@@ -228,15 +229,11 @@ def _pip_second_run(plan: Plan, target: TargetEnv, installer_args: list[str], wo
     depends on torchvision, say) is installed from the variant index first.
     """
 
+    routing = _routing(plan, target, installer_args, workdir, routing_only_pins(plan))
+
     def second_run() -> InstallerCommand:
-        return pip_rest_command(
-            python=target.python,
-            others=plan.other_lines(),
-            global_options=_global_options(plan),
-            installer_args=installer_args,
-            constraints=family_closure(target.python, sorted(plan.family_names)),
-            workdir=workdir,
-        )
+        closure = family_closure(target.python, sorted(plan.family_names))
+        return pip_rest_command(routing, plan.other_lines(), constraints=closure)
 
     pulled_in = _family_in_dry_run(second_run(), plan, workdir)
     if pulled_in:
@@ -244,17 +241,7 @@ def _pip_second_run(plan: Plan, target: TargetEnv, installer_args: list[str], wo
             f"pip-gpu: {', '.join(pulled_in)} pulled in by other requirements: "
             "installing from the variant index"
         )
-        _run(
-            pip_family_command(
-                python=target.python,
-                variant_index=plan.decision.index_url,
-                family=parse_requirement_args(pulled_in),
-                global_options=_global_options(plan),
-                pins=routing_only_pins(plan),
-                installer_args=installer_args,
-                workdir=workdir,
-            )
-        )
+        _run(pip_family_command(routing, parse_requirement_args(pulled_in)))
     _run(second_run())
 
 
@@ -289,47 +276,29 @@ def _first_commands(
     *,
     uv: Optional[str] = None,
 ) -> list[InstallerCommand]:
-    pins = rewrite_pins(plan)
+    routing = _routing(plan, target, installer_args, workdir, rewrite_pins(plan))
     lines = list(plan.lines)
     if installer == "uv":
-        return [
-            uv_command(
-                uv=_uv_binary(uv),
-                python=target.python,
-                variant_index=plan.decision.index_url,
-                lines=lines,
-                global_options=_global_options(plan),
-                pins=pins,
-                installer_args=installer_args,
-                workdir=workdir,
-            )
-        ]
+        return [uv_command(routing, lines, uv=_uv_binary(uv))]
     if uses_hashes(lines, installer_args, _global_options(plan)):
-        return [
-            pip_hashed_command(
-                python=target.python,
-                variant_index=plan.decision.index_url,
-                lines=lines,
-                global_options=_global_options(plan),
-                pins=pins,
-                installer_args=installer_args,
-                workdir=workdir,
-            )
-        ]
-    family = [line for line in lines if line.name in plan.family_names and not line.is_direct_url]
+        return [pip_hashed_command(routing, lines)]
+    family = plan.family_lines()
     if not any(not line.constraint for line in family):
         return []  # nothing of the family asked for directly; the second run checks the rest
-    return [
-        pip_family_command(
-            python=target.python,
-            variant_index=plan.decision.index_url,
-            family=family,
-            global_options=_global_options(plan),
-            pins=pins,
-            installer_args=installer_args,
-            workdir=workdir,
-        )
-    ]
+    return [pip_family_command(routing, family)]
+
+
+def _routing(
+    plan: Plan, target: TargetEnv, installer_args: Sequence[str], workdir: Path, pins: dict[str, RewritePin]
+) -> Routing:
+    return Routing(
+        python=target.python,
+        variant_index=plan.decision.index_url,
+        global_options=_global_options(plan),
+        pins=pins,
+        installer_args=installer_args,
+        workdir=workdir,
+    )
 
 
 def _stderr(message: str) -> None:

@@ -54,7 +54,7 @@ from .lockfile import (
 )
 from .plan import Plan, decide_for, marker_environment, rewrite_pins
 from .requirements import read_requirements_file, redact_url, render_line
-from .route import InstallerCommand, uv_command
+from .route import InstallerCommand, Routing, uv_command
 from .target import TargetEnv, find_target
 
 __all__ = ["add_lock_parsers", "run_check", "run_lock", "run_sync", "write_back_after_install"]
@@ -420,11 +420,9 @@ def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optio
     plan = job.plan
 
     def compile_command(extra: list[str]) -> InstallerCommand:
-        command = uv_command(
-            uv=uv,
+        routing = Routing(
             python=Path(sys.executable),
             variant_index=plan.decision.index_url,
-            lines=list(plan.lines),
             global_options=[opt for f in plan.files for opt in f.global_options],
             pins=rewrite_pins(plan),
             installer_args=[
@@ -437,9 +435,8 @@ def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optio
                 *extra,
             ],
             workdir=workdir,
-            subcommand="compile",
         )
-        return command
+        return uv_command(routing, list(plan.lines), uv=uv, subcommand="compile")
 
     lock_out = workdir / "pylock.toml"
     annotated_out = workdir / "requirements.txt.out"

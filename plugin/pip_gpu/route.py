@@ -22,7 +22,7 @@ Everything here is pure: it builds argument lists and file contents; ``install``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +31,7 @@ from .requirements import RequirementLine, RewritePin, render_file, rewrite_line
 __all__ = [
     "INDEX_OPTIONS",
     "InstallerCommand",
+    "Routing",
     "pip_family_command",
     "pip_hashed_command",
     "pip_rest_command",
@@ -66,6 +67,18 @@ class InstallerCommand:
     files: dict[Path, str] = field(default_factory=dict)  # written before the run
 
 
+@dataclass(frozen=True)
+class Routing:
+    """What every installer command of one install is built from."""
+
+    python: Path  # the target interpreter
+    variant_index: Optional[str]  # None: PyPI's own build (macOS)
+    global_options: Sequence[tuple[str, ...]]  # from the requirements files
+    pins: dict[str, RewritePin]  # how family requirements are rewritten
+    installer_args: Sequence[str]  # the user's own installer options
+    workdir: Path  # where the generated requirements files go
+
+
 def split_installer_args(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split pass-through installer options into (index options, the rest), keeping values."""
     index: list[str] = []
@@ -95,10 +108,9 @@ def _rendered(
 
 
 def _requirement_files(
-    workdir: Path,
+    routing: Routing,
     stem: str,
     lines: Sequence[RequirementLine],
-    pins: dict[str, RewritePin],
     global_options: Sequence[tuple[str, ...]],
     *,
     positional: bool = False,
@@ -107,6 +119,7 @@ def _requirement_files(
 
     ``positional``: the file as a plain argument, as ``uv pip compile`` takes it.
     """
+    workdir, pins = routing.workdir, routing.pins
     requirements = workdir / f"{stem}.txt"
     args = [str(requirements)] if positional else ["-r", str(requirements)]
     files = {requirements: _rendered([ln for ln in lines if not ln.constraint], pins, global_options)}
@@ -119,24 +132,15 @@ def _requirement_files(
 
 
 def uv_command(
-    *,
-    uv: str,
-    python: Path,
-    variant_index: Optional[str],
-    lines: Sequence[RequirementLine],
-    global_options: Sequence[tuple[str, ...]],
-    pins: dict[str, RewritePin],
-    installer_args: Sequence[str],
-    workdir: Path,
-    subcommand: str = "install",
+    routing: Routing, lines: Sequence[RequirementLine], *, uv: str, subcommand: str = "install"
 ) -> InstallerCommand:
-    argv = [uv, "pip", subcommand, "--python", str(python)]
-    if variant_index is not None:
-        argv += ["--index", f"pytorch={variant_index}", "--index-strategy", "first-index"]
+    argv = [uv, "pip", subcommand, "--python", str(routing.python)]
+    if routing.variant_index is not None:
+        argv += ["--index", f"pytorch={routing.variant_index}", "--index-strategy", "first-index"]
     file_args, files = _requirement_files(
-        workdir, "requirements", lines, pins, global_options, positional=subcommand == "compile"
+        routing, "requirements", lines, routing.global_options, positional=subcommand == "compile"
     )
-    argv += [*installer_args, *file_args]
+    argv += [*routing.installer_args, *file_args]
     return InstallerCommand(
         argv=tuple(argv),
         purpose="uv: everything, the torch family from the variant index only",
@@ -148,32 +152,24 @@ def _without_index_options(global_options: Sequence[tuple[str, ...]]) -> list[tu
     return [opt for opt in global_options if opt and opt[0].split("=", 1)[0] not in INDEX_OPTIONS]
 
 
-def pip_family_command(
-    *,
-    python: Path,
-    variant_index: Optional[str],
-    family: Sequence[RequirementLine],
-    global_options: Sequence[tuple[str, ...]],
-    pins: dict[str, RewritePin],
-    installer_args: Sequence[str],
-    workdir: Path,
-) -> InstallerCommand:
+def pip_family_command(routing: Routing, family: Sequence[RequirementLine]) -> InstallerCommand:
     """The first pip run: the family, from the variant index and nothing else."""
-    _, other_args = split_installer_args(installer_args)
-    argv = [str(python), "-m", "pip", "install"]
+    _, other_args = split_installer_args(routing.installer_args)
+    argv = [str(routing.python), "-m", "pip", "install"]
     env: dict[str, str] = {}
-    if variant_index is not None:
-        argv += ["--index-url", variant_index]
+    options = list(routing.global_options)
+    if routing.variant_index is not None:
+        argv += ["--index-url", routing.variant_index]
         # pip.conf and PIP_* may add indexes and find-links. An environment variable beats
         # the config file; an empty one is ignored, but a blank one reads as an empty list.
         env = {
-            "PIP_INDEX_URL": variant_index,
+            "PIP_INDEX_URL": routing.variant_index,
             "PIP_EXTRA_INDEX_URL": " ",
             "PIP_FIND_LINKS": " ",
             "PIP_NO_INDEX": "",
         }
-    options = _without_index_options(global_options) if variant_index else list(global_options)
-    file_args, files = _requirement_files(workdir, "family", family, pins, options)
+        options = _without_index_options(routing.global_options)
+    file_args, files = _requirement_files(routing, "family", family, options)
     argv += [*other_args, *file_args]
     return InstallerCommand(
         argv=tuple(argv),
@@ -194,22 +190,13 @@ def uses_hashes(
     )
 
 
-def pip_hashed_command(
-    *,
-    python: Path,
-    variant_index: Optional[str],
-    lines: Sequence[RequirementLine],
-    global_options: Sequence[tuple[str, ...]],
-    pins: dict[str, RewritePin],
-    installer_args: Sequence[str],
-    workdir: Path,
-) -> InstallerCommand:
+def pip_hashed_command(routing: Routing, lines: Sequence[RequirementLine]) -> InstallerCommand:
     """One pip run for a fully hashed set: the variant index beside the user's indexes."""
-    argv = [str(python), "-m", "pip", "install"]
-    if variant_index is not None:
-        argv += ["--extra-index-url", variant_index]
-    file_args, files = _requirement_files(workdir, "hashed", lines, pins, global_options)
-    argv += [*installer_args, *file_args]
+    argv = [str(routing.python), "-m", "pip", "install"]
+    if routing.variant_index is not None:
+        argv += ["--extra-index-url", routing.variant_index]
+    file_args, files = _requirement_files(routing, "hashed", lines, routing.global_options)
+    argv += [*routing.installer_args, *file_args]
     return InstallerCommand(
         argv=tuple(argv),
         purpose="pip, hash-checking mode: every file pinned by hash, the variant index added",
@@ -218,19 +205,14 @@ def pip_hashed_command(
 
 
 def pip_rest_command(
-    *,
-    python: Path,
-    others: Sequence[RequirementLine],
-    global_options: Sequence[tuple[str, ...]],
-    installer_args: Sequence[str],
-    constraints: Sequence[str],
-    workdir: Path,
+    routing: Routing, others: Sequence[RequirementLine], *, constraints: Sequence[str]
 ) -> InstallerCommand:
     """The second pip run: everything else, with the family's closure held where it is."""
-    held = workdir / "held-family.txt"
-    file_args, files = _requirement_files(workdir, "others", others, {}, global_options)
+    held = routing.workdir / "held-family.txt"
+    no_rewriting = replace(routing, pins={})
+    file_args, files = _requirement_files(no_rewriting, "others", others, routing.global_options)
     files[held] = "".join(f"{pin}\n" for pin in constraints)
-    argv = [str(python), "-m", "pip", "install", *installer_args, *file_args, "-c", str(held)]
+    argv = [str(routing.python), "-m", "pip", "install", *routing.installer_args, *file_args, "-c", str(held)]
     return InstallerCommand(
         argv=tuple(argv),
         purpose="pip, run 2 of 2: everything else from your indexes, the torch family held in place",
