@@ -409,10 +409,7 @@ def _pip(real: str, args: list[str]) -> Optional[Callable[[], int]]:
     ) and not any(value for name, value in options if name == "--editable" and "torch" in (value or "")):
         return None
     if command != "install":
-        raise _Refused(
-            f"`pip {command}` with the torch family is not routed by the shim yet; "
-            "`pip-gpu explain --json` gives the variant index to pass as --index-url"
-        )
+        return _pip_fetch(real, args[:at], command, parsed)
     python = parsed.values("--python")
     target = python[-1] if python else pip_script_python(Path(real))
     argv = ["install", "--installer", "pip", "--python", str(target)]
@@ -432,6 +429,69 @@ def _pip(real: str, args: list[str]) -> Optional[Callable[[], int]]:
             raise _Refused(f"`pip install {name}` with the torch family is not routed by the shim yet")
     argv += ["--", *parsed.positionals]
     return lambda: _run_install(argv, environment)
+
+
+# Options of pip download/wheel/lock that choose where packages come from: pip-gpu sets those.
+_PIP_INDEX_OPTIONS = frozenset(["--index-url", "--extra-index-url", "--find-links", "--no-index"])
+
+
+def _pip_fetch(real: str, general: list[str], command: str, parsed: Parsed) -> Callable[[], int]:
+    """``pip download|wheel|lock`` of the torch family: the variant index as pip's only index.
+
+    Nothing is installed, so there is no environment to hold the family in place; a command
+    that mixes the family with other packages is refused rather than split.
+    """
+    from .cli import host_from_args
+    from .errors import NoBuildRuns
+    from .plan import decide_for, marker_environment, rewrite_pins
+    from .requirements import redact_url, render_line, rewrite_line
+    from .uv_project import _no_host_flags
+
+    flags = _no_host_flags()
+    wanted_python = parsed.values("--python-version")
+    if wanted_python:  # pip takes "312" or "3.12"
+        digits = wanted_python[-1].replace(".", "")
+        flags.python_version = f"{digits[0]}.{digits[1:]}" if digits.isdigit() else wanted_python[-1]
+    host = host_from_args(flags)
+    plan = decide_for(parsed.positionals, parsed.values("--requirement"), host, cwd=Path.cwd())
+    markers = marker_environment(host)
+    requirements = [line for line in plan.lines if not line.constraint]
+    others = [line.text for line in requirements if line.name not in plan.family_names]
+    if others:
+        raise _Refused(
+            f"`pip {command}` of the torch family together with {', '.join(others[:3])} is not routed; "
+            f"run `pip {command}` once for the torch family and once for the rest"
+        )
+    if any(line.hashes for line in requirements):
+        raise _Refused(f"`pip {command}` of hashed torch-family requirements is not routed by the shim yet")
+    decision = plan.decision
+    if not decision.ok:
+        assert decision.blocker is not None
+        raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
+    kept = [
+        (name if value is None else f"{name}={value}")
+        for name, value in parsed.options
+        if name not in (*_PIP_INDEX_OPTIONS, "--requirement", "--constraint")
+    ]
+    pins = rewrite_pins(plan)
+    wanted = [
+        render_line(rewrite_line(line, pins))
+        for line in requirements
+        if line.requirement is None
+        or line.requirement.marker is None
+        or line.requirement.marker.evaluate(markers)
+    ]
+    if decision.index_url is None:  # macOS: PyPI's own wheels are the build
+        return lambda: _exec(real, [*general, command, *kept, *wanted])
+    index = ["--index-url", decision.index_url]
+    print(
+        f"pip-gpu: torch {decision.torch} -> {decision.variant} from {redact_url(decision.index_url)}",
+        file=sys.stderr,
+    )
+    # As for pip-gpu install: pip.conf's extra indexes and find-links must not join in.
+    os.environ.update(PIP_INDEX_URL=decision.index_url, PIP_EXTRA_INDEX_URL=" ", PIP_FIND_LINKS=" ")
+    os.environ.pop("PIP_NO_INDEX", None)
+    return lambda: _exec(real, [*general, command, *index, *kept, *wanted])
 
 
 def pip_script_python(script: Path) -> Path:
