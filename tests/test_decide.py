@@ -320,3 +320,21 @@ def test_policy_restricts_variants() -> None:
 def test_policy_prefers_a_variant_when_it_runs() -> None:
     decision = run("torch==2.5.1", on=host("580.65.06", (A100,)), policy=Policy(preferred_variant="cu121"))
     assert decision.variant == "cu121"
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("https://download.pytorch.org/whl", "https://download.pytorch.org/whl/cu124"),
+        ("https://download.pytorch.org/whl/", "https://download.pytorch.org/whl/cu124"),
+        (
+            "https://mirror.example/pytorch/whl?token=s3cr3t",
+            "https://mirror.example/pytorch/whl/cu124?token=s3cr3t",
+        ),
+    ],
+)
+def test_variant_index_keeps_a_mirrors_query_string(base: str, expected: str) -> None:
+    from pip_gpu.decide import variant_index_url
+
+    assert variant_index_url(base, "cu124") == expected
+    assert variant_index_url(base, "default") is None

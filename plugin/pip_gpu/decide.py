@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
 
 from packaging.requirements import Requirement
 from packaging.specifiers import Specifier, SpecifierSet
@@ -129,7 +130,15 @@ def variant_index_url(pytorch_index: str, variant: str) -> Optional[str]:
     """The index serving a variant: ``<base>/<variant>``; None for PyPI's ``default``."""
     if variant == MACOS_VARIANT:
         return None
-    return f"{pytorch_index.rstrip('/')}/{variant}"
+    return append_path(pytorch_index, variant)
+
+
+def append_path(url: str, *segments: str) -> str:
+    """``https://m/whl?token=x`` + ``cu124`` -> ``https://m/whl/cu124?token=x``: the path grows,
+    a query string (a mirror's access token) stays where it belongs."""
+    parts = urlsplit(url)
+    path = "/".join([parts.path.rstrip("/"), *segments])
+    return urlunsplit(parts._replace(path=path))
 
 
 # --- the requirement side ------------------------------------------------------------------

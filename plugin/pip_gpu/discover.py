@@ -22,6 +22,7 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
+from .decide import append_path
 from .index import IndexFile, fetch_project_files
 from .knowledge import Build, Knowledge, Release, cuda_of_variant, variant_sort_key
 from .requirements import redact_url
@@ -191,7 +192,7 @@ def _cached(pytorch_index: str, variant: str, fetch: Fetch, cache_dir: Optional[
             return [IndexFile(**item) for item in data]
     except (OSError, ValueError, TypeError):
         pass
-    files = fetch(f"{pytorch_index.rstrip('/')}/{variant}/torch/")
+    files = fetch(append_path(pytorch_index, variant, "torch", ""))
     try:
         folder.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")

@@ -77,8 +77,9 @@ def index_timeout() -> float:
 
 def fetch_project_files(project_url: str, *, timeout: Optional[float] = None) -> list[IndexFile]:
     """The files a simple index offers for one project (``<index>/<project>/``)."""
-    if not project_url.endswith("/"):
-        project_url += "/"
+    parts = urllib.parse.urlsplit(project_url)
+    if not parts.path.endswith("/"):  # the path, not the string: a query may follow it
+        project_url = urllib.parse.urlunsplit(parts._replace(path=parts.path + "/"))
     shown = redact_url(project_url)
     timeout = index_timeout() if timeout is None else timeout
     try:

@@ -153,6 +153,7 @@ def cmd_uv_setup(args: argparse.Namespace) -> int:
     from packaging.utils import canonicalize_name
 
     from .cli import host_from_args
+    from .decide import variant_index_url
     from .knowledge import load_knowledge
     from .plan import decide_for
 
@@ -232,7 +233,7 @@ def cmd_uv_setup(args: argparse.Namespace) -> int:
     for variant in variants:
         entry = tomlkit.table()
         entry["name"] = INDEX_PREFIX + variant
-        entry["url"] = f"{plan.pytorch_index}/{variant}"
+        entry["url"] = variant_index_url(plan.pytorch_index, variant)
         entry["explicit"] = True
         entry.add(tomlkit.nl())
         indexes.append(entry)
