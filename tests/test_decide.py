@@ -201,8 +201,12 @@ def test_companion_alone_implies_its_torch_release() -> None:
 
 def test_contradicting_pins_are_refused() -> None:
     decision = run("torch==2.5.1", "torchvision==0.21.0", on=host("535.104.05", (A100,)))
-    assert not decision.ok
-    assert decision.blocker is not None and "torch==2.5.1" in decision.blocker.message
+    assert not decision.ok and decision.blocker is not None
+    assert decision.blocker.message == (
+        "torch==2.5.1 and torchvision==0.21.0 do not belong together: "
+        "torchvision==0.21.0 pairs with torch 2.6"
+    )
+    assert "torchvision 0.20.x" in decision.blocker.hint
 
 
 def test_python_version_a_release_does_not_support() -> None:

@@ -484,6 +484,9 @@ def _blocker(
                 f"Python {host.python_version}",
                 "use another Python (--python-version for another host) or another torch version",
             )
+        contradiction = _contradiction(request, knowledge)
+        if contradiction is not None:
+            return contradiction
         newest = knowledge.releases[0].torch if knowledge.releases else "?"
         return Blocker(
             f"no torch release pip-gpu knows satisfies {request.described_as}",
@@ -536,6 +539,26 @@ def _blocker(
     if gpus:
         what += f" ({', '.join(sorted({_describe_gpu(g) for g in gpus}))}, driver {host.driver_version})"
     return Blocker(f"{what}: {fact}", "; or ".join(ways))
+
+
+def _contradiction(request: TorchRequest, knowledge: Knowledge) -> Optional[Blocker]:
+    """Pins that each name a real release, but not the same one: say which pairs with which."""
+    torch_only = TorchRequest(torch_specifier=request.torch_specifier)
+    torch_series = [r.torch for r in knowledge.releases if torch_only.admits(r)[0]]
+    if not torch_series or not request.companion_specifiers:
+        return None
+    for name, spec in request.companion_specifiers:
+        alone = TorchRequest(companion_specifiers=((name, spec),))
+        pairs_with = [r.torch for r in knowledge.releases if alone.admits(r)[0]]
+        if pairs_with and not set(pairs_with) & set(torch_series):
+            torch_text = f"torch{request.torch_specifier}" if str(request.torch_specifier) else "torch"
+            return Blocker(
+                f"{torch_text} and {name}{spec} do not belong together: {name}{spec} pairs with "
+                f"torch {', '.join(sorted(pairs_with, key=Version))}",
+                f"pin versions of one release (torch {torch_series[0]} pairs with "
+                f"{name} {knowledge.release(torch_series[0]).companions.get(name, '?')}.x), or drop one pin",  # type: ignore[union-attr]
+            )
+    return None
 
 
 def _main_reason(candidates: Sequence[Candidate]) -> str:

@@ -15,6 +15,7 @@ from typing import Optional
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from .config import ProjectConfig, load_project_config
 from .decide import Decision, Policy, TorchRequest, decide, request_from_requirements
@@ -118,7 +119,7 @@ def decide_for(
         pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
     ).rstrip("/")
     policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
-    if not _knows_a_release_for(request, knowledge) and request.torch_specifier:
+    if _asks_for_a_newer_release(request, knowledge):
         knowledge = _learn_from_index(knowledge, index, request.forced_variant)
     decision = decide(request, host, knowledge, pytorch_index=index, policy=policy)
     return Plan(
@@ -132,9 +133,23 @@ def decide_for(
     )
 
 
-def _knows_a_release_for(request: TorchRequest, knowledge: Knowledge) -> bool:
-    newest = knowledge.releases[0] if knowledge.releases else None
-    return any(request.admits(r, newest=r is newest)[0] for r in knowledge.releases)
+def _asks_for_a_newer_release(request: TorchRequest, knowledge: Knowledge) -> bool:
+    """No known release will do, and the torch pin reaches past the newest one known.
+
+    Only then is the index worth asking: a pin that contradicts itself or names a patch
+    that never existed is answered from the knowledge file, without the network.
+    """
+    if not knowledge.releases or not str(request.torch_specifier):
+        return False
+    newest = knowledge.releases[0]
+    if any(request.admits(r, newest=r is newest)[0] for r in knowledge.releases):
+        return False
+    if request.exact_torch is not None:
+        return Version(request.exact_torch) > newest.version
+    major, minor = newest.version.major, newest.version.minor
+    beyond = [f"{major}.{minor + step}.{patch}" for step in (1, 2, 3) for patch in range(3)]
+    beyond += [f"{major + 1}.0.0", f"{major + 1}.1.0"]
+    return any(request.torch_specifier.contains(v, prereleases=True) for v in beyond)
 
 
 def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional[str]) -> Knowledge:
@@ -150,7 +165,16 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
             variants.update(f"cu{major}{minor + step}" for step in (1, 2))
     if forced_variant is not None:
         variants.add(forced_variant)
-    learned = discover_releases(knowledge, index, sorted(variants, key=variant_sort_key))
+    from .index import IndexError_
+
+    try:
+        learned = discover_releases(knowledge, index, sorted(variants, key=variant_sort_key))
+    except IndexError_ as error:
+        raise IndexError_(
+            f"the requested torch is newer than pip-gpu knows ({newest.torch}), and looking it up "
+            f"on the index failed: {error.message}",
+            error.hint,
+        ) from None
     return with_releases(knowledge, learned) if learned else knowledge
 
 
