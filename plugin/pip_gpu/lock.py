@@ -799,12 +799,12 @@ def _origin(url: str) -> tuple[str, str, Optional[int]]:
     return parts.scheme, (parts.hostname or "").lower(), port or default
 
 
-def _check_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> None:
-    """Refuse a lock whose files do not come from the indexes it records, before installing.
+def _foreign_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> list[str]:
+    """Files that do not come from the indexes the lock records, in words.
 
     The torch family must come from the variant index in ``[tool.pip-gpu]``, and every file
     of a package with an ``index`` must live on that index's host: a lock edited to fetch
-    torch from elsewhere is refused, whatever its hashes say.
+    torch from elsewhere is caught, whatever its hashes say.
     """
     family = frozenset(canonicalize_name(m.name) for m in knowledge.family)
     variant_index = lock.record.index.rstrip("/") if lock.record.index else None
@@ -832,6 +832,12 @@ def _check_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowl
                 problems.append(
                     f"{package.name}'s file {redact_url(url)} is not on its index {redact_url(index)}"
                 )
+    return problems
+
+
+def _check_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> None:
+    """Refuse, before installing, a lock that points outside the indexes it records."""
+    problems = _foreign_sources(lock, packages, knowledge)
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise UsageError(
@@ -961,6 +967,9 @@ def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> 
         if lock is None:
             problems.append(str(_no_variant_runs(family, host, knowledge, directory).hint))
     if lock is not None:
+        problems.extend(
+            f"{lock.path.name}: {p}" for p in _foreign_sources(lock, lock.pylock.packages, knowledge)
+        )
         problems.extend(differences(lock, installed, family_names))
     return LockCheck(
         lock_file=lock.path if lock else None,

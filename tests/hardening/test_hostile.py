@@ -241,6 +241,26 @@ def test_sync_refuses_a_tampered_lock_and_changes_nothing(  # type: ignore[no-un
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("tamper", "needle"),
+    [(_moved_to_another_host, "is not on its index"), (_torch_from_pypi, "not the recorded variant index")],
+)
+def test_check_reports_a_tampered_lock(
+    fixture_index: IndexServer, tmp_path: Path, tamper, needle: str
+) -> None:  # type: ignore[no-untyped-def]
+    """CI runs `check`, not `sync`: an edited lock must fail there too."""
+    lock = fixture_lock(fixture_index, tmp_path)
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    env = _env(fixture_index, tmp_path)
+    assert pip_gpu("sync", "--python", str(python), "--no-gpu", env=env, cwd=tmp_path).returncode == 0
+    assert pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=tmp_path).returncode == 0
+    lock.write_text(tamper(lock.read_text(), fixture_index))
+    done = pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "pylock.cpu.toml: " in done.stdout and needle in done.stdout
+
+
+@pytest.mark.slow
 def test_the_untampered_fixture_lock_syncs(fixture_index: IndexServer, tmp_path: Path) -> None:
     """The control for the test above: the same lock, unedited, installs."""
     fixture_lock(fixture_index, tmp_path)
