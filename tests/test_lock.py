@@ -302,6 +302,9 @@ def test_sync_with_uv_and_a_host_no_locked_variant_runs_on(project: Project, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    sys.version_info < (3, 10), reason="pip >= 26.1, which reads pylock files, needs Python >= 3.10"
+)
 def test_plain_pip_installs_the_same_set_from_the_lock(project: Project, tmp_path: Path) -> None:
     """pip >= 26.1 reads pylock.toml itself: no pip-gpu involved."""
     wheels = tmp_path / "wheels"
