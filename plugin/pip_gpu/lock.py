@@ -625,6 +625,20 @@ def _probe_installed(python: Path) -> _Installed:
     return _Installed(env=dict(data["env"]), dists=dict(data["dists"]))
 
 
+def _reread(target: TargetEnv, before: _Installed) -> _Installed:
+    """The distributions after an install, read from site-packages: no interpreter started."""
+    if not target.site_packages:
+        return _probe_installed(target.python)
+    from importlib import metadata
+
+    dists: dict[str, str] = {}
+    for dist in metadata.distributions(path=[str(p) for p in target.site_packages]):
+        name = dist.metadata["Name"]
+        if name:
+            dists.setdefault(canonicalize_name(name), dist.version)
+    return _Installed(env=before.env, dists=dists)
+
+
 def _selected(lock: LockFile, env: Mapping[str, str]) -> list[Package]:
     """The lock's packages whose markers hold in the target environment."""
     values = dict(env, extra="")
@@ -761,7 +775,7 @@ def run_sync(args: argparse.Namespace) -> int:
         )
     else:
         _pip_sync(lock, target, installed, _run)
-    after = _probe_installed(target.python)
+    after = _reread(target, installed)
     problems = differences(lock, after)
     if problems:
         raise PipGpuError(f"after installing {lock.path.name}: " + "; ".join(problems))
@@ -887,10 +901,9 @@ def _pip_sync(
                 files={requirements: "".join(f"{line}\n" for line in lines)},
             )
         )
+    # --no-deps installed exactly the listed packages: whatever else was there before stays.
     listed = {str(p.name) for p in _selected(lock, installed.env)}
-    extra = sorted(
-        name for name in _probe_installed(target.python).dists if name not in listed | _SEED_PACKAGES
-    )
+    extra = sorted(name for name in installed.dists if name not in listed | _SEED_PACKAGES)
     if extra:
         run(
             InstallerCommand(
