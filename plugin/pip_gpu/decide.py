@@ -33,8 +33,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import UsageError
-from .host import ComputeCapability, HostProfile, NvidiaGpu, format_compute_capability
-from .knowledge import Build, Knowledge, Release, cuda_of_variant, variant_sort_key
+from .host import ComputeCapability, HostProfile, NvidiaGpu
+from .knowledge import Build, Knowledge, Release, variant_sort_key
 
 __all__ = [
     "Blocker",
@@ -617,15 +617,3 @@ def _newest_runnable_outside(request: TorchRequest, host: HostProfile, knowledge
             if build.cuda is not None and build_runs_on(build, host, knowledge)[0]:
                 return release.torch
     return None
-
-
-def describe_capabilities(gpus: Iterable[NvidiaGpu]) -> str:
-    return ", ".join(format_compute_capability(g.compute_capability) for g in gpus)
-
-
-def cuda_variant_of(cuda: str) -> str:
-    """``"12.4"`` -> ``"cu124"`` (inverse of :func:`cuda_of_variant`)."""
-    major, _, minor = cuda.partition(".")
-    variant = f"cu{major}{minor}"
-    assert cuda_of_variant(variant) == cuda
-    return variant

@@ -108,10 +108,6 @@ class HostProfile:
         return tuple(gpu for gpu in self.nvidia_gpus if gpu.visible)
 
     @property
-    def has_nvidia_driver(self) -> bool:
-        return self.driver_version is not None
-
-    @property
     def platform_tag(self) -> str:
         """The platform key the knowledge file uses: ``linux-x86_64``, ``windows-x86_64``..."""
         arch = "arm64" if self.os == "macos" and self.arch in ("aarch64", "arm64") else self.arch

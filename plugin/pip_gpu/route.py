@@ -53,8 +53,6 @@ INDEX_OPTIONS = frozenset(
         "--default-index",
     }
 )
-# pip's own "where from" settings that pip.conf or PIP_* could add behind our back.
-_PIP_INDEX_ENV = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX")
 
 
 @dataclass(frozen=True)
@@ -218,7 +216,3 @@ def pip_rest_command(
         purpose="pip, run 2 of 2: everything else from your indexes, the torch family held in place",
         files=files,
     )
-
-
-def pip_index_env_names() -> tuple[str, ...]:
-    return _PIP_INDEX_ENV

@@ -7,7 +7,6 @@ else the interpreter running pip-gpu.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -162,7 +161,3 @@ def installed_torch_build(python: Path) -> dict[str, dict[str, Optional[str]]]:
     except ValueError:
         return {}
     return data
-
-
-def default_env() -> Mapping[str, str]:
-    return os.environ
