@@ -35,6 +35,7 @@ from packaging.version import InvalidVersion, Version
 from .errors import UsageError
 from .host import ComputeCapability, HostProfile, NvidiaGpu
 from .knowledge import Build, Knowledge, Release, variant_sort_key
+from .requirements import exact_version_of, local_label_of
 
 __all__ = [
     "Blocker",
@@ -169,15 +170,16 @@ def request_from_requirements(
         name = canonicalize_name(req.name)
         if req.url:
             continue  # a direct URL is taken as written; it says nothing about the index
-        public, label = _split_local_labels(req.specifier, str(req))
+        public = _without_local_labels(req.specifier, str(req))
+        label = local_label_of(req)
         if label is not None:
             forced.setdefault(label, str(req))
         described.append(f"{req.name}{req.specifier}" if str(req.specifier) else req.name)
         if name == TORCH:
             torch_spec &= public
-            pinned = _exact_version(public)
+            pinned = exact_version_of(req)
             if pinned is not None:
-                exact = pinned
+                exact = pinned.public
         elif name in companion_names:
             companions[name] = companions.get(name, SpecifierSet()) & public
 
@@ -204,30 +206,20 @@ def request_from_requirements(
     )
 
 
-def _split_local_labels(spec: SpecifierSet, text: str) -> tuple[SpecifierSet, Optional[str]]:
-    """``==2.5.1+cu121`` -> (``==2.5.1``, ``"cu121"``): the decision compares public versions."""
-    label: Optional[str] = None
+def _without_local_labels(spec: SpecifierSet, text: str) -> SpecifierSet:
+    """``==2.5.1+cu121`` -> ``==2.5.1``: the decision compares public versions."""
+    labels: set[str] = set()
     kept = []
     for item in spec:
         if item.operator in ("==", "===") and "+" in item.version:
             public, _, local = item.version.partition("+")
-            if label is not None and local != label:
-                raise UsageError(f"{text!r} pins two different local labels")
-            label = local
+            labels.add(local)
             kept.append(Specifier(f"=={public}"))
         else:
             kept.append(item)
-    return SpecifierSet(",".join(str(s) for s in kept)), label
-
-
-def _exact_version(spec: SpecifierSet) -> Optional[str]:
-    for item in spec:
-        if item.operator in ("==", "===") and not item.version.endswith(".*"):
-            try:
-                return str(Version(item.version))
-            except InvalidVersion:
-                return None
-    return None
+    if len(labels) > 1:
+        raise UsageError(f"{text!r} pins two different local labels")
+    return SpecifierSet(",".join(str(s) for s in kept))
 
 
 def _versions(release: Release) -> tuple[str, ...]:
