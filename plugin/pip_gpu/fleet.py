@@ -1,0 +1,396 @@
+"""``pip-gpu fleet plan``: one torch release for a GPU fleet, and the builds each node needs.
+
+A fleet is described by what its operators already have: ``kubectl get nodes -o json``, whose
+NVIDIA GPU Feature Discovery labels carry each node's driver and compute capability, or
+``pip-gpu detect --json`` reports collected from the hosts. Each node becomes a
+:class:`~pip_gpu.host.HostProfile` and is decided for with the usual rules; the plan then
+holds one torch release for the whole fleet (the newest that serves the most nodes) and the
+variant each node gets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import UsageError
+from .host import HostProfile, NvidiaGpu, parse_compute_capability
+from .knowledge import variant_sort_key
+
+__all__ = ["FleetNode", "FleetPlan", "NodePlan", "nodes_from_file", "nodes_from_json", "plan_fleet"]
+
+# GPU Feature Discovery labels (NVIDIA/k8s-device-plugin, docs/gpu-feature-discovery).
+_LABEL = "nvidia.com/"
+_DRIVER_FULL = "nvidia.com/cuda.driver-version.full"
+_DRIVER_PARTS = ("nvidia.com/cuda.driver-version.major", ".minor", ".revision")
+_DRIVER_PARTS_OLD = ("nvidia.com/cuda.driver.major", ".minor", ".rev")  # deprecated names
+_RUNTIME_FULL = "nvidia.com/cuda.runtime-version.full"
+_RUNTIME_PARTS = ("nvidia.com/cuda.runtime-version.major", ".minor")
+_RUNTIME_PARTS_OLD = ("nvidia.com/cuda.runtime.major", ".minor")
+_COMPUTE = ("nvidia.com/gpu.compute.major", "nvidia.com/gpu.compute.minor")
+_PRODUCT = "nvidia.com/gpu.product"
+_COUNT = "nvidia.com/gpu.count"
+_GPU_LABELS = (_COMPUTE[0], _COUNT, _DRIVER_FULL, _DRIVER_PARTS[0], _DRIVER_PARTS_OLD[0])
+# Kubernetes' well-known labels, in the host's own words.
+_K8S_OS = {"linux": "linux", "windows": "windows"}
+_K8S_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "x86_64": "x86_64", "aarch64": "aarch64"}
+_MAX_NODES_FILE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FleetNode:
+    """One node of the fleet, as a host to decide for."""
+
+    name: str
+    host: HostProfile
+    gpu_product: Optional[str] = None
+    gpu_count: int = 0
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """What one node gets: a variant, or None with the reason nothing runs there."""
+
+    name: str
+    variant: Optional[str]
+    reason: str
+    gpu: str  # "NVIDIA-A100-SXM4-80GB x8 (sm_80), driver 535.104.05", or "no GPU"
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """One torch release for the fleet, the set of variants, and every node's share."""
+
+    torch: Optional[str]
+    variants: tuple[str, ...]
+    nodes: tuple[NodePlan, ...]
+
+    @property
+    def unserved(self) -> tuple[NodePlan, ...]:
+        return tuple(node for node in self.nodes if node.variant is None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "torch": self.torch,
+            "variants": list(self.variants),
+            "nodes": [
+                {"name": n.name, "variant": n.variant, "reason": n.reason, "gpu": n.gpu} for n in self.nodes
+            ],
+        }
+
+
+# --- reading the fleet ---------------------------------------------------------------------
+
+
+def nodes_from_file(path: Path, *, python_version: str) -> list[FleetNode]:
+    """Nodes from a ``kubectl get nodes -o json`` file or ``pip-gpu detect --json`` output."""
+    try:
+        if not path.is_file():
+            raise UsageError(f"{path}: not a regular file", "pass the output of `kubectl get nodes -o json`")
+        if path.stat().st_size > _MAX_NODES_FILE_BYTES:
+            raise UsageError(f"{path}: larger than {_MAX_NODES_FILE_BYTES // 2**20} MiB", "")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(
+            f"cannot read the node list {path}: {exc}",
+            "pass `kubectl get nodes -o json` or `pip-gpu detect --json` output",
+        ) from None
+    return nodes_from_json(data, where=str(path), python_version=python_version)
+
+
+def nodes_from_json(data: Any, *, where: str, python_version: str) -> list[FleetNode]:
+    """Kubernetes ``List``/``NodeList``/``Node`` objects, or detect reports (one or a list)."""
+    if isinstance(data, Mapping) and isinstance(data.get("items"), list):
+        items: list[Any] = data["items"]
+    elif isinstance(data, list):
+        items = data
+    else:
+        items = [data]
+    nodes: list[FleetNode] = []
+    for position, item in enumerate(items):
+        context = f"{where}: item {position}"
+        if not isinstance(item, Mapping):
+            raise UsageError(
+                f"{context} is not an object", "expected Kubernetes Node objects or detect reports"
+            )
+        if item.get("kind") == "Node" or "metadata" in item:
+            nodes.append(_node_from_kubernetes(item, context, python_version))
+        elif "os" in item and "nvidia_gpus" in item:
+            nodes.append(
+                _node_from_detect(item, context, where if len(items) == 1 else f"{where}[{position}]")
+            )
+        else:
+            raise UsageError(
+                f"{context} is neither a Kubernetes Node nor a `pip-gpu detect --json` report",
+                "pass `kubectl get nodes -o json` or `pip-gpu detect --json` output",
+            )
+    if not nodes:
+        raise UsageError(f"{where}: no nodes", "the node list is empty")
+    names = [n.name for n in nodes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UsageError(f"{where}: node names appear twice: {', '.join(duplicates)}", "")
+    return nodes
+
+
+def _node_from_detect(item: Mapping[str, Any], context: str, name: str) -> FleetNode:
+    try:
+        host = HostProfile.from_json(dict(item))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(
+            f"{context}: not a valid detect report ({exc})", "re-run `pip-gpu detect --json`"
+        ) from None
+    product = host.nvidia_gpus[0].name if host.nvidia_gpus else None
+    return FleetNode(name, host, product, len(host.nvidia_gpus))
+
+
+def _node_from_kubernetes(item: Mapping[str, Any], context: str, python_version: str) -> FleetNode:
+    metadata = item.get("metadata")
+    if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str):
+        raise UsageError(f"{context}: a Node without metadata.name", "")
+    name = metadata["name"]
+    raw_labels = metadata.get("labels") or {}
+    if not isinstance(raw_labels, Mapping):
+        raise UsageError(f"node {name}: metadata.labels is not an object", "")
+    labels = {str(k): str(v) for k, v in raw_labels.items()}
+    os_name = _K8S_OS.get(labels.get("kubernetes.io/os", "linux"))
+    arch = _K8S_ARCH.get(labels.get("kubernetes.io/arch", "amd64"))
+    if os_name is None or arch is None:
+        raise UsageError(
+            f"node {name}: unsupported platform "
+            f"{labels.get('kubernetes.io/os')}/{labels.get('kubernetes.io/arch')}",
+            "pip-gpu plans for linux and windows nodes on amd64 or arm64",
+        )
+    sources = {"os": "kubernetes.io/os", "arch": "kubernetes.io/arch", "python_version": "--python-version"}
+    base = HostProfile(os=os_name, arch=arch, python_version=python_version, sources=sources)
+    if not any(label in labels for label in _GPU_LABELS):
+        return FleetNode(name, base)
+
+    driver = labels.get(_DRIVER_FULL) or _joined(labels, _DRIVER_PARTS) or _joined(labels, _DRIVER_PARTS_OLD)
+    runtime = (
+        labels.get(_RUNTIME_FULL) or _joined(labels, _RUNTIME_PARTS) or _joined(labels, _RUNTIME_PARTS_OLD)
+    )
+    product = labels.get(_PRODUCT)
+    try:
+        count = int(labels.get(_COUNT, "1"))
+    except ValueError:
+        raise UsageError(f"node {name}: {_COUNT}={labels[_COUNT]!r} is not a number", "") from None
+    missing = [label for label in (*_COMPUTE,) if label not in labels]
+    if driver is None:
+        missing.append(_DRIVER_FULL)
+    if missing:
+        # A GPU node whose labels are incomplete cannot be decided for: say so, do not guess.
+        return FleetNode(name, base.with_changes(problems=()), product, count)
+    try:
+        cc = parse_compute_capability(f"{labels[_COMPUTE[0]]}.{labels[_COMPUTE[1]]}")
+    except ValueError as exc:
+        raise UsageError(f"node {name}: {exc}", "") from None
+    gpus = tuple(
+        NvidiaGpu(
+            index=i, name=product or "NVIDIA GPU", compute_capability=cc, source="gpu-feature-discovery"
+        )
+        for i in range(max(count, 1))
+    )
+    host = base.with_changes(
+        driver_version=driver,
+        cuda_driver_version=runtime,
+        nvidia_gpus=gpus,
+        sources={
+            **sources,
+            "driver_version": "gpu-feature-discovery",
+            "nvidia_gpus": "gpu-feature-discovery",
+        },
+    )
+    return FleetNode(name, host, product, count)
+
+
+def _joined(labels: Mapping[str, str], names: Sequence[str]) -> Optional[str]:
+    """``major``, ``.minor``, ``.revision`` labels joined as one version, when all are there."""
+    prefix = names[0].rsplit(".", 1)[0]
+    keys = [names[0], *(prefix + suffix for suffix in names[1:])]
+    if not all(key in labels for key in keys):
+        return None
+    return ".".join(labels[key] for key in keys)
+
+
+def gpu_summary(node: FleetNode) -> str:
+    host = node.host
+    if not host.nvidia_gpus:
+        if node.gpu_count:
+            return f"{node.gpu_product or 'NVIDIA GPU'} x{node.gpu_count}, labels incomplete"
+        return "no GPU"
+    ccs = sorted({f"sm_{g.compute_capability[0]}{g.compute_capability[1]}" for g in host.nvidia_gpus})
+    product = node.gpu_product or host.nvidia_gpus[0].name
+    return f"{product} x{len(host.nvidia_gpus)} ({', '.join(ccs)}), driver {host.driver_version}"
+
+
+# --- planning ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """What the usual decision says of one node: the runnable (release, variant) pairs."""
+
+    node: FleetNode
+    runnable: Mapping[str, Mapping[str, str]]  # release series -> variant -> reason it runs
+    blocker: Optional[str]  # why nothing runs at all (None when something does)
+
+
+def plan_fleet(
+    options: Sequence[NodeOptions], releases_newest_first: Sequence[str], *, fewest: bool
+) -> FleetPlan:
+    """Choose one release for the fleet and a variant per node.
+
+    The release is the newest among those serving the most nodes. Without ``fewest`` each node
+    takes its best build of that release (the newest CUDA that runs); with ``fewest`` the set
+    of variants is the smallest that still serves every node the release can serve, and each
+    node takes the newest of that set that runs on it.
+    """
+    served_by = {
+        release: sum(1 for o in options if o.runnable.get(release)) for release in releases_newest_first
+    }
+    candidates = [r for r in releases_newest_first if served_by[r] > 0]
+    release = max(candidates, key=lambda r: served_by[r], default=None)  # max keeps the first: newest
+    if release is None:
+        reasons = (o.blocker or "no build of the requested torch runs here" for o in options)
+        return FleetPlan(None, (), tuple(_unserved(o, why) for o, why in zip(options, reasons)))
+
+    per_node = {o.node.name: dict(o.runnable.get(release, {})) for o in options}
+    every = {v for runs in per_node.values() for v in runs}
+    allowed = _fewest_variants(per_node) if fewest else every
+    nodes: list[NodePlan] = []
+    for option in options:
+        runs = {v: why for v, why in per_node[option.node.name].items() if v in allowed}
+        if not runs:
+            reason = option.blocker or (
+                f"no build of torch {release} runs here"
+                + (f" (it serves the other {served_by[release]} nodes)" if served_by[release] else "")
+            )
+            if option.runnable:
+                newest = next(r for r in releases_newest_first if option.runnable.get(r))
+                reason += f"; torch {newest} would"
+            nodes.append(_unserved(option, reason))
+            continue
+        variant = max(runs, key=variant_sort_key)
+        nodes.append(NodePlan(option.node.name, variant, runs[variant], gpu_summary(option.node)))
+    variants = tuple(sorted({n.variant for n in nodes if n.variant}, key=variant_sort_key, reverse=True))
+    return FleetPlan(release, variants, tuple(nodes))
+
+
+def _unserved(option: NodeOptions, reason: str) -> NodePlan:
+    return NodePlan(option.node.name, None, reason, gpu_summary(option.node))
+
+
+def _fewest_variants(per_node: Mapping[str, Mapping[str, str]]) -> set[str]:
+    """The smallest set of variants that covers every node something covers.
+
+    Exact (the variants of one release are few); among equally small sets, the one whose
+    variants are newest wins.
+    """
+    servable = {name: set(runs) for name, runs in per_node.items() if runs}
+    every = sorted({v for runs in servable.values() for v in runs}, key=variant_sort_key, reverse=True)
+    for size in range(1, len(every) + 1):
+        covers = [
+            set(combo)
+            for combo in itertools.combinations(every, size)
+            if all(runs & set(combo) for runs in servable.values())
+        ]
+        if covers:
+            return max(covers, key=lambda c: sorted((variant_sort_key(v) for v in c), reverse=True))
+    return set()
+
+
+def options_from_candidates(
+    node: FleetNode, candidates: Iterable[Any], blocker: Optional[str]
+) -> NodeOptions:
+    """Group a decision's candidates (``Candidate``) into runnable variants per release."""
+    runnable: dict[str, dict[str, str]] = {}
+    for candidate in candidates:
+        if candidate.ok:
+            runnable.setdefault(candidate.torch, {})[candidate.variant] = candidate.reason.removesuffix(
+                "; not the newest"
+            )
+    if node.gpu_count and not node.host.nvidia_gpus:
+        missing = f"its GPU labels are incomplete (need {_COMPUTE[0]}, {_COMPUTE[1]} and {_DRIVER_FULL})"
+        return NodeOptions(node, {}, missing)
+    return NodeOptions(node, runnable, None if runnable else blocker)
+
+
+def render_plan(plan: FleetPlan) -> str:
+    """The plan as a table, then the set of variants and the unserved nodes."""
+    rows = [["node", "gpu", "variant", "reason"]]
+    rows += [[n.name, n.gpu, n.variant or "-", n.reason] for n in plan.nodes]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
+    head = f"torch {plan.torch}: " if plan.torch else "no torch release serves any node: "
+    head += ", ".join(plan.variants) if plan.variants else "no variant"
+    out = [head, "", *lines]
+    if plan.unserved:
+        out += ["", f"{len(plan.unserved)} node(s) unserved: " + ", ".join(n.name for n in plan.unserved)]
+    return "\n".join(out)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FleetPlanOptions:
+    """``pip-gpu fleet plan``, as typed values."""
+
+    requirements: tuple[str, ...]
+    requirement_files: tuple[str, ...]
+    node_files: tuple[Path, ...]
+    python_version: str
+    fewest: bool = False
+    pytorch_index: Optional[str] = None
+    cwd: Path = Path(".")
+
+
+def make_fleet_plan(options: FleetPlanOptions) -> FleetPlan:
+    """Read the node files, decide for every node, and plan one release for the fleet."""
+    from .knowledge import load_knowledge
+    from .plan import decide_for
+
+    if not options.node_files:
+        raise UsageError("no node list given", "pass --nodes FILE (kubectl get nodes -o json > nodes.json)")
+    nodes: list[FleetNode] = []
+    for path in options.node_files:
+        nodes.extend(nodes_from_file(path, python_version=options.python_version))
+    names = [n.name for n in nodes]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"node names appear in more than one file: {', '.join(twice)}", "")
+    knowledge = load_knowledge()
+    per_node: list[NodeOptions] = []
+    releases: list[str] = []
+    spelled: dict[str, str] = {}  # series -> the version decided ("2.5" -> "2.5.1" when pinned)
+    for node in nodes:
+        plan = decide_for(
+            options.requirements,
+            options.requirement_files,
+            node.host,
+            pytorch_index=options.pytorch_index,
+            cwd=options.cwd,
+            knowledge=knowledge,
+        )
+        knowledge = plan.knowledge  # releases learned from the index serve every node
+        decision = plan.decision
+        blocker = None
+        if decision.blocker is not None:
+            blocker = "; ".join(filter(None, (decision.blocker.message, decision.blocker.hint)))
+        per_node.append(options_from_candidates(node, decision.candidates, blocker))
+        releases.extend(c.torch for c in decision.candidates if c.torch not in releases)
+        if decision.release is not None and decision.torch is not None:
+            spelled[decision.release.torch] = decision.torch
+    newest_first = [r.torch for r in knowledge.releases if r.torch in releases]
+    fleet = plan_fleet(per_node, newest_first, fewest=options.fewest)
+    if fleet.torch is None:
+        return fleet
+    return FleetPlan(spelled.get(fleet.torch, fleet.torch), fleet.variants, fleet.nodes)

@@ -1,0 +1,149 @@
+"""``pip-gpu fleet plan``: a GPU fleet from Kubernetes GPU Feature Discovery labels or detect
+reports, one torch release for all of it, and the nodes nothing runs on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.cli import PLUGIN, assert_one_line_error, pip_gpu
+from support.index import pip_env
+
+REPO = Path(__file__).resolve().parents[1]
+GFD_NODES = REPO / "fixtures" / "fleet" / "gfd-nodes.json"  # A100/535, V100/470, H100/550, 5090/570, CPU
+RECORDED_H200 = REPO / "fixtures" / "recorded" / "h200" / "detect.json"
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in pip_env().items() if not k.startswith("PIP_GPU_")}
+    env["PYTHONPATH"] = str(PLUGIN)
+    return env
+
+
+def _plan(*args: str, cwd: Path) -> tuple[int, dict[str, Any]]:
+    done = pip_gpu("fleet", "plan", *args, "--python-version", "3.11", "--json", env=_env(), cwd=cwd)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def _variants(plan: dict[str, Any]) -> dict[str, Any]:
+    return {node["name"]: node["variant"] for node in plan["nodes"]}
+
+
+def test_each_node_gets_a_build_that_runs_and_the_5090_is_named_unserved(tmp_path: Path) -> None:
+    rc, plan = _plan("torch==2.5.1", "--nodes", str(GFD_NODES), cwd=tmp_path)
+    assert rc == 1  # some node is unserved
+    assert plan["torch"] == "2.5.1"
+    assert _variants(plan) == {
+        "a100-535": "cu124",
+        "v100-470": "cu118",  # driver 470 runs no CUDA 12 build
+        "h100-550": "cu124",  # labels as major/minor/revision
+        "rtx5090-570": None,  # sm_120: no torch 2.5 build has its kernels
+        "cpu-pool-1": "cpu",
+    }
+    assert plan["variants"] == ["cu124", "cu118", "cpu"]
+    [unserved] = [n for n in plan["nodes"] if n["variant"] is None]
+    assert "sm_120" in unserved["reason"] and "not covered" in unserved["reason"]
+
+
+def test_fewest_serves_the_same_nodes_with_cu118_and_cpu(tmp_path: Path) -> None:
+    rc, plan = _plan("torch==2.5.1", "--nodes", str(GFD_NODES), "--fewest", cwd=tmp_path)
+    assert rc == 1
+    assert plan["variants"] == ["cu118", "cpu"]
+    assert _variants(plan) == {
+        "a100-535": "cu118",
+        "v100-470": "cu118",
+        "h100-550": "cu118",
+        "rtx5090-570": None,
+        "cpu-pool-1": "cpu",
+    }
+
+
+def test_an_open_torch_takes_the_newest_release_that_serves_every_node(tmp_path: Path) -> None:
+    """The V100 on driver 470 runs CUDA 11.8 builds only; the 5090 needs sm_120 kernels: torch
+    2.7 is the newest release with both, so the whole fleet is served."""
+    rc, plan = _plan("torch", "--nodes", str(GFD_NODES), cwd=tmp_path)
+    assert rc == 0, plan
+    assert plan["torch"] == "2.7"
+    assert all(node["variant"] for node in plan["nodes"])
+    assert _variants(plan)["v100-470"] == "cu118"
+    assert _variants(plan)["rtx5090-570"] == "cu128"
+
+
+def test_detect_reports_are_nodes_too(tmp_path: Path) -> None:
+    """A report recorded on a real H200 (driver 580, sm_90) beside the Kubernetes list."""
+    rc, plan = _plan("torch==2.11.0", "--nodes", str(RECORDED_H200), "--nodes", str(GFD_NODES), cwd=tmp_path)
+    nodes = _variants(plan)
+    assert nodes[str(RECORDED_H200)] == "cu130"
+    assert nodes["v100-470"] is None and rc == 1  # torch 2.11 has no build for driver 470 / sm_70
+
+
+def test_a_gpu_node_with_incomplete_labels_is_unserved_not_guessed(tmp_path: Path) -> None:
+    node = {
+        "kind": "Node",
+        "metadata": {
+            "name": "half-labelled",
+            "labels": {"nvidia.com/gpu.count": "2", "nvidia.com/gpu.product": "X"},
+        },
+    }
+    path = tmp_path / "nodes.json"
+    path.write_text(json.dumps({"kind": "List", "items": [node]}))
+    rc, plan = _plan("torch==2.5.1", "--nodes", str(path), cwd=tmp_path)
+    assert rc == 1
+    [only] = plan["nodes"]
+    assert only["variant"] is None and "labels are incomplete" in only["reason"]
+
+
+def test_text_output_names_the_release_the_variants_and_the_unserved(tmp_path: Path) -> None:
+    done = pip_gpu(
+        "fleet",
+        "plan",
+        "torch==2.5.1",
+        "--nodes",
+        str(GFD_NODES),
+        "--python-version",
+        "3.11",
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    first, *rest = done.stdout.splitlines()
+    assert first == "torch 2.5.1: cu124, cu118, cpu"
+    assert rest[-1] == "1 node(s) unserved: rtx5090-570"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("not json", "cannot read the node list"),
+        ('{"kind": "List", "items": []}', "no nodes"),
+        ('[{"hello": 1}]', "neither a Kubernetes Node"),
+        (
+            '{"kind": "Node", "metadata": {"name": "n", "labels": {"nvidia.com/gpu.compute.major": "x", '
+            '"nvidia.com/gpu.compute.minor": "0", "nvidia.com/cuda.driver-version.full": "535.1.1"}}}',
+            "node n",
+        ),
+    ],
+)
+def test_bad_node_lists_are_one_line_errors(tmp_path: Path, content: str, needle: str) -> None:
+    path = tmp_path / "nodes.json"
+    path.write_text(content)
+    done = pip_gpu("fleet", "plan", "--nodes", str(path), env=_env(), cwd=tmp_path)
+    assert_one_line_error(done, needle)
+
+
+def test_a_missing_node_file_is_a_usage_error(tmp_path: Path) -> None:
+    done = pip_gpu("fleet", "plan", "--nodes", str(tmp_path / "absent.json"), env=_env(), cwd=tmp_path)
+    assert_one_line_error(done, "absent.json")
+
+
+def test_a_fleet_nothing_runs_on_has_no_release(tmp_path: Path) -> None:
+    doc = json.loads(GFD_NODES.read_text())
+    doc["items"] = [n for n in doc["items"] if n["metadata"]["name"] == "rtx5090-570"]
+    path = tmp_path / "nodes.json"
+    path.write_text(json.dumps(doc))
+    rc, plan = _plan("torch==2.5.1", "--nodes", str(path), cwd=tmp_path)
+    assert (rc, plan["torch"], plan["variants"]) == (1, None, [])
+    assert "the newest release with a build that runs here" in plan["nodes"][0]["reason"]  # the way out
