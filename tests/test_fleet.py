@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from support.cli import PLUGIN, assert_one_line_error, pip_gpu
-from support.index import pip_env
+from support.index import IndexServer, pip_env, uv_env
 
 REPO = Path(__file__).resolve().parents[1]
 GFD_NODES = REPO / "fixtures" / "fleet" / "gfd-nodes.json"  # A100/535, V100/470, H100/550, 5090/570, CPU
@@ -147,3 +147,26 @@ def test_a_fleet_nothing_runs_on_has_no_release(tmp_path: Path) -> None:
     rc, plan = _plan("torch==2.5.1", "--nodes", str(path), cwd=tmp_path)
     assert (rc, plan["torch"], plan["variants"]) == (1, None, [])
     assert "the newest release with a build that runs here" in plan["nodes"][0]["reason"]  # the way out
+
+
+def test_lock_fleet_writes_exactly_the_planned_variants(fixture_index: IndexServer, tmp_path: Path) -> None:
+    """``lock --fleet`` resolves the plan's variants (real uv, the fixture index) and nothing else."""
+    env = {**_env(), **uv_env(tmp_path / "uv-cache"), "UV_DEFAULT_INDEX": fixture_index.pypi_url}
+    args = ["lock", "torch==2.5.1", "--fleet", str(GFD_NODES), "--python-version", "3.11"]
+    done = pip_gpu(*args, "--pytorch-index", fixture_index.pytorch_url, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.glob("pylock.*.toml")) == [
+        "pylock.cpu.toml",
+        "pylock.cu118.toml",
+        "pylock.cu124.toml",
+    ]
+    assert "node rtx5090-570 is not served by torch 2.5.1" in done.stderr
+    for variant in ("cpu", "cu118", "cu124"):
+        text = (tmp_path / f"pylock.{variant}.toml").read_text()
+        assert f'version = "2.5.1+{variant}"' in text
+
+
+def test_lock_fleet_refuses_an_explicit_variant_list(tmp_path: Path) -> None:
+    done = pip_gpu("lock", "torch", "--fleet", str(GFD_NODES), "--variants", "cpu", env=_env(), cwd=tmp_path)
+    assert_one_line_error(done, "--fleet chooses the variants")
+    assert not list(tmp_path.glob("pylock.*"))

@@ -96,6 +96,13 @@ def add_lock_parsers(
     )
     lock.add_argument("--variants", metavar="auto|all|LIST", help="which builds to lock (default: auto)")
     lock.add_argument("--output-dir", metavar="DIR", help="where the lock files go (default: .)")
+    lock.add_argument(
+        "--fleet",
+        action="append",
+        default=[],
+        metavar="NODES",
+        help="lock exactly the variants `pip-gpu fleet plan --nodes NODES` plans, for its one torch release",
+    )
     add_host_flags(lock)
     add_decision_flags(lock)
     lock.set_defaults(handler=run_lock)
@@ -179,9 +186,12 @@ def run_lock(args: argparse.Namespace) -> int:
         args.platform, _, args.arch = recorded.platform.partition("-")
     host = host_from_args(args)
     knowledge = load_knowledge()
-    variants = _variants_to_lock(
-        args.variants or args.variant or "auto", requirement_args, files, directory, host, args, family
-    )
+    if args.fleet:
+        variants = _fleet_variants(args, requirement_args, files, directory, host)
+    else:
+        variants = _variants_to_lock(
+            args.variants or args.variant or "auto", requirement_args, files, directory, host, args, family
+        )
     written = relock(
         directory=directory,
         requirement_args=requirement_args,
@@ -241,6 +251,41 @@ def _variants_to_lock(
     else:
         _say(f"pip-gpu: note: no build runs on this host; re-locking {', '.join(sorted(found))}")
     return sorted(found, key=variant_sort_key)
+
+
+def _fleet_variants(
+    args: argparse.Namespace,
+    requirement_args: list[str],
+    files: Sequence[str],
+    directory: Path,
+    host: HostProfile,
+) -> list[str]:
+    """The variants a fleet plan names; the requirements gain the plan's one torch release so
+    that every variant's lock holds the same torch (and a re-lock reproduces it)."""
+    from .fleet import FleetPlanOptions, make_fleet_plan
+
+    if args.variants or args.variant:
+        raise UsageError("--fleet chooses the variants itself", "drop --variants/--variant, or drop --fleet")
+    plan = make_fleet_plan(
+        FleetPlanOptions(
+            requirements=tuple(requirement_args),
+            requirement_files=tuple(str(directory / f) for f in files),
+            node_files=tuple(Path(p) for p in args.fleet),
+            python_version=host.python_version,
+            pytorch_index=args.pytorch_index,
+            cwd=Path.cwd(),
+        )
+    )
+    if plan.torch is None or not plan.variants:
+        reasons = "; ".join(f"{n.name}: {n.reason}" for n in plan.nodes)
+        raise NoBuildRuns(f"the fleet plan serves no node, so there is nothing to lock: {reasons}", "")
+    for node in plan.unserved:
+        _say(f"pip-gpu: note: node {node.name} is not served by torch {plan.torch}: {node.reason}")
+    pin = f"torch=={plan.torch}" if plan.torch.count(".") >= 2 else f"torch=={plan.torch}.*"
+    if pin not in requirement_args:
+        requirement_args.append(pin)
+    _say(f"pip-gpu: fleet plan: torch {plan.torch}, {', '.join(plan.variants)}")
+    return sorted(plan.variants, key=variant_sort_key)
 
 
 def _published_variants(plan: Plan, host: HostProfile) -> list[str]:
