@@ -4,6 +4,7 @@ reports, one torch release for all of it, and the nodes nothing runs on."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,74 @@ def test_lock_fleet_refuses_an_explicit_variant_list(tmp_path: Path) -> None:
     done = pip_gpu("lock", "torch", "--fleet", str(GFD_NODES), "--variants", "cpu", env=_env(), cwd=tmp_path)
     assert_one_line_error(done, "--fleet chooses the variants")
     assert not list(tmp_path.glob("pylock.*"))
+
+
+# --- the container recipe ------------------------------------------------------------------
+
+DOCKERFILE = REPO / "fixtures" / "fleet" / "Dockerfile"
+
+
+def _dockerfile() -> tuple[dict[str, str], list[str]]:
+    """The recipe's ARG defaults and RUN lines, as Docker reads them (no continuation lines)."""
+    args: dict[str, str] = {}
+    runs: list[str] = []
+    for line in DOCKERFILE.read_text().splitlines():
+        keyword, _, rest = line.partition(" ")
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = default
+        elif keyword == "RUN":
+            runs.append(rest)
+    return args, runs
+
+
+def test_the_container_recipe_builds_each_node_pool_without_a_gpu(
+    fixture_index: IndexServer, tmp_path: Path
+) -> None:
+    """The Dockerfile's RUN lines, run as they are (bash, the ARGs as environment variables):
+    pip-gpu from this checkout, then ``sync`` of the fleet's locks for an A100 pool and a CPU
+    pool. Each environment gets the lock of the build that runs on its nodes."""
+    app = tmp_path / "app"
+    app.mkdir()
+    env = {**_env(), **uv_env(tmp_path / "uv-cache"), "UV_DEFAULT_INDEX": fixture_index.pypi_url}
+    env.pop("PYTHONPATH")  # the recipe's own pip-gpu runs, not this checkout's sources
+    lock = ["lock", "torch==2.5.1", "--fleet", str(GFD_NODES), "--python-version", "3.11"]
+    done = pip_gpu(
+        *lock, "--pytorch-index", fixture_index.pytorch_url, env=_env() | env, cwd=app, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+
+    defaults, runs = _dockerfile()
+    assert len(runs) == 3
+    tool = tmp_path / "tool"
+    for pool, facts, variant in (
+        ("a100", {"PIP_GPU_DRIVER": "535.104.05", "PIP_GPU_COMPUTE_CAPABILITY": "8.0"}, "cu124"),
+        ("cpu", {"PIP_GPU_NO_GPU": "1"}, "cpu"),
+    ):
+        build_args = {
+            **defaults,
+            "PIP_GPU": str(REPO),
+            "TOOL": str(tool),
+            "APP_VENV": str(tmp_path / f"venv-{pool}"),
+            "APP": str(app),
+            **facts,
+        }
+        steps = runs if not tool.exists() else runs[1:]  # one tool install serves both pools
+        for step in steps:
+            done = subprocess.run(
+                ["bash", "-c", step],
+                env={**env, **build_args},
+                cwd=app,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert done.returncode == 0, f"{step}\n{done.stdout}\n{done.stderr}"
+        python = tmp_path / f"venv-{pool}" / "bin" / "python"
+        version = subprocess.run(
+            [str(python), "-c", "import importlib.metadata as m; print(m.version('torch'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert version == f"2.5.1+{variant}"
