@@ -62,7 +62,7 @@ def marker_environment(host: HostProfile) -> dict[str, str]:
     sys_platform = {"linux": "linux", "windows": "win32", "macos": "darwin"}.get(host.os, host.os)
     machine = {"x86_64": "AMD64" if host.os == "windows" else "x86_64"}.get(host.arch, host.arch)
     return {
-        "python_version": host.python_version,
+        "python_version": host.python_release,
         "platform_system": system,
         "sys_platform": sys_platform,
         "platform_machine": machine,
