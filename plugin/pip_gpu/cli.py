@@ -145,6 +145,9 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     from .doctor import add_doctor_parser
 
     add_doctor_parser(commands, _add_host_flags)
+    from .verify import add_knowledge_parser
+
+    add_knowledge_parser(commands)
     return parser
 
 

@@ -36,7 +36,7 @@ PLATFORMS = ("linux-x86_64", "linux-aarch64", "windows-x86_64", "macos-arm64")
 Fetch = Callable[[str], list[IndexFile]]
 
 
-def _platforms(tags: Iterable[Tag]) -> set[str]:
+def platforms_of(tags: Iterable[Tag]) -> set[str]:
     found: set[str] = set()
     for tag in tags:
         plat = tag.platform
@@ -93,7 +93,7 @@ def releases_from_files(files: Iterable[IndexFile], variant: str) -> dict[str, d
         seen = series.setdefault(f"{version.major}.{version.minor}", _Seen())
         seen.versions.add(version.public)
         seen.python |= _pythons(tags, file.requires_python)
-        seen.platforms |= _platforms(tags)
+        seen.platforms |= platforms_of(tags)
     return {
         key: {
             "versions": sorted(seen.versions, key=Version),
