@@ -85,7 +85,7 @@ def test_a_few_special_kernels_are_not_general_coverage(tmp_path: Path) -> None:
 
 def test_a_library_without_device_code(tmp_path: Path) -> None:
     library = write_cuda_library(tmp_path / "libz.so", [fatbin_container([(SASS, 80)])], section=".rodata")
-    with pytest.raises(NotACudaLibrary, match="no .nv_fatbin section"):
+    with pytest.raises(NotACudaLibrary, match=r"no \.nv_fatbin section"):
         read_compiled_archs(library)
     (tmp_path / "text.so").write_text("not an ELF file")
     with pytest.raises(NotACudaLibrary, match="not an ELF file"):
@@ -135,7 +135,9 @@ def test_read_wheel_reads_the_files_not_the_name(tmp_path: Path) -> None:
     assert facts.compiled is not None and facts.compiled.sass == ((7, 5), (12, 0))
 
 
-def test_knowledge_verify_agrees_with_a_matching_wheel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_knowledge_verify_agrees_with_a_matching_wheel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     x86 = [(SASS, a) for a in (75, 80, 86, 90, 100, 120)]
     wheel = write_torch_wheel(
         tmp_path,
@@ -176,7 +178,14 @@ def test_knowledge_verify_names_each_difference(tmp_path: Path, capsys: pytest.C
 def test_knowledge_verify_bad_input_is_one_error_line(tmp_path: Path) -> None:
     (tmp_path / "torch-2.0.0-py3-none-any.whl").write_text("not a zip")
     done = subprocess.run(
-        [sys.executable, "-m", "pip_gpu", "knowledge", "verify", str(tmp_path / "torch-2.0.0-py3-none-any.whl")],
+        [
+            sys.executable,
+            "-m",
+            "pip_gpu",
+            "knowledge",
+            "verify",
+            str(tmp_path / "torch-2.0.0-py3-none-any.whl"),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -204,5 +213,9 @@ def test_doctor_trusts_the_binary_over_the_knowledge_file(
     assert out.data["compiled_archs"]["sass"] == ["9.0"]
     arch = out.finding("gpu-arch")
     assert arch["status"] == "failure"
-    assert arch["summary"].startswith("NVIDIA A100-SXM4-80GB (sm_80) is too old for torch 2.5.1+cu124, which carries sm_90")
-    assert any("the knowledge file says sm_50" in line and "the binary wins" in line for line in arch["evidence"])
+    assert arch["summary"].startswith(
+        "NVIDIA A100-SXM4-80GB (sm_80) is too old for torch 2.5.1+cu124, which carries sm_90"
+    )
+    assert any(
+        "the knowledge file says sm_50" in line and "the binary wins" in line for line in arch["evidence"]
+    )

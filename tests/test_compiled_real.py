@@ -116,7 +116,9 @@ def test_doctor_reports_the_compiled_architectures_from_the_binary(
     assert any("libtorch_cuda.so" in line and "sm_90" in line for line in arch["evidence"])
 
 
-def test_knowledge_verify_on_the_real_wheel(real_torch_wheel: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_knowledge_verify_on_the_real_wheel(
+    real_torch_wheel: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The corrected 2.14 row (Python 3.10-3.14, cu130, SASS 7.5-12.0) is what the wheel says."""
     rc = main(["knowledge", "verify", "--json", str(real_torch_wheel)])
     report = json.loads(capsys.readouterr().out)

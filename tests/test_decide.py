@@ -413,6 +413,8 @@ def test_jetson_thor_runs_the_cu130_sbsa_build() -> None:
 def test_amd_gpu_outside_every_rocm_build_is_told() -> None:
     decision = run("torch==2.5.1", on=host(amd=("gfx1036",)))
     assert decision.variant == "cpu"
-    assert any("gfx1036" in c.reason and c.variant.startswith("rocm") and not c.ok for c in decision.candidates)
+    assert any(
+        "gfx1036" in c.reason and c.variant.startswith("rocm") and not c.ok for c in decision.candidates
+    )
     assert any("no ROCm build of torch 2.5 supports this AMD GPU" in note for note in decision.notes)
     assert run("torch==2.5.1", on=host(amd=("gfx90a",))).variant == "rocm6.2"

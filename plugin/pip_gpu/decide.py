@@ -415,10 +415,16 @@ def decide(
     release, build = chosen
     if build.variant == "cpu" and host.amd_gpus:
         outside = sorted(
-            {c.reason.split(": ", 1)[1] for c in candidates if c.torch == release.torch and "CPU only:" in c.reason}
+            {
+                c.reason.split(": ", 1)[1]
+                for c in candidates
+                if c.torch == release.torch and "CPU only:" in c.reason
+            }
         )
         if outside:
-            notes.append(f"no ROCm build of torch {release.torch} supports this AMD GPU ({outside[0]}); the CPU build")
+            notes.append(
+                f"no ROCm build of torch {release.torch} supports this AMD GPU ({outside[0]}); the CPU build"
+            )
     if request.force and request.forced_variant is not None:
         ok, why = build_runs_on(build, host, knowledge)
         if not ok:
@@ -503,7 +509,8 @@ def _exact_in(request: TorchRequest, release: Release) -> Optional[str]:
 def _no_wheels_for_python(host: HostProfile, release: Release, request: TorchRequest) -> str:
     only = (release.python_only_in or {}).get(host.python_version)
     if only and host.python_version in release.python:
-        return f"no wheels for Python {host.python_version} in torch {_exact_in(request, release)} (only {', '.join(only)})"
+        pinned = _exact_in(request, release)
+        return f"no wheels for Python {host.python_version} in torch {pinned} (only {', '.join(only)})"
     return f"no wheels for Python {host.python_version} (torch {release.torch}: {', '.join(release.python)})"
 
 

@@ -859,10 +859,9 @@ def _build_from_binary(facts: Facts, known: Optional[Build], torch: Package) -> 
     if known is not None and known.cuda is None:
         known = None  # version.py unread or wrong: the binary carries CUDA code all the same
     origin = f"read from {compiled.path}"
-    if known is not None and known.sass is not None and (known.sass, known.ptx or ()) != (
-        compiled.sass,
-        compiled.ptx,
-    ):
+    in_file = None if known is None or known.sass is None else (known.sass, known.ptx or ())
+    if in_file is not None and in_file != (compiled.sass, compiled.ptx):
+        assert known is not None
         origin += f"; the knowledge file says {_archs(known)}, the binary wins"
     base = known or Build(torch.variant or "?", facts.host.platform_tag, None, None, None, "high", "")
     return replace(base, sass=compiled.sass, ptx=compiled.ptx, source=origin), origin
@@ -872,7 +871,9 @@ def check_gpu_architecture(facts: Facts) -> Finding:
     """Every visible GPU's architecture is compiled into the build (SASS, or PTX to JIT)."""
     torch = facts.target.torch
     host = facts.host
-    in_binary = facts.compiled_archs is not None and bool(facts.compiled_archs.sass or facts.compiled_archs.ptx)
+    in_binary = facts.compiled_archs is not None and bool(
+        facts.compiled_archs.sass or facts.compiled_archs.ptx
+    )
     if torch is None or (torch.cuda_version is None and not in_binary):
         return Finding("gpu-arch", SKIPPED, "no CUDA build of torch is installed")
     gpus = host.visible_nvidia_gpus or host.nvidia_gpus

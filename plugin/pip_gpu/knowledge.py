@@ -312,7 +312,9 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
         releases=tuple(releases),
         gpus=tuple(dict(g) for g in data.get("gpus", [])),
         tegra=Tegra(
-            compute_capabilities=tuple(parse_compute_capability(c) for c in data["tegra"]["compute_capabilities"]),
+            compute_capabilities=tuple(
+                parse_compute_capability(c) for c in data["tegra"]["compute_capabilities"]
+            ),
             jetson_index_hint=data["tegra"]["jetson_index_hint"],
             source=data["tegra"]["source"],
         )

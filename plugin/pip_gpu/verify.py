@@ -97,7 +97,9 @@ def _platform_and_pythons(filename: str) -> tuple[Optional[str], tuple[str, ...]
     return (platforms[0] if len(platforms) == 1 else None), tuple(sorted(pythons))
 
 
-def _python_differences(facts: WheelFacts, pythons: tuple[str, ...], listed: tuple[str, ...]) -> list[Difference]:
+def _python_differences(
+    facts: WheelFacts, pythons: tuple[str, ...], listed: tuple[str, ...]
+) -> list[Difference]:
     found: list[Difference] = []
     missing = [p for p in pythons if p not in listed]
     if missing:
@@ -131,7 +133,11 @@ def check_wheel(wheel: Path, knowledge: Knowledge) -> WheelCheck:
     variant = _variant(facts)
     platform, pythons = _platform_and_pythons(facts.filename)
     runtime = next(
-        (f"{m.group(2)}.{m.group(3)}" for r in facts.requires_dist if (m := _CUDA_RUNTIME_PIN.match(r.strip()))),
+        (
+            f"{m.group(2)}.{m.group(3)}"
+            for r in facts.requires_dist
+            if (m := _CUDA_RUNTIME_PIN.match(r.strip()))
+        ),
         None,
     )
     differences: list[Difference] = []
@@ -144,14 +150,18 @@ def check_wheel(wheel: Path, knowledge: Knowledge) -> WheelCheck:
         differences.append(Difference("version", version.public, ", ".join(release.versions)))
     differences += _python_differences(facts, pythons, release.python)
     if facts.cuda and runtime and runtime != ".".join(facts.cuda.split(".")[:2]):
-        differences.append(Difference("cuda-runtime", f"version.py cuda {facts.cuda}", f"METADATA pins {runtime}"))
+        differences.append(
+            Difference("cuda-runtime", f"version.py cuda {facts.cuda}", f"METADATA pins {runtime}")
+        )
     if platform is not None and version.local is None and release.pypi_default_for(platform) != variant:
         differences.append(
             Difference("pypi-default", f"PyPI wheel is {variant}", str(release.pypi_default_for(platform)))
         )
     build = next((b for b in release.builds if b.variant == variant and b.platform == platform), None)
     if build is None:
-        differences.append(Difference("build", f"{variant} on {platform}", "no such build in the knowledge file"))
+        differences.append(
+            Difference("build", f"{variant} on {platform}", "no such build in the knowledge file")
+        )
     elif facts.compiled is not None:
         if build.sass != facts.compiled.sass:
             differences.append(Difference("sass", _archs(facts.compiled.sass), _archs(build.sass)))

@@ -254,7 +254,12 @@ def detect_host(
         intel = sysfs.find_intel_gpus(sys_root)
         sources["amd_gpus"] = sources["intel_gpus"] = f"sysfs ({sys_root})"
     tegra: Optional[str] = None
-    if os_name == "linux" and arch in ("aarch64", "arm64") and not other_machine and not overrides.gives_nvidia_facts:
+    if (
+        os_name == "linux"
+        and arch in ("aarch64", "arm64")
+        and not other_machine
+        and not overrides.gives_nvidia_facts
+    ):
         from .tegra import find_tegra
 
         tegra = find_tegra(
