@@ -418,3 +418,11 @@ def test_amd_gpu_outside_every_rocm_build_is_told() -> None:
     )
     assert any("no ROCm build of torch 2.5 supports this AMD GPU" in note for note in decision.notes)
     assert run("torch==2.5.1", on=host(amd=("gfx90a",))).variant == "rocm6.2"
+
+
+def test_companions_that_pin_a_range_pair_with_later_releases() -> None:
+    on = host("580.65.06", (H100,), python="3.12")
+    # torchvision 0.29.0 requires torch==2.14.0; 0.29.1 and later require torch>=2.14.0.
+    assert run("torchvision==0.29.0", on=on).torch == "2.14"
+    assert run("torchvision==0.29.2", on=on).torch == "2.15"
+    assert run("torch", "torchvision>=0.29", on=on).torch == "2.15"

@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 import pytest
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from pip_gpu.knowledge import cuda_of_variant, knowledge_from_dict, load_knowledge
@@ -139,6 +140,8 @@ def test_version_strings_parse(raw) -> None:
             assert python in rel["python"] and set(versions) <= set(rel["versions"]), rel["torch"]
         for series in rel["companions"].values():
             assert DOTTED.match(series), (rel["torch"], series)
+        for name, text in rel.get("companion_ranges", {}).items():
+            assert name in rel["companions"] and SpecifierSet(text), (rel["torch"], name)
         for build in rel["builds"]:
             if build["variant"].startswith("rocm"):
                 Version(build["variant"][4:])

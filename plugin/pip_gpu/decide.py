@@ -87,9 +87,11 @@ class TorchRequest:
             return False, f"{self.described_as} excludes torch {release.torch}"
         for name, spec in self.companion_specifiers:
             series = release.companions.get(name)
-            if series is None:
+            allowed = release.companion_specifier(name)
+            if series is None or allowed is None:
                 return False, f"torch {release.torch} has no {name} release"
-            if not any(spec.contains(v, prereleases=True) for v in _series_versions(series)):
+            pairing = [v for v in _series_versions(series) if allowed.contains(v, prereleases=True)]
+            if not any(spec.contains(v, prereleases=True) for v in pairing):
                 return False, f"{name}{spec} does not pair with torch {release.torch} ({name} {series}.x)"
         return True, ""
 

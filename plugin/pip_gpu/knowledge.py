@@ -24,6 +24,7 @@ File shape (``schema`` 1)::
          "pypi_default": "cu124",   # the build plain PyPI serves on linux-x86_64
          "pypi_defaults": {"linux-aarch64": "cpu", "windows-x86_64": "cpu", ...},  # per platform
          "python_only_in": {"3.13t": ["2.12.0"]},  # a Python some patch releases lack
+         "companion_ranges": {"torchvision": ">=0.29.1"},  # where a companion pins a range
          "confidence": "high", "source": "...",
          "builds": [
            {"variant": "cu124", "platform": "linux-x86_64",
@@ -55,6 +56,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from .host import ComputeCapability, parse_compute_capability
@@ -156,6 +158,7 @@ class Release:
     unconfirmed_versions: tuple[str, ...] = ()  # likely patch releases not confirmed from a source
     pypi_defaults: Optional[dict[str, str]] = None  # platform -> the build PyPI serves there
     python_only_in: Optional[dict[str, tuple[str, ...]]] = None  # "3.13t" -> ("2.12.0",)
+    companion_ranges: Optional[dict[str, str]] = None  # "torchvision" -> ">=0.29.1", within the series
 
     @property
     def version(self) -> Version:
@@ -166,6 +169,19 @@ class Release:
         if self.pypi_defaults is not None and platform in self.pypi_defaults:
             return self.pypi_defaults[platform]
         return self.pypi_default if platform == "linux-x86_64" else None
+
+    def companion_specifier(self, name: str) -> Optional[SpecifierSet]:
+        """The companion versions that pair with this release: its series, narrowed by a range.
+
+        Since torchvision 0.29.1 companions require ``torch>=X`` instead of ``torch==X``; so
+        0.29.1 and 0.29.2 pair with torch 2.15, 0.29.0 (``torch==2.14.0``) does not.
+        """
+        series = self.companions.get(name)
+        if series is None:
+            return None
+        spec = SpecifierSet(f"=={series}.*")
+        extra = (self.companion_ranges or {}).get(name)
+        return spec & SpecifierSet(extra) if extra else spec
 
     def has_python(self, python: str, version: Optional[str] = None) -> bool:
         """Whether wheels exist for this Python (``"3.12"``, ``"3.14t"``), for a patch if given."""
@@ -279,6 +295,7 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
                 python_only_in={k: tuple(v) for k, v in rel["python_only_in"].items()}
                 if "python_only_in" in rel
                 else None,
+                companion_ranges=dict(rel["companion_ranges"]) if "companion_ranges" in rel else None,
             )
         )
     releases.sort(key=lambda r: r.version, reverse=True)

@@ -287,13 +287,13 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
     label = None if decision.variant == "default" else decision.variant
     pins: dict[str, RewritePin] = {}
     for member in plan.knowledge.family:
-        series: Optional[str] = None
+        held: Optional[SpecifierSet] = None
         if member.name == "torch":
-            series = decision.release.torch
+            held = SpecifierSet(f"=={decision.release.torch}.*")
         elif member.name in decision.release.companions:
-            series = decision.release.companions[member.name]
+            held = decision.release.companion_specifier(member.name)
         pins[canonicalize_name(member.name)] = RewritePin(
-            specifier=SpecifierSet(f"=={series}.*") if series else SpecifierSet(),
+            specifier=held if held is not None else SpecifierSet(),
             local_label=label if member.local_label else None,
         )
     return pins
