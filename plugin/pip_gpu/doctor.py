@@ -537,9 +537,9 @@ def _known_build(facts: Facts, torch: Package) -> Optional[Build]:
     for build in release.builds:
         if build.variant == variant and build.platform == platform:
             return build
-    if torch.label is None:  # a PyPI wheel without label is the release's pypi_default build
+    if torch.label is None:  # a PyPI wheel without label is the build PyPI serves on this platform
         for build in release.builds:
-            if build.variant == release.pypi_default and build.platform == platform:
+            if build.variant == release.pypi_default_for(platform) and build.platform == platform:
                 return build
     return None
 
