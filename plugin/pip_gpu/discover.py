@@ -47,7 +47,7 @@ __all__ = [
 
 CACHE_TTL_S = 6 * 3600
 UNREACHABLE_TTL_S = 15 * 60  # an index that did not answer is not asked again for a while
-FRESHNESS_TIMEOUT_S = 3.0
+FRESHNESS_TIMEOUT_S = 2.0  # with pip-gpu's own start, well under 5 s on a busy machine
 FRESHNESS_TIMEOUT_VARIABLE = "PIP_GPU_FRESHNESS_TIMEOUT"
 PYTHONS = tuple(f"3.{minor}" for minor in range(8, 16))
 PLATFORMS = ("linux-x86_64", "linux-aarch64", "windows-x86_64", "macos-arm64")
@@ -251,11 +251,11 @@ class Freshness:
 
     releases: tuple[Release, ...]  # newer series found (architectures assumed, unconfirmed)
     answered: bool
-    problem: str = ""  # why there is no answer: "did not answer within 3 s", ...
+    problem: str = ""  # why there is no answer: "did not answer within 2 s", ...
 
 
 def freshness_timeout(env: Optional[dict[str, str]] = None) -> float:
-    """Seconds an open request waits for the index: ``PIP_GPU_FRESHNESS_TIMEOUT`` (default 3)."""
+    """Seconds an open request waits for the index: ``PIP_GPU_FRESHNESS_TIMEOUT`` (default 2)."""
     value = (env if env is not None else os.environ).get(FRESHNESS_TIMEOUT_VARIABLE, "").strip()
     try:
         seconds = float(value) if value else FRESHNESS_TIMEOUT_S
