@@ -13,11 +13,11 @@ the index does not answer in time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -213,7 +213,9 @@ def default_cache_dir() -> Path:
 
 def _cache_path(pytorch_index: str, variant: str, cache_dir: Optional[Path]) -> Path:
     folder = cache_dir or default_cache_dir()
-    key = hashlib.sha256(f"{pytorch_index}/{variant}".encode()).hexdigest()[:24]
+    # Not the URL itself (it may hold a token); zlib, unlike hashlib, costs nothing to import.
+    raw = f"{pytorch_index}/{variant}".encode()
+    key = f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}"
     return folder / f"{key}.json"
 
 
