@@ -122,6 +122,13 @@ def test_explain_on_a_jetson_refuses_the_server_arm_wheels(tmp_path: Path) -> No
         check=False,
     )
     assert json.loads(cpu.stdout)["variant"] == "cpu"
+    detect = subprocess.run(
+        [sys.executable, "-m", "pip_gpu", "detect", "--arch", "aarch64"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert f"Jetson     a Tegra (L4T) board: {tree}/compatible: nvidia,tegra234" in detect.stdout
 
 
 # --- free-threaded Pythons -----------------------------------------------------------------

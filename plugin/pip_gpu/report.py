@@ -39,6 +39,8 @@ def render_host(host: HostProfile) -> str:
         )
     else:
         lines.append("Driver     no NVIDIA driver found")
+    if host.tegra:
+        lines.append(f"Jetson     a Tegra (L4T) board: {host.tegra}")
     if host.nvidia_gpus:
         rows = [["#", "GPU", "capability", "memory", "UUID", "visible", "source"]]
         for gpu in host.nvidia_gpus:
