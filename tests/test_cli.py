@@ -180,7 +180,14 @@ def test_matrix_json_is_the_knowledge_with_sources() -> None:
     cu124 = next(b for b in release["builds"] if b["variant"] == "cu124" and b["platform"] == "linux-x86_64")
     assert cu124["cuda"] == "12.4" and "9.0" in cu124["sass"] and cu124["source"]
     assert all(row["source"] for row in data["cuda_drivers"])
-    assert "cu124" in pip_gpu("matrix").stdout
+    newest = data["releases"][0]
+    assert newest["torch"] == "2.15" and "3.14t" in newest["python"]
+    assert newest["pypi_defaults"]["windows-x86_64"] == "cpu"
+    assert data["tegra"]["compute_capabilities"] == ["5.3", "6.2", "7.2", "8.7", "11.0"]
+    text = pip_gpu("matrix").stdout
+    assert "cu124" in text
+    assert "3.11-3.15 3.14t 3.15t" in text  # free-threaded Pythons listed apart
+    assert "gfx90a" in text  # ROCm builds show their gfx targets
 
 
 def test_help_explains_the_commands() -> None:

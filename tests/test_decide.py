@@ -11,7 +11,7 @@ from typing import Optional
 import pytest
 from packaging.requirements import Requirement
 
-from pip_gpu.decide import Decision, Policy, decide, gpu_covered_by, request_from_requirements
+from pip_gpu.decide import Blocker, Decision, Policy, decide, gpu_covered_by, request_from_requirements
 from pip_gpu.errors import UsageError
 from pip_gpu.host import AmdGpu, HostProblem, HostProfile, IntelGpu, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
@@ -122,16 +122,21 @@ def test_cuda_13_needs_the_r580_driver() -> None:
 
 
 def test_open_requirement_takes_the_newest_release_and_its_newest_runnable_cuda() -> None:
-    newest = KNOWLEDGE.releases[0].torch
+    assert run("torch", on=host("580.65.06", (A100,))).torch == KNOWLEDGE.releases[0].torch
     decision = run("torch", on=host("535.104.05", (A100,)))
-    assert decision.torch == newest
+    # torch 2.15 publishes CUDA 13 builds only: a 535 driver gets the newest release with a 12.x one.
+    assert decision.torch == "2.14"
     assert decision.build is not None and decision.build.cuda is not None
     assert decision.build.cuda.startswith("12.")  # 535 runs no CUDA 13 build
 
 
 def test_windows_uses_the_windows_driver_minimums() -> None:
-    assert run("torch==2.5.1", on=host("527.41", (A10,), os="windows")).variant == "cu124"
-    assert run("torch==2.5.1", on=host("527.40", (A10,), os="windows")).variant == "cu118"
+    # CUDA 12.x minor-version compatibility on Windows starts at 528.33 (527.41 was 12.0 GA only).
+    assert run("torch==2.5.1", on=host("528.33", (A10,), os="windows")).variant == "cu124"
+    assert run("torch==2.5.1", on=host("527.41", (A10,), os="windows")).variant == "cu118"
+    # Windows R580 drivers are numbered 580.88, 581.xx: CUDA 13 needs the branch.
+    assert run("torch==2.14.1", on=host("581.15", (A10,), os="windows")).variant == "cu132"
+    assert run("torch==2.14.1", on=host("576.02", (A10,), os="windows")).variant == "cu126"
 
 
 # --- GPU architectures ---------------------------------------------------------------------
@@ -342,3 +347,82 @@ def test_variant_index_keeps_a_mirrors_query_string(base: str, expected: str) ->
 
     assert variant_index_url(base, "cu124") == expected
     assert variant_index_url(base, "default") is None
+
+
+# --- facts corrected by the 2026-11 audit, and torch 2.15 ------------------------------------
+
+
+def test_torch_2_14_publishes_no_python_3_15_wheels() -> None:
+    decision = run("torch==2.14.1", on=host("580.65.06", (H100,), python="3.15"))
+    assert not decision.ok and decision.blocker is not None
+    assert "has wheels for Python 3.15" in decision.blocker.message
+    assert run("torch==2.15.0", on=host("580.65.06", (H100,), python="3.15")).variant == "cu132"
+
+
+def test_python_3_10_stops_at_2_14_and_3_12_gets_2_15() -> None:
+    assert run("torch", on=host("580.65.06", (H100,), python="3.10")).torch == "2.14"
+    newest = run("torch", on=host("580.65.06", (H100,), python="3.12"))
+    assert (newest.torch, newest.variant) == ("2.15", "cu132")
+
+
+def test_torch_2_15_needs_the_r580_driver_and_turing() -> None:
+    # 2.15 has only CUDA 13 builds (no cu126 confirmed): Volta and a 570 driver stay on 2.14.
+    assert run("torch", on=host("580.65.06", (V100,), python="3.12")).torch == "2.14"
+    assert run("torch", on=host("570.86.10", (H100,), python="3.12")).torch == "2.14"
+
+
+def test_free_threaded_python_is_a_target_of_its_own() -> None:
+    assert run("torch", on=host("580.65.06", (H100,), python="3.14t")).torch == "2.15"
+    assert run("torch==2.9.1", on=host("580.65.06", (H100,), python="3.14t")).ok
+    refused = run("torch==2.8.0", on=host("580.65.06", (H100,), python="3.14t"))
+    assert not refused.ok and refused.blocker is not None
+    assert "Python 3.14t" in refused.blocker.message
+
+
+def test_cp313t_wheels_differ_between_2_12_patches() -> None:
+    assert run("torch==2.12.0", on=host("580.65.06", (H100,), python="3.13t")).ok
+    refused = run("torch==2.12.1", on=host("580.65.06", (H100,), python="3.13t"))
+    assert not refused.ok
+    assert any("in torch 2.12.1 (only 2.12.0)" in c.reason for c in refused.candidates)
+    assert run("torch", on=host("580.65.06", (H100,), python="3.13t")).torch == "2.12"
+
+
+def test_jetson_capability_on_aarch64_is_refused_with_the_jetson_hint() -> None:
+    decision = run("torch", on=host("540.4.0", ((8, 7),), arch="aarch64"))
+    assert not decision.ok and decision.blocker is not None
+    assert "Jetson (Tegra)" in decision.blocker.message
+    assert "Jetson" in decision.blocker.hint and "--variant cpu" in decision.blocker.hint
+    # The same capability number on x86_64 is just an unusual GPU, not a Jetson.
+    assert "Jetson" not in (run("torch", on=host("580.65.06", ((8, 7),))).blocker or Blocker("", "")).message
+
+
+def test_detected_tegra_board_refuses_sbsa_wheels_even_without_nvml() -> None:
+    board = host(None, (), arch="aarch64", python="3.12").with_changes(tegra="/etc/nv_tegra_release: R36")
+    decision = run("torch", on=board)
+    assert not decision.ok and decision.blocker is not None
+    assert "(/etc/nv_tegra_release: R36)" in decision.blocker.message
+    assert run("torch", on=board, variant="cpu").variant == "cpu"
+
+
+def test_jetson_thor_runs_the_cu130_sbsa_build() -> None:
+    decision = run("torch", on=host("580.65.06", ((11, 0),), arch="aarch64", python="3.12"))
+    assert decision.ok and decision.build is not None
+    assert (11, 0) in (decision.build.sass or ())
+
+
+def test_amd_gpu_outside_every_rocm_build_is_told() -> None:
+    decision = run("torch==2.5.1", on=host(amd=("gfx1036",)))
+    assert decision.variant == "cpu"
+    assert any(
+        "gfx1036" in c.reason and c.variant.startswith("rocm") and not c.ok for c in decision.candidates
+    )
+    assert any("no ROCm build of torch 2.5 supports this AMD GPU" in note for note in decision.notes)
+    assert run("torch==2.5.1", on=host(amd=("gfx90a",))).variant == "rocm6.2"
+
+
+def test_companions_that_pin_a_range_pair_with_later_releases() -> None:
+    on = host("580.65.06", (H100,), python="3.12")
+    # torchvision 0.29.0 requires torch==2.14.0; 0.29.1 and later require torch>=2.14.0.
+    assert run("torchvision==0.29.0", on=on).torch == "2.14"
+    assert run("torchvision==0.29.2", on=on).torch == "2.15"
+    assert run("torch", "torchvision>=0.29", on=on).torch == "2.15"

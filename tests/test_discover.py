@@ -80,3 +80,140 @@ def test_unknown_release_is_discovered_decided_and_installed(  # type: ignore[no
     done = run("install", "torch==2.6.0", "--python", str(python), *host, env=env)
     assert done.returncode == 0, done.stderr
     assert installed_versions(python)["torch"] == "2.6.0+cu126"
+
+
+# --- freshness: an open request sees releases newer than the knowledge file ------------------
+
+
+def _explain(env: dict[str, str], index_url: str, *extra: str) -> dict[str, object]:
+    host = ("--pytorch-index", index_url, "--driver", "560.35.03", "--compute-capability", "8.0")
+    done = run("explain", "torch", *host, "--json", *extra, env=env)
+    assert done.returncode == 0, done.stderr
+    data: dict[str, object] = json.loads(done.stdout)
+    return data
+
+
+def _old_knowledge_env(old_knowledge: Path, tmp_path: Path) -> dict[str, str]:
+    env = {**pip_env(), "PYTHONPATH": str(PLUGIN), "PIP_GPU_KNOWLEDGE": str(old_knowledge)}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env.pop("PIP_GPU_OFFLINE", None)
+    return env
+
+
+def test_open_request_takes_a_newer_release_from_the_index_with_a_note(  # type: ignore[no-untyped-def]
+    old_knowledge: Path, tmp_path: Path, index_server
+) -> None:
+    """The knowledge file stops at torch 2.4; the index serves 2.5 and 2.6: plain `torch` gets 2.6."""
+    env = _old_knowledge_env(old_knowledge, tmp_path)
+    decision = _explain(env, index_server.pytorch_url)
+    # Driver 560 runs CUDA <= 12.6: the host's variant (cu124) and the next ones are asked.
+    assert (decision["torch"], decision["variant"]) == ("2.6", "cu126")
+    assert index_server.contacted("/whl/cu124/torch/") and index_server.contacted("/whl/cu126/torch/")
+    (note,) = [n for n in decision["notes"] if "newer than pip-gpu's knowledge" in n]  # type: ignore[union-attr]
+    assert note.startswith(
+        "torch 2.6 is newer than pip-gpu's knowledge (newest 2.4): found on the cu126 index"
+    )
+    assert "architectures assumed from torch 2.4 cu124 (not confirmed)" in note
+
+    index_server.clear_requests()  # answered from the cache for hours
+    assert _explain(env, index_server.pytorch_url)["torch"] == "2.6"
+    assert not index_server.contacted("/whl/")
+    text = run("explain", "torch", "--pytorch-index", index_server.pytorch_url, "--driver", "560.35.03",
+               "--compute-capability", "8.0", env=env).stdout  # fmt: skip
+    assert "Note: torch 2.6 is newer than pip-gpu's knowledge" in text
+
+
+def test_unreachable_index_still_decides_from_the_file(  # type: ignore[no-untyped-def]
+    old_knowledge: Path, tmp_path: Path, index_server
+) -> None:
+    env = _old_knowledge_env(old_knowledge, tmp_path)
+    env["PIP_GPU_FRESHNESS_TIMEOUT"] = "1"
+    index_server.fail("/whl/cu124/", "hang", hang_s=20)
+    decision = _explain(env, index_server.pytorch_url)
+    assert (decision["torch"], decision["variant"]) == ("2.4", "cu124")
+    (note,) = decision["notes"]  # type: ignore[misc]
+    assert note.startswith("could not ask the index for a torch release newer than 2.4 (")
+    assert "did not answer within 1 s" in note and note.endswith("decided from the knowledge file")
+
+    index_server.clear_requests()  # a silent index is not asked again at once
+    assert _explain(env, index_server.pytorch_url)["variant"] == "cu124"
+    assert not index_server.contacted("/whl/")
+
+
+def test_offline_flag_and_setting_skip_the_question(  # type: ignore[no-untyped-def]
+    old_knowledge: Path, tmp_path: Path, index_server
+) -> None:
+    env = _old_knowledge_env(old_knowledge, tmp_path)
+    flagged = _explain(env, index_server.pytorch_url, "--offline")
+    assert flagged["torch"] == "2.4"
+    assert flagged["notes"] == [
+        "did not ask the index for a torch release newer than 2.4 (offline); decided from the knowledge file"
+    ]
+    assert _explain({**env, "PIP_GPU_OFFLINE": "1"}, index_server.pytorch_url)["notes"] == flagged["notes"]
+    assert not index_server.contacted("/whl/")
+
+
+def test_a_pinned_request_does_not_ask(  # type: ignore[no-untyped-def]
+    old_knowledge: Path, tmp_path: Path, index_server
+) -> None:
+    env = _old_knowledge_env(old_knowledge, tmp_path)
+    host = (
+        "--pytorch-index",
+        index_server.pytorch_url,
+        "--driver",
+        "560.35.03",
+        "--compute-capability",
+        "8.0",
+    )
+    done = run("explain", "torch==2.4.1", *host, "--json", env=env)
+    assert json.loads(done.stdout)["notes"] == []
+    assert not index_server.contacted("/whl/")
+
+
+def test_unknown_future_variant_is_learned(tmp_path: Path) -> None:
+    """A driver that runs CUDA 13.4 makes pip-gpu ask cu133 and cu134 too, and cu134 has torch 2.16."""
+    from pip_gpu.decide import decide, request_from_requirements
+    from pip_gpu.discover import look_for_newer, with_releases
+    from pip_gpu.host import HostProfile, NvidiaGpu
+    from pip_gpu.knowledge import load_knowledge
+    from pip_gpu.plan import _variants_to_ask
+
+    served = {
+        "cu132": ["torch-2.15.0+cu132-cp312-cp312-manylinux_2_28_x86_64.whl"],
+        "cu134": [
+            "torch-2.16.0+cu134-cp312-cp312-manylinux_2_28_x86_64.whl",
+            "torch-2.16.0+cu134-cp314-cp314t-manylinux_2_28_x86_64.whl",
+        ],
+    }
+    asked: list[str] = []
+
+    def fetch(url: str) -> list[IndexFile]:
+        variant = url.rstrip("/").split("/")[-2]
+        asked.append(variant)
+        return [IndexFile(n, n, None, ">=3.11") for n in served.get(variant, [])]  # 404: no files
+
+    knowledge = load_knowledge()
+    host = HostProfile(
+        os="linux",
+        arch="x86_64",
+        python_version="3.12",
+        driver_version="615.20.01",
+        cuda_driver_version="13.4",
+        nvidia_gpus=(NvidiaGpu(0, "NVIDIA B200", (10, 0), "test"),),
+    )
+    variants = _variants_to_ask("cu132", host)
+    assert variants == ["cu132", "cu133", "cu134"]
+    answer = look_for_newer(
+        knowledge, "https://mirror.example/whl", variants, fetch=fetch, cache_dir=tmp_path
+    )
+    assert answer.answered and asked == ["cu132", "cu133", "cu134"]
+    (release,) = answer.releases
+    assert (release.torch, release.python) == ("2.16", ("3.12", "3.14t"))
+    (build,) = release.builds
+    assert (build.variant, build.confidence) == ("cu134", "unconfirmed")
+    assert build.sass == ((7, 5), (8, 0), (8, 6), (9, 0), (10, 0), (12, 0))  # from 2.15 cu132
+    assert "architectures assumed from torch 2.15 cu132" in build.source
+
+    request = request_from_requirements([], knowledge)
+    decision = decide(request, host, with_releases(knowledge, answer.releases))
+    assert (decision.torch, decision.variant) == ("2.16", "cu134")

@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 import pytest
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from pip_gpu.knowledge import cuda_of_variant, knowledge_from_dict, load_knowledge
@@ -15,7 +16,7 @@ from pip_gpu.knowledge import cuda_of_variant, knowledge_from_dict, load_knowled
 CONFIDENCES = {"high", "medium", "unconfirmed"}
 DOTTED = re.compile(r"^\d+(\.\d+)+$")
 PLATFORMS = {"linux-x86_64", "linux-aarch64", "windows-x86_64", "macos-arm64", "macos-x86_64"}
-SERIES = ["1.13"] + [f"2.{minor}" for minor in range(15)]
+SERIES = ["1.13"] + [f"2.{minor}" for minor in range(16)]
 
 # torch series -> the CUDA variants it was published with (reference torch_variants.csv;
 # the unadvertised cu129 Linux builds are checked separately).
@@ -36,6 +37,7 @@ CUDA_VARIANTS = {
     "2.12": {"cu126", "cu130", "cu132"},
     "2.13": {"cu126", "cu130", "cu132"},
     "2.14": {"cu126", "cu130", "cu132"},
+    "2.15": {"cu132"},  # confirmed from PyPI's wheels; cu130 is a lead (AUDIT-2026-11 s7)
 }
 
 FAMILY = [
@@ -117,6 +119,9 @@ def test_version_strings_parse(raw) -> None:
     for row in raw["cuda_drivers"]:
         for field in (*fields, "windows_toolkit"):
             value = row[field]
+            if field == "windows_minor_compat" and value is not None and value.isdigit():
+                assert row["cuda"].startswith("13."), row["cuda"]  # NVIDIA states only the branch
+                continue
             if value is not None:
                 assert DOTTED.match(value), (row["cuda"], field, value)
                 Version(value)
@@ -130,9 +135,13 @@ def test_version_strings_parse(raw) -> None:
         for version in [*rel["versions"], *unconfirmed]:
             assert Version(version).release[:2] == Version(rel["torch"]).release, version
         for python in rel["python"]:
-            assert python.startswith("3.") and Version(python) and not python.endswith("t")
+            assert python.startswith("3.") and Version(python.removesuffix("t"))
+        for python, versions in rel.get("python_only_in", {}).items():
+            assert python in rel["python"] and set(versions) <= set(rel["versions"]), rel["torch"]
         for series in rel["companions"].values():
             assert DOTTED.match(series), (rel["torch"], series)
+        for name, text in rel.get("companion_ranges", {}).items():
+            assert name in rel["companions"] and SpecifierSet(text), (rel["torch"], name)
         for build in rel["builds"]:
             if build["variant"].startswith("rocm"):
                 Version(build["variant"][4:])
@@ -144,7 +153,7 @@ def test_cuda_driver_rows_cover_11_0_to_13_2(kb) -> None:
     have = {row.cuda for row in kb.cuda_drivers}
     assert set(wanted) <= have
     for row in kb.cuda_drivers:
-        if Version(row.cuda) > Version("13.2"):
+        if Version(row.cuda) > Version("13.3"):
             assert row.confidence == "unconfirmed", row.cuda
         assert row.linux_minor_compat is not None, row.cuda
 
@@ -172,7 +181,10 @@ def test_builds_are_well_formed(kb) -> None:
             if build.platform.startswith("macos-"):
                 assert build.variant == "default", (release.torch, key)
             if build.cuda is not None:
-                assert (build.sass is None) == (build.ptx is None), (release.torch, key)
+                if build.ptx is None and build.sass is not None:  # SASS known, PTX not
+                    assert "PTX UNCONFIRMED" in build.source, (release.torch, key)
+                else:
+                    assert (build.sass is None) == (build.ptx is None), (release.torch, key)
                 if build.sass is None:
                     assert build.confidence == "unconfirmed", (release.torch, key)
                 else:
@@ -242,14 +254,21 @@ def test_windows_lists_differ_in_older_releases(kb) -> None:
     assert win.ptx == ((3, 7),) and linux.ptx == ()
 
 
-def test_rocm_gfx_unknown(kb) -> None:
-    build = _build(kb, "2.5", "rocm6.2", "linux-x86_64")
-    assert build.gfx is None and build.sass is None
+def test_rocm_gfx_targets_per_rocm_version(kb) -> None:
+    rocm62 = _build(kb, "2.5", "rocm6.2", "linux-x86_64")
+    assert rocm62.sass is None and rocm62.gfx is not None
+    assert "gfx90a" in rocm62.gfx and "gfx1100" in rocm62.gfx and "gfx1201" not in rocm62.gfx
+    assert "gfx1201" in _build(kb, "2.7", "rocm6.3", "linux-x86_64").gfx
+    assert "gfx950" in _build(kb, "2.11", "rocm7.1", "linux-x86_64").gfx
+    assert "gfx1151" in _build(kb, "2.14", "rocm7.2", "linux-x86_64").gfx
+    assert _build(kb, "2.14", "rocm7.14", "linux-x86_64").gfx is None  # not known (AUDIT-2026-11 s10)
 
 
 def test_driver_minimums(kb) -> None:
     assert kb.minimum_driver_for("12.4", "linux") == "525.60.13"
-    assert kb.minimum_driver_for("12.4", "windows") == "527.41"
+    assert kb.minimum_driver_for("12.4", "windows") == "528.33"  # Table 2, not the 12.0 GA 527.41
+    assert kb.minimum_driver_for("12.0", "windows") == "528.33"
+    assert kb.minimum_driver_for("13.0", "windows") == "580"  # NVIDIA states only the branch
     assert kb.minimum_driver_for("11.8", "linux") == "450.80.02"
     assert kb.minimum_driver_for("11.8", "windows") == "452.39"
     assert kb.minimum_driver_for("13.0", "linux") == "580.65.06"

@@ -118,6 +118,11 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     )
     explain.add_argument("--json", action="store_true", help="print JSON")
     explain.add_argument("--all", action="store_true", help="list the candidates of every release")
+    explain.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not ask the index whether a torch release newer than pip-gpu knows exists [PIP_GPU_OFFLINE]",
+    )
     _add_host_flags(explain)
     _add_decision_flags(explain)
 
@@ -146,6 +151,9 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
 
     add_doctor_parser(commands, _add_host_flags)
     _add_fleet_parser(commands)
+    from .verify import add_knowledge_parser
+
+    add_knowledge_parser(commands)
     return parser
 
 
@@ -291,6 +299,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         force=args.force,
         pytorch_index=args.pytorch_index,
         cwd=Path.cwd(),
+        offline=args.offline,
     )
     if args.json:
         emit_json(decision_json(outcome.decision, host))

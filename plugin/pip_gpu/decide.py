@@ -18,6 +18,9 @@ Rules (see README "How pip-gpu decides"):
    refused when it cannot run, unless forced.
 5. Nothing runs: no decision, an error naming the blocking fact and the ways out. Never a
    silent CPU build on a machine with an NVIDIA GPU.
+6. A free-threaded Python (``3.14t``) is a target of its own: only releases with ``cp314t``
+   wheels are candidates. A Jetson (Tegra) GPU on aarch64 is vouched for only by a build with
+   SASS for its exact capability: PyTorch's aarch64 CUDA wheels are server-ARM (SBSA) builds.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "decide",
     "gpu_covered_by",
     "request_from_requirements",
+    "tegra_gpus",
     "variant_index_url",
 ]
 
@@ -83,9 +87,11 @@ class TorchRequest:
             return False, f"{self.described_as} excludes torch {release.torch}"
         for name, spec in self.companion_specifiers:
             series = release.companions.get(name)
-            if series is None:
+            allowed = release.companion_specifier(name)
+            if series is None or allowed is None:
                 return False, f"torch {release.torch} has no {name} release"
-            if not any(spec.contains(v, prereleases=True) for v in _series_versions(series)):
+            pairing = [v for v in _series_versions(series) if allowed.contains(v, prereleases=True)]
+            if not any(spec.contains(v, prereleases=True) for v in pairing):
                 return False, f"{name}{spec} does not pair with torch {release.torch} ({name} {series}.x)"
         return True, ""
 
@@ -271,6 +277,12 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
     cuda = build.cuda
     if cuda is None:
         return True, _why_non_cuda_runs(build, host)
+    for gpu in tegra_gpus(host, knowledge):
+        if build.sass is None or gpu.compute_capability not in build.sass:
+            return False, (
+                f"{_describe_gpu(gpu, knowledge)} is a Jetson (Tegra) GPU; this {build.variant} build is a "
+                "server-ARM (SBSA) build without its exact architecture"
+            )
     minimum = knowledge.minimum_driver_for(cuda, host.os)
     if minimum is None:
         return False, f"no known minimum driver for CUDA {cuda} on {host.os}"
@@ -305,13 +317,30 @@ def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
     return "CPU build"
 
 
+def tegra_gpus(host: HostProfile, knowledge: Knowledge) -> tuple[NvidiaGpu, ...]:
+    """The GPUs that are Jetson iGPUs: all of a detected Tegra board's, or a Tegra capability on aarch64."""
+    if host.platform_tag != "linux-aarch64":
+        return ()
+    gpus = _gpus_for_decision(host)
+    if host.tegra:
+        return gpus
+    known = knowledge.tegra.compute_capabilities if knowledge.tegra else ()
+    return tuple(g for g in gpus if g.compute_capability in known)
+
+
 def _gpus_for_decision(host: HostProfile) -> tuple[NvidiaGpu, ...]:
     """The GPUs the target process will see; all of them when CUDA_VISIBLE_DEVICES hides all."""
     return host.visible_nvidia_gpus or host.nvidia_gpus
 
 
-def _describe_gpu(gpu: NvidiaGpu) -> str:
-    return f"{gpu.name} (sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]})"
+def _describe_gpu(gpu: NvidiaGpu, knowledge: Optional[Knowledge] = None) -> str:
+    """``NVIDIA H100 (sm_90)``; a GPU given only by its capability gets the product names."""
+    name = gpu.name
+    if knowledge is not None and gpu.source.startswith(("--", "PIP_GPU_")):
+        products = knowledge.gpu_names_for(gpu.compute_capability)
+        if products:
+            name += f" ({'; '.join(products[:2])})" if len(products) <= 2 else f" ({products[0]}, ...)"
+    return f"{name} (sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]})"
 
 
 def _describe_archs(build: Build) -> str:
@@ -325,7 +354,7 @@ def _discrete_intel(host: HostProfile) -> bool:
 
 
 def _has_nvidia(host: HostProfile) -> bool:
-    return bool(host.nvidia_gpus) or host.driver_version is not None
+    return bool(host.nvidia_gpus) or host.driver_version is not None or host.tegra is not None
 
 
 # --- the decision --------------------------------------------------------------------------
@@ -353,7 +382,7 @@ def decide(
         ok, why = request.admits(release, newest=release is knowledge.releases[0])
         if not ok:
             continue
-        if host.python_version not in release.python:
+        if not release.has_python(host.python_version, _exact_in(request, release)):
             for build in release.builds:
                 if build.platform == host.platform_tag:
                     candidates.append(
@@ -362,8 +391,7 @@ def decide(
                             release.torch,
                             build.platform,
                             False,
-                            f"no wheels for Python {host.python_version} "
-                            f"(torch {release.torch}: {', '.join(release.python)})",
+                            _no_wheels_for_python(host, release, request),
                         )
                     )
             continue
@@ -387,6 +415,18 @@ def decide(
         return Decision(None, None, None, None, None, tuple(candidates), tuple(notes), blocker)
 
     release, build = chosen
+    if build.variant == "cpu" and host.amd_gpus:
+        outside = sorted(
+            {
+                c.reason.split(": ", 1)[1]
+                for c in candidates
+                if c.torch == release.torch and "CPU only:" in c.reason
+            }
+        )
+        if outside:
+            notes.append(
+                f"no ROCm build of torch {release.torch} supports this AMD GPU ({outside[0]}); the CPU build"
+            )
     if request.force and request.forced_variant is not None:
         ok, why = build_runs_on(build, host, knowledge)
         if not ok:
@@ -461,6 +501,21 @@ def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build
     return max(confirmed or runnable, key=lambda b: variant_sort_key(b.variant))
 
 
+def _exact_in(request: TorchRequest, release: Release) -> Optional[str]:
+    """The pinned patch version when the pin falls in this release, else None."""
+    if request.exact_torch is None:
+        return None
+    return _known_spelling(request.exact_torch, release)
+
+
+def _no_wheels_for_python(host: HostProfile, release: Release, request: TorchRequest) -> str:
+    only = (release.python_only_in or {}).get(host.python_version)
+    if only and host.python_version in release.python:
+        pinned = _exact_in(request, release)
+        return f"no wheels for Python {host.python_version} in torch {pinned} (only {', '.join(only)})"
+    return f"no wheels for Python {host.python_version} (torch {release.torch}: {', '.join(release.python)})"
+
+
 def _blocker(
     request: TorchRequest,
     host: HostProfile,
@@ -469,6 +524,9 @@ def _blocker(
     candidates: Sequence[Candidate],
 ) -> Blocker:
     """The blocking fact and the ways out, as specific as the candidates allow."""
+    tegra = _tegra_blocker(request, host, knowledge, admitted)
+    if tegra is not None:
+        return tegra
     if not admitted:
         if candidates:  # admitted by the requirement but not for this Python
             return Blocker(
@@ -533,6 +591,34 @@ def _blocker(
     return Blocker(f"{what}: {fact}", "; or ".join(ways))
 
 
+def _tegra_blocker(
+    request: TorchRequest, host: HostProfile, knowledge: Knowledge, admitted: Sequence[Release]
+) -> Optional[Blocker]:
+    """A Jetson board: say so, and name NVIDIA's Jetson wheels, unless a variant was forced."""
+    if request.forced_variant is not None or not admitted or not (host.tegra or tegra_gpus(host, knowledge)):
+        return None
+    gpus = tegra_gpus(host, knowledge)
+    exact = [
+        b
+        for r in admitted
+        for b in r.builds
+        if b.platform == host.platform_tag
+        and b.cuda is not None
+        and gpus
+        and all(b.sass is not None and g.compute_capability in b.sass for g in gpus)
+    ]
+    if exact:  # a build for this device exists (Thor: sm_110): the blocker is elsewhere
+        return None
+    what = ", ".join(sorted({_describe_gpu(g, knowledge) for g in gpus})) or "its integrated GPU"
+    evidence = f" ({host.tegra})" if host.tegra else ""
+    hint = knowledge.tegra.jetson_index_hint if knowledge.tegra else "use NVIDIA's Jetson wheels"
+    return Blocker(
+        f"this is a Jetson (Tegra) board{evidence}: PyTorch's aarch64 CUDA wheels for "
+        f"{request.described_as} are server-ARM (SBSA) builds and do not run on {what}",
+        f"{hint}; or pass --variant cpu for a CPU-only build",
+    )
+
+
 def _contradiction(request: TorchRequest, knowledge: Knowledge) -> Optional[Blocker]:
     """Pins that each name a real release, but not the same one: say which pairs with which."""
     torch_only = TorchRequest(torch_specifier=request.torch_specifier)
@@ -565,7 +651,7 @@ def _driver_and_release_that_would_run(host: HostProfile, knowledge: Knowledge) 
     """Outside the request: the newest release covering the GPUs, and the driver it needs."""
     gpus = _gpus_for_decision(host)
     for release in knowledge.releases:
-        if host.python_version not in release.python:
+        if not release.has_python(host.python_version):
             continue
         minimums = [
             knowledge.minimum_driver_for(b.cuda, host.os)
@@ -603,7 +689,7 @@ def _driver_that_would_help(
 def _newest_runnable_outside(request: TorchRequest, host: HostProfile, knowledge: Knowledge) -> Optional[str]:
     """The newest release the requirement excludes but that would run here."""
     for release in knowledge.releases:
-        if request.admits(release)[0] or host.python_version not in release.python:
+        if request.admits(release)[0] or not release.has_python(host.python_version):
             continue
         for build in release.builds:
             if build.cuda is not None and build_runs_on(build, host, knowledge)[0]:

@@ -3,19 +3,25 @@
 A torch release newer than this copy of pip-gpu should not need a pip-gpu release. Its wheels'
 names say which variants, platforms and Pythons exist; the GPU architectures inside cannot be
 read from an index, so they are assumed from the newest known build of the same CUDA version
-and marked unconfirmed. What was learned is cached for a day.
+and marked unconfirmed. What was learned is cached for a few hours.
+
+Two ways in: a pin past the newest known release must be looked up (``discover_releases``);
+an open request (``torch``, ``torch>=2.14``) asks, within a few seconds, whether the variant
+index it would use serves a newer series (``look_for_newer``), and decides from the file when
+the index does not answer in time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import threading
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
@@ -23,20 +29,34 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
 from .decide import append_path
-from .index import IndexFile, fetch_project_files
+from .errors import PipGpuError
 from .knowledge import Build, Knowledge, Release, cuda_of_variant, variant_sort_key
 from .requirements import redact_url
 
-__all__ = ["discover_releases", "releases_from_files", "with_releases"]
+if TYPE_CHECKING:  # the index module (urllib, http) is imported only when the network is used
+    from .index import IndexFile
 
-CACHE_TTL_S = 24 * 3600
+__all__ = [
+    "Freshness",
+    "discover_releases",
+    "look_for_newer",
+    "platforms_of",
+    "releases_from_files",
+    "with_releases",
+]
+
+CACHE_TTL_S = 6 * 3600
+UNREACHABLE_TTL_S = 15 * 60  # an index that did not answer is not asked again for a while
+FRESHNESS_TIMEOUT_S = 2.0  # with pip-gpu's own start, well under 5 s on a busy machine
+FRESHNESS_TIMEOUT_VARIABLE = "PIP_GPU_FRESHNESS_TIMEOUT"
 PYTHONS = tuple(f"3.{minor}" for minor in range(8, 16))
 PLATFORMS = ("linux-x86_64", "linux-aarch64", "windows-x86_64", "macos-arm64")
 
-Fetch = Callable[[str], list[IndexFile]]
+Fetch = Callable[[str], "list[IndexFile]"]
+Summary = dict[str, dict[str, list[str]]]  # series -> versions, python, platforms
 
 
-def _platforms(tags: Iterable[Tag]) -> set[str]:
+def platforms_of(tags: Iterable[Tag]) -> set[str]:
     found: set[str] = set()
     for tag in tags:
         plat = tag.platform
@@ -55,7 +75,8 @@ def _pythons(tags: Iterable[Tag], requires_python: Optional[str]) -> set[str]:
     found: set[str] = set()
     for tag in tags:
         if tag.interpreter.startswith("cp3") and tag.interpreter[3:].isdigit():
-            found.add(f"3.{tag.interpreter[3:]}")
+            free_threaded = tag.abi == f"{tag.interpreter}t"  # cp314-cp314t: a no-GIL build
+            found.add(f"3.{tag.interpreter[3:]}" + ("t" if free_threaded else ""))
         elif tag.interpreter.startswith("py3"):
             found.update(PYTHONS)
     if requires_python:
@@ -63,7 +84,7 @@ def _pythons(tags: Iterable[Tag], requires_python: Optional[str]) -> set[str]:
             spec = SpecifierSet(requires_python)
         except InvalidSpecifier:
             return found
-        found = {p for p in found if spec.contains(f"{p}.0")}
+        found = {p for p in found if spec.contains(f"{p.rstrip('t')}.0")}
     return found
 
 
@@ -77,7 +98,11 @@ class _Seen:
     builds: list[Build] = field(default_factory=list)
 
 
-def releases_from_files(files: Iterable[IndexFile], variant: str) -> dict[str, dict[str, list[str]]]:
+def _python_key(python: str) -> tuple[Version, bool]:
+    return Version(python.rstrip("t")), python.endswith("t")
+
+
+def releases_from_files(files: Iterable[IndexFile], variant: str) -> Summary:
     """Group one variant index's torch wheels by series: versions, Pythons, platforms."""
     series: dict[str, _Seen] = {}
     for file in files:
@@ -93,11 +118,11 @@ def releases_from_files(files: Iterable[IndexFile], variant: str) -> dict[str, d
         seen = series.setdefault(f"{version.major}.{version.minor}", _Seen())
         seen.versions.add(version.public)
         seen.python |= _pythons(tags, file.requires_python)
-        seen.platforms |= _platforms(tags)
+        seen.platforms |= platforms_of(tags)
     return {
         key: {
             "versions": sorted(seen.versions, key=Version),
-            "python": sorted(seen.python, key=Version),
+            "python": sorted(seen.python, key=_python_key),
             "platforms": sorted(seen.platforms),
         }
         for key, seen in series.items()
@@ -131,15 +156,19 @@ def discover_releases(
     *,
     fetch: Optional[Fetch] = None,
     cache_dir: Optional[Path] = None,
+    newer_only: bool = False,
 ) -> tuple[Release, ...]:
     """Releases found on the variant indexes that the knowledge file does not have."""
-    fetch = fetch or fetch_project_files
+    if fetch is None:
+        from .index import fetch_project_files
+
+        fetch = fetch_project_files
     known = {r.torch for r in knowledge.releases}
+    newest = knowledge.releases[0].version if knowledge.releases else Version("0")
     found: dict[str, _Seen] = {}
     for variant in variants:
-        files = _cached(pytorch_index, variant, fetch, cache_dir)
-        for series, info in releases_from_files(files, variant).items():
-            if series in known:
+        for series, info in _summary(pytorch_index, variant, fetch, cache_dir).items():
+            if series in known or (newer_only and Version(series) <= newest):
                 continue
             seen = found.setdefault(series, _Seen())
             seen.versions |= set(info["versions"])
@@ -162,7 +191,7 @@ def discover_releases(
         Release(
             torch=series,
             versions=tuple(sorted(seen.versions, key=Version)),
-            python=tuple(sorted(seen.python, key=Version)),
+            python=tuple(sorted(seen.python, key=_python_key)),
             companions={},
             builds=tuple(seen.builds),
             confidence="unconfirmed",
@@ -182,22 +211,157 @@ def default_cache_dir() -> Path:
     return Path(base) / "pip-gpu" / "discovered"
 
 
-def _cached(pytorch_index: str, variant: str, fetch: Fetch, cache_dir: Optional[Path]) -> list[IndexFile]:
+def _cache_path(pytorch_index: str, variant: str, cache_dir: Optional[Path]) -> Path:
     folder = cache_dir or default_cache_dir()
-    key = hashlib.sha256(f"{pytorch_index}/{variant}".encode()).hexdigest()[:24]
-    path = folder / f"{key}.json"
+    # Not the URL itself (it may hold a token); zlib, unlike hashlib, costs nothing to import.
+    raw = f"{pytorch_index}/{variant}".encode()
+    key = f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}"
+    return folder / f"{key}.json"
+
+
+def _cached_summary(pytorch_index: str, variant: str, cache_dir: Optional[Path]) -> Optional[Summary]:
+    path = _cache_path(pytorch_index, variant, cache_dir)
     try:
         if time.time() - path.stat().st_mtime < CACHE_TTL_S:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return [IndexFile(**item) for item in data]
-    except (OSError, ValueError, TypeError):
+            data: Summary = json.loads(path.read_text(encoding="utf-8"))
+            return data
+    except (OSError, ValueError):
         pass
-    files = fetch(append_path(pytorch_index, variant, "torch", ""))
+    return None
+
+
+def _summary(pytorch_index: str, variant: str, fetch: Fetch, cache_dir: Optional[Path]) -> Summary:
+    """What a variant index serves of torch, by series: cached for hours, as a small summary."""
+    cached = _cached_summary(pytorch_index, variant, cache_dir)
+    if cached is not None:
+        return cached
+    summary = releases_from_files(fetch(append_path(pytorch_index, variant, "torch", "")), variant)
+    path = _cache_path(pytorch_index, variant, cache_dir)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps([vars(f) for f in files]), encoding="utf-8")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(json.dumps(summary), encoding="utf-8")
         os.replace(temporary, path)
     except OSError:
         pass  # a cache we cannot write is only slower
-    return files
+    return summary
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """What the index said about torch series newer than the knowledge file's newest."""
+
+    releases: tuple[Release, ...]  # newer series found (architectures assumed, unconfirmed)
+    answered: bool
+    problem: str = ""  # why there is no answer: "did not answer within 2 s", ...
+
+
+def freshness_timeout(env: Optional[dict[str, str]] = None) -> float:
+    """Seconds an open request waits for the index: ``PIP_GPU_FRESHNESS_TIMEOUT`` (default 2)."""
+    value = (env if env is not None else os.environ).get(FRESHNESS_TIMEOUT_VARIABLE, "").strip()
+    try:
+        seconds = float(value) if value else FRESHNESS_TIMEOUT_S
+    except ValueError:
+        seconds = FRESHNESS_TIMEOUT_S
+    return seconds if 0 < seconds < 60 else FRESHNESS_TIMEOUT_S
+
+
+def look_for_newer(
+    knowledge: Knowledge,
+    pytorch_index: str,
+    variants: Iterable[str],
+    *,
+    timeout_s: float = FRESHNESS_TIMEOUT_S,
+    fetch: Optional[Fetch] = None,
+    cache_dir: Optional[Path] = None,
+) -> Freshness:
+    """Ask the variant indexes, within ``timeout_s`` in all, for torch series newer than the file.
+
+    The first variant is the one the host would take: if it does not answer, there is no answer.
+    The others (the next CUDA versions the driver runs, ``cu134``) are asked too; a 404 there
+    means only that the variant does not exist yet. A silent index is not asked again for a
+    quarter of an hour, so a machine without network pays the wait once, not every time.
+    """
+    wanted = list(dict.fromkeys(variants))
+    if not wanted:
+        return Freshness((), False, "no variant index to ask")
+    primary = wanted[0]
+    marker = _cache_path(pytorch_index, primary, cache_dir).with_suffix(".unreachable")
+    try:
+        if time.time() - marker.stat().st_mtime < UNREACHABLE_TTL_S:
+            return Freshness(
+                (), False, marker.read_text(encoding="utf-8").strip() or "did not answer recently"
+            )
+    except OSError:
+        pass
+
+    def bounded(url: str) -> list[IndexFile]:
+        if fetch is not None:
+            return fetch(url)
+        from .index import fetch_project_files
+
+        return fetch_project_files(url, timeout=timeout_s)
+
+    outcome: dict[str, object] = {}
+
+    def ask() -> None:
+        try:
+            outcome["releases"] = discover_releases(
+                knowledge, pytorch_index, [primary], fetch=bounded, cache_dir=cache_dir, newer_only=True
+            )
+            extra: list[Release] = []
+            for variant in wanted[1:]:
+                try:
+                    extra += discover_releases(
+                        knowledge,
+                        pytorch_index,
+                        [variant],
+                        fetch=bounded,
+                        cache_dir=cache_dir,
+                        newer_only=True,
+                    )
+                except PipGpuError:
+                    continue  # a variant that does not exist (yet) is no answer about the primary
+            outcome["extra"] = extra
+        except PipGpuError as error:  # the index module's IndexError_, without importing it here
+            outcome["error"] = error.message
+        except Exception as error:  # a worker thread must report, not die silently
+            outcome["error"] = repr(error)
+
+    if all(_cached_summary(pytorch_index, v, cache_dir) is not None for v in wanted):
+        ask()  # answered from the cache: no network, no thread
+    else:
+        worker = threading.Thread(target=ask, name="pip-gpu-freshness", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+    if "error" in outcome or "releases" not in outcome:  # failed, or still waiting: no answer
+        problem = str(
+            outcome.get("error")
+            or f"{redact_url(append_path(pytorch_index, primary))} did not answer within {timeout_s:g} s"
+        )
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(problem, encoding="utf-8")
+        except OSError:
+            pass
+        return Freshness((), False, problem)
+    found = [*outcome["releases"], *outcome.get("extra", ())]  # type: ignore[misc]  # extras still out: left
+    return Freshness(_merge(found), True)
+
+
+def _merge(releases: Iterable[Release]) -> tuple[Release, ...]:
+    """One release per series: builds and versions seen on several variant indexes together."""
+    merged: dict[str, Release] = {}
+    for release in releases:
+        seen = merged.get(release.torch)
+        if seen is None:
+            merged[release.torch] = release
+            continue
+        builds = {(b.variant, b.platform): b for b in (*seen.builds, *release.builds)}
+        merged[release.torch] = replace(
+            seen,
+            versions=tuple(sorted({*seen.versions, *release.versions}, key=Version)),
+            python=tuple(sorted({*seen.python, *release.python}, key=_python_key)),
+            builds=tuple(builds.values()),
+        )
+    return tuple(sorted(merged.values(), key=lambda r: r.version, reverse=True))

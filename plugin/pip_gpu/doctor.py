@@ -21,7 +21,7 @@ import re
 import shlex
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +29,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from .compiled import CompiledArchs
 from .decide import Decision, decide, gpu_covered_by, request_from_requirements
 from .errors import EXIT_CHECK_FAILED, EXIT_OK
 from .host import HostProfile, NvidiaGpu
@@ -97,6 +98,7 @@ class Report:
     healthy_summary: str  # what a healthy verdict says about the machine
     target: Optional[TargetEnv] = None
     host: Optional[HostProfile] = None
+    compiled_archs: Optional[CompiledArchs] = None  # read from the installed torch's CUDA library
 
     @property
     def failures(self) -> tuple[Finding, ...]:
@@ -142,6 +144,7 @@ class Report:
                 "chosen_by": target.chosen_by,
             },
             "host": None if self.host is None else self.host.to_json(),
+            "compiled_archs": None if self.compiled_archs is None else self.compiled_archs.to_json(),
             "findings": [f.to_json() for f in self.findings],
         }
 
@@ -261,6 +264,7 @@ class Facts:
     target: TargetFacts
     python_flag: Optional[str] = None  # --python as given, repeated in fix commands
     cwd: Path = field(default_factory=Path.cwd)
+    compiled_archs: Optional[CompiledArchs] = None  # the GPU code torch's CUDA library really has
 
     @property
     def nvidia_facts_given(self) -> bool:
@@ -533,9 +537,9 @@ def _known_build(facts: Facts, torch: Package) -> Optional[Build]:
     for build in release.builds:
         if build.variant == variant and build.platform == platform:
             return build
-    if torch.label is None:  # a PyPI wheel without label is the release's pypi_default build
+    if torch.label is None:  # a PyPI wheel without label is the build PyPI serves on this platform
         for build in release.builds:
-            if build.variant == release.pypi_default and build.platform == platform:
+            if build.variant == release.pypi_default_for(platform) and build.platform == platform:
                 return build
     return None
 
@@ -832,16 +836,50 @@ def check_driver(facts: Facts) -> Finding:
     )
 
 
+def compiled_archs_of(torch: Optional[Package]) -> Optional[CompiledArchs]:
+    """The SASS/PTX in the installed torch's ``lib/libtorch_cuda.so``; None where unreadable."""
+    from .compiled import NotACudaLibrary, read_compiled_archs
+
+    if torch is None:
+        return None
+    library = Path(torch.location) / "torch" / "lib" / "libtorch_cuda.so"
+    if not library.is_file():
+        return None
+    try:
+        return read_compiled_archs(library)
+    except NotACudaLibrary:
+        return None
+
+
+def _build_from_binary(facts: Facts, known: Optional[Build], torch: Package) -> tuple[Optional[Build], str]:
+    """The installed build's architectures: the binary's over the knowledge file's, and why."""
+    compiled = facts.compiled_archs
+    if compiled is None or not (compiled.sass or compiled.ptx):
+        return known, f"knowledge file: {known.source}" if known else ""
+    if known is not None and known.cuda is None:
+        known = None  # version.py unread or wrong: the binary carries CUDA code all the same
+    origin = f"read from {compiled.path}"
+    in_file = None if known is None or known.sass is None else (known.sass, known.ptx or ())
+    if in_file is not None and in_file != (compiled.sass, compiled.ptx):
+        assert known is not None
+        origin += f"; the knowledge file says {_archs(known)}, the binary wins"
+    base = known or Build(torch.variant or "?", facts.host.platform_tag, None, None, None, "high", "")
+    return replace(base, sass=compiled.sass, ptx=compiled.ptx, source=origin), origin
+
+
 def check_gpu_architecture(facts: Facts) -> Finding:
     """Every visible GPU's architecture is compiled into the build (SASS, or PTX to JIT)."""
     torch = facts.target.torch
     host = facts.host
-    if torch is None or torch.cuda_version is None:
+    in_binary = facts.compiled_archs is not None and bool(
+        facts.compiled_archs.sass or facts.compiled_archs.ptx
+    )
+    if torch is None or (torch.cuda_version is None and not in_binary):
         return Finding("gpu-arch", SKIPPED, "no CUDA build of torch is installed")
     gpus = host.visible_nvidia_gpus or host.nvidia_gpus
     if not gpus:
         return Finding("gpu-arch", SKIPPED, "no NVIDIA GPU could be read")
-    build = _known_build(facts, torch)
+    build, origin = _build_from_binary(facts, _known_build(facts, torch), torch)
     if build is None or build.sass is None:
         return Finding(
             "gpu-arch",
@@ -850,7 +888,7 @@ def check_gpu_architecture(facts: Facts) -> Finding:
             tuple(f"GPU {g.index}: {g.name} ({_sm(g)})" for g in gpus),
         )
     evidence = (
-        f"{torch.describe()} carries {_archs(build)} (knowledge file: {build.source})",
+        f"{torch.describe()} carries {_archs(build)} ({origin})",
         *(f"GPU {g.index}: {g.name} ({_sm(g)})" for g in gpus),
     )
     uncovered = [g for g in gpus if not gpu_covered_by(g.compute_capability, build)]
@@ -1302,7 +1340,9 @@ def diagnose(
             if facts.target.torch is not None
             else Finding("import", SKIPPED, "torch is not installed")
         )
-    return Report(tuple(findings), _healthy_summary(facts), facts.target.target, facts.host)
+    return Report(
+        tuple(findings), _healthy_summary(facts), facts.target.target, facts.host, facts.compiled_archs
+    )
 
 
 def _run_check(check: Callable[[Facts], Finding], facts: Facts) -> Finding:
@@ -1393,13 +1433,15 @@ def run_doctor(args: argparse.Namespace) -> int:
         args.python_version = target.python_version
     host = host_from_args(args)
     knowledge = load_knowledge()
+    target_facts = gather_target(target, [m.name for m in knowledge.family])
     facts = Facts(
         host=host,
         knowledge=knowledge,
         machine=gather_machine(os.environ),
-        target=gather_target(target, [m.name for m in knowledge.family]),
+        target=target_facts,
         python_flag=args.python,
         cwd=cwd,
+        compiled_archs=compiled_archs_of(target_facts.torch),
     )
     report = diagnose(facts, run_import=args.run_import, import_timeout_s=args.import_timeout)
     if args.json:

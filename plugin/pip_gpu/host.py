@@ -92,7 +92,7 @@ class HostProfile:
 
     os: str  # "linux" | "windows" | "macos"
     arch: str  # "x86_64" | "aarch64" | "arm64"
-    python_version: str  # "3.11"
+    python_version: str  # "3.11"; "3.14t" for a free-threaded (no-GIL) build, a target of its own
     libc: Optional[str] = None  # "glibc 2.36" | "musl 1.2" | None
     driver_version: Optional[str] = None  # "535.104.05"
     cuda_driver_version: Optional[str] = None  # "12.2": the newest CUDA the driver supports
@@ -102,6 +102,16 @@ class HostProfile:
     cuda_visible_devices: Optional[str] = None
     sources: dict[str, str] = field(default_factory=dict)
     problems: tuple[HostProblem, ...] = ()
+    tegra: Optional[str] = None  # evidence of a Jetson (L4T) board, e.g. "/etc/nv_tegra_release: R36"
+
+    @property
+    def free_threaded(self) -> bool:
+        return self.python_version.endswith("t")
+
+    @property
+    def python_release(self) -> str:
+        """``"3.14"`` for both 3.14 and 3.14t: what PEP 508 ``python_version`` markers see."""
+        return self.python_version.rstrip("t")
 
     @property
     def visible_nvidia_gpus(self) -> tuple[NvidiaGpu, ...]:
@@ -155,6 +165,7 @@ class HostProfile:
             ],
             "sources": dict(sorted(self.sources.items())),
             "problems": [{"code": p.code, "message": p.message, "hint": p.hint} for p in self.problems],
+            "tegra": self.tegra,
         }
 
     @classmethod
@@ -198,4 +209,5 @@ class HostProfile:
                 HostProblem(code=p["code"], message=p["message"], hint=p.get("hint", ""))
                 for p in data.get("problems", [])
             ),
+            tegra=data.get("tegra"),
         )

@@ -22,6 +22,9 @@ File shape (``schema`` 1)::
          "python": ["3.9", "3.10", "3.11", "3.12"],
          "companions": {"torchvision": "0.20", "torchaudio": "2.5"},
          "pypi_default": "cu124",   # the build plain PyPI serves on linux-x86_64
+         "pypi_defaults": {"linux-aarch64": "cpu", "windows-x86_64": "cpu", ...},  # per platform
+         "python_only_in": {"3.13t": ["2.12.0"]},  # a Python some patch releases lack
+         "companion_ranges": {"torchvision": ">=0.29.1"},  # where a companion pins a range
          "confidence": "high", "source": "...",
          "builds": [
            {"variant": "cu124", "platform": "linux-x86_64",
@@ -31,8 +34,13 @@ File shape (``schema`` 1)::
            {"variant": "rocm6.2", "platform": "linux-x86_64", "gfx": [], ...},
            {"variant": "default", "platform": "macos-arm64", ...}]}],
       "gpus": [{"name": "NVIDIA A100", "compute_capability": "8.0",
-                "architecture": "Ampere", "source": "..."}]
+                "architecture": "Ampere", "source": "..."}],
+      "tegra": {"compute_capabilities": ["5.3", "6.2", "7.2", "8.7", "11.0"],
+                "jetson_index_hint": "...", "source": "..."}
     }
+
+Pythons are ``"3.12"``; a free-threaded build is its own target, ``"3.14t"`` (wheels tagged
+``cp314t``).
 
 ``sass``/``ptx`` of ``null`` mean "not known"; the decision then refuses to vouch for the
 build on an NVIDIA GPU rather than guess.
@@ -48,6 +56,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from .host import ComputeCapability, parse_compute_capability
@@ -59,6 +68,7 @@ __all__ = [
     "FamilyMember",
     "Knowledge",
     "Release",
+    "Tegra",
     "cuda_of_variant",
     "load_knowledge",
 ]
@@ -146,10 +156,48 @@ class Release:
     source: str
     pypi_default: Optional[str] = None
     unconfirmed_versions: tuple[str, ...] = ()  # likely patch releases not confirmed from a source
+    pypi_defaults: Optional[dict[str, str]] = None  # platform -> the build PyPI serves there
+    python_only_in: Optional[dict[str, tuple[str, ...]]] = None  # "3.13t" -> ("2.12.0",)
+    companion_ranges: Optional[dict[str, str]] = None  # "torchvision" -> ">=0.29.1", within the series
 
     @property
     def version(self) -> Version:
         return Version(self.torch)
+
+    def pypi_default_for(self, platform: str) -> Optional[str]:
+        """The build plain ``pip install torch`` gets from PyPI on this platform."""
+        if self.pypi_defaults is not None and platform in self.pypi_defaults:
+            return self.pypi_defaults[platform]
+        return self.pypi_default if platform == "linux-x86_64" else None
+
+    def companion_specifier(self, name: str) -> Optional[SpecifierSet]:
+        """The companion versions that pair with this release: its series, narrowed by a range.
+
+        Since torchvision 0.29.1 companions require ``torch>=X`` instead of ``torch==X``; so
+        0.29.1 and 0.29.2 pair with torch 2.15, 0.29.0 (``torch==2.14.0``) does not.
+        """
+        series = self.companions.get(name)
+        if series is None:
+            return None
+        spec = SpecifierSet(f"=={series}.*")
+        extra = (self.companion_ranges or {}).get(name)
+        return spec & SpecifierSet(extra) if extra else spec
+
+    def has_python(self, python: str, version: Optional[str] = None) -> bool:
+        """Whether wheels exist for this Python (``"3.12"``, ``"3.14t"``), for a patch if given."""
+        if python not in self.python:
+            return False
+        only = (self.python_only_in or {}).get(python)
+        return only is None or version is None or version in only
+
+
+@dataclass(frozen=True)
+class Tegra:
+    """Jetson (L4T) integrated GPUs: PyTorch's aarch64 CUDA wheels are server-ARM builds."""
+
+    compute_capabilities: tuple[ComputeCapability, ...]
+    jetson_index_hint: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -160,6 +208,12 @@ class Knowledge:
     family: tuple[FamilyMember, ...]
     releases: tuple[Release, ...]  # newest first
     gpus: tuple[dict[str, str], ...]
+    tegra: Optional[Tegra] = None
+
+    def gpu_names_for(self, cc: ComputeCapability) -> tuple[str, ...]:
+        """Product names with this compute capability, for messages (decisions use the number)."""
+        wanted = f"{cc[0]}.{cc[1]}"
+        return tuple(g["name"] for g in self.gpus if g.get("compute_capability") == wanted)
 
     def cuda_row(self, cuda: str) -> Optional[CudaDriverRow]:
         for row in self.cuda_drivers:
@@ -237,6 +291,11 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
                 source=rel.get("source", ""),
                 pypi_default=rel.get("pypi_default"),
                 unconfirmed_versions=tuple(rel.get("unconfirmed_versions", ())),
+                pypi_defaults=dict(rel["pypi_defaults"]) if "pypi_defaults" in rel else None,
+                python_only_in={k: tuple(v) for k, v in rel["python_only_in"].items()}
+                if "python_only_in" in rel
+                else None,
+                companion_ranges=dict(rel["companion_ranges"]) if "companion_ranges" in rel else None,
             )
         )
     releases.sort(key=lambda r: r.version, reverse=True)
@@ -269,6 +328,15 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
         ),
         releases=tuple(releases),
         gpus=tuple(dict(g) for g in data.get("gpus", [])),
+        tegra=Tegra(
+            compute_capabilities=tuple(
+                parse_compute_capability(c) for c in data["tegra"]["compute_capabilities"]
+            ),
+            jetson_index_hint=data["tegra"]["jetson_index_hint"],
+            source=data["tegra"]["source"],
+        )
+        if "tegra" in data
+        else None,
     )
 
 

@@ -15,12 +15,12 @@ from typing import Optional
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from .config import ProjectConfig, load_project_config
 from .decide import Decision, Policy, TorchRequest, decide, request_from_requirements
 from .host import HostProfile
-from .knowledge import Knowledge, load_knowledge, variant_sort_key
+from .knowledge import Knowledge, cuda_of_variant, load_knowledge, variant_sort_key
 from .requirements import (
     RequirementFile,
     RequirementLine,
@@ -62,7 +62,7 @@ def marker_environment(host: HostProfile) -> dict[str, str]:
     sys_platform = {"linux": "linux", "windows": "win32", "macos": "darwin"}.get(host.os, host.os)
     machine = {"x86_64": "AMD64" if host.os == "windows" else "x86_64"}.get(host.arch, host.arch)
     return {
-        "python_version": host.python_version,
+        "python_version": host.python_release,
         "platform_system": system,
         "sys_platform": sys_platform,
         "platform_machine": machine,
@@ -82,8 +82,13 @@ def decide_for(
     constraint_files: Sequence[str] = (),
     env: Optional[Mapping[str, str]] = None,
     knowledge: Optional[Knowledge] = None,
+    offline: bool = False,
 ) -> Plan:
-    """Read the requirements and settings, and decide for ``host``."""
+    """Read the requirements and settings, and decide for ``host``.
+
+    An open request also asks the index whether a torch series newer than the knowledge
+    file exists (see :func:`_with_newer_release`); ``offline`` or ``PIP_GPU_OFFLINE=1`` skips it.
+    """
     env = os.environ if env is None else env
     knowledge = knowledge or load_knowledge()
     config = load_project_config(cwd)
@@ -122,6 +127,11 @@ def decide_for(
     if _asks_for_a_newer_release(request, knowledge):
         knowledge = _learn_from_index(knowledge, index, request.forced_variant)
     decision = decide(request, host, knowledge, pytorch_index=index, policy=policy)
+    if _is_open(request, knowledge):
+        offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+        knowledge, decision = _with_newer_release(
+            request, host, knowledge, decision, index, policy, offline, env
+        )
     return Plan(
         decision=decision,
         knowledge=knowledge,
@@ -131,6 +141,91 @@ def decide_for(
         pytorch_index=index,
         config=config,
     )
+
+
+OFFLINE_VARIABLE = "PIP_GPU_OFFLINE"
+
+
+def _beyond(newest: Version) -> list[str]:
+    """Versions a release after ``newest`` may carry, to test a specifier against."""
+    major, minor = newest.major, newest.minor
+    beyond = [f"{major}.{minor + step}.{patch}" for step in (1, 2, 3) for patch in range(3)]
+    return [*beyond, f"{major + 1}.0.0", f"{major + 1}.1.0"]
+
+
+def _is_open(request: TorchRequest, knowledge: Knowledge) -> bool:
+    """``torch`` or ``torch>=2.14``: no exact pin, and a newer release than the file's would do."""
+    if not knowledge.releases or request.exact_torch is not None:
+        return False
+    spec = request.torch_specifier
+    return any(spec.contains(v, prereleases=False) for v in _beyond(knowledge.releases[0].version))
+
+
+def _with_newer_release(
+    request: TorchRequest,
+    host: HostProfile,
+    knowledge: Knowledge,
+    decision: Decision,
+    index: str,
+    policy: Policy,
+    offline: bool,
+    env: Mapping[str, str],
+) -> tuple[Knowledge, Decision]:
+    """Ask the variant index the host would use for a newer torch series; take it when it runs.
+
+    The question is bounded (a few seconds) and its answer cached for hours; without an answer
+    the decision stands, with a note saying so.
+    """
+    from dataclasses import replace
+
+    newest = knowledge.releases[0].torch
+    variant = decision.variant or request.forced_variant
+    if variant is None or variant == "default":
+        return knowledge, decision  # nothing decided, or PyPI's own builds (macOS): no variant index
+    if offline:
+        note = (
+            f"did not ask the index for a torch release newer than {newest} (offline); "
+            "decided from the knowledge file"
+        )
+        return knowledge, replace(decision, notes=(*decision.notes, note))
+    from .discover import freshness_timeout, look_for_newer, with_releases
+
+    timeout = freshness_timeout(dict(env))
+    answer = look_for_newer(knowledge, index, _variants_to_ask(variant, host), timeout_s=timeout)
+    if not answer.answered:
+        note = (
+            f"could not ask the index for a torch release newer than {newest} ({answer.problem}); "
+            "decided from the knowledge file"
+        )
+        return knowledge, replace(decision, notes=(*decision.notes, note))
+    if not answer.releases:
+        return knowledge, decision
+    learned = with_releases(knowledge, answer.releases)
+    fresher = decide(request, host, learned, pytorch_index=index, policy=policy)
+    found = ", ".join(r.torch for r in answer.releases)
+    if fresher.ok and fresher.release is not None and fresher.release in answer.releases and fresher.build:
+        note = (
+            f"torch {fresher.release.torch} is newer than pip-gpu's knowledge (newest {newest}): found on "
+            f"the {fresher.build.variant} index; {fresher.build.source.split('; ', 1)[-1]} (not confirmed)"
+        )
+        return learned, replace(fresher, notes=(*fresher.notes, note))
+    note = f"the index has torch {found}, newer than pip-gpu's knowledge, but no build of it runs here"
+    return knowledge, replace(decision, notes=(*decision.notes, note))
+
+
+def _variants_to_ask(variant: str, host: HostProfile) -> list[str]:
+    """The host's variant, then the next CUDA versions its driver runs (``cu134``: learnable)."""
+    cuda = cuda_of_variant(variant)
+    if cuda is None or host.cuda_driver_version is None:
+        return [variant]
+    try:
+        driver_max = Version(host.cuda_driver_version)
+    except InvalidVersion:
+        return [variant]
+    major, minor = (int(p) for p in cuda.split("."))
+    later = [f"{major}.{minor + step}" for step in range(1, 6)] + [f"{major + 1}.{m}" for m in range(3)]
+    newer = [c for c in later if Version(c) <= driver_max][:3]
+    return [variant, *(f"cu{c.replace('.', '')}" for c in newer)]
 
 
 def _asks_for_a_newer_release(request: TorchRequest, knowledge: Knowledge) -> bool:
@@ -146,10 +241,7 @@ def _asks_for_a_newer_release(request: TorchRequest, knowledge: Knowledge) -> bo
         return False
     if request.exact_torch is not None:
         return Version(request.exact_torch) > newest.version
-    major, minor = newest.version.major, newest.version.minor
-    beyond = [f"{major}.{minor + step}.{patch}" for step in (1, 2, 3) for patch in range(3)]
-    beyond += [f"{major + 1}.0.0", f"{major + 1}.1.0"]
-    return any(request.torch_specifier.contains(v, prereleases=True) for v in beyond)
+    return any(request.torch_specifier.contains(v, prereleases=True) for v in _beyond(newest.version))
 
 
 def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional[str]) -> Knowledge:
@@ -195,13 +287,13 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
     label = None if decision.variant == "default" else decision.variant
     pins: dict[str, RewritePin] = {}
     for member in plan.knowledge.family:
-        series: Optional[str] = None
+        held: Optional[SpecifierSet] = None
         if member.name == "torch":
-            series = decision.release.torch
+            held = SpecifierSet(f"=={decision.release.torch}.*")
         elif member.name in decision.release.companions:
-            series = decision.release.companions[member.name]
+            held = decision.release.companion_specifier(member.name)
         pins[canonicalize_name(member.name)] = RewritePin(
-            specifier=SpecifierSet(f"=={series}.*") if series else SpecifierSet(),
+            specifier=held if held is not None else SpecifierSet(),
             local_label=label if member.local_label else None,
         )
     return pins

@@ -39,6 +39,8 @@ def render_host(host: HostProfile) -> str:
         )
     else:
         lines.append("Driver     no NVIDIA driver found")
+    if host.tegra:
+        lines.append(f"Jetson     a Tegra (L4T) board: {host.tegra}")
     if host.nvidia_gpus:
         rows = [["#", "GPU", "capability", "memory", "UUID", "visible", "source"]]
         for gpu in host.nvidia_gpus:
@@ -140,6 +142,8 @@ def _series_key(series: str) -> tuple[int, ...]:
 
 
 def _archs(build: Build) -> str:
+    if build.gfx is not None:
+        return " ".join(build.gfx)
     if build.cuda is None:
         return "-"
     if build.sass is None:
@@ -161,7 +165,9 @@ def render_knowledge(knowledge: Knowledge) -> str:
     out.append("torch releases and their builds")
     rows = [["torch", "python", "variant", "platform", "architectures", "confidence"]]
     for release in knowledge.releases:
-        py = f"{release.python[0]}-{release.python[-1]}" if release.python else "-"
+        plain = [p for p in release.python if not p.endswith("t")]
+        py = f"{plain[0]}-{plain[-1]}" if plain else "-"
+        py += "".join(f" {p}" for p in release.python if p.endswith("t"))
         for build in sorted(release.builds, key=lambda b: (b.platform, variant_sort_key(b.variant))):
             rows.append([release.torch, py, build.variant, build.platform, _archs(build), build.confidence])
     out.append(_table(rows))
@@ -185,6 +191,11 @@ def knowledge_json(knowledge: Knowledge) -> dict[str, Any]:
                 "python": list(r.python),
                 "companions": r.companions,
                 "pypi_default": r.pypi_default,
+                "pypi_defaults": r.pypi_defaults,
+                "python_only_in": None
+                if r.python_only_in is None
+                else {k: list(v) for k, v in r.python_only_in.items()},
+                "companion_ranges": r.companion_ranges,
                 "confidence": r.confidence,
                 "source": r.source,
                 "builds": [
@@ -204,4 +215,11 @@ def knowledge_json(knowledge: Knowledge) -> dict[str, Any]:
             for r in knowledge.releases
         ],
         "gpus": list(knowledge.gpus),
+        "tegra": None
+        if knowledge.tegra is None
+        else {
+            "compute_capabilities": _ccs(knowledge.tegra.compute_capabilities),
+            "jetson_index_hint": knowledge.tegra.jetson_index_hint,
+            "source": knowledge.tegra.source,
+        },
     }

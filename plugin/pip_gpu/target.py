@@ -22,6 +22,7 @@ _PROBE = (
     "import sys, json, sysconfig, importlib.util as u;"
     "p = sysconfig.get_paths();"
     "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], 'prefix': sys.prefix,"
+    "'free_threaded': bool(sysconfig.get_config_var('Py_GIL_DISABLED')),"
     "'base_prefix': sys.base_prefix, 'pip': u.find_spec('pip') is not None,"
     "'site': sorted({p['purelib'], p['platlib']})}))"
 )
@@ -30,7 +31,7 @@ _PROBE = (
 @dataclass(frozen=True)
 class TargetEnv:
     python: Path
-    python_version: str
+    python_version: str  # "3.12"; "3.14t" for a free-threaded interpreter (it takes cp314t wheels)
     prefix: Path
     has_pip: bool
     is_virtualenv: bool
@@ -81,7 +82,7 @@ def probe(python: Path, chosen_by: str) -> TargetEnv:
         ) from None
     return TargetEnv(
         python=python,
-        python_version=info["version"],
+        python_version=info["version"] + ("t" if info.get("free_threaded") else ""),
         prefix=Path(info["prefix"]),
         has_pip=bool(info["pip"]),
         is_virtualenv=info["prefix"] != info["base_prefix"],

@@ -337,6 +337,46 @@ def row_decision(s: Setting, rounds: int) -> list[Row]:
     ]
 
 
+def row_unanswered_index(s: Setting, rounds: int) -> Row:
+    """9. An open request against an index that accepts connections and never answers.
+
+    The question whether a newer torch exists is bounded (2 s by default); each run gets a fresh
+    cache so the "not asked again for 15 minutes" shortcut does not hide the wait.
+    """
+    import socket
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # connections complete in the kernel; nothing is ever read or sent
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/whl"
+    what = "freshness: `explain torch` against an index that never answers vs `--offline`"
+
+    def step(*extra: str) -> Step:
+        def prepare() -> Callable[[], float]:
+            env = {**s.env, "XDG_CACHE_HOME": str(s.fresh("cache")), "PIP_GPU_PYTORCH_INDEX": url}
+            env.pop("PIP_GPU_OFFLINE", None)
+            return lambda: run([*PIP_GPU, "explain", "torch", "--json", *extra], env, s.fresh("fresh"))
+
+        return prepare
+
+    try:
+        offline, silent_index = interleaved(step("--offline"), step(), rounds)
+    except NotMeasurable as error:
+        return Row("9", what, target="< 5 s", error=str(error))
+    finally:
+        silent.close()
+    worst = max(silent_index.values)
+    return Row(
+        "9",
+        what,
+        cell(offline),
+        cell(silent_index),
+        f"worst {worst:.1f} s",
+        "< 5 s, and still decides",
+        "met" if worst < 5 else "MISSED",
+    )
+
+
 def row_install(s: Setting, rounds: int, installer: str) -> Row:
     """3/4. pip-gpu install vs the expert's hand-written install, fresh venvs, warm caches."""
     variant = f"{s.pytorch_url}/cu124"
@@ -709,6 +749,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ("6", lambda: [row_sync(setting, args.install_rounds)]),
                 ("7", lambda: row_scale(setting, max(5, args.rounds // 2), max(3, args.install_rounds - 2))),
                 ("8", row_correctness),
+                ("9", lambda: [row_unanswered_index(setting, max(3, args.rounds // 3))]),
             ]
             for number, step in steps:
                 if not wanted(number):

@@ -58,9 +58,12 @@ class HostOverrides:
                     "write it as nvidia-smi does: 535.104.05",
                 )
         if self.python_version is not None:
-            parts = self.python_version.split(".")
+            parts = self.python_version.removesuffix("t").split(".")
             if len(parts) != 2 or not all(p.isdigit() for p in parts):
-                raise UsageError(f"{self.python_version!r} is not a Python version", "write it as 3.11")
+                raise UsageError(
+                    f"{self.python_version!r} is not a Python version",
+                    "write it as 3.11, or 3.14t for a free-threaded Python",
+                )
 
     @property
     def gives_nvidia_facts(self) -> bool:
@@ -250,6 +253,22 @@ def detect_host(
         amd = sysfs.find_amd_gpus(sys_root)
         intel = sysfs.find_intel_gpus(sys_root)
         sources["amd_gpus"] = sources["intel_gpus"] = f"sysfs ({sys_root})"
+    tegra: Optional[str] = None
+    if (
+        os_name == "linux"
+        and arch in ("aarch64", "arm64")
+        and not other_machine
+        and not overrides.gives_nvidia_facts
+    ):
+        from .tegra import find_tegra
+
+        tegra = find_tegra(
+            Path(env.get("PIP_GPU_ROOT", "/")),
+            Path(env.get("PIP_GPU_PROCFS_ROOT", "/proc")),
+            Path(env.get("PIP_GPU_SYSFS_ROOT", "/sys")),
+        )
+        if tegra:
+            sources["tegra"] = tegra
     return HostProfile(
         os=os_name,
         arch=host_platform.normalize_arch(arch, os_name),
@@ -263,6 +282,7 @@ def detect_host(
         cuda_visible_devices=visible_env,
         sources=sources,
         problems=tuple(problems),
+        tegra=tegra,
     )
 
 

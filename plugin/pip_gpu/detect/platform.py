@@ -51,4 +51,8 @@ def current_libc() -> Optional[str]:
 
 
 def current_python_version() -> str:
-    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+    """``"3.12"``, or ``"3.14t"`` for a free-threaded build (its wheels are tagged ``cp314t``)."""
+    import sysconfig
+
+    suffix = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+    return f"{sys.version_info[0]}.{sys.version_info[1]}{suffix}"
