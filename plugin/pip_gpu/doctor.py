@@ -1362,7 +1362,9 @@ def add_doctor_parser(commands: Any, add_host_flags: Callable[..., None]) -> Non
             "the verdict: the broken link and its fix. Exit status 0 when healthy, 1 when a check fails."
         ),
     )
-    parser.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
+    from .target import add_target_flags
+
+    add_target_flags(parser)
     parser.add_argument(
         "--import",
         dest="run_import",
@@ -1388,7 +1390,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     from .target import find_target
 
     cwd = Path.cwd()
-    target = find_target(args.python, cwd, os.environ)
+    target = find_target(args.python, cwd, os.environ, system=args.system)
     if args.python_version is None:
         args.python_version = target.python_version
     host = host_from_args(args)

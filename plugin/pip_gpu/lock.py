@@ -55,7 +55,7 @@ from .lockfile import (
 from .plan import Plan, decide_for, marker_environment, rewrite_pins
 from .requirements import read_requirements_file, redact_url, render_line
 from .route import InstallerCommand, Routing, uv_command
-from .target import TargetEnv, find_target
+from .target import TargetEnv, add_target_flags, find_target
 
 __all__ = ["add_lock_parsers", "run_check", "run_lock", "run_sync", "write_back_after_install"]
 
@@ -111,7 +111,7 @@ def add_lock_parsers(
     )
     _add_lock_dir(sync)
     sync.add_argument("--installer", choices=("pip", "uv"), help="default: uv when the target has no pip")
-    sync.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
+    add_target_flags(sync)
     sync.add_argument("--locked", action="store_true", help="refuse a lock that its inputs no longer match")
     add_host_flags(sync)
     sync.set_defaults(handler=run_sync)
@@ -126,7 +126,7 @@ def add_lock_parsers(
         ),
     )
     _add_lock_dir(check)
-    check.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
+    add_target_flags(check)
     check.add_argument("--json", action="store_true", help="print JSON")
     add_host_flags(check)
     check.set_defaults(handler=run_check)
@@ -718,10 +718,10 @@ def _stale(family: Sequence[LockFile], directory: Path) -> list[str]:
     return list(dict.fromkeys(reasons))
 
 
-def _target_and_host(args: argparse.Namespace) -> tuple[TargetEnv, HostProfile]:
+def _target_and_host(args: argparse.Namespace, installing: bool = False) -> tuple[TargetEnv, HostProfile]:
     from .cli import host_from_args
 
-    target = find_target(args.python, Path.cwd(), os.environ)
+    target = find_target(args.python, Path.cwd(), os.environ, system=args.system, installing=installing)
     if args.python_version is None:
         args.python_version = target.python_version
     return target, host_from_args(args)
@@ -735,7 +735,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
     directory = (Path.cwd() / args.lock_dir) if args.lock_dir else Path.cwd()
     family = _read_family(directory)
-    target, host = _target_and_host(args)
+    target, host = _target_and_host(args, installing=True)
     knowledge = load_knowledge()
     stale = _stale(family, directory)
     if stale and args.locked:
