@@ -84,13 +84,21 @@ def _add_decision_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a closed stdout under ``--help`` is not ignored (exit 141)."""
+
+    def _print_message(self, message: str, file: Optional[Any] = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     """The whole command line; ``core_only``: only detect, explain and matrix.
 
     ``core_only`` is for a run of one of those three: the other commands' modules (install,
     lock, shim, uv, doctor) import most of the package, and a decision need not pay for them.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pip-gpu",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -237,11 +245,28 @@ def _main(arguments: list[str]) -> int:
     except PipGpuError as error:
         if args.debug:
             raise
-        print(error.render(), file=sys.stderr)
+        print(render_error(error), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("pip-gpu: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def render_error(error: PipGpuError) -> str:
+    """The error and its hint; "error:" in red on a terminal that wants colour."""
+    from .ui import colour
+
+    text = error.render()
+    head = "pip-gpu: error:"
+    return colour(head, "red", sys.stderr) + text[len(head) :] if text.startswith(head) else text
+
+
+def headline(text: str, ok: bool) -> str:
+    """The first line (a verdict) in green or red on a terminal that wants colour."""
+    from .ui import colour
+
+    first, newline, rest = text.partition("\n")
+    return colour(first, "green" if ok else "red") + newline + rest
 
 
 def _settle_global_options(args: argparse.Namespace) -> None:
@@ -343,7 +368,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         # supports): bad input, reported on stderr like every other error.
         raise UsageError(decision.blocker.message, decision.blocker.hint)
     else:
-        print(render_decision(decision, host, show_all=args.all))
+        print(headline(render_decision(decision, host, show_all=args.all), decision.ok))
     return EXIT_OK if outcome.decision.ok else EXIT_NO_BUILD
 
 

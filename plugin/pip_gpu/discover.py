@@ -136,8 +136,11 @@ def discover_releases(
     fetch = fetch or fetch_project_files
     known = {r.torch for r in knowledge.releases}
     found: dict[str, _Seen] = {}
+    from .ui import progress
+
     for variant in variants:
-        files = _cached(pytorch_index, variant, fetch, cache_dir)
+        with progress(f"reading the {variant} index"):
+            files = _cached(pytorch_index, variant, fetch, cache_dir)
         for series, info in releases_from_files(files, variant).items():
             if series in known:
                 continue
