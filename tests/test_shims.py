@@ -338,5 +338,6 @@ def test_windows_shims_are_cmd_and_ps1_files_that_reach_the_real_program(venv: P
     through = run([sys.executable, "-E", "-c", code, str(PLUGIN), "pip", str(folder), "--version"], env=env)
     direct = run([str(real_bin(venv) / "pip"), "--version"], env=env)
     assert through.stdout == direct.stdout and through.stdout.startswith("pip ")
+    assert "installed: pip, pip3, uv, uvx" in pip_gpu("shim", "status", "--dir", str(folder)).stdout
     assert "pip.cmd" in pip_gpu("shim", "uninstall", "--dir", str(folder)).stdout
     assert not folder.exists()

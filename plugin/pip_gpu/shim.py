@@ -327,7 +327,11 @@ def _which_after(name: str, folder: Path) -> Optional[str]:
 
 def cmd_shim_status(args: argparse.Namespace) -> int:
     folder = _shims_dir(args)
-    installed = [name for name in SHIM_NAMES if _is_our_shim(folder / name)]
+    installed = [
+        name
+        for name in SHIM_NAMES
+        if any(_is_our_shim(folder / file) for file in (*_shim_files(name, False), *_shim_files(name, True)))
+    ]
     print(f"shims folder: {folder} ({'installed: ' + ', '.join(installed) if installed else 'no shims'})")
     on_path = any(_same_dir(e, folder) for e in os.environ.get("PATH", "").split(os.pathsep) if e)
     print(f"on PATH: {'first' if _first_on_path(folder) else 'yes, not first' if on_path else 'no'}")
