@@ -252,6 +252,8 @@ def test_healthy_gpu_setup_is_reported_healthy(envs: Envs, fake_nvml_dir: Path, 
         "ld-library-path": "ok",
         "virtualenv": "ok",
         "lock": "ok",
+        "shims": "ok",
+        "cuda-build": "ok",
     }
     assert "driver 535.104.05 >= 525.60.13" in out.finding("driver")["summary"]
     assert "covers NVIDIA A100-SXM4-80GB" in out.finding("gpu-arch")["summary"]
@@ -473,7 +475,9 @@ def test_container_without_devices_on_a_gpu_host(envs: Envs, no_nvml_dir: Path, 
         tmp_path / "c", nodes=(), modules=(), nvidia_proc_version=None, nvidia_pci_driver=None, dockerenv=True
     )
     quiet = doctor_run(tmp_path, no_nvml_dir, python=envs.cu124, gpus=(), machine=cpu_only)
-    assert quiet.rc == 0  # a CUDA build in a CPU-only container runs, on the CPU
+    # A CUDA build in a CPU-only container runs, but on the CPU: not what pip-gpu installs for
+    # this host (check and sync would choose the cpu build), so not "healthy" (issue 16).
+    assert quiet.rc == 1 and "will run on the CPU" in quiet.verdict and "healthy" not in quiet.verdict
     assert quiet.status("container") == "warning"
 
 
@@ -781,3 +785,67 @@ def test_a_crashing_check_does_not_hide_the_others(envs: Envs, tmp_path: Path) -
     )
     assert [(f.check, f.status) for f in report.findings] == [("broken", "warning"), ("torch", "ok")]
     assert report.healthy
+
+
+# --- doctor, check and sync agree (issue 16) -------------------------------------------------
+
+
+def test_a_cuda_build_on_a_host_without_gpus_is_not_healthy(
+    envs: Envs, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    out = doctor_run(tmp_path, fake_nvml_dir, python=envs.cu124, args=["--no-gpu"])
+    assert out.rc == 1 and out.data["healthy"] is False
+    assert "will run on the CPU" in out.verdict and "healthy" not in out.verdict
+    assert "Fix: pip-gpu install" in out.verdict  # the build this host gets instead
+
+
+def test_cuda_visible_devices_is_reported_when_the_gpus_come_from_flags(
+    envs: Envs, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    flags = ["--driver", "535.104.05", "--compute-capability", "8.0"]
+    out = doctor_run(tmp_path, fake_nvml_dir, python=envs.cu124, args=flags, env={"CUDA_VISIBLE_DEVICES": ""})
+    finding = out.finding("cuda-visible-devices")
+    assert finding["status"] == "failure" and "hides every GPU" in finding["summary"]
+    assert out.rc == 1 and "CUDA_VISIBLE_DEVICES" in out.verdict
+
+
+def test_doctor_says_python_m_pip_bypasses_the_shims(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
+    out = doctor_run(tmp_path, fake_nvml_dir, python=envs.cu124)
+    assert out.finding("shims")["status"] == "ok"
+    assert "`python -m pip`" in out.finding("shims")["summary"]
+    shims = tmp_path / "shims"
+    run([sys.executable, "-m", "pip_gpu", "shim", "install", "--dir", str(shims)],
+        env={**pip_env(), "PYTHONPATH": str(Path(doctor.__file__).parents[1])})  # fmt: skip
+    # as after `source venv/bin/activate`: a venv's bin/ with its pip before the shims
+    venv_bin = tmp_path / "activated" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "pip").write_text("#!/bin/sh\n")
+    (venv_bin / "pip").chmod(0o755)
+    path = os.pathsep.join([str(venv_bin), str(shims), "/usr/bin", "/bin"])
+    out = doctor_run(tmp_path, fake_nvml_dir, python=envs.cu124, env={"PATH": path})
+    finding = out.finding("shims")
+    assert finding["status"] == "warning" and f"{venv_bin / 'pip'} comes first" in finding["summary"]
+    assert "shim init" in finding["fix"]
+
+
+def test_check_sync_and_doctor_agree_when_no_lock_runs_on_the_host(
+    envs: Envs, fake_nvml_dir: Path, tmp_path: Path, fixture_index: IndexServer
+) -> None:
+    _lock_here(fixture_index, tmp_path, "torch==2.5.1\n")
+    old_driver = ["--driver", "470.57.02", "--compute-capability", "8.0"]
+    env = {**pip_env(), "PYTHONPATH": str(Path(doctor.__file__).parents[1])}
+    command = [sys.executable, "-m", "pip_gpu"]
+    check = run(
+        [*command, "check", "--python", str(envs.cu124), *old_driver], env=env, cwd=tmp_path, check=False
+    )
+    assert check.returncode == 1
+    assert "no lock in" in check.stdout and "runs on this host" in check.stdout
+    assert "the lock for this machine" not in check.stdout
+    sync = run(
+        [*command, "sync", "--python", str(envs.cu124), *old_driver], env=env, cwd=tmp_path, check=False
+    )
+    assert sync.returncode == 2 and "Traceback" not in sync.stderr
+    out = doctor_run(tmp_path, fake_nvml_dir, python=envs.cu124, driver="470.57.02", cuda=11040)
+    lock = out.finding("lock")
+    assert lock["status"] == "failure" and lock["summary"].startswith("no lock here runs on this host")
+    assert "the lock for this machine" not in lock["summary"]

@@ -248,3 +248,58 @@ def test_dry_run_json_gives_the_decision_and_the_exact_commands(env, tmp_path: P
     assert f"pytorch={index_server.pytorch_url}/cu124" in command["argv"]
     assert command["files"] == {"requirements.txt": "torch==2.5.1+cu124\n"}
     assert not index_server.requests
+
+
+# --- the dry run shows every run, and can be pasted (issue 16) -------------------------------
+
+
+def test_a_pip_dry_run_is_a_script_that_installs_what_the_install_would(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, pip_venv_template: Path
+) -> None:
+    python = fresh_pip_venv(pip_venv_template, tmp_path / "pasted")
+    args = ("torch==2.5.1", "fixture-lib", "--installer", "pip", "--python", str(python), *A100_ON_535)
+    done = pip_gpu(*args, "--dry-run", env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    script = done.stdout
+    assert "2 installer runs" in script
+    first, second = script.index("# pip, run 1 of 2:"), script.index("# pip, run 2 of 2:")
+    assert first < second
+    assert "torch==2.5.1+cu124\nPIP_GPU_EOF" in script and "fixture-lib\nPIP_GPU_EOF" in script
+    assert '-c "$d/held-family.txt"' in script and '> "$d/held-family.txt"' in script
+    assert "/pip-gpu-" not in script  # no path into pip-gpu's deleted temporary folder
+    assert "torch" not in installed_versions(python)
+    pasted = subprocess.run(
+        ["bash", "-c", script], env=dict(env), cwd=tmp_path, capture_output=True, text=True
+    )
+    assert pasted.returncode == 0, pasted.stderr
+    versions = installed_versions(python)
+    assert versions["torch"] == "2.5.1+cu124" and versions["fixture-lib"] == "1.1.0"
+
+
+def test_one_run_is_not_called_run_1_of_2(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    args = ("torch==2.5.1", "--installer", "pip", "--python", sys.executable, "--dry-run", *A100_ON_535)
+    text = pip_gpu(*args, env=env, cwd=tmp_path).stdout
+    assert "1 installer run;" in text or "1 installer run\n" in text
+    assert "of 2" not in text and "# pip: the torch family from the variant index only" in text
+    plan = json.loads(pip_gpu(*args, "--json", env=env, cwd=tmp_path).stdout)
+    (command,) = plan["commands"]
+    assert "of 2" not in command["purpose"] and plan["second_pip_run"] is False
+
+
+def test_dry_run_json_lists_both_pip_runs_in_order_with_their_files(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    args = ("torch==2.5.1", "fixture-lib", "--installer", "pip", "--python", sys.executable, *A100_ON_535)
+    plan = json.loads(pip_gpu(*args, "--dry-run", "--json", env=env, cwd=tmp_path).stdout)
+    first, second = plan["commands"]
+    assert first["purpose"].startswith("pip, run 1 of 2") and second["purpose"].startswith("pip, run 2 of 2")
+    assert first["files"] == {"family.txt": "torch==2.5.1+cu124\n"}
+    assert "$d/family.txt" in first["argv"]
+    assert second["files"] == {"others.txt": "fixture-lib\n"}
+    assert second["argv"][-2:] == ["-c", "$d/held-family.txt"]
+    probe = second["computed_files"]["held-family.txt"]["argv"]
+    assert probe[:3] == [sys.executable, "-I", "-c"] and "torch" in json.loads(probe[-1])
+    assert "--dry-run --report" in second["before"]
+    assert not any("/pip-gpu-" in a for c in plan["commands"] for a in c["argv"])

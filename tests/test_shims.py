@@ -8,6 +8,7 @@ folder with the venv's real ``pip`` and the ``uv`` binary. Host profiles come fr
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from support.index import (
     installed_versions,
     make_venv,
     pip_env,
+    run,
 )
 from support.shims import (
     CPU_HOST,
@@ -32,7 +34,7 @@ from support.shims import (
 )
 
 from pip_gpu.shim import MARKER, SHIM_NAMES
-from pip_gpu.shim_run import pip_script_python
+from pip_gpu.shim_run import pip_interpreter
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="the shims are POSIX shell scripts")
@@ -46,12 +48,14 @@ def test_shim_install_init_status_uninstall(tmp_path: Path) -> None:
     pip_gpu("shim", "install", "--dir", str(folder))
     assert sorted(p.name for p in folder.iterdir()) == sorted([*SHIM_NAMES, MARKER])
     assert all(os.access(folder / name, os.X_OK) for name in SHIM_NAMES)
-    line = pip_gpu("shim", "init", "bash", "--dir", str(folder)).stdout
+    hook = pip_gpu("shim", "init", "bash", "--dir", str(folder)).stdout
     env = {**pip_env(), "PATH": "/usr/bin:/bin"}
     # sourcing it twice puts the folder first, once
-    path = shell(f'{line.strip()}\n{line.strip()}\nprintf %s "$PATH"', env).stdout
+    path = run(["bash", "-c", f'{hook}\n{hook}\nprintf %s "$PATH"'], env=env).stdout
     assert path == f"{folder}:/usr/bin:/bin"
-    assert "fish_add_path" in pip_gpu("shim", "init", "fish", "--dir", str(folder)).stdout
+    plain = pip_gpu("shim", "init", "sh", "--dir", str(folder)).stdout
+    path = shell(f'{plain}\n{plain}\nprintf %s "$PATH"', env).stdout
+    assert path == f"{folder}:/usr/bin:/bin"
     status = pip_gpu("shim", "status", "--dir", str(folder)).stdout
     assert "installed: pip, pip3, uv, uvx" in status
     pip_gpu("shim", "uninstall", "--dir", str(folder))
@@ -65,14 +69,14 @@ def test_shim_install_default_folder_is_xdg(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "pip-gpu" / "shims" / "pip").is_file()
 
 
-def test_pip_script_python_reads_both_launcher_forms(tmp_path: Path) -> None:
-    python = Path(sys.executable)
-    short = tmp_path / "pip"
-    short.write_text(f"#!{python}\nimport sys\n")
-    assert pip_script_python(short) == python
-    long = tmp_path / "pip-long"
-    long.write_text(f"#!/bin/sh\n'''exec' \"{python}\" \"$0\" \"$@\"\n' '''\nimport sys\n")
-    assert pip_script_python(long) == python
+def test_the_interpreter_of_pip_is_asked_of_pip_not_read_from_a_shebang(venv: Path, tmp_path: Path) -> None:
+    # pip's own launcher, and a pyenv-like wrapper: a bash script whose #! names bash
+    assert pip_interpreter(venv.parent / "pip").parent == venv.parent
+    wrapper = tmp_path / "pip"
+    wrapper.write_text(f'#!/usr/bin/env bash\nset -e\nexec "{venv}" -m pip "$@"\n')
+    wrapper.chmod(0o755)
+    found = pip_interpreter(wrapper)
+    assert found.parent == venv.parent and found.name.startswith("python")
 
 
 # --- pass-through ------------------------------------------------------------------------------
@@ -255,3 +259,85 @@ def test_uv_project_setup_lock_and_run(
         shell(show.replace("uv run", "uv run --extra cu121"), plain, cwd=project).stdout.strip()
         == "2.5.1+cu121"
     )
+
+
+# --- wrappers, activated venvs, Windows ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_pyenv_like_wrapper_installs_into_the_interpreter_it_runs(
+    shims: Path, index_server: IndexServer, tmp_path: Path
+) -> None:
+    # pyenv's, asdf's and mise's `pip` are bash scripts: the shim must not take bash for Python
+    python = make_venv(tmp_path / "venv", with_pip=True)
+    wrappers = tmp_path / "pyenv-shims"
+    wrappers.mkdir()
+    (wrappers / "pip").write_text(f'#!/usr/bin/env bash\nexec "{python}" -m pip "$@"\n')
+    (wrappers / "pip").chmod(0o755)
+    env = shell_env([shims, wrappers, Path("/usr/bin"), Path("/bin")], index_server, tmp_path, CPU_HOST)
+    done = shell("pip install torch==2.5.1", env, cwd=tmp_path)
+    assert f"target {python.parent}" in done.stderr and "torch 2.5.1 -> cpu" in done.stderr
+    assert installed_versions(python)["torch"] == "2.5.1+cpu"
+
+
+def test_the_bash_hook_keeps_the_shims_first_after_a_venv_is_activated(
+    shims: Path, venv: Path, tmp_path: Path
+) -> None:
+    hook = pip_gpu("shim", "init", "bash", "--dir", str(shims)).stdout
+    session = (
+        f"{hook}\n"
+        f"source {venv.parent}/activate\n"
+        'echo "pip is $(command -v pip)"\n'
+        "pip --version\n"
+        "deactivate\n"
+        'echo "PATH is $PATH"\n'
+    )
+    env = {**pip_env(), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    # An interactive bash, as a terminal has it: the hook runs before every prompt.
+    done = subprocess.run(
+        ["bash", "--norc", "--noprofile", "-i"],
+        env=env,
+        input=session,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"pip is {shims}/pip\n" in done.stdout
+    assert f"from {venv.parents[1]}" in done.stdout  # the shim handed over to the venv's own pip
+    assert f"PATH is {shims}:/usr/bin:/bin\n" in done.stdout
+
+
+def test_the_other_shells_get_a_hook_that_runs_before_every_prompt(shims: Path) -> None:
+    zsh = pip_gpu("shim", "init", "zsh", "--dir", str(shims)).stdout
+    assert "add-zsh-hook precmd _pip_gpu_shims_first" in zsh and f"local d='{shims}'" in zsh
+    fish = pip_gpu("shim", "init", "fish", "--dir", str(shims)).stdout
+    assert "function _pip_gpu_shims_first --on-event fish_prompt" in fish
+    assert "set -gx PATH $d (string match -v -- $d $PATH)" in fish and f"set -l d '{shims}'" in fish
+    powershell = pip_gpu("shim", "init", "powershell", "--dir", str(shims)).stdout
+    assert f"$global:PipGpuShims = '{shims}'" in powershell
+    assert "function global:prompt { Set-PipGpuShimsFirst; & $global:PipGpuPrompt }" in powershell
+
+
+def test_windows_shims_are_cmd_and_ps1_files_that_reach_the_real_program(venv: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "win-shims"
+    windows_python = r"C:\Program Files\Python311\python.exe"
+    done = pip_gpu(
+        "shim", "install", "--dir", str(folder), "--platform", "windows", "--windows-python", windows_python
+    )
+    assert "pip.cmd" in done.stdout and "Invoke-Expression" in done.stdout
+    names = {*(f"{n}.cmd" for n in SHIM_NAMES), *(f"{n}.ps1" for n in SHIM_NAMES), MARKER}
+    assert {p.name for p in folder.iterdir()} == names
+    cmd = (folder / "pip.cmd").read_bytes().decode()
+    assert cmd.startswith("@echo off\r\n") and "\r\nexit /b %ERRORLEVEL%\r\n" in cmd
+    assert f'"{windows_python}" -E -c "' in cmd and f'"{PLUGIN}" pip "%~dp0." %*' in cmd
+    ps1 = (folder / "uv.ps1").read_text()
+    assert f"& '{windows_python}' -E -c '" in ps1 and f"'{PLUGIN}' uv $PSScriptRoot @args" in ps1
+    # Python can run the line both hand over to: here with this machine's interpreter
+    code = cmd.split(' -E -c "', 1)[1].split('"', 1)[0]
+    env = {**pip_env(), "PATH": os.pathsep.join([str(folder), str(real_bin(venv))])}
+    through = run([sys.executable, "-E", "-c", code, str(PLUGIN), "pip", str(folder), "--version"], env=env)
+    direct = run([str(real_bin(venv) / "pip"), "--version"], env=env)
+    assert through.stdout == direct.stdout and through.stdout.startswith("pip ")
+    assert "installed: pip, pip3, uv, uvx" in pip_gpu("shim", "status", "--dir", str(folder)).stdout
+    assert "pip.cmd" in pip_gpu("shim", "uninstall", "--dir", str(folder)).stdout
+    assert not folder.exists()

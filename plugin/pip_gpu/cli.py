@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import __version__
-from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_NO_BUILD, EXIT_OK, PipGpuError
+from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_NO_BUILD, EXIT_OK, PipGpuError, UsageError
 
 __all__ = ["main"]
 
@@ -35,9 +35,16 @@ examples:
                                      decide for another host (CI, Docker builds)
   pip-gpu install torch torchvision  install the right build with pip or uv
 
+global options (before or after the command): --debug, -q/--quiet, -v/--verbose, and
+--json for the commands that print JSON.
+
 exit status: 0 success; 1 a check found a problem; 2 bad input, or no build runs
-(nothing was changed); otherwise the installer's own exit status; 130 interrupted.
+(nothing was changed); otherwise the installer's own exit status; 130 interrupted;
+141 the output was closed early (as after SIGPIPE: `pip-gpu matrix | head`).
 """
+
+# A process whose reader went away exits as one killed by SIGPIPE would: 128 + 13.
+EXIT_CLOSED_OUTPUT = 128 + 13
 
 
 def _add_host_flags(parser: argparse.ArgumentParser) -> None:
@@ -77,20 +84,37 @@ def _add_decision_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a closed stdout under ``--help`` is not ignored (exit 141)."""
+
+    def _print_message(self, message: str, file: Optional[Any] = None) -> None:
+        if message:
+            (file or sys.stderr).write(message)
+
+
 def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     """The whole command line; ``core_only``: only detect, explain and matrix.
 
     ``core_only`` is for a run of one of those three: the other commands' modules (install,
     lock, shim, uv, doctor) import most of the package, and a decision need not pay for them.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pip-gpu",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pip-gpu {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--debug", dest="global_debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "-q", "--quiet", dest="global_quiet", action="count", default=0, help="no progress or notes"
+    )
+    parser.add_argument(
+        "-v", "--verbose", dest="global_verbose", action="count", default=0, help="more detail"
+    )
+    parser.add_argument(
+        "--json", dest="global_json", action="store_true", help="print JSON (commands that can)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     detect = commands.add_parser(
@@ -133,6 +157,7 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     )
     matrix.add_argument("--json", action="store_true", help="print the knowledge as JSON")
     if core_only:
+        _add_global_options(commands)
         return parser
 
     from .install import add_install_parser
@@ -154,6 +179,7 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     from .verify import add_knowledge_parser
 
     add_knowledge_parser(commands)
+    _add_global_options(commands)
     return parser
 
 
@@ -218,32 +244,136 @@ def cmd_fleet_plan(args: argparse.Namespace) -> int:
     return EXIT_CHECK_FAILED if plan.unserved else EXIT_OK
 
 
+def _add_global_options(commands: Any) -> None:
+    """--debug, -q and -v after the command too, on every command and action that lacks them."""
+    for sub in _leaf_parsers(commands):
+        known = sub._option_string_actions
+        if "--debug" not in known:
+            sub.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
+        if "-q" not in known:
+            sub.add_argument("-q", "--quiet", action="count", default=0, help="no progress or notes")
+        if "-v" not in known:
+            sub.add_argument("-v", "--verbose", action="count", default=0, help="more detail")
+
+
+def _leaf_parsers(commands: Any) -> list[argparse.ArgumentParser]:
+    found: list[argparse.ArgumentParser] = []
+    for sub in dict.fromkeys(commands.choices.values()):
+        found.append(sub)
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                found += _leaf_parsers(action)
+    return found
+
+
+_GLOBAL_FLAGS = frozenset({"--debug", "-q", "--quiet", "-v", "--verbose", "--json", "-qq", "-vv"})
+
+
 def _is_core_command(argv: Sequence[str]) -> bool:
-    """Whether the command is detect, explain or matrix (only --debug may come before it)."""
+    """Whether the command is detect, explain or matrix (global flags may come before it)."""
     for token in argv:
-        if token != "--debug":
+        if token not in _GLOBAL_FLAGS:
             return token in _COMMANDS
     return False
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    """Run one command; a closed stdout (``pip-gpu matrix | head``) ends it quietly."""
+    try:
+        status = _main(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a reader that left early shows up here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        return _closed_output()
+    except SystemExit as exit_:  # argparse's --help and usage errors may meet a closed pipe too
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _closed_output()
+        raise exit_ from None
+
+
+def _closed_output() -> int:
+    """The reader went away: drop what is left for stdout, exit as after SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_CLOSED_OUTPUT
+
+
+def _main(arguments: list[str]) -> int:
     parser = build_parser(core_only=_is_core_command(arguments))
     args = parser.parse_args(arguments)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_OK
+    args.debug = bool(getattr(args, "debug", False) or args.global_debug)
     try:
+        _settle_global_options(args)
         result: int = args.handler(args) if hasattr(args, "handler") else _COMMANDS[args.command](args)
         return result
     except PipGpuError as error:
         if args.debug:
             raise
-        print(error.render(), file=sys.stderr)
+        print(render_error(error), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("pip-gpu: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def render_error(error: PipGpuError) -> str:
+    """The error and its hint; "error:" in red on a terminal that wants colour."""
+    from .ui import colour
+
+    text = error.render()
+    head = "pip-gpu: error:"
+    return colour(head, "red", sys.stderr) + text[len(head) :] if text.startswith(head) else text
+
+
+def headline(text: str, ok: bool) -> str:
+    """The first line (a verdict) in green or red on a terminal that wants colour."""
+    from .ui import colour
+
+    first, newline, rest = text.partition("\n")
+    return colour(first, "green" if ok else "red") + newline + rest
+
+
+def _settle_global_options(args: argparse.Namespace) -> None:
+    """Merge the options given before the command with those after it; refuse what does nothing."""
+    from . import ui
+
+    if args.command is None:
+        raise UsageError("no command given", "pip-gpu --help lists the commands; start with pip-gpu detect")
+    if args.global_json:
+        if not hasattr(args, "json"):
+            raise UsageError(
+                f"--json does not apply to pip-gpu {_command_name(args)}",
+                "detect, explain, matrix, install --dry-run, check and doctor print JSON",
+            )
+        args.json = True
+    quiet = args.global_quiet + int(getattr(args, "quiet", 0) or 0)
+    verbose = args.global_verbose + int(getattr(args, "verbose", 0) or 0)
+    if args.command == "install":  # its -q/-v go to the installer too: so do the global ones
+        quiet += int(getattr(args, "pt_--quiet", 0) or 0)
+        verbose += int(getattr(args, "pt_--verbose", 0) or 0)
+        for name, count in (("pt_--quiet", args.global_quiet), ("pt_--verbose", args.global_verbose)):
+            if count:
+                setattr(args, name, (getattr(args, name) or 0) + count)
+    if quiet and verbose:
+        raise UsageError("-q and -v contradict each other", "give one of them")
+    if hasattr(args, "verbose"):
+        args.verbose = verbose
+    if hasattr(args, "quiet"):
+        args.quiet = quiet
+    ui.configure(quiet=quiet, verbose=verbose)
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    actions = [
+        str(getattr(args, name)) for name in ("shim_command", "uv_command") if getattr(args, name, None)
+    ]
+    return " ".join([args.command, *actions])
 
 
 # --- shared steps --------------------------------------------------------------------------
@@ -301,10 +431,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         cwd=Path.cwd(),
         offline=args.offline,
     )
+    decision = outcome.decision
     if args.json:
-        emit_json(decision_json(outcome.decision, host))
+        emit_json(decision_json(decision, host))
+    elif not decision.ok and not decision.candidates and decision.blocker is not None:
+        # Nothing was even considered (pins that contradict each other, a Python no release
+        # supports): bad input, reported on stderr like every other error.
+        raise UsageError(decision.blocker.message, decision.blocker.hint)
     else:
-        print(render_decision(outcome.decision, host, show_all=args.all))
+        print(headline(render_decision(decision, host, show_all=args.all), decision.ok))
     return EXIT_OK if outcome.decision.ok else EXIT_NO_BUILD
 
 

@@ -166,8 +166,12 @@ def discover_releases(
     known = {r.torch for r in knowledge.releases}
     newest = knowledge.releases[0].version if knowledge.releases else Version("0")
     found: dict[str, _Seen] = {}
+    from .ui import progress
+
     for variant in variants:
-        for series, info in _summary(pytorch_index, variant, fetch, cache_dir).items():
+        with progress(f"reading the {variant} index"):
+            summary = _summary(pytorch_index, variant, fetch, cache_dir)
+        for series, info in summary.items():
             if series in known or (newer_only and Version(series) <= newest):
                 continue
             seen = found.setdefault(series, _Seen())

@@ -252,6 +252,7 @@ class MachineFacts:
     ld_library_path: tuple[str, ...]
     cuda_runtime_dirs: tuple[CudaRuntimeDir, ...]
     pythonpath: tuple[str, ...]
+    path: tuple[str, ...] = ()  # PATH, for the shims check
 
 
 @dataclass(frozen=True)
@@ -470,6 +471,7 @@ def gather_machine(env: Mapping[str, str]) -> MachineFacts:
         ld_library_path=ld_path,
         cuda_runtime_dirs=_cuda_runtime_dirs(ld_path),
         pythonpath=tuple(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p),
+        path=tuple(env.get("PATH", "").split(os.pathsep)),
     )
 
 
@@ -1027,9 +1029,11 @@ def check_cuda_visible_devices(facts: Facts) -> Finding:
     if value is None:
         return Finding("cuda-visible-devices", OK, "CUDA_VISIBLE_DEVICES is not set")
     if facts.nvidia_facts_given:
-        return Finding(
-            "cuda-visible-devices", SKIPPED, "the GPUs were given as flags: they are the visible ones"
-        )
+        # The GPUs come from flags, but the variable is this environment's, and torch reads it
+        # whatever told pip-gpu about the GPUs: apply it to the GPUs given.
+        from .detect import apply_cuda_visible_devices
+
+        gpus = apply_cuda_visible_devices(gpus, value)
     if not gpus:
         return Finding(
             "cuda-visible-devices", SKIPPED, f"CUDA_VISIBLE_DEVICES={value!r}; no NVIDIA GPU was read"
@@ -1222,8 +1226,10 @@ def check_lock(facts: Facts) -> Finding:
         )
     differences = list(result.differences)
     lock_file = result.lock_file
-    if lock_file is not None:
+    if lock_file is not None and result.runs_here:
         evidence = (f"lock for this host: {lock_file}", *evidence)
+    elif not result.runs_here:
+        evidence = ("no lock here runs on this host (pip-gpu sync refuses too)", *evidence)
     if result.ok:
         return Finding(
             "lock",
@@ -1232,10 +1238,70 @@ def check_lock(facts: Facts) -> Finding:
             evidence,
         )
     fix = result.fix
+    if not result.runs_here:
+        summary = "no lock here runs on this host" + (f": {'; '.join(differences)}" if differences else "")
+        return Finding("lock", FAILURE, summary, (*evidence, *differences), str(fix))
     summary = "the environment does not match the lock" + (
         f": {'; '.join(differences)}" if differences else ""
     )
     return Finding("lock", FAILURE, summary, (*evidence, *differences), str(fix))
+
+
+def check_cuda_build_has_a_gpu(facts: Facts) -> Finding:
+    """A CUDA build with no NVIDIA GPU to use runs on the CPU only: not healthy (check and sync
+    choose another build for this host too). Last in the chain, so that a cause found earlier
+    (the driver, a container without devices) is the verdict."""
+    torch = facts.target.torch
+    host = facts.host
+    if torch is None or torch.variant is None or cuda_of_variant(torch.variant) is None:
+        return Finding("cuda-build", OK, "no CUDA build of torch to run")
+    if host.nvidia_gpus:
+        return Finding("cuda-build", OK, f"the CUDA build has {_describe_host_gpus(host)} to run on")
+    where = "the NVIDIA GPUs could not be read" if host.driver_version else "no NVIDIA GPU was found"
+    command, why, _ = _replacement(facts) if not host.driver_version else (None, "", None)
+    return Finding(
+        "cuda-build",
+        FAILURE,
+        f"{torch.describe()} is a CUDA {torch.cuda_version} build but {where}: it will run on the CPU",
+        (why,) if why else (),
+        command,
+    )
+
+
+_BYPASS = "`python -m pip` (and a pip run by its full path) bypasses the shims"
+
+
+def check_shims(facts: Facts) -> Finding:
+    """Whether plain ``pip`` goes through pip-gpu's shims; ``python -m pip`` never does."""
+    from .shim import MARKER
+
+    entries = [entry or "." for entry in facts.machine.path]
+    shims = [entry for entry in entries if (Path(entry) / MARKER).is_file()]
+    if not shims:
+        return Finding(
+            "shims",
+            OK,
+            f"no pip-gpu shims on PATH: plain pip and uv do not check the torch build "
+            f"(pip-gpu shim install adds them; {_BYPASS})",
+        )
+    first_pip = next(
+        (
+            Path(e) / "pip"
+            for e in entries
+            if (Path(e) / "pip").is_file() and os.access(Path(e) / "pip", os.X_OK)
+        ),
+        None,
+    )
+    if first_pip is not None and not (first_pip.parent / MARKER).is_file():
+        return Finding(
+            "shims",
+            WARNING,
+            f"pip-gpu's shims ({shims[0]}) are on PATH, but {first_pip} comes first (an activated venv?): "
+            f"plain pip bypasses them",
+            (f"PATH: {os.pathsep.join(entries)}",),
+            'eval "$(pip-gpu shim init bash)" (or zsh, fish, powershell): its hook keeps the shims first',
+        )
+    return Finding("shims", OK, f"pip and uv go through pip-gpu's shims ({shims[0]}); {_BYPASS}")
 
 
 CHECKS: tuple[Callable[[Facts], Finding], ...] = (
@@ -1251,6 +1317,8 @@ CHECKS: tuple[Callable[[Facts], Finding], ...] = (
     check_ld_library_path,
     check_virtualenv,
     check_lock,
+    check_shims,
+    check_cuda_build_has_a_gpu,
 )
 
 
@@ -1402,7 +1470,9 @@ def add_doctor_parser(commands: Any, add_host_flags: Callable[..., None]) -> Non
             "the verdict: the broken link and its fix. Exit status 0 when healthy, 1 when a check fails."
         ),
     )
-    parser.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
+    from .target import add_target_flags
+
+    add_target_flags(parser)
     parser.add_argument(
         "--import",
         dest="run_import",
@@ -1423,12 +1493,12 @@ def add_doctor_parser(commands: Any, add_host_flags: Callable[..., None]) -> Non
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from .cli import emit_json, host_from_args
+    from .cli import emit_json, headline, host_from_args
     from .knowledge import load_knowledge
     from .target import find_target
 
     cwd = Path.cwd()
-    target = find_target(args.python, cwd, os.environ)
+    target = find_target(args.python, cwd, os.environ, system=args.system)
     if args.python_version is None:
         args.python_version = target.python_version
     host = host_from_args(args)
@@ -1447,5 +1517,5 @@ def run_doctor(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report.to_json())
     else:
-        print(render_report(report, verbose=args.verbose))
+        print(headline(render_report(report, verbose=args.verbose), report.healthy))
     return report.exit_status

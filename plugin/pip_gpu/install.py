@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,7 +35,7 @@ from .route import (
     uses_hashes,
     uv_command,
 )
-from .target import TargetEnv, find_target, installed_family_in, installed_torch_build
+from .target import TargetEnv, add_target_flags, find_target, installed_family_in, installed_torch_build
 
 __all__ = ["add_install_parser", "run_install"]
 
@@ -81,7 +83,7 @@ def add_install_parser(
         epilog=(
             "Other installer options are passed through; give options this command does not list "
             "as --opt=value. Target environment: --python, else $VIRTUAL_ENV, else ./.venv, else "
-            "the interpreter running pip-gpu."
+            "refused (exit 2); --system for the python3 on PATH."
         ),
     )
     parser.add_argument("requirements", nargs="*", metavar="REQUIREMENT")
@@ -94,7 +96,7 @@ def add_install_parser(
     parser.add_argument(
         "--installer", choices=("pip", "uv"), help="default: uv when the target has no pip, else pip"
     )
-    parser.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
+    add_target_flags(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="print the decision and the commands; install nothing"
     )
@@ -146,7 +148,14 @@ def run_install(args: argparse.Namespace) -> int:
     from .cli import host_from_args
 
     cwd = Path.cwd()
-    target = find_target(args.python, cwd, os.environ)
+    if not args.requirements and not args.requirement:
+        raise UsageError(
+            "nothing to install: no requirements given",
+            "name them (pip-gpu install torch torchvision) or give a file (-r requirements.txt)",
+        )
+    if args.json and not args.dry_run:
+        raise UsageError("--json prints the plan of a dry run", "add --dry-run, or drop --json")
+    target = find_target(args.python, cwd, os.environ, system=getattr(args, "system", False), installing=True)
     if args.python_version is None:
         args.python_version = target.python_version
     host = host_from_args(args)
@@ -169,7 +178,9 @@ def run_install(args: argparse.Namespace) -> int:
         from .lockfile import find_lock_family
 
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
-    say = _stderr
+    from . import ui
+
+    say = _stderr if not ui.settings().quiet else _silent
     say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
     where = redact_url(decision.index_url) if decision.index_url else "PyPI"
     if any(not line.constraint for line in plan.family_lines()):
@@ -186,25 +197,26 @@ def run_install(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
         workdir = Path(scratch)
+        installer_args = _passthrough(args)
         commands = _first_commands(
-            plan, target, installer, _passthrough(args), workdir, uv=getattr(args, "uv_binary", None)
+            plan, target, installer, installer_args, workdir, uv=getattr(args, "uv_binary", None)
         )
+        second_run = _needs_second_pip_run(plan, installer, installer_args)
+        commands = _numbered(commands, total=len(commands) + int(second_run))
         if args.dry_run:
-            second_run = _needs_second_pip_run(plan, installer, _passthrough(args))
-            if args.json:
-                print(
-                    json.dumps(_dry_run_json(plan, host, target, installer, commands, second_run), indent=2)
-                )
-                return EXIT_OK
-            for command in commands:
-                _show(command)
+            runs = [_DryRun(command) for command in commands]
             if second_run:
-                say("pip-gpu: then pip run 2 of 2 installs the other requirements, the family held in place")
+                runs.append(_second_run_preview(plan, target, installer_args, workdir, len(commands) + 1))
+            if args.json:
+                data = _dry_run_json(plan, host, target, installer, runs, workdir)
+                print(json.dumps(data, indent=2))
+                return EXIT_OK
+            print(_dry_run_script(runs, target, workdir, decision_line=_decision_line(plan, installer)))
             return EXIT_OK
         for command in commands:
             _run(command)
-        if _needs_second_pip_run(plan, installer, _passthrough(args)):
-            _pip_second_run(plan, target, _passthrough(args), workdir)
+        if second_run:
+            _pip_second_run(plan, target, installer_args, workdir, len(commands) + 1)
     _verify(plan, target)
     # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
     if not args.dry_run and not getattr(args, "no_lock", False):
@@ -222,7 +234,9 @@ def _needs_second_pip_run(plan: Plan, installer: str, installer_args: Sequence[s
     )
 
 
-def _pip_second_run(plan: Plan, target: TargetEnv, installer_args: list[str], workdir: Path) -> None:
+def _pip_second_run(
+    plan: Plan, target: TargetEnv, installer_args: list[str], workdir: Path, number: int
+) -> None:
     """Everything else, after making sure it pulls no family package from another index.
 
     A dry run shows what pip would install; a family member among it (a library that
@@ -233,7 +247,8 @@ def _pip_second_run(plan: Plan, target: TargetEnv, installer_args: list[str], wo
 
     def second_run() -> InstallerCommand:
         closure = family_closure(target.python, sorted(plan.family_names))
-        return pip_rest_command(routing, plan.other_lines(), constraints=closure)
+        command = pip_rest_command(routing, plan.other_lines(), constraints=closure)
+        return _numbered([command], total=number, first=number)[0]
 
     pulled_in = _family_in_dry_run(second_run(), plan, workdir)
     if pulled_in:
@@ -301,8 +316,73 @@ def _routing(
     )
 
 
+def _silent(message: str) -> None:
+    """-q: pip-gpu's notes are left out; errors and the installer's output are not."""
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class _DryRun:
+    """One installer run as a dry run shows it; ``computed``: a file that only exists once the
+    runs before have installed (its name, the command that writes it, and what it holds)."""
+
+    command: InstallerCommand
+    computed: Optional[tuple[str, tuple[str, ...], str]] = None
+    before: str = ""
+
+
+_RUN_OF = re.compile(r",? run \d+ of \d+")
+
+
+def _numbered(commands: Sequence[InstallerCommand], total: int, first: int = 1) -> list[InstallerCommand]:
+    """ "run N of M" in each purpose only when there is more than one run."""
+    out = []
+    for number, command in enumerate(commands, start=first):
+        purpose = _RUN_OF.sub("", command.purpose)
+        if total > 1:
+            installer, _, rest = purpose.partition(": ")
+            purpose = f"{installer}, run {number} of {total}: {rest}"
+        out.append(replace(command, purpose=purpose))
+    return out
+
+
+def _second_run_preview(
+    plan: Plan, target: TargetEnv, installer_args: list[str], workdir: Path, number: int
+) -> _DryRun:
+    """pip's second run as it will be: its constraints are read from the environment once
+    the first run has installed the family, by the very probe pip-gpu runs then."""
+    routing = _routing(plan, target, installer_args, workdir, routing_only_pins(plan))
+    command = _numbered([pip_rest_command(routing, plan.other_lines(), constraints=[])], number, number)[0]
+    held = next(path for path in command.files if path.name == "held-family.txt")
+    probe = (
+        str(target.python),
+        "-I",
+        "-c",
+        _CLOSURE_PROBE_LINES,
+        json.dumps(sorted(plan.family_names)),
+    )
+    return _DryRun(
+        command=replace(command, files={p: c for p, c in command.files.items() if p != held}),
+        computed=(held.name, probe, "the installed torch family and all it depends on, as name==version"),
+        before=(
+            "pip-gpu first runs this command with --dry-run --report; any torch-family package the "
+            "other requirements pull in is installed from the variant index before it"
+        ),
+    )
+
+
+def _decision_line(plan: Plan, installer: str) -> str:
+    decision = plan.decision
+    where = redact_url(decision.index_url) if decision.index_url else "PyPI"
+    return f"torch {decision.torch} -> {decision.variant} from {where}, with {installer}"
+
+
+def _in_dir(text: str, workdir: Path) -> str:
+    """A path in the temporary folder as ``$d/name``: the script makes its own folder."""
+    return text.replace(str(workdir), "$d")
 
 
 def _dry_run_json(
@@ -310,12 +390,28 @@ def _dry_run_json(
     host: Any,
     target: TargetEnv,
     installer: str,
-    commands: Sequence[InstallerCommand],
-    second_pip_run: bool,
+    runs: Sequence[_DryRun],
+    workdir: Path,
 ) -> dict[str, Any]:
-    """``install --dry-run --json``: the decision and the exact commands, credentials removed."""
+    """``install --dry-run --json``: the decision and every installer run in order, each with
+    the content of the files it reads; ``$d`` in ``argv`` is a new empty folder holding them."""
     from .report import decision_json
 
+    commands = []
+    for run in runs:
+        command = run.command
+        entry: dict[str, Any] = {
+            "purpose": command.purpose,
+            "argv": [_in_dir(redact_url(a), workdir) for a in command.argv],
+            "env": {name: redact_url(value) for name, value in command.env.items()},
+            "files": {path.name: redact_url(content) for path, content in command.files.items()},
+        }
+        if run.computed is not None:
+            name, argv, what = run.computed
+            entry["computed_files"] = {name: {"argv": list(argv), "content": what}}
+        if run.before:
+            entry["before"] = run.before
+        commands.append(entry)
     return {
         "decision": decision_json(plan.decision, host),
         "target": {
@@ -324,31 +420,47 @@ def _dry_run_json(
             "chosen_by": target.chosen_by,
         },
         "installer": installer,
-        "commands": [
-            {
-                "purpose": command.purpose,
-                "argv": [redact_url(a) for a in command.argv],
-                "env": {name: redact_url(value) for name, value in command.env.items()},
-                "files": {path.name: redact_url(content) for path, content in command.files.items()},
-            }
-            for command in commands
-        ],
-        "second_pip_run": second_pip_run,
+        "dir": "$d: a new empty folder for the files each command reads",
+        "commands": commands,
+        "second_pip_run": any(run.computed is not None for run in runs),
     }
 
 
-def _show(command: InstallerCommand) -> None:
-    print(f"# {command.purpose}")
-    prefix: list[str] = []
-    if command.env:  # one command a person can paste: env -u NAME NAME=value ... argv
-        prefix = ["env"]
-        prefix += [f"-u {name}" for name, value in command.env.items() if not value]
-        prefix += [f"{name}={shlex.quote(redact_url(value))}" for name, value in command.env.items() if value]
-    print(" ".join([*prefix, *(shlex.quote(redact_url(a)) for a in command.argv)]))
-    for path, content in command.files.items():
-        print(f"# {path.name}:")
-        for line in content.splitlines():
-            print(f"#   {redact_url(line)}")
+def _dry_run_script(runs: Sequence[_DryRun], target: TargetEnv, workdir: Path, decision_line: str) -> str:
+    """Every run in order as one shell script that can be pasted: the files written inline."""
+    count = len(runs)
+    lines = [
+        f"# pip-gpu install --dry-run: {decision_line}; {count} installer run{'s' if count != 1 else ''}",
+        "d=$(mktemp -d)  # the files the runs read",
+    ]
+    for run in runs:
+        command = run.command
+        lines.append(f"# {command.purpose}")
+        if run.before:
+            lines.append(f"# {run.before}")
+        if run.computed is not None:
+            name, argv, what = run.computed
+            lines.append(f"# {name}: {what}")
+            lines.append(" ".join(shlex.quote(a) for a in argv) + f' > "$d/{name}"')
+        for path, content in command.files.items():
+            lines.append(f"cat > \"$d/{path.name}\" <<'PIP_GPU_EOF'")
+            lines.extend(redact_url(line) for line in content.splitlines())
+            lines.append("PIP_GPU_EOF")
+        prefix: list[str] = []
+        if command.env:  # one command a person can paste: env -u NAME NAME=value ... argv
+            prefix = ["env"]
+            prefix += [f"-u {name}" for name, value in command.env.items() if not value]
+            prefix += [
+                f"{name}={shlex.quote(redact_url(value))}" for name, value in command.env.items() if value
+            ]
+        lines.append(" ".join([*prefix, *(_shell_word(redact_url(a), workdir) for a in command.argv)]))
+    return "\n".join(lines)
+
+
+def _shell_word(argument: str, workdir: Path) -> str:
+    if argument.startswith(str(workdir)):
+        return '"$d' + argument[len(str(workdir)) :] + '"'
+    return shlex.quote(argument)
 
 
 def _environment(changes: Mapping[str, str]) -> dict[str, str]:
@@ -408,6 +520,12 @@ while todo:
         if m: todo.append(m.group(1))
 print(json.dumps(sorted(out)))
 """
+
+
+# The same walk, one ``name==version`` a line: what a dry run shows for pip's second run.
+_CLOSURE_PROBE_LINES = _CLOSURE_PROBE_STDLIB.replace(
+    "print(json.dumps(sorted(out)))", 'print("\\n".join(sorted(out)))'
+)
 
 
 def family_closure(python: Path, roots: Sequence[str]) -> list[str]:

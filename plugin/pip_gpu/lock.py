@@ -55,7 +55,7 @@ from .lockfile import (
 from .plan import Plan, decide_for, marker_environment, rewrite_pins
 from .requirements import read_requirements_file, redact_url, render_line
 from .route import InstallerCommand, Routing, uv_command
-from .target import TargetEnv, find_target
+from .target import TargetEnv, add_target_flags, find_target
 
 __all__ = ["add_lock_parsers", "run_check", "run_lock", "run_sync", "write_back_after_install"]
 
@@ -118,7 +118,7 @@ def add_lock_parsers(
     )
     _add_lock_dir(sync)
     sync.add_argument("--installer", choices=("pip", "uv"), help="default: uv when the target has no pip")
-    sync.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
+    add_target_flags(sync)
     sync.add_argument("--locked", action="store_true", help="refuse a lock that its inputs no longer match")
     add_host_flags(sync)
     sync.set_defaults(handler=run_sync)
@@ -133,7 +133,7 @@ def add_lock_parsers(
         ),
     )
     _add_lock_dir(check)
-    check.add_argument("--python", metavar="PYTHON", help="target interpreter or virtual environment")
+    add_target_flags(check)
     check.add_argument("--json", action="store_true", help="print JSON")
     add_host_flags(check)
     check.set_defaults(handler=run_check)
@@ -368,7 +368,8 @@ def relock(
     workers = max(1, min(len(jobs), 8))
     with tempfile.TemporaryDirectory(prefix="pip-gpu-lock-") as scratch, ThreadPoolExecutor(workers) as pool:
         futures = [
-            pool.submit(_resolve, job, uv, uv_platform, Path(scratch) / str(i)) for i, job in enumerate(jobs)
+            pool.submit(_resolve_shown, job, uv, uv_platform, Path(scratch) / str(i))
+            for i, job in enumerate(jobs)
         ]
         outcomes = [future.result() for future in futures]
     failures = [message for _, message in outcomes if message]
@@ -452,6 +453,16 @@ def _record(job: _Job, pylock: Mapping[str, Any], inputs: LockInputs, knowledge:
 
 _PINNED_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==(\S+)")
 _FROM_RE = re.compile(r"^\s+#\s+from\s+(\S+)")
+
+
+def _resolve_shown(
+    job: _Job, uv: str, uv_platform: str, workdir: Path
+) -> tuple[Optional[dict[str, Any]], str]:
+    """``_resolve`` with progress on a terminal when it takes more than a second."""
+    from .ui import progress
+
+    with progress(f"resolving {job.variant}"):
+        return _resolve(job, uv, uv_platform, workdir)
 
 
 def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optional[dict[str, Any]], str]:
@@ -699,8 +710,14 @@ def _same_version(a: Optional[str], b: Optional[str]) -> bool:
         return a == b
 
 
-def differences(lock: LockFile, installed: _Installed, names: Optional[frozenset[str]] = None) -> list[str]:
-    """Each way the environment differs from the lock, in words; ``names`` limits the packages."""
+def differences(
+    lock: LockFile, installed: _Installed, names: Optional[frozenset[str]] = None, *, runs_here: bool = True
+) -> list[str]:
+    """Each way the environment differs from the lock, in words; ``names`` limits the packages.
+
+    ``runs_here``: the lock is the one chosen for this host (else only the one the environment
+    was synced from, and it is not called this machine's).
+    """
     wanted = {
         str(p.name): str(p.version) if p.version is not None else None
         for p in _selected(lock, installed.env)
@@ -711,7 +728,7 @@ def differences(lock: LockFile, installed: _Installed, names: Optional[frozenset
         for name, version in installed.dists.items()
         if (names is None and name not in _SEED_PACKAGES) or (names is not None and name in names)
     }
-    this = f"the lock for this machine ({lock.path.name})"
+    this = f"the lock for this machine ({lock.path.name})" if runs_here else lock.path.name
     out: list[str] = []
     for name in sorted(set(wanted) | set(have)):
         want, got = wanted.get(name), have.get(name)
@@ -763,10 +780,10 @@ def _stale(family: Sequence[LockFile], directory: Path) -> list[str]:
     return list(dict.fromkeys(reasons))
 
 
-def _target_and_host(args: argparse.Namespace) -> tuple[TargetEnv, HostProfile]:
+def _target_and_host(args: argparse.Namespace, installing: bool = False) -> tuple[TargetEnv, HostProfile]:
     from .cli import host_from_args
 
-    target = find_target(args.python, Path.cwd(), os.environ)
+    target = find_target(args.python, Path.cwd(), os.environ, system=args.system, installing=installing)
     if args.python_version is None:
         args.python_version = target.python_version
     return target, host_from_args(args)
@@ -780,7 +797,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
     directory = (Path.cwd() / args.lock_dir) if args.lock_dir else Path.cwd()
     family = _read_family(directory)
-    target, host = _target_and_host(args)
+    target, host = _target_and_host(args, installing=True)
     knowledge = load_knowledge()
     stale = _stale(family, directory)
     if stale and args.locked:
@@ -1003,6 +1020,7 @@ class LockCheck:
     differences: tuple[str, ...]
     installed: dict[str, str]  # the torch family in the environment
     fix: str = "pip-gpu sync"
+    runs_here: bool = True  # False: no locked build runs on this host (sync refuses too)
 
     @property
     def ok(self) -> bool:
@@ -1018,22 +1036,30 @@ def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> 
     problems = list(_stale(family, directory))
     choice = choose_lock(family, host, knowledge, directory)
     lock = choice.lock
+    runs_here = lock is not None
+    fix = "pip-gpu sync"
     if lock is None:
+        # As sync decides: no lock is meant for this host. Say so, and compare with the lock
+        # the environment came from, without calling it this machine's.
+        refusal = _no_variant_runs(family, host, knowledge, directory)
+        fix = refusal.hint or refusal.message
         lock = _lock_meant_for(family, installed, target.prefix)
         for candidate in family if lock is None else [lock]:
             problems.append(f"the lock pins {candidate.variant} but {_why_not(candidate, host, knowledge)}")
         if lock is None:
-            problems.append(str(_no_variant_runs(family, host, knowledge, directory).hint))
+            problems.append(str(refusal.hint))
     if lock is not None:
         problems.extend(
             f"{lock.path.name}: {p}" for p in _foreign_sources(lock, lock.pylock.packages, knowledge)
         )
-        problems.extend(differences(lock, installed, family_names))
+        problems.extend(differences(lock, installed, family_names, runs_here=runs_here))
     return LockCheck(
         lock_file=lock.path if lock else None,
         variant=lock.variant if lock else None,
         differences=tuple(problems),
         installed={n: v for n, v in sorted(installed.dists.items()) if n in family_names},
+        fix=fix,
+        runs_here=runs_here,
     )
 
 
@@ -1050,8 +1076,14 @@ def run_check(args: argparse.Namespace) -> int:
             "target": str(target.python),
             "installed": result.installed,
             "problems": list(result.differences),
+            "lock_runs_here": result.runs_here,
+            "fix": None if result.ok else result.fix,
         }
         print(json.dumps(data, indent=2))
+    elif not result.runs_here:
+        print(f"pip-gpu check: no lock in {directory} runs on this host (pip-gpu sync refuses too):")
+        for problem in result.differences:
+            print(f"  - {problem}")
     elif not result.ok:
         print(f"pip-gpu check: {target.prefix} does not match the lock for this machine:")
         for problem in result.differences:

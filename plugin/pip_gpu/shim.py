@@ -6,6 +6,14 @@ however it is reached: twice on PATH, through a symlink, another copy), and hand
 with ``exec``. Only a command that may install the torch family starts Python: the script
 looks for the subcommand words that can (``install`` for pip, ``run`` for uv, ...) and
 otherwise never leaves the shell. ``shim_run`` then decides precisely.
+
+For Windows (``sys.platform == "win32"``, or ``shim install --platform windows``) each shim
+is a ``.cmd`` for cmd.exe and a ``.ps1`` for PowerShell that hand every command to Python,
+which finds the real program the same way.
+
+A venv's ``activate`` puts its ``bin/`` first on PATH, before the shims; ``shim init`` therefore
+prints a hook (bash, zsh, fish, PowerShell) that puts the shims back first before each prompt.
+``python -m pip`` runs pip without any program on PATH: no shim can see it.
 """
 
 from __future__ import annotations
@@ -22,7 +30,15 @@ from typing import Any, Optional
 from . import __version__
 from .errors import EXIT_OK, UsageError
 
-__all__ = ["MARKER", "SHIM_NAMES", "add_shim_parser", "default_shims_dir", "shim_script"]
+__all__ = [
+    "MARKER",
+    "SHIM_NAMES",
+    "add_shim_parser",
+    "default_shims_dir",
+    "init_script",
+    "shim_script",
+    "windows_shims",
+]
 
 SHIM_NAMES = ("pip", "pip3", "uv", "uvx")
 MARKER = ".pip-gpu-shims"
@@ -114,6 +130,40 @@ def shim_script(name: str, python: str, package_path: str) -> str:
     )
 
 
+# The Python line both Windows shims run: the shims folder and the name go first, so
+# ``shim_run.windows_main`` can find the real program after it on PATH.
+_WINDOWS_CODE = (
+    "import sys; sys.path[0] = sys.argv.pop(1); from pip_gpu.shim_run import windows_main; "
+    "sys.exit(windows_main(sys.argv[1:]))"
+)
+_CMD_TEMPLATE = """\
+@echo off
+rem {signature} {name} (pip-gpu {version}). Remove with `pip-gpu shim uninstall`.
+rem Runs the next {name} on PATH after pip-gpu's shims; commands that may install the torch
+rem family go through pip-gpu first. PIP_GPU_DISABLE=1 makes this a pure pass-through.
+"{python}" -E -c "{code}" "{package_path}" {name} "%~dp0." %*
+exit /b %ERRORLEVEL%
+"""
+_PS1_TEMPLATE = """\
+{signature} {name} (pip-gpu {version}). Remove with `pip-gpu shim uninstall`.
+# Runs the next {name} on PATH after pip-gpu's shims; commands that may install the torch
+# family go through pip-gpu first. PIP_GPU_DISABLE=1 makes this a pure pass-through.
+& '{python_ps}' -E -c '{code}' '{package_path_ps}' {name} $PSScriptRoot @args
+exit $LASTEXITCODE
+"""
+
+
+def windows_shims(name: str, python: str, package_path: str) -> dict[str, str]:
+    """``name.cmd`` (cmd.exe) and ``name.ps1`` (PowerShell): file name -> content."""
+    values = dict(signature=_SIGNATURE, name=name, version=__version__, code=_WINDOWS_CODE)
+    return {
+        f"{name}.cmd": _CMD_TEMPLATE.format(python=python, package_path=package_path, **values),
+        f"{name}.ps1": _PS1_TEMPLATE.format(
+            python_ps=python.replace("'", "''"), package_path_ps=package_path.replace("'", "''"), **values
+        ),
+    }
+
+
 def default_shims_dir(env: Mapping[str, str] = os.environ) -> Path:
     """The user's data directory: XDG on Linux, as pipx and pyenv place theirs."""
     if sys.platform == "win32":
@@ -133,9 +183,13 @@ def _shims_dir(args: argparse.Namespace) -> Path:
 def _is_our_shim(path: Path) -> bool:
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
-            return any(line.startswith(_SIGNATURE) for line in (handle.readline(), handle.readline()))
+            return any(_SIGNATURE in line for line in (handle.readline(), handle.readline()))
     except OSError:
         return False
+
+
+def _shim_files(name: str, windows: bool) -> list[str]:
+    return [f"{name}.cmd", f"{name}.ps1"] if windows else [name]
 
 
 def _package_path() -> str:
@@ -144,12 +198,13 @@ def _package_path() -> str:
 
 
 def cmd_shim_install(args: argparse.Namespace) -> int:
-    if sys.platform == "win32":
-        raise UsageError("shims are POSIX shell scripts; Windows is not supported yet", "use pip-gpu install")
+    windows = (args.platform or ("windows" if sys.platform == "win32" else "posix")) == "windows"
+    python = args.windows_python if windows and args.windows_python else sys.executable
     folder = _shims_dir(args)
     folder.mkdir(parents=True, exist_ok=True)
-    for name in SHIM_NAMES:
-        target = folder / name
+    files = [file for name in SHIM_NAMES for file in _shim_files(name, windows)]
+    for file in files:
+        target = folder / file
         if target.exists() and not _is_our_shim(target):
             raise UsageError(f"{target} exists and is not a pip-gpu shim", "choose another --dir")
     (folder / MARKER).write_text(
@@ -157,12 +212,24 @@ def cmd_shim_install(args: argparse.Namespace) -> int:
         encoding="utf-8",
     )
     for name in SHIM_NAMES:
+        if windows:
+            for file, content in windows_shims(name, python, _package_path()).items():
+                # cmd.exe reads its scripts in the console's code page: CRLF, as Windows writes them
+                (folder / file).write_bytes(content.replace("\n", "\r\n").encode("utf-8"))
+            continue
         target = folder / name
-        target.write_text(shim_script(name, sys.executable, _package_path()), encoding="utf-8")
+        target.write_text(shim_script(name, python, _package_path()), encoding="utf-8")
         target.chmod(0o755)
-    print(f"pip-gpu: wrote {', '.join(SHIM_NAMES)} to {folder}")
+    print(f"pip-gpu: wrote {', '.join(files)} to {folder}")
     if not _first_on_path(folder):
-        print(f'pip-gpu: put it first on PATH: eval "$(pip-gpu shim init{_dir_flag(args)})"')
+        shell = "powershell" if windows else ""
+        how = (
+            f"pip-gpu shim init powershell{_dir_flag(args)} | Out-String | Invoke-Expression"
+            if windows
+            else f'eval "$(pip-gpu shim init{_dir_flag(args)})"'
+        )
+        print(f"pip-gpu: put it first on PATH{' (' + shell + ')' if shell else ''}: {how}")
+    print("pip-gpu: note: `python -m pip` runs pip without the shims; type `pip` to go through them")
     return EXIT_OK
 
 
@@ -182,18 +249,69 @@ def _first_on_path(folder: Path) -> bool:
     return bool(entries) and _same_dir(entries[0], folder)
 
 
-def cmd_shim_init(args: argparse.Namespace) -> int:
-    folder = str(_shims_dir(args))
-    shell = args.shell or Path(os.environ.get("SHELL", "sh")).name
+# bash and zsh: the folder first on PATH, once, now and before every prompt: a venv's
+# ``activate`` puts its own bin/ first, and the hook puts the shims back in front of it.
+_POSIX_HOOK = """\
+_pip_gpu_shims_first() {{
+  local d={folder} p
+  p=":$PATH:"
+  while [[ $p == *":$d:"* ]]; do p=${{p/":$d:"/:}}; done
+  p=${{p#:}}; p=${{p%:}}
+  export PATH="$d${{p:+:$p}}"
+}}
+_pip_gpu_shims_first
+"""
+_BASH_HOOK = """\
+case ";${{PROMPT_COMMAND:-}};" in
+  *";_pip_gpu_shims_first;"*) ;;
+  *) PROMPT_COMMAND="_pip_gpu_shims_first${{PROMPT_COMMAND:+;$PROMPT_COMMAND}}" ;;
+esac
+"""
+_ZSH_HOOK = """\
+autoload -Uz add-zsh-hook
+add-zsh-hook precmd _pip_gpu_shims_first
+"""
+_FISH_HOOK = """\
+function _pip_gpu_shims_first --on-event fish_prompt
+    set -l d {folder}
+    if test "$PATH[1]" != "$d"
+        set -gx PATH $d (string match -v -- $d $PATH)
+    end
+end
+_pip_gpu_shims_first
+"""
+_POWERSHELL_HOOK = """\
+$global:PipGpuShims = '{folder}'
+function global:Set-PipGpuShimsFirst {{
+    $sep = [IO.Path]::PathSeparator
+    $rest = $env:PATH -split [regex]::Escape($sep) | Where-Object {{ $_ -and $_ -ne $global:PipGpuShims }}
+    $env:PATH = (@($global:PipGpuShims) + $rest) -join $sep
+}}
+if (-not $global:PipGpuPrompt) {{ $global:PipGpuPrompt = $function:prompt }}
+function global:prompt {{ Set-PipGpuShimsFirst; & $global:PipGpuPrompt }}
+Set-PipGpuShimsFirst
+"""
+
+
+def init_script(shell: str, folder: str) -> str:
+    """What ``shim init SHELL`` prints: the shims first on PATH, and kept first after a venv's
+    ``activate`` (a hook before every prompt; plain ``sh`` has none, and gets the PATH line)."""
     if shell == "fish":
-        print(f"fish_add_path --prepend --path {_sh_quote(folder)}")
-    elif shell in ("powershell", "pwsh"):
-        quoted = folder.replace("'", "''")
-        print(f"$env:PATH = '{quoted}' + [IO.Path]::PathSeparator + $env:PATH")
-    else:
-        # Only once: shells that source this twice must not stack the folder on PATH.
-        quoted = _sh_quote(folder)
-        print(f'case ":$PATH:" in *:{quoted}:*) ;; *) export PATH={quoted}:"$PATH" ;; esac')
+        return _FISH_HOOK.format(folder=_sh_quote(folder))
+    if shell in ("powershell", "pwsh"):
+        return _POWERSHELL_HOOK.format(folder=folder.replace("'", "''"))
+    if shell == "bash":
+        return _POSIX_HOOK.format(folder=_sh_quote(folder)) + _BASH_HOOK.format()
+    if shell == "zsh":
+        return _POSIX_HOOK.format(folder=_sh_quote(folder)) + _ZSH_HOOK
+    # Only once: shells that source this twice must not stack the folder on PATH.
+    quoted = _sh_quote(folder)
+    return f'case ":$PATH:" in *:{quoted}:*) ;; *) export PATH={quoted}:"$PATH" ;; esac\n'
+
+
+def cmd_shim_init(args: argparse.Namespace) -> int:
+    shell = args.shell or Path(os.environ.get("SHELL", "sh")).name
+    sys.stdout.write(init_script(shell, str(_shims_dir(args))))
     return EXIT_OK
 
 
@@ -209,7 +327,11 @@ def _which_after(name: str, folder: Path) -> Optional[str]:
 
 def cmd_shim_status(args: argparse.Namespace) -> int:
     folder = _shims_dir(args)
-    installed = [name for name in SHIM_NAMES if _is_our_shim(folder / name)]
+    installed = [
+        name
+        for name in SHIM_NAMES
+        if any(_is_our_shim(folder / file) for file in (*_shim_files(name, False), *_shim_files(name, True)))
+    ]
     print(f"shims folder: {folder} ({'installed: ' + ', '.join(installed) if installed else 'no shims'})")
     on_path = any(_same_dir(e, folder) for e in os.environ.get("PATH", "").split(os.pathsep) if e)
     print(f"on PATH: {'first' if _first_on_path(folder) else 'yes, not first' if on_path else 'no'}")
@@ -229,9 +351,10 @@ def cmd_shim_uninstall(args: argparse.Namespace) -> int:
     folder = _shims_dir(args)
     removed = []
     for name in SHIM_NAMES:
-        if _is_our_shim(folder / name):
-            (folder / name).unlink()
-            removed.append(name)
+        for file in (*_shim_files(name, False), *_shim_files(name, True)):
+            if _is_our_shim(folder / file):
+                (folder / file).unlink()
+                removed.append(file)
     (folder / MARKER).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         folder.rmdir()  # only when nothing else is left in it
@@ -263,5 +386,16 @@ def add_shim_parser(commands: Any) -> None:
             help=f"shims folder [PIP_GPU_SHIMS_DIR; default {default_shims_dir()}]",
         )
         if action == "init":
-            sub.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish", "powershell", "sh"))
+            sub.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish", "powershell", "pwsh", "sh"))
+        if action == "install":
+            sub.add_argument(
+                "--platform",
+                choices=("posix", "windows"),
+                help="write shell scripts (posix) or .cmd and .ps1 files (windows); default: this system",
+            )
+            sub.add_argument(
+                "--windows-python",
+                metavar="PATH",
+                help="with --platform windows: the python.exe that runs pip-gpu there",
+            )
         sub.set_defaults(handler=handler)

@@ -14,10 +14,10 @@ command is known to involve the family.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NoReturn, Optional
 
-__all__ = ["main", "parse_options", "pip_script_python"]
+__all__ = ["main", "parse_options", "pip_interpreter", "windows_main"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -48,6 +48,10 @@ def main(argv: Sequence[str]) -> int:
     except _Refused as refusal:
         print(f"pip-gpu: {refusal}; {_DISABLE_HINT.format(prog=prog)}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader of our output went away: exit as after SIGPIPE, quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except KeyboardInterrupt:
         print("pip-gpu: interrupted", file=sys.stderr)
         return 130
@@ -67,9 +71,50 @@ def main(argv: Sequence[str]) -> int:
         return EXIT_FAILED
 
 
+def windows_main(argv: Sequence[str]) -> int:
+    """The ``.cmd`` and ``.ps1`` shims: ``argv`` is the name, the shims folder, the arguments.
+
+    Their shells cannot scan PATH as the POSIX script does, so Python finds the real program:
+    the first ``name`` (with a PATHEXT extension on Windows) in a folder without the marker.
+    """
+    from .shim import MARKER
+
+    name, folder, args = argv[0], Path(argv[1]), list(argv[2:])
+    extensions = [""]
+    if sys.platform == "win32":
+        extensions = [e.lower() for e in os.environ.get("PATHEXT", ".COM;.EXE;.BAT;.CMD").split(";") if e]
+    real = None
+    for entry in os.environ.get("PATH", "").split(os.pathsep):
+        directory = Path(entry or ".")
+        if (directory / MARKER).is_file() or _same_folder(directory, folder):
+            continue
+        found = next((directory / (name + e) for e in extensions if (directory / (name + e)).is_file()), None)
+        if found is not None and os.access(found, os.X_OK):
+            real = str(found)
+            break
+    if real is None:
+        print(
+            f"pip-gpu: no {name} on PATH after pip-gpu's shims; install it, or run 'pip-gpu shim uninstall'",
+            file=sys.stderr,
+        )
+        return 127
+    if os.environ.get("PIP_GPU_DISABLE", "") not in ("", "0", "false", "no"):
+        _exec(real, args)
+    return main([name, real, *args])
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _exec(real: str, args: Sequence[str]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
+    if sys.platform == "win32":  # no exec on Windows: run it, and pass its status on
+        sys.exit(subprocess.call([real, *args]))
     os.execv(real, [real, *args])
 
 
@@ -411,7 +456,7 @@ def _pip(real: str, args: list[str]) -> Optional[Callable[[], int]]:
     if command != "install":
         return _pip_fetch(real, args[:at], command, parsed)
     python = parsed.values("--python")
-    target = python[-1] if python else pip_script_python(Path(real))
+    target = python[-1] if python else pip_interpreter(Path(real))
     argv = ["install", "--installer", "pip", "--python", str(target)]
     environment: dict[str, str] = {}
     for name, value in options:
@@ -494,25 +539,59 @@ def _pip_fetch(real: str, general: list[str], command: str, parsed: Parsed) -> C
     return lambda: _exec(real, [*general, command, *index, *kept, *wanted])
 
 
-def pip_script_python(script: Path) -> Path:
-    """The interpreter a pip script runs with, read from its ``#!`` line (pip's launcher format)."""
+# ``pip --version``: "pip 24.2 from /venv/lib/python3.11/site-packages/pip (python 3.11)"
+_PIP_VERSION = re.compile(r"^pip \S+ from (?P<where>.+) \(python (?P<python>\d+\.\d+)\)\s*$", re.MULTILINE)
+_PIP_LOCATION = "import os, pip; print(os.path.dirname(os.path.abspath(pip.__file__)))"
+
+
+def pip_interpreter(real: Path) -> Path:
+    """The interpreter the ``pip`` program ``real`` runs, asked of the program itself.
+
+    ``real`` may be pip's own launcher, or a wrapper that runs another program: pyenv's,
+    asdf's and mise's shims are shell scripts, others ``exec python -m pip``. Their ``#!``
+    line names a shell, not the Python. ``pip --version`` names where pip itself lives
+    (``.../site-packages/pip``) and its Python version; the interpreter is the one of that
+    prefix that imports exactly that pip.
+    """
+    environment = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_GPU_DISABLE="1")
     try:
-        head = script.read_bytes()[:4096].decode("utf-8", errors="replace")
-    except OSError as error:
-        raise _Refused(f"cannot read {script} ({error.strerror})") from None
-    if not head.startswith("#!"):
-        raise _Refused(f"cannot tell which Python {script} belongs to (no #! line)")
-    words = shlex.split(head.splitlines()[0][2:])
-    if words and words[0] == "/bin/sh":
-        # distlib's form for long paths: #!/bin/sh, then '''exec' "/path/to/python" "$0" "$@"
-        match = re.search(r"^'''exec' (\"[^\"]+\"|\S+)", head, re.MULTILINE)
-        words = [match.group(1).strip('"')] if match else []
-    elif words and Path(words[0]).name == "env":
-        found = next((w for w in words[1:] if not w.startswith("-") and "=" not in w), None)
-        words = [shutil.which(found) or found] if found else []
-    if not words or not Path(words[0]).exists():
-        raise _Refused(f"cannot tell which Python {script} belongs to (#!{head.splitlines()[0][2:]})")
-    return Path(words[0])
+        done = subprocess.run(
+            [str(real), "--version"], capture_output=True, text=True, env=environment, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise _Refused(f"cannot ask {real} which Python it runs ({error})") from None
+    match = _PIP_VERSION.search(done.stdout)
+    if done.returncode != 0 or match is None:
+        said = (done.stdout + done.stderr).strip().splitlines()
+        raise _Refused(
+            f"cannot tell which Python {real} runs: `{real.name} --version` said "
+            f"{said[-1] if said else 'nothing'!r}"
+        )
+    where, version = Path(match["where"]), match["python"]
+    for prefix in where.parents:
+        for candidate in (
+            prefix / "bin" / f"python{version}",
+            prefix / "bin" / "python3",
+            prefix / "bin" / "python",
+            prefix / "Scripts" / "python.exe",
+            prefix / "python.exe",
+        ):
+            if candidate.is_file() and _imports_pip_from(candidate, where):
+                return candidate
+    raise _Refused(f"cannot tell which Python {real} runs: no interpreter near {where} imports that pip")
+
+
+def _imports_pip_from(python: Path, where: Path) -> bool:
+    try:
+        done = subprocess.run(
+            [str(python), "-c", _PIP_LOCATION], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    try:
+        return done.returncode == 0 and os.path.samefile(done.stdout.strip(), where)
+    except OSError:
+        return False
 
 
 def _run_install(argv: list[str], environment: Mapping[str, str], **extra: object) -> int:

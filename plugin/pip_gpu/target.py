@@ -1,12 +1,17 @@
 """The environment packages go into: which interpreter, its Python version, whether it has pip.
 
-Chosen as uv chooses it: ``--python``, else the active ``VIRTUAL_ENV``, else ``./.venv``,
-else the interpreter running pip-gpu.
+Chosen as uv chooses it: ``--python``, else the active ``VIRTUAL_ENV``, else ``./.venv``;
+``--system`` takes the ``python3`` on PATH. A command that installs refuses when none of
+those says where (uv: "No virtual environment found"): torch must not land in pip-gpu's own
+interpreter (for pipx users, pipx's venv) by accident. Commands that only read an
+environment (``check``, ``doctor``) fall back to the interpreter running pip-gpu.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -16,7 +21,7 @@ from typing import Optional
 
 from .errors import UsageError
 
-__all__ = ["TargetEnv", "find_target", "installed_family_in", "installed_torch_build"]
+__all__ = ["TargetEnv", "add_target_flags", "find_target", "installed_family_in", "installed_torch_build"]
 
 _PROBE = (
     "import sys, json, sysconfig, importlib.util as u;"
@@ -35,7 +40,7 @@ class TargetEnv:
     prefix: Path
     has_pip: bool
     is_virtualenv: bool
-    chosen_by: str  # "--python", "VIRTUAL_ENV", "./.venv", "pip-gpu's interpreter"
+    chosen_by: str  # "--python", "VIRTUAL_ENV", "./.venv", "--system", "pip-gpu's interpreter"
     site_packages: tuple[Path, ...] = ()  # where the installers put packages
 
 
@@ -46,7 +51,47 @@ def _interpreter_in(folder: Path) -> Optional[Path]:
     return None
 
 
-def find_target(python: Optional[str], cwd: Path, env: Mapping[str, str]) -> TargetEnv:
+def add_target_flags(parser: argparse.ArgumentParser) -> None:
+    """``--python`` and ``--system``: where the packages go (or which environment is read)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--python",
+        metavar="PYTHON",
+        help="target interpreter or virtual environment (default: $VIRTUAL_ENV, else ./.venv)",
+    )
+    where.add_argument(
+        "--system", action="store_true", help="target the python3 on PATH, outside any virtual environment"
+    )
+
+
+def _no_target_error() -> UsageError:
+    return UsageError(
+        "no virtual environment found: no --python, no $VIRTUAL_ENV and no ./.venv",
+        "activate one (source .venv/bin/activate), create ./.venv (python3 -m venv .venv), "
+        "or pass --python PATH; --system installs into the python3 on PATH",
+    )
+
+
+def find_target(
+    python: Optional[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    *,
+    system: bool = False,
+    installing: bool = False,
+) -> TargetEnv:
+    """``--python``, else ``--system``, else ``$VIRTUAL_ENV``, else ``./.venv``.
+
+    ``installing``: refuse when none of them says where; otherwise (a command that only
+    reads) take the interpreter running pip-gpu.
+    """
+    if system and not python:
+        on_path = shutil.which("python3", path=env.get("PATH")) or shutil.which(
+            "python", path=env.get("PATH")
+        )
+        if on_path is None:
+            raise UsageError("--system: no python3 on PATH", "pass --python PATH to an interpreter")
+        return probe(Path(on_path), "--system")
     if python:
         given = Path(python)
         if given.is_dir():
@@ -66,6 +111,8 @@ def find_target(python: Optional[str], cwd: Path, env: Mapping[str, str]) -> Tar
     local = _interpreter_in(cwd / ".venv")
     if local is not None:
         return probe(local, "./.venv")
+    if installing:
+        raise _no_target_error()
     return probe(Path(sys.executable), "pip-gpu's interpreter")
 
 

@@ -1,0 +1,116 @@
+"""How pip-gpu talks to a person: quiet or verbose, colour, progress on long work.
+
+Set once by the command line (``-q``, ``-v``), read by every command. Progress and colour
+are for a person at a terminal: both are off when the stream is piped, progress with ``-q``,
+colour with ``NO_COLOR`` (https://no-color.org).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional, TextIO
+
+__all__ = ["Settings", "colour", "configure", "progress", "settings", "wants_colour"]
+
+# Progress appears only for work that takes longer than this (seconds); tests set it to 0.
+_PROGRESS_AFTER_S = 1.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    quiet: int = 0
+    verbose: int = 0
+
+
+_settings = Settings()
+
+
+def configure(quiet: int = 0, verbose: int = 0) -> None:
+    global _settings
+    _settings = Settings(quiet=quiet, verbose=verbose)
+
+
+def settings() -> Settings:
+    return _settings
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def wants_colour(stream: TextIO, env: Mapping[str, str] = os.environ) -> bool:
+    """Colour only on a terminal, never with ``NO_COLOR`` set (to anything) or ``TERM=dumb``."""
+    if "NO_COLOR" in env or env.get("TERM") == "dumb":
+        return False
+    return _is_tty(stream)
+
+
+_CODES = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
+
+
+def colour(text: str, name: str, stream: Optional[TextIO] = None) -> str:
+    """``text`` in colour ``name`` when ``stream`` (default stdout) is a terminal that wants it."""
+    if not text or not wants_colour(stream or sys.stdout):
+        return text
+    return f"\033[{_CODES[name]}m{text}\033[0m"
+
+
+def _progress_after() -> float:
+    try:
+        return float(os.environ.get("PIP_GPU_PROGRESS_AFTER", _PROGRESS_AFTER_S))
+    except ValueError:
+        return _PROGRESS_AFTER_S
+
+
+@contextmanager
+def progress(what: str) -> Iterator[None]:
+    """Say ``what`` is under way if it lasts longer than a second, and when it ends.
+
+    On a terminal (stderr) only, and never with ``-q``; ``-v`` shows it when piped too, as
+    plain lines. Work that ends quickly prints nothing.
+    """
+    stream = sys.stderr
+    shown = _settings.quiet == 0 and (_is_tty(stream) or _settings.verbose > 0)
+    if not shown:
+        yield
+        return
+    started = time.monotonic()
+    announced = threading.Event()
+    finished = threading.Event()
+    lock = threading.Lock()
+
+    def announce() -> None:
+        if finished.wait(_progress_after()):
+            return
+        with lock:
+            if not finished.is_set():
+                _write(stream, f"pip-gpu: {what} ...")
+                announced.set()
+
+    watcher = threading.Thread(target=announce, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        with lock:
+            finished.set()
+        watcher.join()
+        if announced.is_set():
+            _write(stream, f"pip-gpu: {what}: done in {time.monotonic() - started:.1f} s")
+
+
+def _write(stream: TextIO, line: str) -> None:
+    try:
+        stream.write(colour(line, "dim", stream) + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass  # a closed stderr must not stop the work
