@@ -33,6 +33,7 @@ from pip_gpu.uv_guard import locked_extras, pypi_build_verdict, torch_in_lock
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
 H100_HOST = {"PIP_GPU_DRIVER": "580.65.06", "PIP_GPU_COMPUTE_CAPABILITY": "9.0"}
 OLD_DRIVER_HOST = {"PIP_GPU_DRIVER": "470.82.01", "PIP_GPU_COMPUTE_CAPABILITY": "8.0"}
+PIP_GPU = f"{sys.executable} -m pip_gpu"
 SHOW = 'uv run python -c "import torch; print(torch.__version__)"'
 
 
@@ -130,6 +131,18 @@ def test_uv_add_torch_in_a_fresh_project_sets_it_up(user: dict[str, str], tmp_pa
     assert 'version = "2.6.0+cu126"' in lock and 'version = "2.6.0+cpu"' in lock
     assert 'version = "2.11.0"' not in lock  # PyPI's CUDA 13.0 build was never locked
     assert shell(SHOW, user, cwd=project).stdout.strip() == "2.6.0+cu126"
+    check = shell(PIP_GPU + " check", user, cwd=project)
+    assert "OK" in check.stdout and "torch 2.6.0+cu126 as uv.lock locks" in check.stdout
+
+    # check and doctor compare the environment with uv.lock's packages for this host's extra.
+    shell("uv sync --quiet --extra cpu", {**user, "PIP_GPU_DISABLE": "1"}, cwd=project)
+    check = shell(PIP_GPU + " check", user, cwd=project, check=False)
+    assert check.returncode == 1
+    assert (
+        "torch 2.6.0+cpu is installed; uv.lock for this host (extra cu126) wants 2.6.0+cu126" in check.stdout
+    )
+    doctor = shell(PIP_GPU + " doctor", user, cwd=project, check=False)
+    assert "FAIL  lock" in doctor.stdout and "fix: uv sync --extra cu126" in doctor.stdout
 
     # In the set-up project, another family member joins every variant's extra.
     shell("uv add torchvision", user, cwd=project)
@@ -177,6 +190,10 @@ def test_project_whose_pypi_torch_runs_here_passes_through(user: dict[str, str],
     assert done.stdout.strip() == "2.11.0"
     assert "pip-gpu" not in done.stderr
     assert (project / "pyproject.toml").read_text() == pyproject
+    # The same environment on the A100 with driver 535: check names the build and the fact.
+    check = shell(PIP_GPU + " check", user, cwd=project, check=False)
+    assert check.returncode == 1
+    assert "uv.lock locks torch 2.11.0 (PyPI's cu130 build), which cannot run here" in check.stdout
 
 
 @pytest.mark.slow

@@ -45,11 +45,14 @@ else:  # pragma: no cover - exercised on Python < 3.11
 __all__ = [
     "LockedTorch",
     "PypiVerdict",
+    "UvProjectCheck",
+    "check_uv_project",
     "locked_extras",
     "missing_variant_error",
     "pypi_build_verdict",
     "pypi_default_variant",
     "torch_in_lock",
+    "uv_lock_selection",
     "uv_project_guard",
 ]
 
@@ -558,3 +561,133 @@ def check_lock_offers(project: Path, variant: str, frozen: bool) -> None:
             f"this host runs the {variant} build, and {project / 'uv.lock'} records {', '.join(extras)}",
             "record it: uv lock (pyproject.toml already offers it)",
         )
+
+
+# --- pip-gpu check / doctor in a uv project ----------------------------------------------------
+
+
+def _marker_holds(marker: Optional[str], env: Mapping[str, str], extras: Sequence[str]) -> bool:
+    if not marker:
+        return True
+    from packaging.markers import InvalidMarker, Marker
+
+    try:
+        parsed = Marker(marker)
+    except InvalidMarker:
+        return True  # uv's own marker forms: keep the package rather than miss it
+    return any(parsed.evaluate({**env, "extra": extra}) for extra in (*extras, ""))
+
+
+def uv_lock_selection(
+    lock: Mapping[str, Any], variant: Optional[str], env: Mapping[str, str]
+) -> dict[str, str]:
+    """``{name: version}`` that ``uv sync [--extra variant]`` installs from ``uv.lock`` for ``env``.
+
+    The walk starts at the project's own entry (its dependencies, the variant's extra and the
+    ``dev`` group uv syncs by default) and follows each package's dependencies; where a name
+    is locked more than once (one torch per variant) the dependency's version and source say
+    which.
+    """
+    root = _root_package(lock)
+    if root is None:
+        return {}
+    root_name = _canonical(str(root.get("name", "")))
+    # uv spells conflicting extras in markers as ``extra-<len>-<project>-<extra>``.
+    extras = [variant, f"extra-{len(root_name)}-{root_name}-{variant}"] if variant else []
+    by_name: dict[str, list[Mapping[str, Any]]] = {}
+    for package in lock.get("package", []):
+        by_name.setdefault(_canonical(str(package.get("name", ""))), []).append(package)
+    queue: list[Mapping[str, Any]] = [
+        *root.get("dependencies", []),
+        *(root.get("optional-dependencies", {}).get(variant, []) if variant else []),
+        *root.get("dev-dependencies", {}).get("dev", []),
+    ]
+    chosen: dict[str, str] = {}
+    seen: set[tuple[str, str, str]] = set()
+    while queue:
+        dependency = queue.pop()
+        if not _marker_holds(dependency.get("marker"), env, extras):
+            continue
+        name = _canonical(str(dependency.get("name", "")))
+        candidates = [
+            p
+            for p in by_name.get(name, [])
+            if dependency.get("version") in (None, p.get("version"))
+            and dependency.get("source") in (None, p.get("source"))
+        ]
+        if not candidates:
+            continue
+        package = candidates[0]
+        version = str(package.get("version", ""))
+        chosen[name] = version
+        for extra in ["", *dependency.get("extra", [])]:
+            if (name, version, extra) in seen:
+                continue
+            seen.add((name, version, extra))
+            queue += (
+                package.get("optional-dependencies", {}).get(extra, [])
+                if extra
+                else package.get("dependencies", [])
+            )
+    chosen.pop(root_name, None)
+    return chosen
+
+
+@dataclass(frozen=True)
+class UvProjectCheck:
+    """The environment against ``uv.lock`` for this host's extra (None: a project not set up)."""
+
+    variant: Optional[str]
+    problems: tuple[str, ...]
+    fix: str
+    installed: dict[str, str]  # the torch family in the environment
+
+
+def check_uv_project(directory: Path, python: Path, host: HostProfile) -> UvProjectCheck:
+    """Compare the environment with ``uv.lock``'s packages for this host's extra.
+
+    In a set-up project the host's extra is decided as ``uv sync`` through the shim decides it;
+    in one that is not, the locked torch must also be a build that runs here.
+    """
+    from packaging.version import InvalidVersion, Version
+
+    from .knowledge import load_knowledge
+    from .lock import _probe_installed
+    from .uv_project import host_variant, project_variants
+
+    lock = _read_toml(directory / "uv.lock")
+    if lock is None:
+        raise UsageError(f"cannot read {directory / 'uv.lock'}", "run uv lock")
+    variants = project_variants(_read_toml(directory / "pyproject.toml") or {})
+    variant = host_variant(variants, directory) if variants else None
+    installed = _probe_installed(python)
+    wanted = uv_lock_selection(lock, variant, installed.env)
+    knowledge = load_knowledge()
+    family = {_canonical(m.name) for m in knowledge.family}
+    problems: list[str] = []
+    if variant is not None and variant not in locked_extras(lock):
+        problems.append(f"uv.lock has no {variant} extra; run uv lock")
+    if variant is None:
+        for torch in torch_in_lock(lock, host):
+            verdict = pypi_build_verdict(torch.version, host, knowledge)
+            if verdict.runs is False:
+                problems.append(f"uv.lock locks {verdict.build}, which cannot run here: {verdict.reason}")
+    this = f"uv.lock for this host{f' (extra {variant})' if variant else ''}"
+    for name in sorted(set(wanted) | {n for n in installed.dists if n in family}):
+        want, got = wanted.get(name), installed.dists.get(name)
+        if got is None:
+            problems.append(f"{name} {want} is not installed; {this} wants it")
+        elif want is None:
+            problems.append(f"{name} {got} is installed, but {this} does not list it")
+        else:
+            try:
+                same = Version(want) == Version(got)
+            except InvalidVersion:
+                same = want == got
+            if not same:
+                problems.append(f"{name} {got} is installed; {this} wants {want}")
+    fix = f"uv sync --extra {variant}" if variant else "uv sync"
+    if variant is None and any("cannot run here" in p for p in problems):
+        fix = "pip-gpu uv setup, then uv sync (with the shims)"
+    held = {n: v for n, v in sorted(installed.dists.items()) if n in family}
+    return UvProjectCheck(variant, tuple(problems), fix, held)
