@@ -28,7 +28,7 @@ from support.shims import (
 
 from pip_gpu.host import HostProfile, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
-from pip_gpu.uv_guard import locked_extras, pypi_build_verdict, torch_in_lock
+from pip_gpu.uv_guard import locked_extras, pypi_build_verdict, torch_in_lock, uv_lock_selection
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
 H100_HOST = {"PIP_GPU_DRIVER": "580.65.06", "PIP_GPU_COMPUTE_CAPABILITY": "9.0"}
@@ -89,6 +89,46 @@ def test_lock_reading_keeps_this_platforms_torch() -> None:
     }
     assert [t.version for t in torch_in_lock(lock, _host())] == ["2.11.0"]
     assert locked_extras(lock) == ["cpu"]
+
+
+def test_lock_selection_follows_the_hosts_extra() -> None:
+    source = {"registry": "https://x/whl/cu126"}
+    lock = {
+        "package": [
+            {
+                "name": "model",
+                "source": {"virtual": "."},
+                "dependencies": [{"name": "numpy"}, {"name": "pywin32", "marker": "sys_platform == 'win32'"}],
+                "optional-dependencies": {
+                    "cpu": [{"name": "torch", "version": "2.6.0+cpu"}],
+                    "cu126": [{"name": "torch", "version": "2.6.0+cu126", "source": source}],
+                },
+            },
+            {"name": "numpy", "version": "2.1.2"},
+            {"name": "pywin32", "version": "306"},
+            {"name": "torch", "version": "2.6.0+cpu", "dependencies": [{"name": "filelock"}]},
+            {
+                "name": "torch",
+                "version": "2.6.0+cu126",
+                "source": source,
+                "dependencies": [{"name": "runtime", "marker": "extra == 'extra-5-model-cu126'"}],
+            },
+            {"name": "filelock", "version": "3.13.1"},
+            {"name": "runtime", "version": "12.6.77"},
+        ]
+    }
+    linux = {"sys_platform": "linux", "platform_machine": "x86_64", "python_version": "3.11"}
+    assert uv_lock_selection(lock, "cu126", linux) == {
+        "numpy": "2.1.2",
+        "torch": "2.6.0+cu126",
+        "runtime": "12.6.77",
+    }
+    assert uv_lock_selection(lock, "cpu", linux) == {
+        "numpy": "2.1.2",
+        "torch": "2.6.0+cpu",
+        "filelock": "3.13.1",
+    }
+    assert uv_lock_selection(lock, None, linux) == {"numpy": "2.1.2"}
 
 
 # --- real uv through the shims -----------------------------------------------------------------

@@ -309,8 +309,10 @@ def _guard_not_set_up(
     family = {_canonical(m.name) for m in knowledge.family}
     direct = [str(d) for d in data.get("project", {}).get("dependencies", [])]
     lock = _read_toml(path.parent / "uv.lock") if (path.parent / "uv.lock").is_file() else None
-    host = _host()
     if lock is not None and (_lock_is_current(lock, data) or parsed.has("--frozen")):
+        if "torch" not in _family_in_lock(lock):
+            return None  # no torch: the host need not even be detected
+        host = _host()
         torches = torch_in_lock(lock, host)
         names = _family_in_lock(lock)
     else:
@@ -321,8 +323,9 @@ def _guard_not_set_up(
             return None
         torches = [LockedTorch(v, "uv's resolution") for n, v in pins if n == "torch"]
         names = [n for n, _ in pins]
-    if not torches:
-        return None
+        if not torches:
+            return None
+        host = _host()
     quiet = parsed.has("-q", "--quiet")
     for torch in torches:
         verdict = pypi_build_verdict(torch.version, host, knowledge)
@@ -474,9 +477,12 @@ def _add(
     else:
         existing = _family_texts([str(d) for d in data.get("project", {}).get("dependencies", [])], family)
         why, chosen = "uv add in a project not set up for PyTorch", None
+    host = _host()
+    if not variants and host.os == "macos":
+        return None  # PyPI's macOS wheels are the build: nothing to route
     new_names = {_requirement_name(t) for t in named}
     merged = [t for t in existing if _requirement_name(t) not in new_names] + named
-    _setup(path, merged, data, _host(), why=why, variants=chosen)
+    _setup(path, merged, data, host, why=why, variants=chosen)
     if frozen:
         return lambda: 0  # uv add --frozen neither locks nor installs
     add_others = (
