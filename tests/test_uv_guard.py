@@ -282,3 +282,22 @@ def test_set_up_project_whose_lock_lacks_this_hosts_variant(user: dict[str, str]
     frozen = shell("uv sync --frozen", user, cwd=project, check=False)
     assert frozen.returncode == 2 and "uv.lock records cpu" in frozen.stderr and "uv lock" in frozen.stderr
     assert shell(SHOW, user, cwd=project).stdout.strip() == "2.6.0+cu126"  # uv locks again itself
+
+
+@pytest.mark.slow
+def test_uv_add_of_a_library_that_needs_torch(user: dict[str, str], tmp_path: Path) -> None:
+    """uv add resolves first: fixture-vision-app brings PyPI's CUDA 12.4 torch; driver 470 cannot run it."""
+    project = _project(tmp_path, user)
+    old = {**user, **OLD_DRIVER_HOST}
+    pyproject = (project / "pyproject.toml").read_text()
+    stopped = shell("uv add fixture-vision-app", old, cwd=project, check=False)
+    assert stopped.returncode == 2
+    (line,) = stopped.stderr.splitlines()
+    assert "uv add stopped: model would get torch 2.5.1 (PyPI's cu124 build), which cannot run here" in line
+    assert "driver 470.82.01 is older than 525.60.13" in line
+    assert (project / "pyproject.toml").read_text() == pyproject and not (project / "uv.lock").exists()
+
+    done = shell("uv add fixture-vision-app", {**old, "PIP_GPU_AUTO_SETUP": "1"}, cwd=project)
+    assert "extras and indexes cu118, cpu for torch, torchvision" in done.stderr
+    show = 'uv run python -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"'
+    assert shell(show, old, cwd=project).stdout.strip() == "2.6.0+cu118 0.21.0+cu118"

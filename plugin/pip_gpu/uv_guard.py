@@ -184,14 +184,30 @@ def _family_in_lock(lock: Mapping[str, Any]) -> list[str]:
     return [_canonical(str(p.get("name", ""))) for p in lock.get("package", [])]
 
 
-def _resolve(real: str, pyproject: Path, parsed: Parsed) -> Optional[list[tuple[str, str]]]:
-    """``(name, version)`` of everything the project's dependencies resolve to, by uv itself."""
-    command = [real, "pip", "compile", str(pyproject), "--no-header", "--no-annotate", "--quiet"]
+def _resolve(
+    real: str, pyproject: Path, parsed: Parsed, adding: Sequence[str] = ()
+) -> Optional[list[tuple[str, str]]]:
+    """``(name, version)`` of everything the project's dependencies (and ``adding``) resolve to.
+
+    uv resolves them itself (``uv pip compile``), writing nothing.
+    """
+    source, given = str(pyproject), None
+    if adding:
+        data = _read_toml(pyproject) or {}
+        direct = [str(d) for d in data.get("project", {}).get("dependencies", [])]
+        source, given = "-", "\n".join([*direct, *adding]) + "\n"
+    command = [real, "pip", "compile", source, "--no-header", "--no-annotate", "--quiet"]
     for python in parsed.values("--python", "-p")[-1:]:
         command += ["--python", python]
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, check=False, timeout=300, cwd=pyproject.parent
+            command,
+            input=given,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+            cwd=pyproject.parent,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -301,24 +317,31 @@ def _host() -> HostProfile:
 
 
 def _guard_not_set_up(
-    real: str, args: list[str], at: int, parsed: Parsed, path: Path, data: Mapping[str, Any]
+    real: str,
+    args: list[str],
+    at: int,
+    parsed: Parsed,
+    path: Path,
+    data: Mapping[str, Any],
+    adding: Sequence[str] = (),
 ) -> Optional[Callable[[], int]]:
+    """``adding``: what ``uv add`` would add, resolved with the project's dependencies first."""
     from .knowledge import load_knowledge
 
     knowledge = load_knowledge()
     family = {_canonical(m.name) for m in knowledge.family}
     direct = [str(d) for d in data.get("project", {}).get("dependencies", [])]
     lock = _read_toml(path.parent / "uv.lock") if (path.parent / "uv.lock").is_file() else None
-    if lock is not None and (_lock_is_current(lock, data) or parsed.has("--frozen")):
+    if not adding and lock is not None and (_lock_is_current(lock, data) or parsed.has("--frozen")):
         if "torch" not in _family_in_lock(lock):
             return None  # no torch: the host need not even be detected
         host = _host()
         torches = torch_in_lock(lock, host)
         names = _family_in_lock(lock)
     else:
-        if not direct:
+        if not direct and not adding:
             return None  # nothing to resolve: no torch can come in
-        pins = _resolve(real, path, parsed)
+        pins = _resolve(real, path, parsed, adding)
         if pins is None:
             return None
         torches = [LockedTorch(v, "uv's resolution") for n, v in pins if n == "torch"]
@@ -344,8 +367,8 @@ def _guard_not_set_up(
             requirements = _family_texts(direct, family) or members
             requirements += [n for n in members if n not in {_requirement_name(r) for r in requirements}]
             _setup(path, requirements, data, host, why="PIP_GPU_AUTO_SETUP=1")
-            return _continue_set_up(real, args, at, parsed)
-        where = "locks" if torch.where == "uv.lock" else "resolves to"
+            return _continue_set_up(real, args, at, parsed, path)
+        where = "locks" if torch.where == "uv.lock" else "would get" if adding else "resolves to"
         print(
             f"pip-gpu: uv {args[at]} stopped: {path.parent.name} {where} {verdict.build}, which cannot run "
             f"here: {verdict.reason}; {_FIX}",
@@ -364,11 +387,15 @@ def _family_texts(requirements: Sequence[str], family: set[str]) -> list[str]:
     return [r for r in requirements if _requirement_name(r) in family]
 
 
-def _continue_set_up(real: str, args: list[str], at: int, parsed: Parsed) -> Optional[Callable[[], int]]:
+def _continue_set_up(
+    real: str, args: list[str], at: int, parsed: Parsed, path: Path
+) -> Optional[Callable[[], int]]:
     """The command as it runs in a set-up project: sync and run get this host's extra."""
     from .shim_run import _exec
     from .uv_project import uv_project_command
 
+    if args[at] == "add" and not parsed.has("--no-sync"):
+        return lambda: _then_sync(real, args[:at], [*args[at:], "--no-sync"], path, parsed, [])
     if args[at] in ("run", "sync"):
         action = uv_project_command(real, args, at, parsed)
         if action is not None:
@@ -448,6 +475,9 @@ def _add(
     frozen = parsed.has("--frozen")
     prefix = args[:at]
     if not named:
+        if not variants and not frozen:
+            # What is added may need torch (a library built on it): resolve before uv adds it.
+            return _guard_not_set_up(real, args, at, parsed, path, data, adding=others)
         if not variants or no_sync or frozen:
             return None
         # A set-up project: uv add would sync without the extra and so remove torch; add,
