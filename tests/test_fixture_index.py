@@ -90,7 +90,7 @@ def test_catalogue_matches_the_real_layout(tmp_path: Path) -> None:
     assert tree.versions("pypi", "filelock") == ["3.13.1", "99.0.0"]
     assert "99.0.0" in tree.versions("pypi", "nvidia-cuda-runtime-cu12")
     assert all("99.0.0" not in tree.versions(v, "filelock") for v in tree.variants)
-    assert tree.versions("pypi", "torch") == ["2.5.1", "2.6.0"]
+    assert tree.versions("pypi", "torch") == ["2.5.1", "2.6.0", "2.11.0"]
     assert tree.versions("pypi", "fixture-lib") == ["1.0.0", "1.1.0"]
 
 

@@ -1211,9 +1211,9 @@ def check_lock(facts: Facts) -> Finding:
     The comparison itself is ``pip-gpu check``'s (``pip_gpu.lock.check_environment``);
     doctor only reports it.
     """
-    locks = sorted(facts.cwd.glob("pylock.*.toml"))
+    locks = sorted(facts.cwd.glob("pylock.*.toml")) or sorted(facts.cwd.glob("uv.lock"))
     if not locks:
-        return Finding("lock", OK, f"no pip-gpu lock (pylock.<variant>.toml) in {facts.cwd}")
+        return Finding("lock", OK, f"no pip-gpu lock (pylock.<variant>.toml) or uv.lock in {facts.cwd}")
     evidence = tuple(str(p) for p in locks)
     from .errors import PipGpuError
     from .lock import check_environment

@@ -49,7 +49,7 @@ _SIGNATURE = "# pip-gpu shim:"
 # passes it through): a shell ``case`` cannot parse options, Python can.
 _ROUTE_WORDS = {
     "pip": "install|download|wheel|lock",
-    "uv": "install|compile|sync|run",
+    "uv": "install|compile|sync|run|add|lock",
 }
 # uvx (``uv tool run``) only matters when the torch family is named on its command line.
 _UVX_PATTERN = "*torch*|*triton*|*xformers*|*fbgemm*|--with-requirements*"

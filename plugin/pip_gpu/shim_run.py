@@ -721,9 +721,15 @@ def _uv(name: str, real: str, args: list[str]) -> Optional[Callable[[], int]]:
             return _uv_pip_resolve(real, args, sub_at)
         return None
     if command in ("run", "sync"):
+        from .uv_guard import uv_project_guard
         from .uv_project import uv_project_command
 
-        return uv_project_command(real, args, at, _parse_uv(args[at + 1 :], command == "run"))
+        parsed = _parse_uv(args[at + 1 :], command == "run")
+        return uv_project_command(real, args, at, parsed) or uv_project_guard(real, args, at, parsed)
+    if command in ("add", "lock"):
+        from .uv_guard import uv_project_guard
+
+        return uv_project_guard(real, args, at, _parse_uv(args[at + 1 :]))
     if command == "tool" and at + 1 < len(args) and args[at + 1] in ("run", "install"):
         return _uv_tool_run(real, args, at + 2)
     return None

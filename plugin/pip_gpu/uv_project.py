@@ -85,6 +85,9 @@ def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> O
     if not variants or set(parsed.values("--extra")) & set(variants):
         return None  # not set up, or the user chose the variant
     variant = host_variant(variants, path.parent)
+    from .uv_guard import check_lock_offers
+
+    check_lock_offers(path.parent, variant, frozen=parsed.has("--frozen"))
     if not parsed.has("-q", "--quiet"):
         print(
             f"pip-gpu: this host runs the {variant} build: uv {args[at]} --extra {variant}", file=sys.stderr
@@ -104,15 +107,16 @@ def host_variant(variants: Mapping[str, Sequence[str]], project: Path) -> str:
     plan = decide_for(family or ["torch"], [], host, cwd=project)
     decision = plan.decision
     if not decision.ok:
+        from .uv_guard import variant_outside_project
+
+        variant_outside_project(plan, host, project, list(variants))
         assert decision.blocker is not None
         raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
     assert decision.variant is not None
     if decision.variant not in variants:
-        offered = ", ".join(variants)
-        raise UsageError(
-            f"this host runs the {decision.variant} build, and {project / 'pyproject.toml'} offers {offered}",
-            f"add it: pip-gpu uv setup --variants {','.join([*variants, decision.variant])}",
-        )
+        from .uv_guard import missing_variant_error
+
+        raise missing_variant_error(project, decision.variant, list(variants))
     return decision.variant
 
 
@@ -216,8 +220,12 @@ def cmd_uv_setup(args: argparse.Namespace) -> int:
     ]
     for group in old_groups:
         conflicts.remove(group)
-    conflicts.append(_inline_array(tomlkit, [{"extra": v} for v in variants]))
-    conflicts.multiline(True)
+    if len(variants) > 1:  # uv rejects a conflict set of one extra
+        conflicts.append(_inline_array(tomlkit, [{"extra": v} for v in variants]))
+    if conflicts:
+        conflicts.multiline(True)
+    else:
+        del uv["conflicts"]
 
     new_sources = "sources" not in uv
     sources = uv.setdefault("sources", tomlkit.table())
