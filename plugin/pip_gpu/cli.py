@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_NO_BUILD, EXIT_OK, PipGpuError
+from .errors import EXIT_NO_BUILD, EXIT_OK, EXIT_USAGE, PipGpuError
 
 __all__ = ["main"]
 
@@ -163,6 +163,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
+    from .children import forward_termination
+
+    forward_termination()  # SIGTERM/SIGHUP reach the installers, as Ctrl-C does
     try:
         result: int = args.handler(args) if hasattr(args, "handler") else _COMMANDS[args.command](args)
         return result
@@ -171,9 +174,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(error.render(), file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        from .children import exit_status_for
+
         print("pip-gpu: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status_for(interrupt)
+    except Exception as error:  # the last line of defence: one line, never a traceback
+        if args.debug:
+            raise
+        from .redact import redact_url
+
+        print(
+            f"pip-gpu: error: unexpected {type(error).__name__}: {redact_url(str(error))}\n"
+            "  hint: this is a bug in pip-gpu; --debug shows the traceback to report",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
 
 # --- shared steps --------------------------------------------------------------------------
