@@ -147,7 +147,12 @@ def cmd_shim_install(args: argparse.Namespace) -> int:
     if sys.platform == "win32":
         raise UsageError("shims are POSIX shell scripts; Windows is not supported yet", "use pip-gpu install")
     folder = _shims_dir(args)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot put the shims in {folder}: {exc.strerror or exc}", "choose a folder you can write: --dir"
+        ) from None
     for name in SHIM_NAMES:
         target = folder / name
         if target.exists() and not _is_our_shim(target):
