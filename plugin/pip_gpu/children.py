@@ -13,17 +13,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .redact import split_userinfo
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = [
     "Terminated",
@@ -78,6 +76,8 @@ _stopping: list[int] = []  # the signal that stops everything, once it came
 
 def start(argv: Sequence[str], **options: Any) -> subprocess.Popen[Any]:
     """``subprocess.Popen``, remembered until it ends so that :func:`stop_all` reaches it."""
+    import subprocess
+
     with _running_lock:
         if _stopping:
             raise Terminated(_stopping[0]) if _stopping[0] != signal.SIGINT else KeyboardInterrupt()
@@ -93,6 +93,8 @@ def finished(process: subprocess.Popen[Any]) -> None:
 
 def stop_all(signum: int) -> None:
     """Pass ``signum`` to every running child, wait for each (then SIGKILL), start no more."""
+    import subprocess
+
     with _running_lock:
         _stopping.append(signum)
         children = list(_running)
@@ -113,7 +115,9 @@ def stop_all(signum: int) -> None:
 # --- credentials out of argv -----------------------------------------------------------------
 
 _URL_WITH_USERINFO_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]*@[^\s'\"<>]*")
-_NETRC_UNSAFE = re.compile(r"[\s\"']")
+# netrc tokens end at white space, and a quote or "#" may start quoting or a comment: such a
+# password cannot be written there, and stays where the user put it.
+_NETRC_UNSAFE = re.compile(r"[\s\"]|(?:^|\s)#")
 
 
 @contextlib.contextmanager
@@ -122,11 +126,13 @@ def private_command(
 ) -> Iterator[tuple[list[str], dict[str, str]]]:
     """``argv`` without ``user:password@`` in its URLs, and ``env`` with ``NETRC`` naming a
     private file that holds those credentials, followed by the user's own netrc."""
+    from .redact import split_userinfo
+
     entries: dict[str, tuple[str, str]] = {}
 
     def strip(match: re.Match[str]) -> str:
         bare, host, user, password = split_userinfo(match.group(0))
-        if not host or _NETRC_UNSAFE.search(user + password) or not (user or password):
+        if not host or not (user or password) or any(_NETRC_UNSAFE.search(t) for t in (user, password)):
             return match.group(0)  # netrc cannot carry it; left as given
         entries[host] = (user, password)
         return bare
@@ -135,6 +141,9 @@ def private_command(
     if not entries:
         yield list(argv), dict(env)
         return
+    import shutil
+    import tempfile
+
     folder = tempfile.mkdtemp(prefix="pip-gpu-auth-")  # mode 0700
     try:
         netrc = Path(folder) / "netrc"

@@ -123,9 +123,10 @@ def add_lock_parsers(
         "check",
         help="fail when the environment is not the lock this host should use",
         description=(
-            "Exit 0 only when the target environment holds exactly the torch family of the lock "
-            "file chosen for this host (same versions and local labels) and this host runs that "
-            "build; otherwise exit 1 and say what differs. Host flags answer for another host."
+            "Exit 0 only when the target environment holds exactly the packages of the lock file "
+            "chosen for this host (same versions and local labels, files as their RECORD lists), "
+            "the last sync finished, and this host runs that build; otherwise exit 1 and say what "
+            "differs. Host flags answer for another host."
         ),
     )
     _add_lock_dir(check)

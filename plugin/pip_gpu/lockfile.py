@@ -310,7 +310,8 @@ def lock_problems(
         kinds = [kind for kind in ("archive", "vcs", "directory") if getattr(package, kind, None) is not None]
         if kinds:
             problems.append(
-                f"{name} is a {kinds[0]} entry; pip-gpu locks hold index files only "
+                f"{name} is {'an' if kinds[0] == 'archive' else 'a'} {kinds[0]} entry; pip-gpu locks "
+                "hold index files only "
                 "(an archive or a directory runs its build backend when installed)"
             )
             continue
