@@ -226,6 +226,11 @@ def _text(table: Mapping[str, Any], key: str, where: str, *, required: bool) -> 
     value = table.get(key)
     if (value is None and not required) or isinstance(value, str):
         return
+    if value is None:
+        raise UsageError(
+            f"{where}: [tool.pip-gpu] has no {key}",
+            "the file was edited by hand: restore it, or re-resolve it with pip-gpu lock",
+        )
     raise UsageError(
         f"{where}: [tool.pip-gpu] {key} must be a string, not {type(value).__name__}",
         "the file was edited by hand: restore it, or re-resolve it with pip-gpu lock",
@@ -361,8 +366,10 @@ def _label_problems(name: str, package: Package, files: Sequence[Any], variant: 
                 labels.append((filename, None))
     out = []
     for what, label in labels:
-        # torch must carry the variant's label; a companion may carry none, never another one
-        if (label or None) != wanted and (label is not None or name == "torch"):
+        # torch must carry the variant's label (the CPU index once served aarch64 wheels
+        # without one); a companion may carry none, never another one
+        unlabelled_ok = name != "torch" or variant == "cpu"
+        if (label or None) != wanted and (label is not None or not unlabelled_ok):
             shown = f"+{label}" if label else "no local label"
             out.append(
                 f"{name}'s {what} has {shown}, but this is the {variant} lock "
