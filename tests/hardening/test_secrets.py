@@ -204,3 +204,74 @@ def test_a_quoted_password_never_lands_in_a_lock(fixture_index: IndexServer, tmp
     text = (tmp_path / "pylock.cpu.toml").read_text()
     assert "s3cr3t" not in text + done.stdout + done.stderr and "al'ice" not in text
     assert f'index = "{fixture_index.variant_url("cpu")}"' in text
+
+
+class _Demands(BaseHTTPRequestHandler):
+    """An index that answers 401 until it gets Basic credentials, then 404: it notes them."""
+
+    seen: list[str | None]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization")
+        self.seen.append(auth)
+        self.send_response(404 if auth else 401)
+        if not auth:
+            self.send_header("WWW-Authenticate", 'Basic realm="index"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_the_installers_read_the_credentials_pip_gpu_takes_out_of_argv(
+    tmp_path: Path, installer: str
+) -> None:
+    """The other half of the argv promise: pip and uv still authenticate, from the netrc file."""
+    import base64
+
+    from support.index import uv_bin
+
+    from pip_gpu.children import private_command
+
+    seen: list[str | None] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Demands,), {"seen": seen}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    index = f"http://al'ice:p'w-s3cr3t@127.0.0.1:{server.server_address[1]}/simple"
+    argv = (
+        [
+            uv_bin(),
+            "pip",
+            "install",
+            "--dry-run",
+            "--python",
+            sys.executable,
+            "--index-url",
+            index,
+            "nothing-here",
+        ]
+        if installer == "uv"
+        else [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-d",
+            str(tmp_path),
+            "-i",
+            index,
+            "nothing-here",
+        ]
+    )
+    env = {**pip_env(), **uv_env(tmp_path / "uv-cache")}
+    try:
+        with private_command(argv, env) as (clean, child_env):
+            assert not [a for a in clean if "s3cr3t" in a], clean
+            subprocess.run(clean, env=child_env, capture_output=True, timeout=120, check=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = "Basic " + base64.b64encode(b"al'ice:p'w-s3cr3t").decode()
+    assert expected in seen, seen
