@@ -32,7 +32,7 @@ from support.fake_nvml import (
     nvml_env,
     write_nvml_profile,
 )
-from support.index import IndexServer, make_venv, pip_env, run, site_packages
+from support.index import IndexServer, make_venv, pip_env, run, site_packages, uv_bin
 
 from pip_gpu import doctor
 from pip_gpu.host import HostProfile, NvidiaGpu
@@ -610,7 +610,11 @@ def _lock_here(server: IndexServer, directory: Path, requirements: str) -> None:
 
 def test_matching_lock_passes(envs: Envs, tmp_path: Path, fixture_index: IndexServer) -> None:
     _lock_here(fixture_index, tmp_path, "torch==2.5.1\ntorchvision==0.20.1\n")
-    report = doctor.diagnose(in_process_facts(envs.cu124, tmp_path))
+    # every locked package, the dependencies too (check compares them all): installed from the lock
+    python = make_venv(tmp_path / "synced", with_pip=False)
+    env = {**pip_env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / ".uv-cache")}
+    run([uv_bin(), "pip", "sync", "--python", str(python), str(tmp_path / "pylock.cu124.toml")], env=env)
+    report = doctor.diagnose(in_process_facts(python, tmp_path))
     lock = next(f for f in report.findings if f.check == "lock")
     assert (lock.status, lock.summary) == ("ok", "the environment matches the lock (pylock.cu124.toml)")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import __version__
-from .errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_NO_BUILD, EXIT_OK, PipGpuError, UsageError
+from .errors import EXIT_CHECK_FAILED, EXIT_NO_BUILD, EXIT_OK, EXIT_USAGE, PipGpuError, UsageError
 
 __all__ = ["main"]
 
@@ -308,6 +308,9 @@ def _main(arguments: list[str]) -> int:
     parser = build_parser(core_only=_is_core_command(arguments))
     args = parser.parse_args(arguments)
     args.debug = bool(getattr(args, "debug", False) or args.global_debug)
+    from .children import forward_termination
+
+    forward_termination()  # SIGTERM/SIGHUP reach the installers, as Ctrl-C does
     try:
         _settle_global_options(args)
         result: int = args.handler(args) if hasattr(args, "handler") else _COMMANDS[args.command](args)
@@ -317,9 +320,22 @@ def _main(arguments: list[str]) -> int:
             raise
         print(render_error(error), file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        from .children import exit_status_for
+
         print("pip-gpu: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status_for(interrupt)
+    except Exception as error:  # the last line of defence: one line, never a traceback
+        if args.debug:
+            raise
+        from .redact import redact_url
+
+        print(
+            f"pip-gpu: error: unexpected {type(error).__name__}: {redact_url(str(error))}\n"
+            "  hint: this is a bug in pip-gpu; --debug shows the traceback to report",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
 
 def render_error(error: PipGpuError) -> str:

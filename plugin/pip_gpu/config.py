@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +51,15 @@ def load_project_config(start: Path) -> ProjectConfig:
         raise UsageError(f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}", "fix the file, or run from elsewhere") from None
-    table = data.get("tool", {}).get("pip-gpu")
+    tool = data.get("tool", {})
+    table = tool.get("pip-gpu") if isinstance(tool, dict) else None
     if table is None:
         return ProjectConfig(path=path)
+    if not isinstance(table, dict):
+        raise UsageError(
+            f"{path}: tool.pip-gpu must be a table, not {type(table).__name__}",
+            "write it as a [tool.pip-gpu] section, or remove it",
+        )
     return _config_from_table(path, table)
 
 
@@ -84,3 +91,23 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
         pytorch_index=index,
         installer=installer,
     )
+
+
+def check_index_url(url: str, source: str) -> str:
+    """``url`` when it is an http(s) or file URL urllib can parse; else one error naming ``source``."""
+    from .redact import redact_url
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise UsageError(
+            f"{source}: {redact_url(url)!r} is not a valid URL ({exc})",
+            "give the base of the PyTorch indexes, e.g. https://download.pytorch.org/whl",
+        ) from None
+    if parts.scheme not in ("http", "https", "file") or not (parts.netloc or parts.scheme == "file"):
+        raise UsageError(
+            f"{source}: {redact_url(url)!r} is not an http(s) URL",
+            "give the base of the PyTorch indexes, e.g. https://download.pytorch.org/whl",
+        )
+    return url

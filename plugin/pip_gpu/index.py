@@ -11,15 +11,16 @@ import base64
 import http.client
 import json
 import os
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import PipGpuError, UsageError
-from .requirements import redact_url
+from .redact import redact_url
 
 __all__ = ["IndexError_", "IndexFile", "fetch_project_files", "index_timeout"]
 
@@ -27,6 +28,9 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
 MAX_PAGE_BYTES = 64 * 1024 * 1024  # the real torch page is a few MB; refuse anything absurd
 DEFAULT_TIMEOUT_S = 10.0
+# The whole read (connect, headers, body) ends after this many silence timeouts: an index that
+# trickles one byte a second never stays silent long enough for the silence timeout alone.
+DEADLINE_FACTOR = 6
 TIMEOUT_VARIABLE = "PIP_GPU_INDEX_TIMEOUT"
 
 
@@ -46,16 +50,51 @@ class IndexFile:
 def _request(url: str) -> urllib.request.Request:
     parts = urllib.parse.urlsplit(url)
     headers = {"Accept": ACCEPT, "User-Agent": "pip-gpu"}
+    request_url = url
+    authorization = None
     if parts.username:
         user = urllib.parse.unquote(parts.username)
         password = urllib.parse.unquote(parts.password or "")
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
+        authorization = f"Basic {token}"
         netloc = parts.hostname or ""
         if parts.port:
             netloc += f":{parts.port}"
-        url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return urllib.request.Request(url, headers=headers)
+        request_url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    request = urllib.request.Request(request_url, headers=headers)
+    if authorization:
+        # An unredirected header is not copied to a redirect's request; _SameOriginRedirects
+        # adds it back only when the redirect stays on the same scheme, host and port.
+        request.add_unredirected_header("Authorization", authorization)
+    return request
+
+
+def _origin(url: str) -> tuple[str, str, Optional[int]]:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parts.scheme)
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, sending the index's credentials only back to the index's own origin."""
+
+    def redirect_request(  # type: ignore[no-untyped-def]
+        self, req, fp, code, msg, headers, newurl
+    ) -> Optional[urllib.request.Request]:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is None:
+            return None
+        new.headers.pop("Authorization", None)  # urllib copies ordinary headers to any host
+        authorization = req.unredirected_hdrs.get("Authorization")
+        if authorization and _origin(req.full_url) == _origin(new.full_url):
+            new.add_unredirected_header("Authorization", authorization)
+        return new
+
+
+_OPENER = urllib.request.build_opener(_SameOriginRedirects)
 
 
 def index_timeout() -> float:
@@ -83,19 +122,21 @@ def fetch_project_files(project_url: str, *, timeout: Optional[float] = None) ->
     shown = redact_url(project_url)
     timeout = index_timeout() if timeout is None else timeout
     try:
-        with urllib.request.urlopen(_request(project_url), timeout=timeout) as response:
-            content_type = response.headers.get("Content-Type", "")
-            body = response.read(MAX_PAGE_BYTES + 1)
-            final_url = response.geturl()
-            promised = response.headers.get("Content-Length", "")
-            if promised.isdigit() and len(body) < int(promised):  # read(n) does not complain
-                raise http.client.IncompleteRead(body, int(promised) - len(body))
+        content_type, body, final_url = _read_within(project_url, timeout, timeout * DEADLINE_FACTOR)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return []
         raise IndexError_(
             f"{shown} answered HTTP {exc.code}", "check the index URL, or try again later"
         ) from None
+    except _DeadlinePassed:
+        raise IndexError_(
+            f"{shown} did not send its page within {timeout * DEADLINE_FACTOR:g} s "
+            f"({DEADLINE_FACTOR} x {TIMEOUT_VARIABLE})",
+            f"the index or a proxy is too slow; raise {TIMEOUT_VARIABLE}, or --pytorch-index for a mirror",
+        ) from None
+    except ValueError as exc:  # a URL urllib cannot parse, e.g. "http://[::1"
+        raise IndexError_(f"{shown} is not a valid URL ({exc})", "check the index URL") from None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
@@ -123,6 +164,46 @@ def fetch_project_files(project_url: str, *, timeout: Optional[float] = None) ->
         raise IndexError_(
             f"{shown} is not a valid index page ({exc})", "the index may be broken or truncated"
         ) from None
+
+
+class _DeadlinePassed(Exception):
+    """The overall deadline of one index read passed."""
+
+
+def _read_once(project_url: str, timeout: float) -> tuple[str, bytes, str]:
+    with _OPENER.open(_request(project_url), timeout=timeout) as response:
+        content_type = response.headers.get("Content-Type", "")
+        body = response.read(MAX_PAGE_BYTES + 1)
+        final_url = response.geturl()
+        promised = response.headers.get("Content-Length", "")
+        if promised.isdigit() and len(body) < int(promised):  # read(n) does not complain
+            raise http.client.IncompleteRead(body, int(promised) - len(body))
+    return content_type, body, final_url
+
+
+def _read_within(project_url: str, timeout: float, deadline: float) -> tuple[str, bytes, str]:
+    """:func:`_read_once` in a helper thread, given up after ``deadline`` seconds in all.
+
+    The socket timeout bounds each wait for a byte; only a deadline bounds the whole read. A
+    reader given up on is left to its own timeout (a daemon thread: it never holds up exit).
+    """
+    outcome: list[Any] = []
+
+    def read() -> None:
+        try:
+            outcome.append(_read_once(project_url, timeout))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, name="pip-gpu-index-read", daemon=True)
+    reader.start()
+    reader.join(deadline)
+    if not outcome:
+        raise _DeadlinePassed
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    result: tuple[str, bytes, str] = outcome[0]
+    return result
 
 
 def _from_json(text: str, base: str) -> list[IndexFile]:

@@ -474,30 +474,38 @@ def _environment(changes: Mapping[str, str]) -> dict[str, str]:
 
 
 def _run(command: InstallerCommand) -> None:
-    """Run the installer in the foreground; Ctrl-C reaches it, and we wait for it to stop."""
+    """Run the installer in the foreground; Ctrl-C, SIGTERM and SIGHUP reach it, and we wait
+    for it to stop. Credentials in its URLs go to a private netrc file, not its argv."""
+    from .children import finished, private_command, signal_of, start
+
     for path, content in command.files.items():
         path.write_text(content, encoding="utf-8")
-    try:
-        process = subprocess.Popen(list(command.argv), env=_environment(command.env))
-    except OSError as exc:
-        raise UsageError(f"cannot run {command.argv[0]}: {exc}") from None
-    try:
-        status = process.wait()
-    except KeyboardInterrupt:
-        # Ctrl-C in a terminal reaches the whole foreground group, but a SIGINT sent to
-        # pip-gpu alone must reach the installer too. Give it time to clean up, then make
-        # sure it is gone.
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
+    with private_command(command.argv, _environment(command.env)) as (argv, env):
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-        raise
+            process = start(argv, env=env)
+        except OSError as exc:
+            raise UsageError(f"cannot run {command.argv[0]}: {exc}") from None
+        try:
+            status = process.wait()
+        except KeyboardInterrupt as interrupt:
+            # Ctrl-C in a terminal reaches the whole foreground group, but a signal sent to
+            # pip-gpu alone must reach the installer too. Give it time to clean up, then make
+            # sure it is gone.
+            if process.poll() is None:
+                process.send_signal(signal_of(interrupt))
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+            raise
+        finally:
+            finished(process)
     if status != 0:
-        if status < 0 and -status == signal.SIGINT:
-            raise KeyboardInterrupt
+        if status < 0 and -status in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", -1)):
+            from .children import Terminated
+
+            raise KeyboardInterrupt if -status == signal.SIGINT else Terminated(-status)
         raise InstallerFailed(f"{command.purpose}: the installer exited with status {status}", status)
 
 
@@ -565,7 +573,21 @@ def _verify(plan: Plan, target: TargetEnv) -> None:
         if label != expected:
             problems.append(f"{name} {version} landed, but {decision.variant} was decided")
     if problems:
-        raise InstallerFailed("; ".join(problems) + " (another requirement or index overrode the routing)", 1)
+        left = ", ".join(
+            f"{name} {installed[name]['version']}"
+            for name in ("torch", "torchvision", "torchaudio")
+            if installed.get(name) and installed[name].get("version")
+        )
+        error = InstallerFailed(
+            "; ".join(problems) + f" (another requirement or index overrode the routing); left installed "
+            f"in {target.prefix}: {left}",
+            1,
+        )
+        error.hint = (
+            "that build does not match this host's decision: uninstall it, then install again with "
+            "an exact pin (torch==X.Y.Z) or check the --pytorch-index mirror"
+        )
+        raise error
     torch_info = installed.get("torch")
     if torch_info:
         cuda = torch_info.get("cuda")

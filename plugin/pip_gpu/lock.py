@@ -13,16 +13,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +33,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from . import __version__
+from .children import finished, private_command, signal_of, start, stop_all
 from .config import load_project_config
 from .decide import Decision, Policy, decide, request_from_requirements
 from .errors import EXIT_CHECK_FAILED, EXIT_OK, NoBuildRuns, PipGpuError, UsageError
@@ -46,6 +47,7 @@ from .lockfile import (
     load_toml,
     lock_document,
     lock_path,
+    lock_problems,
     read_lock,
     render_lock,
     strip_credentials,
@@ -53,13 +55,14 @@ from .lockfile import (
     write_locks,
 )
 from .plan import Plan, decide_for, marker_environment, rewrite_pins
-from .requirements import read_requirements_file, redact_url, render_line
+from .requirements import read_regular_file, read_requirements_file, redact_url, render_line
 from .route import InstallerCommand, Routing, uv_command
 from .target import TargetEnv, add_target_flags, find_target
 
 __all__ = ["add_lock_parsers", "run_check", "run_lock", "run_sync", "write_back_after_install"]
 
 SYNC_RECORD = "pip-gpu-sync.json"
+PROBE_TIMEOUT_S = 60
 # What `uv pip sync` leaves in place although no lock lists it: the environment's own tools.
 _SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
 # uv's --python-platform for each platform key of the knowledge file.
@@ -127,9 +130,10 @@ def add_lock_parsers(
         "check",
         help="fail when the environment is not the lock this host should use",
         description=(
-            "Exit 0 only when the target environment holds exactly the torch family of the lock "
-            "file chosen for this host (same versions and local labels) and this host runs that "
-            "build; otherwise exit 1 and say what differs. Host flags answer for another host."
+            "Exit 0 only when the target environment holds exactly the packages of the lock file "
+            "chosen for this host (same versions and local labels, files as their RECORD lists), "
+            "the last sync finished, and this host runs that build; otherwise exit 1 and say what "
+            "differs. Host flags answer for another host."
         ),
     )
     _add_lock_dir(check)
@@ -164,7 +168,13 @@ def run_lock(args: argparse.Namespace) -> int:
 
     cwd = Path.cwd()
     directory = (cwd / args.output_dir) if args.output_dir else cwd
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"--output-dir {args.output_dir}: cannot use it for lock files: {exc.strerror or exc}",
+            "name a folder you can write to (it is created when missing)",
+        ) from None
     family = find_lock_family(directory)
     recorded = family[0].record.inputs if family else None
     if args.requirements or args.requirement:
@@ -371,7 +381,11 @@ def relock(
             pool.submit(_resolve_shown, job, uv, uv_platform, Path(scratch) / str(i))
             for i, job in enumerate(jobs)
         ]
-        outcomes = [future.result() for future in futures]
+        try:
+            outcomes = [future.result() for future in futures]
+        except KeyboardInterrupt as interrupt:  # every resolver stops before pip-gpu does
+            stop_all(signal_of(interrupt))
+            raise
     failures = [message for _, message in outcomes if message]
     if failures:
         raise PipGpuError("could not lock: " + "\n".join(failures), "nothing was written")
@@ -385,7 +399,8 @@ def relock(
             [_environment_marker(job.host)],
         )
         texts.append((lock_path(directory, job.variant), render_lock(document)))
-    changed = write_locks(texts)  # every file, or (a full disk) none
+    # every file, or (a full disk, or a lock sync would refuse) none
+    changed = write_locks(texts, [m.name for m in knowledge.family])
     written: list[LockFile] = []
     for (path, _), was_changed, (resolved, _) in zip(texts, changed, outcomes):
         assert resolved is not None
@@ -503,14 +518,16 @@ def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optio
     for path, content in commands[0].files.items():
         path.write_text(content, encoding="utf-8")
     # Both at once: they share uv's cache, which uv locks for concurrent use.
-    running = [
-        subprocess.Popen(list(c.argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for c in commands
-    ]
     results = []
-    for process in running:
-        stdout, stderr = process.communicate()
-        results.append((process.returncode, stdout, stderr))
+    with contextlib.ExitStack() as stack:  # credentials through a private netrc, not argv
+        running = []
+        for c in commands:
+            argv, env = stack.enter_context(private_command(c.argv, os.environ))
+            running.append(start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for process in running:
+            stdout, stderr = process.communicate()
+            finished(process)
+            results.append((process.returncode, stdout, stderr))
     for status, stdout, stderr in results:
         if status != 0:
             detail = redact_url(stderr.strip() or stdout.strip())
@@ -651,12 +668,38 @@ env = {
     "python_version": ".".join(platform.python_version_tuple()[:2]),
     "sys_platform": sys.platform,
 }
-dists = {}
+verify = set(json.loads(sys.argv[1])) if len(sys.argv) > 1 else set()
+dists, broken = {}, {}
 for dist in md.distributions():
     name = dist.metadata["Name"]
-    if name:
-        dists.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
-print(json.dumps({"env": env, "dists": dists}))
+    # pip renames a folder it is replacing to "~orch-..." and leaves it when killed: not torch
+    if not name or os.path.basename(str(getattr(dist, "_path", ""))).startswith("~"):
+        continue
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    if key in dists:
+        continue
+    dists[key] = dist.version
+    if key not in verify:
+        continue
+    missing = changed = total = 0
+    for entry in dist.files or ():
+        if "__pycache__" in entry.parts:
+            continue
+        total += 1
+        try:
+            size = os.stat(entry.locate()).st_size
+        except OSError:
+            missing += 1
+            continue
+        if entry.size is not None and size != entry.size:
+            changed += 1
+    if dist.files is None:
+        broken[key] = "its RECORD is missing"
+    elif missing or changed:
+        broken[key] = (
+            f"{missing} of its {total} files are missing and {changed} differ in size from its RECORD"
+        )
+print(json.dumps({"env": env, "dists": dists, "broken": broken}))
 """
 
 
@@ -666,19 +709,39 @@ class _Installed:
 
     env: dict[str, str]
     dists: dict[str, str]
+    broken: dict[str, str] = field(default_factory=dict)  # name -> how its files differ from RECORD
 
 
-def _probe_installed(python: Path) -> _Installed:
-    done = subprocess.run(
-        [str(python), "-I", "-c", _ENV_PROBE], capture_output=True, text=True, timeout=60, check=False
-    )
+def _probe_installed(python: Path, verify: Sequence[str] = ()) -> _Installed:
+    """Marker values and distributions of the target; ``verify``: check those against RECORD."""
+    try:
+        done = subprocess.run(
+            [str(python), "-I", "-c", _ENV_PROBE, json.dumps(sorted(verify))],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise PipGpuError(
+            f"{python} did not list its installed packages within {PROBE_TIMEOUT_S} s",
+            "check that it is a working Python interpreter (--python)",
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot run {python}: {exc.strerror or exc}", "check --python") from None
     try:
         data = json.loads(done.stdout)
-    except ValueError:
+        return _Installed(
+            env={str(k): str(v) for k, v in data["env"].items()},
+            dists={str(k): str(v) for k, v in data["dists"].items()},
+            broken={str(k): str(v) for k, v in data["broken"].items()},
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        detail = done.stderr.strip() or f"it printed {done.stdout.strip()[:80]!r}"
         raise PipGpuError(
-            f"could not read the installed packages of {python}: {done.stderr.strip()}"
+            f"could not read the installed packages of {python}: {detail}",
+            "check that it is a working Python interpreter (--python)",
         ) from None
-    return _Installed(env=dict(data["env"]), dists=dict(data["dists"]))
 
 
 def _reread(target: TargetEnv, before: _Installed) -> _Installed:
@@ -690,7 +753,7 @@ def _reread(target: TargetEnv, before: _Installed) -> _Installed:
     dists: dict[str, str] = {}
     for dist in metadata.distributions(path=[str(p) for p in target.site_packages]):
         name = dist.metadata["Name"]
-        if name:
+        if name and not os.path.basename(str(getattr(dist, "_path", ""))).startswith("~"):
             dists.setdefault(canonicalize_name(name), dist.version)
     return _Installed(env=before.env, dists=dists)
 
@@ -821,26 +884,11 @@ def run_sync(args: argparse.Namespace) -> int:
     installer = choose_installer(args.installer, load_project_config(directory).installer, target)
     installed = _probe_installed(target.python)
     _check_environments(lock, installed)
-    _check_sources(lock, _selected(lock, installed.env), knowledge)  # before anything changes
+    _check_sources(lock, lock.pylock.packages, knowledge)  # every package, before anything changes
     _say(
         f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})\n"
         f"pip-gpu: this host runs {lock.variant}: installing {lock.path.name} with {installer}"
     )
-    if installer == "uv":
-        from .install import _uv_binary
-
-        _run(
-            InstallerCommand(
-                argv=(_uv_binary(), "pip", "sync", "--python", str(target.python), str(lock.path)),
-                purpose=f"uv: installing exactly {lock.path.name}",
-            )
-        )
-    else:
-        _pip_sync(lock, target, installed, _run)
-    after = _reread(target, installed)
-    problems = differences(lock, after)
-    if problems:
-        raise PipGpuError(f"after installing {lock.path.name}: " + "; ".join(problems))
     record = {
         "lock-dir": str(directory.resolve()),
         "lock-file": lock.path.name,
@@ -850,65 +898,83 @@ def run_sync(args: argparse.Namespace) -> int:
         "installer": installer,
         "pip-gpu-version": __version__,
     }
-    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    write_atomically(target.prefix / SYNC_RECORD, text.encode("utf-8"))
+    # Until the installed result is verified, the record says the sync has not finished:
+    # `check` and `doctor` never call an environment a failed or killed sync left behind OK.
+    previous = _read_sync_record_bytes(target.prefix)
+    _write_sync_record(target.prefix, {**record, "finished": False})
+    try:
+        if installer == "uv":
+            from .install import _uv_binary
+
+            _run(
+                InstallerCommand(
+                    argv=(_uv_binary(), "pip", "sync", "--python", str(target.python), str(lock.path)),
+                    purpose=f"uv: installing exactly {lock.path.name}",
+                )
+            )
+        else:
+            _pip_sync(lock, target, installed, _run)
+    except BaseException:
+        # An installer that failed before changing anything (a bad hash, an index down) leaves
+        # the environment as it was: then the old record is put back too.
+        if _reread(target, installed).dists == installed.dists:
+            _restore_sync_record(target.prefix, previous)
+        raise
+    after = _reread(target, installed)
+    problems = differences(lock, after)
+    if problems:
+        raise PipGpuError(
+            f"after installing {lock.path.name}: " + "; ".join(problems),
+            f"{target.prefix} is left as the installer left it and pip-gpu check reports it; "
+            "fix the index or the lock, then run pip-gpu sync again",
+        )
+    _write_sync_record(target.prefix, {**record, "finished": True})
     torch = next((p for p in _selected(lock, after.env) if p.name == "torch"), None)
     what = f"torch {torch.version}" if torch is not None else lock.variant
     _say(f"pip-gpu: synced {target.prefix} to {lock.path.name} ({what})")
     return EXIT_OK
 
 
-# Public indexes whose pages link to files on another host (PEP 503 allows any URL).
-_FILE_HOSTS = {
-    "pypi.org": frozenset({"files.pythonhosted.org"}),
-    "test.pypi.org": frozenset({"test-files.pythonhosted.org"}),
-}
+def _write_sync_record(prefix: Path, record: Mapping[str, Any]) -> None:
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    write_atomically(prefix / SYNC_RECORD, text.encode("utf-8"))
 
 
-def _origin(url: str) -> tuple[str, str, Optional[int]]:
-    parts = urllib.parse.urlsplit(url)
+def _read_sync_record_bytes(prefix: Path) -> Optional[bytes]:
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port or default
+        return read_regular_file(prefix / SYNC_RECORD, 2**20)
+    except OSError:
+        return None
+
+
+def _restore_sync_record(prefix: Path, previous: Optional[bytes]) -> None:
+    with contextlib.suppress(OSError, PipGpuError):
+        if previous is None:
+            (prefix / SYNC_RECORD).unlink()
+        else:
+            write_atomically(prefix / SYNC_RECORD, previous)
+
+
+def _unfinished_sync(prefix: Path) -> Optional[str]:
+    """Why the last ``sync`` into ``prefix`` did not finish, or None when it did (or none ran)."""
+    try:
+        record = json.loads(read_regular_file(prefix / SYNC_RECORD, 2**20).decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"{SYNC_RECORD} in {prefix} cannot be read ({exc})"
+    if isinstance(record, dict) and record.get("finished", True) is False:
+        return (
+            f"the last pip-gpu sync into {prefix} ({record.get('lock-file')}) did not finish: "
+            "it failed or was interrupted"
+        )
+    return None
 
 
 def _foreign_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> list[str]:
-    """Files that do not come from the indexes the lock records, in words.
-
-    The torch family must come from the variant index in ``[tool.pip-gpu]``, and every file
-    of a package with an ``index`` must live on that index's host: a lock edited to fetch
-    torch from elsewhere is caught, whatever its hashes say.
-    """
-    family = frozenset(canonicalize_name(m.name) for m in knowledge.family)
-    variant_index = lock.record.index.rstrip("/") if lock.record.index else None
-    problems: list[str] = []
-    for package in packages:
-        files = [*(package.wheels or ()), *([package.sdist] if package.sdist else [])]
-        index = package.index.rstrip("/") if package.index else None
-        if package.name in family and variant_index is not None and files and index != variant_index:
-            problems.append(
-                f"{package.name} comes from {redact_url(index or 'no index')}, not the recorded "
-                f"variant index {redact_url(variant_index)}"
-            )
-            continue
-        if index is None:
-            continue
-        scheme, host, port = _origin(index)
-        allowed = {host, *_FILE_HOSTS.get(host, ())}
-        for file in files:
-            url = getattr(file, "url", None)
-            if url is None:
-                continue
-            file_scheme, file_host, file_port = _origin(url)
-            same_port = file_port == port or file_host != host
-            if file_scheme != scheme or file_host not in allowed or not same_port:
-                problems.append(
-                    f"{package.name}'s file {redact_url(url)} is not on its index {redact_url(index)}"
-                )
-    return problems
+    """Files that do not come from the indexes the lock records, in words: see
+    :func:`pip_gpu.lockfile.lock_problems`."""
+    return lock_problems(packages, lock.record, [m.name for m in knowledge.family])
 
 
 def _check_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> None:
@@ -1036,9 +1102,13 @@ def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> 
         return LockCheck(directory / "uv.lock", uv.variant, uv.problems, uv.installed, uv.fix)
     family = _read_family(directory)
     knowledge = load_knowledge()
-    installed = _probe_installed(target.python)
     family_names = frozenset(canonicalize_name(m.name) for m in knowledge.family)
+    locked = {canonicalize_name(str(p.name)) for lock in family for p in lock.pylock.packages}
+    installed = _probe_installed(target.python, verify=sorted(locked | family_names))
     problems = list(_stale(family, directory))
+    unfinished = _unfinished_sync(target.prefix)
+    if unfinished:
+        problems.append(unfinished)
     choice = choose_lock(family, host, knowledge, directory)
     lock = choice.lock
     runs_here = lock is not None
@@ -1057,7 +1127,12 @@ def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> 
         problems.extend(
             f"{lock.path.name}: {p}" for p in _foreign_sources(lock, lock.pylock.packages, knowledge)
         )
-        problems.extend(differences(lock, installed, family_names, runs_here=runs_here))
+        # every package: a removed dependency or an added one is a difference too
+        problems.extend(differences(lock, installed, runs_here=runs_here))
+        problems.extend(
+            f"{name} {installed.dists.get(name, '')} is damaged: {why}; reinstall it with pip-gpu sync"
+            for name, why in sorted(installed.broken.items())
+        )
     return LockCheck(
         lock_file=lock.path if lock else None,
         variant=lock.variant if lock else None,

@@ -46,15 +46,18 @@ import re
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import tomli_w
-from packaging.pylock import Pylock, PylockUnsupportedVersionError, PylockValidationError
+from packaging.pylock import Package, Pylock, PylockUnsupportedVersionError, PylockValidationError
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from .errors import PipGpuError, UsageError
+from .redact import redact_url, strip_credentials
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,14 +65,17 @@ else:  # pragma: no cover - exercised on Python < 3.11
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
+    "FILE_HOSTS",
     "LOCK_VERSION",
     "LockFile",
     "LockInputs",
     "LockRecord",
+    "expected_variant_index",
     "find_lock_family",
     "load_toml",
     "lock_document",
     "lock_path",
+    "lock_problems",
     "read_lock",
     "render_lock",
     "strip_credentials",
@@ -159,6 +165,25 @@ class LockRecord:
     @classmethod
     def from_toml(cls, table: Mapping[str, Any], where: str) -> LockRecord:
         try:
+            for key in ("variant", "torch-release", "inputs-digest"):
+                _text(table, key, where, required=True)
+            for key in ("index", "cuda", "torch"):
+                _text(table, key, where, required=False)
+            if not _VARIANT_RE.match(table["variant"]):
+                raise UsageError(
+                    f"{where}: [tool.pip-gpu] variant {table['variant']!r} is not a variant name"
+                )
+            for key in ("torch", "torch-release"):
+                if table.get(key) is not None:
+                    try:
+                        Version(table[key])
+                    except InvalidVersion:
+                        raise UsageError(
+                            f"{where}: [tool.pip-gpu] {key} {table[key]!r} is not a version",
+                            "the file was edited by hand: restore it, or re-resolve it with pip-gpu lock",
+                        ) from None
+            if table.get("index") is not None:
+                _check_url(table["index"], f"{where}: [tool.pip-gpu] index")
             archs = table.get("gpu-architectures")
             return cls(
                 variant=str(table["variant"]),
@@ -193,6 +218,35 @@ class LockFile:
         return self.record.variant
 
 
+_VARIANT_RE = re.compile(r"^[a-z][a-z0-9.]*$")
+
+
+def _text(table: Mapping[str, Any], key: str, where: str, *, required: bool) -> None:
+    """Refuse a ``[tool.pip-gpu]`` value that is not a string (``index = 123``)."""
+    value = table.get(key)
+    if (value is None and not required) or isinstance(value, str):
+        return
+    if value is None:
+        raise UsageError(
+            f"{where}: [tool.pip-gpu] has no {key}",
+            "the file was edited by hand: restore it, or re-resolve it with pip-gpu lock",
+        )
+    raise UsageError(
+        f"{where}: [tool.pip-gpu] {key} must be a string, not {type(value).__name__}",
+        "the file was edited by hand: restore it, or re-resolve it with pip-gpu lock",
+    )
+
+
+def _check_url(url: str, where: str) -> None:
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - raises ValueError on a malformed URL
+    except ValueError as exc:
+        raise UsageError(
+            f"{where} {url!r} is not a valid URL ({exc})",
+            "the file was edited by hand: restore it, or re-resolve it with pip-gpu lock",
+        ) from None
+
+
 def _strings(values: Iterable[Any]) -> list[str]:
     out = list(values)
     if not all(isinstance(v, str) for v in out):
@@ -205,31 +259,123 @@ def lock_path(directory: Path, variant: str) -> Path:
     return directory / f"pylock.{variant.replace('.', '-')}.toml"
 
 
-# --- credentials -----------------------------------------------------------------------------
+# --- what a lock may point at ----------------------------------------------------------------
 
-_SECRET_KEY_RE = re.compile(r"token|key|passw|pwd|secret|auth|sig|signature|credential", re.IGNORECASE)
-_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# Public indexes whose pages link to files on another host (PEP 503 allows any URL).
+FILE_HOSTS = {
+    "pypi.org": frozenset({"files.pythonhosted.org"}),
+    "test.pypi.org": frozenset({"test-files.pythonhosted.org"}),
+}
 
 
-def _strip_one(url: str) -> str:
+def _origin(url: str) -> tuple[str, str, Optional[int]]:
     parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    query = "&".join(
-        pair
-        for pair in parts.query.split("&")
-        if pair and not _SECRET_KEY_RE.search(urllib.parse.unquote(pair.partition("=")[0]))
-    )
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port or default
 
 
-def strip_credentials(text: str) -> str:
-    """Remove ``user:token@`` and secret-looking query values from every URL in ``text``.
+def _same_index(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
 
-    Unlike :func:`pip_gpu.requirements.redact_url` (``***`` for display), the result is
-    still a usable URL: a lock is read by installers, which get credentials from the
-    user's own configuration (netrc, keyring, ``UV_INDEX_*``), never from the lock.
+
+def expected_variant_index(record: LockRecord) -> Optional[str]:
+    """``<inputs.pytorch-index>/<variant>``: where the record's own inputs say the family lives."""
+    from .decide import variant_index_url
+
+    base = record.inputs.pytorch_index
+    return variant_index_url(base, record.variant) if base else None
+
+
+def lock_problems(
+    packages: Sequence[Package], record: LockRecord, family: Collection[str], *, label_check: bool = True
+) -> list[str]:
+    """Every way a lock points outside the indexes it records, in words (empty: none).
+
+    pip-gpu writes only index files: each package names its ``index``, each file lives on
+    that index's host (or its known file host), the torch family comes from the variant index
+    recorded in ``[tool.pip-gpu]`` (itself ``<pytorch-index>/<variant>``), and a family
+    member's local label is the variant's. A lock edited to fetch anything else, or to put a
+    ``+cpu`` torch in a CUDA lock, is refused whatever its hashes say.
     """
-    return _URL_RE.sub(lambda match: _strip_one(match.group(0)), text)
+    family = frozenset(canonicalize_name(name) for name in family)
+    problems: list[str] = []
+    variant_index = record.index
+    expected = expected_variant_index(record)
+    if variant_index is not None and expected is not None and not _same_index(variant_index, expected):
+        problems.append(
+            f"[tool.pip-gpu] index {redact_url(variant_index)} is not the {record.variant} index of "
+            f"the recorded pytorch-index ({redact_url(expected)})"
+        )
+    for package in packages:
+        name = canonicalize_name(str(package.name))
+        kinds = [kind for kind in ("archive", "vcs", "directory") if getattr(package, kind, None) is not None]
+        if kinds:
+            problems.append(
+                f"{name} is {'an' if kinds[0] == 'archive' else 'a'} {kinds[0]} entry; pip-gpu locks "
+                "hold index files only "
+                "(an archive or a directory runs its build backend when installed)"
+            )
+            continue
+        files = [*(package.wheels or ()), *([package.sdist] if package.sdist else [])]
+        index = str(package.index) if package.index else None
+        if index is None:
+            problems.append(f"{name} names no index; every package of a pip-gpu lock records its index")
+            continue
+        if name in family and variant_index is not None and not _same_index(index, variant_index):
+            problems.append(
+                f"{name} comes from {redact_url(index)}, not the recorded variant index "
+                f"{redact_url(variant_index)}"
+            )
+            continue
+        scheme, host, port = _origin(index)
+        allowed = {host, *FILE_HOSTS.get(host, ())}
+        for file in files:
+            url = getattr(file, "url", None)
+            if url is None:
+                problems.append(f"{name}'s file {getattr(file, 'path', None) or '?'} has no URL on its index")
+                continue
+            file_scheme, file_host, file_port = _origin(url)
+            same_port = file_port == port or file_host != host
+            if file_scheme != scheme or file_host not in allowed or not same_port:
+                problems.append(f"{name}'s file {redact_url(url)} is not on its index {redact_url(index)}")
+        if label_check and name in family:
+            problems.extend(_label_problems(name, package, files, record.variant))
+    return problems
+
+
+def _label_problems(name: str, package: Package, files: Sequence[Any], variant: str) -> list[str]:
+    """A family member whose version or file names carry another variant's local label."""
+    wanted = None if variant == "default" else variant.lower()
+    labels = []
+    if package.version is not None:
+        labels.append(("version", package.version.local))
+    for file in files:
+        filename = getattr(file, "name", None) or urllib.parse.unquote(
+            urllib.parse.urlsplit(str(getattr(file, "url", "") or "")).path.rsplit("/", 1)[-1]
+        )
+        if filename.endswith(".whl"):
+            try:
+                from packaging.utils import parse_wheel_filename
+
+                labels.append((filename, parse_wheel_filename(filename)[1].local))
+            except ValueError:
+                labels.append((filename, None))
+    out = []
+    for what, label in labels:
+        # torch must carry the variant's label (the CPU index once served aarch64 wheels
+        # without one); a companion may carry none, never another one
+        unlabelled_ok = name != "torch" or variant == "cpu"
+        if (label or None) != wanted and (label is not None or not unlabelled_ok):
+            shown = f"+{label}" if label else "no local label"
+            out.append(
+                f"{name}'s {what} has {shown}, but this is the {variant} lock "
+                f"({'+' + wanted if wanted else 'no label'} expected)"
+            )
+    return out
 
 
 # --- building and writing --------------------------------------------------------------------
@@ -386,19 +532,31 @@ def write_atomically(path: Path, data: bytes) -> None:
     write_files_atomically([(path, data)])
 
 
-def write_locks(locks: Sequence[tuple[Path, str]]) -> list[bool]:
+def write_locks(locks: Sequence[tuple[Path, str]], family: Collection[str] = ()) -> list[bool]:
     """Validate every lock text, then put each at its path; False where a file already holds it.
 
-    Nothing is written unless every text is a valid lock.
+    Nothing is written unless every text is a valid lock, and (with ``family``, the names
+    routed to the variant index) unless ``sync`` would install it: see :func:`lock_problems`.
     """
+    from .requirements import read_regular_file
+
     for path, text in locks:
-        validate_lock_text(text, path.name)
+        pylock = validate_lock_text(text, path.name)
+        table = (pylock.tool or {}).get(TOOL)
+        if family and table is not None:
+            problems = lock_problems(pylock.packages, LockRecord.from_toml(table, path.name), family)
+            if problems:
+                raise PipGpuError(
+                    f"refusing to write {path.name}: " + "; ".join(problems[:3]),
+                    "the index served files pip-gpu would refuse to sync (check the index and "
+                    "--pytorch-index); nothing was written",
+                )
     changed: list[tuple[Path, bytes]] = []
     flags: list[bool] = []
     for path, text in locks:
         data = text.encode("utf-8")
-        try:
-            same = path.read_bytes() == data
+        try:  # a regular file only: an old "lock" that is a FIFO or /dev/zero is replaced
+            same = read_regular_file(path, len(data)) == data
         except OSError:
             same = False
         flags.append(not same)
@@ -415,15 +573,27 @@ def write_lock(path: Path, text: str) -> bool:
 
 # --- reading ---------------------------------------------------------------------------------
 
+MAX_LOCK_BYTES = 64 * 2**20  # a lock of thousands of packages is a few MB
 _LOCK_NAME_RE = re.compile(r"^pylock\.([^.]+)\.toml$")
 
 
 def read_lock(path: Path) -> Optional[LockFile]:
     """The lock at ``path``; None when it is a valid PEP 751 lock that pip-gpu did not write."""
+    from .requirements import FileTooLarge, NotARegularFile, read_regular_file
+
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_LOCK_BYTES)
+    except NotARegularFile as exc:
+        raise UsageError(
+            f"{path} is {exc.what}, not a lock file", "remove it, or restore the lock from version control"
+        ) from None
+    except FileTooLarge:
+        raise UsageError(
+            f"{path} is larger than {MAX_LOCK_BYTES // 2**20} MiB; not a lock pip-gpu wrote",
+            "remove it, or restore the lock from version control",
+        ) from None
     except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     text = data.decode("utf-8", errors="replace")
     pylock = validate_lock_text(text, path.name)
     table = (pylock.tool or {}).get(TOOL)

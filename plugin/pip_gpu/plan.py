@@ -17,7 +17,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from .config import ProjectConfig, load_project_config
+from .config import ProjectConfig, check_index_url, load_project_config
 from .decide import Decision, Policy, TorchRequest, decide, request_from_requirements
 from .host import HostProfile
 from .knowledge import Knowledge, cuda_of_variant, load_knowledge, variant_sort_key
@@ -123,6 +123,7 @@ def decide_for(
     index = (
         pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
     ).rstrip("/")
+    check_index_url(index, _index_source(pytorch_index, env, config))
     policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
     if _asks_for_a_newer_release(request, knowledge):
         knowledge = _learn_from_index(knowledge, index, request.forced_variant)
@@ -297,3 +298,11 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
             local_label=label if member.local_label else None,
         )
     return pins
+
+
+def _index_source(flag: Optional[str], env: Mapping[str, str], config: ProjectConfig) -> str:
+    if flag:
+        return "--pytorch-index"
+    if env.get("PIP_GPU_PYTORCH_INDEX"):
+        return "PIP_GPU_PYTORCH_INDEX"
+    return f"{config.path} [tool.pip-gpu] pytorch-index" if config.pytorch_index else "the knowledge file"

@@ -34,9 +34,12 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from .errors import UsageError
+from .redact import redact_url
 
 __all__ = [
     "COMMAND_LINE",
+    "FileTooLarge",
+    "NotARegularFile",
     "RequirementFile",
     "RequirementLine",
     "RewritePin",
@@ -44,6 +47,7 @@ __all__ = [
     "is_family",
     "local_label_of",
     "parse_requirement_args",
+    "read_regular_file",
     "read_requirements_file",
     "redact_url",
     "render_file",
@@ -233,11 +237,15 @@ def _decode(data: bytes, display: str) -> str:
                 encoding = match.group(1).decode("ascii")
                 break
     try:
-        codecs.lookup(encoding)
+        text_encoding = codecs.lookup(encoding)._is_text_encoding  # rot13, hex, zlib: not text
     except LookupError:
         raise UsageError(
             f"{display}:1: unknown encoding {encoding!r} in the coding line", _ENCODING_HINT
         ) from None
+    if not text_encoding:
+        raise UsageError(
+            f"{display}:1: {encoding!r} in the coding line is not a text encoding", _ENCODING_HINT
+        )
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -247,6 +255,8 @@ def _decode(data: bytes, display: str) -> str:
             f"(byte 0x{data[exc.start]:02x} cannot be decoded): {exc.reason}",
             _ENCODING_HINT,
         ) from None
+    except (UnicodeError, ValueError, TypeError) as exc:  # codecs such as idna or punycode
+        raise UsageError(f"{display}: cannot decode it as {encoding}: {exc}", _ENCODING_HINT) from None
 
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
@@ -465,6 +475,47 @@ def parse_requirement_args(args: Sequence[str]) -> list[RequirementLine]:
 
 # --- reading files ---------------------------------------------------------------------------
 
+MAX_REQUIREMENTS_BYTES = 16 * 2**20  # real requirements files are kilobytes; /dev/zero is endless
+MAX_INCLUDE_DEPTH = 100  # nested -r/-c files; a deeper chain is a mistake or an attack
+
+
+class NotARegularFile(OSError):
+    """A pipe, device, socket or folder where a file was expected: reading it may never end."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+class FileTooLarge(OSError):
+    """A file beyond the size a reader accepts."""
+
+
+def read_regular_file(path: Path | str, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; FIFOs and devices are refused
+    before they are opened (opening a FIFO blocks until a writer comes)."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        what = (
+            "a named pipe (FIFO)"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a folder"
+            if stat.S_ISDIR(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a file"
+        )
+        raise NotARegularFile(what)
+    with open(path, "rb") as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(str(path))
+    return data
+
 
 class _Reader:
     """Collects lines and options across nested files, tracking the include chain."""
@@ -495,8 +546,24 @@ class _Reader:
                 )
         where = f"{included_from}: " if included_from else ""
         kind = "constraints" if constraint else "requirements"
+        if len(chain) >= MAX_INCLUDE_DEPTH:
+            raise UsageError(
+                f"{where}requirements files include each other more than {MAX_INCLUDE_DEPTH} deep "
+                f"(at {display})",
+                "flatten the -r/-c chain: name the files from one top-level file",
+            )
         try:
-            data = path.read_bytes()
+            data = read_regular_file(path, MAX_REQUIREMENTS_BYTES)
+        except NotARegularFile as exc:
+            raise UsageError(
+                f"{where}cannot read {kind} file {display}: it is {exc.what}, not a regular file",
+                "name a requirements file on disk (pip-gpu does not read pipes, devices or sockets)",
+            ) from None
+        except FileTooLarge:
+            raise UsageError(
+                f"{where}{kind} file {display} is larger than {MAX_REQUIREMENTS_BYTES // 2**20} MiB",
+                "a requirements file this large is not one; check the path",
+            ) from None
         except FileNotFoundError:
             raise UsageError(
                 f"{where}{kind} file {display} does not exist",
@@ -727,41 +794,3 @@ def render_file(lines: Sequence[RequirementLine], global_options: Sequence[Seque
     out = [" ".join([option[0], *(_quote(v) for v in option[1:])]) for option in global_options if option]
     out.extend(render_line(line) for line in lines)
     return "".join(f"{text}\n" for text in out)
-
-
-# --- credentials -----------------------------------------------------------------------------
-
-_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
-_SECRET_KEY_RE = re.compile(r"token|key|passw|pwd|secret|auth|sig|signature|credential", re.IGNORECASE)
-
-
-def _redact_one(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    authority_end = len(rest)
-    for stop in "/?#":
-        index = rest.find(stop)
-        if index != -1:
-            authority_end = min(authority_end, index)
-    authority, tail = rest[:authority_end], rest[authority_end:]
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    path, question, query = tail.partition("?")
-    if question:
-        query, hash_mark, fragment = query.partition("#")
-        pairs = []
-        for pair in query.split("&"):
-            key, equals, value = pair.partition("=")
-            if equals and value and _SECRET_KEY_RE.search(urllib.parse.unquote(key)):
-                pair = f"{key}=***"
-            pairs.append(pair)
-        tail = f"{path}?{'&'.join(pairs)}{hash_mark}{fragment}"
-    return f"{scheme}://{authority}{tail}"
-
-
-def redact_url(url: str) -> str:
-    """Hide credentials before printing: ``user:token@`` userinfo becomes ``***@`` and
-    secret-looking query values (token, key, password, auth, sig...) become ``***``.
-
-    Works on a bare URL or on any text with URLs in it (a requirement line, a message).
-    """
-    return _URL_RE.sub(lambda match: _redact_one(match.group(0)), url)

@@ -201,7 +201,12 @@ def cmd_shim_install(args: argparse.Namespace) -> int:
     windows = (args.platform or ("windows" if sys.platform == "win32" else "posix")) == "windows"
     python = args.windows_python if windows and args.windows_python else sys.executable
     folder = _shims_dir(args)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot put the shims in {folder}: {exc.strerror or exc}", "choose a folder you can write: --dir"
+        ) from None
     files = [file for name in SHIM_NAMES for file in _shim_files(name, windows)]
     for file in files:
         target = folder / file

@@ -40,6 +40,9 @@ def main(argv: Sequence[str]) -> int:
     """``argv``: the shim's name, the real program, then the user's arguments."""
     name, real, args = argv[0], argv[1], list(argv[2:])
     prog = "uv" if name == "uvx" else name
+    from .children import exit_status_for, forward_termination
+
+    forward_termination()  # SIGTERM/SIGHUP reach a routed installer, as Ctrl-C does
     try:
         action = _pip(real, args) if name.startswith("pip") else _uv(name, real, args)
         if action is None:
@@ -52,9 +55,9 @@ def main(argv: Sequence[str]) -> int:
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + 13
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("pip-gpu: interrupted", file=sys.stderr)
-        return 130
+        return exit_status_for(interrupt)
     except Exception as error:
         from .errors import PipGpuError
 

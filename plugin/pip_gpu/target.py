@@ -123,19 +123,20 @@ def probe(python: Path, chosen_by: str) -> TargetEnv:
             [str(python), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30, check=False
         )
         info = json.loads(done.stdout)
-    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return TargetEnv(
+            python=python,
+            python_version=str(info["version"]) + ("t" if info.get("free_threaded") else ""),
+            prefix=Path(info["prefix"]),
+            has_pip=bool(info["pip"]),
+            is_virtualenv=info["prefix"] != info["base_prefix"],
+            chosen_by=chosen_by,
+            site_packages=tuple(Path(p) for p in info.get("site", ())),
+        )
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError, AttributeError):
+        # not a Python, one that hangs, or one that answers something else ("{}")
         raise UsageError(
             f"{python} is not a working Python interpreter", "pass --python PATH to one"
         ) from None
-    return TargetEnv(
-        python=python,
-        python_version=info["version"] + ("t" if info.get("free_threaded") else ""),
-        prefix=Path(info["prefix"]),
-        has_pip=bool(info["pip"]),
-        is_virtualenv=info["prefix"] != info["base_prefix"],
-        chosen_by=chosen_by,
-        site_packages=tuple(Path(p) for p in info.get("site", ())),
-    )
 
 
 _TORCH_PROBE = r"""
@@ -201,11 +202,17 @@ def installed_torch_build(python: Path) -> dict[str, dict[str, Optional[str]]]:
     torch itself is never imported: that takes seconds and may fail for the very reasons
     we are checking.
     """
-    done = subprocess.run(
-        [str(python), "-I", "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=60, check=False
-    )
+    try:
+        done = subprocess.run(
+            [str(python), "-I", "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        raise UsageError(
+            f"{python} stopped answering while pip-gpu read its installed packages",
+            "check that it is a working Python interpreter (--python)",
+        ) from None
     try:
         data: dict[str, dict[str, Optional[str]]] = json.loads(done.stdout)
     except ValueError:
         return {}
-    return data
+    return data if isinstance(data, dict) else {}

@@ -152,6 +152,22 @@ def _family_requirements(requirements: Sequence[str]) -> list[str]:
 
 
 def cmd_uv_setup(args: argparse.Namespace) -> int:
+    """``uv setup``; a pyproject.toml whose tables have another shape is one error line."""
+    from packaging.requirements import InvalidRequirement
+
+    try:
+        return _uv_setup(args)
+    except (AttributeError, TypeError, KeyError) as exc:
+        raise UsageError(
+            f"pyproject.toml: a [project] or [tool.uv] value does not have the shape pip-gpu expects ({exc})",
+            "check [project] dependencies/optional-dependencies and [tool.uv] conflicts/sources/index "
+            "(index is an array of tables: [[tool.uv.index]])",
+        ) from None
+    except InvalidRequirement as exc:
+        raise UsageError(f"pyproject.toml: invalid requirement: {exc}", "fix it, then run again") from None
+
+
+def _uv_setup(args: argparse.Namespace) -> int:
     import tomlkit
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -160,6 +176,7 @@ def cmd_uv_setup(args: argparse.Namespace) -> int:
     from .decide import variant_index_url
     from .knowledge import load_knowledge
     from .plan import decide_for
+    from .redact import strip_credentials
 
     folder = Path(args.project or os.getcwd()).absolute()
     path = folder / "pyproject.toml"
@@ -167,7 +184,10 @@ def cmd_uv_setup(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no pyproject.toml in {folder}", "create the project first (uv init), or pass --project"
         )
-    document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.TOMLKitError) as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}", "fix the file, then run again") from None
     knowledge = load_knowledge()
     family_names = {canonicalize_name(m.name) for m in knowledge.family}
     project = document.setdefault("project", tomlkit.table())
@@ -241,7 +261,9 @@ def cmd_uv_setup(args: argparse.Namespace) -> int:
     for variant in variants:
         entry = tomlkit.table()
         entry["name"] = INDEX_PREFIX + variant
-        entry["url"] = variant_index_url(plan.pytorch_index, variant)
+        # credentials stay in the user's configuration (netrc, UV_INDEX_*), never in the project
+        url = variant_index_url(plan.pytorch_index, variant)
+        entry["url"] = strip_credentials(url) if url else url
         entry["explicit"] = True
         entry.add(tomlkit.nl())
         indexes.append(entry)

@@ -1,0 +1,118 @@
+"""Credentials in URLs, in one place: hidden for display, removed for files, split off for children.
+
+A URL may carry secrets in its userinfo (``user:password@``, where RFC 3986 section 3.2.1
+allows unreserved characters, percent-escapes, ``:`` and the sub-delimiters ``!$&'()*+,;=``)
+and in query or fragment values whose keys name a secret (``token=``, ``pass=``, ``session=``...).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+__all__ = ["is_secret_key", "redact_url", "split_userinfo", "strip_credentials"]
+
+# The authority may hold any userinfo character, quotes included, up to the last "@" before
+# the path; the rest of the URL stops at white space, quotes or angle brackets.
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/?#]*@)?[^\s'\"<>]*")
+_SECRET_KEY_RE = re.compile(
+    r"token|key|pass|pw|secret|auth|sig|session|access|credential|cred|jwt|bearer|cookie",
+    re.IGNORECASE,
+)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a query or fragment key names a secret (``access_token``, ``pw``, ``X-Sig``...)."""
+    return bool(_SECRET_KEY_RE.search(urllib.parse.unquote(key)))
+
+
+def _pairs(text: str, keep_secret: bool, mask: str) -> str:
+    out = []
+    for pair in text.split("&"):
+        key, equals, value = pair.partition("=")
+        if equals and value and is_secret_key(key):
+            if not keep_secret:
+                continue
+            pair = f"{key}={mask}"
+        out.append(pair)
+    return "&".join(out)
+
+
+def _userinfo_end(rest: str) -> int:
+    """Index of the "@" that ends the userinfo in ``rest`` (after ``://``), or -1."""
+    path_start = len(rest)
+    for index, char in enumerate(rest):
+        if char in "/?#":
+            path_start = index
+            break
+    # a password may hold "/", "?" or "#" only percent-encoded; an "@" after the path starts
+    # belongs to the path
+    return rest.rfind("@", 0, path_start)
+
+
+def _parts(url: str) -> tuple[str, str, str, str]:
+    """scheme, userinfo, host and port, and the rest (path, query, fragment)."""
+    scheme, _, rest = url.partition("://")
+    at = _userinfo_end(rest)
+    userinfo, rest = (rest[:at], rest[at + 1 :]) if at != -1 else ("", rest)
+    cut = next((i for i, char in enumerate(rest) if char in "/?#"), len(rest))
+    return scheme, userinfo, rest[:cut], rest[cut:]
+
+
+def _clean_tail(tail: str, mask: str | None) -> str:
+    """Secret query and fragment values masked (``mask``) or removed (None)."""
+    before_fragment, hash_mark, fragment = tail.partition("#")
+    path, question, query = before_fragment.partition("?")
+    keep = mask is not None
+    if question:
+        query = _pairs(query, keep, mask or "")
+    if hash_mark:
+        fragment = _pairs(fragment, keep, mask or "")
+    text = path
+    if question and (query or keep):
+        text += f"?{query}"
+    if hash_mark and (fragment or keep):
+        text += f"#{fragment}"
+    return text
+
+
+def _redact_one(url: str) -> str:
+    scheme, userinfo, hostport, tail = _parts(url)
+    authority = f"***@{hostport}" if userinfo else hostport
+    return f"{scheme}://{authority}{_clean_tail(tail, '***')}"
+
+
+def _strip_one(url: str) -> str:
+    scheme, _, hostport, tail = _parts(url)
+    return f"{scheme}://{hostport}{_clean_tail(tail, None)}"
+
+
+def redact_url(text: str) -> str:
+    """Hide credentials before printing: ``user:password@`` becomes ``***@`` and secret query
+    and fragment values become ``***``.
+
+    Works on a bare URL or on any text with URLs in it (a requirement line, a message).
+    """
+    return _URL_RE.sub(lambda match: _redact_one(match.group(0)), text)
+
+
+def strip_credentials(text: str) -> str:
+    """Remove ``user:password@`` and secret query and fragment values from every URL in ``text``.
+
+    Unlike :func:`redact_url` (``***`` for display), the result is still a usable URL: a lock
+    or a ``pyproject.toml`` is read by installers, which get credentials from the user's own
+    configuration (netrc, keyring, ``UV_INDEX_*``), never from the file.
+    """
+    return _URL_RE.sub(lambda match: _strip_one(match.group(0)), text)
+
+
+def split_userinfo(url: str) -> tuple[str, str, str, str]:
+    """``(url without userinfo, host, user, password)``, unquoted; user is "" when none."""
+    scheme, userinfo, hostport, tail = _parts(url)
+    if not userinfo:
+        return url, "", "", ""
+    user, _, password = userinfo.partition(":")
+    host = hostport.rsplit(":", 1)[0] if not hostport.endswith("]") else hostport
+    host = host.strip("[]")
+    bare = f"{scheme}://{hostport}{tail}"
+    return bare, host, urllib.parse.unquote(user), urllib.parse.unquote(password)

@@ -1,0 +1,300 @@
+"""Locks, round 2: a tampered lock is refused before anything changes, ``lock`` never writes
+what ``sync`` would refuse, and ``check``/``doctor`` never call a damaged environment OK."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.cli import PLUGIN, assert_one_line_error, pip_gpu, tree_snapshot
+from support.index import IndexServer, installed_versions, make_venv, pip_env, site_packages, uv_env
+from support.locks import fixture_lock, fixture_lock_text
+
+A100_ON_535 = ["--driver", "535.104.05", "--compute-capability", "8.0"]
+
+pytestmark = pytest.mark.slow
+
+
+def _env(index: IndexServer, tmp_path: Path) -> dict[str, str]:
+    env = {**pip_env(tmp_path / "pip-cache"), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
+    env.update(PIP_INDEX_URL=index.pypi_url, UV_DEFAULT_INDEX=index.pypi_url)
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    return env
+
+
+def _elsewhere(server: IndexServer) -> str:
+    """The same server under another host name: downloads work, the origin is not the index's."""
+    return server.base_url.replace("127.0.0.1", "localhost")
+
+
+def _packages_appended(text: str, entry: str) -> str:
+    head, _, tail = text.partition("[tool.pip-gpu]")
+    return head + entry + "\n[tool.pip-gpu]" + tail
+
+
+def _no_index_lines_torch_elsewhere(text: str, server: IndexServer, project: Path) -> str:
+    text = re.sub(r'(?m)^index = ".*"\n', "", text)
+    return text.replace(
+        f'url = "{server.base_url}/whl/cpu/torch', f'url = "{_elsewhere(server)}/whl/cpu/torch'
+    )
+
+
+def _whole_variant_index_moved(text: str, server: IndexServer, project: Path) -> str:
+    """[tool.pip-gpu] index, every package index and every URL on another host, consistently;
+    only the recorded pytorch-index still says where the lock was made from."""
+    kept = f'pytorch-index = "{server.pytorch_url}"'
+    return text.replace(server.base_url, _elsewhere(server)).replace(
+        f'pytorch-index = "{_elsewhere(server)}/whl"', kept
+    )
+
+
+def _url_and_hash_elsewhere(text: str, server: IndexServer, project: Path) -> str:
+    assert server.tree is not None
+    pypi = next(w for w in server.tree.files_for("pypi", "torch") if w.version == "2.5.1")
+    ours = next(w for w in server.tree.files_for("cpu", "torch") if w.version == "2.5.1+cpu")
+    text = text.replace(ours.sha256, pypi.sha256)
+    return text.replace(
+        f"{server.base_url}/whl/cpu/torch-2.5.1%2Bcpu-py3-none-any.whl",
+        f"{_elsewhere(server)}/pypi/packages/torch-2.5.1-py3-none-any.whl",
+    )
+
+
+def _archive_entry(text: str, server: IndexServer, project: Path) -> str:
+    assert server.tree is not None
+    wheel = next(w for w in server.tree.files_for("cpu", "filelock"))
+    return _packages_appended(
+        text,
+        '[[packages]]\nname = "sneaky"\nversion = "1.0"\n'
+        f'[packages.archive]\nurl = "{server.base_url}/whl/filelock-3.13.1-py3-none-any.whl"\n'
+        f'hashes = {{sha256 = "{wheel.sha256}"}}\n',
+    )
+
+
+def _directory_entry(text: str, server: IndexServer, project: Path) -> str:
+    source = project / "sneaky-src"
+    source.mkdir()
+    (source / "setup.py").write_text(
+        f"open({str(project / 'BUILD-BACKEND-RAN')!r}, 'w').close()\n"
+        "from setuptools import setup\nsetup(name='sneaky', version='1.0')\n"
+    )
+    return _packages_appended(
+        text, '[[packages]]\nname = "sneaky"\n[packages.directory]\npath = "sneaky-src"\n'
+    )
+
+
+def _vcs_entry(text: str, server: IndexServer, project: Path) -> str:
+    return _packages_appended(
+        text,
+        '[[packages]]\nname = "sneaky"\n[packages.vcs]\ntype = "git"\n'
+        f'url = "https://example.invalid/sneaky.git"\ncommit-id = "{"0" * 40}"\n',
+    )
+
+
+TAMPERS = [
+    pytest.param(_no_index_lines_torch_elsewhere, "names no index", id="index-lines-deleted"),
+    pytest.param(
+        _whole_variant_index_moved, "is not the cpu index of the recorded", id="variant-index-moved"
+    ),
+    pytest.param(_url_and_hash_elsewhere, "is not on its index", id="url-and-hash-elsewhere"),
+    pytest.param(_archive_entry, "is an archive entry", id="archive"),
+    pytest.param(_directory_entry, "is a directory entry", id="directory"),
+    pytest.param(_vcs_entry, "is a vcs entry", id="vcs"),
+]
+
+
+@pytest.mark.parametrize(("tamper", "needle"), TAMPERS)
+def test_sync_refuses_a_tampered_lock_before_changing_anything(  # type: ignore[no-untyped-def]
+    fixture_index: IndexServer, tmp_path: Path, tamper, needle: str
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    lock = fixture_lock(fixture_index, project)
+    lock.write_text(tamper(lock.read_text(), fixture_index, project))
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    before = tree_snapshot(tmp_path / "venv")
+    for installer in ("uv", "pip"):
+        done = pip_gpu(
+            "sync", "--installer", installer, "--python", str(python), "--no-gpu",
+            env=_env(fixture_index, tmp_path), cwd=project, timeout=120,
+        )  # fmt: skip
+        if installer == "pip" and "no pip" in done.stderr:
+            continue  # this venv has no pip: the refusal above covers the pip path's check too
+        assert_one_line_error(done, "pylock.cpu.toml", needle)
+    assert tree_snapshot(tmp_path / "venv") == before
+    assert not (project / "BUILD-BACKEND-RAN").exists()
+
+
+def _cpu_torch_in_the_cu124_lock(text: str, server: IndexServer) -> str:
+    """torch's cu124 entry swapped, consistently (URL, hash, version), for the real +cpu wheel."""
+    assert server.tree is not None
+    cpu = next(w for w in server.tree.files_for("cpu", "torch") if w.version == "2.5.1+cpu")
+    gpu = next(w for w in server.tree.files_for("cu124", "torch") if w.version == "2.5.1+cu124")
+    text = text.replace(gpu.sha256, cpu.sha256).replace(f"size = {gpu.size}\n", f"size = {cpu.size}\n")
+    text = text.replace("whl/cu124/torch-2.5.1%2Bcu124", "whl/cpu/torch-2.5.1%2Bcpu")
+    return text.replace("torch-2.5.1+cu124", "torch-2.5.1+cpu").replace('"2.5.1+cu124"', '"2.5.1+cpu"')
+
+
+def test_a_cpu_torch_in_a_cuda_lock_is_refused_by_sync_and_reported_by_check(
+    fixture_index: IndexServer, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    env = _env(fixture_index, tmp_path)
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    # the environment holds exactly what the tampered lock lists: torch 2.5.1+cpu and filelock
+    fixture_lock(fixture_index, project, "cpu")
+    done = pip_gpu("sync", "--python", str(python), "--no-gpu", env=env, cwd=project, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (project / "pylock.cpu.toml").unlink()
+    lock = project / "pylock.cu124.toml"
+    lock.write_text(_cpu_torch_in_the_cu124_lock(fixture_lock_text(fixture_index, "cu124"), fixture_index))
+    before = tree_snapshot(tmp_path / "venv")
+    done = pip_gpu("sync", "--python", str(python), *A100_ON_535, env=env, cwd=project, timeout=120)
+    assert_one_line_error(done, "pylock.cu124.toml", "+cpu")
+    assert tree_snapshot(tmp_path / "venv") == before
+    done = pip_gpu("check", "--python", str(python), *A100_ON_535, env=env, cwd=project)
+    assert done.returncode == 1 and "+cpu" in done.stdout, done.stdout + done.stderr
+
+
+# --- an index that serves the wrong build ----------------------------------------------------
+
+
+@pytest.fixture
+def cpu_behind_cu124(fixture_index: IndexServer, tmp_path: Path) -> Iterator[IndexServer]:
+    """A copy of the fixture index whose cu124 page for torch lists the +cpu builds."""
+    from support.index import serve
+
+    root = tmp_path / "mislabelled"
+    shutil.copytree(fixture_index.root, root)
+    for page in ("index.html", "index.json"):
+        shutil.copy(root / "whl" / "cpu" / "torch" / page, root / "whl" / "cu124" / "torch" / page)
+    with serve(root, tree=fixture_index.tree) as server:
+        yield server
+
+
+def test_lock_never_writes_a_cpu_torch_into_a_cuda_lock(
+    cpu_behind_cu124: IndexServer, tmp_path: Path
+) -> None:
+    env = _env(cpu_behind_cu124, tmp_path)
+    done = pip_gpu(
+        "lock", "torch>=2.5,<2.6", "--variants", "cu124", "--pytorch-index", cpu_behind_cu124.pytorch_url,
+        "--python-version", f"{sys.version_info[0]}.{sys.version_info[1]}", *A100_ON_535,
+        env=env, cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert_one_line_error(done, "pylock.cu124.toml", "+cpu")
+    assert not list(tmp_path.glob("pylock.*"))
+
+
+def test_install_names_a_contradicting_build_it_left(cpu_behind_cu124: IndexServer, tmp_path: Path) -> None:
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    done = pip_gpu(
+        "install", "torch>=2.5,<2.6", "--python", str(python), "--installer", "uv",
+        "--pytorch-index", cpu_behind_cu124.pytorch_url, *A100_ON_535,
+        env=_env(cpu_behind_cu124, tmp_path), cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert_one_line_error(done, "cu124 was decided", "left installed", "torch 2.5.1+cpu", status=1)
+
+
+# --- check and doctor ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def synced(fixture_index: IndexServer, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A project with the cpu fixture lock, synced into a venv without pip: (project, python, env)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    fixture_lock(fixture_index, project)
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    env = _env(fixture_index, tmp_path)
+    done = pip_gpu("sync", "--python", str(python), "--no-gpu", env=env, cwd=project, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=project).returncode == 0
+    return project, python, env
+
+
+def _check_and_doctor(project: Path, python: Path, env: dict[str, str], needle: str) -> None:
+    done = pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=project)
+    assert done.returncode == 1 and needle in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    done = pip_gpu("doctor", "--python", str(python), "--no-gpu", env=env, cwd=project, timeout=120)
+    assert done.returncode == 1 and needle in done.stdout, done.stdout + done.stderr
+
+
+def test_check_and_doctor_see_files_missing_from_an_installed_torch(
+    synced: tuple[Path, Path, dict[str, str]],
+) -> None:
+    """What a full disk leaves: torch's metadata in place, most of its files not."""
+    project, python, env = synced
+    package = site_packages(python) / "torch"
+    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in files[1:]:
+        path.unlink()
+    _check_and_doctor(project, python, env, "torch 2.5.1+cpu is damaged")
+
+
+def test_check_sees_a_removed_dependency_and_an_added_package(
+    synced: tuple[Path, Path, dict[str, str]],
+) -> None:
+    project, python, env = synced
+    shutil.rmtree(next(site_packages(python).glob("filelock-*.dist-info")))
+    _check_and_doctor(project, python, env, "filelock 3.13.1 is not installed")
+    extra = site_packages(python) / "extra_pkg-1.0.dist-info"
+    extra.mkdir()
+    (extra / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-pkg\nVersion: 1.0\n")
+    done = pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=project)
+    assert done.returncode == 1 and "extra-pkg 1.0 is installed, but" in done.stdout, done.stdout
+
+
+def test_a_tilde_leftover_is_not_torch(synced: tuple[Path, Path, dict[str, str]]) -> None:
+    """pip renames the dist-info it replaces to ``~orch-...`` and leaves it when killed."""
+    project, python, env = synced
+    real = next(site_packages(python).glob("torch-*.dist-info"))
+    leftover = real.with_name("~orch-2.4.1+cpu.dist-info")
+    shutil.copytree(real, leftover)
+    metadata = leftover / "METADATA"
+    metadata.write_text(metadata.read_text().replace("Version: 2.5.1+cpu", "Version: 2.4.1+cpu"))
+    shutil.rmtree(real)  # killed between the rename and the new install
+    done = pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=project)
+    assert done.returncode == 1 and "torch 2.5.1+cpu is not installed" in done.stdout, done.stdout
+    done = pip_gpu("sync", "--python", str(python), "--no-gpu", env=env, cwd=project, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert installed_versions(python)["torch"] == "2.5.1+cpu"
+    done = pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=project)
+    assert done.returncode == 0, done.stdout
+
+
+def test_check_reports_a_sync_that_did_not_finish(synced: tuple[Path, Path, dict[str, str]]) -> None:
+    """A sync killed mid-install leaves its record unfinished: check fails until a sync ends."""
+    project, python, env = synced
+    record_path = (
+        Path(
+            subprocess.run(
+                [str(python), "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True
+            ).stdout.strip()
+        )
+        / "pip-gpu-sync.json"
+    )
+    record = json.loads(record_path.read_text())
+    assert record["finished"] is True
+    record_path.write_text(json.dumps({**record, "finished": False}))  # as a SIGKILL leaves it
+    _check_and_doctor(project, python, env, "did not finish")
+    assert pip_gpu("sync", "--python", str(python), "--no-gpu", env=env, cwd=project).returncode == 0
+    assert pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=project).returncode == 0
+
+
+def test_the_fixture_lock_still_syncs_with_pip(fixture_index: IndexServer, tmp_path: Path) -> None:
+    """The control: every new check passes an honest lock, on the pip path too."""
+    fixture_lock(fixture_index, tmp_path)
+    python = make_venv(tmp_path / "venv", with_pip=True)
+    env = _env(fixture_index, tmp_path)
+    done = pip_gpu(
+        "sync", "--installer", "pip", "--python", str(python), "--no-gpu", env=env, cwd=tmp_path, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    assert pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=tmp_path).returncode == 0

@@ -1,0 +1,277 @@
+"""Credentials, round 2: never in a child's argv, never sent to another host after a redirect,
+never printed or written whatever characters they hold or whatever their query key is called."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from support.cli import PLUGIN, pip_gpu
+from support.index import IndexServer, installed_versions, make_venv, pip_env, uv_env
+
+from pip_gpu import index as index_module
+from pip_gpu.lockfile import strip_credentials
+from pip_gpu.requirements import redact_url
+
+A100_ON_535 = ["--driver", "535.104.05", "--compute-capability", "8.0"]
+
+# Every character RFC 3986 allows in userinfo, unescaped where it may be.
+USERINFO_CHARS = "-._~!$&'()*+,;=%40%3A"
+PASSWORDS = [
+    "s3cr3t'quote",
+    's3cr3t"dq',
+    "s3cr3t!$&'()*+,;=~",
+    "s3cr3t%40at%2Fslash",
+    "s3cr3t" + USERINFO_CHARS,
+]
+SECRET_KEYS = ["token", "pass", "password", "pw", "pwd", "session", "access", "access_token", "key", "sig"]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_no_password_character_escapes_redaction(password: str) -> None:
+    url = f"https://alice:{password}@mirror.example/whl/cu124"
+    for text in (url, f"see '{url}' here", f'"url": "{url}"', f"--index-url={url}"):
+        shown, written = redact_url(text), strip_credentials(text)
+        secret = password.split("'")[0].split('"')[0]
+        rest = password[len(secret) :]
+        assert secret not in shown and secret not in written, (shown, written)
+        assert (not rest or rest not in shown) and "mirror.example/whl/cu124" in shown
+        assert "mirror.example/whl/cu124" in written and "alice" not in written
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+@pytest.mark.parametrize("where", ["?", "#", "?a=1&", "?a=1#"])
+def test_secret_query_and_fragment_values_are_hidden(key: str, where: str) -> None:
+    url = f"https://mirror.example/whl{where}{key}=q-s3cr3t"
+    assert "q-s3cr3t" not in redact_url(url) and "q-s3cr3t" not in strip_credentials(url)
+    assert redact_url("https://h/x.whl#sha256=abc") == "https://h/x.whl#sha256=abc"  # not a secret
+
+
+def test_explain_json_and_errors_never_show_a_quoted_password(tmp_path: Path) -> None:
+    env = {**pip_env(), "PYTHONPATH": str(PLUGIN), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    index = "https://al'ice:p'w-s3cr3t@mirror.example/whl?session=q-s3cr3t#access=f-s3cr3t"
+    done = pip_gpu("explain", "torch==2.5.1", "--json", "--no-gpu", "--pytorch-index", index, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)  # still JSON
+    for secret in ("s3cr3t", "p'w"):
+        assert secret not in done.stdout + done.stderr
+
+
+# --- the installers' argv --------------------------------------------------------------------
+
+
+def _cmdlines_with(secret: str) -> list[str]:
+    """Every process on this machine whose argv holds ``secret`` (what ``ps`` shows)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if secret in argv:
+            found.append(argv)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_a_token_in_the_pytorch_index_never_reaches_an_argv(
+    index_server: IndexServer, tmp_path: Path, installer: str
+) -> None:
+    """The token is in PIP_GPU_PYTORCH_INDEX only; while the installer downloads, no process
+    on the machine has it in its argv, and the install still completes."""
+    python = make_venv(tmp_path / "venv", with_pip=installer == "pip")
+    secret = f"argv-s3cr3t-{os.getpid()}"
+    index = index_server.pytorch_url.replace("http://", f"http://alice:{secret}@")
+    env = {**pip_env(tmp_path / "pip-cache"), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
+    env.update(PIP_INDEX_URL=index_server.pypi_url, UV_DEFAULT_INDEX=index_server.pypi_url)
+    env.update(PIP_GPU_PYTORCH_INDEX=index, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    index_server.fail("/whl/cpu/torch-", "hang", hang_s=4)  # the installer waits on the wheel
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pip_gpu", "install", "torch==2.5.1", "--python", str(python),
+         "--installer", installer, "--no-gpu"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        seen += _cmdlines_with(secret)
+        if index_server.contacted("/whl/cpu/torch-"):
+            index_server.clear_failures()
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+    assert index_server.contacted("/whl/cpu/torch"), stderr
+    assert not seen, seen
+    assert secret not in stderr
+    assert process.returncode == 0, stderr
+    assert installed_versions(python)["torch"] == "2.5.1+cpu"
+
+
+# --- redirects -------------------------------------------------------------------------------
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers every GET with a redirect to ``target`` (or a tiny index page), noting headers."""
+
+    seen: list[tuple[str, str | None]]
+    target: str
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        if self.target and "final" not in self.path:
+            self.send_response(302)
+            self.send_header("Location", self.target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b'<a href="torch-2.5.1%2Bcpu-py3-none-any.whl">torch</a>'
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _serve(target: str) -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
+    seen: list[tuple[str, str | None]] = []
+    handler = type("Handler", (_Recorder,), {"seen": seen, "target": target})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_index_reads_never_send_credentials_to_another_host() -> None:
+    other = _serve("")
+    other_url, other_seen = next(other)
+    # "localhost" and "127.0.0.1" are different hosts to an HTTP client, as they are here
+    index = _serve(other_url.replace("127.0.0.1", "localhost") + "/final/torch/")
+    index_url, index_seen = next(index)
+    try:
+        files = index_module.fetch_project_files(
+            index_url.replace("http://", "http://alice:s3cr3t@") + "/whl/cpu/torch/", timeout=5
+        )
+        assert [f.filename for f in files] == ["torch-2.5.1+cpu-py3-none-any.whl"]
+        assert index_seen and index_seen[0][1] is not None  # the index itself got them
+        assert other_seen and all(auth is None for _, auth in other_seen), other_seen
+    finally:
+        for server in (index, other):
+            server.close()
+
+
+def test_index_reads_keep_credentials_on_a_same_host_redirect() -> None:
+    """A redirect within the index (``/whl/cpu/torch`` -> ``/final/torch/``) still authenticates."""
+    server = _serve("/final/torch/")
+    url, seen = next(server)
+    try:
+        index_module.fetch_project_files(url.replace("http://", "http://alice:s3cr3t@") + "/x/", timeout=5)
+        assert [path for path, _ in seen] == ["/x/", "/final/torch/"]
+        assert all(auth is not None for _, auth in seen), seen
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+def test_a_quoted_password_never_lands_in_a_lock(fixture_index: IndexServer, tmp_path: Path) -> None:
+    env = {**pip_env(tmp_path / "pip-cache"), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
+    env.update(PIP_INDEX_URL=fixture_index.pypi_url, UV_DEFAULT_INDEX=fixture_index.pypi_url)
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    index = fixture_index.pytorch_url.replace("http://", "http://al'ice:p'w-s3cr3t@") + "?session=q-s3cr3t"
+    done = pip_gpu(
+        "lock", "torch==2.5.1", "--variants", "cpu", "--pytorch-index", index, "--no-gpu",
+        "--python-version", f"{sys.version_info[0]}.{sys.version_info[1]}",
+        env=env, cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "pylock.cpu.toml").read_text()
+    assert "s3cr3t" not in text + done.stdout + done.stderr and "al'ice" not in text
+    assert f'index = "{fixture_index.variant_url("cpu")}"' in text
+
+
+class _Demands(BaseHTTPRequestHandler):
+    """An index that answers 401 until it gets Basic credentials, then 404: it notes them."""
+
+    seen: list[str | None]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization")
+        self.seen.append(auth)
+        self.send_response(404 if auth else 401)
+        if not auth:
+            self.send_header("WWW-Authenticate", 'Basic realm="index"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_the_installers_read_the_credentials_pip_gpu_takes_out_of_argv(
+    tmp_path: Path, installer: str
+) -> None:
+    """The other half of the argv promise: pip and uv still authenticate, from the netrc file."""
+    import base64
+
+    from support.index import uv_bin
+
+    from pip_gpu.children import private_command
+
+    seen: list[str | None] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Demands,), {"seen": seen}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    index = f"http://al'ice:p'w-s3cr3t@127.0.0.1:{server.server_address[1]}/simple"
+    argv = (
+        [
+            uv_bin(),
+            "pip",
+            "install",
+            "--dry-run",
+            "--python",
+            sys.executable,
+            "--index-url",
+            index,
+            "nothing-here",
+        ]
+        if installer == "uv"
+        else [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-d",
+            str(tmp_path),
+            "-i",
+            index,
+            "nothing-here",
+        ]
+    )
+    env = {**pip_env(), **uv_env(tmp_path / "uv-cache")}
+    try:
+        with private_command(argv, env) as (clean, child_env):
+            assert not [a for a in clean if "s3cr3t" in a], clean
+            subprocess.run(clean, env=child_env, capture_output=True, timeout=120, check=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    expected = "Basic " + base64.b64encode(b"al'ice:p'w-s3cr3t").decode()
+    assert expected in seen, seen
