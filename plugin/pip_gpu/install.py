@@ -10,26 +10,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 from packaging.utils import canonicalize_name
 
 from .errors import EXIT_OK, InstallerFailed, NoBuildRuns, PipGpuError, UsageError
-from .plan import Plan, decide_for, rewrite_pins, routing_only_pins
-from .requirements import RewritePin, parse_requirement_args, redact_url
+from .plan import Plan, decide_for, rewrite_pins
+from .requirements import RewritePin, redact_url
 from .route import (
+    FamilyFile,
     InstallerCommand,
     Routing,
-    pip_family_command,
+    family_files_from_report,
+    pip_command,
+    pip_family_probe,
     pip_hashed_command,
-    pip_rest_command,
     uses_hashes,
     uv_command,
 )
@@ -186,25 +190,21 @@ def run_install(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
         workdir = Path(scratch)
-        commands = _first_commands(
-            plan, target, installer, _passthrough(args), workdir, uv=getattr(args, "uv_binary", None)
-        )
+        uv = _uv_binary(getattr(args, "uv_binary", None)) if installer == "uv" else ""
+        routing = _routing(plan, target, _passthrough(args), workdir, rewrite_pins(plan))
         if args.dry_run:
-            second_run = _needs_second_pip_run(plan, installer, _passthrough(args))
+            commands = _dry_run_commands(plan, routing, installer, uv)
             if args.json:
-                print(
-                    json.dumps(_dry_run_json(plan, host, target, installer, commands, second_run), indent=2)
-                )
+                print(json.dumps(_dry_run_json(plan, host, target, installer, commands), indent=2))
                 return EXIT_OK
             for command in commands:
                 _show(command)
-            if second_run:
-                say("pip-gpu: then pip run 2 of 2 installs the other requirements, the family held in place")
             return EXIT_OK
-        for command in commands:
-            _run(command)
-        if _needs_second_pip_run(plan, installer, _passthrough(args)):
-            _pip_second_run(plan, target, _passthrough(args), workdir)
+        try:
+            _install(plan, routing, installer, uv)
+        except InstallerFailed as failure:
+            _unreachable_variant_index(plan, failure)
+            raise
     _verify(plan, target)
     # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
     if not args.dry_run and not getattr(args, "no_lock", False):
@@ -214,78 +214,181 @@ def run_install(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _needs_second_pip_run(plan: Plan, installer: str, installer_args: Sequence[str]) -> bool:
-    return (
-        installer == "pip"
-        and plan.installs_something_else()
-        and not uses_hashes(plan.lines, installer_args, _global_options(plan))
-    )
+def _install(plan: Plan, routing: Routing, installer: str, uv: str) -> None:
+    """Resolve where the family comes from, then run the installer once, in the open."""
+    lines = list(plan.lines)
+    if installer == "uv":
+        pulled_in = _uv_family_elsewhere(plan, routing, uv) if routing.variant_index else []
+        _run(uv_command(routing, lines, uv=uv, pulled_in=pulled_in))
+        return
+    if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
+        _run(pip_hashed_command(routing, lines))
+        return
+    family = _pip_family_files(plan, routing, [])
+    if plan.installs_something_else():
+        # Something else may bring in a family member (a library that needs torchvision):
+        # resolve the whole request first, and route what it would take from elsewhere.
+        elsewhere = _pip_family_elsewhere(plan, routing, family)
+        if elsewhere:
+            _stderr(
+                f"pip-gpu: {', '.join(elsewhere)} pulled in by other requirements: "
+                "routed to the variant index"
+            )
+            family = _pip_family_files(plan, routing, elsewhere)
+    _run(pip_command(routing, lines, family))
 
 
-def _pip_second_run(plan: Plan, target: TargetEnv, installer_args: list[str], workdir: Path) -> None:
-    """Everything else, after making sure it pulls no family package from another index.
-
-    A dry run shows what pip would install; a family member among it (a library that
-    depends on torchvision, say) is installed from the variant index first.
-    """
-
-    routing = _routing(plan, target, installer_args, workdir, routing_only_pins(plan))
-
-    def second_run() -> InstallerCommand:
-        closure = family_closure(target.python, sorted(plan.family_names))
-        return pip_rest_command(routing, plan.other_lines(), constraints=closure)
-
-    pulled_in = _family_in_dry_run(second_run(), plan, workdir)
-    if pulled_in:
-        _stderr(
-            f"pip-gpu: {', '.join(pulled_in)} pulled in by other requirements: "
-            "installing from the variant index"
-        )
-        _run(pip_family_command(routing, parse_requirement_args(pulled_in)))
-    _run(second_run())
-
-
-def _family_in_dry_run(command: InstallerCommand, plan: Plan, workdir: Path) -> list[str]:
-    report = workdir / "dry-run-report.json"
-    quiet = [a for a in command.argv if a not in ("-v", "--verbose")]
-    dry = InstallerCommand(
-        argv=(*quiet, "--dry-run", "--quiet", "--report", str(report)),
-        purpose="pip: checking what the other requirements pull in",
-        env=command.env,
-        files=command.files,
-    )
-    _run(dry)
-    try:
-        data = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _pip_family_files(plan: Plan, routing: Routing, pulled_in: Sequence[str]) -> list[FamilyFile]:
+    """The files pip takes for the family on the variant index, found by a dry run there."""
+    if not any(not line.constraint for line in plan.family_lines()) and not pulled_in:
         return []
-    names = {canonicalize_name(item["metadata"]["name"]) for item in data.get("install", [])}
-    return sorted(names & plan.family_names)
+    report = routing.workdir / "family-report.json"
+    _run(pip_family_probe(routing, plan.family_lines(), pulled_in, report))
+    return family_files_from_report(_read_report(report), plan.family_names)
+
+
+def _pip_family_elsewhere(plan: Plan, routing: Routing, family: Sequence[FamilyFile]) -> list[str]:
+    """Family members the whole request would take from an index other than the variant index."""
+    report = routing.workdir / "request-report.json"
+    command = pip_command(routing, list(plan.lines), family)
+    quiet = [a for a in command.argv if a not in ("-v", "--verbose")]
+    _run(
+        InstallerCommand(
+            argv=(*quiet, "--dry-run", "--quiet", "--report", str(report)),
+            purpose="pip: checking what the other requirements pull in (dry run)",
+            env=command.env,
+            files=command.files,
+        )
+    )
+    routed = {file.url.split("#", 1)[0] for file in family}
+    found = family_files_from_report(_read_report(report), plan.family_names)
+    return sorted({file.name for file in found if file.url.split("#", 1)[0] not in routed})
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PipGpuError(
+            f"pip wrote no readable --report ({exc})", "pip-gpu needs pip >= 22.2 in the target environment"
+        ) from None
+    return data
+
+
+_FROM_RE = re.compile(r"^\s+#\s+from\s+(\S+)")
+_PINNED_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==")
+
+
+def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
+    """Family members uv would take from an index other than the variant index.
+
+    uv's sources route only direct requirements; what torch or another library brings in
+    (``triton``, torchvision) is found by resolving first (``uv pip compile``, which names
+    the index of every package) and then routed as if the user had named it.
+    """
+    out = routing.workdir / "resolved.txt"
+    compile_routing = replace(
+        routing, installer_args=[*_uv_resolution_args(routing.installer_args), "--quiet", "--no-header"]
+    )
+    command = uv_command(compile_routing, list(plan.lines), uv=uv, subcommand="compile")
+    _run(
+        replace(
+            command,
+            argv=(*command.argv, "--emit-index-annotation", "-o", str(out)),
+            purpose="uv: checking where each package would come from (resolution only)",
+        )
+    )
+    return family_from_elsewhere(out.read_text(encoding="utf-8"), plan.family_names, routing.variant_index)
+
+
+def family_from_elsewhere(
+    annotated: str, family_names: frozenset[str], variant_index: Optional[str]
+) -> list[str]:
+    """Family members a ``--emit-index-annotation`` resolution takes from another index."""
+    elsewhere: list[str] = []
+    current: Optional[str] = None
+    for line in annotated.splitlines():
+        pinned = _PINNED_RE.match(line)
+        if pinned:
+            current = canonicalize_name(pinned.group(1))
+            continue
+        found = _FROM_RE.match(line)
+        if (
+            found
+            and current in family_names
+            and found.group(1).rstrip("/") != (variant_index or "").rstrip("/")
+        ):
+            elsewhere.append(current)
+    return sorted(set(elsewhere))
+
+
+# uv pip install options that uv pip compile does not take.
+_INSTALL_ONLY = frozenset(
+    {
+        "--reinstall",
+        "--force-reinstall",
+        "--break-system-packages",
+        "--exact",
+        "--strict",
+        "--compile-bytecode",
+        "--no-deps",
+        "--require-hashes",
+        "--user",
+        "--system",
+    }
+)
+
+
+def _uv_resolution_args(installer_args: Sequence[str]) -> list[str]:
+    return [a for a in installer_args if a.split("=", 1)[0] not in _INSTALL_ONLY]
+
+
+def _dry_run_commands(plan: Plan, routing: Routing, installer: str, uv: str) -> list[InstallerCommand]:
+    """What would run, without resolving anything: the family not yet pinned to files."""
+    lines = list(plan.lines)
+    if installer == "uv":
+        return [uv_command(routing, lines, uv=uv)]
+    if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
+        return [pip_hashed_command(routing, lines)]
+    commands = []
+    if any(not line.constraint for line in plan.family_lines()):
+        commands.append(
+            pip_family_probe(routing, plan.family_lines(), [], routing.workdir / "family-report.json")
+        )
+    commands.append(pip_command(routing, lines, []))
+    return commands
+
+
+def _unreachable_variant_index(plan: Plan, failure: InstallerFailed) -> None:
+    """After a failed run: when the variant index cannot be reached, say that, not the resolver's words."""
+    index = plan.decision.index_url
+    if index is None:
+        return
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(index.rstrip("/") + "/", timeout=10):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers: the installer's own message said what was wrong
+    except (OSError, ValueError):
+        pass
+    parts = urllib.parse.urlsplit(index)
+    where = parts.hostname or index
+    if parts.port:
+        where += f":{parts.port}"
+    raise PipGpuError(
+        f"the variant index {redact_url(index)} ({where}) cannot be reached, so the torch family "
+        "could not be fetched",
+        f"check the network and the proxy settings (HTTPS_PROXY, NO_PROXY) for {where}, "
+        "or pass --pytorch-index URL of a mirror that can be reached",
+    ) from failure
 
 
 def _global_options(plan: Plan) -> list[tuple[str, ...]]:
     return [opt for f in plan.files for opt in f.global_options]
-
-
-def _first_commands(
-    plan: Plan,
-    target: TargetEnv,
-    installer: str,
-    installer_args: Sequence[str],
-    workdir: Path,
-    *,
-    uv: Optional[str] = None,
-) -> list[InstallerCommand]:
-    routing = _routing(plan, target, installer_args, workdir, rewrite_pins(plan))
-    lines = list(plan.lines)
-    if installer == "uv":
-        return [uv_command(routing, lines, uv=_uv_binary(uv))]
-    if uses_hashes(lines, installer_args, _global_options(plan)):
-        return [pip_hashed_command(routing, lines)]
-    family = plan.family_lines()
-    if not any(not line.constraint for line in family):
-        return []  # nothing of the family asked for directly; the second run checks the rest
-    return [pip_family_command(routing, family)]
 
 
 def _routing(
@@ -311,7 +414,6 @@ def _dry_run_json(
     target: TargetEnv,
     installer: str,
     commands: Sequence[InstallerCommand],
-    second_pip_run: bool,
 ) -> dict[str, Any]:
     """``install --dry-run --json``: the decision and the exact commands, credentials removed."""
     from .report import decision_json
@@ -333,7 +435,6 @@ def _dry_run_json(
             }
             for command in commands
         ],
-        "second_pip_run": second_pip_run,
     }
 
 
@@ -364,6 +465,7 @@ def _environment(changes: Mapping[str, str]) -> dict[str, str]:
 def _run(command: InstallerCommand) -> None:
     """Run the installer in the foreground; Ctrl-C reaches it, and we wait for it to stop."""
     for path, content in command.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content, encoding="utf-8")
     try:
         process = subprocess.Popen(list(command.argv), env=_environment(command.env))
@@ -387,45 +489,6 @@ def _run(command: InstallerCommand) -> None:
         if status < 0 and -status == signal.SIGINT:
             raise KeyboardInterrupt
         raise InstallerFailed(f"{command.purpose}: the installer exited with status {status}", status)
-
-
-_CLOSURE_PROBE_STDLIB = r"""
-import json, re, sys, importlib.metadata as md
-def canon(n): return re.sub(r"[-_.]+", "-", n).lower()
-roots = json.loads(sys.argv[1])
-seen, out, todo = set(), [], list(roots)
-while todo:
-    name = canon(todo.pop())
-    if name in seen: continue
-    seen.add(name)
-    try: dist = md.distribution(name)
-    except md.PackageNotFoundError: continue
-    out.append(f"{canon(dist.metadata['Name'])}=={dist.version}")
-    for req in dist.requires or ():
-        spec = req.split(";")[0]
-        if ";" in req and "extra" in req.split(";", 1)[1]: continue
-        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
-        if m: todo.append(m.group(1))
-print(json.dumps(sorted(out)))
-"""
-
-
-def family_closure(python: Path, roots: Sequence[str]) -> list[str]:
-    """``name==version`` for the installed family and everything it depends on, in the target."""
-    done = subprocess.run(
-        [str(python), "-I", "-c", _CLOSURE_PROBE_STDLIB, json.dumps(list(roots))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    try:
-        result: list[str] = json.loads(done.stdout)
-    except ValueError:
-        raise PipGpuError(
-            f"could not read the installed packages of {python}: {done.stderr.strip()}"
-        ) from None
-    return result
 
 
 def _verify(plan: Plan, target: TargetEnv) -> None:
