@@ -181,7 +181,7 @@ def test_dry_run_prints_the_commands_and_installs_nothing(env, tmp_path: Path, i
     done = pip_gpu("torch==2.5.1", "torchvision", "--python", str(python), "--dry-run", *A100_ON_535, env=env)
     assert done.returncode == 0, done.stderr
     # the family goes to the variant index as an explicit index, by name
-    assert f"url = \"{index_server.pytorch_url}/cu124\"" in done.stdout and "explicit = true" in done.stdout
+    assert f'url = "{index_server.pytorch_url}/cu124"' in done.stdout and "explicit = true" in done.stdout
     assert '[tool.uv.sources.torch]\n#   index = "pip-gpu-variant"' in done.stdout
     assert "torch==2.5.1+cu124" in done.stdout and "torchvision==0.20.*" in done.stdout
     assert "torch" not in installed_versions(python)
