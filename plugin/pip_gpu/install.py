@@ -368,17 +368,17 @@ def _unreachable_variant_index(plan: Plan, failure: InstallerFailed) -> None:
     import urllib.parse
     import urllib.request
 
+    parts = urllib.parse.urlsplit(index)
+    where = parts.netloc.rpartition("@")[2] or redact_url(index)  # host:port, no credentials
+    # Asked without the credentials: an answer of any kind (401 included) means it is there.
+    anonymous = urllib.parse.urlunsplit((parts.scheme, where, parts.path.rstrip("/") + "/", "", ""))
     try:
-        with urllib.request.urlopen(index.rstrip("/") + "/", timeout=10):
+        with urllib.request.urlopen(anonymous, timeout=10):
             return
     except urllib.error.HTTPError:
         return  # it answers: the installer's own message said what was wrong
     except (OSError, ValueError):
         pass
-    parts = urllib.parse.urlsplit(index)
-    where = parts.hostname or index
-    if parts.port:
-        where += f":{parts.port}"
     raise PipGpuError(
         f"the variant index {redact_url(index)} ({where}) cannot be reached, so the torch family "
         "could not be fetched",
