@@ -200,9 +200,11 @@ def uv_command(
     argv = [uv, "pip", subcommand, "--python", str(routing.python), *routing.installer_args]
     if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
         # No variant index (macOS: PyPI's build), or every file pinned by hash: then the
-        # variant index joins the user's, and the hashes decide what may be installed.
+        # variant index joins the user's, every index is searched for each pin (as pip
+        # does), and the hashes decide what may be installed.
         if routing.variant_index is not None:
             argv += ["--index", f"{VARIANT_INDEX_NAME}={routing.variant_index}"]
+            argv += ["--index-strategy", "unsafe-best-match"]
         all_args, all_files = _requirement_files(
             routing, "requirements", lines, routing.global_options, positional=positional
         )
