@@ -74,7 +74,7 @@ def test_build_is_deterministic_and_fast(tmp_path: Path) -> None:
 
 def test_catalogue_matches_the_real_layout(tmp_path: Path) -> None:
     tree = build_index(tmp_path)
-    assert tree.variants == ("cpu", "cu118", "cu121", "cu124", "cu126")
+    assert tree.variants == ("cpu", "cu118", "cu121", "cu124", "cu126", "cu130")
     assert tree.versions("cu124", "torch") == [
         "2.4.1+cu124",
         "2.5.0+cu124",
@@ -95,7 +95,7 @@ def test_catalogue_matches_the_real_layout(tmp_path: Path) -> None:
     assert tree.versions("cu124", "numpy") == ["1.26.4"]
     assert tree.versions("pypi", "numpy") == ["1.26.4", pytorch_index.PYPI_NUMPY]
     # CUDA builds pull triton (served there); CPU builds do not
-    assert tree.versions("cu124", "triton") == ["3.0.0", "3.1.0", "3.2.0"]
+    assert tree.versions("cu124", "triton") == ["3.0.0", "3.1.0", "3.2.0", "3.5.1"]
     assert not tree.files_for("cpu", "triton")
     assert tree.versions("pypi", "torch") == ["2.5.1", "2.6.0"]
     assert tree.versions("pypi", "fixture-lib") == ["1.0.0", "1.1.0"]

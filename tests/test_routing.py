@@ -67,6 +67,33 @@ def test_numpy_comes_from_the_default_index_and_torch_from_the_variant_index(
     assert done.stderr.strip().splitlines()[-1].startswith("pip-gpu: verified: torch 2.5.1+cu124 (CUDA 12.4)")
 
 
+def test_a_cuda_13_torch_takes_its_cuda_libraries_from_the_default_index(
+    index_server: IndexServer, tmp_path: Path, installer_venv: tuple[str, Path]
+) -> None:
+    """The 2.9+ shape: cuda-toolkit[...] extras and nvidia-cudnn-cu13 are ordinary packages
+    (PyPI's), triton~=3.5 is the family's (the variant index's)."""
+    installer, python = installer_venv
+    done = pip_gpu(
+        "install", "torch==2.9.1", "numpy", "--python", str(python), "--installer", installer,
+        "--variant", "cu130", "--pytorch-index", index_server.pytorch_url,
+        "--driver", "580.82.07", "--compute-capability", "9.0",
+        env=_env(index_server, tmp_path), timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(python)
+    assert versions["torch"] == "2.9.1+cu130" and versions["numpy"] == NEW_NUMPY
+    assert {"cuda-toolkit", "nvidia-cublas", "nvidia-cuda-runtime", "nvidia-cudnn-cu13"} <= set(versions)
+    fetched = {r.path for r in index_server.requests if r.method == "GET"}
+    assert "/whl/triton-3.5.1-py3-none-any.whl" in fetched
+    for wheel in ("cuda_toolkit-13.0.2", "nvidia_cudnn_cu13-9.13.0.50", "nvidia_cublas-13.0.2.14"):
+        assert f"/pypi/packages/{wheel}-py3-none-any.whl" in fetched
+        # pip's dry run against the variant index (which picks the family's files) may read
+        # these there too; uv's resolution reads metadata only, so nothing else touches them
+        if installer == "uv":
+            assert f"/whl/{wheel}-py3-none-any.whl" not in fetched
+    assert done.stderr.strip().splitlines()[-1].startswith("pip-gpu: verified: torch 2.9.1+cu130 (CUDA 13.0)")
+
+
 def test_lock_records_the_same_sources(index_server: IndexServer, tmp_path: Path) -> None:
     (tmp_path / "requirements.in").write_text("torch==2.5.1\nnumpy\n")
     done = pip_gpu(
