@@ -16,11 +16,28 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "-q", *session.posargs)
 
 
+@nox.session
+def realwheels(session: nox.Session) -> None:
+    """The real torch 2.14.1 CUDA 13.0 wheel (relabelled +cu130) through real pip and real uv.
+
+    The default ``tests`` session runs the uv install only; this adds pip, which copies the
+    whole CUDA stack (several GB). Wheels are cached in ~/.cache/pip-gpu-tests/realwheels.
+    """
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest", "-q", "-m", "realwheels or not realwheels", "tests/test_real_wheels.py", *session.posargs
+    )
+
+
 @nox.session(python=["3.9", "3.12"], name="tests-other-pythons")
 def tests_other_pythons(session: nox.Session) -> None:
-    """The suite on the oldest and a newer supported Python (not part of CI's default)."""
+    """The suite on the oldest and a newer supported Python (not part of CI's default).
+
+    Without the real-wheel install: torch 2.14.1 publishes no wheel for Python 3.9, and the
+    default ``tests`` session runs it.
+    """
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", "--deselect", "tests/test_real_wheels.py", *session.posargs)
 
 
 @nox.session

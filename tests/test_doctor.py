@@ -87,7 +87,12 @@ def envs(fixture_index: IndexServer, tmp_path_factory: pytest.TempPathFactory) -
     cu124, cpu, mixed, unpaired, empty, broken = (
         venv(n) for n in ("cu124", "cpu", "mixed", "unpaired", "empty", "broken")
     )
-    _pip_install(fixture_index, "cu124", ["torch==2.5.1+cu124", "torchvision==0.20.1+cu124"], python=cu124)
+    _pip_install(
+        fixture_index,
+        "cu124",
+        ["torch==2.5.1+cu124", "torchvision==0.20.1+cu124", "triton==3.1.0"],
+        python=cu124,
+    )
     _pip_install(fixture_index, "cpu", ["torch==2.5.1+cpu"], python=cpu)
     _pip_install(fixture_index, "cu124", ["torch==2.5.1+cu124"], python=mixed)
     _pip_install(fixture_index, "cpu", ["torchvision==0.20.1+cpu"], python=mixed)

@@ -74,7 +74,7 @@ def test_build_is_deterministic_and_fast(tmp_path: Path) -> None:
 
 def test_catalogue_matches_the_real_layout(tmp_path: Path) -> None:
     tree = build_index(tmp_path)
-    assert tree.variants == ("cpu", "cu118", "cu121", "cu124", "cu126")
+    assert tree.variants == ("cpu", "cu118", "cu121", "cu124", "cu126", "cu130")
     assert tree.versions("cu124", "torch") == [
         "2.4.1+cu124",
         "2.5.0+cu124",
@@ -86,10 +86,17 @@ def test_catalogue_matches_the_real_layout(tmp_path: Path) -> None:
     assert tree.files_for("cu124", "nvidia-cuda-runtime-cu12")[0].version == "12.4.127"
     assert tree.files_for("cu118", "nvidia-cuda-runtime-cu11")[0].version == "11.8.89"
     assert not tree.files_for("cpu", "nvidia-cuda-runtime-cu12")
-    # the planted packages exist on "PyPI" only
-    assert tree.versions("pypi", "filelock") == ["3.13.1", "99.0.0"]
+    # the planted family names exist on "PyPI" only
+    for name in pytorch_index.PLANTED_FAMILY:
+        assert "99.0.0" in tree.versions("pypi", name)
+        assert all("99.0.0" not in tree.versions(v, name) for v in tree.variants)
     assert "99.0.0" in tree.versions("pypi", "nvidia-cuda-runtime-cu12")
-    assert all("99.0.0" not in tree.versions(v, "filelock") for v in tree.variants)
+    # the variant indexes keep older copies of common packages than "PyPI"
+    assert tree.versions("cu124", "numpy") == ["1.26.4"]
+    assert tree.versions("pypi", "numpy") == ["1.26.4", pytorch_index.PYPI_NUMPY]
+    # CUDA builds pull triton (served there); CPU builds do not
+    assert tree.versions("cu124", "triton") == ["3.0.0", "3.1.0", "3.2.0", "3.5.1"]
+    assert not tree.files_for("cpu", "triton")
     assert tree.versions("pypi", "torch") == ["2.5.1", "2.6.0", "2.11.0"]
     assert tree.versions("pypi", "fixture-lib") == ["1.0.0", "1.1.0"]
 
@@ -118,7 +125,8 @@ def test_wheel_is_well_formed(tmp_path: Path) -> None:
         'Requires-Dist: nvidia-cuda-runtime-cu12==12.4.127; platform_system == "Linux"'
         ' and platform_machine == "x86_64"'
     ) in meta
-    assert "cuda = '12.4'" in version_py and "hip = None" in version_py
+    assert "cuda: Optional[str] = '12.4'" in version_py and "hip: Optional[str] = None" in version_py
+    assert 'Requires-Dist: triton==3.1.0; platform_system == "Linux"' in meta
     assert (tmp_path / (wf.url_path.lstrip("/") + ".metadata")).read_text() == meta
 
 
@@ -252,12 +260,12 @@ def test_real_uv_installs_the_cpu_build(index_server: IndexServer, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_pip_extra_index_url_takes_the_planted_filelock(index_server: IndexServer, tmp_path: Path) -> None:
+def test_pip_extra_index_url_takes_the_planted_torchvision(index_server: IndexServer, tmp_path: Path) -> None:
     """Documents the threat: naive --extra-index-url lets "PyPI" win on version.
 
     pip merges all indexes and picks the highest version, so the planted
-    filelock 99.0.0 beats the mirrored 3.13.1.  pip-gpu must never build a
-    command line that allows this.
+    torchvision 99.0.0 beats the variant index's 0.20.1+cu124.  pip-gpu must never
+    build a command line that allows this.
     """
     python = make_venv(tmp_path / "venv", with_pip=True)
     run(
@@ -270,12 +278,13 @@ def test_pip_extra_index_url_takes_the_planted_filelock(index_server: IndexServe
             index_server.variant_url("cu124"),
             "--extra-index-url",
             index_server.pypi_url,
-            "filelock",
+            "torchvision",
+            "--no-deps",
         ],
         env=pip_env(tmp_path / "pip-cache"),
     )
-    assert installed_versions(python)["filelock"] == "99.0.0"
-    assert (site_packages(python) / "filelock" / "PWNED").is_file()
+    assert installed_versions(python)["torchvision"] == "99.0.0"
+    assert (site_packages(python) / "torchvision" / "PWNED").is_file()
 
 
 @pytest.mark.slow
@@ -284,7 +293,7 @@ def test_uv_extra_index_url_is_searched_first(index_server: IndexServer, tmp_pat
 
     uv's default "first-index" strategy stops at the first index that has the
     project, and ``--extra-index-url`` entries come before ``--index-url``;
-    so "PyPI" supplies filelock 99.0.0 even though cu124 mirrors 3.13.1.
+    so "PyPI" supplies torchvision 99.0.0 even though cu124 serves 0.20.1+cu124.
     """
     python = make_venv(tmp_path / "venv", with_pip=False)
     run(
@@ -298,10 +307,11 @@ def test_uv_extra_index_url_is_searched_first(index_server: IndexServer, tmp_pat
             index_server.variant_url("cu124"),
             "--extra-index-url",
             index_server.pypi_url,
-            "filelock",
+            "torchvision",
+            "--no-deps",
         ],
         env=uv_env(tmp_path / "uv-cache"),
     )
-    assert installed_versions(python)["filelock"] == "99.0.0"
-    assert (site_packages(python) / "filelock" / "PWNED").is_file()
-    assert not index_server.contacted("/whl/cu124/filelock/")
+    assert installed_versions(python)["torchvision"] == "99.0.0"
+    assert (site_packages(python) / "torchvision" / "PWNED").is_file()
+    assert not index_server.contacted("/whl/cu124/torchvision/")

@@ -13,6 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 from support.index import installed_versions, make_venv, pip_env, site_packages, uv_env
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
@@ -149,7 +154,8 @@ def test_requirements_file_with_nested_files_markers_and_hashes(  # type: ignore
     deps = [
         ("filelock", "3.13.1"), ("typing-extensions", "4.12.2"), ("sympy", "1.13.1"), ("mpmath", "1.3.0"),
         ("networkx", "3.3"), ("jinja2", "3.1.4"), ("markupsafe", "2.1.5"), ("fsspec", "2024.6.1"),
-        ("numpy", "2.1.2"), ("pillow", "11.0.0"), ("nvidia-cuda-runtime-cu12", "12.4.127"),
+        ("numpy", "1.26.4"), ("pillow", "11.0.0"), ("nvidia-cuda-runtime-cu12", "12.4.127"),
+        ("triton", "3.1.0"),
     ]  # fmt: skip
     (tmp_path / "requirements.txt").write_text(
         "-r torch.txt\n" + "".join(hashed("cu124", name, version) for name, version in deps)
@@ -174,7 +180,9 @@ def test_dry_run_prints_the_commands_and_installs_nothing(env, tmp_path: Path, i
     python = make_venv(tmp_path / "venv", with_pip=False)
     done = pip_gpu("torch==2.5.1", "torchvision", "--python", str(python), "--dry-run", *A100_ON_535, env=env)
     assert done.returncode == 0, done.stderr
-    assert f"--index pytorch={index_server.pytorch_url}/cu124" in done.stdout
+    # the family goes to the variant index as an explicit index, by name
+    assert f'url = "{index_server.pytorch_url}/cu124"' in done.stdout and "explicit = true" in done.stdout
+    assert '[tool.uv.sources.torch]\n#   index = "pip-gpu-variant"' in done.stdout
     assert "torch==2.5.1+cu124" in done.stdout and "torchvision==0.20.*" in done.stdout
     assert "torch" not in installed_versions(python)
     assert not index_server.requests
@@ -243,10 +251,14 @@ def test_dry_run_json_gives_the_decision_and_the_exact_commands(env, tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
-    assert (plan["decision"]["variant"], plan["installer"], plan["second_pip_run"]) == ("cu124", "uv", False)
+    assert (plan["decision"]["variant"], plan["installer"]) == ("cu124", "uv")
     (command,) = plan["commands"]
-    assert f"pytorch={index_server.pytorch_url}/cu124" in command["argv"]
-    assert command["files"] == {"requirements.txt": "torch==2.5.1+cu124\n"}
+    family = tomllib.loads(command["files"]["pyproject.toml"])
+    assert family["project"]["dependencies"] == ["torch==2.5.1+cu124"]
+    assert family["tool"]["uv"]["sources"] == {"torch": {"index": "pip-gpu-variant"}}
+    assert family["tool"]["uv"]["index"] == [
+        {"name": "pip-gpu-variant", "url": f"{index_server.pytorch_url}/cu124", "explicit": True}
+    ]
     assert not index_server.requests
 
 

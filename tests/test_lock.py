@@ -2,7 +2,7 @@
 
 Every run is isolated from this machine's pip/uv configuration: the only indexes are the
 fixture's PyTorch-like ``/whl/<variant>`` (``--pytorch-index``) and its stand-in PyPI
-(``UV_DEFAULT_INDEX`` / ``PIP_INDEX_URL``), which plants an attacker ``filelock 99.0.0``.
+(``UV_DEFAULT_INDEX`` / ``PIP_INDEX_URL``), which plants torch-family names at 99.0.0.
 """
 
 from __future__ import annotations
@@ -132,10 +132,13 @@ def test_lock_writes_one_valid_pep751_file_per_variant(project: Project, fixture
             assert package.wheels
             for wheel in package.wheels:
                 assert len(wheel.hashes["sha256"]) == 64 and wheel.size
-        # first-index routing: the attacker's filelock 99.0.0 on "PyPI" never wins
-        assert str(packages["filelock"].version) == "3.13.1"
-        assert packages["filelock"].index == fixture_index.variant_url(variant)
+        # only the torch family from the variant index; everything else from the user's index
+        assert packages["filelock"].index == fixture_index.pypi_url
         assert packages["fixture-app"].index == fixture_index.pypi_url
+        # the build's own family dependencies are routed too, and only where the build has them
+        assert ("triton" in packages) == variant.startswith("cu")
+        if "triton" in packages:
+            assert packages["triton"].index == fixture_index.variant_url(variant)
         assert ("nvidia-cuda-runtime-cu12" in packages) == variant.startswith("cu")
 
         record = data["tool"]["pip-gpu"]  # type: ignore[index]

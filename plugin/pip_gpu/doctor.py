@@ -290,8 +290,12 @@ def build_info(path):
     except (OSError, SyntaxError, ValueError):
         return None
     for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            for target in node.targets:
+        # cuda = '12.4' and, as real wheels write it, cuda: Optional[str] = '13.0'
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        if isinstance(getattr(node, "value", None), ast.Constant):
+            for target in targets:
                 if isinstance(target, ast.Name):
                     values[target.id] = node.value.value
     return values

@@ -24,14 +24,16 @@ from typing import Any, Optional
 from packaging.utils import canonicalize_name
 
 from .errors import EXIT_OK, InstallerFailed, NoBuildRuns, PipGpuError, UsageError
-from .plan import Plan, decide_for, rewrite_pins, routing_only_pins
-from .requirements import RewritePin, parse_requirement_args, redact_url
+from .plan import Plan, decide_for, rewrite_pins
+from .requirements import RewritePin, redact_url
 from .route import (
+    FamilyFile,
     InstallerCommand,
     Routing,
-    pip_family_command,
+    family_files_from_report,
+    pip_command,
+    pip_family_probe,
     pip_hashed_command,
-    pip_rest_command,
     uses_hashes,
     uv_command,
 )
@@ -197,26 +199,22 @@ def run_install(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
         workdir = Path(scratch)
-        installer_args = _passthrough(args)
-        commands = _first_commands(
-            plan, target, installer, installer_args, workdir, uv=getattr(args, "uv_binary", None)
-        )
-        second_run = _needs_second_pip_run(plan, installer, installer_args)
-        commands = _numbered(commands, total=len(commands) + int(second_run))
-        if args.dry_run:
-            runs = [_DryRun(command) for command in commands]
-            if second_run:
-                runs.append(_second_run_preview(plan, target, installer_args, workdir, len(commands) + 1))
-            if args.json:
-                data = _dry_run_json(plan, host, target, installer, runs, workdir)
-                print(json.dumps(data, indent=2))
+        uv = _uv_binary(getattr(args, "uv_binary", None)) if installer == "uv" else ""
+        routing = _routing(plan, target, _passthrough(args), workdir, rewrite_pins(plan))
+        try:
+            # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
+            runs = _planned_runs(plan, routing, installer, uv)
+            if args.dry_run:
+                if args.json:
+                    print(json.dumps(_dry_run_json(plan, host, target, installer, runs, workdir), indent=2))
+                else:
+                    print(_dry_run_script(runs, workdir, decision_line=_decision_line(plan, installer)))
                 return EXIT_OK
-            print(_dry_run_script(runs, target, workdir, decision_line=_decision_line(plan, installer)))
-            return EXIT_OK
-        for command in commands:
-            _run(command)
-        if second_run:
-            _pip_second_run(plan, target, installer_args, workdir, len(commands) + 1)
+            for run in runs:
+                _run(run.command)
+        except InstallerFailed as failure:
+            _unreachable_variant_index(plan, failure)
+            raise
     _verify(plan, target)
     # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
     if not args.dry_run and not getattr(args, "no_lock", False):
@@ -226,81 +224,179 @@ def run_install(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _needs_second_pip_run(plan: Plan, installer: str, installer_args: Sequence[str]) -> bool:
-    return (
-        installer == "pip"
-        and plan.installs_something_else()
-        and not uses_hashes(plan.lines, installer_args, _global_options(plan))
-    )
+def _planned_runs(plan: Plan, routing: Routing, installer: str, uv: str) -> list[_DryRun]:
+    """The installer runs that install the request, in order, with the resolution settled.
 
-
-def _pip_second_run(
-    plan: Plan, target: TargetEnv, installer_args: list[str], workdir: Path, number: int
-) -> None:
-    """Everything else, after making sure it pulls no family package from another index.
-
-    A dry run shows what pip would install; a family member among it (a library that
-    depends on torchvision, say) is installed from the variant index first.
+    Where the family comes from is found first by read-only resolutions (a pip dry run on the
+    variant index, a ``uv pip compile``), which run for a dry run too: what it prints is then
+    exactly what an install runs. The installer runs once, in the open.
     """
+    lines = list(plan.lines)
+    if installer == "uv":
+        pulled_in = _uv_family_elsewhere(plan, routing, uv) if routing.variant_index else []
+        command = uv_command(routing, lines, uv=uv, pulled_in=pulled_in)
+        return [_DryRun(command, before=_resolved_note(pulled_in))]
+    if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
+        return [_DryRun(pip_hashed_command(routing, lines))]
+    family = _pip_family_files(plan, routing, [])
+    elsewhere: list[str] = []
+    if plan.installs_something_else():
+        # Something else may bring in a family member (a library that needs torchvision):
+        # resolve the whole request first, and route what it would take from elsewhere.
+        elsewhere = _pip_family_elsewhere(plan, routing, family)
+        if elsewhere:
+            _stderr(
+                f"pip-gpu: {', '.join(elsewhere)} pulled in by other requirements: "
+                "routed to the variant index"
+            )
+            family = _pip_family_files(plan, routing, elsewhere)
+    before = "the torch family's files were chosen on the variant index by a pip dry run"
+    return [_DryRun(pip_command(routing, lines, family), before=before + _resolved_note(elsewhere, sep="; "))]
 
-    routing = _routing(plan, target, installer_args, workdir, routing_only_pins(plan))
 
-    def second_run() -> InstallerCommand:
-        closure = family_closure(target.python, sorted(plan.family_names))
-        command = pip_rest_command(routing, plan.other_lines(), constraints=closure)
-        return _numbered([command], total=number, first=number)[0]
-
-    pulled_in = _family_in_dry_run(second_run(), plan, workdir)
-    if pulled_in:
-        _stderr(
-            f"pip-gpu: {', '.join(pulled_in)} pulled in by other requirements: "
-            "installing from the variant index"
-        )
-        _run(pip_family_command(routing, parse_requirement_args(pulled_in)))
-    _run(second_run())
+def _resolved_note(pulled_in: Sequence[str], sep: str = "") -> str:
+    if not pulled_in:
+        return ""
+    return f"{sep}routed because other requirements pull them in: {', '.join(pulled_in)}"
 
 
-def _family_in_dry_run(command: InstallerCommand, plan: Plan, workdir: Path) -> list[str]:
-    report = workdir / "dry-run-report.json"
-    quiet = [a for a in command.argv if a not in ("-v", "--verbose")]
-    dry = InstallerCommand(
-        argv=(*quiet, "--dry-run", "--quiet", "--report", str(report)),
-        purpose="pip: checking what the other requirements pull in",
-        env=command.env,
-        files=command.files,
-    )
-    _run(dry)
-    try:
-        data = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _pip_family_files(plan: Plan, routing: Routing, pulled_in: Sequence[str]) -> list[FamilyFile]:
+    """The files pip takes for the family on the variant index, found by a dry run there."""
+    if not any(not line.constraint for line in plan.family_lines()) and not pulled_in:
         return []
-    names = {canonicalize_name(item["metadata"]["name"]) for item in data.get("install", [])}
-    return sorted(names & plan.family_names)
+    report = routing.workdir / "family-report.json"
+    _run(pip_family_probe(routing, plan.family_lines(), pulled_in, report), to_stderr=True)
+    return family_files_from_report(_read_report(report), plan.family_names)
+
+
+def _pip_family_elsewhere(plan: Plan, routing: Routing, family: Sequence[FamilyFile]) -> list[str]:
+    """Family members the whole request would take from an index other than the variant index."""
+    report = routing.workdir / "request-report.json"
+    command = pip_command(routing, list(plan.lines), family)
+    quiet = [a for a in command.argv if a not in ("-v", "--verbose")]
+    _run(
+        InstallerCommand(
+            argv=(*quiet, "--dry-run", "--quiet", "--report", str(report)),
+            purpose="pip: checking what the other requirements pull in (dry run)",
+            env=command.env,
+            files=command.files,
+        ),
+        to_stderr=True,
+    )
+    routed = {file.url.split("#", 1)[0] for file in family}
+    found = family_files_from_report(_read_report(report), plan.family_names)
+    return sorted({file.name for file in found if file.url.split("#", 1)[0] not in routed})
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PipGpuError(
+            f"pip wrote no readable --report ({exc})", "pip-gpu needs pip >= 22.2 in the target environment"
+        ) from None
+    return data
+
+
+_FROM_RE = re.compile(r"^\s+#\s+from\s+(\S+)")
+_PINNED_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==")
+
+
+def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
+    """Family members uv would take from an index other than the variant index.
+
+    uv's sources route only direct requirements; what torch or another library brings in
+    (``triton``, torchvision) is found by resolving first (``uv pip compile``, which names
+    the index of every package) and then routed as if the user had named it.
+    """
+    out = routing.workdir / "resolved.txt"
+    compile_routing = replace(
+        routing, installer_args=[*_uv_resolution_args(routing.installer_args), "--quiet", "--no-header"]
+    )
+    command = uv_command(compile_routing, list(plan.lines), uv=uv, subcommand="compile")
+    _run(
+        replace(
+            command,
+            argv=(*command.argv, "--emit-index-annotation", "-o", str(out)),
+            purpose="uv: checking where each package would come from (resolution only)",
+        ),
+        to_stderr=True,
+    )
+    return family_from_elsewhere(out.read_text(encoding="utf-8"), plan.family_names, routing.variant_index)
+
+
+def family_from_elsewhere(
+    annotated: str, family_names: frozenset[str], variant_index: Optional[str]
+) -> list[str]:
+    """Family members a ``--emit-index-annotation`` resolution takes from another index."""
+    elsewhere: list[str] = []
+    current: Optional[str] = None
+    for line in annotated.splitlines():
+        pinned = _PINNED_RE.match(line)
+        if pinned:
+            current = canonicalize_name(pinned.group(1))
+            continue
+        found = _FROM_RE.match(line)
+        if (
+            found
+            and current in family_names
+            and found.group(1).rstrip("/") != (variant_index or "").rstrip("/")
+        ):
+            elsewhere.append(current)
+    return sorted(set(elsewhere))
+
+
+# uv pip install options that uv pip compile does not take.
+_INSTALL_ONLY = frozenset(
+    {
+        "--reinstall",
+        "--force-reinstall",
+        "--break-system-packages",
+        "--exact",
+        "--strict",
+        "--compile-bytecode",
+        "--no-deps",
+        "--require-hashes",
+        "--user",
+        "--system",
+    }
+)
+
+
+def _uv_resolution_args(installer_args: Sequence[str]) -> list[str]:
+    return [a for a in installer_args if a.split("=", 1)[0] not in _INSTALL_ONLY]
+
+
+def _unreachable_variant_index(plan: Plan, failure: InstallerFailed) -> None:
+    """After a failed run: when the variant index cannot be reached, say that, not the resolver's words."""
+    index = plan.decision.index_url
+    if index is None:
+        return
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(index)
+    where = parts.netloc.rpartition("@")[2] or redact_url(index)  # host:port, no credentials
+    # Asked without the credentials: an answer of any kind (401 included) means it is there.
+    anonymous = urllib.parse.urlunsplit((parts.scheme, where, parts.path.rstrip("/") + "/", "", ""))
+    try:
+        with urllib.request.urlopen(anonymous, timeout=10):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers: the installer's own message said what was wrong
+    except (OSError, ValueError):
+        pass
+    raise PipGpuError(
+        f"the variant index {redact_url(index)} ({where}) cannot be reached, so the torch family "
+        "could not be fetched",
+        f"check the network and the proxy settings (HTTPS_PROXY, NO_PROXY) for {where}, "
+        "or pass --pytorch-index URL of a mirror that can be reached",
+    ) from failure
 
 
 def _global_options(plan: Plan) -> list[tuple[str, ...]]:
     return [opt for f in plan.files for opt in f.global_options]
-
-
-def _first_commands(
-    plan: Plan,
-    target: TargetEnv,
-    installer: str,
-    installer_args: Sequence[str],
-    workdir: Path,
-    *,
-    uv: Optional[str] = None,
-) -> list[InstallerCommand]:
-    routing = _routing(plan, target, installer_args, workdir, rewrite_pins(plan))
-    lines = list(plan.lines)
-    if installer == "uv":
-        return [uv_command(routing, lines, uv=_uv_binary(uv))]
-    if uses_hashes(lines, installer_args, _global_options(plan)):
-        return [pip_hashed_command(routing, lines)]
-    family = plan.family_lines()
-    if not any(not line.constraint for line in family):
-        return []  # nothing of the family asked for directly; the second run checks the rest
-    return [pip_family_command(routing, family)]
 
 
 def _routing(
@@ -326,52 +422,10 @@ def _stderr(message: str) -> None:
 
 @dataclass(frozen=True)
 class _DryRun:
-    """One installer run as a dry run shows it; ``computed``: a file that only exists once the
-    runs before have installed (its name, the command that writes it, and what it holds)."""
+    """One installer run as a dry run shows it; ``before``: what pip-gpu settled before it."""
 
     command: InstallerCommand
-    computed: Optional[tuple[str, tuple[str, ...], str]] = None
     before: str = ""
-
-
-_RUN_OF = re.compile(r",? run \d+ of \d+")
-
-
-def _numbered(commands: Sequence[InstallerCommand], total: int, first: int = 1) -> list[InstallerCommand]:
-    """ "run N of M" in each purpose only when there is more than one run."""
-    out = []
-    for number, command in enumerate(commands, start=first):
-        purpose = _RUN_OF.sub("", command.purpose)
-        if total > 1:
-            installer, _, rest = purpose.partition(": ")
-            purpose = f"{installer}, run {number} of {total}: {rest}"
-        out.append(replace(command, purpose=purpose))
-    return out
-
-
-def _second_run_preview(
-    plan: Plan, target: TargetEnv, installer_args: list[str], workdir: Path, number: int
-) -> _DryRun:
-    """pip's second run as it will be: its constraints are read from the environment once
-    the first run has installed the family, by the very probe pip-gpu runs then."""
-    routing = _routing(plan, target, installer_args, workdir, routing_only_pins(plan))
-    command = _numbered([pip_rest_command(routing, plan.other_lines(), constraints=[])], number, number)[0]
-    held = next(path for path in command.files if path.name == "held-family.txt")
-    probe = (
-        str(target.python),
-        "-I",
-        "-c",
-        _CLOSURE_PROBE_LINES,
-        json.dumps(sorted(plan.family_names)),
-    )
-    return _DryRun(
-        command=replace(command, files={p: c for p, c in command.files.items() if p != held}),
-        computed=(held.name, probe, "the installed torch family and all it depends on, as name==version"),
-        before=(
-            "pip-gpu first runs this command with --dry-run --report; any torch-family package the "
-            "other requirements pull in is installed from the variant index before it"
-        ),
-    )
 
 
 def _decision_line(plan: Plan, installer: str) -> str:
@@ -404,11 +458,10 @@ def _dry_run_json(
             "purpose": command.purpose,
             "argv": [_in_dir(redact_url(a), workdir) for a in command.argv],
             "env": {name: redact_url(value) for name, value in command.env.items()},
-            "files": {path.name: redact_url(content) for path, content in command.files.items()},
+            "files": {
+                _in_dir(str(path), workdir): redact_url(content) for path, content in command.files.items()
+            },
         }
-        if run.computed is not None:
-            name, argv, what = run.computed
-            entry["computed_files"] = {name: {"argv": list(argv), "content": what}}
         if run.before:
             entry["before"] = run.before
         commands.append(entry)
@@ -422,11 +475,10 @@ def _dry_run_json(
         "installer": installer,
         "dir": "$d: a new empty folder for the files each command reads",
         "commands": commands,
-        "second_pip_run": any(run.computed is not None for run in runs),
     }
 
 
-def _dry_run_script(runs: Sequence[_DryRun], target: TargetEnv, workdir: Path, decision_line: str) -> str:
+def _dry_run_script(runs: Sequence[_DryRun], workdir: Path, decision_line: str) -> str:
     """Every run in order as one shell script that can be pasted: the files written inline."""
     count = len(runs)
     lines = [
@@ -438,12 +490,11 @@ def _dry_run_script(runs: Sequence[_DryRun], target: TargetEnv, workdir: Path, d
         lines.append(f"# {command.purpose}")
         if run.before:
             lines.append(f"# {run.before}")
-        if run.computed is not None:
-            name, argv, what = run.computed
-            lines.append(f"# {name}: {what}")
-            lines.append(" ".join(shlex.quote(a) for a in argv) + f' > "$d/{name}"')
         for path, content in command.files.items():
-            lines.append(f"cat > \"$d/{path.name}\" <<'PIP_GPU_EOF'")
+            where = _in_dir(str(path), workdir)
+            if path.parent != workdir:
+                lines.append(f'mkdir -p "{_in_dir(str(path.parent), workdir)}"')
+            lines.append(f"cat > \"{where}\" <<'PIP_GPU_EOF'")
             lines.extend(redact_url(line) for line in content.splitlines())
             lines.append("PIP_GPU_EOF")
         prefix: list[str] = []
@@ -473,16 +524,17 @@ def _environment(changes: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _run(command: InstallerCommand) -> None:
+def _run(command: InstallerCommand, *, to_stderr: bool = False) -> None:
     """Run the installer in the foreground; Ctrl-C, SIGTERM and SIGHUP reach it, and we wait
-    for it to stop. Credentials in its URLs go to a private netrc file, not its argv."""
+    for it to stop. Credentials in its URLs go to a private netrc file, not its argv.
+    ``to_stderr``: a resolution step's output goes to stderr (a dry run's stdout is the plan)."""
     from .children import finished, private_command, signal_of, start
 
     for path, content in command.files.items():
         path.write_text(content, encoding="utf-8")
     with private_command(command.argv, _environment(command.env)) as (argv, env):
         try:
-            process = start(argv, env=env)
+            process = start(argv, env=env, stdout=sys.stderr if to_stderr else None)
         except OSError as exc:
             raise UsageError(f"cannot run {command.argv[0]}: {exc}") from None
         try:
@@ -507,51 +559,6 @@ def _run(command: InstallerCommand) -> None:
 
             raise KeyboardInterrupt if -status == signal.SIGINT else Terminated(-status)
         raise InstallerFailed(f"{command.purpose}: the installer exited with status {status}", status)
-
-
-_CLOSURE_PROBE_STDLIB = r"""
-import json, re, sys, importlib.metadata as md
-def canon(n): return re.sub(r"[-_.]+", "-", n).lower()
-roots = json.loads(sys.argv[1])
-seen, out, todo = set(), [], list(roots)
-while todo:
-    name = canon(todo.pop())
-    if name in seen: continue
-    seen.add(name)
-    try: dist = md.distribution(name)
-    except md.PackageNotFoundError: continue
-    out.append(f"{canon(dist.metadata['Name'])}=={dist.version}")
-    for req in dist.requires or ():
-        spec = req.split(";")[0]
-        if ";" in req and "extra" in req.split(";", 1)[1]: continue
-        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", spec)
-        if m: todo.append(m.group(1))
-print(json.dumps(sorted(out)))
-"""
-
-
-# The same walk, one ``name==version`` a line: what a dry run shows for pip's second run.
-_CLOSURE_PROBE_LINES = _CLOSURE_PROBE_STDLIB.replace(
-    "print(json.dumps(sorted(out)))", 'print("\\n".join(sorted(out)))'
-)
-
-
-def family_closure(python: Path, roots: Sequence[str]) -> list[str]:
-    """``name==version`` for the installed family and everything it depends on, in the target."""
-    done = subprocess.run(
-        [str(python), "-I", "-c", _CLOSURE_PROBE_STDLIB, json.dumps(list(roots))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    try:
-        result: list[str] = json.loads(done.stdout)
-    except ValueError:
-        raise PipGpuError(
-            f"could not read the installed packages of {python}: {done.stderr.strip()}"
-        ) from None
-    return result
 
 
 def _verify(plan: Plan, target: TargetEnv) -> None:

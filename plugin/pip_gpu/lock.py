@@ -1,8 +1,9 @@
 """``pip-gpu lock``, ``sync`` and ``check``: the decision written down for a team, and enforced.
 
 * ``lock`` resolves the whole environment once per variant with uv (``uv pip compile --format
-  pylock.toml``), routed as ``pip-gpu install`` routes (the torch family from the variant index
-  only, ``--index-strategy first-index``), for the target Python and platform, and writes one
+  pylock.toml``), routed as ``pip-gpu install`` routes (the torch family from the variant index,
+  declared explicit; everything else from the user's indexes, pip's configuration included
+  when uv has none), for the target Python and platform, and writes one
   standard PEP 751 file per variant through :mod:`pip_gpu.lockfile`.
 * ``sync`` picks the locked variant this host runs, by the same rules as ``install``
   restricted to the locked variants, installs exactly that file with hash checking, removes
@@ -481,16 +482,21 @@ def _resolve_shown(
 
 
 def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optional[dict[str, Any]], str]:
-    """Run uv twice for one variant: the PEP 751 lock, then the index each package came from.
+    """Run uv for one variant: where each package comes from, then the PEP 751 lock.
 
     uv's pylock output does not name indexes; its requirements output can
-    (``--emit-index-annotation``). Both runs read the same requirements with the same
-    routing, so they resolve alike; a difference means an index changed in between.
+    (``--emit-index-annotation``). A family member that output takes from another index
+    (torch's triton, a library's torchvision) is routed like a named one and the
+    resolution redone. Both runs read the same requirements with the same routing, so they
+    resolve alike; a difference means an index changed in between.
     """
+    from .install import family_from_elsewhere
+
     workdir.mkdir(parents=True)
     plan = job.plan
+    index_args = user_index_args(os.environ)
 
-    def compile_command(extra: list[str]) -> InstallerCommand:
+    def compile_command(extra: list[str], pulled_in: Sequence[str]) -> InstallerCommand:
         routing = Routing(
             python=Path(sys.executable),
             variant_index=plan.decision.index_url,
@@ -503,35 +509,45 @@ def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optio
                 job.host.python_version,
                 "--python-platform",
                 uv_platform,
+                *index_args,
                 *extra,
             ],
             workdir=workdir,
         )
-        return uv_command(routing, list(plan.lines), uv=uv, subcommand="compile")
+        return uv_command(routing, list(plan.lines), uv=uv, subcommand="compile", pulled_in=pulled_in)
+
+    def run(command: InstallerCommand) -> str:
+        for path, content in command.files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+        # Credentials through a private netrc, not argv; a signal to pip-gpu stops it (stop_all).
+        with private_command(command.argv, os.environ) as (argv, env):
+            process = start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                stdout, stderr = process.communicate()
+            finally:
+                finished(process)
+        if process.returncode != 0:
+            detail = redact_url(stderr.strip() or stdout.strip())
+            return f"{job.variant}: uv exited with status {process.returncode}:\n{detail}"
+        return ""
 
     lock_out = workdir / "pylock.toml"
     annotated_out = workdir / "requirements.txt.out"
-    commands = (
-        compile_command(["--format", "pylock.toml", "-o", str(lock_out)]),
-        compile_command(["--emit-index-annotation", "-o", str(annotated_out)]),
-    )
-    for path, content in commands[0].files.items():
-        path.write_text(content, encoding="utf-8")
-    # Both at once: they share uv's cache, which uv locks for concurrent use.
-    results = []
-    with contextlib.ExitStack() as stack:  # credentials through a private netrc, not argv
-        running = []
-        for c in commands:
-            argv, env = stack.enter_context(private_command(c.argv, os.environ))
-            running.append(start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        for process in running:
-            stdout, stderr = process.communicate()
-            finished(process)
-            results.append((process.returncode, stdout, stderr))
-    for status, stdout, stderr in results:
-        if status != 0:
-            detail = redact_url(stderr.strip() or stdout.strip())
-            return None, f"{job.variant}: uv exited with status {status}:\n{detail}"
+    pulled_in: list[str] = []
+    for _ in range(3):  # each round can only add family members; a few suffice
+        failure = run(compile_command(["--emit-index-annotation", "-o", str(annotated_out)], pulled_in))
+        if failure:
+            return None, failure
+        elsewhere = family_from_elsewhere(
+            annotated_out.read_text(encoding="utf-8"), plan.family_names, plan.decision.index_url
+        )
+        if not elsewhere or set(elsewhere) <= set(pulled_in):
+            break
+        pulled_in = sorted({*pulled_in, *elsewhere})
+    failure = run(compile_command(["--format", "pylock.toml", "-o", str(lock_out)], pulled_in))
+    if failure:
+        return None, failure
     pylock = load_toml(lock_out.read_text(encoding="utf-8"), "uv's lock output")
     indexes: dict[str, str] = {}
     pinned: dict[str, str] = {}
@@ -551,6 +567,73 @@ def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optio
     if any(pinned.get(name) not in (None, version) for name, version in locked.items()):
         return None, f"{job.variant}: the indexes changed while locking; run pip-gpu lock again"
     return {"pylock": pylock, "indexes": indexes}, ""
+
+
+_UV_INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS")
+
+
+def user_index_args(env: Mapping[str, str]) -> list[str]:
+    """uv options for the indexes a pip user has configured, when uv has none of its own.
+
+    ``lock`` resolves with uv, but a team that installs with pip keeps its mirror in
+    ``PIP_INDEX_URL`` or ``pip.conf``; the lock must come from that mirror, not pypi.org.
+    uv's own settings (``UV_*`` variables, ``uv.toml``) win when present. pip merges all
+    its indexes and takes the best version from any of them, so the translation does too
+    (the torch family is routed by name and unaffected).
+    """
+    if any(env.get(name) for name in _UV_INDEX_VARIABLES):
+        return []
+    settings = pip_index_settings(env)
+    args: list[str] = []
+    if settings.get("index-url"):
+        args += ["--default-index", settings["index-url"][0]]
+    for url in settings.get("extra-index-url", []):
+        args += ["--index", url]
+    for link in settings.get("find-links", []):
+        args += ["--find-links", link]
+    if settings.get("extra-index-url"):
+        args += ["--index-strategy", "unsafe-best-match"]
+    return args
+
+
+def pip_index_settings(env: Mapping[str, str]) -> dict[str, list[str]]:
+    """pip's ``index-url``, ``extra-index-url`` and ``find-links``, from its files and variables.
+
+    Read as pip documents it (pip.pypa.io, "Configuration"): the global, user and
+    site files in that order, ``PIP_CONFIG_FILE`` last (``os.devnull``: none at all), each
+    file's ``[install]`` section over its ``[global]`` one, and ``PIP_*`` variables over all.
+    """
+    import configparser
+
+    chosen = env.get("PIP_CONFIG_FILE")
+    files: list[Path] = []
+    if chosen != os.devnull:
+        xdg_dirs = env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep)
+        files += [Path(d) / "pip" / "pip.conf" for d in xdg_dirs] + [Path("/etc/pip.conf")]
+        home = Path(env.get("HOME", str(Path.home())))
+        files += [home / ".pip" / "pip.conf"]
+        files += [Path(env.get("XDG_CONFIG_HOME", str(home / ".config"))) / "pip" / "pip.conf"]
+        if env.get("VIRTUAL_ENV"):
+            files.append(Path(env["VIRTUAL_ENV"]) / "pip.conf")
+        if chosen:
+            files.append(Path(chosen))
+    settings: dict[str, list[str]] = {}
+    for path in files:
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        for section in ("global", "install"):
+            if parser.has_section(section):
+                for key in ("index-url", "extra-index-url", "find-links"):
+                    if parser.has_option(section, key):
+                        settings[key] = parser.get(section, key).split()
+    for key in ("index-url", "extra-index-url", "find-links"):
+        value = env.get("PIP_" + key.upper().replace("-", "_"))
+        if value:
+            settings[key] = value.split()
+    return settings
 
 
 # --- choosing the lock for a host ------------------------------------------------------------

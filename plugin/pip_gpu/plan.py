@@ -271,11 +271,6 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
     return with_releases(knowledge, learned) if learned else knowledge
 
 
-def routing_only_pins(plan: Plan) -> dict[str, RewritePin]:
-    """For family packages the user did not name: the variant's label, no version opinion."""
-    return {name: RewritePin(SpecifierSet(), pin.local_label) for name, pin in rewrite_pins(plan).items()}
-
-
 def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
     """What each family member's requirement must add so the resolver takes the decided build.
 

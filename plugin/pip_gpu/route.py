@@ -1,40 +1,53 @@
 """Routing: turn a decision into installer commands that can only fetch the decided build.
 
-The torch family comes only from the variant index. No package that index serves may be
-shadowed by a higher version of the same name elsewhere: pip's ``--extra-index-url`` merges
-indexes and takes the highest version from any of them, which is how the December 2022
-``torchtriton`` dependency-confusion attack worked. So:
+The torch family comes only from the variant index, and nothing else does: the real
+``download.pytorch.org/whl/<variant>`` indexes also serve old copies of numpy, pillow,
+jinja2 and friends, which must come from the user's own indexes at the versions the user's
+requirements allow. And no family name may be taken from another index at a higher version:
+pip's ``--extra-index-url`` merges indexes and takes the highest version from any of them,
+which is how the December 2022 ``torchtriton`` dependency-confusion attack worked. So:
 
-* uv: one ``uv pip install`` with the variant index as a named ``--index`` and
-  ``--index-strategy first-index`` (a package found on the variant index is only ever taken
-  from there); the user's default index and uv settings stay in charge of everything else.
-* pip: two runs. First the family alone with the variant index as the *only* index (what
-  PyTorch's own instructions do); then everything else from the user's indexes, with a
-  constraints file pinning the family and every dependency it brought in to what was just
-  installed, so the second run cannot swap any of them for another index's version.
+* uv: the family requirements go into a generated ``pyproject.toml`` whose
+  ``[tool.uv.sources]`` send each of them to the variant index, declared ``explicit``
+  (uv's own recipe: an explicit index serves only the packages sourced to it); everything
+  else is read from the user's requirements with the user's uv configuration.
+* pip: pip has no per-package index. A dry run against the variant index alone picks the
+  family's files for the target (pip's own tag and version logic); then one run with the
+  user's indexes installs everything, each family member as a direct reference
+  (``torch @ <variant-index-url>#sha256=...``), so no other index can supply it.
 * pip in hash-checking mode: one run, the variant index added to the user's. Every file is
   pinned by version and hash there, so no index can substitute anything, and pip needs
   all hashed requirements in one run.
+
+A family member brought in by something else (torch's ``triton``, a library that needs
+torchvision) is found by resolving first and then routed the same way (``install``).
 
 Everything here is pure: it builds argument lists and file contents; ``install`` runs them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from .requirements import RequirementLine, RewritePin, render_file, rewrite_line
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from .requirements import RequirementLine, RewritePin, parse_requirement_args, render_file, rewrite_line
 
 __all__ = [
     "INDEX_OPTIONS",
+    "VARIANT_INDEX_NAME",
+    "FamilyFile",
     "InstallerCommand",
     "Routing",
-    "pip_family_command",
+    "family_files_from_report",
+    "family_project",
+    "pip_command",
+    "pip_family_probe",
     "pip_hashed_command",
-    "pip_rest_command",
     "split_installer_args",
     "uses_hashes",
     "uv_command",
@@ -129,19 +142,97 @@ def _requirement_files(
     return args, files
 
 
-def uv_command(
-    routing: Routing, lines: Sequence[RequirementLine], *, uv: str, subcommand: str = "install"
-) -> InstallerCommand:
-    argv = [uv, "pip", subcommand, "--python", str(routing.python)]
-    if routing.variant_index is not None:
-        argv += ["--index", f"pytorch={routing.variant_index}", "--index-strategy", "first-index"]
-    file_args, files = _requirement_files(
-        routing, "requirements", lines, routing.global_options, positional=subcommand == "compile"
+VARIANT_INDEX_NAME = "pip-gpu-variant"
+"""The name the variant index gets in generated uv configuration."""
+
+
+@dataclass(frozen=True)
+class FamilyFile:
+    """The file pip picked for one family member on the variant index."""
+
+    name: str  # normalized project name
+    url: str
+    sha256: Optional[str]
+
+
+def _routed(line: RequirementLine, family_names: Collection[str]) -> bool:
+    """A family requirement pip-gpu sends to the variant index (not a URL, path or constraint)."""
+    return (
+        line.name in family_names
+        and line.requirement is not None
+        and not line.constraint
+        and not line.editable
+        and not line.is_direct_url
     )
-    argv += [*routing.installer_args, *file_args]
+
+
+def family_project(variant_index: str, dependencies: Sequence[str]) -> str:
+    """A ``pyproject.toml`` holding the family requirements, each sourced to the explicit variant index."""
+    import tomli_w
+
+    names = sorted({canonicalize_name(Requirement(d).name) for d in dependencies})
+    document = {
+        "project": {"name": "pip-gpu-torch-family", "version": "0", "dependencies": list(dependencies)},
+        "tool": {
+            "uv": {
+                "sources": {name: {"index": VARIANT_INDEX_NAME} for name in names},
+                "index": [{"name": VARIANT_INDEX_NAME, "url": variant_index, "explicit": True}],
+            }
+        },
+    }
+    return tomli_w.dumps(document)
+
+
+def uv_command(
+    routing: Routing,
+    lines: Sequence[RequirementLine],
+    *,
+    uv: str,
+    subcommand: str = "install",
+    pulled_in: Sequence[str] = (),
+) -> InstallerCommand:
+    """One uv run: the family from the explicit variant index, the rest as the user's uv has it.
+
+    ``pulled_in``: family members other requirements bring in, routed the same way.
+    """
+    family_names = routing.pins.keys()
+    positional = subcommand == "compile"
+    argv = [uv, "pip", subcommand, "--python", str(routing.python), *routing.installer_args]
+    if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
+        # No variant index (macOS: PyPI's build), or every file pinned by hash: then the
+        # variant index joins the user's, every index is searched for each pin (as pip
+        # does), and the hashes decide what may be installed.
+        if routing.variant_index is not None:
+            argv += ["--index", f"{VARIANT_INDEX_NAME}={routing.variant_index}"]
+            argv += ["--index-strategy", "unsafe-best-match"]
+        all_args, all_files = _requirement_files(
+            routing, "requirements", lines, routing.global_options, positional=positional
+        )
+        return InstallerCommand(argv=tuple(argv + all_args), purpose="uv: everything", files=all_files)
+    routed = [rewrite_line(line, routing.pins) for line in lines if _routed(line, family_names)]
+    named = {line.name for line in routed}
+    dependencies = [str(line.requirement) for line in routed if line.requirement is not None]
+    dependencies += [
+        str(rewrite_line(parse_requirement_args([name])[0], routing.pins).requirement)
+        for name in pulled_in
+        if canonicalize_name(name) not in named
+    ]
+    others = [line for line in lines if not _routed(line, family_names)]
+    files: dict[Path, str] = {}
+    file_args: list[str] = []
+    if dependencies:
+        project = routing.workdir / "torch-family" / "pyproject.toml"
+        files[project] = family_project(routing.variant_index, dependencies)
+        file_args += [str(project)] if positional else ["-r", str(project)]
+    if others or routing.global_options or not dependencies:
+        more_args, more_files = _requirement_files(
+            routing, "requirements", others, routing.global_options, positional=positional
+        )
+        file_args += more_args
+        files.update(more_files)
     return InstallerCommand(
-        argv=tuple(argv),
-        purpose="uv: everything, the torch family from the variant index only",
+        argv=tuple(argv + file_args),
+        purpose="uv: the torch family from the variant index (explicit), everything else from your indexes",
         files=files,
     )
 
@@ -150,29 +241,87 @@ def _without_index_options(global_options: Sequence[tuple[str, ...]]) -> list[tu
     return [opt for opt in global_options if opt and opt[0].split("=", 1)[0] not in INDEX_OPTIONS]
 
 
-def pip_family_command(routing: Routing, family: Sequence[RequirementLine]) -> InstallerCommand:
-    """The first pip run: the family, from the variant index and nothing else."""
+def _variant_only(routing: Routing) -> tuple[list[str], dict[str, str], list[tuple[str, ...]]]:
+    """pip arguments, environment and file options that leave the variant index as the only index."""
+    assert routing.variant_index is not None
+    # pip.conf and PIP_* may add indexes and find-links. An environment variable beats the
+    # config file; an empty one is ignored, but a blank one reads as an empty list.
+    env = {
+        "PIP_INDEX_URL": routing.variant_index,
+        "PIP_EXTRA_INDEX_URL": " ",
+        "PIP_FIND_LINKS": " ",
+        "PIP_NO_INDEX": "",
+    }
+    return ["--index-url", routing.variant_index], env, _without_index_options(routing.global_options)
+
+
+def pip_family_probe(
+    routing: Routing, family: Sequence[RequirementLine], pulled_in: Sequence[str], report: Path
+) -> InstallerCommand:
+    """A pip dry run against the variant index alone: which files the family would be.
+
+    pip resolves the family with its dependencies for the target interpreter, as if nothing
+    were installed, and writes its choice to ``report`` (``--report``, pip >= 22.2). Only
+    the family members among it are used; everything else is left to the user's indexes.
+    """
+    index_args, env, options = _variant_only(routing)
     _, other_args = split_installer_args(routing.installer_args)
-    argv = [str(routing.python), "-m", "pip", "install"]
-    env: dict[str, str] = {}
-    options = list(routing.global_options)
-    if routing.variant_index is not None:
-        argv += ["--index-url", routing.variant_index]
-        # pip.conf and PIP_* may add indexes and find-links. An environment variable beats
-        # the config file; an empty one is ignored, but a blank one reads as an empty list.
-        env = {
-            "PIP_INDEX_URL": routing.variant_index,
-            "PIP_EXTRA_INDEX_URL": " ",
-            "PIP_FIND_LINKS": " ",
-            "PIP_NO_INDEX": "",
-        }
-        options = _without_index_options(routing.global_options)
-    file_args, files = _requirement_files(routing, "family", family, options)
-    argv += [*other_args, *file_args]
+    keep = [a for a in other_args if a not in ("-v", "--verbose", "-q", "--quiet")]
+    lines = [line for line in family if _routed(line, routing.pins.keys())]
+    lines += [
+        line for line in parse_requirement_args(list(pulled_in)) if line.name not in {ln.name for ln in lines}
+    ]
+    file_args, files = _requirement_files(routing, "family", lines, options)
+    argv = [str(routing.python), "-m", "pip", "install", *index_args, *keep, *file_args]
+    argv += ["--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
     return InstallerCommand(
         argv=tuple(argv),
-        purpose="pip, run 1 of 2: the torch family from the variant index only",
+        purpose="pip: choosing the torch family's files on the variant index (dry run)",
         env=env,
+        files=files,
+    )
+
+
+def family_files_from_report(report: Mapping[str, Any], family_names: Collection[str]) -> list[FamilyFile]:
+    """The family members of a pip ``--report`` and the file pip chose for each."""
+    found: list[FamilyFile] = []
+    for item in report.get("install", []):
+        name = canonicalize_name(str(item.get("metadata", {}).get("name", "")))
+        info = item.get("download_info") or {}
+        if name not in family_names or not info.get("url"):
+            continue
+        hashes = (info.get("archive_info") or {}).get("hashes") or {}
+        found.append(FamilyFile(name=name, url=str(info["url"]), sha256=hashes.get("sha256")))
+    return found
+
+
+def _direct_reference(line: Optional[RequirementLine], file: FamilyFile) -> RequirementLine:
+    """``name[extras] @ url#sha256=... ; marker``: this file and no other index's."""
+    url = file.url.split("#", 1)[0] + (f"#sha256={file.sha256}" if file.sha256 else "")
+    extras = marker = ""
+    if line is not None and line.requirement is not None:
+        if line.requirement.extras:
+            extras = f"[{','.join(sorted(line.requirement.extras))}]"
+        if line.requirement.marker is not None:
+            marker = f" ; {line.requirement.marker}"
+    return parse_requirement_args([f"{file.name}{extras} @ {url}{marker}"])[0]
+
+
+def pip_command(
+    routing: Routing, lines: Sequence[RequirementLine], family_files: Sequence[FamilyFile]
+) -> InstallerCommand:
+    """One pip run with the user's indexes: the family as direct references to the variant index."""
+    chosen = {file.name: file for file in family_files}
+    out: list[RequirementLine] = []
+    for line in lines:
+        file = chosen.pop(line.name or "", None) if _routed(line, routing.pins.keys()) else None
+        out.append(_direct_reference(line, file) if file else line)
+    out += [_direct_reference(None, file) for file in chosen.values()]  # brought in by the family
+    file_args, files = _requirement_files(routing, "requirements", out, routing.global_options)
+    argv = [str(routing.python), "-m", "pip", "install", *routing.installer_args, *file_args]
+    return InstallerCommand(
+        argv=tuple(argv),
+        purpose="pip: the torch family from the variant index's files, everything else from your indexes",
         files=files,
     )
 
@@ -198,21 +347,5 @@ def pip_hashed_command(routing: Routing, lines: Sequence[RequirementLine]) -> In
     return InstallerCommand(
         argv=tuple(argv),
         purpose="pip, hash-checking mode: every file pinned by hash, the variant index added",
-        files=files,
-    )
-
-
-def pip_rest_command(
-    routing: Routing, others: Sequence[RequirementLine], *, constraints: Sequence[str]
-) -> InstallerCommand:
-    """The second pip run: everything else, with the family's closure held where it is."""
-    held = routing.workdir / "held-family.txt"
-    no_rewriting = replace(routing, pins={})
-    file_args, files = _requirement_files(no_rewriting, "others", others, routing.global_options)
-    files[held] = "".join(f"{pin}\n" for pin in constraints)
-    argv = [str(routing.python), "-m", "pip", "install", *routing.installer_args, *file_args, "-c", str(held)]
-    return InstallerCommand(
-        argv=tuple(argv),
-        purpose="pip, run 2 of 2: everything else from your indexes, the torch family held in place",
         files=files,
     )

@@ -153,13 +153,36 @@ for name in ("torch", "torchvision", "torchaudio"):
     if path and os.path.exists(path):
         values = {}
         for node in ast.parse(open(path, encoding="utf-8").read()).body:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-                for target in node.targets:
+            # cuda = '12.4' and, as real wheels write it, cuda: Optional[str] = '13.0'
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if isinstance(node, ast.AnnAssign):
+                targets = [node.target]
+            if isinstance(getattr(node, "value", None), ast.Constant):
+                for target in targets:
                     if isinstance(target, ast.Name):
                         values[target.id] = node.value.value
         out[name].update(cuda=values.get("cuda"), hip=values.get("hip"))
 print(json.dumps(out))
 """
+
+
+def module_constants(node: object) -> dict[str, object]:
+    """``name = constant`` and ``name: T = constant`` at module level, as Python binds them.
+
+    Real torch wheels write ``cuda: Optional[str] = '13.0'``; older and stand-in ones
+    ``cuda = '12.4'``.
+    """
+    import ast
+
+    if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+        return {t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)}
+    if (
+        isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and isinstance(node.value, ast.Constant)
+    ):
+        return {node.target.id: node.value.value}
+    return {}
 
 
 def installed_family_in(site_packages: tuple[Path, ...]) -> dict[str, dict[str, Optional[str]]]:
@@ -183,10 +206,7 @@ def installed_family_in(site_packages: tuple[Path, ...]) -> dict[str, dict[str, 
             if version_py.is_file():
                 values: dict[str, object] = {}
                 for node in ast.parse(version_py.read_text(encoding="utf-8")).body:
-                    if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-                        values.update(
-                            {t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)}
-                        )
+                    values.update(module_constants(node))
                 cuda, hip = values.get("cuda"), values.get("hip")
                 info.update(
                     cuda=cuda if isinstance(cuda, str) else None, hip=hip if isinstance(hip, str) else None

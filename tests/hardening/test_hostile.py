@@ -14,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from support.cli import PLUGIN, assert_one_line_error, pip_gpu, tree_snapshot
-from support.index import IndexServer, installed_versions, make_venv, pip_env, site_packages, uv_env
+from support.index import (
+    IndexServer,
+    installed_versions,
+    make_venv,
+    pip_env,
+    pytorch_index,
+    site_packages,
+    uv_env,
+)
 from support.locks import fixture_lock
 from support.shims import (
     real_bin,
@@ -40,7 +48,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 A100_ON_535 = ["--driver", "535.104.05", "--compute-capability", "8.0"]
-ATTACKED = ("filelock", "nvidia-cuda-runtime-cu12")  # planted at 99.0.0 on the fixture "PyPI"
+# Planted at 99.0.0 on the fixture "PyPI" (as every other family name is); the variant
+# index serves the real ones. torch itself is there as PyPI has it: a plain CUDA build.
+ATTACKED = ("torchvision", "torchaudio", "triton")
+PLANTED_FAMILY = pytorch_index.PLANTED_FAMILY
 SECRETS = ("s3cr3t-token", "q-s3cr3t")  # a user name is shown as pip shows it: alice:****@
 
 
@@ -56,7 +67,7 @@ def _env(index: IndexServer, tmp_path: Path, default_index: str = "") -> dict[st
 def _assert_no_attacker(python: Path) -> None:
     versions = installed_versions(python)
     assert all(versions.get(name) != "99.0.0" for name in ATTACKED), versions
-    assert not (site_packages(python) / "filelock" / "PWNED").exists()
+    assert not any((site_packages(python) / name / "PWNED").exists() for name in ATTACKED)
 
 
 def _with_secrets(url: str) -> str:
@@ -68,17 +79,55 @@ def _with_secrets(url: str) -> str:
 
 @pytest.mark.slow
 def test_install_never_takes_a_planted_higher_version(
-    fixture_index: IndexServer, tmp_path: Path, installer_venv: tuple[str, Path]
+    index_server: IndexServer, tmp_path: Path, installer_venv: tuple[str, Path]
 ) -> None:
+    """Named, brought in by torch (triton) or by another library (torchvision): never PyPI's 99.0.0."""
     installer, python = installer_venv
+    fixture_index = index_server
     done = pip_gpu(
-        "install", "torch==2.5.1", *ATTACKED, "--python", str(python), "--installer", installer,
-        "--pytorch-index", fixture_index.pytorch_url, *A100_ON_535,
+        "install", "torch==2.5.1", "torchaudio", "fixture-vision-app", "--python", str(python),
+        "--installer", installer, "--pytorch-index", fixture_index.pytorch_url, *A100_ON_535,
         env=_env(fixture_index, tmp_path), timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert installed_versions(python)["filelock"] == "3.13.1"
+    versions = installed_versions(python)
+    assert (versions["torchvision"], versions["torchaudio"]) == ("0.20.1+cu124", "2.5.1+cu124")
+    assert versions["triton"] == "3.1.0"
     _assert_no_attacker(python)
+    # PyPI's triton 3.1.0 is not the one taken either: the variant index's file is
+    fetched = {r.path for r in index_server.requests if r.method == "GET"}
+    assert "/whl/triton-3.1.0-py3-none-any.whl" in fetched
+    assert "/pypi/packages/triton-3.1.0-py3-none-any.whl" not in fetched
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PLANTED_FAMILY))
+def test_no_family_name_is_ever_taken_from_the_default_index(
+    fixture_index: IndexServer, tmp_path: Path, name: str
+) -> None:
+    """Every family name, planted on "PyPI": uv and pip are only ever sent to the variant index for it.
+
+    The fixture variant index serves torchvision, torchaudio and triton; for the others the
+    install fails (nothing on the variant index) rather than take the planted one.
+    """
+    env = _env(fixture_index, tmp_path)
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    done = pip_gpu(
+        "install", "torch==2.5.1", name, "--python", str(python), "--installer", "uv",
+        "--pytorch-index", fixture_index.pytorch_url, *A100_ON_535, env=env, timeout=120,
+    )  # fmt: skip
+    hosted = bool(fixture_index.tree and fixture_index.tree.files_for("cu124", name))
+    assert (done.returncode == 0) == hosted, done.stderr
+    assert installed_versions(python).get(name) != "99.0.0"
+    assert not (site_packages(python) / name.replace("-", "_") / "PWNED").exists()
+    dry = pip_gpu(
+        "install", "torch==2.5.1", name, "--python", sys.executable, "--installer", "pip", "--dry-run",
+        "--pytorch-index", fixture_index.pytorch_url, *A100_ON_535, env=env,
+    )  # fmt: skip
+    # pip: the dry run against the variant index alone is what picks the family's files
+    assert dry.returncode == 0, dry.stderr
+    probe = dry.stdout.split("\n# pip: the torch family")[0]
+    assert f"--index-url {fixture_index.variant_url('cu124')}" in probe and f"#   {name}" in probe
 
 
 @pytest.mark.slow
@@ -87,7 +136,7 @@ def test_lock_and_sync_never_take_a_planted_higher_version(
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    (project / "requirements.in").write_text("torch==2.5.1\n" + "\n".join(ATTACKED) + "\n")
+    (project / "requirements.in").write_text("torch==2.5.1\ntorchaudio\nfixture-vision-app\n")
     env = _env(fixture_index, tmp_path)
     args = [
         "lock",
