@@ -325,6 +325,8 @@ def _main(arguments: list[str]) -> int:
 
         print("pip-gpu: interrupted", file=sys.stderr)
         return exit_status_for(interrupt)
+    except BrokenPipeError:
+        raise  # the reader went away: main() ends quietly
     except Exception as error:  # the last line of defence: one line, never a traceback
         if args.debug:
             raise
