@@ -203,7 +203,7 @@ def run_install(args: argparse.Namespace) -> int:
         routing = _routing(plan, target, _passthrough(args), workdir, rewrite_pins(plan))
         try:
             # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
-            runs = _planned_runs(plan, routing, installer, uv)
+            runs = _planned_runs(plan, routing, installer, uv, dry_run=args.dry_run)
             if args.dry_run:
                 if args.json:
                     print(json.dumps(_dry_run_json(plan, host, target, installer, runs, workdir), indent=2))
@@ -224,20 +224,34 @@ def run_install(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _planned_runs(plan: Plan, routing: Routing, installer: str, uv: str) -> list[_DryRun]:
+def _planned_runs(plan: Plan, routing: Routing, installer: str, uv: str, *, dry_run: bool) -> list[_DryRun]:
     """The installer runs that install the request, in order, with the resolution settled.
 
     Where the family comes from is found first by read-only resolutions (a pip dry run on the
     variant index, a ``uv pip compile``), which run for a dry run too: what it prints is then
-    exactly what an install runs. The installer runs once, in the open.
+    exactly what an install runs. A dry run whose variant index does not answer (offline, a
+    build machine) shows the runs unsettled instead, and says so.
     """
     lines = list(plan.lines)
+    offline = None
+    if dry_run and routing.variant_index is not None:
+        offline = _unreachable(routing.variant_index, timeout=3)
+    if offline is not None:
+        _stderr(f"pip-gpu: note: {offline} does not answer: the dry run shows the runs unsettled")
     if installer == "uv":
-        pulled_in = _uv_family_elsewhere(plan, routing, uv) if routing.variant_index else []
+        pulled_in = _uv_family_elsewhere(plan, routing, uv) if routing.variant_index and not offline else []
         command = uv_command(routing, lines, uv=uv, pulled_in=pulled_in)
-        return [_DryRun(command, before=_resolved_note(pulled_in))]
+        note = _resolved_note(pulled_in) if not offline else f"not settled: {offline} did not answer"
+        return [_DryRun(command, before=note)]
     if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
         return [_DryRun(pip_hashed_command(routing, lines))]
+    if offline is not None:
+        probe = pip_family_probe(routing, plan.family_lines(), [], routing.workdir / "family-report.json")
+        unsettled = (
+            f"not settled ({offline} did not answer): pip-gpu replaces each torch-family line with a "
+            "direct reference to the file the dry run above picks"
+        )
+        return [_DryRun(probe), _DryRun(pip_command(routing, lines, []), before=unsettled)]
     family = _pip_family_files(plan, routing, [])
     elsewhere: list[str] = []
     if plan.installs_something_else():
@@ -370,8 +384,19 @@ def _uv_resolution_args(installer_args: Sequence[str]) -> list[str]:
 def _unreachable_variant_index(plan: Plan, failure: InstallerFailed) -> None:
     """After a failed run: when the variant index cannot be reached, say that, not the resolver's words."""
     index = plan.decision.index_url
-    if index is None:
+    where = _unreachable(index) if index else None
+    if index is None or where is None:
         return
+    raise PipGpuError(
+        f"the variant index {redact_url(index)} ({where}) cannot be reached, so the torch family "
+        "could not be fetched",
+        f"check the network and the proxy settings (HTTPS_PROXY, NO_PROXY) for {where}, "
+        "or pass --pytorch-index URL of a mirror that can be reached",
+    ) from failure
+
+
+def _unreachable(index: str, timeout: float = 10) -> Optional[str]:
+    """``host:port`` when the index does not answer at all; None when it answers anything."""
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -381,18 +406,12 @@ def _unreachable_variant_index(plan: Plan, failure: InstallerFailed) -> None:
     # Asked without the credentials: an answer of any kind (401 included) means it is there.
     anonymous = urllib.parse.urlunsplit((parts.scheme, where, parts.path.rstrip("/") + "/", "", ""))
     try:
-        with urllib.request.urlopen(anonymous, timeout=10):
-            return
+        with urllib.request.urlopen(anonymous, timeout=timeout):
+            return None
     except urllib.error.HTTPError:
-        return  # it answers: the installer's own message said what was wrong
+        return None  # it answers: the installer's own message says what was wrong
     except (OSError, ValueError):
-        pass
-    raise PipGpuError(
-        f"the variant index {redact_url(index)} ({where}) cannot be reached, so the torch family "
-        "could not be fetched",
-        f"check the network and the proxy settings (HTTPS_PROXY, NO_PROXY) for {where}, "
-        "or pass --pytorch-index URL of a mirror that can be reached",
-    ) from failure
+        return where
 
 
 def _global_options(plan: Plan) -> list[tuple[str, ...]]:
