@@ -229,12 +229,35 @@ def cmd_explain(args: argparse.Namespace) -> int:
         force=args.force,
         pytorch_index=args.pytorch_index,
         cwd=Path.cwd(),
+        context=_explain_context(args.requirements, args.requirement),
     )
+    constraints = outcome.torch_constraints
     if args.json:
-        emit_json(decision_json(outcome.decision, host))
+        emit_json(decision_json(outcome.decision, host, constraints=constraints))
     else:
-        print(render_decision(outcome.decision, host, show_all=args.all))
+        print(render_decision(outcome.decision, host, show_all=args.all, constraints=constraints))
     return EXIT_OK if outcome.decision.ok else EXIT_NO_BUILD
+
+
+def _explain_context(requirements: list[str], files: list[str]) -> Any:
+    """Other packages given: resolve them (with this interpreter, the user's pip settings) to
+    read what they need of torch. Only the family named: nothing to resolve, no subprocess."""
+    if not files and all(_names_only_family(text) for text in requirements):
+        return None
+    from .resolution import ResolutionContext
+
+    return ResolutionContext(python=Path(sys.executable), prefer_installed=False)
+
+
+def _names_only_family(text: str) -> bool:
+    from packaging.utils import canonicalize_name
+
+    from .knowledge import load_knowledge
+
+    head = text.split(";")[0].split("@")[0]
+    for stop in "[=<>!~ ":
+        head = head.split(stop)[0]
+    return canonicalize_name(head) in {canonicalize_name(m.name) for m in load_knowledge().family}
 
 
 # --- matrix --------------------------------------------------------------------------------

@@ -150,6 +150,10 @@ def run_install(args: argparse.Namespace) -> int:
     if args.python_version is None:
         args.python_version = target.python_version
     host = host_from_args(args)
+    from .config import load_project_config
+    from .resolution import context_for_install
+
+    installer = choose_installer(args.installer, load_project_config(cwd).installer, target)
     plan = decide_for(
         args.requirements,
         args.requirement,
@@ -159,12 +163,14 @@ def run_install(args: argparse.Namespace) -> int:
         pytorch_index=args.pytorch_index,
         cwd=cwd,
         constraint_files=args.constraint,
+        context=context_for_install(
+            target.python, target.site_packages, installer, _passthrough(args), os.environ
+        ),
     )
     decision = plan.decision
     if not decision.ok:
         assert decision.blocker is not None
         raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
-    installer = choose_installer(args.installer, plan.config.installer, target)
     if not args.dry_run and not getattr(args, "no_lock", False):
         from .lockfile import find_lock_family
 
