@@ -246,7 +246,7 @@ def _explain_context(requirements: list[str], files: list[str]) -> Any:
         return None
     from .resolution import ResolutionContext
 
-    return ResolutionContext(python=Path(sys.executable), prefer_installed=False)
+    return ResolutionContext(python=Path(sys.executable), prefer_installed=False, strict=False)
 
 
 def _names_only_family(text: str) -> bool:

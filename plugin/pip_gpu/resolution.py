@@ -103,6 +103,7 @@ class ResolutionContext:
     site_packages: tuple[Path, ...] = ()
     prefer_installed: bool = True
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    strict: bool = True  # a resolution that fails is an error (install); else a note (explain)
 
 
 class ResolutionFailed(PipGpuError):
@@ -405,6 +406,7 @@ class WholeRequest:
     constraints: tuple[TorchConstraint, ...]
     added_lines: tuple[RequirementLine, ...]
     installed: Optional[Installed]
+    notes: tuple[str, ...] = ()
 
     def decision_requirements(self, direct: Collection[str]) -> list[Requirement]:
         """The derived constraints the decision reads: those on torch and its companions."""
@@ -436,9 +438,16 @@ def read_whole_request(
     constraints += member_constraints(lines, family, direct, variant_indexes)
     added: list[RequirementLine] = []
     installed: Optional[Installed] = None
+    notes: list[str] = []
     if context is not None:
         others = [line for line in lines if line.name not in family]
-        downstream = closure_requirements(others, global_options, family, context)
+        try:
+            downstream = closure_requirements(others, global_options, family, context)
+        except ResolutionFailed as failure:
+            if context.strict:
+                raise
+            notes.append(f"not counted, what the other requirements need of torch: {failure.message}")
+            downstream = []
         constraints += downstream
         # Family members other packages pin (vllm pins xformers): their torch, in turn.
         pinned_members = [
@@ -458,7 +467,7 @@ def read_whole_request(
             )
         if context.prefer_installed:
             installed = installed_preference(context.site_packages, variants)
-    return WholeRequest(tuple(constraints), tuple(added), installed)
+    return WholeRequest(tuple(constraints), tuple(added), installed, tuple(notes))
 
 
 def describe_request(request_text: str, whole: WholeRequest) -> str:
@@ -482,7 +491,7 @@ def settle(
     runs here (as uv keeps installed packages that satisfy a request). When the request needs
     another torch, a note says so, printed before anything changes.
     """
-    notes = [
+    notes = [*whole.notes] + [
         f"{line.name} pulled in by other requirements: {line.origin[len('required by ') :]} "
         f"requires {line.text}"
         for line in whole.added_lines

@@ -1,0 +1,201 @@
+"""Whether an install the shim was given can bring in the torch family, without naming it.
+
+``pip install ultralytics``, ``pip install -r requirements.txt`` whose file never says torch,
+``pip install ./mylib.whl`` or ``-e .`` of a project that depends on torch: the family arrives
+through the resolution. The shim asks the very installer the user invoked to resolve the
+command without installing anything (pip: ``install --dry-run --ignore-installed --report``;
+uv: ``pip compile``), against the user's own indexes and settings, and routes the command
+through ``pip-gpu install`` when a torch-family package is in the result. When the resolution
+fails the shim cannot tell, and refuses in one line rather than passing a possibly wrong build
+through.
+
+Standard library only until a family name must be compared (the shim starts fast).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["CannotTell", "Staged", "pip_closure_family", "stage_inputs", "uv_closure_family"]
+
+
+class CannotTell(Exception):
+    """The resolution that would say whether the family is involved did not succeed."""
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _last_error(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith(("error", "\u00d7 "))]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+class Staged:
+    """Inputs that must become files: requirements from standard input, and editables.
+
+    ``stdin``: the text read from standard input for ``-r -`` (read once, reused for the
+    resolution and the install). The folder lives until :meth:`close`.
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="pip-gpu-shim-"))
+        self.stdin: Optional[str] = None
+
+    def stdin_file(self) -> str:
+        if self.stdin is None:
+            self.stdin = sys.stdin.read()
+        path = self.folder / "stdin-requirements.txt"
+        path.write_text(self.stdin, encoding="utf-8")
+        return str(path)
+
+    def editables_file(self, editables: Sequence[str]) -> str:
+        path = self.folder / "editables.txt"
+        path.write_text("".join(f"-e {_quote(e)}\n" for e in editables), encoding="utf-8")
+        return str(path)
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def stage_inputs(args: Sequence[str], staged: Staged, requirement_options: Collection[str]) -> list[str]:
+    """``-r -`` (standard input) becomes a file, once: a resolution and an install read it."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token in requirement_options and i + 1 < len(args) and args[i + 1] == "-":
+            out += [token, staged.stdin_file()]
+            i += 2
+            continue
+        name, equals, value = token.partition("=")
+        if equals and name in requirement_options and value == "-":
+            out.append(f"{name}={staged.stdin_file()}")
+        elif not token.startswith("--") and token[:2] in requirement_options and token[2:] == "-":
+            out += [token[:2], staged.stdin_file()]
+        else:
+            out.append(token)
+        i += 1
+    return out
+
+
+def _absolute(requirement: str) -> str:
+    """A local path as an absolute one: the scratch file that lists it lives elsewhere."""
+    return str(Path(requirement).resolve()) if os.path.exists(requirement) else requirement
+
+
+def _quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value) if re.search(r"[\s'\"\\]", value) else value
+
+
+def pip_closure_family(
+    real: str, general: Sequence[str], command_args: Sequence[str], family: Collection[str]
+) -> list[str]:
+    """The family packages ``pip install <command_args>`` would install, read from pip's own
+    dry-run report (nothing is installed; installed packages are ignored so all show)."""
+    with tempfile.TemporaryDirectory(prefix="pip-gpu-closure-") as scratch:
+        report = Path(scratch) / "report.json"
+        argv = [real, *general, "install", *command_args]
+        argv += ["--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
+        env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+        done = subprocess.run(
+            argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=False
+        )
+        try:
+            data = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+    if done.returncode != 0 or not isinstance(data, dict):
+        raise CannotTell(_last_error(done.stderr or done.stdout))
+    names = {
+        _canonical(str((item.get("metadata") or {}).get("name", ""))) for item in data.get("install") or ()
+    }
+    return sorted(names & set(family))
+
+
+# uv pip install options that also steer ``uv pip compile``'s resolution.
+UV_RESOLUTION_OPTIONS = frozenset(
+    {
+        "--index-url",
+        "--extra-index-url",
+        "--index",
+        "--default-index",
+        "--find-links",
+        "--no-index",
+        "--index-strategy",
+        "--keyring-provider",
+        "--prerelease",
+        "--pre",
+        "--resolution",
+        "--exclude-newer",
+        "--constraints",
+        "--overrides",
+        "--python",
+        "--python-version",
+        "--python-platform",
+        "--no-build-isolation",
+        "--config-settings",
+        "--no-sources",
+        "--allow-insecure-host",
+        "--offline",
+        "--native-tls",
+        "--no-config",
+        "--config-file",
+        "--cache-dir",
+    }
+)
+
+
+def uv_closure_family(
+    real: str,
+    requirements: Sequence[str],
+    files: Sequence[str],
+    editables: Sequence[str],
+    options: Sequence[tuple[str, Optional[str]]],
+    python: Optional[Path],
+    family: Collection[str],
+) -> list[str]:
+    """The family packages ``uv pip install`` would install, from ``uv pip compile`` of the same
+    requirements with the user's resolution options (output to a scratch file, nothing installed)."""
+    with tempfile.TemporaryDirectory(prefix="pip-gpu-closure-") as scratch:
+        folder = Path(scratch)
+        inputs = folder / "requirements.in"
+        lines = [_absolute(r) for r in requirements] + [f"-e {_quote(_absolute(e))}" for e in editables]
+        lines += [f"-r {_quote(str(Path(f).resolve()))}" for f in files]
+        inputs.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        argv = [real, "pip", "compile", str(inputs), "--quiet", "--no-header", "--no-annotate"]
+        argv += ["--output-file", str(folder / "resolved.txt")]
+        if python is not None:
+            argv += ["--python", str(python)]
+        for name, value in options:
+            if name in UV_RESOLUTION_OPTIONS and name != "--python":
+                argv += [name] if value is None else [f"{name}={value}"]
+        done = subprocess.run(
+            argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False, cwd=Path.cwd()
+        )
+        try:
+            resolved = (folder / "resolved.txt").read_text(encoding="utf-8")
+        except OSError:
+            resolved = ""
+    if done.returncode != 0:
+        raise CannotTell(_last_error(done.stderr or done.stdout))
+    names = set()
+    for line in resolved.splitlines():
+        match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[.*?\])?\s*(==|@)", line)
+        if match:
+            names.add(_canonical(match.group(1)))
+    return sorted(names & set(family))
