@@ -109,8 +109,8 @@ def pip_closure_family(
     dry-run report (nothing is installed; installed packages are ignored so all show)."""
     with tempfile.TemporaryDirectory(prefix="pip-gpu-closure-") as scratch:
         report = Path(scratch) / "report.json"
-        argv = [real, *general, "install", *command_args]
-        argv += ["--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
+        argv = [real, *general, "install", "--dry-run", "--ignore-installed", "--quiet"]
+        argv += ["--report", str(report), *command_args]  # the user's own options come last, as given
         env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
         done = subprocess.run(
             argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, check=False

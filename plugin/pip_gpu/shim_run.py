@@ -730,7 +730,9 @@ def _uv_tool_run(real: str, args: list[str], start: int) -> Optional[Callable[[]
     parsed = _parse_uv(args[start:], stop_at_positional=True)
     named = [*parsed.values("--with", "--from"), *parsed.positionals[:1]]
     requirements = [r for value in named for r in value.split(",")]
-    if not _names_family(requirements, parsed.values("--with-requirements"), ()):
+    if not _names_family(
+        requirements, parsed.values("--with-requirements"), ()
+    ) and not ephemeral_needs_family(real, requirements, parsed.values("--with-requirements")):
         return None
     return uv_with_variant_index(real, args, start, parsed, requirements)
 
@@ -769,7 +771,12 @@ def uv_with_variant_index(
     from .uv_project import _no_host_flags
 
     readable = [f for f in (*files, *parsed.values("--with-requirements")) if not f.endswith(".toml")]
-    plan = decide_for(list(requirements), readable, host_from_args(_no_host_flags()), cwd=Path.cwd())
+    from .resolution import ResolutionContext  # issue 13: what the other packages need of torch
+
+    context = ResolutionContext(python=Path(sys.executable), prefer_installed=False) if requirements else None
+    plan = decide_for(
+        list(requirements), readable, host_from_args(_no_host_flags()), cwd=Path.cwd(), context=context
+    )
     decision = plan.decision
     if not decision.ok:
         assert decision.blocker is not None
@@ -893,6 +900,20 @@ def _uv_closure_needs_family(real: str, parsed: Parsed) -> bool:
         print(
             f"pip-gpu: the requirements bring in {', '.join(found)}: routing through pip-gpu", file=sys.stderr
         )
+    return bool(found)
+
+
+def ephemeral_needs_family(real: str, requirements: Sequence[str], files: Sequence[str]) -> bool:
+    """Whether uv's throwaway environment (``uv run --with``, ``uvx``, ``uv tool``) of these
+    requirements brings in a torch-family package, by ``uv pip compile`` of the same."""
+    if not (requirements or files):
+        return False
+    from .shim_closure import CannotTell, uv_closure_family
+
+    try:
+        found = uv_closure_family(real, requirements, files, (), (), None, _family_names())
+    except CannotTell as why:
+        raise _Refused(f"cannot tell whether these requirements bring in the torch family ({why})") from None
     return bool(found)
 
 
