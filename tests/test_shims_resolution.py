@@ -184,7 +184,7 @@ def test_a_package_without_torch_is_the_real_installer(  # type: ignore[no-untyp
 def test_a_resolution_that_fails_is_refused_in_one_line(  # type: ignore[no-untyped-def]
     installer: str, shims: Path, index_server: IndexServer, tmp_path: Path
 ) -> None:
-    env, python = user(installer, tmp_path, index_server, shims, CU124_HOST)
+    env, _ = user(installer, tmp_path, index_server, shims, CU124_HOST)
     command = "pip install" if installer == "pip" else "uv pip install"
     done = shell(f"{command} no-such-project-anywhere", env, cwd=tmp_path, check=False)
     assert done.returncode == 2
@@ -208,7 +208,8 @@ def test_uv_run_with_a_package_that_needs_torch_gets_the_host_build(  # type: ig
     env.pop("VIRTUAL_ENV")
     env["UV_PYTHON"] = sys.executable  # PATH holds only the shims and the real uv
     done = shell(
-        "uv run --no-project --with fixture-llm==0.6.4.post1 python -c 'import torch; print(torch.__version__)'",
+        "uv run --no-project --with fixture-llm==0.6.4.post1 "
+        "python -c 'import torch; print(torch.__version__)'",
         env,
         cwd=tmp_path,
     )
