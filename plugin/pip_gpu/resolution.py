@@ -87,6 +87,7 @@ class Installed:
     version: str  # "2.5.1+cu124"
     public: str  # "2.5.1"
     variant: Optional[str]  # "cu124"; None for PyPI's unlabelled build
+    source: str = "installed"  # or the lock file it was read from: "pylock.cu124.toml"
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class ResolutionContext:
     prefer_installed: bool = True
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     strict: bool = True  # a resolution that fails is an error (install); else a note (explain)
+    lock_folder: Optional[Path] = None  # where pip-gpu's pylock.<variant>.toml files may be
 
 
 class ResolutionFailed(PipGpuError):
@@ -391,6 +393,19 @@ def installed_preference(site_packages: Sequence[Path], variants: Iterable[str])
     return Installed(version, public, label if label in known else None)
 
 
+def locked_preferences(folder: Optional[Path]) -> list[Installed]:
+    """The torch each of the folder's locks holds: preferred, as uv prefers its lock's versions."""
+    if folder is None or not any(folder.glob("pylock.*.toml")):
+        return []
+    from .lockfile import find_lock_family
+
+    return [
+        Installed(f"{lock.record.torch}+{lock.variant}", lock.record.torch, lock.variant, lock.path.name)
+        for lock in find_lock_family(folder)
+        if lock.record.torch and lock.variant != "default"
+    ]
+
+
 # --- the whole request -------------------------------------------------------------------------
 
 
@@ -405,7 +420,7 @@ class WholeRequest:
 
     constraints: tuple[TorchConstraint, ...]
     added_lines: tuple[RequirementLine, ...]
-    installed: Optional[Installed]
+    preferences: tuple[Installed, ...] = ()  # the installed torch first, then the folder's locks
     notes: tuple[str, ...] = ()
 
     def decision_requirements(self, direct: Collection[str]) -> list[Requirement]:
@@ -437,7 +452,7 @@ def read_whole_request(
     constraints = constraints_of_lines(lines, family, variants)
     constraints += member_constraints(lines, family, direct, variant_indexes)
     added: list[RequirementLine] = []
-    installed: Optional[Installed] = None
+    preferences: list[Installed] = []
     notes: list[str] = []
     if context is not None:
         others = [line for line in lines if line.name not in family]
@@ -467,7 +482,9 @@ def read_whole_request(
             )
         if context.prefer_installed:
             installed = installed_preference(context.site_packages, variants)
-    return WholeRequest(tuple(constraints), tuple(added), installed, tuple(notes))
+            preferences += [installed] if installed is not None else []
+            preferences += locked_preferences(context.lock_folder)
+    return WholeRequest(tuple(constraints), tuple(added), tuple(preferences), tuple(notes))
 
 
 def describe_request(request_text: str, whole: WholeRequest) -> str:
@@ -513,39 +530,53 @@ def settle(
             message = f"no torch release satisfies every torch requirement of this request: {demands}"
         blocker = replace(decision.blocker, message=message, hint=hint)
         return replace(decision, blocker=blocker, notes=(*decision.notes, *notes))
-    installed = whole.installed
-    if installed is not None and installed.variant is not None:
-        series = ".".join(installed.public.split(".")[:2])
-        runs = any(c.ok and c.torch == series and c.variant == installed.variant for c in decision.candidates)
-        admitted = request.torch_specifier.contains(installed.public, prereleases=True)
-        if runs and admitted:
-            keep = replace(
-                request,
-                torch_specifier=request.torch_specifier & SpecifierSet(f"=={installed.public}"),
-                exact_torch=installed.public,
-                forced_variant=installed.variant,
-            )
-            kept = decide_with(keep)
-            if kept.ok:
-                if (kept.torch, kept.variant) != (decision.torch, decision.variant):
-                    notes.append(f"keeping the installed torch {installed.version}: the request admits it")
-                return replace(kept, notes=(*kept.notes, *notes))
-        elif (installed.public, installed.variant) != (decision.torch, decision.variant):
-            why = [
-                c.describe()
-                for c in whole.constraints
-                if c.package == TORCH and not c.specifier.contains(installed.public, prereleases=True)
+
+    def runs(pref: Installed) -> bool:
+        series = ".".join(pref.public.split(".")[:2])
+        return any(c.ok and c.torch == series and c.variant == pref.variant for c in decision.candidates)
+
+    order = {(c.torch, c.variant): i for i, c in reversed(list(enumerate(decision.candidates)))}
+
+    def rank(pref: Installed) -> tuple[bool, int]:  # the installed build, then the best locked one
+        series = ".".join(pref.public.split(".")[:2])
+        return pref.source != "installed", order.get((series, pref.variant or ""), len(order))
+
+    for pref in sorted(whole.preferences, key=rank):
+        if pref.variant is None or not runs(pref):
+            continue
+        if not request.torch_specifier.contains(pref.public, prereleases=True):
+            continue
+        keep = replace(
+            request,
+            torch_specifier=request.torch_specifier & SpecifierSet(f"=={pref.public}"),
+            exact_torch=pref.public,
+            forced_variant=pref.variant,
+        )
+        kept = decide_with(keep)
+        if kept.ok:
+            if (kept.torch, kept.variant) != (decision.torch, decision.variant):
+                where = "the installed torch" if pref.source == "installed" else f"torch from {pref.source}:"
+                notes.append(f"keeping {where} {pref.version}: the request admits it and it runs here")
+            return replace(kept, notes=(*kept.notes, *notes))
+    installed = next((p for p in whole.preferences if p.source == "installed"), None)
+    if installed is not None and (installed.public, installed.variant) != (decision.torch, decision.variant):
+        why = [
+            c.describe()
+            for c in whole.constraints
+            if c.package == TORCH and not c.specifier.contains(installed.public, prereleases=True)
+        ]
+        if not why and installed.variant is None:
+            why = ["it carries no variant label (a build from PyPI or elsewhere), so it is not checked"]
+        elif not why and not runs(installed):
+            why = [f"its {installed.variant} build does not run here"]
+        elif not why:
+            why = [c.describe() for c in whole.constraints if c.package != TORCH] or [
+                "the request excludes it"
             ]
-            if not why:
-                why = [
-                    f"its {installed.variant} build does not run here"
-                    if not runs
-                    else "the request excludes it"
-                ]
-            notes.append(
-                f"torch {installed.version} is installed, but this request needs torch {decision.torch} "
-                f"({decision.variant}): {'; '.join(why)}; it will be replaced"
-            )
+        notes.append(
+            f"torch {installed.version} is installed, but this request needs torch {decision.torch} "
+            f"({decision.variant}): {'; '.join(why)}; it will be replaced"
+        )
     return replace(decision, notes=(*decision.notes, *notes))
 
 
@@ -597,6 +628,7 @@ def context_for_install(
     installer: str,
     installer_args: Sequence[str],
     env: Mapping[str, str],
+    lock_folder: Optional[Path] = None,
 ) -> ResolutionContext:
     """``pip-gpu install``'s view: the target, the user's indexes, installed torch preferred
     unless ``--upgrade``/``--force-reinstall`` asks otherwise."""
@@ -607,4 +639,5 @@ def context_for_install(
         site_packages=tuple(site_packages),
         prefer_installed=not upgrading,
         env=dict(env),
+        lock_folder=lock_folder,
     )
