@@ -178,3 +178,19 @@ def test_explain_shows_where_each_torch_constraint_came_from(env, fixture_index)
         "variant": None,
         "text": "fixture-llm==0.6.4.post1 requires torch==2.5.1",
     } in data["constraints"]
+
+
+def test_the_folders_lock_is_a_preference(env, installer_venv, index_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from support.locks import fixture_lock
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    fixture_lock(index_server, folder, "cu124")  # torch 2.5.1+cu124
+    installer, python = installer_venv
+    done = pip_gpu(
+        "install", "torchaudio", "--python", str(python), "--installer", installer, "--dry-run", *A100_ON_535,
+        env=env, cwd=folder,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "keeping torch from pylock.cu124.toml: 2.5.1+cu124" in done.stderr
+    assert "torch 2.5.1 -> cu124" in done.stderr and "torchaudio==2.5.*" in done.stdout
