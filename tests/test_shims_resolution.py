@@ -214,3 +214,18 @@ def test_uv_run_with_a_package_that_needs_torch_gets_the_host_build(  # type: ig
         cwd=tmp_path,
     )
     assert done.stdout.strip() == "2.5.1+cu124"
+
+
+@pytest.mark.parametrize("source", ["requirements.in", "pyproject.toml"])
+def test_uv_pip_compile_of_a_package_that_needs_torch_locks_the_host_build(  # type: ignore[no-untyped-def]
+    source: str, shims: Path, index_server: IndexServer, tmp_path: Path
+) -> None:
+    env, _ = user("uv", tmp_path, index_server, shims, CU124_HOST)
+    if source == "requirements.in":
+        (tmp_path / "requirements.in").write_text("fixture-llm==0.6.4.post1\n")
+        folder = tmp_path
+    else:
+        folder = project(tmp_path / "proj")
+    done = shell(f"uv pip compile {source} -o requirements.txt", env, cwd=folder)
+    assert "the torch family comes from" in done.stderr
+    assert "torch==2.5.1+cu124" in (folder / "requirements.txt").read_text()

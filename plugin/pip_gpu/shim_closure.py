@@ -173,11 +173,13 @@ def uv_closure_family(
     requirements with the user's resolution options (output to a scratch file, nothing installed)."""
     with tempfile.TemporaryDirectory(prefix="pip-gpu-closure-") as scratch:
         folder = Path(scratch)
-        inputs = folder / "requirements.in"
+        sources = list(files)  # requirements files, pyproject.toml, setup.cfg...: as uv reads them
         lines = [_absolute(r) for r in requirements] + [f"-e {_quote(_absolute(e))}" for e in editables]
-        lines += [f"-r {_quote(str(Path(f).resolve()))}" for f in files]
-        inputs.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-        argv = [real, "pip", "compile", str(inputs), "--quiet", "--no-header", "--no-annotate"]
+        if lines:
+            inputs = folder / "requirements.in"
+            inputs.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+            sources.append(str(inputs))
+        argv = [real, "pip", "compile", *sources, "--quiet", "--no-header", "--no-annotate"]
         argv += ["--output-file", str(folder / "resolved.txt")]
         if python is not None:
             argv += ["--python", str(python)]

@@ -743,9 +743,28 @@ def _uv_pip_resolve(real: str, args: list[str], at: int) -> Optional[Callable[[]
     if parsed.has("--help", "-h", "--torch-backend"):
         return None
     files = [*parsed.positionals, *parsed.values("--requirements", "--requirement")]
-    if not _names_family((), files, parsed.values("--constraints", "--constraint"), routed_by_uv=True):
-        return None
+    constraints = parsed.values("--constraints", "--constraint")
+    if not _names_family((), files, constraints, routed_by_uv=True) and not (
+        args[at] == "compile" and _uv_compile_needs_family(real, files, parsed)
+    ):
+        return None  # `uv pip sync` installs only what its files list: no resolution brings more
     return uv_with_variant_index(real, args, at + 1, parsed, [], files=files)
+
+
+def _uv_compile_needs_family(real: str, files: Sequence[str], parsed: Parsed) -> bool:
+    """Whether ``uv pip compile`` of these files brings in a torch-family package."""
+    if not files or any(f == "-" for f in files):
+        return False if not files else _refuse_stdin_compile()
+    from .shim_closure import CannotTell, uv_closure_family
+
+    try:
+        return bool(uv_closure_family(real, (), files, (), parsed.options, None, _family_names()))
+    except CannotTell as why:
+        raise _Refused(f"cannot tell whether `uv pip compile` brings in the torch family ({why})") from None
+
+
+def _refuse_stdin_compile() -> bool:
+    raise _Refused("`uv pip compile -` (standard input) is not routed by the shim yet; pass a file")
 
 
 def uv_with_variant_index(
@@ -773,10 +792,18 @@ def uv_with_variant_index(
     readable = [f for f in (*files, *parsed.values("--with-requirements")) if not f.endswith(".toml")]
     from .resolution import ResolutionContext  # issue 13: what the other packages need of torch
 
-    context = ResolutionContext(python=Path(sys.executable), prefer_installed=False) if requirements else None
-    plan = decide_for(
-        list(requirements), readable, host_from_args(_no_host_flags()), cwd=Path.cwd(), context=context
+    projects = [  # a project's own dependencies count: pip reads them from the folder
+        str(Path(f).resolve().parent)
+        for f in (*files, *parsed.values("--with-requirements"))
+        if Path(f).name in ("pyproject.toml", "setup.cfg", "setup.py")
+    ]
+    others = [*requirements, *projects]
+    context = (  # best effort: uv resolves the family itself afterwards, from the decided index
+        ResolutionContext(python=Path(sys.executable), prefer_installed=False, strict=False)
+        if others or readable
+        else None
     )
+    plan = decide_for(others, readable, host_from_args(_no_host_flags()), cwd=Path.cwd(), context=context)
     decision = plan.decision
     if not decision.ok:
         assert decision.blocker is not None
