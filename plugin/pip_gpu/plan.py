@@ -176,6 +176,9 @@ def _url_variant(forced: Mapping[str, str]) -> Optional[str]:
     return next(iter(forced), None)
 
 
+MEMBER_INDEX_TRIES = 8
+
+
 def _decided_names(knowledge: Knowledge) -> frozenset[str]:
     """torch and its companions: the names the decision reads directly."""
     return frozenset({"torch"} | {canonicalize_name(n) for r in knowledge.releases for n in r.companions})
@@ -190,7 +193,8 @@ def _variant_indexes(index: str, knowledge: Knowledge, forced: Optional[str]) ->
         key=lambda v: (v == forced, v.startswith("cu"), variant_sort_key(v)),
         reverse=True,
     )
-    return [url for url in (variant_index_url(index, v) for v in ordered) if url]
+    # A family member lives on (nearly) every CUDA index; a few tries find it or nothing will.
+    return [url for url in (variant_index_url(index, v) for v in ordered) if url][:MEMBER_INDEX_TRIES]
 
 
 def _asks_for_a_newer_release(request: TorchRequest, knowledge: Knowledge) -> bool:

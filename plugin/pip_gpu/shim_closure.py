@@ -49,8 +49,11 @@ class Staged:
     """
 
     def __init__(self) -> None:
+        import atexit
+
         self.folder = Path(tempfile.mkdtemp(prefix="pip-gpu-shim-"))
         self.stdin: Optional[str] = None
+        atexit.register(self.close)  # after the routed install (an exec leaves it: /tmp keeps it)
 
     def stdin_file(self) -> str:
         if self.stdin is None:
