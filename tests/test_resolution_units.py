@@ -73,18 +73,9 @@ def test_a_direct_url_or_wheel_says_its_variant(link: str, variant: str | None) 
 
 
 def test_family_lines_keep_where_they_came_from() -> None:
-    lines = parse_requirement_args(
-        [
-            "torch>=2.4",
-            "numpy",
-            "xformers @ https://download.pytorch.org/whl/cu121/xformers-0.0.28.post2-py3-none-any.whl",
-        ]
-    )
-    found = constraints_of_lines(lines, FAMILY, VARIANTS)
-    assert [c.describe() for c in found] == [
-        "command line asks torch>=2.4",
-        "xformers @ https://download.pytorch.org/whl/cu121/xformers-0.0.28.post2-py3-none-any.whl is a cu121 build",
-    ]
+    wheel = "xformers @ https://download.pytorch.org/whl/cu121/xformers-0.0.28.post2-py3-none-any.whl"
+    found = constraints_of_lines(parse_requirement_args(["torch>=2.4", "numpy", wheel]), FAMILY, VARIANTS)
+    assert [c.describe() for c in found] == ["command line asks torch>=2.4", f"{wheel} is a cu121 build"]
 
 
 def test_uv_index_settings_become_pip_options_for_the_resolution() -> None:
