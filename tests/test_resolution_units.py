@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,30 @@ def test_a_lock_is_preferred_after_the_installed_build(tmp_path: Path) -> None:
     assert (decision.torch, decision.variant) == ("2.5.1", "cu124")
     decision = _settle(TorchRequest(), WholeRequest((), (), (locked,)))
     assert (decision.torch, decision.variant) == ("2.4.1", "cu121")
+
+
+def test_pip_settings_become_uv_options_for_the_shims_quick_check(tmp_path: Path) -> None:
+    from pip_gpu.shim_closure import _pip_config_files, pip_settings, uv_args_for_pip
+
+    env = {
+        "PIP_CONFIG_FILE": os.devnull,  # no files: the variables alone
+        "PIP_INDEX_URL": "https://mirror/simple",
+        "PIP_EXTRA_INDEX_URL": "https://a https://b",
+        "PIP_PRE": "1",
+        "PIP_GPU_DRIVER": "535.104.05",  # pip-gpu's own, not pip's
+    }
+    settings = pip_settings(env)
+    assert settings is not None
+    assert uv_args_for_pip(settings, [("--find-links", "./wheels")]) == [
+        "--index-strategy", "unsafe-best-match",  # pip takes the best version from every index
+        "--index-url", "https://mirror/simple",
+        "--extra-index-url", "https://a", "--extra-index-url", "https://b",
+        "--find-links", "./wheels",
+        "--prerelease", "allow",
+    ]  # fmt: skip
+    # settings the translation cannot carry: pip itself is asked
+    assert pip_settings({**env, "PIP_TRUSTED_HOST": "mirror"}) is None
+    assert uv_args_for_pip(settings, [("--only-binary", ":all:")]) is None
+    # a named config file is read last, after pip's usual places
+    config = tmp_path / "pip.conf"
+    assert _pip_config_files({"PIP_CONFIG_FILE": str(config), "HOME": str(tmp_path)})[-1] == config

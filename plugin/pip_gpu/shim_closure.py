@@ -20,7 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -171,6 +171,7 @@ def uv_closure_family(
     options: Sequence[tuple[str, Optional[str]]],
     python: Optional[Path],
     family: Collection[str],
+    env: Optional[Mapping[str, str]] = None,
 ) -> list[str]:
     """The family packages ``uv pip install`` would install, from ``uv pip compile`` of the same
     requirements with the user's resolution options (output to a scratch file, nothing installed)."""
@@ -190,7 +191,13 @@ def uv_closure_family(
             if name in UV_RESOLUTION_OPTIONS and name != "--python":
                 argv += [name] if value is None else [f"{name}={value}"]
         done = subprocess.run(
-            argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False, cwd=Path.cwd()
+            argv,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            cwd=Path.cwd(),
+            env=None if env is None else dict(env),
         )
         try:
             resolved = (folder / "resolved.txt").read_text(encoding="utf-8")
@@ -204,3 +211,146 @@ def uv_closure_family(
         if match:
             names.add(_canonical(match.group(1)))
     return sorted(names & set(family))
+
+
+# --- a faster oracle for pip: uv, given pip's own index settings ---------------------------------
+
+# pip settings that change where or how packages are fetched in ways this translation does not
+# carry over to uv: with any of them set, the shim asks pip itself.
+_PIP_SETTINGS_NOT_TRANSLATED = frozenset(
+    {
+        "client-cert",
+        "proxy",
+        "trusted-host",
+        "keyring-provider",
+        "no-binary",
+        "only-binary",
+        "prefer-binary",
+        "use-deprecated",
+        "use-feature",
+        "isolated",
+        "config-settings",
+        "platform",
+        "python-version",
+        "implementation",
+        "abi",
+        "upgrade-strategy",
+    }
+)
+_PIP_TRANSLATED = frozenset({"index-url", "extra-index-url", "find-links", "no-index", "pre"})
+
+
+def _pip_config_files(env: Mapping[str, str]) -> list[Path]:
+    """The files pip reads its settings from, lowest priority first (pip's documented order)."""
+    given = env.get("PIP_CONFIG_FILE")
+    if given is not None and given in (os.devnull, ""):
+        return []
+    home = Path.home()
+    xdg_dirs = env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep)
+    files = [Path(d) / "pip" / "pip.conf" for d in reversed(xdg_dirs)] + [Path("/etc/pip.conf")]
+    user_config = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+    files += [home / ".pip" / "pip.conf", user_config / "pip" / "pip.conf"]
+    if env.get("VIRTUAL_ENV"):
+        files.append(Path(env["VIRTUAL_ENV"]) / "pip.conf")
+    if given:
+        files.append(Path(given))
+    return files
+
+
+def pip_settings(env: Mapping[str, str], command: str = "install") -> Optional[dict[str, str]]:
+    """pip's own settings from its config files and ``PIP_*`` variables (later wins); None when
+    one of them is beyond what the uv translation carries."""
+    import configparser
+
+    settings: dict[str, str] = {}
+    for path in _pip_config_files(env):
+        if not path.is_file():
+            continue
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError):
+            return None
+        for section in ("global", command):
+            if parser.has_section(section):
+                settings.update({key.replace("_", "-"): value for key, value in parser.items(section)})
+    for name, value in env.items():
+        if name.startswith("PIP_") and not name.startswith("PIP_GPU_") and name != "PIP_CONFIG_FILE":
+            settings[name[4:].lower().replace("_", "-")] = value
+    if any(key in _PIP_SETTINGS_NOT_TRANSLATED and value.strip() for key, value in settings.items()):
+        return None
+    return settings
+
+
+def uv_args_for_pip(
+    settings: Mapping[str, str], options: Sequence[tuple[str, Optional[str]]]
+) -> Optional[list[str]]:
+    """The uv resolution options that mean what pip's settings and the command's options mean:
+    pip's index merging is uv's ``unsafe-best-match``. None when an option is beyond them."""
+    out = ["--index-strategy", "unsafe-best-match"]
+    merged: dict[str, list[str]] = {}
+    for key, value in settings.items():
+        if key in _PIP_TRANSLATED and value.strip():
+            merged[key] = value.split()
+    for name, given in options:
+        key = name[2:] if name.startswith("--") else name
+        if key in _PIP_SETTINGS_NOT_TRANSLATED:
+            return None
+        if key in _PIP_TRANSLATED:
+            kept = merged.get(key, []) if key in ("extra-index-url", "find-links") else []
+            merged[key] = [*kept, given or "1"]
+    for url in merged.get("index-url", [])[-1:]:
+        out += ["--index-url", url]
+    for url in merged.get("extra-index-url", []):
+        out += ["--extra-index-url", url]
+    for place in merged.get("find-links", []):
+        out += ["--find-links", place]
+    if merged.get("no-index", ["0"])[-1].lower() in ("1", "true", "yes", "on"):
+        out.append("--no-index")
+    if merged.get("pre", ["0"])[-1].lower() in ("1", "true", "yes", "on"):
+        out += ["--prerelease", "allow"]
+    return out
+
+
+def pip_closure_family_via_uv(
+    parsed_options: Sequence[tuple[str, Optional[str]]],
+    positionals: Sequence[str],
+    python: Optional[Path],
+    family: Collection[str],
+) -> Optional[list[str]]:
+    """What ``pip install`` would bring in of the family, answered by uv (a fraction of pip's
+    start-up) from pip's own settings; None when pip itself must be asked."""
+    settings = pip_settings(os.environ)
+    if settings is None:
+        return None
+    steering = [(n, v) for n, v in parsed_options if n not in ("--requirement", "--constraint", "--editable")]
+    uv_args = uv_args_for_pip(settings, [(n, v) for n, v in steering if n[2:] in _PIP_CHECKED])
+    if uv_args is None or any(n[2:] in _PIP_SETTINGS_NOT_TRANSLATED for n, _ in steering):
+        return None
+    try:
+        from uv import find_uv_bin
+
+        uv = str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return None
+    options: list[tuple[str, Optional[str]]] = []
+    i = 0
+    while i < len(uv_args):
+        takes_value = uv_args[i] != "--no-index"
+        options.append((uv_args[i], uv_args[i + 1] if takes_value else None))
+        i += 2 if takes_value else 1
+    options += [("--constraints", v) for n, v in parsed_options if n == "--constraint" and v]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UV_") or k in _UV_KEPT}
+    env["UV_NO_CONFIG"] = "1"  # pip's settings, not uv's
+    if settings.get("cert"):  # pip's CA bundle; uv reads the standard variable
+        env["SSL_CERT_FILE"] = settings["cert"]
+    files = [v for n, v in parsed_options if n == "--requirement" and v]
+    editables = [v for n, v in parsed_options if n == "--editable" and v]
+    try:
+        return uv_closure_family(uv, positionals, files, editables, options, python, family, env)
+    except CannotTell:
+        return None  # pip may read what uv could not: ask pip
+
+
+_PIP_CHECKED = _PIP_TRANSLATED | _PIP_SETTINGS_NOT_TRANSLATED
+_UV_KEPT = frozenset({"UV_CACHE_DIR", "UV_PYTHON_DOWNLOADS", "UV_NO_PROGRESS", "UV_OFFLINE", "UV_NATIVE_TLS"})

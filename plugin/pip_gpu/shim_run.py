@@ -479,15 +479,19 @@ def _pip_closure_needs_family(real: str, args: list[str], at: int, command: str,
     """Whether pip's resolution of this command brings in a torch-family package."""
     if not (parsed.positionals or parsed.values("--requirement", "--editable")):
         return False  # nothing to install: pip says so itself
-    from .shim_closure import CannotTell, pip_closure_family
+    from .shim_closure import CannotTell, pip_closure_family, pip_closure_family_via_uv
 
     command_args = [a for a in args[at + 1 :]]
     if command != "install":  # download/wheel: the same requirements, resolved as an install
         drop = {"--dest", "--destination-dir", "--wheel-dir", "--output", "-d", "-w", "-o"}
         command_args = _unparse([(n, v) for n, v in parsed.options if n not in drop])
         command_args += ["--", *parsed.positionals]
+    python = parsed.values("--python")
+    target = Path(python[-1]) if python else pip_script_python(Path(real))
     try:
-        found = pip_closure_family(real, args[:at], command_args, _family_names())
+        found = pip_closure_family_via_uv(parsed.options, parsed.positionals, target, _family_names())
+        if found is None:  # settings uv cannot carry, or uv could not resolve: pip itself answers
+            found = pip_closure_family(real, args[:at], command_args, _family_names())
     except CannotTell as why:
         raise _Refused(f"cannot tell whether `pip {command}` brings in the torch family ({why})") from None
     if found and command != "install":
