@@ -107,12 +107,15 @@ def test_no_gpu_gets_the_cpu_build_of_the_pinned_torch(env, installer_venv) -> N
     assert installed_versions(installer_venv[1])["torch"] == "2.5.1+cpu"
 
 
-def test_a_direct_url_of_a_family_wheel_forces_its_variant(env, installer_venv, fixture_index) -> None:  # type: ignore[no-untyped-def]
-    url = f"{fixture_index.pytorch_url}/cu121/xformers-0.0.28.post2-py3-none-any.whl"
+@pytest.mark.parametrize("variant", ["cu121", "cu124"])
+def test_a_direct_url_of_a_family_wheel_forces_its_variant(
+    env, installer_venv, fixture_index, variant
+) -> None:  # type: ignore[no-untyped-def]
+    url = f"{fixture_index.pytorch_url}/{variant}/xformers-0.0.28.post2-py3-none-any.whl"
     done = install(installer_venv, f"xformers @ {url}", *A100_ON_535, env=env)
     assert done.returncode == 0, done.stderr
     versions = installed_versions(installer_venv[1])
-    assert versions["torch"] == "2.5.1+cu121"  # the variant of the URL, the torch its metadata pins
+    assert versions["torch"] == f"2.5.1+{variant}"  # the variant of the URL, the torch its metadata pins
     assert versions["xformers"] == "0.0.28.post2"
 
 

@@ -241,7 +241,9 @@ def _pip_second_run(plan: Plan, target: TargetEnv, installer_args: list[str], wo
         closure = family_closure(target.python, sorted(plan.family_names))
         return pip_rest_command(routing, plan.other_lines(), constraints=closure)
 
-    pulled_in = _family_in_dry_run(second_run(), plan, workdir)
+    # A family wheel the user gave as a direct URL or path is installed as written, not pulled in.
+    written = {line.name for line in plan.other_lines() if line.is_direct_url}
+    pulled_in = [name for name in _family_in_dry_run(second_run(), plan, workdir) if name not in written]
     if pulled_in:
         _stderr(
             f"pip-gpu: {', '.join(pulled_in)} pulled in by other requirements: "

@@ -471,19 +471,20 @@ def read_whole_request(
             if c.package not in direct
         ]
         constraints += member_constraints(pinned_members, family, direct, variant_indexes)
-        named = {line.name for line in lines if not line.constraint}
-        for package in sorted({c.package for c in downstream if c.package in direct} - named):
-            mine = [c for c in downstream if c.package == package]
-            specifier = SpecifierSet(",".join(str(c.specifier) for c in mine if str(c.specifier)))
-            requirement = Requirement(f"{package}{specifier}")
-            sources = ", ".join(sorted({c.source for c in mine}))
-            added.append(
-                RequirementLine(str(requirement), requirement, package, origin=f"required by {sources}")
-            )
         if context.prefer_installed:
             installed = installed_preference(context.site_packages, variants)
             preferences += [installed] if installed is not None else []
             preferences += locked_preferences(context.lock_folder)
+    # torch and companions that only other packages require join the install as they require
+    # them, so they come from the variant index at the release the decision reads.
+    named = {line.name for line in lines if not line.constraint}
+    derived = [c for c in constraints if c.kind in ("family-member", "downstream") and c.package in direct]
+    for package in sorted({c.package for c in derived} - named):
+        mine = [c for c in derived if c.package == package]
+        specifier = SpecifierSet(",".join(str(c.specifier) for c in mine if str(c.specifier)))
+        requirement = Requirement(f"{package}{specifier}")
+        sources = ", ".join(sorted({c.source for c in mine}))
+        added.append(RequirementLine(str(requirement), requirement, package, origin=f"required by {sources}"))
     return WholeRequest(tuple(constraints), tuple(added), tuple(preferences), tuple(notes))
 
 
