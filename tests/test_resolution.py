@@ -197,3 +197,12 @@ def test_the_folders_lock_is_a_preference(env, installer_venv, index_server, tmp
     assert done.returncode == 0, done.stderr
     assert "keeping torch from pylock.cu124.toml: 2.5.1+cu124" in done.stderr
     assert "torch 2.5.1 -> cu124" in done.stderr and "torchaudio==2.5.*" in done.stdout
+
+
+def test_an_install_whose_other_requirements_cannot_be_resolved_changes_nothing(env, installer_venv) -> None:  # type: ignore[no-untyped-def]
+    done = install(installer_venv, "no-such-project-anywhere", *A100_ON_535, env=env)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("pip-gpu: error: ")]
+    assert len(errors) == 1 and "no-such-project-anywhere" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert "torch" not in installed_versions(installer_venv[1])

@@ -164,7 +164,7 @@ def run_install(args: argparse.Namespace) -> int:
         cwd=cwd,
         constraint_files=args.constraint,
         context=context_for_install(
-            target.python, target.site_packages, installer, _passthrough(args), os.environ, cwd
+            target.python, target.site_packages, installer, _passthrough(args), os.environ, cwd, args.dry_run
         ),
     )
     decision = plan.decision

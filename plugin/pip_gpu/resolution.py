@@ -630,9 +630,11 @@ def context_for_install(
     installer_args: Sequence[str],
     env: Mapping[str, str],
     lock_folder: Optional[Path] = None,
+    dry_run: bool = False,
 ) -> ResolutionContext:
     """``pip-gpu install``'s view: the target, the user's indexes, installed torch preferred
-    unless ``--upgrade``/``--force-reinstall`` asks otherwise."""
+    unless ``--upgrade``/``--force-reinstall`` asks otherwise. A dry run shows what it can (a
+    resolution that fails is a note); a real install refuses to guess."""
     upgrading = any(a in ("-U", "--upgrade", "--force-reinstall", "--reinstall") for a in installer_args)
     return ResolutionContext(
         python=python,
@@ -641,4 +643,5 @@ def context_for_install(
         prefer_installed=not upgrading,
         env=dict(env),
         lock_folder=lock_folder,
+        strict=not dry_run,
     )
