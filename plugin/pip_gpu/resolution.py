@@ -33,7 +33,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from .decide import Decision, TorchRequest
+from .decide import Decision, TorchRequest, append_path
 from .errors import PipGpuError
 from .requirements import RequirementLine, exact_version_of, redact_url, render_file
 
@@ -221,7 +221,7 @@ def member_constraints(
 
     found: list[TorchConstraint] = []
     for line in lines:
-        if line.name not in family or line.name in direct:
+        if line.name is None or line.name not in family or line.name in direct:
             continue
         metadata: Optional[bytes] = None
         source = redact_url(line.text)
@@ -233,7 +233,8 @@ def member_constraints(
                 continue  # an open range says nothing about one torch release
             for index in variant_indexes:
                 try:
-                    files = fetch_project_files(f"{index.rstrip('/')}/{line.name}/", timeout=timeout)
+                    # the project page keeps the index's query string (a mirror's token)
+                    files = fetch_project_files(append_path(index, line.name, ""), timeout=timeout)
                 except IndexError_:
                     continue
                 match = next((f for f in files if _wheel_version(f.filename) == pinned), None)
