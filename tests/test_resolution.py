@@ -206,3 +206,24 @@ def test_an_install_whose_other_requirements_cannot_be_resolved_changes_nothing(
     assert len(errors) == 1 and "no-such-project-anywhere" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert "torch" not in installed_versions(installer_venv[1])
+
+
+def test_a_lock_of_a_package_that_pins_torch_locks_that_torch(env, fixture_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import tomllib
+
+    (tmp_path / "requirements.in").write_text("fixture-llm==0.6.4.post1\n")
+    args = [
+        "lock",
+        "-r",
+        "requirements.in",
+        "--variants",
+        "cu124,cpu",
+        "--pytorch-index",
+        fixture_index.pytorch_url,
+    ]
+    done = pip_gpu(*args, *A100_ON_535, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for variant in ("cu124", "cpu"):
+        lock = tomllib.loads((tmp_path / f"pylock.{variant}.toml").read_text())
+        torch = next(p for p in lock["packages"] if p["name"] == "torch")
+        assert torch["version"] == f"2.5.1+{variant}"

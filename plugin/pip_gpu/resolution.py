@@ -306,13 +306,35 @@ def closure_requirements(
     packages speak: the family packages pip happened to pick from the default index say nothing
     about which torch the request needs.
     """
-    import json
-    import subprocess
-    import tempfile
 
     wanted = [line for line in others if not line.constraint]
     if not wanted:
         return []
+    key = (
+        render_file(wanted, global_options),
+        render_file([line for line in others if line.constraint]),
+        str(context.python),
+        context.index_args,
+    )
+    if key not in _RESOLVED:  # `lock` decides once per variant: one resolution serves them all
+        _RESOLVED[key] = _resolve_closure(others, wanted, global_options, family, context)
+    return list(_RESOLVED[key])
+
+
+_RESOLVED: dict[tuple[str, str, str, tuple[str, ...]], list[TorchConstraint]] = {}
+
+
+def _resolve_closure(
+    others: Sequence[RequirementLine],
+    wanted: Sequence[RequirementLine],
+    global_options: Sequence[tuple[str, ...]],
+    family: Collection[str],
+    context: ResolutionContext,
+) -> list[TorchConstraint]:
+    import json
+    import subprocess
+    import tempfile
+
     pip = _pip_command(context)
     if pip is None:
         raise ResolutionFailed(
