@@ -448,17 +448,41 @@ def cmd_explain(args: argparse.Namespace) -> int:
         pytorch_index=args.pytorch_index,
         cwd=Path.cwd(),
         offline=args.offline,
+        context=_explain_context(args.requirements, args.requirement),
     )
     decision = outcome.decision
+    constraints = outcome.torch_constraints
     if args.json:
-        emit_json(decision_json(decision, host))
+        emit_json(decision_json(decision, host, constraints=constraints))
     elif not decision.ok and not decision.candidates and decision.blocker is not None:
         # Nothing was even considered (pins that contradict each other, a Python no release
         # supports): bad input, reported on stderr like every other error.
         raise UsageError(decision.blocker.message, decision.blocker.hint)
     else:
-        print(headline(render_decision(decision, host, show_all=args.all), decision.ok))
+        rendered = render_decision(decision, host, show_all=args.all, constraints=constraints)
+        print(headline(rendered, decision.ok))
     return EXIT_OK if outcome.decision.ok else EXIT_NO_BUILD
+
+
+def _explain_context(requirements: list[str], files: list[str]) -> Any:
+    """Other packages given: resolve them (with this interpreter, the user's pip settings) to
+    read what they need of torch. Only the family named: nothing to resolve, no subprocess."""
+    if not files and all(_names_only_family(text) for text in requirements):
+        return None
+    from .resolution import ResolutionContext
+
+    return ResolutionContext(python=Path(sys.executable), prefer_installed=False, strict=False)
+
+
+def _names_only_family(text: str) -> bool:
+    from packaging.utils import canonicalize_name
+
+    from .knowledge import load_knowledge
+
+    head = text.split(";")[0].split("@")[0]
+    for stop in "[=<>!~ ":
+        head = head.split(stop)[0]
+    return canonicalize_name(head) in {canonicalize_name(m.name) for m in load_knowledge().family}
 
 
 # --- matrix --------------------------------------------------------------------------------

@@ -161,6 +161,10 @@ def run_install(args: argparse.Namespace) -> int:
     if args.python_version is None:
         args.python_version = target.python_version
     host = host_from_args(args)
+    from .config import load_project_config
+    from .resolution import context_for_install
+
+    installer = choose_installer(args.installer, load_project_config(cwd).installer, target)
     plan = decide_for(
         args.requirements,
         args.requirement,
@@ -170,12 +174,14 @@ def run_install(args: argparse.Namespace) -> int:
         pytorch_index=args.pytorch_index,
         cwd=cwd,
         constraint_files=args.constraint,
+        context=context_for_install(
+            target.python, target.site_packages, installer, _passthrough(args), os.environ, cwd, args.dry_run
+        ),
     )
     decision = plan.decision
     if not decision.ok:
         assert decision.blocker is not None
         raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
-    installer = choose_installer(args.installer, plan.config.installer, target)
     if not args.dry_run and not getattr(args, "no_lock", False):
         from .lockfile import find_lock_family
 
@@ -298,8 +304,10 @@ def _pip_family_elsewhere(plan: Plan, routing: Routing, family: Sequence[FamilyF
         to_stderr=True,
     )
     routed = {file.url.split("#", 1)[0] for file in family}
+    # A family wheel the user gave as a direct URL or path is installed as written, not pulled in.
+    written = {line.name for line in plan.lines if line.is_direct_url}
     found = family_files_from_report(_read_report(report), plan.family_names)
-    return sorted({file.name for file in found if file.url.split("#", 1)[0] not in routed})
+    return sorted({f.name for f in found if f.url.split("#", 1)[0] not in routed and f.name not in written})
 
 
 def _read_report(path: Path) -> dict[str, Any]:

@@ -223,6 +223,19 @@ def run_lock(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lock_context() -> Any:
+    """issue 13: what the other requirements need of torch counts for a lock too (read with the
+    pip next to pip-gpu and your pip settings); nothing installed is preferred."""
+    from .resolution import ResolutionContext, index_args_for
+
+    return ResolutionContext(
+        python=Path(sys.executable),
+        index_args=index_args_for("uv", (), os.environ),  # the lock resolves with uv's indexes
+        prefer_installed=False,
+        strict=False,  # uv's own resolution reports what does not resolve
+    )
+
+
 def _relative(path: Path, directory: Path) -> str:
     return Path(os.path.relpath(path.resolve(), directory.resolve())).as_posix()
 
@@ -247,6 +260,7 @@ def _variants_to_lock(
         host,
         pytorch_index=args.pytorch_index,
         cwd=Path.cwd(),
+        context=_lock_context(),
     )
     if choice == "all":
         return _published_variants(plan, host)
@@ -357,6 +371,7 @@ def relock(
             pytorch_index=pytorch_index,
             cwd=cwd,
             knowledge=knowledge,
+            context=_lock_context(),
         )
         if plan.decision.ok:
             jobs.append(_Job(variant, plan, host))

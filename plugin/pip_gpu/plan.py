@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 
 from .config import ProjectConfig, check_index_url, load_project_config
 from .decide import Decision, Policy, TorchRequest, decide, request_from_requirements
+from .errors import UsageError
 from .host import HostProfile
 from .knowledge import Knowledge, cuda_of_variant, load_knowledge, variant_sort_key
 from .requirements import (
@@ -28,6 +29,7 @@ from .requirements import (
     parse_requirement_args,
     read_requirements_file,
 )
+from .resolution import ResolutionContext, TorchConstraint
 
 __all__ = ["Plan", "decide_for", "marker_environment", "rewrite_pins"]
 
@@ -43,6 +45,7 @@ class Plan:
     family_names: frozenset[str]
     pytorch_index: str
     config: ProjectConfig
+    torch_constraints: tuple[TorchConstraint, ...] = ()  # issue 13: who asks what of torch
 
     def family_lines(self) -> list[RequirementLine]:
         """Family requirements and constraints (a direct URL counts as written by the user)."""
@@ -83,11 +86,15 @@ def decide_for(
     env: Optional[Mapping[str, str]] = None,
     knowledge: Optional[Knowledge] = None,
     offline: bool = False,
+    context: Optional[ResolutionContext] = None,
 ) -> Plan:
     """Read the requirements and settings, and decide for ``host``.
 
-    An open request also asks the index whether a torch series newer than the knowledge
-    file exists (see :func:`_with_newer_release`); ``offline`` or ``PIP_GPU_OFFLINE=1`` skips it.
+    ``context``: the target and the user's indexes, to read what the other requirements need
+    of torch and what is installed (``install`` gives it; without it only the family lines and
+    their own pins count). An open request also asks the index whether a torch series newer
+    than the knowledge file exists (see :func:`_with_newer_release`); ``offline`` or
+    ``PIP_GPU_OFFLINE=1`` skips it.
     """
     env = os.environ if env is None else env
     knowledge = knowledge or load_knowledge()
@@ -105,6 +112,23 @@ def decide_for(
 
     family_names = frozenset(canonicalize_name(m.name) for m in knowledge.family)
     markers = marker_environment(host)
+    index = (
+        pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
+    ).rstrip("/")
+    check_index_url(index, _index_source(pytorch_index, env, config))
+    # issue 13: what the whole request asks of torch (other family pins, downstream packages,
+    # direct URLs, the installed build), with provenance; see resolution.py.
+    from .resolution import describe_request, read_whole_request, settle
+
+    whole = read_whole_request(
+        lines,
+        [opt for f in files for opt in f.global_options],
+        family_names,
+        _decided_names(knowledge),
+        _variant_indexes(index, knowledge, variant),
+        knowledge.variants(),
+        context,
+    )
     family_requirements: list[Requirement] = [
         line.requirement
         for line in lines
@@ -112,27 +136,34 @@ def decide_for(
         and line.name in family_names
         and (line.requirement.marker is None or line.requirement.marker.evaluate(markers))
     ]
-    if not family_requirements:
-        family_requirements = [Requirement("torch")]
+    derived = whole.decision_requirements(_decided_names(knowledge))
+    forced = variant or env.get("PIP_GPU_VARIANT") or None
+    plain_request = request_from_requirements(
+        family_requirements or [Requirement("torch")], knowledge, variant=forced, force=force
+    )
+    lines += whole.added_lines
     request = request_from_requirements(
-        family_requirements,
+        family_requirements + derived or [Requirement("torch")],
         knowledge,
-        variant=variant or env.get("PIP_GPU_VARIANT") or None,
+        variant=forced or _url_variant(whole.forced_variants()),
         force=force,
     )
-    index = (
-        pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
-    ).rstrip("/")
-    check_index_url(index, _index_source(pytorch_index, env, config))
     policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
     if _asks_for_a_newer_release(request, knowledge):
         knowledge = _learn_from_index(knowledge, index, request.forced_variant)
-    decision = decide(request, host, knowledge, pytorch_index=index, policy=policy)
+
+    def decide_with(wanted: TorchRequest) -> Decision:
+        assert knowledge is not None  # reassigned below when the index teaches a newer release
+        return decide(wanted, host, knowledge, pytorch_index=index, policy=policy)
+
+    request = replace(request, described_as=describe_request(request.described_as, whole))
+    decision = decide_with(request)
     if _is_open(request, knowledge):
         offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
         knowledge, decision = _with_newer_release(
             request, host, knowledge, decision, index, policy, offline, env
         )
+    decision = settle(decision, request, whole, decide_with, plain_request)
     return Plan(
         decision=decision,
         knowledge=knowledge,
@@ -141,6 +172,7 @@ def decide_for(
         family_names=family_names,
         pytorch_index=index,
         config=config,
+        torch_constraints=whole.constraints,
     )
 
 
@@ -177,7 +209,6 @@ def _with_newer_release(
     The question is bounded (a few seconds) and its answer cached for hours; without an answer
     the decision stands, with a note saying so.
     """
-    from dataclasses import replace
 
     newest = knowledge.releases[0].torch
     variant = decision.variant or request.forced_variant
@@ -227,6 +258,38 @@ def _variants_to_ask(variant: str, host: HostProfile) -> list[str]:
     later = [f"{major}.{minor + step}" for step in range(1, 6)] + [f"{major + 1}.{m}" for m in range(3)]
     newer = [c for c in later if Version(c) <= driver_max][:3]
     return [variant, *(f"cu{c.replace('.', '')}" for c in newer)]
+
+
+def _url_variant(forced: Mapping[str, str]) -> Optional[str]:
+    """The one variant the direct URLs and wheels of family members are built for."""
+    if len(forced) > 1:
+        sources = "; ".join(f"{v} (from {src})" for v, src in sorted(forced.items()))
+        raise UsageError(
+            f"the requirements force different variants: {sources}",
+            "every torch-family package must use one variant; take all the wheels from one index",
+        )
+    return next(iter(forced), None)
+
+
+MEMBER_INDEX_TRIES = 8
+
+
+def _decided_names(knowledge: Knowledge) -> frozenset[str]:
+    """torch and its companions: the names the decision reads directly."""
+    return frozenset({"torch"} | {canonicalize_name(n) for r in knowledge.releases for n in r.companions})
+
+
+def _variant_indexes(index: str, knowledge: Knowledge, forced: Optional[str]) -> list[str]:
+    """Where to read family members' metadata: a forced variant first, then CUDA newest first."""
+    from .decide import variant_index_url
+
+    ordered = sorted(
+        (v for v in knowledge.variants() if v != "default"),
+        key=lambda v: (v == forced, v.startswith("cu"), variant_sort_key(v)),
+        reverse=True,
+    )
+    # A family member lives on (nearly) every CUDA index; a few tries find it or nothing will.
+    return [url for url in (variant_index_url(index, v) for v in ordered) if url][:MEMBER_INDEX_TRIES]
 
 
 def _asks_for_a_newer_release(request: TorchRequest, knowledge: Knowledge) -> bool:

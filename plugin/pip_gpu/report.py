@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from .decide import Decision
@@ -74,8 +75,13 @@ def render_host(host: HostProfile) -> str:
     return "\n".join(lines)
 
 
-def decision_json(decision: Decision, host: HostProfile) -> dict[str, Any]:
-    """The object ``explain --json`` prints; keys are a stable interface for scripts."""
+def decision_json(
+    decision: Decision, host: HostProfile, *, constraints: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """The object ``explain --json`` prints; keys are a stable interface for scripts.
+
+    ``constraints``: :class:`~pip_gpu.resolution.TorchConstraint` values, who asks what of torch.
+    """
     data: dict[str, Any] = {
         "variant": decision.variant,
         "index_url": redact_url(decision.index_url) if decision.index_url else None,
@@ -87,6 +93,7 @@ def decision_json(decision: Decision, host: HostProfile) -> dict[str, Any]:
             for c in decision.candidates
         ],
         "notes": list(decision.notes),
+        "constraints": [c.to_json() for c in constraints],
     }
     if decision.blocker is not None:
         data["error"] = decision.blocker.message
@@ -94,7 +101,9 @@ def decision_json(decision: Decision, host: HostProfile) -> dict[str, Any]:
     return data
 
 
-def render_decision(decision: Decision, host: HostProfile, *, show_all: bool = False) -> str:
+def render_decision(
+    decision: Decision, host: HostProfile, *, show_all: bool = False, constraints: Sequence[Any] = ()
+) -> str:
     gpus = ", ".join(
         f"{g.name} (sm_{g.compute_capability[0]}{g.compute_capability[1]})" for g in host.visible_nvidia_gpus
     )
@@ -109,6 +118,9 @@ def render_decision(decision: Decision, host: HostProfile, *, show_all: bool = F
         assert decision.blocker is not None
         lines.insert(0, f"No build runs: {decision.blocker.message}")
         lines.insert(1, f"  ways out: {decision.blocker.hint}")
+    if constraints:
+        lines.append("Torch constraints:")
+        lines += [f"  {redact_url(c.describe())}" for c in constraints]
     for note in decision.notes:
         lines.append(f"Note: {note}")
     shown = decision.candidates

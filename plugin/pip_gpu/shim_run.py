@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 __all__ = ["main", "parse_options", "pip_interpreter", "windows_main"]
 
@@ -452,20 +452,32 @@ def _pip(real: str, args: list[str]) -> Optional[Callable[[], int]]:
     parsed = Parsed(options, parsed.positionals)
     if parsed.has("--help", "--version"):
         return None
-    if not _names_family(
-        parsed.positionals, parsed.values("--requirement"), parsed.values("--constraint")
-    ) and not any(value for name, value in options if name == "--editable" and "torch" in (value or "")):
-        return None
+    staged = _staged_stdin(parsed, ("--requirement", "--constraint"))
+    if staged is not None:  # issue 13: `-r -` read once, into a file both runs read
+        options = [
+            (n, staged.stdin_file() if v == "-" and n in ("--requirement", "--constraint") else v)
+            for n, v in options
+        ]
+        parsed = Parsed(options, parsed.positionals)
+        args = [*args[:at], command, *_unparse(options), "--", *parsed.positionals]
+    if (
+        not _names_family(parsed.positionals, parsed.values("--requirement"), parsed.values("--constraint"))
+        and not any(value for name, value in options if name == "--editable" and "torch" in (value or ""))
+        and not _pip_closure_needs_family(real, args, at, command, parsed)
+    ):
+        return None if staged is None else (lambda: _run_real(real, args, staged))
     if command != "install":
         return _pip_fetch(real, args[:at], command, parsed)
     python = parsed.values("--python")
     target = python[-1] if python else pip_interpreter(Path(real))
     argv = ["install", "--installer", "pip", "--python", str(target)]
     environment: dict[str, str] = {}
+    if parsed.values("--editable"):  # a project's requirements are read like any other line
+        argv += ["--requirement", _editables_file(parsed.values("--editable"), staged)]
     for name, value in options:
         if name in ("--requirement", "--constraint"):
             argv += [name, str(value)]
-        elif name == "--python":
+        elif name in ("--editable", "--python"):
             continue
         elif name == "--dry-run":
             argv.append("--dry-run")
@@ -477,6 +489,69 @@ def _pip(real: str, args: list[str]) -> Optional[Callable[[], int]]:
             raise _Refused(f"`pip install {name}` with the torch family is not routed by the shim yet")
     argv += ["--", *parsed.positionals]
     return lambda: _run_install(argv, environment)
+
+
+# --- issue 13: the family that arrives through the resolution --------------------------------
+
+
+def _staged_stdin(parsed: Parsed, names: Sequence[str]) -> Optional[Any]:
+    """Requirements from standard input (``-r -``): read once, kept in a file."""
+    if "-" not in parsed.values(*names):
+        return None
+    from .shim_closure import Staged
+
+    return Staged()
+
+
+def _editables_file(editables: Sequence[str], staged: Optional[Any]) -> str:
+    from .shim_closure import Staged
+
+    holder = staged if staged is not None else Staged()
+    path: str = holder.editables_file(editables)
+    return path
+
+
+def _unparse(options: Sequence[tuple[str, Optional[str]]]) -> list[str]:
+    return [name if value is None else f"{name}={value}" for name, value in options]
+
+
+def _run_real(real: str, args: Sequence[str], staged: Any) -> int:
+    """The real program as a child (a staged file must outlive it), its status ours."""
+    try:
+        return subprocess.run([real, *args], check=False).returncode
+    finally:
+        staged.close()
+
+
+def _pip_closure_needs_family(real: str, args: list[str], at: int, command: str, parsed: Parsed) -> bool:
+    """Whether pip's resolution of this command brings in a torch-family package."""
+    if not (parsed.positionals or parsed.values("--requirement", "--editable")):
+        return False  # nothing to install: pip says so itself
+    from .shim_closure import CannotTell, pip_closure_family, pip_closure_family_via_uv
+
+    command_args = [a for a in args[at + 1 :]]
+    if command != "install":  # download/wheel: the same requirements, resolved as an install
+        drop = {"--dest", "--destination-dir", "--wheel-dir", "--output", "-d", "-w", "-o"}
+        command_args = _unparse([(n, v) for n, v in parsed.options if n not in drop])
+        command_args += ["--", *parsed.positionals]
+    python = parsed.values("--python")
+    target = Path(python[-1]) if python else pip_interpreter(Path(real))
+    try:
+        found = pip_closure_family_via_uv(parsed.options, parsed.positionals, target, _family_names())
+        if found is None:  # settings uv cannot carry, or uv could not resolve: pip itself answers
+            found = pip_closure_family(real, args[:at], command_args, _family_names())
+    except CannotTell as why:
+        raise _Refused(f"cannot tell whether `pip {command}` brings in the torch family ({why})") from None
+    if found and command != "install":
+        raise _Refused(
+            f"`pip {command}` of packages that bring in {', '.join(found)} is not routed by the shim yet; "
+            f"fetch the torch family first with `pip {command} {found[0]}...` (routed), then the rest"
+        )
+    if found:
+        print(
+            f"pip-gpu: the requirements bring in {', '.join(found)}: routing through pip-gpu", file=sys.stderr
+        )
+    return bool(found)
 
 
 # Options of pip download/wheel/lock that choose where packages come from: pip-gpu sets those.
@@ -747,7 +822,9 @@ def _uv_tool_run(real: str, args: list[str], start: int) -> Optional[Callable[[]
     parsed = _parse_uv(args[start:], stop_at_positional=True)
     named = [*parsed.values("--with", "--from"), *parsed.positionals[:1]]
     requirements = [r for value in named for r in value.split(",")]
-    if not _names_family(requirements, parsed.values("--with-requirements"), ()):
+    if not _names_family(
+        requirements, parsed.values("--with-requirements"), ()
+    ) and not ephemeral_needs_family(real, requirements, parsed.values("--with-requirements")):
         return None
     return uv_with_variant_index(real, args, start, parsed, requirements)
 
@@ -758,9 +835,28 @@ def _uv_pip_resolve(real: str, args: list[str], at: int) -> Optional[Callable[[]
     if parsed.has("--help", "-h", "--torch-backend"):
         return None
     files = [*parsed.positionals, *parsed.values("--requirements", "--requirement")]
-    if not _names_family((), files, parsed.values("--constraints", "--constraint"), routed_by_uv=True):
-        return None
+    constraints = parsed.values("--constraints", "--constraint")
+    if not _names_family((), files, constraints, routed_by_uv=True) and not (
+        args[at] == "compile" and _uv_compile_needs_family(real, files, parsed)
+    ):
+        return None  # `uv pip sync` installs only what its files list: no resolution brings more
     return uv_with_variant_index(real, args, at + 1, parsed, [], files=files)
+
+
+def _uv_compile_needs_family(real: str, files: Sequence[str], parsed: Parsed) -> bool:
+    """Whether ``uv pip compile`` of these files brings in a torch-family package."""
+    if not files or any(f == "-" for f in files):
+        return False if not files else _refuse_stdin_compile()
+    from .shim_closure import CannotTell, uv_closure_family
+
+    try:
+        return bool(uv_closure_family(real, (), files, (), parsed.options, None, _family_names()))
+    except CannotTell as why:
+        raise _Refused(f"cannot tell whether `uv pip compile` brings in the torch family ({why})") from None
+
+
+def _refuse_stdin_compile() -> bool:
+    raise _Refused("`uv pip compile -` (standard input) is not routed by the shim yet; pass a file")
 
 
 def uv_with_variant_index(
@@ -786,7 +882,20 @@ def uv_with_variant_index(
     from .uv_project import _no_host_flags
 
     readable = [f for f in (*files, *parsed.values("--with-requirements")) if not f.endswith(".toml")]
-    plan = decide_for(list(requirements), readable, host_from_args(_no_host_flags()), cwd=Path.cwd())
+    from .resolution import ResolutionContext  # issue 13: what the other packages need of torch
+
+    projects = [  # a project's own dependencies count: pip reads them from the folder
+        str(Path(f).resolve().parent)
+        for f in (*files, *parsed.values("--with-requirements"))
+        if Path(f).name in ("pyproject.toml", "setup.cfg", "setup.py")
+    ]
+    others = [*requirements, *projects]
+    context = (  # best effort: uv resolves the family itself afterwards, from the decided index
+        ResolutionContext(python=Path(sys.executable), prefer_installed=False, strict=False)
+        if others or readable
+        else None
+    )
+    plan = decide_for(others, readable, host_from_args(_no_host_flags()), cwd=Path.cwd(), context=context)
     decision = plan.decision
     if not decision.ok:
         assert decision.blocker is not None
@@ -847,10 +956,18 @@ def _uv_pip_install(real: str, tokens: list[str]) -> Optional[Callable[[], int]]
     parsed = _parse_uv(tokens)
     if parsed.has("--help", "-h", "--torch-backend", "-V", "--version"):
         return None  # --torch-backend: the user chose uv's own selection
+    staged = _staged_stdin(parsed, ("--requirements", "--requirement", "--constraints", "--constraint"))
+    if staged is not None:  # issue 13: `-r -` read once, into a file both runs read
+        named = ("--requirements", "--requirement", "--constraints", "--constraint")
+        options = [(n, staged.stdin_file() if v == "-" and n in named else v) for n, v in parsed.options]
+        parsed = Parsed(options, parsed.positionals)
     if not _names_family(
         parsed.positionals, parsed.values("--requirements", "--requirement"), parsed.values("--constraints")
-    ):
-        return None
+    ) and not _uv_closure_needs_family(real, parsed):
+        if staged is None:
+            return None
+        again = ["pip", "install", *_unparse(parsed.options), "--", *parsed.positionals]
+        return lambda: _run_real(real, again, staged)
     refused = [name for name, _ in parsed.options if name in _UV_REFUSED]
     if refused:
         raise _Refused(f"`uv pip install {refused[0]}` with the torch family is not routed by the shim yet")
@@ -859,7 +976,11 @@ def _uv_pip_install(real: str, tokens: list[str]) -> Optional[Callable[[], int]]
         return None  # uv reports that there is no environment, in its own words
     argv = ["install", "--installer", "uv", "--python", str(target)]
     extra: list[str] = []
+    if parsed.values("--editable"):  # a project's requirements are read like any other line
+        argv += ["-r", _editables_file(parsed.values("--editable"), staged)]
     for option, value in parsed.options:
+        if option == "--editable":
+            continue
         if option in ("--requirements", "--requirement"):
             argv += ["-r", str(value)]
         elif option in ("--constraints", "--constraint"):
@@ -872,6 +993,47 @@ def _uv_pip_install(real: str, tokens: list[str]) -> Optional[Callable[[], int]]
             extra.append(option if value is None else f"{option}={value}")
     argv += ["--", *parsed.positionals]
     return lambda: _run_install(argv, {}, uv_binary=real, installer_extra=extra)
+
+
+def _uv_closure_needs_family(real: str, parsed: Parsed) -> bool:
+    """Whether uv's resolution of this ``uv pip install`` brings in a torch-family package."""
+    files = parsed.values("--requirements", "--requirement")
+    editables = parsed.values("--editable")
+    if not (parsed.positionals or files or editables):
+        return False  # nothing to install: uv says so itself
+    from .shim_closure import CannotTell, uv_closure_family
+
+    try:
+        found = uv_closure_family(
+            real,
+            parsed.positionals,
+            files,
+            editables,
+            parsed.options,
+            _uv_target(real, parsed),
+            _family_names(),
+        )
+    except CannotTell as why:
+        raise _Refused(f"cannot tell whether `uv pip install` brings in the torch family ({why})") from None
+    if found:
+        print(
+            f"pip-gpu: the requirements bring in {', '.join(found)}: routing through pip-gpu", file=sys.stderr
+        )
+    return bool(found)
+
+
+def ephemeral_needs_family(real: str, requirements: Sequence[str], files: Sequence[str]) -> bool:
+    """Whether uv's throwaway environment (``uv run --with``, ``uvx``, ``uv tool``) of these
+    requirements brings in a torch-family package, by ``uv pip compile`` of the same."""
+    if not (requirements or files):
+        return False
+    from .shim_closure import CannotTell, uv_closure_family
+
+    try:
+        found = uv_closure_family(real, requirements, files, (), (), None, _family_names())
+    except CannotTell as why:
+        raise _Refused(f"cannot tell whether these requirements bring in the torch family ({why})") from None
+    return bool(found)
 
 
 def _venv_python(folder: Path) -> Optional[Path]:

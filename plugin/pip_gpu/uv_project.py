@@ -64,13 +64,20 @@ def _project_file(parsed: Parsed) -> Optional[Path]:
 
 def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> Optional[Callable[[], int]]:
     """For ``uv run`` / ``uv sync`` (``args[at]``) in a set-up project: the same, plus ``--extra``."""
-    from .shim_run import _exec, _names_family, script_dependencies, uv_with_variant_index
+    from .shim_run import (
+        _exec,
+        _names_family,
+        ephemeral_needs_family,
+        script_dependencies,
+        uv_with_variant_index,
+    )
 
     if args[at] == "run":
         script = next((p for p in parsed.positionals[:1] if p.endswith(".py")), None)
         named = [r for value in parsed.values("--with") for r in value.split(",")]
         named += script_dependencies(Path(script)) if script else []
-        if _names_family(named, parsed.values("--with-requirements"), ()):
+        with_files = parsed.values("--with-requirements")
+        if _names_family(named, with_files, ()) or ephemeral_needs_family(real, named, with_files):
             return uv_with_variant_index(real, args, at + 1, parsed, named)
     if parsed.has("--no-project", "--no-sync", "--script", "--all-extras", "--help", "-h"):
         return None

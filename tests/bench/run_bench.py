@@ -280,6 +280,43 @@ def row_shims(s: Setting, rounds: int) -> list[Row]:
     return rows
 
 
+def row_shim_install(s: Setting, rounds: int, installer: str) -> Row:
+    """1e/1f. A non-torch install through the shim (which first checks whether the resolution
+    brings in the torch family) vs the real program, into fresh environments."""
+    shims = s.root / "shims"
+    if not shims.exists():
+        run([*PIP_GPU, "shim", "install", "--dir", str(shims)], s.env)
+    packages = ["fixture-app", "numpy"]
+
+    def step(through_shim: bool) -> Step:
+        def prepare() -> Callable[[], float]:
+            folder = s.fresh("shim-install") / "venv"
+            if installer == "pip":
+                run([PY, "-m", "venv", str(folder)], s.env)
+            else:
+                run([s.uv, "venv", "--quiet", "--python", PY, str(folder)], s.env)
+            path = [str(folder / "bin"), str(Path(s.uv).parent), "/usr/bin", "/bin"]
+            if through_shim:
+                path.insert(0, str(shims))
+            env = dict(s.env, PATH=os.pathsep.join(path), VIRTUAL_ENV=str(folder))
+            cmd = (
+                ["pip", "install", "-q", *packages]
+                if installer == "pip"
+                else ["uv", "pip", "install", "-q", *packages]
+            )
+            return lambda: run(["/bin/sh", "-c", " ".join(cmd)], env, folder.parent)
+
+        return prepare
+
+    number = "1e" if installer == "pip" else "1f"
+    what = f"shim: non-torch `{'pip' if installer == 'pip' else 'uv pip'} install fixture-app numpy`"
+    try:
+        base, cand = interleaved(step(False), step(True), rounds)
+    except NotMeasurable as error:
+        return Row(number, what, target="<= 1.20x", error=str(error))
+    return ratio_row(number, what, base, cand, 1.20)
+
+
 NETWORK_PROBE = r"""
 import atexit, runpy, sys
 events = []
@@ -742,6 +779,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             steps: list[tuple[str, Callable[[], list[Row]]]] = [
                 ("1", lambda: row_shims(setting, args.rounds)),
+                ("1e", lambda: [row_shim_install(setting, args.install_rounds, "pip")]),
+                ("1f", lambda: [row_shim_install(setting, args.install_rounds, "uv")]),
                 ("2", lambda: row_decision(setting, args.rounds)),
                 ("3", lambda: [row_install(setting, args.install_rounds, "uv")]),
                 ("4", lambda: [row_install(setting, args.install_rounds, "pip")]),

@@ -1,0 +1,229 @@
+"""The decision reads the whole request: torch that arrives through other packages, pins on
+family members such as xformers, direct URLs of family wheels, and what is already installed.
+
+Every case runs through both installers (``installer_venv``: a uv-made venv without pip, and a
+venv with pip) against the fixture indexes, whose default index ("PyPI") holds a plain,
+unlabelled torch that must never land on a GPU host, ``fixture-llm`` (pins ``torch==2.5.1``, as
+vllm 0.6.4.post1 does) and ``fixture-metrics`` (``torch>=2.0``, as torchmetrics), and whose
+variant indexes hold xformers releases each pinned to one torch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from support.index import installed_versions, pip_env, uv_env
+
+PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
+A100_ON_535 = ("--driver", "535.104.05", "--compute-capability", "8.0")
+
+pytestmark = pytest.mark.slow
+
+
+def pip_gpu(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pip_gpu", *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def env(fixture_index, tmp_path: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """pip and uv isolated from this machine's config, pointed at the fixture "PyPI"."""
+    environment = {**pip_env(), **uv_env(tmp_path / "uv-cache")}
+    environment.update(
+        PIP_INDEX_URL=fixture_index.pypi_url,
+        UV_DEFAULT_INDEX=fixture_index.pypi_url,
+        PIP_GPU_PYTORCH_INDEX=fixture_index.pytorch_url,
+        PYTHONPATH=str(PLUGIN),
+    )
+    return environment
+
+
+@pytest.fixture
+def knowledge_up_to_2_6(tmp_path: Path) -> Path:
+    """pip-gpu's knowledge as of torch 2.6, the newest release the fixture index serves, so an
+    open range (``torch>=2.0``) is decided among releases the index has."""
+    shipped = PLUGIN / "pip_gpu" / "data" / "knowledge.json"
+    data = json.loads(shipped.read_text())
+    data["releases"] = [r for r in data["releases"] if tuple(map(int, r["torch"].split("."))) <= (2, 6)]
+    path = tmp_path / "knowledge-2.6.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def install(
+    installer_venv: tuple[str, Path], *args: str, env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    installer, python = installer_venv
+    return pip_gpu("install", *args, "--python", str(python), "--installer", installer, env=env)
+
+
+# --- torch demanded by another package --------------------------------------------------------
+
+
+def test_a_package_that_pins_torch_2_5_1_gets_the_cu124_build(env, installer_venv) -> None:  # type: ignore[no-untyped-def]
+    done = install(installer_venv, "fixture-llm==0.6.4.post1", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(installer_venv[1])
+    assert versions["torch"] == "2.5.1+cu124"
+    assert versions["fixture-llm"] == "0.6.4.post1"
+    assert versions["nvidia-cuda-runtime-cu12"] == "12.4.127"  # never the planted 99.0.0
+    assert "fixture-llm==0.6.4.post1 requires torch==2.5.1" in done.stderr
+
+
+def test_xformers_pinned_to_torch_2_5_1_gets_torch_2_5_1_cu124(env, installer_venv) -> None:  # type: ignore[no-untyped-def]
+    done = install(installer_venv, "xformers==0.0.28.post2", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(installer_venv[1])
+    assert versions["torch"] == "2.5.1+cu124"
+    assert versions["xformers"] == "0.0.28.post2"
+
+
+def test_a_package_with_an_open_torch_range_gets_a_cuda_build(  # type: ignore[no-untyped-def]
+    env, installer_venv, knowledge_up_to_2_6: Path
+) -> None:
+    env = {**env, "PIP_GPU_KNOWLEDGE": str(knowledge_up_to_2_6)}
+    done = install(installer_venv, "fixture-metrics", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(installer_venv[1])
+    assert versions["torch"] == "2.6.0+cu126"  # the default index's plain 2.6.0 never lands
+    assert versions["fixture-metrics"] == "1.0.0"
+
+
+def test_no_gpu_gets_the_cpu_build_of_the_pinned_torch(env, installer_venv) -> None:  # type: ignore[no-untyped-def]
+    done = install(installer_venv, "fixture-llm==0.6.4.post1", "--no-gpu", env=env)
+    assert done.returncode == 0, done.stderr
+    assert installed_versions(installer_venv[1])["torch"] == "2.5.1+cpu"
+
+
+@pytest.mark.parametrize("variant", ["cu121", "cu124"])
+def test_a_direct_url_of_a_family_wheel_forces_its_variant(
+    env, installer_venv, fixture_index, variant
+) -> None:  # type: ignore[no-untyped-def]
+    url = f"{fixture_index.pytorch_url}/{variant}/xformers-0.0.28.post2-py3-none-any.whl"
+    done = install(installer_venv, f"xformers @ {url}", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(installer_venv[1])
+    assert versions["torch"] == f"2.5.1+{variant}"  # the variant of the URL, the torch its metadata pins
+    assert versions["xformers"] == "0.0.28.post2"
+
+
+def test_contradicting_torch_demands_name_who_asks_what(env, installer_venv, index_server) -> None:  # type: ignore[no-untyped-def]
+    done = install(installer_venv, "torch==2.6.0", "fixture-llm==0.6.4.post1", *A100_ON_535, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "fixture-llm==0.6.4.post1 requires torch==2.5.1" in done.stderr
+    assert "would run here" in done.stderr  # and what would
+    assert "Traceback" not in done.stderr
+    assert "torch" not in installed_versions(installer_venv[1])
+
+
+# --- what is installed is a preference --------------------------------------------------------
+
+
+def test_adding_torchaudio_keeps_the_installed_torch(env, installer_venv) -> None:  # type: ignore[no-untyped-def]
+    first = install(installer_venv, "torch==2.5.1", *A100_ON_535, env=env)
+    assert first.returncode == 0, first.stderr
+    done = install(installer_venv, "torchaudio", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(installer_venv[1])
+    assert versions["torch"] == "2.5.1+cu124"
+    assert versions["torchaudio"] == "2.5.1+cu124"
+    assert "keeping the installed torch 2.5.1+cu124" in done.stderr
+
+
+def test_adding_a_package_without_torch_never_changes_torch(env, installer_venv) -> None:  # type: ignore[no-untyped-def]
+    first = install(installer_venv, "torch==2.5.1", *A100_ON_535, env=env)
+    assert first.returncode == 0, first.stderr
+    done = install(installer_venv, "fixture-app", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(installer_venv[1])
+    assert versions["torch"] == "2.5.1+cu124" and versions["fixture-app"] == "1.0.0"
+
+
+def test_a_request_that_needs_another_torch_says_so_before_installing(env, installer_venv) -> None:  # type: ignore[no-untyped-def]
+    first = install(installer_venv, "torch==2.5.1", *A100_ON_535, env=env)
+    assert first.returncode == 0, first.stderr
+    done = install(installer_venv, "xformers==0.0.29", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    said = done.stderr.index("torch 2.5.1+cu124 is installed, but this request needs torch 2.6.0")
+    assert "xformers==0.0.29 requires torch==2.6.0" in done.stderr[said:].splitlines()[0]
+    assert installed_versions(installer_venv[1])["torch"] == "2.6.0+cu126"
+
+
+# --- explain -----------------------------------------------------------------------------------
+
+
+def test_explain_shows_where_each_torch_constraint_came_from(env, fixture_index) -> None:  # type: ignore[no-untyped-def]
+    done = pip_gpu("explain", "xformers==0.0.28.post2", "fixture-llm==0.6.4.post1", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("torch 2.5.1 -> cu124")
+    assert "xformers==0.0.28.post2 requires torch==2.5.1" in done.stdout
+    assert "fixture-llm==0.6.4.post1 requires torch==2.5.1" in done.stdout
+    as_json = pip_gpu("explain", "fixture-llm==0.6.4.post1", "--json", *A100_ON_535, env=env)
+    data = json.loads(as_json.stdout)
+    assert data["torch"] == "2.5.1" and data["variant"] == "cu124"
+    assert {
+        "package": "torch",
+        "specifier": "==2.5.1",
+        "source": "fixture-llm==0.6.4.post1",
+        "kind": "downstream",
+        "variant": None,
+        "text": "fixture-llm==0.6.4.post1 requires torch==2.5.1",
+    } in data["constraints"]
+
+
+def test_the_folders_lock_is_a_preference(env, installer_venv, index_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from support.locks import fixture_lock
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    fixture_lock(index_server, folder, "cu124")  # torch 2.5.1+cu124
+    installer, python = installer_venv
+    done = pip_gpu(
+        "install", "torchaudio", "--python", str(python), "--installer", installer, "--dry-run", *A100_ON_535,
+        env=env, cwd=folder,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "keeping torch from pylock.cu124.toml: 2.5.1+cu124" in done.stderr
+    assert "torch 2.5.1 -> cu124" in done.stderr and "torchaudio==2.5.*" in done.stdout
+
+
+def test_an_install_whose_other_requirements_cannot_be_resolved_changes_nothing(env, installer_venv) -> None:  # type: ignore[no-untyped-def]
+    done = install(installer_venv, "no-such-project-anywhere", *A100_ON_535, env=env)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("pip-gpu: error: ")]
+    assert len(errors) == 1 and "no-such-project-anywhere" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert "torch" not in installed_versions(installer_venv[1])
+
+
+def test_a_lock_of_a_package_that_pins_torch_locks_that_torch(env, fixture_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import tomllib
+
+    (tmp_path / "requirements.in").write_text("fixture-llm==0.6.4.post1\n")
+    args = [
+        "lock",
+        "-r",
+        "requirements.in",
+        "--variants",
+        "cu124,cpu",
+        "--pytorch-index",
+        fixture_index.pytorch_url,
+    ]
+    done = pip_gpu(*args, *A100_ON_535, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for variant in ("cu124", "cpu"):
+        lock = tomllib.loads((tmp_path / f"pylock.{variant}.toml").read_text())
+        torch = next(p for p in lock["packages"] if p["name"] == "torch")
+        assert torch["version"] == f"2.5.1+{variant}"
