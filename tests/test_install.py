@@ -7,6 +7,7 @@ holds the ordinary packages and planted attackers (``filelock 99.0.0`` and
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -182,10 +183,11 @@ def test_dry_run_prints_the_commands_and_installs_nothing(env, tmp_path: Path, i
     assert done.returncode == 0, done.stderr
     # the family goes to the variant index as an explicit index, by name
     assert f'url = "{index_server.pytorch_url}/cu124"' in done.stdout and "explicit = true" in done.stdout
-    assert '[tool.uv.sources.torch]\n#   index = "pip-gpu-variant"' in done.stdout
+    assert '[tool.uv.sources.torch]\nindex = "pip-gpu-variant"' in done.stdout
     assert "torch==2.5.1+cu124" in done.stdout and "torchvision==0.20.*" in done.stdout
     assert "torch" not in installed_versions(python)
-    assert not index_server.requests
+    # Settling the run reads the indexes (a uv pip compile); it downloads no wheel.
+    assert not [r for r in index_server.requests if r.path.endswith(".whl")]
 
 
 def test_credentials_in_index_urls_never_reach_the_output(env, tmp_path: Path, fixture_index) -> None:  # type: ignore[no-untyped-def]
@@ -253,13 +255,17 @@ def test_dry_run_json_gives_the_decision_and_the_exact_commands(env, tmp_path: P
     plan = json.loads(done.stdout)
     assert (plan["decision"]["variant"], plan["installer"]) == ("cu124", "uv")
     (command,) = plan["commands"]
-    family = tomllib.loads(command["files"]["pyproject.toml"])
-    assert family["project"]["dependencies"] == ["torch==2.5.1+cu124"]
-    assert family["tool"]["uv"]["sources"] == {"torch": {"index": "pip-gpu-variant"}}
+    family = tomllib.loads(command["files"]["$d/torch-family/pyproject.toml"])
+    # torch's own triton is routed too: the settled run knows torch brings it in
+    assert family["project"]["dependencies"] == ["torch==2.5.1+cu124", "triton"]
+    assert family["tool"]["uv"]["sources"] == {
+        "torch": {"index": "pip-gpu-variant"},
+        "triton": {"index": "pip-gpu-variant"},
+    }
     assert family["tool"]["uv"]["index"] == [
         {"name": "pip-gpu-variant", "url": f"{index_server.pytorch_url}/cu124", "explicit": True}
     ]
-    assert not index_server.requests
+    assert not [r for r in index_server.requests if r.path.endswith(".whl")]
 
 
 # --- the dry run shows every run, and can be pasted (issue 16) -------------------------------
@@ -273,11 +279,12 @@ def test_a_pip_dry_run_is_a_script_that_installs_what_the_install_would(  # type
     done = pip_gpu(*args, "--dry-run", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     script = done.stdout
-    assert "2 installer runs" in script
-    first, second = script.index("# pip, run 1 of 2:"), script.index("# pip, run 2 of 2:")
-    assert first < second
-    assert "torch==2.5.1+cu124\nPIP_GPU_EOF" in script and "fixture-lib\nPIP_GPU_EOF" in script
-    assert '-c "$d/held-family.txt"' in script and '> "$d/held-family.txt"' in script
+    assert "1 installer run" in script
+    # the family as a direct reference to the variant index's file, settled by a pip dry run
+    assert re.search(r"^torch @ http://127\.0\.0\.1:\d+/whl/cu124/torch-2\.5\.1", script, re.MULTILINE), (
+        script
+    )
+    assert "\nfixture-lib\n" in script and "chosen on the variant index by a pip dry run" in script
     assert "/pip-gpu-" not in script  # no path into pip-gpu's deleted temporary folder
     assert "torch" not in installed_versions(python)
     pasted = subprocess.run(
@@ -294,24 +301,21 @@ def test_one_run_is_not_called_run_1_of_2(env, tmp_path: Path) -> None:  # type:
     args = ("torch==2.5.1", "--installer", "pip", "--python", sys.executable, "--dry-run", *A100_ON_535)
     text = pip_gpu(*args, env=env, cwd=tmp_path).stdout
     assert "1 installer run;" in text or "1 installer run\n" in text
-    assert "of 2" not in text and "# pip: the torch family from the variant index only" in text
+    assert "of 2" not in text and "# pip: the torch family from the variant index's files" in text
     plan = json.loads(pip_gpu(*args, "--json", env=env, cwd=tmp_path).stdout)
     (command,) = plan["commands"]
-    assert "of 2" not in command["purpose"] and plan["second_pip_run"] is False
+    assert "of 2" not in command["purpose"]
 
 
-def test_dry_run_json_lists_both_pip_runs_in_order_with_their_files(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_dry_run_json_lists_the_pip_run_with_its_files(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import json
 
     args = ("torch==2.5.1", "fixture-lib", "--installer", "pip", "--python", sys.executable, *A100_ON_535)
     plan = json.loads(pip_gpu(*args, "--dry-run", "--json", env=env, cwd=tmp_path).stdout)
-    first, second = plan["commands"]
-    assert first["purpose"].startswith("pip, run 1 of 2") and second["purpose"].startswith("pip, run 2 of 2")
-    assert first["files"] == {"family.txt": "torch==2.5.1+cu124\n"}
-    assert "$d/family.txt" in first["argv"]
-    assert second["files"] == {"others.txt": "fixture-lib\n"}
-    assert second["argv"][-2:] == ["-c", "$d/held-family.txt"]
-    probe = second["computed_files"]["held-family.txt"]["argv"]
-    assert probe[:3] == [sys.executable, "-I", "-c"] and "torch" in json.loads(probe[-1])
-    assert "--dry-run --report" in second["before"]
+    (command,) = plan["commands"]
+    requirements = command["files"]["$d/requirements.txt"]
+    assert re.search(r"^torch @ .*/whl/cu124/torch-2\.5\.1", requirements, re.MULTILINE), requirements
+    assert "fixture-lib" in requirements.splitlines()
+    assert command["argv"][-2:] == ["-r", "$d/requirements.txt"]
+    assert "pip dry run" in command["before"]
     assert not any("/pip-gpu-" in a for c in plan["commands"] for a in c["argv"])

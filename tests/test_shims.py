@@ -178,7 +178,7 @@ def test_pip_install_reads_requirements_files(
     env = shell_env([shims, real_bin(venv)], index_server, tmp_path, CPU_HOST)
     done = shell("pip install --dry-run -r requirements.txt", env, cwd=tmp_path)
     assert (
-        "torch 2.5.1 -> cpu" in done.stderr and f"--index-url {index_server.pytorch_url}/cpu" in done.stdout
+        "torch 2.5.1 -> cpu" in done.stderr and f"{index_server.pytorch_url}/cpu/torch-2.5.1" in done.stdout
     )
 
 

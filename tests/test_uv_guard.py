@@ -172,7 +172,7 @@ def test_uv_add_torch_in_a_fresh_project_sets_it_up(user: dict[str, str], tmp_pa
     assert 'version = "2.11.0"' not in lock  # PyPI's CUDA 13.0 build was never locked
     assert shell(SHOW, user, cwd=project).stdout.strip() == "2.6.0+cu126"
     check = shell(PIP_GPU + " check", user, cwd=project)
-    assert "OK" in check.stdout and "torch 2.6.0+cu126 as uv.lock locks" in check.stdout
+    assert "OK" in check.stdout and "torch 2.6.0+cu126" in check.stdout
 
     # check and doctor compare the environment with uv.lock's packages for this host's extra.
     shell("uv sync --quiet --extra cpu", {**user, "PIP_GPU_DISABLE": "1"}, cwd=project)
@@ -238,18 +238,20 @@ def test_project_whose_pypi_torch_runs_here_passes_through(user: dict[str, str],
 
 @pytest.mark.slow
 def test_torch_that_arrives_through_a_dependency_counts(user: dict[str, str], tmp_path: Path) -> None:
-    """fixture-vision-app needs torchvision, which pins PyPI's torch 2.5.1 (CUDA 12.4): too new for 470."""
-    project = _project(tmp_path, user, '"fixture-vision-app"')
+    """fixture-metrics needs torch>=2.0: PyPI's newest (2.11.0, CUDA 13.0) is too new for driver 470."""
+    project = _project(tmp_path, user, '"fixture-metrics"')
     old = {**user, **OLD_DRIVER_HOST}
     stopped = shell("uv run python -V", old, cwd=project, check=False)
     assert stopped.returncode == 2
-    assert "resolves to torch 2.5.1 (PyPI's cu124 build), which cannot run here" in stopped.stderr
+    assert "resolves to torch 2.11.0 (PyPI's cu130 build), which cannot run here" in stopped.stderr
     assert not (project / "uv.lock").exists() and not (project / ".venv").exists()
     shell("uv lock --quiet", {**user, "PIP_GPU_DISABLE": "1"}, cwd=project)
     stopped = shell("uv sync", old, cwd=project, check=False)
-    assert stopped.returncode == 2 and "locks torch 2.5.1 (PyPI's cu124 build)" in stopped.stderr
-    # On driver 535 that build runs: uv goes on untouched.
-    assert shell("uv run python -V", user, cwd=project).stderr.count("pip-gpu") == 0
+    assert stopped.returncode == 2 and "locks torch 2.11.0 (PyPI's cu130 build)" in stopped.stderr
+    # On an H100 with driver 580 that build runs: uv goes on untouched.
+    h100 = {**{k: v for k, v in user.items() if not k.startswith("PIP_GPU_")}, **H100_HOST}
+    h100["PIP_GPU_PYTORCH_INDEX"] = user["PIP_GPU_PYTORCH_INDEX"]
+    assert shell("uv run python -V", h100, cwd=project).stderr.count("pip-gpu") == 0
 
 
 @pytest.mark.slow
@@ -286,18 +288,18 @@ def test_set_up_project_whose_lock_lacks_this_hosts_variant(user: dict[str, str]
 
 @pytest.mark.slow
 def test_uv_add_of_a_library_that_needs_torch(user: dict[str, str], tmp_path: Path) -> None:
-    """uv add resolves first: fixture-vision-app brings PyPI's CUDA 12.4 torch; driver 470 cannot run it."""
+    """uv add resolves first: fixture-metrics brings PyPI's CUDA 13.0 torch; driver 470 cannot run it."""
     project = _project(tmp_path, user)
     old = {**user, **OLD_DRIVER_HOST}
     pyproject = (project / "pyproject.toml").read_text()
-    stopped = shell("uv add fixture-vision-app", old, cwd=project, check=False)
+    stopped = shell("uv add fixture-metrics", old, cwd=project, check=False)
     assert stopped.returncode == 2
     (line,) = stopped.stderr.splitlines()
-    assert "uv add stopped: model would get torch 2.5.1 (PyPI's cu124 build), which cannot run here" in line
-    assert "driver 470.82.01 is older than 525.60.13" in line
+    assert "uv add stopped: model would get torch 2.11.0 (PyPI's cu130 build), which cannot run here" in line
+    assert "driver 470.82.01 is older than 580" in line
     assert (project / "pyproject.toml").read_text() == pyproject and not (project / "uv.lock").exists()
 
-    done = shell("uv add fixture-vision-app", {**old, "PIP_GPU_AUTO_SETUP": "1"}, cwd=project)
-    assert "extras and indexes cu118, cpu for torch, torchvision" in done.stderr
-    show = 'uv run python -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"'
-    assert shell(show, old, cwd=project).stdout.strip() == "2.6.0+cu118 0.21.0+cu118"
+    done = shell("uv add fixture-metrics", {**old, "PIP_GPU_AUTO_SETUP": "1"}, cwd=project)
+    assert "extras and indexes cu118, cpu for torch" in done.stderr
+    show = 'uv run python -c "import torch; print(torch.__version__)"'
+    assert shell(show, old, cwd=project).stdout.strip() == "2.6.0+cu118"
