@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from support.fake_nvml import FakeGpu, nvml_env, write_nvml_profile
-from support.index import pip_env
+from support.index import make_venv, pip_env, site_packages
 from test_doctor import fake_machine
 
 RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "h200"
@@ -122,3 +122,47 @@ def test_explain_for_the_recorded_host_chooses_what_ran_there(fake_nvml_dir: Pat
     decision, recorded = json.loads(done.stdout), _recorded("explain.json")
     assert decision["variant"] == recorded["variant"] == "cu130" == "cu" + torch["cuda"].replace(".", "")
     assert decision["torch"] == recorded["torch"] == torch["version"].split("+")[0]
+
+
+def _install_recorded_torch(tmp_path: Path) -> Path:
+    """A target whose torch is laid out as the H200's was: metadata version ``2.11.0`` with no
+    local label (as pip list showed there) and the recorded ``torch/version.py``."""
+    torch = _recorded("torch.json")
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    site = site_packages(python)
+    version = torch["version"].split("+")[0]
+    package = site / "torch"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .version import __version__\n")
+    (package / "version.py").write_text(torch["version_py"])
+    info = site / f"torch-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text(
+        "".join(
+            f"{p},,\n"
+            for p in (
+                "torch/__init__.py",
+                "torch/version.py",
+                *(f"{info.name}/{n}" for n in ("METADATA", "INSTALLER")),
+            )
+        )
+        + f"{info.name}/RECORD,,\n"
+    )
+    return python
+
+
+def test_doctor_reads_the_recorded_version_py_as_a_cuda_build(fake_nvml_dir: Path, tmp_path: Path) -> None:
+    """The H200's real torch writes ``cuda: Optional[str] = '13.0'``: doctor must see a CUDA
+    13.0 build that runs on driver 580 and sm_90, not the CPU-only build it once reported."""
+    python = _install_recorded_torch(tmp_path)
+    env = _env(tmp_path, fake_nvml_dir)
+    done = _pip_gpu(env, tmp_path, "doctor", "--json", "--python", str(python))
+    report = json.loads(done.stdout)
+    findings = {f["check"]: f for f in report["findings"]}
+    assert findings["torch"]["status"] == "ok", findings["torch"]
+    assert "13.0" in findings["torch"]["summary"] + " ".join(findings["torch"]["evidence"])
+    assert findings["driver"]["status"] == "ok", findings["driver"]
+    assert findings["gpu-arch"]["status"] == "ok", findings["gpu-arch"]
+    assert done.returncode == 0 and report["healthy"], done.stdout
