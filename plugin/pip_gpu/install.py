@@ -209,7 +209,7 @@ def run_install(args: argparse.Namespace) -> int:
         routing = _routing(plan, target, _passthrough(args), workdir, rewrite_pins(plan))
         try:
             # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
-            runs = _planned_runs(plan, routing, installer, uv, dry_run=args.dry_run)
+            runs = _planned_runs(plan, routing, installer, uv, dry_run=args.dry_run, say=say)
             if args.dry_run:
                 if args.json:
                     print(json.dumps(_dry_run_json(plan, host, target, installer, runs, workdir), indent=2))
@@ -230,34 +230,48 @@ def run_install(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _planned_runs(plan: Plan, routing: Routing, installer: str, uv: str, *, dry_run: bool) -> list[_DryRun]:
+def _planned_runs(
+    plan: Plan, routing: Routing, installer: str, uv: str, *, dry_run: bool, say: Callable[[str], None]
+) -> list[_DryRun]:
     """The installer runs that install the request, in order, with the resolution settled.
 
     Where the family comes from is found first by read-only resolutions (a pip dry run on the
     variant index, a ``uv pip compile``), which run for a dry run too: what it prints is then
-    exactly what an install runs. A dry run whose variant index does not answer (offline, a
-    build machine) shows the runs unsettled instead, and says so.
+    exactly what an install runs. A dry run that cannot settle it (the variant index does not
+    answer on a build machine, another index fails) shows the runs unsettled, and says why.
     """
-    lines = list(plan.lines)
-    offline = None
+    unsettled: Optional[str] = None
     if dry_run and routing.variant_index is not None:
-        offline = _unreachable(routing.variant_index, timeout=3)
-    if offline is not None:
-        _stderr(f"pip-gpu: note: {offline} does not answer: the dry run shows the runs unsettled")
+        where = _unreachable(routing.variant_index, timeout=3)
+        unsettled = f"{where} does not answer" if where else None
+    if unsettled is None:
+        try:
+            return _settled_runs(plan, routing, installer, uv)
+        except InstallerFailed as failure:
+            if not dry_run:
+                raise
+            unsettled = f"settling it failed ({failure.message})"
+    say(f"pip-gpu: note: {unsettled}: the dry run shows the runs unsettled")
+    lines = list(plan.lines)
+    note = f"not settled ({unsettled})"
     if installer == "uv":
-        pulled_in = _uv_family_elsewhere(plan, routing, uv) if routing.variant_index and not offline else []
+        return [_DryRun(uv_command(routing, lines, uv=uv), before=note)]
+    probe = pip_family_probe(routing, plan.family_lines(), [], routing.workdir / "family-report.json")
+    note += (
+        ": pip-gpu replaces each torch-family line with a direct reference to the file the dry run "
+        "above picks"
+    )
+    return [_DryRun(probe), _DryRun(pip_command(routing, lines, []), before=note)]
+
+
+def _settled_runs(plan: Plan, routing: Routing, installer: str, uv: str) -> list[_DryRun]:
+    lines = list(plan.lines)
+    if installer == "uv":
+        pulled_in = _uv_family_elsewhere(plan, routing, uv) if routing.variant_index else []
         command = uv_command(routing, lines, uv=uv, pulled_in=pulled_in)
-        note = _resolved_note(pulled_in) if not offline else f"not settled: {offline} did not answer"
-        return [_DryRun(command, before=note)]
+        return [_DryRun(command, before=_resolved_note(pulled_in))]
     if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
         return [_DryRun(pip_hashed_command(routing, lines))]
-    if offline is not None:
-        probe = pip_family_probe(routing, plan.family_lines(), [], routing.workdir / "family-report.json")
-        unsettled = (
-            f"not settled ({offline} did not answer): pip-gpu replaces each torch-family line with a "
-            "direct reference to the file the dry run above picks"
-        )
-        return [_DryRun(probe), _DryRun(pip_command(routing, lines, []), before=unsettled)]
     family = _pip_family_files(plan, routing, [])
     elsewhere: list[str] = []
     if plan.installs_something_else():
@@ -386,7 +400,9 @@ _INSTALL_ONLY = frozenset(
 
 
 def _uv_resolution_args(installer_args: Sequence[str]) -> list[str]:
-    return [a for a in installer_args if a.split("=", 1)[0] not in _INSTALL_ONLY]
+    """The install's options a ``uv pip compile`` takes (its own ``--quiet`` replaces -q/-v)."""
+    chatter = {"-q", "--quiet", "-v", "--verbose", "-qq", "-vv"}
+    return [a for a in installer_args if a.split("=", 1)[0] not in _INSTALL_ONLY and a not in chatter]
 
 
 def _unreachable_variant_index(plan: Plan, failure: InstallerFailed) -> None:

@@ -171,9 +171,14 @@ def run_lock(args: argparse.Namespace) -> int:
     directory = (cwd / args.output_dir) if args.output_dir else cwd
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        # Refused now, before minutes of resolving: a folder that takes no new file (/proc, a
+        # read-only filesystem) fails only when the locks are written otherwise.
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".pip-gpu-", suffix=".probe"):
+            pass
     except OSError as exc:
         raise UsageError(
-            f"--output-dir {args.output_dir}: cannot use it for lock files: {exc.strerror or exc}",
+            f"--output-dir {args.output_dir or directory}: cannot use it for lock files: "
+            f"{exc.strerror or exc}",
             "name a folder you can write to (it is created when missing)",
         ) from None
     family = find_lock_family(directory)
