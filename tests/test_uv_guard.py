@@ -220,7 +220,8 @@ def test_project_locking_pypis_cuda13_torch_stops_before_uv_changes_anything(
     done = shell(SHOW, {**user, "PIP_GPU_AUTO_SETUP": "1"}, cwd=project)
     assert done.stdout.strip() == "2.6.0+cu126"
     assert "PIP_GPU_AUTO_SETUP=1: wrote uv's PyTorch configuration" in done.stderr
-    assert 'cu126 = ["torch", "triton; sys_platform == \'linux\'"]' in (project / "pyproject.toml").read_text()
+    text = (project / "pyproject.toml").read_text()
+    assert """cu126 = ["torch", "triton; sys_platform == 'linux'"]""" in text
 
 
 @pytest.mark.slow

@@ -21,6 +21,13 @@ from support.index import (
 )
 from support.shims import CU124_HOST, shell, shell_env
 
+from pip_gpu.uv_project import project_variants
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11
+    import tomli as tomllib
+
 CPU_HOST = {"PIP_GPU_NO_GPU": "1"}
 
 
@@ -264,3 +271,60 @@ def test_a_triton_the_project_asks_for_comes_only_from_the_pytorch_index(
     assert pytorch_index.ATTACKER_VERSION not in lock
     tritons = [block for block in lock.split("[[package]]") if 'name = "triton"' in block.split("\n")[1]]
     assert tritons and all(f'registry = "{index_server.pytorch_url}/cu124"' in t for t in tritons), tritons
+
+
+@pytest.mark.slow
+def test_indexes_of_another_name_are_reused_and_the_project_counts_as_set_up(
+    project: Path, index_server: IndexServer, tmp_path: Path
+) -> None:
+    # InvokeAI's shape: its own index and extra names, builds pinned with their labels.
+    before = f"""\
+[project]
+name = "studio"
+version = "1.0.0"
+requires-python = ">=3.9"
+dependencies = []
+
+[project.optional-dependencies]
+cpu = ["torch==2.5.1+cpu"]
+cuda = ["torch==2.5.1+cu124"]
+
+[tool.uv]
+conflicts = [[{{ extra = "cpu" }}, {{ extra = "cuda" }}]]
+
+[[tool.uv.index]]
+name = "torch-cpu"
+url = "{index_server.pytorch_url}/cpu"
+explicit = true
+
+[[tool.uv.index]]
+name = "torch-cuda"
+url = "{index_server.pytorch_url}/cu124"
+explicit = true
+
+[tool.uv.sources]
+torch = [
+  {{ index = "torch-cpu", extra = "cpu" }},
+  {{ index = "torch-cuda", extra = "cuda" }},
+]
+"""
+    (project / "pyproject.toml").write_text(before)
+    env = env_for(index_server, tmp_path, CU124_HOST)
+    status, out, err = setup(project, env, "--variants", "cpu,cu124")
+    assert status == 0, err
+    text = (project / "pyproject.toml").read_text()
+    assert "pytorch-" not in text  # no second index for a place the project already names
+    assert 'cpu = ["torch==2.5.1+cpu"]' in text and 'cuda = ["torch==2.5.1+cu124"]' in text
+    assert """cu124 = ["torch==2.5.1", "triton; sys_platform == 'linux'"]""" in text  # labels left out
+    assert '{ index = "torch-cuda", extra = "cuda" },\n    { index = "torch-cuda", extra = "cu124" },' in text
+    assert '[{ extra = "cpu" }, { extra = "cuda" }, { extra = "cu124" }]' in text
+    assert "uv sync --extra cu124" in out
+
+    shell("uv lock", env, cwd=project)
+    lock = (project / "uv.lock").read_text()
+    assert 'version = "2.5.1+cpu"' in lock and 'version = "2.5.1+cu124"' in lock
+    assert pytorch_index.ATTACKER_VERSION not in lock
+    assert project_variants(tomllib.loads(text)) == {
+        "cpu": ["torch==2.5.1+cpu"],
+        "cu124": ["torch==2.5.1", "triton; sys_platform == 'linux'"],
+    }

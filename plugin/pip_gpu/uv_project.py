@@ -38,18 +38,23 @@ INDEX_PREFIX = "pytorch-"
 def project_variants(data: Mapping[str, Any]) -> dict[str, list[str]]:
     """``{variant: its extra's requirements}`` for the variants set up in a pyproject table.
 
-    A variant counts when an explicit ``pytorch-<variant>`` index and an extra of that name
-    exist, whoever wrote them.
+    A variant counts when an extra of that name exists beside an explicit ``pytorch-<variant>``
+    index, whoever wrote them, or when ``[tool.pip-gpu] variants`` names it and a source routes
+    that extra to an index (``uv setup`` reuses a project's index under its own name).
     """
-    uv = data.get("tool", {}).get("uv", {})
+    tool = data.get("tool", {})
+    uv = tool.get("uv", {})
     extras = data.get("project", {}).get("optional-dependencies", {})
-    found: dict[str, list[str]] = {}
-    for index in uv.get("index", []):
-        name = str(index.get("name", ""))
-        variant = name[len(INDEX_PREFIX) :]
-        if name.startswith(INDEX_PREFIX) and index.get("explicit") and variant in extras:
-            found[variant] = [str(r) for r in extras[variant]]
-    return found
+    names = [str(i.get("name", "")) for i in uv.get("index", []) if i.get("explicit")]
+    candidates = [n[len(INDEX_PREFIX) :] for n in names if n.startswith(INDEX_PREFIX)]
+    routed = {
+        str(e.get("extra"))
+        for value in uv.get("sources", {}).values()
+        for e in _entries(value)
+        if isinstance(e, Mapping) and "index" in e and "extra" in e
+    }
+    candidates += [str(v) for v in tool.get("pip-gpu", {}).get("variants", []) if v in routed]
+    return {v: [str(r) for r in extras[v]] for v in dict.fromkeys(candidates) if v in extras}
 
 
 # --- the shim side -----------------------------------------------------------------------------
@@ -293,7 +298,8 @@ def _uv_setup(args: argparse.Namespace) -> int:
             tofile=f"{path} (after pip-gpu uv setup)",
         )
         sys.stdout.writelines(diff)
-        print(f"pip-gpu: dry run: {path} left unchanged")
+        done = "already set up as asked" if written == original else "left unchanged"
+        print(f"pip-gpu: dry run: {path} {done}")
     else:
         path.write_text(written, encoding="utf-8")
         print(f"pip-gpu: {path}: extras {', '.join(variants)} for {', '.join(requirements)}")
