@@ -21,7 +21,7 @@ from support.index import (
 )
 from support.shims import CU124_HOST, shell, shell_env
 
-from pip_gpu.uv_project import project_variants
+from pip_gpu.uv_project import _normalized_url, project_variants
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -328,3 +328,19 @@ torch = [
         "cpu": ["torch==2.5.1+cpu"],
         "cu124": ["torch==2.5.1", "triton; sys_platform == 'linux'"],
     }
+
+
+@pytest.mark.parametrize(
+    ("theirs", "same"),
+    [
+        ("https://download.pytorch.org/whl/cu124/", True),
+        ("HTTPS://Download.PyTorch.org:443/whl/cu124", True),
+        ("https://user:token@download.pytorch.org/whl/cu124", True),
+        ("https://download.pytorch.org/whl/cu121", False),
+        ("https://download.pytorch.org:8443/whl/cu124", False),
+        ("https://mirror.example/whl/cu124", False),
+    ],
+)
+def test_an_index_is_the_same_place_by_its_normalised_url(theirs: str, same: bool) -> None:
+    ours = "https://download.pytorch.org/whl/cu124"
+    assert (_normalized_url(theirs) == _normalized_url(ours)) is same

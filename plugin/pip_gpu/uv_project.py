@@ -618,7 +618,9 @@ def add_uv_parser(commands: Any, add_host_flags: Callable[..., None]) -> None:
             "explicit index pytorch-<variant> per variant, [tool.uv.sources] for the torch family by "
             "extra, one extra per variant and the conflicts between them. `uv lock` then records "
             "every variant; `uv sync --extra <variant>` installs one, and with pip-gpu's shims "
-            "`uv sync` / `uv run` pick this host's."
+            "`uv sync` / `uv run` pick this host's. An existing PyTorch recipe is merged into: "
+            "indexes that point at the same place are reused, the project's extras, sources and "
+            "comments stay, and what cannot be merged safely is refused with the file unchanged."
         ),
     )
     setup.add_argument(
@@ -626,7 +628,7 @@ def add_uv_parser(commands: Any, add_host_flags: Callable[..., None]) -> None:
         nargs="*",
         metavar="REQUIREMENT",
         help="torch-family requirements for the extras (default: those in project.dependencies, "
-        "which move into the extras, else torch)",
+        "which move into the extras, else the family the extras already name, else torch)",
     )
     setup.add_argument("--variants", metavar="V1,V2", help="variants to offer (default: this host's and cpu)")
     setup.add_argument("--project", metavar="DIR", help="project folder (default: the current one)")
