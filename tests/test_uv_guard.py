@@ -165,14 +165,16 @@ def test_uv_add_torch_in_a_fresh_project_sets_it_up(user: dict[str, str], tmp_pa
     said = [line for line in added.stderr.splitlines() if "configuration" in line]
     assert len(said) == 1 and "extras and indexes cu126, cpu for torch" in said[0]
     text = (project / "pyproject.toml").read_text()
-    assert 'cu126 = ["torch"]' in text and 'name = "pytorch-cu126"' in text and "explicit = true" in text
+    # triton joins the CUDA extra with a source, so only the PyTorch index serves it (see uv_project)
+    assert 'cu126 = ["torch", "triton; sys_platform == \'linux\'"]' in text and 'cpu = ["torch"]' in text
+    assert 'name = "pytorch-cu126"' in text and "explicit = true" in text
     assert "dependencies = []" in text  # torch lives in the variant extras only
     lock = (project / "uv.lock").read_text()
     assert 'version = "2.6.0+cu126"' in lock and 'version = "2.6.0+cpu"' in lock
     assert 'version = "2.11.0"' not in lock  # PyPI's CUDA 13.0 build was never locked
     assert shell(SHOW, user, cwd=project).stdout.strip() == "2.6.0+cu126"
     check = shell(PIP_GPU + " check", user, cwd=project)
-    assert "OK" in check.stdout and "torch 2.6.0+cu126" in check.stdout
+    assert "OK" in check.stdout and "torch 2.6.0+cu126, triton 3.2.0 as uv.lock locks" in check.stdout
 
     # check and doctor compare the environment with uv.lock's packages for this host's extra.
     shell("uv sync --quiet --extra cpu", {**user, "PIP_GPU_DISABLE": "1"}, cwd=project)
@@ -187,7 +189,8 @@ def test_uv_add_torch_in_a_fresh_project_sets_it_up(user: dict[str, str], tmp_pa
     # In the set-up project, another family member joins every variant's extra.
     shell("uv add torchvision", user, cwd=project)
     text = (project / "pyproject.toml").read_text()
-    assert 'cu126 = ["torch", "torchvision"]' in text and "torchvision = [" in text
+    assert 'cu126 = ["torch", "triton; sys_platform == \'linux\'", "torchvision"]' in text
+    assert 'cpu = ["torch", "torchvision"]' in text and "torchvision = [" in text
     assert 'version = "0.21.0+cu126"' in (project / "uv.lock").read_text()
     show = 'uv run python -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"'
     assert shell(show, user, cwd=project).stdout.strip() == "2.6.0+cu126 0.21.0+cu126"
@@ -217,7 +220,8 @@ def test_project_locking_pypis_cuda13_torch_stops_before_uv_changes_anything(
     done = shell(SHOW, {**user, "PIP_GPU_AUTO_SETUP": "1"}, cwd=project)
     assert done.stdout.strip() == "2.6.0+cu126"
     assert "PIP_GPU_AUTO_SETUP=1: wrote uv's PyTorch configuration" in done.stderr
-    assert 'cu126 = ["torch"]' in (project / "pyproject.toml").read_text()
+    text = (project / "pyproject.toml").read_text()
+    assert """cu126 = ["torch", "triton; sys_platform == 'linux'"]""" in text
 
 
 @pytest.mark.slow

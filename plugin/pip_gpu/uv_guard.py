@@ -435,6 +435,7 @@ def _setup(
         variants=",".join(variants) if variants else None,
         project=str(path.parent),
         pytorch_index=None,
+        dry_run=False,
         driver=None,
         compute_capability=None,
         no_gpu=False,

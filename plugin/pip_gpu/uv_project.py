@@ -38,18 +38,23 @@ INDEX_PREFIX = "pytorch-"
 def project_variants(data: Mapping[str, Any]) -> dict[str, list[str]]:
     """``{variant: its extra's requirements}`` for the variants set up in a pyproject table.
 
-    A variant counts when an explicit ``pytorch-<variant>`` index and an extra of that name
-    exist, whoever wrote them.
+    A variant counts when an extra of that name exists beside an explicit ``pytorch-<variant>``
+    index, whoever wrote them, or when ``[tool.pip-gpu] variants`` names it and a source routes
+    that extra to an index (``uv setup`` reuses a project's index under its own name).
     """
-    uv = data.get("tool", {}).get("uv", {})
+    tool = data.get("tool", {})
+    uv = tool.get("uv", {})
     extras = data.get("project", {}).get("optional-dependencies", {})
-    found: dict[str, list[str]] = {}
-    for index in uv.get("index", []):
-        name = str(index.get("name", ""))
-        variant = name[len(INDEX_PREFIX) :]
-        if name.startswith(INDEX_PREFIX) and index.get("explicit") and variant in extras:
-            found[variant] = [str(r) for r in extras[variant]]
-    return found
+    names = [str(i.get("name", "")) for i in uv.get("index", []) if i.get("explicit")]
+    candidates = [n[len(INDEX_PREFIX) :] for n in names if n.startswith(INDEX_PREFIX)]
+    routed = {
+        str(e.get("extra"))
+        for value in uv.get("sources", {}).values()
+        for e in _entries(value)
+        if isinstance(e, Mapping) and "index" in e and "extra" in e
+    }
+    candidates += [str(v) for v in tool.get("pip-gpu", {}).get("variants", []) if v in routed]
+    return {v: [str(r) for r in extras[v]] for v in dict.fromkeys(candidates) if v in extras}
 
 
 # --- the shim side -----------------------------------------------------------------------------
@@ -192,20 +197,22 @@ def _uv_setup(args: argparse.Namespace) -> int:
             f"no pyproject.toml in {folder}", "create the project first (uv init), or pass --project"
         )
     try:
-        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+        original = path.read_text(encoding="utf-8")
+        document = tomlkit.parse(original)
     except (OSError, UnicodeDecodeError, tomlkit.exceptions.TOMLKitError) as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}", "fix the file, then run again") from None
     knowledge = load_knowledge()
-    family_names = {canonicalize_name(m.name) for m in knowledge.family}
+    family_names: set[str] = {canonicalize_name(m.name) for m in knowledge.family}
     project = document.setdefault("project", tomlkit.table())
     new_extras = "optional-dependencies" not in project
     extras = project.setdefault("optional-dependencies", tomlkit.table())
-    before = project_variants(document.unwrap())
     tool = document.setdefault("tool", tomlkit.table(is_super_table=True))
-    managed = set(before) | set(tool.get("pip-gpu", {}).get("variants", []))
+    # What an earlier `uv setup` wrote; a recipe the project wrote itself is merged into, never owned.
+    owned = {str(v) for v in tool.get("pip-gpu", {}).get("variants", [])}
 
     requirements = list(args.requirements)
     dependencies = project.get("dependencies")
+    moved: list[str] = []
     if dependencies is not None:
         # The family moves into the variant extras: left in the plain dependencies it would
         # come from PyPI whatever the extra.
@@ -214,8 +221,8 @@ def _uv_setup(args: argparse.Namespace) -> int:
             dependencies.remove(item)
         if moved and not len(dependencies):
             project["dependencies"] = tomlkit.array()
-        requirements = requirements or moved
-    requirements = requirements or (next(iter(before.values())) if before else ["torch"])
+    replace = bool(requirements or moved)
+    requirements = requirements or moved or _requirements_in_extras(extras, family_names) or ["torch"]
     for text in requirements:
         if canonicalize_name(Requirement(text).name) not in family_names:
             raise UsageError(f"{text} is not a torch-family project", "name torch, torchvision, ...")
@@ -232,48 +239,46 @@ def _uv_setup(args: argparse.Namespace) -> int:
     unknown = [v for v in variants if v not in known]
     if unknown:
         raise UsageError(f"unknown variant(s) {', '.join(unknown)}", f"known: {', '.join(sorted(known))}")
-
-    for variant in managed - set(variants):
-        extras.pop(variant, None)
-    for variant in variants:
-        extras[variant] = _multiline(tomlkit, requirements)
+    dropped = owned - set(variants)
 
     uv = tool.setdefault("uv", tomlkit.table())
+    # created in the order uv's guide writes them: conflicts, sources, indexes
     conflicts = uv.setdefault("conflicts", tomlkit.array())
-    old_groups = [
-        group
-        for group in conflicts
-        if all(isinstance(item, Mapping) and item.get("extra") in managed | set(variants) for item in group)
-    ]
-    for group in old_groups:
-        conflicts.remove(group)
-    if len(variants) > 1:  # uv rejects a conflict set of one extra
-        conflicts.append(_inline_array(tomlkit, [{"extra": v} for v in variants]))
-    if conflicts:
-        conflicts.multiline(True)
-    else:
-        del uv["conflicts"]
-
     new_sources = "sources" not in uv
     sources = uv.setdefault("sources", tomlkit.table())
-    for name in sorted({canonicalize_name(Requirement(t).name) for t in requirements}):
-        sources[name] = _inline_array(tomlkit, [{"index": INDEX_PREFIX + v, "extra": v} for v in variants])
-        sources[name].multiline(True)
-
-    indexes = uv.setdefault("index", tomlkit.aot())
-    for position in reversed(range(len(indexes))):
-        index_name = str(indexes[position].get("name", ""))
-        if index_name.startswith(INDEX_PREFIX) and index_name[len(INDEX_PREFIX) :] in managed:
-            del indexes[position]
+    urls = {}
     for variant in variants:
-        entry = tomlkit.table()
-        entry["name"] = INDEX_PREFIX + variant
         # credentials stay in the user's configuration (netrc, UV_INDEX_*), never in the project
         url = variant_index_url(plan.pytorch_index, variant)
-        entry["url"] = strip_credentials(url) if url else url
-        entry["explicit"] = True
-        entry.add(tomlkit.nl())
-        indexes.append(entry)
+        urls[variant] = strip_credentials(url) if url else url
+    index_names = _merge_indexes(tomlkit, uv, urls)
+
+    for variant in dropped:
+        extras.pop(variant, None)
+    for variant in variants:
+        wanted = [r for r in requirements if _serves(canonicalize_name(Requirement(r).name), variant)]
+        covered = [f"{name}; {marker}" for name, marker in _covered_dependencies(variant, family_names)]
+        extras[variant] = _merge_extra(tomlkit, extras.get(variant), wanted, covered, replace=replace)
+
+    conflicts_before = conflicts.as_string()
+    _merge_conflicts(tomlkit, conflicts, variants, dropped)
+    if not conflicts:
+        del uv["conflicts"]
+    elif conflicts.as_string() != conflicts_before:  # the project's own layout stays when untouched
+        conflicts.multiline(True)
+
+    served: dict[str, list[str]] = {}  # family name -> the variants whose extra asks for it
+    for variant in variants:
+        for text in extras[variant]:
+            name = canonicalize_name(Requirement(str(text)).name)
+            if name in family_names:
+                served.setdefault(name, []).append(variant)
+    dropping = {str(n) for n in sources if any(_extra_of(e) in dropped for e in _entries(sources[n]))}
+    for source_name in sorted(set(served) | dropping):
+        _merge_source(tomlkit, sources, source_name, served.get(source_name, []), index_names, dropped)
+    for source_name in [str(n) for n in sources if not len(_entries(sources[n]))]:
+        del sources[source_name]
+    _drop_unused_indexes(tomlkit, uv, dropped, sources)
 
     settings = tool.setdefault("pip-gpu", tomlkit.table())
     settings["variants"] = variants
@@ -281,21 +286,314 @@ def _uv_setup(args: argparse.Namespace) -> int:
     for table, new in ((extras, new_extras), (sources, new_sources)):
         if new:
             table.add(tomlkit.nl())
-    path.write_text(tomlkit.dumps(document), encoding="utf-8")
-    print(f"pip-gpu: {path}: extras {', '.join(variants)} for {', '.join(requirements)}")
+    written = tomlkit.dumps(document)
+    host_extra = _host_extra(written, requirements, host, args.pytorch_index)
+    if args.dry_run:
+        import difflib
+
+        diff = difflib.unified_diff(
+            original.splitlines(keepends=True),
+            written.splitlines(keepends=True),
+            fromfile=f"{path} (now)",
+            tofile=f"{path} (after pip-gpu uv setup)",
+        )
+        sys.stdout.writelines(diff)
+        done = "already set up as asked" if written == original else "left unchanged"
+        print(f"pip-gpu: dry run: {path} {done}")
+    else:
+        path.write_text(written, encoding="utf-8")
+        print(f"pip-gpu: {path}: extras {', '.join(variants)} for {', '.join(requirements)}")
+    if host_extra:
+        advice = f"without them: uv sync --extra {host_extra}"
+    else:
+        advice = f"none of {', '.join(variants)} runs on this host"
     print(
         "pip-gpu: next: uv lock (records every variant); with the shims, uv sync / uv run pick this "
-        f"host's; without them: uv sync --extra {variants[0]}"
+        f"host's; {advice}"
     )
     return EXIT_OK
+
+
+# Triton companions: torch's GPU wheels require these from the variant index on Linux; a direct
+# requirement with a source keeps uv from taking a planted higher version from the default
+# index (the torchtriton dependency-confusion attack, pytorch.org/blog/compromised-nightly-
+# dependency). uv applies [tool.uv.sources] to direct requirements only, so each is named.
+_LINUX = "sys_platform == 'linux'"
+
+
+def _companions(variant: str) -> tuple[str, ...]:
+    if cuda_variant(variant):
+        return ("triton",)
+    if variant.startswith("rocm"):
+        return ("pytorch-triton-rocm",)
+    if variant == "xpu":
+        return ("pytorch-triton-xpu",)
+    return ()
+
+
+_ALL_COMPANIONS = frozenset({"triton", "pytorch-triton", "pytorch-triton-rocm", "pytorch-triton-xpu"})
+
+
+def cuda_variant(variant: str) -> bool:
+    from .knowledge import cuda_of_variant
+
+    return cuda_of_variant(variant) is not None
+
+
+def _serves(name: str, variant: str) -> bool:
+    """Whether ``variant``'s index serves a family name: a Triton companion only its own builds'."""
+    if name not in _ALL_COMPANIONS:
+        return True
+    return name in _companions(variant) or (name == "pytorch-triton" and cuda_variant(variant))
+
+
+def _covered_dependencies(variant: str, family: set[str]) -> list[tuple[str, str]]:
+    return [(name, _LINUX) for name in _companions(variant) if name in family]
+
+
+def _requirements_in_extras(extras: Mapping[str, Any], family: set[str]) -> list[str]:
+    """The torch family an existing recipe asks for, without build labels (``torch==2.5.1+cpu``
+    -> ``torch==2.5.1``) and without the Triton companions, which each variant adds itself."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    for requirements in extras.values():
+        for text in requirements if isinstance(requirements, list) else []:
+            try:
+                requirement = Requirement(str(text))
+            except InvalidRequirement:
+                continue
+            name = canonicalize_name(requirement.name)
+            if name in family and name not in _ALL_COMPANIONS and name not in found:
+                found[name] = _without_local_label(requirement)
+    return list(found.values())
+
+
+def _without_local_label(requirement: Any) -> str:
+    from packaging.specifiers import SpecifierSet
+
+    specs = [f"{s.operator}{s.version.split('+')[0]}" for s in requirement.specifier]
+    requirement.specifier = SpecifierSet(",".join(specs))
+    return str(requirement)
+
+
+def _normalized_url(url: str) -> str:
+    """One spelling per place: no credentials, lower-case scheme and host, no default port or
+    trailing slash."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from .redact import strip_credentials
+
+    parts = urlsplit(strip_credentials(url.strip()))
+    host = (parts.hostname or "").lower()
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+def _merge_indexes(tomlkit: Any, uv: Any, urls: Mapping[str, Optional[str]]) -> dict[str, str]:
+    """``{variant: index name}``: the project's own index where one points at the same place,
+    else a new explicit ``pytorch-<variant>``; refused when that name points elsewhere."""
+    from .redact import redact_url
+
+    indexes = uv.setdefault("index", tomlkit.aot())
+    names: dict[str, str] = {}
+    for variant, url in urls.items():
+        if url is None:
+            raise UsageError(
+                f"the {variant} build comes from PyPI itself, not a PyTorch index",
+                "leave it out of --variants; uv installs it without an extra",
+            )
+        name = INDEX_PREFIX + variant
+        same = [e for e in indexes if _normalized_url(str(e.get("url", ""))) == _normalized_url(url)]
+        same.sort(key=lambda e: str(e.get("name", "")) != name)  # its own name first
+        if same:
+            names[variant] = str(same[0].get("name", name))
+            continue
+        taken = [e for e in indexes if str(e.get("name", "")) == name]
+        if taken:
+            raise UsageError(
+                f"cannot merge: [[tool.uv.index]] {name} points at {redact_url(str(taken[0].get('url')))}, "
+                f"not at {redact_url(url)}; pyproject.toml left unchanged",
+                "point it at the same place, rename it, or pass --pytorch-index for the base it uses",
+            )
+        entry = tomlkit.table()
+        entry["name"] = name
+        entry["url"] = url
+        entry["explicit"] = True
+        entry.add(tomlkit.nl())
+        indexes.append(entry)
+        names[variant] = name
+    return names
+
+
+def _merge_extra(
+    tomlkit: Any, current: Any, wanted: Sequence[str], covered: Sequence[str], *, replace: bool
+) -> Any:
+    """The extra with ``wanted`` in it; the project's other lines (and their comments) stay, and
+    its own pin of a wanted name stays unless the user named requirements this time.
+
+    A ``covered`` line (a Triton companion on Linux) is added unless a line for that name
+    already reaches at least as far: without a marker, or with the same one.
+    """
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    if current is None:
+        current = _multiline(tomlkit, [])
+    if not isinstance(current, list):
+        raise TypeError(f"an optional-dependencies extra is {type(current).__name__}, not a list")
+
+    def lines_for(name: str) -> list[int]:
+        return [i for i, item in enumerate(current) if canonicalize_name(Requirement(str(item)).name) == name]
+
+    for text in wanted:
+        at = lines_for(canonicalize_name(Requirement(text).name))
+        if not at:
+            current.append(text)
+        elif replace and str(current[at[0]]) != text:
+            current[at[0]] = text
+    for text in covered:
+        line = Requirement(text)
+        present = [Requirement(str(current[i])).marker for i in lines_for(canonicalize_name(line.name))]
+        if not any(marker is None or marker == line.marker for marker in present):
+            current.append(text)
+    return current
+
+
+def _entries(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _extra_of(entry: Any) -> Optional[str]:
+    return str(entry.get("extra")) if isinstance(entry, Mapping) and "extra" in entry else None
+
+
+def _merge_source(
+    tomlkit: Any,
+    sources: Any,
+    name: str,
+    variants: Sequence[str],
+    index_names: Mapping[str, str],
+    dropped: set[str],
+) -> None:
+    """``name``'s sources with one entry per variant extra; the project's own entries stay.
+
+    Refused when an entry would overlap or contradict: uv takes one source per requirement, so
+    an entry for every extra (no ``extra`` key) or another place for the same extra cannot be
+    extended safely.
+    """
+    current = sources.get(name)
+    if current is None:
+        current = sources[name] = tomlkit.array()
+    elif isinstance(current, Mapping):
+        single = current
+        current = sources[name] = tomlkit.array()
+        current.append(single)
+    elif not isinstance(current, list):
+        raise TypeError(f"tool.uv.sources.{name} is {type(current).__name__}")
+    for entry in list(current):
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"tool.uv.sources.{name} holds {type(entry).__name__}")
+        if entry.get("extra") in dropped and entry.get("extra") not in variants:
+            current.remove(entry)
+    if not variants:
+        return
+    for entry in current:
+        if "index" not in entry:
+            where = next((k for k in ("git", "url", "path", "workspace") if k in entry), "non-index")
+            raise UsageError(
+                f"cannot merge: [tool.uv.sources] {name} comes from a {where} source, not an index; "
+                "pyproject.toml left unchanged",
+                f"remove that source to let pip-gpu route {name} to the PyTorch indexes",
+            )
+        if entry.get("extra") is None and "group" not in entry:
+            marker = f" (marker {entry['marker']})" if "marker" in entry else ""
+            raise UsageError(
+                f"cannot merge: [tool.uv.sources] {name} sends every extra to index {entry['index']}"
+                f"{marker}; a source per variant extra would overlap it; pyproject.toml left unchanged",
+                'give that entry an extra (extra = "..."), or remove it, then run again',
+            )
+    for variant in variants:
+        mine = [e for e in current if e.get("extra") == variant]
+        if mine and all(str(e.get("index")) != index_names[variant] for e in mine):
+            raise UsageError(
+                f"cannot merge: [tool.uv.sources] {name} sends extra {variant} to index "
+                f"{mine[0].get('index')}, not {index_names[variant]}; pyproject.toml left unchanged",
+                "point that entry at the same index, or remove it, then run again",
+            )
+        if not mine:
+            current.append(_inline(tomlkit, {"index": index_names[variant], "extra": variant}))
+    current.multiline(True)
+
+
+def _merge_conflicts(tomlkit: Any, conflicts: Any, variants: Sequence[str], dropped: set[str]) -> None:
+    """One conflict set holding every variant extra; the project's other sets and items stay."""
+    for group in list(conflicts):
+        for item in [
+            i for i in group if isinstance(i, Mapping) and i.get("extra") in dropped - set(variants)
+        ]:
+            group.remove(item)
+        if len(group) < 2:
+            conflicts.remove(group)
+    if len(variants) < 2:  # uv rejects a conflict set of one extra
+        return
+
+    def extras_of(group: Any) -> set[str]:
+        return {str(i.get("extra")) for i in group if isinstance(i, Mapping) and "package" not in i}
+
+    group = next((g for g in conflicts if extras_of(g) & set(variants)), None)
+    if group is None:
+        conflicts.append(_inline_array(tomlkit, [{"extra": v} for v in variants]))
+        return
+    for variant in variants:
+        if variant not in extras_of(group):
+            group.append(_inline(tomlkit, {"extra": variant}))
+
+
+def _drop_unused_indexes(tomlkit: Any, uv: Any, dropped: set[str], sources: Mapping[str, Any]) -> None:
+    """Indexes of variants no longer set up go, unless a source still names them."""
+    used = {
+        str(e.get("index")) for value in sources.values() for e in _entries(value) if isinstance(e, Mapping)
+    }
+    indexes = uv.get("index", [])
+    for position in reversed(range(len(indexes))):
+        name = str(indexes[position].get("name", ""))
+        if name in {INDEX_PREFIX + v for v in dropped} and name not in used:
+            del indexes[position]
+            if len(indexes) and not indexes[-1].as_string().endswith("\n\n"):
+                indexes[-1].add(tomlkit.nl())  # the blank line before the next table stays
+
+
+def _host_extra(
+    written: str, requirements: Sequence[str], host: Any, pytorch_index: Optional[str]
+) -> Optional[str]:
+    """The extra this host runs, decided as the shims will decide it in the project as written."""
+    import tempfile
+
+    from .plan import decide_for
+
+    with tempfile.TemporaryDirectory(prefix="pip-gpu-uv-setup-") as folder:
+        Path(folder, "pyproject.toml").write_text(written, encoding="utf-8")
+        plan = decide_for(list(requirements), [], host, pytorch_index=pytorch_index, cwd=Path(folder))
+    return str(plan.decision.variant) if plan.decision.ok else None
+
+
+def _inline(tomlkit: Any, item: Mapping[str, str]) -> Any:
+    """``{ index = "...", extra = "..." }``, spaced as uv's documentation writes it."""
+    body = ", ".join(f"{key} = {tomlkit.string(value).as_string()}" for key, value in item.items())
+    return tomlkit.parse(f"item = {{ {body} }}")["item"]
 
 
 def _inline_array(tomlkit: Any, items: Sequence[Mapping[str, str]]) -> Any:
     array = tomlkit.array()
     for item in items:
-        table = tomlkit.inline_table()
-        table.update(item)
-        array.append(table)
+        array.append(_inline(tomlkit, item))
     return array
 
 
@@ -320,7 +618,9 @@ def add_uv_parser(commands: Any, add_host_flags: Callable[..., None]) -> None:
             "explicit index pytorch-<variant> per variant, [tool.uv.sources] for the torch family by "
             "extra, one extra per variant and the conflicts between them. `uv lock` then records "
             "every variant; `uv sync --extra <variant>` installs one, and with pip-gpu's shims "
-            "`uv sync` / `uv run` pick this host's."
+            "`uv sync` / `uv run` pick this host's. An existing PyTorch recipe is merged into: "
+            "indexes that point at the same place are reused, the project's extras, sources and "
+            "comments stay, and what cannot be merged safely is refused with the file unchanged."
         ),
     )
     setup.add_argument(
@@ -328,10 +628,15 @@ def add_uv_parser(commands: Any, add_host_flags: Callable[..., None]) -> None:
         nargs="*",
         metavar="REQUIREMENT",
         help="torch-family requirements for the extras (default: those in project.dependencies, "
-        "which move into the extras, else torch)",
+        "which move into the extras, else the family the extras already name, else torch)",
     )
     setup.add_argument("--variants", metavar="V1,V2", help="variants to offer (default: this host's and cpu)")
     setup.add_argument("--project", metavar="DIR", help="project folder (default: the current one)")
+    setup.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the change as a unified diff and leave pyproject.toml as it is",
+    )
     add_host_flags(setup)
     group = setup.add_argument_group("index")
     group.add_argument(
