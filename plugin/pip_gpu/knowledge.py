@@ -52,7 +52,6 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
@@ -350,5 +349,11 @@ def _load(path: Optional[str]) -> Knowledge:
     if path is not None:
         text = Path(path).read_text(encoding="utf-8")
     else:
-        text = resources.files("pip_gpu").joinpath("data/knowledge.json").read_text("utf-8")
+        shipped = Path(__file__).with_name("data") / "knowledge.json"
+        if shipped.is_file():  # a plain install: skip importlib.resources (its readers, zipfile)
+            text = shipped.read_text(encoding="utf-8")
+        else:  # pragma: no cover - a zipped package
+            from importlib import resources
+
+            text = resources.files("pip_gpu").joinpath("data/knowledge.json").read_text("utf-8")
     return knowledge_from_dict(json.loads(text))
