@@ -8,8 +8,13 @@ times each pip-gpu command and its hand-written baseline in the same session, in
 table: medians, spread (min-max), the ratio and the issue's target per row. The table is
 also written to ``--output``.
 
+Rows 11a/11b install the real torch 2.14.1 CUDA 13.0 wheel set (about 3 GB) from the
+real-wheel tier (tests/support/realwheels.py) when the wheel is on this machine; otherwise
+the table says NOT RUN and why.
+
 Benchmarks are not tests: nothing here fails on time. The exit status is non-zero only
-when a row could not be measured (a command failed, a tool is missing).
+when a row could not be measured (a command failed, a tool is missing); a row not run
+for want of the real wheel is not a failure.
 """
 
 from __future__ import annotations
