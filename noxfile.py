@@ -58,7 +58,8 @@ def bench(session: nox.Session) -> None:
     """pip-gpu against hand-written pip/uv commands on the fixture index (issue 7); not a test.
 
     Prints one Markdown table and writes it to .nox/bench-results.md (or --output FILE after --).
-    Fewer rounds: nox -s bench -- --rounds 7 --install-rounds 3
+    Fewer rounds: nox -s bench -- --rounds 7 --install-rounds 3 --real-rounds 1
+    (rows 11a/11b install the real torch 2.14.1 wheel set, about 3 GB, when it is on this machine).
     """
     session.install("-e", ".[test]")
     args = list(session.posargs)

@@ -421,12 +421,12 @@ def emit_json(data: Any) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .report import render_host
-
     host = host_from_args(args)
     if args.json:
         emit_json(host.to_json())
     else:
+        from .report import render_host
+
         print(render_host(host))
     return EXIT_OK
 

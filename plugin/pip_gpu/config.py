@@ -11,11 +11,6 @@ from typing import Any, Optional
 
 from .errors import UsageError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
 __all__ = ["ProjectConfig", "find_pyproject", "load_project_config"]
 
 INSTALLERS = ("pip", "uv")
@@ -45,6 +40,11 @@ def load_project_config(start: Path) -> ProjectConfig:
     path = find_pyproject(start)
     if path is None:
         return ProjectConfig()
+    # Imported here: most decisions run where no pyproject.toml is (about 3 ms).
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python < 3.11
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:

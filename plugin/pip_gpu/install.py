@@ -574,7 +574,7 @@ def _run(command: InstallerCommand, *, to_stderr: bool = False) -> None:
     from .children import finished, private_command, signal_of, start
 
     for path, content in command.files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)  # the uv family project has its own folder
         path.write_text(content, encoding="utf-8")
     with private_command(command.argv, _environment(command.env)) as (argv, env):
         try:

@@ -52,7 +52,6 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
@@ -257,23 +256,34 @@ class Knowledge:
         return sorted(found, key=variant_sort_key)
 
 
-def _ccs(values: Optional[list[str]]) -> Optional[tuple[ComputeCapability, ...]]:
+def _ccs(
+    values: Optional[list[str]], seen: Optional[dict[tuple[str, ...], tuple[ComputeCapability, ...]]] = None
+) -> Optional[tuple[ComputeCapability, ...]]:
+    """Compute capabilities of a list; ``seen`` shares the tuple among the builds that list the
+    same architectures (most builds of a release do), so loading parses each list once."""
     if values is None:
         return None
-    return tuple(parse_compute_capability(v) for v in values)
+    key = tuple(values)
+    if seen is not None and key in seen:
+        return seen[key]
+    parsed = tuple(parse_compute_capability(v) for v in values)
+    if seen is not None:
+        seen[key] = parsed
+    return parsed
 
 
 def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
     if data.get("schema") != 1:
         raise ValueError(f"unsupported knowledge schema {data.get('schema')!r}")
     releases = []
+    seen: dict[tuple[str, ...], tuple[ComputeCapability, ...]] = {}
     for rel in data["releases"]:
         builds = tuple(
             Build(
                 variant=b["variant"],
                 platform=b["platform"],
-                sass=_ccs(b.get("sass")),
-                ptx=_ccs(b.get("ptx")),
+                sass=_ccs(b.get("sass"), seen),
+                ptx=_ccs(b.get("ptx"), seen),
                 gfx=tuple(b["gfx"]) if b.get("gfx") is not None else None,
                 confidence=b.get("confidence", "high"),
                 source=b.get("source", rel.get("source", "")),
@@ -350,5 +360,11 @@ def _load(path: Optional[str]) -> Knowledge:
     if path is not None:
         text = Path(path).read_text(encoding="utf-8")
     else:
-        text = resources.files("pip_gpu").joinpath("data/knowledge.json").read_text("utf-8")
+        shipped = Path(__file__).with_name("data") / "knowledge.json"
+        if shipped.is_file():  # a plain install: skip importlib.resources (its readers, zipfile)
+            text = shipped.read_text(encoding="utf-8")
+        else:  # pragma: no cover - a zipped package
+            from importlib import resources
+
+            text = resources.files("pip_gpu").joinpath("data/knowledge.json").read_text("utf-8")
     return knowledge_from_dict(json.loads(text))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .decide import Decision
 from .host import HostProfile, format_compute_capability
 from .knowledge import Build, Knowledge, variant_sort_key
-from .requirements import redact_url
+from .redact import redact_url
+
+if TYPE_CHECKING:  # `detect` renders a host without the decision's imports (packaging.requirements)
+    from .decide import Decision
 
 __all__ = ["decision_json", "knowledge_json", "render_decision", "render_host", "render_knowledge"]
 

@@ -217,8 +217,6 @@ def member_constraints(
 
     ``direct``: the names the decision reads itself (torch and its companions).
     """
-    from .index import IndexError_, fetch_project_files
-
     found: list[TorchConstraint] = []
     for line in lines:
         if line.name is None or line.name not in family or line.name in direct:
@@ -231,6 +229,10 @@ def member_constraints(
             pinned = exact_version_of(line.requirement)
             if pinned is None:
                 continue  # an open range says nothing about one torch release
+            # Here, not at the top: the index client (http.client, ssl, html.parser: about
+            # 20 ms) stays off the decision path unless a family member is pinned.
+            from .index import IndexError_, fetch_project_files
+
             for index in variant_indexes:
                 try:
                     # the project page keeps the index's query string (a mirror's token)
