@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from packaging import tags
+from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
 from packaging.pylock import Package, PackageWheel
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -644,7 +645,7 @@ def _seed_preferences(job: _Job, pylock_out: Path, annotated_out: Path) -> None:
     values.setdefault("python_full_version", f"{values['python_version']}.0")
     chosen = []
     for package in job.previous.pylock.packages:
-        with contextlib.suppress(Exception):  # a marker uv wrote that packaging cannot evaluate
+        with contextlib.suppress(UndefinedComparison, UndefinedEnvironmentName):  # not a preference then
             if package.marker is None or package.marker.evaluate(values):
                 chosen.append(package)
     if not chosen:
