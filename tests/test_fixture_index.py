@@ -103,7 +103,11 @@ def test_catalogue_matches_the_real_layout(tmp_path: Path) -> None:
 
 def test_wheel_is_well_formed(tmp_path: Path) -> None:
     tree = build_index(tmp_path)
-    (wf,) = [f for f in tree.files_for("cu124", "torch") if f.version == "2.5.1+cu124"]
+    (wf,) = [
+        f
+        for f in tree.files_for("cu124", "torch")
+        if f.version == "2.5.1+cu124" and f.filename.endswith("-any.whl")
+    ]
     assert wf.filename == "torch-2.5.1+cu124-py3-none-any.whl"
     assert wf.url_path == "/whl/cu124/torch-2.5.1+cu124-py3-none-any.whl"
     with zipfile.ZipFile(tmp_path / wf.url_path.lstrip("/")) as zf:

@@ -149,7 +149,9 @@ def test_lock_writes_one_valid_pep751_file_per_variant(project: Project, fixture
         assert record["inputs"]["files"] == {
             "requirements.in": ["torch==2.5.1", "torchvision", "fixture-app"]
         }
-        assert record["inputs"]["python-version"] == f"{sys.version_info[0]}.{sys.version_info[1]}"
+        # one target when none is named: this host and the target interpreter's Python
+        this = f"linux-x86_64-{sys.version_info[0]}.{sys.version_info[1]}"
+        assert record["inputs"]["targets"] == record["targets"] == [this]
         assert record["inputs-digest"].startswith("sha256:")
         if variant == "cpu":
             assert "cuda" not in record and "minimum-driver" not in record

@@ -47,14 +47,53 @@ exit status: 0 success; 1 a check found a problem; 2 bad input, or no build runs
 EXIT_CLOSED_OUTPUT = 128 + 13
 
 
-def _add_host_flags(parser: argparse.ArgumentParser) -> None:
+class _Once(argparse.Action):
+    """A single-value flag: given twice, it is refused, never silently overridden."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Optional[str] = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(
+                self, f"given twice ({getattr(namespace, self.dest)} and {values}); give it once"
+            )
+        setattr(namespace, self.dest, values)
+
+
+class _Several(argparse.Action):
+    """A flag that takes several values, repeated or comma-separated (``--platform linux,windows``)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Optional[str] = None) -> None:
+        given = [part.strip() for part in str(values).split(",") if part.strip()]
+        allowed = self.metavar_choices
+        for value in given:
+            if allowed and value not in allowed:
+                raise argparse.ArgumentError(
+                    self, f"invalid choice: {value!r} (choose from {', '.join(allowed)})"
+                )
+        if not given:
+            raise argparse.ArgumentError(self, "names no value")
+        setattr(
+            namespace, self.dest, list(dict.fromkeys([*(getattr(namespace, self.dest, None) or []), *given]))
+        )
+
+    metavar_choices: tuple[str, ...] = ()
+
+
+def _several(choices: tuple[str, ...]) -> type[_Several]:
+    return type("_SeveralOf", (_Several,), {"metavar_choices": choices})
+
+
+def _add_host_flags(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """``many``: --platform, --arch and --python-version take several values (``lock``)."""
     group = parser.add_argument_group(
         "target host",
         "Decide for another host (CI, Docker builds, a fleet). Facts given here replace the "
         "detected ones; the rest is detected.",
     )
     group.add_argument(
-        "--driver", metavar="VERSION", help="NVIDIA driver version, e.g. 535.104.05 [PIP_GPU_DRIVER]"
+        "--driver",
+        metavar="VERSION",
+        action=_Once,
+        help="NVIDIA driver version, e.g. 535.104.05 [PIP_GPU_DRIVER]",
     )
     group.add_argument(
         "--compute-capability",
@@ -63,9 +102,28 @@ def _add_host_flags(parser: argparse.ArgumentParser) -> None:
         help="a GPU's compute capability; repeat for several GPUs [PIP_GPU_COMPUTE_CAPABILITY=8.0,9.0]",
     )
     group.add_argument("--no-gpu", action="store_true", help="the target has no GPU [PIP_GPU_NO_GPU=1]")
-    group.add_argument("--platform", choices=("linux", "windows", "macos"), help="target operating system")
-    group.add_argument("--arch", choices=("x86_64", "aarch64", "arm64"), help="target CPU architecture")
-    group.add_argument("--python-version", metavar="X.Y", help="target Python version")
+    platforms, arches = ("linux", "windows", "macos"), ("x86_64", "aarch64", "arm64")
+    if many:
+        several = " (repeat, or comma-separate, for several)"
+        group.add_argument(
+            "--platform",
+            action=_several(platforms),
+            metavar="{linux,windows,macos}",
+            help="target OS" + several,
+        )
+        group.add_argument(
+            "--arch",
+            action=_several(arches),
+            metavar="{x86_64,aarch64,arm64}",
+            help="target CPU architecture" + several,
+        )
+        group.add_argument(
+            "--python-version", action=_several(()), metavar="X.Y", help="target Python" + several
+        )
+        return
+    group.add_argument("--platform", choices=platforms, action=_Once, help="target operating system")
+    group.add_argument("--arch", choices=arches, action=_Once, help="target CPU architecture")
+    group.add_argument("--python-version", metavar="X.Y", action=_Once, help="target Python version")
 
 
 def _add_decision_flags(parser: argparse.ArgumentParser) -> None:
@@ -73,12 +131,14 @@ def _add_decision_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--variant",
         metavar="NAME",
+        action=_Once,
         help="use this build (cu124, cpu, rocm6.2, xpu); still checked [PIP_GPU_VARIANT]",
     )
     group.add_argument("--force", action="store_true", help="accept a --variant the host cannot run")
     group.add_argument(
         "--pytorch-index",
         metavar="URL",
+        action=_Once,
         help="base of the PyTorch indexes, for mirrors; the variant index is URL/<variant> "
         "[PIP_GPU_PYTORCH_INDEX]",
     )

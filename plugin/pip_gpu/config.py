@@ -25,6 +25,7 @@ class ProjectConfig:
     preferred_variant: Optional[str] = None
     pytorch_index: Optional[str] = None
     installer: Optional[str] = None
+    targets: Optional[tuple[str, ...]] = None  # lock targets, "linux-x86_64-3.11"
 
 
 def find_pyproject(start: Path) -> Optional[Path]:
@@ -65,7 +66,7 @@ def load_project_config(start: Path) -> ProjectConfig:
 
 def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
     where = f"{path} [tool.pip-gpu]"
-    known = {"variants", "preferred-variant", "pytorch-index", "installer"}
+    known = {"variants", "preferred-variant", "pytorch-index", "installer", "targets"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise UsageError(
@@ -84,12 +85,21 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
             raise UsageError(f"{where}: {key} must be a string")
     if installer is not None and installer not in INSTALLERS:
         raise UsageError(f"{where}: installer must be one of {', '.join(INSTALLERS)}")
+    targets = table.get("targets")
+    if targets is not None:
+        from .lockfile import LockTarget
+
+        if not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
+            raise UsageError(f'{where}: targets must be a list of strings, e.g. ["linux-x86_64-3.11"]')
+        for text in targets:
+            LockTarget.parse(text, f"{where} targets")
     return ProjectConfig(
         path=path,
         variants=frozenset(variants) if variants is not None else None,
         preferred_variant=preferred,
         pytorch_index=index,
         installer=installer,
+        targets=tuple(targets) if targets is not None else None,
     )
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from packaging import tags
+from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
 from packaging.pylock import Package, PackageWheel
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -44,11 +45,13 @@ from .lockfile import (
     LockFile,
     LockInputs,
     LockRecord,
+    LockTarget,
     find_lock_family,
     load_toml,
     lock_document,
     lock_path,
     lock_problems,
+    merge_resolutions,
     read_lock,
     render_lock,
     strip_credentials,
@@ -91,7 +94,12 @@ def add_lock_parsers(
         epilog=(
             "--variants: auto (this host's build plus the variants already locked here), all "
             "(every build the chosen torch release publishes for the platform), or a list such as "
-            "cu121,cu124,cpu."
+            "cu121,cu124,cpu.\n"
+            "targets: --platform, --arch and --python-version take several values (repeated or "
+            "comma-separated); every combination is a target, and each file covers every target its "
+            "variant is published for. Without them: [tool.pip-gpu] targets in pyproject.toml "
+            '(e.g. ["linux-x86_64-3.10", "windows-x86_64-3.11"]), else the targets the locks '
+            "record, else this host and the target Python."
         ),
     )
     lock.add_argument("requirements", nargs="*", metavar="REQUIREMENT")
@@ -107,7 +115,21 @@ def add_lock_parsers(
         metavar="NODES",
         help="lock exactly the variants `pip-gpu fleet plan --nodes NODES` plans, for its one torch release",
     )
-    add_host_flags(lock)
+    lock.add_argument(
+        "--upgrade",
+        "-U",
+        action="store_true",
+        help="take the newest allowed versions (without it, a re-lock keeps what the locks hold)",
+    )
+    lock.add_argument(
+        "--upgrade-package",
+        "-P",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="take the newest allowed version of this package only; repeat for several",
+    )
+    add_host_flags(lock, many=True)
     add_decision_flags(lock)
     lock.set_defaults(handler=run_lock)
 
@@ -162,6 +184,54 @@ class _Job:
     variant: str
     plan: Plan
     host: HostProfile
+    target: LockTarget
+    previous: Optional[LockFile] = None  # the variant's current lock: its versions are preferred
+    one_of_several: bool = False  # the variant is resolved for several targets
+
+
+def _target_of(host: HostProfile) -> LockTarget:
+    return LockTarget.make(host.os, host.arch, host.python_version, "host")
+
+
+def _host_for(host: HostProfile, target: LockTarget) -> HostProfile:
+    return host.with_changes(os=target.os, arch=target.arch, python_version=target.python_version)
+
+
+def _lock_targets(
+    args: argparse.Namespace, recorded: Optional[LockInputs], host: HostProfile, cwd: Path
+) -> list[LockTarget]:
+    """What to lock for: every combination of the flags' values; a dimension no flag names
+    comes from ``[tool.pip-gpu] targets``, else the recorded targets, else this host (and the
+    target interpreter's Python)."""
+    configured = load_project_config(cwd).targets
+    if configured:
+        base = [LockTarget.parse(t, "[tool.pip-gpu] targets") for t in configured]
+    elif recorded is not None:
+        base = list(recorded.targets)
+    else:
+        python = find_target(None, cwd, os.environ).python_version
+        base = [LockTarget.make(host.os, host.arch, python, "this host")]
+    platforms, arches, pythons = args.platform or [], args.arch or [], args.python_version or []
+    if not (platforms or arches or pythons):
+        return sorted(set(base))
+    if not platforms and not arches:
+        places = sorted({(t.os, t.arch) for t in base})
+    else:
+        os_names = platforms or sorted({t.os for t in base})
+        arch_names = arches or [None]
+        places = []
+        for os_name in os_names:
+            for arch in arch_names:
+                if arch is None:  # the platform's architecture in the base targets, else this host's
+                    known = sorted({t.arch for t in base if t.os == os_name})
+                    default = host.arch if os_name != "macos" or host.arch != "x86_64" else "arm64"
+                    places += [(os_name, a) for a in (known or [default])]
+                else:
+                    places.append((os_name, arch))
+    versions = pythons or sorted({t.python_version for t in base})
+    return sorted(
+        {LockTarget.make(o, a, v, "--platform/--arch/--python-version") for o, a in places for v in versions}
+    )
 
 
 def run_lock(args: argparse.Namespace) -> int:
@@ -194,19 +264,33 @@ def run_lock(args: argparse.Namespace) -> int:
             f"nothing to lock: no requirements given and no pip-gpu lock in {directory}",
             "name requirements, e.g. pip-gpu lock -r requirements.in",
         )
-    if args.python_version is None:
-        args.python_version = (
-            recorded.python_version if recorded else find_target(None, cwd, os.environ).python_version
-        )
-    if recorded and args.platform is None and args.arch is None:
-        args.platform, _, args.arch = recorded.platform.partition("-")
-    host = host_from_args(args)
+    # The GPU facts come from the flags or this machine; the targets are chosen below.
+    this_host = host_from_args(
+        argparse.Namespace(**{**vars(args), "platform": None, "arch": None, "python_version": None})
+    )
+    targets = _lock_targets(args, recorded, this_host, cwd)
+    configured_index = os.environ.get("PIP_GPU_PYTORCH_INDEX") or load_project_config(cwd).pytorch_index
+    if (
+        args.pytorch_index is None
+        and not configured_index
+        and recorded is not None
+        and recorded.pytorch_index
+    ):
+        args.pytorch_index = recorded.pytorch_index  # a re-lock reads the index it recorded
+    host = _host_for(this_host, targets[0])
     knowledge = load_knowledge()
     if args.fleet:
         variants = _fleet_variants(args, requirement_args, files, directory, host)
     else:
         variants = _variants_to_lock(
-            args.variants or args.variant or "auto", requirement_args, files, directory, host, args, family
+            args.variants or args.variant or "auto",
+            requirement_args,
+            files,
+            directory,
+            host,
+            args,
+            family,
+            targets,
         )
     written = relock(
         directory=directory,
@@ -217,6 +301,9 @@ def run_lock(args: argparse.Namespace) -> int:
         pytorch_index=args.pytorch_index,
         cwd=cwd,
         knowledge=knowledge,
+        targets=targets,
+        upgrade=args.upgrade,
+        upgrade_packages=args.upgrade_package,
     )
     new_digest = written[0].record.inputs_digest if written else None
     for other in find_lock_family(directory):
@@ -253,6 +340,7 @@ def _variants_to_lock(
     host: HostProfile,
     args: argparse.Namespace,
     family: Sequence[LockFile],
+    targets: Sequence[LockTarget] = (),
 ) -> list[str]:
     if choice not in ("auto", "all"):
         variants = [v.strip() for v in choice.split(",") if v.strip()]
@@ -268,7 +356,13 @@ def _variants_to_lock(
         context=_lock_context(),
     )
     if choice == "all":
-        return _published_variants(plan, host)
+        published: set[str] = set()
+        for target in targets or [_target_of(host)]:
+            with contextlib.suppress(UsageError):  # a target nothing is published for: noted later
+                published.update(_published_variants(plan, _host_for(host, target)))
+        if not published:
+            return _published_variants(plan, host)  # the error, in words
+        return sorted(published, key=variant_sort_key)
     found = {lock.variant for lock in family}
     if plan.decision.ok and plan.decision.variant is not None:
         found.add(plan.decision.variant)
@@ -352,54 +446,74 @@ def relock(
     pytorch_index: Optional[str],
     cwd: Path,
     knowledge: Optional[Knowledge] = None,
+    targets: Sequence[LockTarget] = (),
+    upgrade: bool = False,
+    upgrade_packages: Sequence[str] = (),
 ) -> list[LockFile]:
-    """Decide, resolve (concurrently) and write ``pylock.<variant>.toml`` for each variant.
+    """Decide, resolve (concurrently, once per variant and target) and write
+    ``pylock.<variant>.toml`` for each variant, covering every target it is published for.
 
-    Nothing is written unless every variant resolves.
+    Without ``upgrade``, each resolution prefers the versions the variant's current lock holds
+    for that target. Nothing is written unless every covered target of every variant resolves.
     """
     from .install import _uv_binary
 
     knowledge = knowledge or load_knowledge()
-    uv_platform = _UV_PLATFORMS.get(host.platform_tag)
-    if uv_platform is None:
-        raise UsageError(f"cannot lock for {host.platform_tag}", "use --platform linux, windows or macos")
+    targets = sorted(set(targets)) or [_target_of(host)]
+    for target in targets:
+        if target.platform not in _UV_PLATFORMS:
+            raise UsageError(f"cannot lock for {target.platform}", "use --platform linux, windows or macos")
     absolute_files = [str(directory / f) for f in files]
+    current = {lock.variant: lock for lock in find_lock_family(directory)} if not upgrade else {}
     jobs: list[_Job] = []
+    not_covered: dict[str, list[tuple[LockTarget, str]]] = {}
     refused: list[str] = []
     for variant in variants:
-        plan = decide_for(
-            requirement_args,
-            absolute_files,
-            host,
-            variant=variant,
-            force=True,  # a lock is for the fleet: the build must exist, not run here
-            pytorch_index=pytorch_index,
-            cwd=cwd,
-            knowledge=knowledge,
-            context=_lock_context(),
-        )
-        if plan.decision.ok:
-            jobs.append(_Job(variant, plan, host))
-        else:
-            assert plan.decision.blocker is not None
-            refused.append(f"{variant} ({plan.decision.blocker.message})")
+        for target in targets:
+            plan = decide_for(
+                requirement_args,
+                absolute_files,
+                _host_for(host, target),
+                variant=variant,
+                force=True,  # a lock is for the fleet: the build must exist, not run here
+                pytorch_index=pytorch_index,
+                cwd=cwd,
+                knowledge=knowledge,
+                context=_lock_context(),
+            )
+            if plan.decision.ok:
+                jobs.append(
+                    _Job(
+                        variant, plan, _host_for(host, target), target, current.get(variant), len(targets) > 1
+                    )
+                )
+            else:
+                assert plan.decision.blocker is not None
+                not_covered.setdefault(variant, []).append((target, plan.decision.blocker.message))
+        if not any(job.variant == variant for job in jobs):
+            reasons = "; ".join(f"{t}: {why}" for t, why in not_covered.get(variant, []))
+            refused.append(f"{variant} ({reasons})")
     if refused:
         raise UsageError(
-            f"cannot lock for {host.platform_tag}, Python {host.python_version}: " + "; ".join(refused),
-            "choose variants the torch release publishes for that platform (pip-gpu matrix lists them)",
+            f"cannot lock for {', '.join(map(str, targets))}: " + "; ".join(refused),
+            "choose variants the torch release publishes for those targets (pip-gpu matrix lists them)",
         )
+    for variant, missing in not_covered.items():
+        for target, why in missing:
+            _say(f"pip-gpu: note: {lock_path(directory, variant).name} does not cover {target}: {why}")
     inputs = LockInputs(
         requirements=tuple(strip_credentials(r) for r in requirement_args),
         files=tuple((f, _file_lines(directory / f)) for f in files),
-        python_version=host.python_version,
-        platform=host.platform_tag,
+        targets=tuple(targets),
         pytorch_index=strip_credentials(jobs[0].plan.pytorch_index) if jobs else "",
     )
+    upgrade_args = ["--upgrade"] if upgrade else []
+    upgrade_args += [arg for name in upgrade_packages for arg in ("--upgrade-package", name)]
     uv = _uv_binary()
-    workers = max(1, min(len(jobs), 8))
+    workers = max(1, min(len(jobs), 4))
     with tempfile.TemporaryDirectory(prefix="pip-gpu-lock-") as scratch, ThreadPoolExecutor(workers) as pool:
         futures = [
-            pool.submit(_resolve_shown, job, uv, uv_platform, Path(scratch) / str(i))
+            pool.submit(_resolve_shown, job, uv, upgrade_args, Path(scratch) / str(i))
             for i, job in enumerate(jobs)
         ]
         try:
@@ -411,26 +525,43 @@ def relock(
     if failures:
         raise PipGpuError("could not lock: " + "\n".join(failures), "nothing was written")
     texts: list[tuple[Path, str]] = []
-    for job, (resolved, _) in zip(jobs, outcomes):
-        assert resolved is not None
-        document = lock_document(
-            resolved["pylock"],
-            resolved["indexes"],
-            _record(job, resolved["pylock"], inputs, knowledge),
-            [_environment_marker(job.host)],
+    merged_by_variant: list[dict[str, Any]] = []
+    for variant in variants:
+        parts = [(job, resolved) for job, (resolved, _) in zip(jobs, outcomes) if job.variant == variant]
+        merged = merge_resolutions(
+            [
+                (
+                    (_platform_marker(job.host), job.target.python_version),
+                    resolved["pylock"],
+                    resolved["indexes"],
+                )
+                for job, resolved in parts
+                if resolved is not None
+            ]
         )
-        texts.append((lock_path(directory, job.variant), render_lock(document)))
+        first = parts[0][0]
+        record = _record(first, merged, inputs, knowledge)
+        record = replace(
+            record,
+            targets=tuple(job.target for job, _ in parts),
+            not_covered=tuple(not_covered.get(variant, [])),
+        )
+        document = lock_document(merged, {}, record, [_environment_marker(job.host) for job, _ in parts])
+        texts.append((lock_path(directory, variant), render_lock(document)))
+        merged_by_variant.append(merged)
     # every file, or (a full disk, or a lock sync would refuse) none
     changed = write_locks(texts, [m.name for m in knowledge.family])
     written: list[LockFile] = []
-    for (path, _), was_changed, (resolved, _) in zip(texts, changed, outcomes):
-        assert resolved is not None
-        torch = _version_of(resolved["pylock"], "torch")
+    for (path, _), was_changed, merged in zip(texts, changed, merged_by_variant):
+        torch = _version_of(merged, "torch")
         what = f"torch {torch}, " if torch else ""
-        count = len(resolved["pylock"].get("packages", []))
-        _say(f"pip-gpu: {'wrote' if was_changed else 'unchanged'} {path.name} ({what}{count} packages)")
         lock = read_lock(path)
         assert lock is not None
+        covered = ", ".join(map(str, lock.record.covered))
+        _say(
+            f"pip-gpu: {'wrote' if was_changed else 'unchanged'} {path.name} ({what}"
+            f"{len({p.name for p in lock.pylock.packages})} packages; {covered})"
+        )
         written.append(lock)
     return written
 
@@ -439,12 +570,16 @@ def _file_lines(path: Path) -> tuple[str, ...]:
     return tuple(strip_credentials(render_line(line)) for line in read_requirements_file(path).lines)
 
 
-def _environment_marker(host: HostProfile) -> str:
+def _platform_marker(host: HostProfile) -> str:
     values = marker_environment(host)
     return (
         f"sys_platform == '{values['sys_platform']}' and platform_machine == '{values['platform_machine']}'"
-        f" and python_version == '{values['python_version']}'"
     )
+
+
+def _environment_marker(host: HostProfile) -> str:
+    """The PEP 751 ``environments`` entry of one target."""
+    return f"{_platform_marker(host)} and python_version == '{marker_environment(host)['python_version']}'"
 
 
 def _version_of(pylock: Mapping[str, Any], name: str) -> Optional[str]:
@@ -492,16 +627,50 @@ _FROM_RE = re.compile(r"^\s+#\s+from\s+(\S+)")
 
 
 def _resolve_shown(
-    job: _Job, uv: str, uv_platform: str, workdir: Path
+    job: _Job, uv: str, upgrade_args: Sequence[str], workdir: Path
 ) -> tuple[Optional[dict[str, Any]], str]:
     """``_resolve`` with progress on a terminal when it takes more than a second."""
     from .ui import progress
 
-    with progress(f"resolving {job.variant}"):
-        return _resolve(job, uv, uv_platform, workdir)
+    with progress(f"resolving {job.variant}" + (f" for {job.target}" if job.one_of_several else "")):
+        return _resolve(job, uv, upgrade_args, workdir)
 
 
-def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optional[dict[str, Any]], str]:
+def _seed_preferences(job: _Job, pylock_out: Path, annotated_out: Path) -> None:
+    """Put what the variant's lock holds for this target where uv writes, so that uv keeps
+    those versions (uv reads an existing ``-o`` file, a ``pylock.toml`` included, as
+    preferences; ``--upgrade``/``--upgrade-package`` override them).
+
+    The file is filtered to this target's packages: uv would not tell two versions of one
+    package apart by their markers.
+    """
+    if job.previous is None:
+        return
+    values = dict(marker_environment(job.host), extra="")
+    values.setdefault("python_full_version", f"{values['python_version']}.0")
+    chosen = []
+    for package in job.previous.pylock.packages:
+        with contextlib.suppress(UndefinedComparison, UndefinedEnvironmentName):  # not a preference then
+            if package.marker is None or package.marker.evaluate(values):
+                chosen.append(package)
+    if not chosen:
+        return
+    document = dict(job.previous.pylock.to_dict())
+    wanted = {(str(p.name), str(p.version)) for p in chosen}
+    document["packages"] = [
+        entry for entry in document.get("packages", []) if (entry["name"], entry.get("version")) in wanted
+    ]
+    document.pop("environments", None)
+    document.pop("tool", None)
+    pylock_out.write_text(render_lock(document), encoding="utf-8")
+    annotated_out.write_text(
+        "".join(f"{p.name}=={p.version}\n" for p in chosen if p.version), encoding="utf-8"
+    )
+
+
+def _resolve(
+    job: _Job, uv: str, upgrade_args: Sequence[str], workdir: Path
+) -> tuple[Optional[dict[str, Any]], str]:
     """Run uv for one variant: where each package comes from, then the PEP 751 lock.
 
     uv's pylock output does not name indexes; its requirements output can
@@ -515,6 +684,7 @@ def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optio
     workdir.mkdir(parents=True)
     plan = job.plan
     index_args = user_index_args(os.environ)
+    uv_platform = _UV_PLATFORMS[job.target.platform]
 
     def compile_command(extra: list[str], pulled_in: Sequence[str]) -> InstallerCommand:
         routing = Routing(
@@ -530,6 +700,7 @@ def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optio
                 "--python-platform",
                 uv_platform,
                 *index_args,
+                *upgrade_args,
                 *extra,
             ],
             workdir=workdir,
@@ -554,6 +725,7 @@ def _resolve(job: _Job, uv: str, uv_platform: str, workdir: Path) -> tuple[Optio
 
     lock_out = workdir / "pylock.toml"
     annotated_out = workdir / "requirements.txt.out"
+    _seed_preferences(job, lock_out, annotated_out)
     pulled_in: list[str] = []
     for _ in range(3):  # each round can only add family members; a few suffice
         failure = run(compile_command(["--emit-index-annotation", "-o", str(annotated_out)], pulled_in))
@@ -714,8 +886,8 @@ def _why_not(lock: LockFile, host: HostProfile, knowledge: Knowledge) -> str:
     request = request_from_requirements([_torch_requirement(record)], knowledge)
     decision = decide(request, host, knowledge, policy=Policy(allowed_variants=frozenset({record.variant})))
     reasons = [c.reason for c in decision.candidates if c.variant == record.variant and not c.ok]
-    if record.inputs.platform != host.platform_tag:
-        return f"it is locked for {record.inputs.platform} and this host is {host.platform_tag}"
+    if not _covers(lock, host):
+        return f"it is locked for {', '.join(map(str, record.covered))} and this host is {_target_of(host)}"
     if not reasons:
         return f"pip-gpu knows no {record.variant} build of torch {record.torch or record.torch_release}"
     reason = reasons[0]
@@ -747,6 +919,29 @@ def _no_variant_runs(
         assert unrestricted.blocker is not None
         hint = unrestricted.blocker.hint
     return NoBuildRuns(f"no locked variant ({', '.join(locked)}) runs on this host: {reasons}", hint)
+
+
+def _covers(lock: LockFile, host: HostProfile) -> bool:
+    """The lock is resolved for this host's platform, architecture and Python."""
+    return _target_of(host) in lock.record.covered
+
+
+def _not_covered(family: Sequence[LockFile], host: HostProfile, directory: Path) -> UsageError:
+    """No lock of the family is resolved for this host's target: which are, and the command
+    that adds this one (every combination of the flags is locked, the old targets included)."""
+    here = _target_of(host)
+    covered = sorted({t for lock in family for t in lock.record.covered})
+    requested = sorted({*family[0].record.inputs.targets, here})
+    flags = [f"--platform {o}" for o in sorted({t.os for t in requested})]
+    arches = sorted({t.arch for t in requested})
+    if len(arches) > 1 or arches != [_target_of(host).arch]:
+        flags += [f"--arch {a}" for a in arches]
+    flags += [f"--python-version {v}" for v in sorted({t.python_version for t in requested})]
+    where = "" if directory.resolve() == Path.cwd().resolve() else f" --output-dir {directory}"
+    return UsageError(
+        f"the locks in {directory} cover {', '.join(map(str, covered))}, not this host ({here})",
+        f"add it: pip-gpu lock {' '.join(flags)}{where}",
+    )
 
 
 # --- the target environment ------------------------------------------------------------------
@@ -972,18 +1167,14 @@ def run_sync(args: argparse.Namespace) -> int:
         )
     for reason in stale:
         _say(f"pip-gpu: warning: {reason}")
-    choice = choose_lock(family, host, knowledge, directory)
+    covering = [lock for lock in family if _covers(lock, host)]
+    if not covering:
+        refused = _not_covered(family, host, directory)
+        raise UsageError(f"{refused.message}; nothing was changed", refused.hint)
+    choice = choose_lock(covering, host, knowledge, directory)
     if choice.lock is None:
-        raise _no_variant_runs(family, host, knowledge, directory)
+        raise _no_variant_runs(covering, host, knowledge, directory)
     lock = choice.lock
-    recorded_python = lock.record.inputs.python_version
-    if recorded_python != target.python_version:
-        raise UsageError(
-            f"{lock.path.name} was resolved for Python {recorded_python}; {target.python} is Python "
-            f"{target.python_version}",
-            f"re-lock with pip-gpu lock --python-version {target.python_version}, "
-            "or sync another environment",
-        )
     installer = choose_installer(args.installer, load_project_config(directory).installer, target)
     installed = _probe_installed(target.python)
     _check_environments(lock, installed)
@@ -1212,14 +1403,19 @@ def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> 
     unfinished = _unfinished_sync(target.prefix)
     if unfinished:
         problems.append(unfinished)
-    choice = choose_lock(family, host, knowledge, directory)
-    lock = choice.lock
+    covering = [lock for lock in family if _covers(lock, host)]
+    choice = choose_lock(covering, host, knowledge, directory) if covering else None
+    lock = choice.lock if choice else None
     runs_here = lock is not None
     fix = "pip-gpu sync"
-    if lock is None:
+    if not covering:
+        refused = _not_covered(family, host, directory)
+        fix = str(refused.hint)
+        problems.append(f"{refused.message}; {refused.hint}")
+    elif lock is None:
         # As sync decides: no lock is meant for this host. Say so, and compare with the lock
         # the environment came from, without calling it this machine's.
-        refusal = _no_variant_runs(family, host, knowledge, directory)
+        refusal = _no_variant_runs(covering, host, knowledge, directory)
         fix = refusal.hint or refusal.message
         lock = _lock_meant_for(family, installed, target.prefix)
         for candidate in family if lock is None else [lock]:
@@ -1320,7 +1516,6 @@ def write_back_after_install(args: argparse.Namespace, plan: Plan, host: HostPro
     if all(lock.record.inputs_digest == new_inputs.digest() for lock in family):
         _say(f"pip-gpu: the locks in {cwd} already record these requirements")
         return
-    os_name, _, arch = recorded.platform.partition("-")
     _say(f"pip-gpu: re-locking {', '.join(lock.path.name for lock in family)} (--no-lock skips this)")
     try:
         relock(
@@ -1328,10 +1523,11 @@ def write_back_after_install(args: argparse.Namespace, plan: Plan, host: HostPro
             requirement_args=requirement_args,
             files=files,
             variants=sorted({lock.variant for lock in family}, key=variant_sort_key),
-            host=host.with_changes(os=os_name, arch=arch, python_version=recorded.python_version),
+            host=_host_for(host, recorded.targets[0]),
             pytorch_index=plan.pytorch_index,
             cwd=cwd,
             knowledge=plan.knowledge,
+            targets=recorded.targets,
         )
     except PipGpuError as error:
         raise PipGpuError(

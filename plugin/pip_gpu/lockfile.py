@@ -21,10 +21,14 @@ pip-gpu decided lives in the file's ``[tool.pip-gpu]`` table (PEP 751 "tool" sec
     sass = ["5.0", "6.0", ...]
     ptx = []
 
+    targets = ["linux-x86_64-3.10", "linux-x86_64-3.11"]   # the targets this file covers
+
+    [tool.pip-gpu.not-covered]         # requested targets this variant is not published for
+    "macos-arm64-3.11" = "no cu124 build of torch 2.5 for macos-arm64"
+
     [tool.pip-gpu.inputs]              # what was locked, credentials removed
     requirements = ["fixture-app"]     # given on the command line (or by pip-gpu install)
-    python-version = "3.11"
-    platform = "linux-x86_64"
+    targets = ["linux-x86_64-3.10", "linux-x86_64-3.11", "macos-arm64-3.11"]
     pytorch-index = "https://download.pytorch.org/whl"
 
     [tool.pip-gpu.inputs.files]        # requirement files, relative to the lock's folder
@@ -70,12 +74,14 @@ __all__ = [
     "LockFile",
     "LockInputs",
     "LockRecord",
+    "LockTarget",
     "expected_variant_index",
     "find_lock_family",
     "load_toml",
     "lock_document",
     "lock_path",
     "lock_problems",
+    "merge_resolutions",
     "read_lock",
     "render_lock",
     "strip_credentials",
@@ -90,26 +96,84 @@ TOOL = "pip-gpu"
 CREATED_BY = "pip-gpu"
 
 
+_PLATFORMS = {"linux": ("x86_64", "aarch64"), "windows": ("x86_64", "aarch64"), "macos": ("arm64", "x86_64")}
+_PYTHON_RE = re.compile(r"^3\.[0-9]+t?$")
+
+
+@dataclass(frozen=True, order=True)
+class LockTarget:
+    """One (platform, arch, Python) a lock is resolved for: ``linux-x86_64-3.11``."""
+
+    os: str  # "linux" | "windows" | "macos"
+    arch: str  # as the knowledge file's platform keys spell it: x86_64, aarch64, arm64
+    python_version: str  # "3.11"
+
+    @property
+    def platform(self) -> str:
+        return f"{self.os}-{self.arch}"
+
+    @property
+    def tag(self) -> str:
+        return f"{self.os}-{self.arch}-{self.python_version}"
+
+    def __str__(self) -> str:
+        return self.tag
+
+    @classmethod
+    def make(cls, os_name: str, arch: str, python_version: str, where: str = "target") -> LockTarget:
+        """A target from its parts; ``arm64``/``aarch64`` spelled as each platform does."""
+        if os_name not in _PLATFORMS:
+            raise UsageError(
+                f"{where}: unknown platform {os_name!r}", f"one of {', '.join(sorted(_PLATFORMS))}"
+            )
+        if arch in ("arm64", "aarch64"):
+            arch = "arm64" if os_name == "macos" else "aarch64"
+        if arch not in _PLATFORMS[os_name]:
+            raise UsageError(
+                f"{where}: {os_name} has no {arch!r} architecture pip-gpu can lock for",
+                f"one of {', '.join(_PLATFORMS[os_name])}",
+            )
+        if not _PYTHON_RE.match(python_version):
+            raise UsageError(f"{where}: {python_version!r} is not a Python version", "e.g. 3.11")
+        return cls(os_name, arch, python_version)
+
+    @classmethod
+    def parse(cls, text: str, where: str = "target") -> LockTarget:
+        """``linux-x86_64-3.11`` (platform, architecture, Python)."""
+        parts = text.split("-")
+        if len(parts) != 3:
+            raise UsageError(
+                f"{where}: {text!r} is not a target",
+                "write <platform>-<arch>-<python>, e.g. linux-x86_64-3.11",
+            )
+        return cls.make(parts[0], parts[1], parts[2], where)
+
+
 @dataclass(frozen=True)
 class LockInputs:
-    """What a lock was resolved from. ``digest`` covers the requirements, not the target."""
+    """What a lock family was resolved from; ``digest`` covers all of it."""
 
     requirements: tuple[str, ...]  # command-line requirements, in order
     files: tuple[tuple[str, tuple[str, ...]], ...]  # (path relative to the lock folder, its lines)
-    python_version: str
-    platform: str  # "linux-x86_64", the knowledge file's platform key
-    pytorch_index: str
+    targets: tuple[LockTarget, ...]  # every (platform, arch, Python) asked for, sorted
+    pytorch_index: str  # the base of the variant indexes: each file's index is <this>/<variant>
 
     def digest(self) -> str:
-        data = {"requirements": list(self.requirements), "files": {p: list(ls) for p, ls in self.files}}
+        """Requirements, requirement files, targets (so the Python versions) and the index base:
+        a change to any of them makes the family stale."""
+        data = {
+            "requirements": list(self.requirements),
+            "files": {p: list(ls) for p, ls in self.files},
+            "targets": [t.tag for t in self.targets],
+            "pytorch-index": self.pytorch_index,
+        }
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def to_toml(self) -> dict[str, Any]:
         return {
             "requirements": list(self.requirements),
-            "python-version": self.python_version,
-            "platform": self.platform,
+            "targets": [t.tag for t in self.targets],
             "pytorch-index": self.pytorch_index,
             "files": {path: list(lines) for path, lines in self.files},
         }
@@ -117,11 +181,15 @@ class LockInputs:
     @classmethod
     def from_toml(cls, table: Mapping[str, Any], where: str) -> LockInputs:
         try:
+            if "targets" in table:
+                targets = [LockTarget.parse(t, f"{where}: inputs") for t in _strings(table["targets"])]
+            else:  # a lock written before targets: one platform and one Python
+                os_name, _, arch = str(table["platform"]).partition("-")
+                targets = [LockTarget.make(os_name, arch, str(table["python-version"]), f"{where}: inputs")]
             return cls(
                 requirements=tuple(_strings(table.get("requirements", []))),
                 files=tuple((str(p), tuple(_strings(ls))) for p, ls in table.get("files", {}).items()),
-                python_version=str(table["python-version"]),
-                platform=str(table["platform"]),
+                targets=tuple(sorted(set(targets))),
                 pytorch_index=str(table["pytorch-index"]),
             )
         except (KeyError, TypeError, AttributeError) as exc:
@@ -143,6 +211,13 @@ class LockRecord:
     inputs: LockInputs
     inputs_digest: str
     pip_gpu_version: str
+    targets: tuple[LockTarget, ...] = ()  # the requested targets this file covers
+    not_covered: tuple[tuple[LockTarget, str], ...] = ()  # requested, not covered: why
+
+    @property
+    def covered(self) -> tuple[LockTarget, ...]:
+        """The targets the file is resolved for (a lock without the list: its inputs')."""
+        return self.targets or self.inputs.targets
 
     def to_toml(self) -> dict[str, Any]:
         table: dict[str, Any] = {"variant": self.variant}
@@ -155,6 +230,9 @@ class LockRecord:
         table["torch-release"] = self.torch_release
         table["inputs-digest"] = self.inputs_digest
         table["pip-gpu-version"] = self.pip_gpu_version
+        table["targets"] = [t.tag for t in self.covered]
+        if self.not_covered:
+            table["not-covered"] = {t.tag: why for t, why in self.not_covered}
         if self.minimum_driver:
             table["minimum-driver"] = dict(self.minimum_driver)
         if self.sass is not None:
@@ -185,6 +263,10 @@ class LockRecord:
             if table.get("index") is not None:
                 _check_url(table["index"], f"{where}: [tool.pip-gpu] index")
             archs = table.get("gpu-architectures")
+            targets = tuple(LockTarget.parse(t, where) for t in _strings(table.get("targets", [])))
+            not_covered = tuple(
+                (LockTarget.parse(str(t), where), str(why)) for t, why in table.get("not-covered", {}).items()
+            )
             return cls(
                 variant=str(table["variant"]),
                 index=table.get("index"),
@@ -199,6 +281,8 @@ class LockRecord:
                 inputs=LockInputs.from_toml(table["inputs"], where),
                 inputs_digest=str(table["inputs-digest"]),
                 pip_gpu_version=str(table.get("pip-gpu-version", "")),
+                targets=targets,
+                not_covered=not_covered,
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise UsageError(f"{where}: [tool.pip-gpu] is incomplete or malformed ({exc})") from None
@@ -419,6 +503,88 @@ def _package_entry(package: Mapping[str, Any], index: Optional[str]) -> dict[str
         if key in package and "url" in package[key]:
             package[key] = dict(package[key], url=strip_credentials(str(package[key]["url"])))
     return _ordered(package, _PACKAGE_KEYS)
+
+
+def _file_key(entry: Mapping[str, Any]) -> str:
+    return str(entry.get("url") or entry.get("path") or entry.get("name"))
+
+
+def _cover_marker(covered: Sequence[tuple[str, str]], universe: Sequence[tuple[str, str]]) -> str:
+    """A PEP 508 marker true on the ``covered`` (platform marker, Python) pairs of ``universe``.
+
+    The shortest of: the Pythons alone, the platforms alone, or each platform with its Pythons
+    (``python_version in '3.10 3.11'`` would be a substring test, so each is spelled out).
+    """
+
+    def pythons(versions: Iterable[str]) -> str:
+        clauses = [f"python_version == '{v}'" for v in sorted(set(versions))]
+        return clauses[0] if len(clauses) == 1 else "(" + " or ".join(clauses) + ")"
+
+    def platforms(markers: Iterable[str]) -> str:
+        unique = sorted(set(markers))
+        return unique[0] if len(unique) == 1 else "(" + " or ".join(f"({m})" for m in unique) + ")"
+
+    chosen = set(covered)
+    versions = {v for _, v in chosen}
+    places = {p for p, _ in chosen}
+    if chosen == {(p, v) for p, v in universe if v in versions}:
+        return pythons(versions)
+    if chosen == {(p, v) for p, v in universe if p in places}:
+        return platforms(places)
+    clauses = []
+    for place in sorted(places):
+        here = {v for p, v in chosen if p == place}
+        every = {v for p, v in universe if p == place}
+        clauses.append(f"({place})" if here == every else f"({place} and {pythons(here)})")
+    return clauses[0] if len(clauses) == 1 else " or ".join(clauses)
+
+
+def merge_resolutions(
+    parts: Sequence[tuple[tuple[str, str], Mapping[str, Any], Mapping[str, str]]],
+) -> dict[str, Any]:
+    """One PEP 751 document from one resolution per target.
+
+    ``parts``: ((platform marker, Python), the resolver's document, package -> index) per
+    target. A package the same on every target (name, version, index, marker) is one entry
+    whose wheels are the union of the targets' wheels; one that only some targets have, or
+    that they have at different versions, gets a ``marker`` naming those targets (PEP 751:
+    "marker" limits where a package applies), so each target installs exactly what was
+    resolved for it.
+    """
+    universe = [where for where, _, _ in parts]
+    merged: dict[tuple[str, ...], tuple[dict[str, Any], list[tuple[str, str]]]] = {}
+    requires_python: list[tuple[str, str]] = []
+    for where, resolved, indexes in parts:
+        if "requires-python" in resolved:
+            requires_python.append((where[1], str(resolved["requires-python"])))
+        for package in resolved.get("packages", []):
+            entry = _package_entry(package, indexes.get(str(package["name"])))
+            key = tuple(
+                str(entry.get(k, "")) for k in ("name", "version", "index", "marker", "vcs", "directory")
+            )
+            if key not in merged:
+                merged[key] = (entry, [where])
+                continue
+            kept, covered = merged[key]
+            covered.append(where)
+            wheels = {_file_key(w): w for w in [*kept.get("wheels", []), *entry.get("wheels", [])]}
+            if wheels:
+                kept["wheels"] = sorted(wheels.values(), key=lambda w: str(w.get("name")))
+            for key_ in ("sdist", "archive"):
+                if key_ in entry and key_ not in kept:
+                    kept[key_] = entry[key_]
+    packages = []
+    for entry, covered in merged.values():
+        if set(covered) != set(universe):
+            limit = _cover_marker(covered, universe)
+            own = entry.get("marker")
+            entry["marker"] = f"({own}) and ({limit})" if own else limit
+        packages.append(_ordered(entry, _PACKAGE_KEYS))
+    document: dict[str, Any] = {"packages": packages}
+    if requires_python:  # the lowest target's: every target's Python satisfies it
+        lowest = min(requires_python, key=lambda item: Version(item[0].rstrip("t")))
+        document["requires-python"] = lowest[1]
+    return document
 
 
 def lock_document(

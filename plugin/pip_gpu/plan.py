@@ -63,7 +63,10 @@ def marker_environment(host: HostProfile) -> dict[str, str]:
     """PEP 508 marker values for the target host (the rest default to this interpreter)."""
     system = {"linux": "Linux", "windows": "Windows", "macos": "Darwin"}.get(host.os, host.os)
     sys_platform = {"linux": "linux", "windows": "win32", "macos": "darwin"}.get(host.os, host.os)
+    # as platform.machine() reports it: AMD64/ARM64 on Windows, arm64 on macOS
     machine = {"x86_64": "AMD64" if host.os == "windows" else "x86_64"}.get(host.arch, host.arch)
+    if host.arch in ("aarch64", "arm64"):
+        machine = {"windows": "ARM64", "macos": "arm64"}.get(host.os, "aarch64")
     return {
         "python_version": host.python_release,
         "platform_system": system,

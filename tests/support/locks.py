@@ -14,7 +14,15 @@ from urllib.parse import quote
 
 from pip_gpu import lock as lock_module
 from pip_gpu.host import HostProfile
-from pip_gpu.lockfile import LockInputs, LockRecord, lock_document, lock_path, render_lock, write_lock
+from pip_gpu.lockfile import (
+    LockInputs,
+    LockRecord,
+    LockTarget,
+    lock_document,
+    lock_path,
+    render_lock,
+    write_lock,
+)
 from support.index import IndexServer
 
 __all__ = ["THIS_PYTHON", "fixture_lock", "fixture_lock_text"]
@@ -48,8 +56,7 @@ def fixture_lock_text(
     inputs = LockInputs(
         requirements=("torch==2.5.1",),
         files=(),
-        python_version=THIS_PYTHON,
-        platform="linux-x86_64",
+        targets=(LockTarget("linux", "x86_64", THIS_PYTHON),),
         pytorch_index=server.pytorch_url,
     )
     record = LockRecord(
