@@ -13,7 +13,7 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session: nox.Session) -> None:
     """The whole suite: real pip and uv against the fixture index, the fake NVML library."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", "-n", "2", *session.posargs)
 
 
 @nox.session
@@ -37,7 +37,7 @@ def tests_other_pythons(session: nox.Session) -> None:
     default ``tests`` session runs it.
     """
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", "--deselect", "tests/test_real_wheels.py", *session.posargs)
+    session.run("pytest", "-q", "-n", "2", "--deselect", "tests/test_real_wheels.py", *session.posargs)
 
 
 @nox.session

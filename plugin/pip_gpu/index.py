@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 from typing import Any, Optional
 
 from .errors import PipGpuError, UsageError
-from .redact import redact_url
+from .redact import redact_url, url_origin
 
 __all__ = ["IndexError_", "IndexFile", "fetch_project_files", "index_timeout"]
 
@@ -69,15 +69,6 @@ def _request(url: str) -> urllib.request.Request:
     return request
 
 
-def _origin(url: str) -> tuple[str, str, Optional[int]]:
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return parts.scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(parts.scheme)
-
-
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects, sending the index's credentials only back to the index's own origin."""
 
@@ -89,7 +80,7 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
             return None
         new.headers.pop("Authorization", None)  # urllib copies ordinary headers to any host
         authorization = req.unredirected_hdrs.get("Authorization")
-        if authorization and _origin(req.full_url) == _origin(new.full_url):
+        if authorization and url_origin(req.full_url) == url_origin(new.full_url):
             new.add_unredirected_header("Authorization", authorization)
         return new
 

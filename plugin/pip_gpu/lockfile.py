@@ -61,7 +61,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import PipGpuError, UsageError
-from .redact import redact_url, strip_credentials
+from .redact import redact_url, strip_credentials, url_origin
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -352,16 +352,6 @@ FILE_HOSTS = {
 }
 
 
-def _origin(url: str) -> tuple[str, str, Optional[int]]:
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port or default
-
-
 def _same_index(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
@@ -415,14 +405,14 @@ def lock_problems(
                 f"{redact_url(variant_index)}"
             )
             continue
-        scheme, host, port = _origin(index)
+        scheme, host, port = url_origin(index)
         allowed = {host, *FILE_HOSTS.get(host, ())}
         for file in files:
             url = getattr(file, "url", None)
             if url is None:
                 problems.append(f"{name}'s file {getattr(file, 'path', None) or '?'} has no URL on its index")
                 continue
-            file_scheme, file_host, file_port = _origin(url)
+            file_scheme, file_host, file_port = url_origin(url)
             same_port = file_port == port or file_host != host
             if file_scheme != scheme or file_host not in allowed or not same_port:
                 problems.append(f"{name}'s file {redact_url(url)} is not on its index {redact_url(index)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from typing import Optional
 
 __all__ = ["is_secret_key", "redact_url", "split_userinfo", "strip_credentials"]
 
@@ -116,3 +117,14 @@ def split_userinfo(url: str) -> tuple[str, str, str, str]:
     host = host.strip("[]")
     bare = f"{scheme}://{hostport}{tail}"
     return bare, host, urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
+def url_origin(url: str) -> tuple[str, str, Optional[int]]:
+    """``(scheme, host, port)`` as RFC 6454 compares origins: the default port filled in."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port or default
