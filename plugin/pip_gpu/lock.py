@@ -1087,7 +1087,10 @@ def differences(
     have = {
         name: version
         for name, version in installed.dists.items()
-        if (names is None and name not in _SEED_PACKAGES) or (names is not None and name in names)
+        # pip, setuptools and wheel come with a venv: they count only where the lock lists them
+        # (torch itself requires setuptools on some Pythons)
+        if (names is None and (name not in _SEED_PACKAGES or name in wanted))
+        or (names is not None and name in names)
     }
     this = f"the lock for this machine ({lock.path.name})" if runs_here else lock.path.name
     out: list[str] = []
