@@ -253,6 +253,23 @@ def _prepare(cache: Path) -> Path:
     return index
 
 
+# uv keys the wheels it unpacks by their URL, and each run serves them on a new port: the cache
+# would grow by the whole CUDA stack (several GB) every run. A few runs' worth stays warm.
+UV_CACHE_LIMIT_BYTES = 12 * 1024**3
+
+
+def _keep_below(folder: Path, limit: int) -> None:
+    """Empty ``folder`` once what it holds passes ``limit`` bytes."""
+    total = 0
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+        if total > limit:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+
+
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -263,6 +280,7 @@ def real_index() -> Iterator[RealIndex]:
     """Build (or reuse) the real-wheel indexes and serve them on 127.0.0.1."""
     cache = cache_dir()
     root = _prepare(cache)
+    _keep_below(cache / "uv-cache", UV_CACHE_LIMIT_BYTES)
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
