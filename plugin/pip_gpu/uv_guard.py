@@ -18,7 +18,6 @@ Only the project's files (``pyproject.toml``, ``uv.lock``) and uv's command line
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -422,7 +421,7 @@ def _setup(
 ) -> list[str]:
     """What ``pip-gpu uv setup`` writes, said in one line; the variants written."""
     from .plan import decide_for
-    from .uv_project import cmd_uv_setup, project_variants
+    from .uv_project import _no_host_flags, cmd_uv_setup, project_variants
 
     if variants is None:
         configured = _configured_variants(data)
@@ -430,19 +429,12 @@ def _setup(
             plan = decide_for(list(requirements), [], host, cwd=path.parent)
             own = [str(plan.decision.variant)] if plan.decision.ok else []
             variants = list(dict.fromkeys([*own, *configured]))
-    namespace = argparse.Namespace(
-        requirements=list(requirements),
-        variants=",".join(variants) if variants else None,
-        project=str(path.parent),
-        pytorch_index=None,
-        dry_run=False,
-        driver=None,
-        compute_capability=None,
-        no_gpu=False,
-        platform=None,
-        arch=None,
-        python_version=None,
-    )
+    namespace = _no_host_flags()  # the host is this machine, detected
+    namespace.requirements = list(requirements)
+    namespace.variants = ",".join(variants) if variants else None
+    namespace.project = str(path.parent)
+    namespace.pytorch_index = None
+    namespace.dry_run = False
     with contextlib.redirect_stdout(io.StringIO()):
         cmd_uv_setup(namespace)
     written = list(project_variants(_read_toml(path) or {}))
