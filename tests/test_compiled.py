@@ -20,7 +20,13 @@ from support.index import IndexServer, make_venv, pip_env, run, site_packages
 from test_doctor import doctor_run
 
 from pip_gpu.cli import main
-from pip_gpu.compiled import FATBIN_MAGIC, NotACudaLibrary, read_compiled_archs, read_version_py, read_wheel
+from pip_gpu.compiled import (
+    FATBIN_MAGIC,
+    NotACudaLibrary,
+    read_compiled_archs,
+    read_version_py,
+    read_wheel,
+)
 
 SASS, PTX = 2, 1
 

@@ -11,9 +11,22 @@ from typing import Optional
 import pytest
 from packaging.requirements import Requirement
 
-from pip_gpu.decide import Blocker, Decision, Policy, decide, gpu_covered_by, request_from_requirements
+from pip_gpu.decide.rules import (
+    Blocker,
+    Decision,
+    Policy,
+    decide,
+    gpu_covered_by,
+    request_from_requirements,
+)
 from pip_gpu.errors import UsageError
-from pip_gpu.host import AmdGpu, HostProblem, HostProfile, IntelGpu, NvidiaGpu
+from pip_gpu.host import (
+    AmdGpu,
+    HostProblem,
+    HostProfile,
+    IntelGpu,
+    NvidiaGpu,
+)
 from pip_gpu.knowledge import load_knowledge
 
 KNOWLEDGE = load_knowledge()
@@ -343,7 +356,7 @@ def test_policy_prefers_a_variant_when_it_runs() -> None:
     ],
 )
 def test_variant_index_keeps_a_mirrors_query_string(base: str, expected: str) -> None:
-    from pip_gpu.decide import variant_index_url
+    from pip_gpu.decide.rules import variant_index_url
 
     assert variant_index_url(base, "cu124") == expected
     assert variant_index_url(base, "default") is None

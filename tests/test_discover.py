@@ -9,8 +9,8 @@ from pathlib import Path
 
 from support.index import installed_versions, make_venv, pip_env, uv_env
 
-from pip_gpu.discover import releases_from_files
-from pip_gpu.index import IndexFile
+from pip_gpu.decide.discover import releases_from_files
+from pip_gpu.decide.index import IndexFile
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
 
@@ -172,11 +172,11 @@ def test_a_pinned_request_does_not_ask(  # type: ignore[no-untyped-def]
 
 def test_unknown_future_variant_is_learned(tmp_path: Path) -> None:
     """A driver that runs CUDA 13.4 makes pip-gpu ask cu133 and cu134 too, and cu134 has torch 2.16."""
-    from pip_gpu.decide import decide, request_from_requirements
-    from pip_gpu.discover import look_for_newer, with_releases
+    from pip_gpu.decide.discover import look_for_newer, with_releases
+    from pip_gpu.decide.plan import _variants_to_ask
+    from pip_gpu.decide.rules import decide, request_from_requirements
     from pip_gpu.host import HostProfile, NvidiaGpu
     from pip_gpu.knowledge import load_knowledge
-    from pip_gpu.plan import _variants_to_ask
 
     served = {
         "cu132": ["torch-2.15.0+cu132-cp312-cp312-manylinux_2_28_x86_64.whl"],

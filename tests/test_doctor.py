@@ -34,10 +34,10 @@ from support.fake_nvml import (
 )
 from support.index import IndexServer, make_venv, pip_env, run, site_packages, uv_bin
 
-from pip_gpu import doctor
+from pip_gpu.detect.target import probe
+from pip_gpu.doctor.checks import checks as doctor
 from pip_gpu.host import HostProfile, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
-from pip_gpu.target import probe
 
 RTX_5090 = FakeGpu("NVIDIA GeForce RTX 5090", "12.0", 32607, "GPU-5a09e1c2-3b4d-4e5f-8a6b-7c8d9e0f1a2b")
 TESLA_K80 = FakeGpu("Tesla K80", "3.7", 11441, "GPU-0c3f2a1b-9e8d-4c7b-a6f5-e4d3c2b1a098")

@@ -9,7 +9,7 @@ from typing import Any
 from packaging.markers import Marker
 from packaging.version import Version
 
-from pip_gpu.lock import _Installed, differences
+from pip_gpu.lock.resolve import _Installed, differences
 
 ENV = {"python_version": "3.12", "sys_platform": "linux", "platform_machine": "x86_64"}
 

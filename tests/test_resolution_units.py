@@ -9,11 +9,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from pip_gpu.decide import TorchRequest, decide, request_from_requirements
-from pip_gpu.host import HostProfile, NvidiaGpu
-from pip_gpu.knowledge import load_knowledge
-from pip_gpu.requirements import parse_requirement_args
-from pip_gpu.resolution import (
+from pip_gpu.decide.resolution import (
     Installed,
     TorchConstraint,
     WholeRequest,
@@ -23,6 +19,10 @@ from pip_gpu.resolution import (
     settle,
     variant_of_link,
 )
+from pip_gpu.decide.rules import TorchRequest, decide, request_from_requirements
+from pip_gpu.host import HostProfile, NvidiaGpu
+from pip_gpu.knowledge import load_knowledge
+from pip_gpu.requirements import parse_requirement_args
 
 FAMILY = frozenset({"torch", "torchvision", "torchaudio", "xformers"})
 VARIANTS = frozenset({"cpu", "cu118", "cu121", "cu124", "cu126"})
@@ -152,7 +152,7 @@ def test_a_lock_is_preferred_after_the_installed_build(tmp_path: Path) -> None:
 
 
 def test_pip_settings_become_uv_options_for_the_shims_quick_check(tmp_path: Path) -> None:
-    from pip_gpu.shim_closure import _pip_config_files, pip_settings, uv_args_for_pip
+    from pip_gpu.shim.closure import _pip_config_files, pip_settings, uv_args_for_pip
 
     env = {
         "PIP_CONFIG_FILE": os.devnull,  # no files: the variables alone

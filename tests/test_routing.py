@@ -24,8 +24,8 @@ from support.index import (
     uv_env,
 )
 
-from pip_gpu.lock import pip_index_settings, user_index_args
-from pip_gpu.target import installed_family_in
+from pip_gpu.detect.target import installed_family_in
+from pip_gpu.lock.resolve import pip_index_settings, user_index_args
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -33,8 +33,8 @@ from support.shims import (
     venv_fixture,  # noqa: F401  (registers the fixture "venv")
 )
 
-from pip_gpu.shim import MARKER, SHIM_NAMES
-from pip_gpu.shim_run import pip_interpreter
+from pip_gpu.shim.run import pip_interpreter
+from pip_gpu.shims import MARKER, SHIM_NAMES
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="the shims are POSIX shell scripts")

@@ -19,7 +19,12 @@ from pip_gpu.detect.sysfs import (
     loaded_kernel_modules,
     nvidia_device_nodes,
 )
-from pip_gpu.host import AmdGpu, HostProblem, IntelGpu, NvidiaGpu
+from pip_gpu.host import (
+    AmdGpu,
+    HostProblem,
+    IntelGpu,
+    NvidiaGpu,
+)
 
 # ---------------------------------------------------------------- AMD (KFD topology)
 

@@ -19,9 +19,9 @@ import pytest
 
 from pip_gpu.detect import HostOverrides, detect_host
 from pip_gpu.detect.platform import current_python_version
+from pip_gpu.detect.target import probe
 from pip_gpu.detect.tegra import find_tegra
 from pip_gpu.knowledge import load_knowledge
-from pip_gpu.target import probe
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
 L4T_RELEASE = (

@@ -28,7 +28,12 @@ from support.shims import (
 
 from pip_gpu.host import HostProfile, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
-from pip_gpu.uv_guard import locked_extras, pypi_build_verdict, torch_in_lock, uv_lock_selection
+from pip_gpu.shim.uv_guard import (
+    locked_extras,
+    pypi_build_verdict,
+    torch_in_lock,
+    uv_lock_selection,
+)
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
 H100_HOST = {"PIP_GPU_DRIVER": "580.65.06", "PIP_GPU_COMPUTE_CAPABILITY": "9.0"}

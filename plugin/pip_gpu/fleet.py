@@ -355,8 +355,8 @@ class FleetPlanOptions:
 
 def make_fleet_plan(options: FleetPlanOptions) -> FleetPlan:
     """Read the node files, decide for every node, and plan one release for the fleet."""
+    from .decide.plan import decide_for
     from .knowledge import load_knowledge
-    from .plan import decide_for
 
     if not options.node_files:
         raise UsageError("no node list given", "pass --nodes FILE (kubectl get nodes -o json > nodes.json)")

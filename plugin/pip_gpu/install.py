@@ -23,8 +23,21 @@ from typing import Any, Optional
 
 from packaging.utils import canonicalize_name
 
-from .errors import EXIT_OK, InstallerFailed, NoBuildRuns, PipGpuError, UsageError
-from .plan import Plan, decide_for, rewrite_pins
+from .decide.plan import Plan, decide_for, rewrite_pins
+from .detect.target import (
+    TargetEnv,
+    add_target_flags,
+    find_target,
+    installed_family_in,
+    installed_torch_build,
+)
+from .errors import (
+    EXIT_OK,
+    InstallerFailed,
+    NoBuildRuns,
+    PipGpuError,
+    UsageError,
+)
 from .requirements import RewritePin, redact_url
 from .route import (
     FamilyFile,
@@ -37,7 +50,6 @@ from .route import (
     uses_hashes,
     uv_command,
 )
-from .target import TargetEnv, add_target_flags, find_target, installed_family_in, installed_torch_build
 
 __all__ = ["add_install_parser", "run_install"]
 
@@ -162,7 +174,7 @@ def run_install(args: argparse.Namespace) -> int:
         args.python_version = target.python_version
     host = host_from_args(args)
     from .config import load_project_config
-    from .resolution import context_for_install
+    from .decide.resolution import context_for_install
 
     installer = choose_installer(args.installer, load_project_config(cwd).installer, target)
     plan = decide_for(
@@ -183,7 +195,7 @@ def run_install(args: argparse.Namespace) -> int:
         assert decision.blocker is not None
         raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
     if not args.dry_run and not getattr(args, "no_lock", False):
-        from .lockfile import find_lock_family
+        from .lock.lockfile import find_lock_family
 
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
     from . import ui
@@ -224,7 +236,7 @@ def run_install(args: argparse.Namespace) -> int:
     _verify(plan, target)
     # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
     if not args.dry_run and not getattr(args, "no_lock", False):
-        from .lock import write_back_after_install
+        from .lock.resolve import write_back_after_install
 
         write_back_after_install(args, plan, host, cwd)
     return EXIT_OK
@@ -571,7 +583,12 @@ def _run(command: InstallerCommand, *, to_stderr: bool = False) -> None:
     """Run the installer in the foreground; Ctrl-C, SIGTERM and SIGHUP reach it, and we wait
     for it to stop. Credentials in its URLs go to a private netrc file, not its argv.
     ``to_stderr``: a resolution step's output goes to stderr (a dry run's stdout is the plan)."""
-    from .children import finished, private_command, signal_of, start
+    from .children import (
+        finished,
+        private_command,
+        signal_of,
+        start,
+    )
 
     for path, content in command.files.items():
         path.parent.mkdir(parents=True, exist_ok=True)  # the uv family project has its own folder

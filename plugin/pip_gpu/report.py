@@ -10,7 +10,7 @@ from .knowledge import Build, Knowledge, variant_sort_key
 from .redact import redact_url
 
 if TYPE_CHECKING:  # `detect` renders a host without the decision's imports (packaging.requirements)
-    from .decide import Decision
+    from .decide.rules import Decision
 
 __all__ = ["decision_json", "knowledge_json", "render_decision", "render_host", "render_knowledge"]
 

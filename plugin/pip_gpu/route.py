@@ -35,7 +35,13 @@ from typing import Any, Optional
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .requirements import RequirementLine, RewritePin, parse_requirement_args, render_file, rewrite_line
+from .requirements import (
+    RequirementLine,
+    RewritePin,
+    parse_requirement_args,
+    render_file,
+    rewrite_line,
+)
 
 __all__ = [
     "INDEX_OPTIONS",

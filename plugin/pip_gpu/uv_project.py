@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from .errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    from .shim_run import Parsed
+    from .shim.run import Parsed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,7 +69,7 @@ def _project_file(parsed: Parsed) -> Optional[Path]:
 
 def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> Optional[Callable[[], int]]:
     """For ``uv run`` / ``uv sync`` (``args[at]``) in a set-up project: the same, plus ``--extra``."""
-    from .shim_run import (
+    from .shim.run import (
         _exec,
         _names_family,
         ephemeral_needs_family,
@@ -97,7 +97,7 @@ def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> O
     if not variants or set(parsed.values("--extra")) & set(variants):
         return None  # not set up, or the user chose the variant
     variant = host_variant(variants, path.parent)
-    from .uv_guard import check_lock_offers
+    from .shim.uv_guard import check_lock_offers
 
     check_lock_offers(path.parent, variant, frozen=parsed.has("--frozen"))
     if not parsed.has("-q", "--quiet"):
@@ -111,22 +111,22 @@ def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> O
 def host_variant(variants: Mapping[str, Sequence[str]], project: Path) -> str:
     """The variant among the project's that this host runs, decided as everywhere else."""
     from .cli import host_from_args
+    from .decide.plan import decide_for
     from .errors import NoBuildRuns
-    from .plan import decide_for
 
     family = _family_requirements(next(iter(variants.values())))
     host = host_from_args(_no_host_flags())
     plan = decide_for(family or ["torch"], [], host, cwd=project)
     decision = plan.decision
     if not decision.ok:
-        from .uv_guard import variant_outside_project
+        from .shim.uv_guard import variant_outside_project
 
         variant_outside_project(plan, host, project, list(variants))
         assert decision.blocker is not None
         raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
     assert decision.variant is not None
     if decision.variant not in variants:
-        from .uv_guard import missing_variant_error
+        from .shim.uv_guard import missing_variant_error
 
         raise missing_variant_error(project, decision.variant, list(variants))
     return decision.variant
@@ -185,9 +185,9 @@ def _uv_setup(args: argparse.Namespace) -> int:
     from packaging.utils import canonicalize_name
 
     from .cli import host_from_args
-    from .decide import variant_index_url
+    from .decide.plan import decide_for
+    from .decide.rules import variant_index_url
     from .knowledge import load_knowledge
-    from .plan import decide_for
     from .redact import strip_credentials
 
     folder = Path(args.project or os.getcwd()).absolute()
@@ -576,7 +576,7 @@ def _host_extra(
     """The extra this host runs, decided as the shims will decide it in the project as written."""
     import tempfile
 
-    from .plan import decide_for
+    from .decide.plan import decide_for
 
     with tempfile.TemporaryDirectory(prefix="pip-gpu-uv-setup-") as folder:
         Path(folder, "pyproject.toml").write_text(written, encoding="utf-8")

@@ -82,7 +82,7 @@ def _variant(facts: WheelFacts) -> str:
 
 
 def _platform_and_pythons(filename: str) -> tuple[Optional[str], tuple[str, ...]]:
-    from .discover import platforms_of
+    from .decide.discover import platforms_of
 
     try:
         _, _, _, tags = parse_wheel_filename(filename)

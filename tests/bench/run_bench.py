@@ -909,7 +909,7 @@ def row_correctness() -> list[Row]:
     from packaging.requirements import Requirement
     from packaging.version import Version
 
-    from pip_gpu.decide import build_runs_on, decide, request_from_requirements
+    from pip_gpu.decide.rules import build_runs_on, decide, request_from_requirements
     from pip_gpu.host import HostProfile, NvidiaGpu
     from pip_gpu.knowledge import load_knowledge
 

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from pip_gpu import lock as lock_module
 from pip_gpu.host import HostProfile
-from pip_gpu.lockfile import (
+from pip_gpu.lock.lockfile import (
     LockInputs,
     LockRecord,
     LockTarget,
@@ -23,6 +22,7 @@ from pip_gpu.lockfile import (
     render_lock,
     write_lock,
 )
+from pip_gpu.lock.resolve import resolve as lock_module
 from support.index import IndexServer
 
 __all__ = ["THIS_PYTHON", "fixture_lock", "fixture_lock_text"]

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import UsageError
-from ..host import ComputeCapability, HostProblem, HostProfile, NvidiaGpu, parse_compute_capability
+from ..host import (
+    ComputeCapability,
+    HostProblem,
+    HostProfile,
+    NvidiaGpu,
+    parse_compute_capability,
+)
 from ..knowledge import Knowledge
 from . import platform as host_platform
 

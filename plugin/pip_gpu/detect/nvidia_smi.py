@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from pip_gpu.host import HostProblem, NvidiaGpu, parse_compute_capability
+from ..host import HostProblem, NvidiaGpu, parse_compute_capability
 
 __all__ = ["QUERY_FIELDS", "SmiReport", "query_nvidia_smi"]
 

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
 
-from pip_gpu.host import HostProblem, NvidiaGpu
+from ..host import HostProblem, NvidiaGpu
 
 __all__ = ["NvmlReport", "query_nvml"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pip_gpu.host import AmdGpu, IntelGpu
+from ..host import AmdGpu, IntelGpu
 
 __all__ = [
     "decode_gfx_target_version",

@@ -28,10 +28,16 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
-from .decide import append_path
-from .errors import PipGpuError
-from .knowledge import Build, Knowledge, Release, cuda_of_variant, variant_sort_key
-from .requirements import redact_url
+from ..errors import PipGpuError
+from ..knowledge import (
+    Build,
+    Knowledge,
+    Release,
+    cuda_of_variant,
+    variant_sort_key,
+)
+from ..requirements import redact_url
+from .rules import append_path
 
 if TYPE_CHECKING:  # the index module (urllib, http) is imported only when the network is used
     from .index import IndexFile
@@ -166,7 +172,7 @@ def discover_releases(
     known = {r.torch for r in knowledge.releases}
     newest = knowledge.releases[0].version if knowledge.releases else Version("0")
     found: dict[str, _Seen] = {}
-    from .ui import progress
+    from ..ui import progress
 
     for variant in variants:
         with progress(f"reading the {variant} index"):

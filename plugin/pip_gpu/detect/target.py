@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ["TargetEnv", "add_target_flags", "find_target", "installed_family_in", "installed_torch_build"]
 

@@ -29,12 +29,17 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from .compiled import CompiledArchs
-from .decide import Decision, decide, gpu_covered_by, request_from_requirements
-from .errors import EXIT_CHECK_FAILED, EXIT_OK
-from .host import HostProfile, NvidiaGpu
-from .knowledge import Build, Knowledge, cuda_of_variant
-from .target import TargetEnv
+from ..compiled import CompiledArchs
+from ..decide.rules import (
+    Decision,
+    decide,
+    gpu_covered_by,
+    request_from_requirements,
+)
+from ..detect.target import TargetEnv
+from ..errors import EXIT_CHECK_FAILED, EXIT_OK
+from ..host import HostProfile, NvidiaGpu
+from ..knowledge import Build, Knowledge, cuda_of_variant
 
 __all__ = [
     "CHECKS",
@@ -440,8 +445,8 @@ def _cuda_runtime_dirs(entries: Sequence[str]) -> tuple[CudaRuntimeDir, ...]:
 
 def gather_machine(env: Mapping[str, str]) -> MachineFacts:
     """Read the device nodes, kernel modules, PCI bus, container and WSL markers, variables."""
-    from .detect import sysfs
-    from .detect.procfs import read_nvidia_proc_version
+    from ..detect import sysfs
+    from ..detect.procfs import read_nvidia_proc_version
 
     dev_root = Path(env.get("PIP_GPU_DEV_ROOT", "/dev"))
     proc_root = Path(env.get("PIP_GPU_PROCFS_ROOT", "/proc"))
@@ -844,7 +849,7 @@ def check_driver(facts: Facts) -> Finding:
 
 def compiled_archs_of(torch: Optional[Package]) -> Optional[CompiledArchs]:
     """The SASS/PTX in the installed torch's ``lib/libtorch_cuda.so``; None where unreadable."""
-    from .compiled import NotACudaLibrary, read_compiled_archs
+    from ..compiled import NotACudaLibrary, read_compiled_archs
 
     if torch is None:
         return None
@@ -1035,7 +1040,7 @@ def check_cuda_visible_devices(facts: Facts) -> Finding:
     if facts.nvidia_facts_given:
         # The GPUs come from flags, but the variable is this environment's, and torch reads it
         # whatever told pip-gpu about the GPUs: apply it to the GPUs given.
-        from .detect import apply_cuda_visible_devices
+        from ..detect import apply_cuda_visible_devices
 
         gpus = apply_cuda_visible_devices(gpus, value)
     if not gpus:
@@ -1219,8 +1224,8 @@ def check_lock(facts: Facts) -> Finding:
     if not locks:
         return Finding("lock", OK, f"no pip-gpu lock (pylock.<variant>.toml) or uv.lock in {facts.cwd}")
     evidence = tuple(str(p) for p in locks)
-    from .errors import PipGpuError
-    from .lock import check_environment
+    from ..errors import PipGpuError
+    from ..lock.resolve import check_environment
 
     try:
         result = check_environment(facts.cwd, facts.target.target, facts.host)
@@ -1277,7 +1282,7 @@ _BYPASS = "`python -m pip` (and a pip run by its full path) bypasses the shims"
 
 def check_shims(facts: Facts) -> Finding:
     """Whether plain ``pip`` goes through pip-gpu's shims; ``python -m pip`` never does."""
-    from .shim import MARKER
+    from ..shims import MARKER
 
     entries = [entry or "." for entry in facts.machine.path]
     shims = [entry for entry in entries if (Path(entry) / MARKER).is_file()]
@@ -1474,7 +1479,7 @@ def add_doctor_parser(commands: Any, add_host_flags: Callable[..., None]) -> Non
             "the verdict: the broken link and its fix. Exit status 0 when healthy, 1 when a check fails."
         ),
     )
-    from .target import add_target_flags
+    from ..detect.target import add_target_flags
 
     add_target_flags(parser)
     parser.add_argument(
@@ -1497,9 +1502,9 @@ def add_doctor_parser(commands: Any, add_host_flags: Callable[..., None]) -> Non
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from .cli import emit_json, headline, host_from_args
-    from .knowledge import load_knowledge
-    from .target import find_target
+    from ..cli import emit_json, headline, host_from_args
+    from ..detect.target import find_target
+    from ..knowledge import load_knowledge
 
     cwd = Path.cwd()
     target = find_target(args.python, cwd, os.environ, system=args.system)

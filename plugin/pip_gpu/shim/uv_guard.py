@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from .host import HostProfile
-    from .knowledge import Knowledge, Release
-    from .plan import Plan
-    from .shim_run import Parsed
+    from ..decide.plan import Plan
+    from ..host import HostProfile
+    from ..knowledge import Knowledge, Release
+    from .run import Parsed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -244,8 +244,8 @@ def pypi_build_verdict(version: str, host: HostProfile, knowledge: Knowledge) ->
     """Whether the locked torch ``version`` (PyPI's build unless it carries a label) runs here."""
     from packaging.version import InvalidVersion, Version
 
-    from .decide import build_runs_on
-    from .knowledge import Build
+    from ..decide.rules import build_runs_on
+    from ..knowledge import Build
 
     try:
         parsed = Version(version)
@@ -286,7 +286,7 @@ def pypi_build_verdict(version: str, host: HostProfile, knowledge: Knowledge) ->
 
 def uv_project_guard(real: str, args: list[str], at: int, parsed: Parsed) -> Optional[Callable[[], int]]:
     """``uv add|lock|sync|run`` (``args[at]``) in a project: None lets uv run unchanged."""
-    from .uv_project import _project_file, project_variants
+    from ..uv_project import _project_file, project_variants
 
     command = args[at]
     if parsed.has("--help", "-h", "--no-project", "--script", "--version", "-V"):
@@ -308,8 +308,8 @@ def uv_project_guard(real: str, args: list[str], at: int, parsed: Parsed) -> Opt
 
 
 def _host() -> HostProfile:
-    from .cli import host_from_args
-    from .uv_project import _no_host_flags
+    from ..cli import host_from_args
+    from ..uv_project import _no_host_flags
 
     host: HostProfile = host_from_args(_no_host_flags())
     return host
@@ -325,7 +325,7 @@ def _guard_not_set_up(
     adding: Sequence[str] = (),
 ) -> Optional[Callable[[], int]]:
     """``adding``: what ``uv add`` would add, resolved with the project's dependencies first."""
-    from .knowledge import load_knowledge
+    from ..knowledge import load_knowledge
 
     knowledge = load_knowledge()
     family = {_canonical(m.name) for m in knowledge.family}
@@ -390,8 +390,8 @@ def _continue_set_up(
     real: str, args: list[str], at: int, parsed: Parsed, path: Path
 ) -> Optional[Callable[[], int]]:
     """The command as it runs in a set-up project: sync and run get this host's extra."""
-    from .shim_run import _exec
-    from .uv_project import uv_project_command
+    from ..uv_project import uv_project_command
+    from .run import _exec
 
     if args[at] == "add" and not parsed.has("--no-sync"):
         return lambda: _then_sync(real, args[:at], [*args[at:], "--no-sync"], path, parsed, [])
@@ -420,8 +420,8 @@ def _setup(
     variants: Optional[Sequence[str]] = None,
 ) -> list[str]:
     """What ``pip-gpu uv setup`` writes, said in one line; the variants written."""
-    from .plan import decide_for
-    from .uv_project import _no_host_flags, cmd_uv_setup, project_variants
+    from ..decide.plan import decide_for
+    from ..uv_project import _no_host_flags, cmd_uv_setup, project_variants
 
     if variants is None:
         configured = _configured_variants(data)
@@ -458,8 +458,8 @@ def _add(
     data: Mapping[str, Any],
     variants: Mapping[str, Sequence[str]],
 ) -> Optional[Callable[[], int]]:
-    from .knowledge import load_knowledge
-    from .shim_run import _exec, _Refused
+    from ..knowledge import load_knowledge
+    from .run import _exec, _Refused
 
     family = {_canonical(m.name) for m in load_knowledge().family}
     named = [p for p in parsed.positionals if _requirement_name(p) in family]
@@ -519,7 +519,7 @@ def _add(
 
 
 def _run_then(real: str, first: Sequence[str], then: Sequence[str]) -> int:
-    from .shim_run import _exec
+    from .run import _exec
 
     status = subprocess.run([real, *first], check=False).returncode
     if status != 0:
@@ -536,8 +536,8 @@ def _then_sync(
     forwarded: Sequence[str],
 ) -> int:
     """Run ``first`` (a ``uv add --no-sync``) if any, then ``uv sync --extra <this host's>``."""
-    from .shim_run import _exec
-    from .uv_project import host_variant, project_variants
+    from ..uv_project import host_variant, project_variants
+    from .run import _exec
 
     if first:
         status = subprocess.run([real, *prefix, *first], check=False).returncode
@@ -568,7 +568,7 @@ def variant_outside_project(plan: Plan, host: HostProfile, project: Path, varian
     """No offered variant runs here: name the one that would, if any (the project's policy aside)."""
     from packaging.requirements import Requirement
 
-    from .decide import decide, request_from_requirements
+    from ..decide.rules import decide, request_from_requirements
 
     family = [line.requirement for line in plan.family_lines() if line.requirement is not None]
     request = request_from_requirements(family or [Requirement("torch")], plan.knowledge)
@@ -680,9 +680,9 @@ def check_uv_project(directory: Path, python: Path, host: HostProfile) -> UvProj
     """
     from packaging.version import InvalidVersion, Version
 
-    from .knowledge import load_knowledge
-    from .lock import _probe_installed
-    from .uv_project import host_variant, project_variants
+    from ..knowledge import load_knowledge
+    from ..lock.resolve import _probe_installed
+    from ..uv_project import host_variant, project_variants
 
     lock = _read_toml(directory / "uv.lock")
     if lock is None:

@@ -17,12 +17,16 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from .config import ProjectConfig, check_index_url, load_project_config
-from .decide import Decision, Policy, TorchRequest, decide, request_from_requirements
-from .errors import UsageError
-from .host import HostProfile
-from .knowledge import Knowledge, cuda_of_variant, load_knowledge, variant_sort_key
-from .requirements import (
+from ..config import ProjectConfig, check_index_url, load_project_config
+from ..errors import UsageError
+from ..host import HostProfile
+from ..knowledge import (
+    Knowledge,
+    cuda_of_variant,
+    load_knowledge,
+    variant_sort_key,
+)
+from ..requirements import (
     RequirementFile,
     RequirementLine,
     RewritePin,
@@ -30,6 +34,13 @@ from .requirements import (
     read_requirements_file,
 )
 from .resolution import ResolutionContext, TorchConstraint
+from .rules import (
+    Decision,
+    Policy,
+    TorchRequest,
+    decide,
+    request_from_requirements,
+)
 
 __all__ = ["Plan", "decide_for", "marker_environment", "rewrite_pins"]
 
@@ -284,7 +295,7 @@ def _decided_names(knowledge: Knowledge) -> frozenset[str]:
 
 def _variant_indexes(index: str, knowledge: Knowledge, forced: Optional[str]) -> list[str]:
     """Where to read family members' metadata: a forced variant first, then CUDA newest first."""
-    from .decide import variant_index_url
+    from .rules import variant_index_url
 
     ordered = sorted(
         (v for v in knowledge.variants() if v != "default"),

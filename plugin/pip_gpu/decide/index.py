@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any, Optional
 
-from .errors import PipGpuError, UsageError
-from .redact import redact_url, url_origin
+from ..errors import PipGpuError, UsageError
+from ..redact import redact_url, url_origin
 
 __all__ = ["IndexError_", "IndexFile", "fetch_project_files", "index_timeout"]
 

@@ -14,8 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from . import __version__
-from .errors import EXIT_CHECK_FAILED, EXIT_NO_BUILD, EXIT_OK, EXIT_USAGE, PipGpuError, UsageError
+from .. import __version__
+from ..errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_NO_BUILD,
+    EXIT_OK,
+    EXIT_USAGE,
+    PipGpuError,
+    UsageError,
+)
 
 __all__ = ["main"]
 
@@ -220,23 +227,23 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
         _add_global_options(commands)
         return parser
 
-    from .install import add_install_parser
+    from ..install import add_install_parser
 
     add_install_parser(commands, _add_host_flags, _add_decision_flags)
-    from .lock import add_lock_parsers
+    from ..lock.resolve import add_lock_parsers
 
     add_lock_parsers(commands, _add_host_flags, _add_decision_flags)
 
-    from .shim import add_shim_parser
-    from .uv_project import add_uv_parser
+    from ..shims import add_shim_parser
+    from ..uv_project import add_uv_parser
 
     add_shim_parser(commands)
     add_uv_parser(commands, _add_host_flags)
-    from .doctor import add_doctor_parser
+    from ..doctor.checks import add_doctor_parser
 
     add_doctor_parser(commands, _add_host_flags)
     _add_fleet_parser(commands)
-    from .verify import add_knowledge_parser
+    from ..verify import add_knowledge_parser
 
     add_knowledge_parser(commands)
     _add_global_options(commands)
@@ -284,7 +291,7 @@ def _add_fleet_parser(commands: Any) -> None:
 
 
 def cmd_fleet_plan(args: argparse.Namespace) -> int:
-    from .fleet import FleetPlanOptions, make_fleet_plan, render_plan
+    from ..fleet import FleetPlanOptions, make_fleet_plan, render_plan
 
     python_version = args.python_version or "{}.{}".format(*sys.version_info[:2])
     options = FleetPlanOptions(
@@ -368,7 +375,7 @@ def _main(arguments: list[str]) -> int:
     parser = build_parser(core_only=_is_core_command(arguments))
     args = parser.parse_args(arguments)
     args.debug = bool(getattr(args, "debug", False) or args.global_debug)
-    from .children import forward_termination
+    from ..children import forward_termination
 
     forward_termination()  # SIGTERM/SIGHUP reach the installers, as Ctrl-C does
     try:
@@ -381,7 +388,7 @@ def _main(arguments: list[str]) -> int:
         print(render_error(error), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt as interrupt:
-        from .children import exit_status_for
+        from ..children import exit_status_for
 
         print("pip-gpu: interrupted", file=sys.stderr)
         return exit_status_for(interrupt)
@@ -390,7 +397,7 @@ def _main(arguments: list[str]) -> int:
     except Exception as error:  # the last line of defence: one line, never a traceback
         if args.debug:
             raise
-        from .redact import redact_url
+        from ..redact import redact_url
 
         print(
             f"pip-gpu: error: unexpected {type(error).__name__}: {redact_url(str(error))}\n"
@@ -402,7 +409,7 @@ def _main(arguments: list[str]) -> int:
 
 def render_error(error: PipGpuError) -> str:
     """The error and its hint; "error:" in red on a terminal that wants colour."""
-    from .ui import colour
+    from ..ui import colour
 
     text = error.render()
     head = "pip-gpu: error:"
@@ -411,7 +418,7 @@ def render_error(error: PipGpuError) -> str:
 
 def headline(text: str, ok: bool) -> str:
     """The first line (a verdict) in green or red on a terminal that wants colour."""
-    from .ui import colour
+    from ..ui import colour
 
     first, newline, rest = text.partition("\n")
     return colour(first, "green" if ok else "red") + newline + rest
@@ -419,7 +426,7 @@ def headline(text: str, ok: bool) -> str:
 
 def _settle_global_options(args: argparse.Namespace) -> None:
     """Merge the options given before the command with those after it; refuse what does nothing."""
-    from . import ui
+    from .. import ui
 
     if args.command is None:
         raise UsageError("no command given", "pip-gpu --help lists the commands; start with pip-gpu detect")
@@ -458,8 +465,8 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def host_from_args(args: argparse.Namespace) -> Any:
-    from .detect import detect_host, overrides_from_env
-    from .knowledge import load_knowledge
+    from ..detect import detect_host, overrides_from_env
+    from ..knowledge import load_knowledge
 
     overrides = overrides_from_env(
         os.environ,
@@ -485,7 +492,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(host.to_json())
     else:
-        from .report import render_host
+        from ..report import render_host
 
         print(render_host(host))
     return EXIT_OK
@@ -495,8 +502,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .plan import decide_for
-    from .report import decision_json, render_decision
+    from ..decide.plan import decide_for
+    from ..report import decision_json, render_decision
 
     host = host_from_args(args)
     outcome = decide_for(
@@ -529,7 +536,7 @@ def _explain_context(requirements: list[str], files: list[str]) -> Any:
     read what they need of torch. Only the family named: nothing to resolve, no subprocess."""
     if not files and all(_names_only_family(text) for text in requirements):
         return None
-    from .resolution import ResolutionContext
+    from ..decide.resolution import ResolutionContext
 
     return ResolutionContext(python=Path(sys.executable), prefer_installed=False, strict=False)
 
@@ -537,7 +544,7 @@ def _explain_context(requirements: list[str], files: list[str]) -> Any:
 def _names_only_family(text: str) -> bool:
     from packaging.utils import canonicalize_name
 
-    from .knowledge import load_knowledge
+    from ..knowledge import load_knowledge
 
     head = text.split(";")[0].split("@")[0]
     for stop in "[=<>!~ ":
@@ -549,8 +556,8 @@ def _names_only_family(text: str) -> bool:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from .knowledge import load_knowledge
-    from .report import knowledge_json, render_knowledge
+    from ..knowledge import load_knowledge
+    from ..report import knowledge_json, render_knowledge
 
     knowledge = load_knowledge()
     if args.json:

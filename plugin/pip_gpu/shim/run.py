@@ -40,7 +40,7 @@ def main(argv: Sequence[str]) -> int:
     """``argv``: the shim's name, the real program, then the user's arguments."""
     name, real, args = argv[0], argv[1], list(argv[2:])
     prog = "uv" if name == "uvx" else name
-    from .children import exit_status_for, forward_termination
+    from ..children import exit_status_for, forward_termination
 
     forward_termination()  # SIGTERM/SIGHUP reach a routed installer, as Ctrl-C does
     try:
@@ -59,7 +59,7 @@ def main(argv: Sequence[str]) -> int:
         print("pip-gpu: interrupted", file=sys.stderr)
         return exit_status_for(interrupt)
     except Exception as error:
-        from .errors import PipGpuError
+        from ..errors import PipGpuError
 
         if isinstance(error, PipGpuError):
             print(error.render(), file=sys.stderr)
@@ -80,7 +80,7 @@ def windows_main(argv: Sequence[str]) -> int:
     Their shells cannot scan PATH as the POSIX script does, so Python finds the real program:
     the first ``name`` (with a PATHEXT extension on Windows) in a folder without the marker.
     """
-    from .shim import MARKER
+    from ..shims import MARKER
 
     name, folder, args = argv[0], Path(argv[1]), list(argv[2:])
     extensions = [""]
@@ -213,7 +213,7 @@ def _first_word(tokens: Sequence[str], table: OptionTable) -> int:
 def _family_names() -> frozenset[str]:
     from packaging.utils import canonicalize_name
 
-    from .knowledge import load_knowledge
+    from ..knowledge import load_knowledge
 
     return frozenset(canonicalize_name(member.name) for member in load_knowledge().family)
 
@@ -233,7 +233,7 @@ def _names_family(
     requirements, files, constraints = list(requirements), list(files), list(constraints)
     if not (requirements or files or constraints):
         return False  # nothing to read: keep packaging and the knowledge file unloaded
-    from .requirements import parse_requirement_args, read_requirements_file
+    from ..requirements import parse_requirement_args, read_requirements_file
 
     family = _family_names()
     lines = []
@@ -498,13 +498,13 @@ def _staged_stdin(parsed: Parsed, names: Sequence[str]) -> Optional[Any]:
     """Requirements from standard input (``-r -``): read once, kept in a file."""
     if "-" not in parsed.values(*names):
         return None
-    from .shim_closure import Staged
+    from .closure import Staged
 
     return Staged()
 
 
 def _editables_file(editables: Sequence[str], staged: Optional[Any]) -> str:
-    from .shim_closure import Staged
+    from .closure import Staged
 
     holder = staged if staged is not None else Staged()
     path: str = holder.editables_file(editables)
@@ -527,7 +527,7 @@ def _pip_closure_needs_family(real: str, args: list[str], at: int, command: str,
     """Whether pip's resolution of this command brings in a torch-family package."""
     if not (parsed.positionals or parsed.values("--requirement", "--editable")):
         return False  # nothing to install: pip says so itself
-    from .shim_closure import CannotTell, pip_closure_family, pip_closure_family_via_uv
+    from .closure import CannotTell, pip_closure_family, pip_closure_family_via_uv
 
     command_args = [a for a in args[at + 1 :]]
     if command != "install":  # download/wheel: the same requirements, resolved as an install
@@ -564,11 +564,11 @@ def _pip_fetch(real: str, general: list[str], command: str, parsed: Parsed) -> C
     Nothing is installed, so there is no environment to hold the family in place; a command
     that mixes the family with other packages is refused rather than split.
     """
-    from .cli import host_from_args
-    from .errors import NoBuildRuns
-    from .plan import decide_for, marker_environment, rewrite_pins
-    from .requirements import redact_url, render_line, rewrite_line
-    from .uv_project import _no_host_flags
+    from ..cli import host_from_args
+    from ..decide.plan import decide_for, marker_environment, rewrite_pins
+    from ..errors import NoBuildRuns
+    from ..requirements import redact_url, render_line, rewrite_line
+    from ..uv_project import _no_host_flags
 
     flags = _no_host_flags()
     wanted_python = parsed.values("--python-version")
@@ -674,8 +674,8 @@ def _imports_pip_from(python: Path, where: Path) -> bool:
 
 def _run_install(argv: list[str], environment: Mapping[str, str], **extra: object) -> int:
     """``pip-gpu install`` with a prepared command line, and the shim's own settings."""
-    from .cli import build_parser
-    from .errors import PipGpuError
+    from ..cli import build_parser
+    from ..errors import PipGpuError
 
     os.environ.update(environment)
     try:
@@ -799,8 +799,8 @@ def _uv(name: str, real: str, args: list[str]) -> Optional[Callable[[], int]]:
             return _uv_pip_resolve(real, args, sub_at)
         return None
     if command in ("run", "sync"):
+        from ..uv_project import uv_project_command
         from .uv_guard import uv_project_guard
-        from .uv_project import uv_project_command
 
         parsed = _parse_uv(args[at + 1 :], command == "run")
         return uv_project_command(real, args, at, parsed) or uv_project_guard(real, args, at, parsed)
@@ -847,7 +847,7 @@ def _uv_compile_needs_family(real: str, files: Sequence[str], parsed: Parsed) ->
     """Whether ``uv pip compile`` of these files brings in a torch-family package."""
     if not files or any(f == "-" for f in files):
         return False if not files else _refuse_stdin_compile()
-    from .shim_closure import CannotTell, uv_closure_family
+    from .closure import CannotTell, uv_closure_family
 
     try:
         return bool(uv_closure_family(real, (), files, (), parsed.options, None, _family_names()))
@@ -876,13 +876,13 @@ def uv_with_variant_index(
     """
     if parsed.has("--index-strategy"):
         raise _Refused("`--index-strategy` with the torch family would undo pip-gpu's routing")
-    from .cli import host_from_args
-    from .errors import NoBuildRuns
-    from .plan import decide_for
-    from .uv_project import _no_host_flags
+    from ..cli import host_from_args
+    from ..decide.plan import decide_for
+    from ..errors import NoBuildRuns
+    from ..uv_project import _no_host_flags
 
     readable = [f for f in (*files, *parsed.values("--with-requirements")) if not f.endswith(".toml")]
-    from .resolution import ResolutionContext  # issue 13: what the other packages need of torch
+    from ..decide.resolution import ResolutionContext
 
     projects = [  # a project's own dependencies count: pip reads them from the folder
         str(Path(f).resolve().parent)
@@ -903,7 +903,7 @@ def uv_with_variant_index(
     if decision.index_url is None:  # macOS: PyPI's own wheels are the build
         return lambda: _exec(real, args)
     if not parsed.has("-q", "--quiet"):
-        from .requirements import redact_url
+        from ..requirements import redact_url
 
         print(f"pip-gpu: the torch family comes from {redact_url(decision.index_url)}", file=sys.stderr)
     routing = ["--index", f"pytorch={decision.index_url}", "--index-strategy", "first-index"]
@@ -1001,7 +1001,7 @@ def _uv_closure_needs_family(real: str, parsed: Parsed) -> bool:
     editables = parsed.values("--editable")
     if not (parsed.positionals or files or editables):
         return False  # nothing to install: uv says so itself
-    from .shim_closure import CannotTell, uv_closure_family
+    from .closure import CannotTell, uv_closure_family
 
     try:
         found = uv_closure_family(
@@ -1027,7 +1027,7 @@ def ephemeral_needs_family(real: str, requirements: Sequence[str], files: Sequen
     requirements brings in a torch-family package, by ``uv pip compile`` of the same."""
     if not (requirements or files):
         return False
-    from .shim_closure import CannotTell, uv_closure_family
+    from .closure import CannotTell, uv_closure_family
 
     try:
         found = uv_closure_family(real, requirements, files, (), (), None, _family_names())

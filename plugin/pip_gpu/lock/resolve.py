@@ -4,7 +4,7 @@
   pylock.toml``), routed as ``pip-gpu install`` routes (the torch family from the variant index,
   declared explicit; everything else from the user's indexes, pip's configuration included
   when uv has none), for the target Python and platform, and writes one
-  standard PEP 751 file per variant through :mod:`pip_gpu.lockfile`.
+  standard PEP 751 file per variant through :mod:`pip_gpu.lock.lockfile`.
 * ``sync`` picks the locked variant this host runs, by the same rules as ``install``
   restricted to the locked variants, installs exactly that file with hash checking, removes
   what it does not list, and records what it installed in the environment.
@@ -34,13 +34,44 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from . import __version__
-from .children import finished, private_command, signal_of, start, stop_all
-from .config import load_project_config
-from .decide import Decision, Policy, decide, request_from_requirements
-from .errors import EXIT_CHECK_FAILED, EXIT_OK, NoBuildRuns, PipGpuError, UsageError
-from .host import HostProfile, format_compute_capability
-from .knowledge import Knowledge, load_knowledge, variant_sort_key
+from .. import __version__
+from ..children import (
+    finished,
+    private_command,
+    signal_of,
+    start,
+    stop_all,
+)
+from ..config import load_project_config
+from ..decide.plan import (
+    Plan,
+    decide_for,
+    marker_environment,
+    rewrite_pins,
+)
+from ..decide.rules import (
+    Decision,
+    Policy,
+    decide,
+    request_from_requirements,
+)
+from ..detect.target import TargetEnv, add_target_flags, find_target
+from ..errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    NoBuildRuns,
+    PipGpuError,
+    UsageError,
+)
+from ..host import HostProfile, format_compute_capability
+from ..knowledge import Knowledge, load_knowledge, variant_sort_key
+from ..requirements import (
+    read_regular_file,
+    read_requirements_file,
+    redact_url,
+    render_line,
+)
+from ..route import InstallerCommand, Routing, uv_command
 from .lockfile import (
     LockFile,
     LockInputs,
@@ -58,10 +89,6 @@ from .lockfile import (
     write_atomically,
     write_locks,
 )
-from .plan import Plan, decide_for, marker_environment, rewrite_pins
-from .requirements import read_regular_file, read_requirements_file, redact_url, render_line
-from .route import InstallerCommand, Routing, uv_command
-from .target import TargetEnv, add_target_flags, find_target
 
 __all__ = ["add_lock_parsers", "run_check", "run_lock", "run_sync", "write_back_after_install"]
 
@@ -235,7 +262,7 @@ def _lock_targets(
 
 
 def run_lock(args: argparse.Namespace) -> int:
-    from .cli import host_from_args
+    from ..cli import host_from_args
 
     cwd = Path.cwd()
     directory = (cwd / args.output_dir) if args.output_dir else cwd
@@ -318,7 +345,7 @@ def run_lock(args: argparse.Namespace) -> int:
 def _lock_context() -> Any:
     """issue 13: what the other requirements need of torch counts for a lock too (read with the
     pip next to pip-gpu and your pip settings); nothing installed is preferred."""
-    from .resolution import ResolutionContext, index_args_for
+    from ..decide.resolution import ResolutionContext, index_args_for
 
     return ResolutionContext(
         python=Path(sys.executable),
@@ -386,7 +413,7 @@ def _fleet_variants(
 ) -> list[str]:
     """The variants a fleet plan names; the requirements gain the plan's one torch release so
     that every variant's lock holds the same torch (and a re-lock reproduces it)."""
-    from .fleet import FleetPlanOptions, make_fleet_plan
+    from ..fleet import FleetPlanOptions, make_fleet_plan
 
     if args.variants or args.variant:
         raise UsageError("--fleet chooses the variants itself", "drop --variants/--variant, or drop --fleet")
@@ -456,7 +483,7 @@ def relock(
     Without ``upgrade``, each resolution prefers the versions the variant's current lock holds
     for that target. Nothing is written unless every covered target of every variant resolves.
     """
-    from .install import _uv_binary
+    from ..install import _uv_binary
 
     knowledge = knowledge or load_knowledge()
     targets = sorted(set(targets)) or [_target_of(host)]
@@ -630,7 +657,7 @@ def _resolve_shown(
     job: _Job, uv: str, upgrade_args: Sequence[str], workdir: Path
 ) -> tuple[Optional[dict[str, Any]], str]:
     """``_resolve`` with progress on a terminal when it takes more than a second."""
-    from .ui import progress
+    from ..ui import progress
 
     with progress(f"resolving {job.variant}" + (f" for {job.target}" if job.one_of_several else "")):
         return _resolve(job, uv, upgrade_args, workdir)
@@ -679,7 +706,7 @@ def _resolve(
     resolution redone. Both runs read the same requirements with the same routing, so they
     resolve alike; a difference means an index changed in between.
     """
-    from .install import family_from_elsewhere
+    from ..install import family_from_elsewhere
 
     workdir.mkdir(parents=True)
     plan = job.plan
@@ -1145,7 +1172,7 @@ def _stale(family: Sequence[LockFile], directory: Path) -> list[str]:
 
 
 def _target_and_host(args: argparse.Namespace, installing: bool = False) -> tuple[TargetEnv, HostProfile]:
-    from .cli import host_from_args
+    from ..cli import host_from_args
 
     target = find_target(args.python, Path.cwd(), os.environ, system=args.system, installing=installing)
     if args.python_version is None:
@@ -1157,7 +1184,7 @@ def _target_and_host(args: argparse.Namespace, installing: bool = False) -> tupl
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    from .install import _run, choose_installer
+    from ..install import _run, choose_installer
 
     directory = (Path.cwd() / args.lock_dir) if args.lock_dir else Path.cwd()
     family = _read_family(directory)
@@ -1201,7 +1228,7 @@ def run_sync(args: argparse.Namespace) -> int:
     _write_sync_record(target.prefix, {**record, "finished": False})
     try:
         if installer == "uv":
-            from .install import _uv_binary
+            from ..install import _uv_binary
 
             _run(
                 InstallerCommand(
@@ -1393,7 +1420,7 @@ class LockCheck:
 def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> LockCheck:
     """Compare an environment with the lock chosen for ``host`` (``check`` and ``doctor``)."""
     if not find_lock_family(directory) and (directory / "uv.lock").is_file():
-        from .uv_guard import check_uv_project
+        from ..shim.uv_guard import check_uv_project
 
         uv = check_uv_project(directory, target.python, host)
         return LockCheck(directory / "uv.lock", uv.variant, uv.problems, uv.installed, uv.fix)

@@ -101,7 +101,7 @@ exec "$_pg_python" -E -c '
 import sys
 sys.path[0] = sys.argv.pop(1)
 try:
-    from pip_gpu.shim_run import main
+    from pip_gpu.shim.run import main
 except Exception as error:
     sys.stderr.write("pip-gpu: the shim cannot load pip-gpu (%s); nothing was run. "
                      "Set PIP_GPU_DISABLE=1 to run the real program alone.\\n" % error)
@@ -133,7 +133,7 @@ def shim_script(name: str, python: str, package_path: str) -> str:
 # The Python line both Windows shims run: the shims folder and the name go first, so
 # ``shim_run.windows_main`` can find the real program after it on PATH.
 _WINDOWS_CODE = (
-    "import sys; sys.path[0] = sys.argv.pop(1); from pip_gpu.shim_run import windows_main; "
+    "import sys; sys.path[0] = sys.argv.pop(1); from pip_gpu.shim.run import windows_main; "
     "sys.exit(windows_main(sys.argv[1:]))"
 )
 _CMD_TEMPLATE = """\

@@ -35,10 +35,15 @@ from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from .errors import UsageError
-from .host import ComputeCapability, HostProfile, NvidiaGpu
-from .knowledge import Build, Knowledge, Release, variant_sort_key
-from .requirements import exact_version_of, local_label_of
+from ..errors import UsageError
+from ..host import ComputeCapability, HostProfile, NvidiaGpu
+from ..knowledge import (
+    Build,
+    Knowledge,
+    Release,
+    variant_sort_key,
+)
+from ..requirements import exact_version_of, local_label_of
 
 __all__ = [
     "Blocker",

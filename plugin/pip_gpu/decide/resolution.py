@@ -33,9 +33,14 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from .decide import Decision, TorchRequest, append_path
-from .errors import PipGpuError
-from .requirements import RequirementLine, exact_version_of, redact_url, render_file
+from ..errors import PipGpuError
+from ..requirements import (
+    RequirementLine,
+    exact_version_of,
+    redact_url,
+    render_file,
+)
+from .rules import Decision, TorchRequest, append_path
 
 __all__ = [
     "Installed",
@@ -407,7 +412,7 @@ def installed_preference(site_packages: Sequence[Path], variants: Iterable[str])
     """The torch the target holds, if any; its local label is its variant."""
     if not site_packages:
         return None
-    from .target import installed_family_in
+    from ..detect.target import installed_family_in
 
     torch = installed_family_in(tuple(site_packages)).get(TORCH)
     version = (torch or {}).get("version")
@@ -422,7 +427,7 @@ def locked_preferences(folder: Optional[Path]) -> list[Installed]:
     """The torch each of the folder's locks holds: preferred, as uv prefers its lock's versions."""
     if folder is None or not any(folder.glob("pylock.*.toml")):
         return []
-    from .lockfile import find_lock_family
+    from ..lock.lockfile import find_lock_family
 
     return [
         Installed(f"{lock.record.torch}+{lock.variant}", lock.record.torch, lock.variant, lock.path.name)
