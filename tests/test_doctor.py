@@ -35,7 +35,7 @@ from support.fake_nvml import (
 from support.index import IndexServer, make_venv, pip_env, run, site_packages, uv_bin
 
 from pip_gpu.detect.target import probe
-from pip_gpu.doctor.checks import checks as doctor
+from pip_gpu.doctor import checks as doctor
 from pip_gpu.host import HostProfile, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
 

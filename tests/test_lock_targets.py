@@ -27,7 +27,7 @@ from support.index import (
 )
 
 from pip_gpu.knowledge import load_knowledge
-from pip_gpu.lock.resolve import lockfile
+from pip_gpu.lock import lockfile
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,11 +12,9 @@ import json
 import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -38,6 +36,7 @@ from .errors import (
     PipGpuError,
     UsageError,
 )
+from .installers import choose_installer, run_command, uv_binary
 from .requirements import RewritePin, redact_url
 from .route import (
     FamilyFile,
@@ -140,24 +139,6 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _uv_binary(chosen: Optional[str] = None) -> str:
-    if chosen:  # the very uv a shim was asked to run
-        return chosen
-    try:
-        from uv import find_uv_bin
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        raise UsageError("the uv binary is not installed", "pip install uv, or use --installer pip") from None
-
-
-def choose_installer(requested: Optional[str], configured: Optional[str], target: TargetEnv) -> str:
-    choice = requested or configured or ("pip" if target.has_pip else "uv")
-    if choice == "pip" and not target.has_pip:
-        raise UsageError(f"{target.python} has no pip", "use --installer uv, or install pip into it")
-    return choice
-
-
 def run_install(args: argparse.Namespace) -> int:
     from .cli import host_from_args
 
@@ -217,7 +198,7 @@ def run_install(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
         workdir = Path(scratch)
-        uv = _uv_binary(getattr(args, "uv_binary", None)) if installer == "uv" else ""
+        uv = uv_binary(getattr(args, "uv_binary", None)) if installer == "uv" else ""
         routing = _routing(plan, target, _passthrough(args), workdir, rewrite_pins(plan))
         try:
             # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
@@ -229,7 +210,7 @@ def run_install(args: argparse.Namespace) -> int:
                     print(_dry_run_script(runs, workdir, decision_line=_decision_line(plan, installer)))
                 return EXIT_OK
             for run in runs:
-                _run(run.command)
+                run_command(run.command)
         except InstallerFailed as failure:
             _unreachable_variant_index(plan, failure)
             raise
@@ -311,7 +292,7 @@ def _pip_family_files(plan: Plan, routing: Routing, pulled_in: Sequence[str]) ->
     if not any(not line.constraint for line in plan.family_lines()) and not pulled_in:
         return []
     report = routing.workdir / "family-report.json"
-    _run(pip_family_probe(routing, plan.family_lines(), pulled_in, report), to_stderr=True)
+    run_command(pip_family_probe(routing, plan.family_lines(), pulled_in, report), to_stderr=True)
     return family_files_from_report(_read_report(report), plan.family_names)
 
 
@@ -320,7 +301,7 @@ def _pip_family_elsewhere(plan: Plan, routing: Routing, family: Sequence[FamilyF
     report = routing.workdir / "request-report.json"
     command = pip_command(routing, list(plan.lines), family)
     quiet = [a for a in command.argv if a not in ("-v", "--verbose")]
-    _run(
+    run_command(
         InstallerCommand(
             argv=(*quiet, "--dry-run", "--quiet", "--report", str(report)),
             purpose="pip: checking what the other requirements pull in (dry run)",
@@ -362,7 +343,7 @@ def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
         routing, installer_args=[*_uv_resolution_args(routing.installer_args), "--quiet", "--no-header"]
     )
     command = uv_command(compile_routing, list(plan.lines), uv=uv, subcommand="compile")
-    _run(
+    run_command(
         replace(
             command,
             argv=(*command.argv, "--emit-index-annotation", "-o", str(out)),
@@ -567,59 +548,6 @@ def _shell_word(argument: str, workdir: Path) -> str:
     if argument.startswith(str(workdir)):
         return '"$d' + argument[len(str(workdir)) :] + '"'
     return shlex.quote(argument)
-
-
-def _environment(changes: Mapping[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in changes.items():
-        if value:
-            env[name] = value
-        else:
-            env.pop(name, None)
-    return env
-
-
-def _run(command: InstallerCommand, *, to_stderr: bool = False) -> None:
-    """Run the installer in the foreground; Ctrl-C, SIGTERM and SIGHUP reach it, and we wait
-    for it to stop. Credentials in its URLs go to a private netrc file, not its argv.
-    ``to_stderr``: a resolution step's output goes to stderr (a dry run's stdout is the plan)."""
-    from .children import (
-        finished,
-        private_command,
-        signal_of,
-        start,
-    )
-
-    for path, content in command.files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)  # the uv family project has its own folder
-        path.write_text(content, encoding="utf-8")
-    with private_command(command.argv, _environment(command.env)) as (argv, env):
-        try:
-            process = start(argv, env=env, stdout=sys.stderr if to_stderr else None)
-        except OSError as exc:
-            raise UsageError(f"cannot run {command.argv[0]}: {exc}") from None
-        try:
-            status = process.wait()
-        except KeyboardInterrupt as interrupt:
-            # Ctrl-C in a terminal reaches the whole foreground group, but a signal sent to
-            # pip-gpu alone must reach the installer too. Give it time to clean up, then make
-            # sure it is gone.
-            if process.poll() is None:
-                process.send_signal(signal_of(interrupt))
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-            raise
-        finally:
-            finished(process)
-    if status != 0:
-        if status < 0 and -status in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", -1)):
-            from .children import Terminated
-
-            raise KeyboardInterrupt if -status == signal.SIGINT else Terminated(-status)
-        raise InstallerFailed(f"{command.purpose}: the installer exited with status {status}", status)
 
 
 def _verify(plan: Plan, target: TargetEnv) -> None:

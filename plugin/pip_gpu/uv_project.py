@@ -69,8 +69,8 @@ def _project_file(parsed: Parsed) -> Optional[Path]:
 
 def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> Optional[Callable[[], int]]:
     """For ``uv run`` / ``uv sync`` (``args[at]``) in a set-up project: the same, plus ``--extra``."""
+    from .installers import exec_replacing
     from .shim.run import (
-        _exec,
         _names_family,
         ephemeral_needs_family,
         script_dependencies,
@@ -105,7 +105,7 @@ def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> O
             f"pip-gpu: this host runs the {variant} build: uv {args[at]} --extra {variant}", file=sys.stderr
         )
     new_args = [*args[: at + 1], "--extra", variant, *args[at + 1 :]]
-    return lambda: _exec(real, new_args)
+    return lambda: exec_replacing(real, new_args)
 
 
 def host_variant(variants: Mapping[str, Sequence[str]], project: Path) -> str:

@@ -17,7 +17,7 @@ import pytest
 from support.cli import PLUGIN, pip_gpu
 from support.index import IndexServer, installed_versions, make_venv, pip_env, uv_env
 
-from pip_gpu.decide.rules import index as index_module
+from pip_gpu.decide import index as index_module
 from pip_gpu.lock.lockfile import strip_credentials
 from pip_gpu.requirements import redact_url
 

@@ -17,7 +17,7 @@ import pytest
 from support.cli import PLUGIN, assert_one_line_error, pip_gpu
 from support.index import IndexServer, installed_versions, make_venv, pip_env, uv_env
 
-from pip_gpu.decide.rules import index as index_module
+from pip_gpu.decide import index as index_module
 
 A100_ON_535 = ["--driver", "535.104.05", "--compute-capability", "8.0"]
 THIS_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"

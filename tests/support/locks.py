@@ -22,7 +22,7 @@ from pip_gpu.lock.lockfile import (
     render_lock,
     write_lock,
 )
-from pip_gpu.lock.resolve import resolve as lock_module
+from pip_gpu.lock import resolve as lock_module
 from support.index import IndexServer
 
 __all__ = ["THIS_PYTHON", "fixture_lock", "fixture_lock_text"]

@@ -483,7 +483,7 @@ def relock(
     Without ``upgrade``, each resolution prefers the versions the variant's current lock holds
     for that target. Nothing is written unless every covered target of every variant resolves.
     """
-    from ..install import _uv_binary
+    from ..installers import uv_binary
 
     knowledge = knowledge or load_knowledge()
     targets = sorted(set(targets)) or [_target_of(host)]
@@ -536,7 +536,7 @@ def relock(
     )
     upgrade_args = ["--upgrade"] if upgrade else []
     upgrade_args += [arg for name in upgrade_packages for arg in ("--upgrade-package", name)]
-    uv = _uv_binary()
+    uv = uv_binary()
     workers = max(1, min(len(jobs), 4))
     with tempfile.TemporaryDirectory(prefix="pip-gpu-lock-") as scratch, ThreadPoolExecutor(workers) as pool:
         futures = [
@@ -1184,7 +1184,7 @@ def _target_and_host(args: argparse.Namespace, installing: bool = False) -> tupl
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    from ..install import _run, choose_installer
+    from ..installers import choose_installer, run_command
 
     directory = (Path.cwd() / args.lock_dir) if args.lock_dir else Path.cwd()
     family = _read_family(directory)
@@ -1228,16 +1228,16 @@ def run_sync(args: argparse.Namespace) -> int:
     _write_sync_record(target.prefix, {**record, "finished": False})
     try:
         if installer == "uv":
-            from ..install import _uv_binary
+            from ..installers import uv_binary
 
-            _run(
+            run_command(
                 InstallerCommand(
-                    argv=(_uv_binary(), "pip", "sync", "--python", str(target.python), str(lock.path)),
+                    argv=(uv_binary(), "pip", "sync", "--python", str(target.python), str(lock.path)),
                     purpose=f"uv: installing exactly {lock.path.name}",
                 )
             )
         else:
-            _pip_sync(lock, target, installed, _run)
+            _pip_sync(lock, target, installed, run_command)
     except BaseException:
         # An installer that failed before changing anything (a bad hash, an index down) leaves
         # the environment as it was: then the old record is put back too.

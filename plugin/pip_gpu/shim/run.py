@@ -23,7 +23,9 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, Callable, Optional
+
+from ..installers import exec_replacing
 
 __all__ = ["main", "parse_options", "pip_interpreter", "windows_main"]
 
@@ -46,7 +48,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         action = _pip(real, args) if name.startswith("pip") else _uv(name, real, args)
         if action is None:
-            _exec(real, args)
+            exec_replacing(real, args)
         return action()
     except _Refused as refusal:
         print(f"pip-gpu: {refusal}; {_DISABLE_HINT.format(prog=prog)}", file=sys.stderr)
@@ -102,7 +104,7 @@ def windows_main(argv: Sequence[str]) -> int:
         )
         return 127
     if os.environ.get("PIP_GPU_DISABLE", "") not in ("", "0", "false", "no"):
-        _exec(real, args)
+        exec_replacing(real, args)
     return main([name, real, *args])
 
 
@@ -111,14 +113,6 @@ def _same_folder(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _exec(real: str, args: Sequence[str]) -> NoReturn:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if sys.platform == "win32":  # no exec on Windows: run it, and pass its status on
-        sys.exit(subprocess.call([real, *args]))
-    os.execv(real, [real, *args])
 
 
 # --- reading command lines -------------------------------------------------------------------
@@ -605,7 +599,7 @@ def _pip_fetch(real: str, general: list[str], command: str, parsed: Parsed) -> C
         or line.requirement.marker.evaluate(markers)
     ]
     if decision.index_url is None:  # macOS: PyPI's own wheels are the build
-        return lambda: _exec(real, [*general, command, *kept, *wanted])
+        return lambda: exec_replacing(real, [*general, command, *kept, *wanted])
     index = ["--index-url", decision.index_url]
     print(
         f"pip-gpu: torch {decision.torch} -> {decision.variant} from {redact_url(decision.index_url)}",
@@ -614,7 +608,7 @@ def _pip_fetch(real: str, general: list[str], command: str, parsed: Parsed) -> C
     # As for pip-gpu install: pip.conf's extra indexes and find-links must not join in.
     os.environ.update(PIP_INDEX_URL=decision.index_url, PIP_EXTRA_INDEX_URL=" ", PIP_FIND_LINKS=" ")
     os.environ.pop("PIP_NO_INDEX", None)
-    return lambda: _exec(real, [*general, command, *index, *kept, *wanted])
+    return lambda: exec_replacing(real, [*general, command, *index, *kept, *wanted])
 
 
 # ``pip --version``: "pip 24.2 from /venv/lib/python3.11/site-packages/pip (python 3.11)"
@@ -901,14 +895,14 @@ def uv_with_variant_index(
         assert decision.blocker is not None
         raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
     if decision.index_url is None:  # macOS: PyPI's own wheels are the build
-        return lambda: _exec(real, args)
+        return lambda: exec_replacing(real, args)
     if not parsed.has("-q", "--quiet"):
         from ..requirements import redact_url
 
         print(f"pip-gpu: the torch family comes from {redact_url(decision.index_url)}", file=sys.stderr)
     routing = ["--index", f"pytorch={decision.index_url}", "--index-strategy", "first-index"]
     new_args = [*args[:insert_at], *routing, *args[insert_at:]]
-    return lambda: _exec(real, new_args)
+    return lambda: exec_replacing(real, new_args)
 
 
 _SCRIPT_METADATA = re.compile(r"(?m)^# /// script$\s(?P<content>(^#(| .*)$\s)+)^# ///$")

@@ -390,8 +390,8 @@ def _continue_set_up(
     real: str, args: list[str], at: int, parsed: Parsed, path: Path
 ) -> Optional[Callable[[], int]]:
     """The command as it runs in a set-up project: sync and run get this host's extra."""
+    from ..installers import exec_replacing
     from ..uv_project import uv_project_command
-    from .run import _exec
 
     if args[at] == "add" and not parsed.has("--no-sync"):
         return lambda: _then_sync(real, args[:at], [*args[at:], "--no-sync"], path, parsed, [])
@@ -399,7 +399,7 @@ def _continue_set_up(
         action = uv_project_command(real, args, at, parsed)
         if action is not None:
             return action
-    return lambda: _exec(real, args)
+    return lambda: exec_replacing(real, args)
 
 
 def _configured_variants(data: Mapping[str, Any]) -> list[str]:
@@ -458,8 +458,9 @@ def _add(
     data: Mapping[str, Any],
     variants: Mapping[str, Sequence[str]],
 ) -> Optional[Callable[[], int]]:
+    from ..installers import exec_replacing
     from ..knowledge import load_knowledge
-    from .run import _exec, _Refused
+    from .run import _Refused
 
     family = {_canonical(m.name) for m in load_knowledge().family}
     named = [p for p in parsed.positionals if _requirement_name(p) in family]
@@ -514,17 +515,17 @@ def _add(
     if no_sync:
         if add_others:
             return lambda: _run_then(real, [*prefix, *add_others], [*prefix, "lock", *forwarded])
-        return lambda: _exec(real, [*prefix, "lock", *forwarded])
+        return lambda: exec_replacing(real, [*prefix, "lock", *forwarded])
     return lambda: _then_sync(real, prefix, add_others, path, parsed, forwarded)
 
 
 def _run_then(real: str, first: Sequence[str], then: Sequence[str]) -> int:
-    from .run import _exec
+    from ..installers import exec_replacing
 
     status = subprocess.run([real, *first], check=False).returncode
     if status != 0:
         return status
-    _exec(real, then)
+    exec_replacing(real, then)
 
 
 def _then_sync(
@@ -536,8 +537,8 @@ def _then_sync(
     forwarded: Sequence[str],
 ) -> int:
     """Run ``first`` (a ``uv add --no-sync``) if any, then ``uv sync --extra <this host's>``."""
+    from ..installers import exec_replacing
     from ..uv_project import host_variant, project_variants
-    from .run import _exec
 
     if first:
         status = subprocess.run([real, *prefix, *first], check=False).returncode
@@ -547,7 +548,7 @@ def _then_sync(
     variant = host_variant(variants, path.parent)
     if not parsed.has("-q", "--quiet"):
         print(f"pip-gpu: this host runs the {variant} build: uv sync --extra {variant}", file=sys.stderr)
-    _exec(real, [*prefix, "sync", "--extra", variant, *forwarded])
+    exec_replacing(real, [*prefix, "sync", "--extra", variant, *forwarded])
 
 
 # --- set-up projects ---------------------------------------------------------------------------
