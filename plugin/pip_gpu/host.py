@@ -12,14 +12,46 @@ from typing import Any, Optional
 __all__ = [
     "AmdGpu",
     "ComputeCapability",
+    "HostFlags",
     "HostProblem",
     "HostProfile",
     "IntelGpu",
     "NvidiaGpu",
+    "driver_at_least",
     "parse_compute_capability",
 ]
 
 ComputeCapability = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class HostFlags:
+    """Target-host facts given instead of detected (``--driver``, ``--compute-capability``, ...).
+
+    Raw, as typed: :func:`pip_gpu.detect.host_for` checks them, merges the ``PIP_GPU_*``
+    variables and detects the rest. The default is "detect everything".
+    """
+
+    driver: Optional[str] = None
+    compute_capabilities: tuple[str, ...] = ()
+    no_gpu: bool = False
+    platform: Optional[str] = None
+    arch: Optional[str] = None
+    python_version: Optional[str] = None
+
+
+def driver_at_least(driver: str, minimum: str) -> bool:
+    """Whether NVIDIA driver ``driver`` is ``minimum`` or newer (535.104.05 >= 525.60.13).
+
+    Driver versions are dotted numbers, so PEP 440 ordering compares them correctly; one
+    that does not parse is never new enough.
+    """
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(driver) >= Version(minimum)
+    except InvalidVersion:
+        return False
 
 
 def parse_compute_capability(text: str) -> ComputeCapability:

@@ -140,7 +140,7 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from .cli import host_from_args
+    from .cli.flags import host_from_args
 
     cwd = Path.cwd()
     if not args.requirements and not args.requirement:

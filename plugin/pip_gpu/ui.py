@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional, TextIO
+from typing import Any, Optional, TextIO
 
 __all__ = ["Settings", "colour", "configure", "progress", "settings", "wants_colour"]
 
@@ -114,3 +114,16 @@ def _write(stream: TextIO, line: str) -> None:
         stream.flush()
     except (OSError, ValueError):
         pass  # a closed stderr must not stop the work
+
+
+def emit_json(data: Any) -> None:
+    """A command's ``--json`` answer on stdout."""
+    import json
+
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def headline(text: str, ok: bool) -> str:
+    """The first line (a verdict) in green or red on a terminal that wants colour."""
+    first, newline, rest = text.partition("\n")
+    return colour(first, "green" if ok else "red") + newline + rest

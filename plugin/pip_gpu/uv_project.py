@@ -110,12 +110,12 @@ def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> O
 
 def host_variant(variants: Mapping[str, Sequence[str]], project: Path) -> str:
     """The variant among the project's that this host runs, decided as everywhere else."""
-    from .cli import host_from_args
     from .decide.plan import decide_for
+    from .detect import host_for
     from .errors import NoBuildRuns
 
     family = _family_requirements(next(iter(variants.values())))
-    host = host_from_args(_no_host_flags())
+    host = host_for()
     plan = decide_for(family or ["torch"], [], host, cwd=project)
     decision = plan.decision
     if not decision.ok:
@@ -184,7 +184,7 @@ def _uv_setup(args: argparse.Namespace) -> int:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    from .cli import host_from_args
+    from .cli.flags import host_from_args
     from .decide.plan import decide_for
     from .decide.rules import variant_index_url
     from .knowledge import load_knowledge

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pip_gpu.host import HostProfile
+from pip_gpu.lock import resolve as lock_module
 from pip_gpu.lock.lockfile import (
     LockInputs,
     LockRecord,
@@ -22,7 +23,6 @@ from pip_gpu.lock.lockfile import (
     render_lock,
     write_lock,
 )
-from pip_gpu.lock import resolve as lock_module
 from support.index import IndexServer
 
 __all__ = ["THIS_PYTHON", "fixture_lock", "fixture_lock_text"]

@@ -33,10 +33,10 @@ from urllib.parse import urlsplit, urlunsplit
 from packaging.requirements import Requirement
 from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from ..errors import UsageError
-from ..host import ComputeCapability, HostProfile, NvidiaGpu
+from ..host import ComputeCapability, HostProfile, NvidiaGpu, driver_at_least
 from ..knowledge import (
     Build,
     Knowledge,
@@ -268,13 +268,6 @@ def gpu_covered_by(cc: ComputeCapability, build: Build) -> Optional[bool]:
     return any(p <= cc for p in (build.ptx or ()))
 
 
-def _driver_at_least(driver: str, minimum: str) -> bool:
-    try:
-        return Version(driver) >= Version(minimum)
-    except InvalidVersion:
-        return False
-
-
 def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tuple[bool, str]:
     """Whether this build runs on this host, and the reason in words either way."""
     if build.platform != host.platform_tag:
@@ -293,7 +286,7 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
         return False, f"no known minimum driver for CUDA {cuda} on {host.os}"
     if host.driver_version is None:
         return False, "no NVIDIA driver (pass --driver for another host)"
-    if not _driver_at_least(host.driver_version, minimum):
+    if not driver_at_least(host.driver_version, minimum):
         return False, (
             f"driver {host.driver_version} is older than {minimum}, the minimum for CUDA {cuda} on {host.os}"
         )
@@ -686,7 +679,7 @@ def _driver_that_would_help(
             minimum = knowledge.minimum_driver_for(build.cuda, host.os)
             if minimum and (best is None or Version(minimum) < Version(best)):
                 best = minimum
-    if best is not None and host.driver_version and _driver_at_least(host.driver_version, best):
+    if best is not None and host.driver_version and driver_at_least(host.driver_version, best):
         return None
     return best
 

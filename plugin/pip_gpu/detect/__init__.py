@@ -16,6 +16,7 @@ from typing import Optional
 from ..errors import UsageError
 from ..host import (
     ComputeCapability,
+    HostFlags,
     HostProblem,
     HostProfile,
     NvidiaGpu,
@@ -24,7 +25,7 @@ from ..host import (
 from ..knowledge import Knowledge
 from . import platform as host_platform
 
-__all__ = ["HostOverrides", "apply_cuda_visible_devices", "detect_host", "overrides_from_env"]
+__all__ = ["HostOverrides", "apply_cuda_visible_devices", "detect_host", "host_for", "overrides_from_env"]
 
 NVML_TIMEOUT_S = 2.0
 NVIDIA_SMI_TIMEOUT_S = 2.0
@@ -341,3 +342,21 @@ def _detect_nvidia(
     if report.problem.code == "nvml-not-found" and proc_driver and not gpus:
         problems.append(report.problem)
     return driver, cuda, gpus, sources, problems
+
+
+def host_for(flags: Optional[HostFlags] = None, env: Optional[Mapping[str, str]] = None) -> HostProfile:
+    """The target host: ``flags`` first, then the ``PIP_GPU_*`` variables, then detection."""
+    from ..knowledge import load_knowledge
+
+    flags = flags or HostFlags()
+    env = os.environ if env is None else env
+    overrides = overrides_from_env(
+        env,
+        driver=flags.driver,
+        compute_capabilities=list(flags.compute_capabilities) or None,
+        no_gpu=flags.no_gpu,
+        os_name=flags.platform,
+        arch=flags.arch,
+        python_version=flags.python_version,
+    )
+    return detect_host(load_knowledge(), overrides, env)

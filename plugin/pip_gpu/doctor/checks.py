@@ -38,7 +38,7 @@ from ..decide.rules import (
 )
 from ..detect.target import TargetEnv
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK
-from ..host import HostProfile, NvidiaGpu
+from ..host import HostProfile, NvidiaGpu, driver_at_least
 from ..knowledge import Build, Knowledge, cuda_of_variant
 
 __all__ = [
@@ -526,13 +526,6 @@ def _archs(build: Build) -> str:
     return sass + (f", PTX {ptx}" if ptx else ", no PTX")
 
 
-def _driver_at_least(driver: str, minimum: str) -> bool:
-    try:
-        return Version(driver) >= Version(minimum)
-    except InvalidVersion:
-        return False
-
-
 def _series(version: str) -> str:
     parts = version.split("+")[0].split(".")
     return ".".join(parts[:2])
@@ -829,7 +822,7 @@ def check_driver(facts: Facts) -> Finding:
         f"supports CUDA <= {host.cuda_driver_version or '?'}",
         f"CUDA {cuda} on {host.os} needs driver >= {minimum} (minor-version compatibility)",
     )
-    if _driver_at_least(host.driver_version, minimum):
+    if driver_at_least(host.driver_version, minimum):
         return Finding(
             "driver", OK, f"driver {host.driver_version} >= {minimum}, the minimum for CUDA {cuda}", evidence
         )
@@ -1502,9 +1495,10 @@ def add_doctor_parser(commands: Any, add_host_flags: Callable[..., None]) -> Non
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    from ..cli import emit_json, headline, host_from_args
+    from ..cli.flags import host_from_args
     from ..detect.target import find_target
     from ..knowledge import load_knowledge
+    from ..ui import emit_json, headline
 
     cwd = Path.cwd()
     target = find_target(args.python, cwd, os.environ, system=args.system)

@@ -262,7 +262,7 @@ def _lock_targets(
 
 
 def run_lock(args: argparse.Namespace) -> int:
-    from ..cli import host_from_args
+    from ..cli.flags import host_from_args
 
     cwd = Path.cwd()
     directory = (cwd / args.output_dir) if args.output_dir else cwd
@@ -1172,7 +1172,7 @@ def _stale(family: Sequence[LockFile], directory: Path) -> list[str]:
 
 
 def _target_and_host(args: argparse.Namespace, installing: bool = False) -> tuple[TargetEnv, HostProfile]:
-    from ..cli import host_from_args
+    from ..cli.flags import host_from_args
 
     target = find_target(args.python, Path.cwd(), os.environ, system=args.system, installing=installing)
     if args.python_version is None:

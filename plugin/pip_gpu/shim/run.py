@@ -558,18 +558,18 @@ def _pip_fetch(real: str, general: list[str], command: str, parsed: Parsed) -> C
     Nothing is installed, so there is no environment to hold the family in place; a command
     that mixes the family with other packages is refused rather than split.
     """
-    from ..cli import host_from_args
     from ..decide.plan import decide_for, marker_environment, rewrite_pins
+    from ..detect import host_for
     from ..errors import NoBuildRuns
+    from ..host import HostFlags
     from ..requirements import redact_url, render_line, rewrite_line
-    from ..uv_project import _no_host_flags
 
-    flags = _no_host_flags()
+    python_version = None
     wanted_python = parsed.values("--python-version")
     if wanted_python:  # pip takes "312" or "3.12"
         digits = wanted_python[-1].replace(".", "")
-        flags.python_version = f"{digits[0]}.{digits[1:]}" if digits.isdigit() else wanted_python[-1]
-    host = host_from_args(flags)
+        python_version = f"{digits[0]}.{digits[1:]}" if digits.isdigit() else wanted_python[-1]
+    host = host_for(HostFlags(python_version=python_version))
     plan = decide_for(parsed.positionals, parsed.values("--requirement"), host, cwd=Path.cwd())
     markers = marker_environment(host)
     requirements = [line for line in plan.lines if not line.constraint]
@@ -870,10 +870,9 @@ def uv_with_variant_index(
     """
     if parsed.has("--index-strategy"):
         raise _Refused("`--index-strategy` with the torch family would undo pip-gpu's routing")
-    from ..cli import host_from_args
     from ..decide.plan import decide_for
+    from ..detect import host_for
     from ..errors import NoBuildRuns
-    from ..uv_project import _no_host_flags
 
     readable = [f for f in (*files, *parsed.values("--with-requirements")) if not f.endswith(".toml")]
     from ..decide.resolution import ResolutionContext
@@ -889,7 +888,7 @@ def uv_with_variant_index(
         if others or readable
         else None
     )
-    plan = decide_for(others, readable, host_from_args(_no_host_flags()), cwd=Path.cwd(), context=context)
+    plan = decide_for(others, readable, host_for(), cwd=Path.cwd(), context=context)
     decision = plan.decision
     if not decision.ok:
         assert decision.blocker is not None

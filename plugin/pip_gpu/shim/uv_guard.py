@@ -308,11 +308,9 @@ def uv_project_guard(real: str, args: list[str], at: int, parsed: Parsed) -> Opt
 
 
 def _host() -> HostProfile:
-    from ..cli import host_from_args
-    from ..uv_project import _no_host_flags
+    from ..detect import host_for
 
-    host: HostProfile = host_from_args(_no_host_flags())
-    return host
+    return host_for()
 
 
 def _guard_not_set_up(

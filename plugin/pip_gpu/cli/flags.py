@@ -1,0 +1,138 @@
+"""Flags shared by several commands, and the typed values they become.
+
+Only the command line sees ``argparse``: a handler turns its ``Namespace`` into typed options
+here (:func:`host_flags`) and hands those to the step it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Optional
+
+from ..host import HostFlags
+
+__all__ = ["add_decision_flags", "add_host_flags", "host_flags"]
+
+
+class _Once(argparse.Action):
+    """A single-value flag: given twice, it is refused, never silently overridden."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Optional[str] = None) -> None:
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(
+                self, f"given twice ({getattr(namespace, self.dest)} and {values}); give it once"
+            )
+        setattr(namespace, self.dest, values)
+
+
+class _Several(argparse.Action):
+    """A flag that takes several values, repeated or comma-separated (``--platform linux,windows``)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Optional[str] = None) -> None:
+        given = [part.strip() for part in str(values).split(",") if part.strip()]
+        allowed = self.metavar_choices
+        for value in given:
+            if allowed and value not in allowed:
+                raise argparse.ArgumentError(
+                    self, f"invalid choice: {value!r} (choose from {', '.join(allowed)})"
+                )
+        if not given:
+            raise argparse.ArgumentError(self, "names no value")
+        setattr(
+            namespace, self.dest, list(dict.fromkeys([*(getattr(namespace, self.dest, None) or []), *given]))
+        )
+
+    metavar_choices: tuple[str, ...] = ()
+
+
+def _several(choices: tuple[str, ...]) -> type[_Several]:
+    return type("_SeveralOf", (_Several,), {"metavar_choices": choices})
+
+
+def add_host_flags(parser: argparse.ArgumentParser, many: bool = False) -> None:
+    """``many``: --platform, --arch and --python-version take several values (``lock``)."""
+    group = parser.add_argument_group(
+        "target host",
+        "Decide for another host (CI, Docker builds, a fleet). Facts given here replace the "
+        "detected ones; the rest is detected.",
+    )
+    group.add_argument(
+        "--driver",
+        metavar="VERSION",
+        action=_Once,
+        help="NVIDIA driver version, e.g. 535.104.05 [PIP_GPU_DRIVER]",
+    )
+    group.add_argument(
+        "--compute-capability",
+        metavar="X.Y",
+        action="append",
+        help="a GPU's compute capability; repeat for several GPUs [PIP_GPU_COMPUTE_CAPABILITY=8.0,9.0]",
+    )
+    group.add_argument("--no-gpu", action="store_true", help="the target has no GPU [PIP_GPU_NO_GPU=1]")
+    platforms, arches = ("linux", "windows", "macos"), ("x86_64", "aarch64", "arm64")
+    if many:
+        several = " (repeat, or comma-separate, for several)"
+        group.add_argument(
+            "--platform",
+            action=_several(platforms),
+            metavar="{linux,windows,macos}",
+            help="target OS" + several,
+        )
+        group.add_argument(
+            "--arch",
+            action=_several(arches),
+            metavar="{x86_64,aarch64,arm64}",
+            help="target CPU architecture" + several,
+        )
+        group.add_argument(
+            "--python-version", action=_several(()), metavar="X.Y", help="target Python" + several
+        )
+        return
+    group.add_argument("--platform", choices=platforms, action=_Once, help="target operating system")
+    group.add_argument("--arch", choices=arches, action=_Once, help="target CPU architecture")
+    group.add_argument("--python-version", metavar="X.Y", action=_Once, help="target Python version")
+
+
+def add_decision_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("decision")
+    group.add_argument(
+        "--variant",
+        metavar="NAME",
+        action=_Once,
+        help="use this build (cu124, cpu, rocm6.2, xpu); still checked [PIP_GPU_VARIANT]",
+    )
+    group.add_argument("--force", action="store_true", help="accept a --variant the host cannot run")
+    group.add_argument(
+        "--pytorch-index",
+        metavar="URL",
+        action=_Once,
+        help="base of the PyTorch indexes, for mirrors; the variant index is URL/<variant> "
+        "[PIP_GPU_PYTORCH_INDEX]",
+    )
+
+
+def host_flags(args: argparse.Namespace) -> HostFlags:
+    """The target-host flags as given; the rest is detected."""
+    ccs = getattr(args, "compute_capability", None) or ()
+    return HostFlags(
+        driver=getattr(args, "driver", None),
+        compute_capabilities=tuple(ccs),
+        no_gpu=bool(getattr(args, "no_gpu", False)),
+        platform=_one(getattr(args, "platform", None)),
+        arch=_one(getattr(args, "arch", None)),
+        python_version=_one(getattr(args, "python_version", None)),
+    )
+
+
+def _one(value: Any) -> Optional[str]:
+    """``lock`` takes several platforms: the first one stands for this host's decision."""
+    if isinstance(value, list):
+        return str(value[0]) if value else None
+    return None if value is None else str(value)
+
+
+def host_from_args(args: argparse.Namespace) -> Any:
+    """Until every step takes typed options: the host a ``Namespace``'s flags describe."""
+    from ..detect import host_for
+
+    return host_for(host_flags(args))
