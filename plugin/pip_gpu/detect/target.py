@@ -14,23 +14,155 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from ..errors import UsageError
+from ..errors import PipGpuError, UsageError
 
-__all__ = ["TargetEnv", "add_target_flags", "find_target", "installed_family_in", "installed_torch_build"]
+__all__ = [
+    "FAMILY_WITH_BUILD_INFO",
+    "FamilyBuild",
+    "ImportView",
+    "Installed",
+    "TargetEnv",
+    "TorchCopy",
+    "add_target_flags",
+    "find_target",
+    "installed_family_in",
+    "installed_torch_build",
+    "probe",
+    "read_import_view",
+    "read_installed",
+]
 
-_PROBE = (
-    "import sys, json, sysconfig, importlib.util as u;"
-    "p = sysconfig.get_paths();"
-    "print(json.dumps({'version': '%d.%d' % sys.version_info[:2], 'prefix': sys.prefix,"
-    "'free_threaded': bool(sysconfig.get_config_var('Py_GIL_DISABLED')),"
-    "'base_prefix': sys.base_prefix, 'pip': u.find_spec('pip') is not None,"
-    "'site': sorted({p['purelib'], p['platlib']})}))"
-)
+PROBE_TIMEOUT_S = 60
+FAMILY_WITH_BUILD_INFO = ("torch", "torchvision", "torchaudio")  # the ones that write version.py
+
+# The one program pip-gpu runs in a target interpreter. Standard library only (the target may
+# have nothing else) until the marker values, which come from packaging's own
+# default_environment() run there. argv[1] is a JSON object saying what to read:
+#   installed: the distributions (name -> version), skipping pip's "~orch" leftovers
+#   verify:    names whose files are checked against their RECORD (presence, size, sha256)
+#   family:    names read as the target would import them: location and version.py's cuda/hip
+#   copies:    sys.path, the user site, conda, and every folder holding a torch package
+#   markers:   the folder to import packaging from (pip-gpu's own), for the PEP 508 values
+_PROBE = r"""
+import ast, base64, hashlib, json, os, re, sys, sysconfig
+import importlib.metadata as md, importlib.util as u
+ask = json.loads(sys.argv[1])
+paths = sysconfig.get_paths()
+out = {"version": "%d.%d" % sys.version_info[:2], "prefix": sys.prefix, "base_prefix": sys.base_prefix,
+       "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+       "pip": u.find_spec("pip") is not None, "site": sorted({paths["purelib"], paths["platlib"]})}
+def constants(path):
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    values = {}
+    for node in tree.body:
+        # cuda = '12.4' and, as real wheels write it, cuda: Optional[str] = '13.0'
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        if isinstance(getattr(node, "value", None), ast.Constant):
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    values[target.id] = node.value.value
+    return values
+def key(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+def damage(dist):
+    if dist.files is None:
+        return "its RECORD is missing"
+    missing = changed = total = 0
+    for entry in dist.files:
+        if "__pycache__" in entry.parts:
+            continue
+        total += 1
+        where = entry.locate()
+        try:
+            size = os.stat(where).st_size
+        except OSError:
+            missing += 1
+            continue
+        if entry.size is not None and size != entry.size:
+            changed += 1
+        elif entry.hash is not None and entry.hash.mode == "sha256":
+            digest = hashlib.sha256()
+            with open(where, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(block)
+            if base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode() != entry.hash.value:
+                changed += 1
+    if missing or changed:
+        return "%d of its %d files are missing and %d differ from its RECORD" % (missing, total, changed)
+    return None
+if ask.get("installed"):
+    verify = set(ask.get("verify", ()))
+    dists, broken = {}, {}
+    for dist in md.distributions():
+        name = dist.metadata["Name"]
+        # pip renames a folder it is replacing to "~orch-..." and leaves it when killed: not torch
+        if not name or os.path.basename(str(getattr(dist, "_path", ""))).startswith("~"):
+            continue
+        name = key(name)
+        if name in dists:
+            continue
+        dists[name] = dist.version
+        if name in verify:
+            why = damage(dist)
+            if why:
+                broken[name] = why
+    out.update(dists=dists, broken=broken)
+if ask.get("family"):
+    family = {}
+    for name in ask["family"]:
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        entry = {"version": dist.version, "location": str(dist.locate_file("")), "build_info": False}
+        try:
+            spec = u.find_spec(name.replace("-", "_"))
+        except (ImportError, ValueError):
+            spec = None
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        info = constants(os.path.join(locations[0], "version.py")) if locations else None
+        if info is not None:
+            entry.update(build_info=True, cuda=info.get("cuda"), hip=info.get("hip"))
+        family[name] = entry
+    out["family"] = family
+if ask.get("copies"):
+    import site
+    out.update(sys_path=[], torch_copies=[], conda=os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
+               user_site=site.getusersitepackages() if site.ENABLE_USER_SITE else None)
+    seen = set()
+    for raw in sys.path:
+        entry = os.path.abspath(raw or os.getcwd())
+        if entry in seen or not os.path.isdir(entry):
+            continue
+        seen.add(entry)
+        out["sys_path"].append(entry)
+        try:
+            listing = os.listdir(entry)
+        except OSError:
+            continue
+        meta = sorted(n for n in listing
+                      if n.endswith((".dist-info", ".egg-info")) and n.split("-")[0].lower() == "torch")
+        package = os.path.isfile(os.path.join(entry, "torch", "__init__.py"))
+        if meta or package:
+            info = constants(os.path.join(entry, "torch", "version.py")) if package else None
+            out["torch_copies"].append({"location": entry, "package": package, "metadata": meta,
+                                        "version": (info or {}).get("__version__")})
+if ask.get("markers"):
+    sys.path.append(ask["markers"])  # last: the target's own packaging, if it has one, is as good
+    from packaging.markers import default_environment
+    out["markers"] = dict(default_environment())
+print(json.dumps(out))
+"""
 
 
 @dataclass(frozen=True)
@@ -116,13 +248,42 @@ def find_target(
     return probe(Path(sys.executable), "pip-gpu's interpreter")
 
 
+def _ask(
+    python: Path,
+    request: Mapping[str, Any],
+    *,
+    timeout: float,
+    isolated: bool = True,
+    env: Optional[Mapping[str, str]] = None,
+) -> dict[str, Any]:
+    """Run the probe in ``python``; its JSON answer. Raises OSError, TimeoutExpired, ValueError."""
+    argv = [str(python), *(["-I"] if isolated else []), "-c", _PROBE, json.dumps(request)]
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else dict(env),
+    )
+    answer = json.loads(done.stdout) if done.stdout.strip() else None
+    if not isinstance(answer, dict) or "version" not in answer:
+        detail = done.stderr.strip().splitlines()[-1:] or [f"it printed {done.stdout.strip()[:80]!r}"]
+        raise ValueError(detail[0])
+    return answer
+
+
+def _packaging_folder() -> str:
+    """The folder pip-gpu's own ``packaging`` is imported from, lent to the target for markers."""
+    import packaging
+
+    return str(Path(packaging.__file__).resolve().parent.parent)
+
+
 def probe(python: Path, chosen_by: str) -> TargetEnv:
     """Ask the interpreter itself: one short subprocess, no imports beyond the stdlib."""
     try:
-        done = subprocess.run(
-            [str(python), "-I", "-c", _PROBE], capture_output=True, text=True, timeout=30, check=False
-        )
-        info = json.loads(done.stdout)
+        info = _ask(python, {}, timeout=PROBE_TIMEOUT_S)
         return TargetEnv(
             python=python,
             python_version=str(info["version"]) + ("t" if info.get("free_threaded") else ""),
@@ -139,31 +300,116 @@ def probe(python: Path, chosen_by: str) -> TargetEnv:
         ) from None
 
 
-_TORCH_PROBE = r"""
-import json, importlib.metadata as md, importlib.util as u, ast, os
-out = {}
-for name in ("torch", "torchvision", "torchaudio"):
+@dataclass(frozen=True)
+class Installed:
+    """The target's PEP 508 marker values and its installed distributions (canonical names)."""
+
+    markers: Mapping[str, str]
+    dists: Mapping[str, str]
+    broken: Mapping[str, str] = field(default_factory=dict)  # name -> how its files differ from RECORD
+
+
+def read_installed(python: Path, verify: Sequence[str] = ()) -> Installed:
+    """Marker values and distributions of the target; ``verify``: those names' files are
+    checked against their RECORD (every file present, its size and sha256 as recorded)."""
+    request = {"installed": True, "verify": sorted(verify), "markers": _packaging_folder()}
     try:
-        out[name] = {"version": md.version(name)}
-    except md.PackageNotFoundError:
-        continue
-    spec = u.find_spec(name)
-    locs = list(spec.submodule_search_locations or []) if spec else []
-    path = os.path.join(locs[0], "version.py") if locs else None
-    if path and os.path.exists(path):
-        values = {}
-        for node in ast.parse(open(path, encoding="utf-8").read()).body:
-            # cuda = '12.4' and, as real wheels write it, cuda: Optional[str] = '13.0'
-            targets = node.targets if isinstance(node, ast.Assign) else []
-            if isinstance(node, ast.AnnAssign):
-                targets = [node.target]
-            if isinstance(getattr(node, "value", None), ast.Constant):
-                for target in targets:
-                    if isinstance(target, ast.Name):
-                        values[target.id] = node.value.value
-        out[name].update(cuda=values.get("cuda"), hip=values.get("hip"))
-print(json.dumps(out))
-"""
+        data = _ask(python, request, timeout=PROBE_TIMEOUT_S)
+        return Installed(
+            markers={str(k): str(v) for k, v in data["markers"].items()},
+            dists={str(k): str(v) for k, v in data["dists"].items()},
+            broken={str(k): str(v) for k, v in data["broken"].items()},
+        )
+    except subprocess.TimeoutExpired:
+        raise PipGpuError(
+            f"{python} did not list its installed packages within {PROBE_TIMEOUT_S} s",
+            "check that it is a working Python interpreter (--python)",
+        ) from None
+    except OSError as exc:
+        raise UsageError(f"cannot run {python}: {exc.strerror or exc}", "check --python") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PipGpuError(
+            f"could not read the installed packages of {python}: {exc}",
+            "check that it is a working Python interpreter (--python)",
+        ) from None
+
+
+@dataclass(frozen=True)
+class FamilyBuild:
+    """A torch-family distribution as the target imports it (first on its sys.path)."""
+
+    name: str
+    version: str
+    location: str
+    build_info: bool = False  # whether version.py was read (cuda/hip below are then facts)
+    cuda: Optional[str] = None
+    hip: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TorchCopy:
+    """A ``torch`` package or metadata directory found in one sys.path entry."""
+
+    location: str
+    package: bool  # a ``torch/`` package directory is there
+    metadata: tuple[str, ...]  # torch-*.dist-info / torch-*.egg-info names
+    version: Optional[str]  # from torch/version.py when the package is there
+
+
+@dataclass(frozen=True)
+class ImportView:
+    """What the target imports, as the user runs it: the family, and every torch on sys.path."""
+
+    family: Mapping[str, FamilyBuild]
+    torch_copies: tuple[TorchCopy, ...] = ()
+    sys_path: tuple[str, ...] = ()
+    user_site: Optional[str] = None
+    conda: bool = False  # sys.prefix is a conda environment (its own prefix, not a venv)
+
+
+def read_import_view(
+    python: Path, family: Sequence[str], *, env: Optional[Mapping[str, str]] = None, as_user_runs: bool = True
+) -> ImportView:
+    """The family as the target would import it, and every torch copy on its sys.path.
+
+    ``as_user_runs``: not isolated (no ``-I``): PYTHONPATH and the user site are exactly what
+    puts a second torch in front of the environment's own. An interpreter that does not
+    answer gives an empty view (the caller reports what is missing).
+    """
+    request = {"family": list(family), "copies": as_user_runs}
+    try:
+        data = _ask(python, request, timeout=PROBE_TIMEOUT_S, isolated=not as_user_runs, env=env)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return ImportView(family={})
+    return ImportView(
+        family={
+            str(name): FamilyBuild(
+                name=str(name),
+                version=str(info["version"]),
+                location=str(info["location"]),
+                build_info=bool(info.get("build_info")),
+                cuda=_text(info.get("cuda")),
+                hip=_text(info.get("hip")),
+            )
+            for name, info in data.get("family", {}).items()
+        },
+        torch_copies=tuple(
+            TorchCopy(
+                location=str(c["location"]),
+                package=bool(c["package"]),
+                metadata=tuple(c["metadata"]),
+                version=_text(c.get("version")),
+            )
+            for c in data.get("torch_copies", [])
+        ),
+        sys_path=tuple(data.get("sys_path", [])),
+        user_site=_text(data.get("user_site")),
+        conda=bool(data.get("conda")),
+    )
+
+
+def _text(value: object) -> Optional[str]:
+    return value if isinstance(value, str) else None
 
 
 def module_constants(node: object) -> dict[str, object]:
@@ -196,7 +442,7 @@ def installed_family_in(site_packages: tuple[Path, ...]) -> dict[str, dict[str, 
 
     folders = [str(p) for p in site_packages]
     found: dict[str, dict[str, Optional[str]]] = {}
-    for name in ("torch", "torchvision", "torchaudio"):
+    for name in FAMILY_WITH_BUILD_INFO:
         dist = next(iter(metadata.distributions(name=name, path=folders)), None)
         if dist is None:
             continue
@@ -207,10 +453,7 @@ def installed_family_in(site_packages: tuple[Path, ...]) -> dict[str, dict[str, 
                 values: dict[str, object] = {}
                 for node in ast.parse(version_py.read_text(encoding="utf-8")).body:
                     values.update(module_constants(node))
-                cuda, hip = values.get("cuda"), values.get("hip")
-                info.update(
-                    cuda=cuda if isinstance(cuda, str) else None, hip=hip if isinstance(hip, str) else None
-                )
+                info.update(cuda=_text(values.get("cuda")), hip=_text(values.get("hip")))
                 break
         found[name] = info
     return found
@@ -222,17 +465,8 @@ def installed_torch_build(python: Path) -> dict[str, dict[str, Optional[str]]]:
     torch itself is never imported: that takes seconds and may fail for the very reasons
     we are checking.
     """
-    try:
-        done = subprocess.run(
-            [str(python), "-I", "-c", _TORCH_PROBE], capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        raise UsageError(
-            f"{python} stopped answering while pip-gpu read its installed packages",
-            "check that it is a working Python interpreter (--python)",
-        ) from None
-    try:
-        data: dict[str, dict[str, Optional[str]]] = json.loads(done.stdout)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    view = read_import_view(python, FAMILY_WITH_BUILD_INFO, as_user_runs=False)
+    return {
+        name: {"version": build.version, "cuda": build.cuda, "hip": build.hip}
+        for name, build in view.family.items()
+    }
