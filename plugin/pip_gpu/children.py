@@ -120,12 +120,134 @@ _URL_WITH_USERINFO_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]*@[^\s'\"
 _NETRC_UNSAFE = re.compile(r"[\s\"]|(?:^|\s)#")
 
 
+# Index options whose values pip and uv also read from the environment, which only the same
+# user can read (/proc/PID/environ is private; /proc/PID/cmdline is not): where a password
+# cannot go into netrc, the whole option moves there. Value: (variable, separator of several).
+_OPTION_VARIABLES: dict[str, dict[str, tuple[str, str]]] = {
+    "pip": {
+        "-i": ("PIP_INDEX_URL", " "),
+        "--index-url": ("PIP_INDEX_URL", " "),
+        "--extra-index-url": ("PIP_EXTRA_INDEX_URL", " "),
+        "-f": ("PIP_FIND_LINKS", " "),
+        "--find-links": ("PIP_FIND_LINKS", " "),
+    },
+    "uv": {
+        "-i": ("UV_INDEX_URL", " "),
+        "--index-url": ("UV_INDEX_URL", " "),
+        "--extra-index-url": ("UV_EXTRA_INDEX_URL", " "),
+        "--index": ("UV_INDEX", " "),
+        "--default-index": ("UV_DEFAULT_INDEX", " "),
+        "-f": ("UV_FIND_LINKS", ","),
+        "--find-links": ("UV_FIND_LINKS", ","),
+    },
+}
+
+
+def _installer_of(argv: Sequence[str]) -> Optional[str]:
+    """``pip`` for ``python -m pip ...``, ``uv`` for ``uv ...``; None for anything else."""
+    if len(argv) > 2 and argv[1] == "-m" and argv[2] == "pip":
+        return "pip"
+    if argv and os.path.basename(argv[0]).split(".")[0] == "uv":
+        return "uv"
+    return None
+
+
+def _has_userinfo(text: str) -> bool:
+    from urllib.parse import urlsplit
+
+    # a URL, "name @ URL" (a direct reference) or "name=URL" (uv's --index)
+    for url in (text, text.partition(" @ ")[2], text.partition("=")[2]):
+        try:
+            if "://" in url and "@" in urlsplit(url.strip()).netloc:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+_PIP_ADDS_TO_ITS_VARIABLE = frozenset({"PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS"})
+
+
+def _options_to_environment(
+    argv: list[str], installer: str, folder: Path, inherited: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """Move every index option that still carries credentials into its environment variable,
+    and ``name @ url`` requirements with credentials into a private requirements file."""
+    table = _OPTION_VARIABLES[installer]
+    values: dict[str, list[str]] = {}
+    kept: list[str] = []
+    moving = {
+        table[arg.split("=", 1)[0]][0]
+        for i, arg in enumerate(argv)
+        if arg.split("=", 1)[0] in table
+        and _has_userinfo(arg.split("=", 1)[1] if "=" in arg and arg.startswith("--") else _next(argv, i))
+    }
+    direct: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in table and table[name][0] in moving:
+            value = inline if eq else _next(argv, i)
+            values.setdefault(table[name][0], []).append(_encoded(value))
+            i += 1 if eq else 2
+            continue
+        if i > 2 and " @ " in arg and not arg.startswith("-") and _has_userinfo(arg):
+            direct.append(_encoded(arg))
+        else:
+            kept.append(arg)
+        i += 1
+    separators = {variable: sep for variable, sep in table.values()}
+    env = {variable: separators[variable].join(found) for variable, found in values.items()}
+    for variable in _PIP_ADDS_TO_ITS_VARIABLE & env.keys():
+        # pip appends command-line values to the variable's; uv and single values replace it
+        env[variable] = " ".join(filter(None, (inherited.get(variable, "").strip(), env[variable])))
+    if direct:
+        requirements = folder / "requirements.txt"
+        descriptor = os.open(requirements, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write("".join(line + "\n" for line in direct))
+        kept += ["-r", str(requirements)]
+    return kept, env
+
+
+def _encoded(text: str) -> str:
+    """``text`` with the user and password of its URL percent-encoded: a literal space or
+    quote would end the value in a space-separated variable or a requirements line."""
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+    for prefix_end in (text.find(" @ ") + 3 if " @ " in text else -1, text.find("=") + 1, 0):
+        if prefix_end < 0:
+            continue
+        url = text[prefix_end:]
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            continue
+        if "://" not in url or "@" not in parts.netloc:
+            continue
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        netloc = quote(unquote(user), safe="") + colon + quote(unquote(password), safe="") + "@" + host
+        return text[:prefix_end] + urlunsplit(parts._replace(netloc=netloc))
+    return text
+
+
+def _next(argv: Sequence[str], i: int) -> str:
+    return argv[i + 1] if i + 1 < len(argv) else ""
+
+
 @contextlib.contextmanager
 def private_command(
     argv: Sequence[str], env: Mapping[str, str]
 ) -> Iterator[tuple[list[str], dict[str, str]]]:
     """``argv`` without ``user:password@`` in its URLs, and ``env`` with ``NETRC`` naming a
-    private file that holds those credentials, followed by the user's own netrc."""
+    private file that holds those credentials, followed by the user's own netrc.
+
+    A password netrc cannot hold (white space, a quote) goes with its whole option into the
+    installer's environment variable (``PIP_INDEX_URL``, ``UV_INDEX``, ...), and a direct
+    reference carrying one into a private requirements file.
+    """
     from .redact import split_userinfo
 
     entries: dict[str, tuple[str, str]] = {}
@@ -133,12 +255,14 @@ def private_command(
     def strip(match: re.Match[str]) -> str:
         bare, host, user, password = split_userinfo(match.group(0))
         if not host or not (user or password) or any(_NETRC_UNSAFE.search(t) for t in (user, password)):
-            return match.group(0)  # netrc cannot carry it; left as given
+            return match.group(0)  # netrc cannot carry it: moved below, or left as given
         entries[host] = (user, password)
         return bare
 
     cleaned = [_URL_WITH_USERINFO_RE.sub(strip, arg) for arg in argv]
-    if not entries:
+    installer = _installer_of(cleaned)
+    unsafe_left = installer is not None and any(_has_userinfo(arg) for arg in cleaned[1:])
+    if not entries and not unsafe_left:
         yield list(argv), dict(env)
         return
     import shutil
@@ -146,17 +270,23 @@ def private_command(
 
     folder = tempfile.mkdtemp(prefix="pip-gpu-auth-")  # mode 0700
     try:
-        netrc = Path(folder) / "netrc"
-        # Ours first: the user's own file keeps working, its "default" entry stays last.
-        text = "".join(
-            f"machine {host} login {user or 'pip-gpu'} password {password}\n"
-            for host, (user, password) in entries.items()
-        )
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            text += Path(env.get("NETRC") or os.path.expanduser("~/.netrc")).read_text(encoding="utf-8")
-        descriptor = os.open(netrc, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        yield cleaned, {**env, "NETRC": str(netrc)}
+        child_env = dict(env)
+        if unsafe_left and installer is not None:
+            cleaned, moved = _options_to_environment(cleaned, installer, Path(folder), env)
+            child_env.update(moved)
+        if entries:
+            netrc = Path(folder) / "netrc"
+            # Ours first: the user's own file keeps working, its "default" entry stays last.
+            text = "".join(
+                f"machine {host} login {user or 'pip-gpu'} password {password}\n"
+                for host, (user, password) in entries.items()
+            )
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                text += Path(env.get("NETRC") or os.path.expanduser("~/.netrc")).read_text(encoding="utf-8")
+            descriptor = os.open(netrc, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            child_env["NETRC"] = str(netrc)
+        yield cleaned, child_env
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -225,11 +225,18 @@ class _Demands(BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize("installer", ["uv", "pip"])
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [("al'ice", "p'w-s3cr3t"), ("alice", 'p w"-s3cr3t'), ("al ice", "p#w -s3cr3t")],
+    ids=["netrc", "environment", "environment-hash"],
+)
 def test_the_installers_read_the_credentials_pip_gpu_takes_out_of_argv(
-    tmp_path: Path, installer: str
+    tmp_path: Path, installer: str, user: str, password: str
 ) -> None:
-    """The other half of the argv promise: pip and uv still authenticate, from the netrc file."""
+    """The other half of the argv promise: pip and uv still authenticate, from the netrc file,
+    or, for a password netrc cannot hold (white space, a quote), from their own variables."""
     import base64
+    from urllib.parse import quote
 
     from support.index import uv_bin
 
@@ -238,7 +245,8 @@ def test_the_installers_read_the_credentials_pip_gpu_takes_out_of_argv(
     seen: list[str | None] = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Demands,), {"seen": seen}))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    index = f"http://al'ice:p'w-s3cr3t@127.0.0.1:{server.server_address[1]}/simple"
+    userinfo = f"{quote(user, safe=chr(39))}:{quote(password, safe=chr(39))}"  # a quote stays as typed
+    index = f"http://{userinfo}@127.0.0.1:{server.server_address[1]}/simple"
     argv = (
         [
             uv_bin(),
@@ -273,5 +281,5 @@ def test_the_installers_read_the_credentials_pip_gpu_takes_out_of_argv(
     finally:
         server.shutdown()
         server.server_close()
-    expected = "Basic " + base64.b64encode(b"al'ice:p'w-s3cr3t").decode()
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     assert expected in seen, seen
