@@ -34,6 +34,7 @@ from support.fake_nvml import (
 )
 from support.index import IndexServer, make_venv, pip_env, run, site_packages, uv_bin
 
+import pip_gpu
 from pip_gpu.detect.target import probe
 from pip_gpu.doctor import checks as doctor
 from pip_gpu.host import HostProfile, NvidiaGpu
@@ -561,7 +562,7 @@ def test_two_installs_of_torch(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) 
     site = probe_site(envs.cu124)
     assert out.verdict == (
         f"two installs of torch: 2.5.1+cpu in {envs.stray_cpu} (on PYTHONPATH) is the one Python imports, "
-        f"beside 2.5.1+cu124 in {site}. Fix: export PYTHONPATH={Path(doctor.__file__).parents[1]}"
+        f"beside 2.5.1+cu124 in {site}. Fix: export PYTHONPATH={Path(pip_gpu.__file__).parents[1]}"
     )
 
 
@@ -602,7 +603,7 @@ def probe_site(python: Path) -> Path:
 def _lock_here(server: IndexServer, directory: Path, requirements: str) -> None:
     """A real lock family, written by ``pip-gpu lock`` against the fixture index."""
     (directory / "requirements.in").write_text(requirements)
-    env = {**pip_env(), "PYTHONPATH": str(Path(doctor.__file__).parents[1])}
+    env = {**pip_env(), "PYTHONPATH": str(Path(pip_gpu.__file__).parents[1])}
     env.update(UV_DEFAULT_INDEX=server.pypi_url, UV_NO_CONFIG="1", UV_CACHE_DIR=str(directory / ".uv-cache"))
     run(
         [sys.executable, "-m", "pip_gpu", "lock", "-r", "requirements.in", "--variants", "cu124",
@@ -824,7 +825,7 @@ def test_doctor_says_python_m_pip_bypasses_the_shims(envs: Envs, fake_nvml_dir: 
     assert "`python -m pip`" in out.finding("shims")["summary"]
     shims = tmp_path / "shims"
     run([sys.executable, "-m", "pip_gpu", "shim", "install", "--dir", str(shims)],
-        env={**pip_env(), "PYTHONPATH": str(Path(doctor.__file__).parents[1])})  # fmt: skip
+        env={**pip_env(), "PYTHONPATH": str(Path(pip_gpu.__file__).parents[1])})  # fmt: skip
     # as after `source venv/bin/activate`: a venv's bin/ with its pip before the shims
     venv_bin = tmp_path / "activated" / "bin"
     venv_bin.mkdir(parents=True)
@@ -842,7 +843,7 @@ def test_check_sync_and_doctor_agree_when_no_lock_runs_on_the_host(
 ) -> None:
     _lock_here(fixture_index, tmp_path, "torch==2.5.1\n")
     old_driver = ["--driver", "470.57.02", "--compute-capability", "8.0"]
-    env = {**pip_env(), "PYTHONPATH": str(Path(doctor.__file__).parents[1])}
+    env = {**pip_env(), "PYTHONPATH": str(Path(pip_gpu.__file__).parents[1])}
     command = [sys.executable, "-m", "pip_gpu"]
     check = run(
         [*command, "check", "--python", str(envs.cu124), *old_driver], env=env, cwd=tmp_path, check=False
