@@ -34,8 +34,10 @@ from support.fake_nvml import (
 )
 from support.index import IndexServer, make_venv, pip_env, run, site_packages, uv_bin
 
+import pip_gpu
 from pip_gpu.detect.target import probe
-from pip_gpu.doctor import checks as doctor
+from pip_gpu.doctor.checks import Finding, check_torch, diagnose
+from pip_gpu.doctor.facts import Facts, cuda_runtime_dirs, gather_lock, gather_machine, gather_target
 from pip_gpu.host import HostProfile, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
 
@@ -45,6 +47,7 @@ KERNEL_MODULE_VERSION = (
     "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
     "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"
 )
+PLUGIN = Path(pip_gpu.__file__).parents[1]  # the directory that puts this checkout's pip_gpu first
 ISSUE_VERDICT = (
     "torch 2.5.1+cpu is a CPU-only build; this machine has 1 NVIDIA GPU (NVIDIA A100-SXM4-80GB, "
     "driver 535.104.05). Fix: pip-gpu install --force-reinstall torch==2.5.1"
@@ -561,7 +564,7 @@ def test_two_installs_of_torch(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) 
     site = probe_site(envs.cu124)
     assert out.verdict == (
         f"two installs of torch: 2.5.1+cpu in {envs.stray_cpu} (on PYTHONPATH) is the one Python imports, "
-        f"beside 2.5.1+cu124 in {site}. Fix: export PYTHONPATH={Path(doctor.__file__).parents[1]}"
+        f"beside 2.5.1+cu124 in {site}. Fix: export PYTHONPATH={PLUGIN}"
     )
 
 
@@ -602,7 +605,7 @@ def probe_site(python: Path) -> Path:
 def _lock_here(server: IndexServer, directory: Path, requirements: str) -> None:
     """A real lock family, written by ``pip-gpu lock`` against the fixture index."""
     (directory / "requirements.in").write_text(requirements)
-    env = {**pip_env(), "PYTHONPATH": str(Path(doctor.__file__).parents[1])}
+    env = {**pip_env(), "PYTHONPATH": str(PLUGIN)}
     env.update(UV_DEFAULT_INDEX=server.pypi_url, UV_NO_CONFIG="1", UV_CACHE_DIR=str(directory / ".uv-cache"))
     run(
         [sys.executable, "-m", "pip_gpu", "lock", "-r", "requirements.in", "--variants", "cu124",
@@ -619,7 +622,7 @@ def test_matching_lock_passes(envs: Envs, tmp_path: Path, fixture_index: IndexSe
     python = make_venv(tmp_path / "synced", with_pip=False)
     env = {**pip_env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / ".uv-cache")}
     run([uv_bin(), "pip", "sync", "--python", str(python), str(tmp_path / "pylock.cu124.toml")], env=env)
-    report = doctor.diagnose(in_process_facts(python, tmp_path))
+    report = diagnose(in_process_facts(python, tmp_path))
     lock = next(f for f in report.findings if f.check == "lock")
     assert (lock.status, lock.summary) == ("ok", "the environment matches the lock (pylock.cu124.toml)")
 
@@ -628,7 +631,7 @@ def test_stale_lock(envs: Envs, tmp_path: Path, fixture_index: IndexServer) -> N
     """The requirements changed after locking: the lock no longer says what the team wants."""
     _lock_here(fixture_index, tmp_path, "torch==2.5.1\ntorchvision==0.20.1\n")
     (tmp_path / "requirements.in").write_text("torch==2.5.1\ntorchvision==0.20.1\ntorchaudio\n")
-    report = doctor.diagnose(in_process_facts(envs.cu124, tmp_path))
+    report = diagnose(in_process_facts(envs.cu124, tmp_path))
     assert report.exit_status == 1
     assert report.verdict.startswith("the environment does not match the lock: pylock.cu124.toml is stale")
     assert "requirements.in changed" in report.verdict
@@ -637,7 +640,7 @@ def test_stale_lock(envs: Envs, tmp_path: Path, fixture_index: IndexServer) -> N
 
 def test_lock_of_another_build_fails(envs: Envs, tmp_path: Path, fixture_index: IndexServer) -> None:
     _lock_here(fixture_index, tmp_path, "torch==2.5.1\n")
-    report = doctor.diagnose(in_process_facts(envs.cpu, tmp_path))
+    report = diagnose(in_process_facts(envs.cpu, tmp_path))
     lock = next(f for f in report.findings if f.check == "lock")
     assert lock.status == "failure"
     assert (
@@ -646,7 +649,7 @@ def test_lock_of_another_build_fails(envs: Envs, tmp_path: Path, fixture_index: 
     )
 
 
-def in_process_facts(python: Path, cwd: Path, machine_root: Optional[Path] = None) -> doctor.Facts:
+def in_process_facts(python: Path, cwd: Path, machine_root: Optional[Path] = None) -> Facts:
     knowledge = load_knowledge()
     host = HostProfile(
         os="linux",
@@ -658,15 +661,15 @@ def in_process_facts(python: Path, cwd: Path, machine_root: Optional[Path] = Non
         sources={"driver_version": "nvml", "nvidia_gpus": "nvml"},
     )
     machine_env = fake_machine(machine_root or cwd / "machine")
-    return doctor.Facts(
+    target = probe(python, "--python")
+    return Facts(
         host=host,
         knowledge=knowledge,
-        machine=doctor.gather_machine(machine_env),
-        target=doctor.gather_target(
-            probe(python, "--python"), [m.name for m in knowledge.family], env=pip_env()
-        ),
+        machine=gather_machine(machine_env),
+        target=gather_target(target, [m.name for m in knowledge.family], env=pip_env()),
         python_flag=str(python),
         cwd=cwd,
+        lock=gather_lock(cwd, target, host),
     )
 
 
@@ -759,14 +762,14 @@ def test_cuda_runtime_versions_from_file_names(tmp_path: Path) -> None:
     bare = tmp_path / "opt" / "lib"
     bare.mkdir(parents=True)
     (bare / "libcudart.so.12").write_text("")
-    found = doctor._cuda_runtime_dirs([str(tmp_path / "missing"), str(soname_only), str(bare)])
+    found = cuda_runtime_dirs([str(tmp_path / "missing"), str(soname_only), str(bare)])
     assert [(r.position, r.version) for r in found] == [(1, "11.8"), (2, "12")]
 
 
 def test_container_from_cgroup(tmp_path: Path) -> None:
     env = fake_machine(tmp_path)
     (Path(env["PIP_GPU_PROCFS_ROOT"]) / "1" / "cgroup").write_text("12:pids:/kubepods/burstable/pod1234\n")
-    machine = doctor.gather_machine(env)
+    machine = gather_machine(env)
     assert machine.container == "/proc/1/cgroup: 12:pids:/kubepods/burstable/pod1234"
 
 
@@ -786,12 +789,10 @@ def test_import_gives_up_after_the_timeout(envs: Envs, fake_nvml_dir: Path, tmp_
 
 
 def test_a_crashing_check_does_not_hide_the_others(envs: Envs, tmp_path: Path) -> None:
-    def check_broken(facts: doctor.Facts) -> doctor.Finding:
+    def check_broken(facts: Facts) -> Finding:
         raise RuntimeError("boom")
 
-    report = doctor.diagnose(
-        in_process_facts(envs.cu124, tmp_path), checks=(check_broken, doctor.check_torch)
-    )
+    report = diagnose(in_process_facts(envs.cu124, tmp_path), checks=(check_broken, check_torch))
     assert [(f.check, f.status) for f in report.findings] == [("broken", "warning"), ("torch", "ok")]
     assert report.healthy
 
@@ -824,7 +825,7 @@ def test_doctor_says_python_m_pip_bypasses_the_shims(envs: Envs, fake_nvml_dir: 
     assert "`python -m pip`" in out.finding("shims")["summary"]
     shims = tmp_path / "shims"
     run([sys.executable, "-m", "pip_gpu", "shim", "install", "--dir", str(shims)],
-        env={**pip_env(), "PYTHONPATH": str(Path(doctor.__file__).parents[1])})  # fmt: skip
+        env={**pip_env(), "PYTHONPATH": str(PLUGIN)})  # fmt: skip
     # as after `source venv/bin/activate`: a venv's bin/ with its pip before the shims
     venv_bin = tmp_path / "activated" / "bin"
     venv_bin.mkdir(parents=True)
@@ -842,7 +843,7 @@ def test_check_sync_and_doctor_agree_when_no_lock_runs_on_the_host(
 ) -> None:
     _lock_here(fixture_index, tmp_path, "torch==2.5.1\n")
     old_driver = ["--driver", "470.57.02", "--compute-capability", "8.0"]
-    env = {**pip_env(), "PYTHONPATH": str(Path(doctor.__file__).parents[1])}
+    env = {**pip_env(), "PYTHONPATH": str(PLUGIN)}
     command = [sys.executable, "-m", "pip_gpu"]
     check = run(
         [*command, "check", "--python", str(envs.cu124), *old_driver], env=env, cwd=tmp_path, check=False
