@@ -704,6 +704,26 @@ def test_torch_not_installed(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) ->
     )
 
 
+def test_a_killed_pip_leaves_no_torch_that_doctor_calls_healthy(
+    envs: Envs, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 17: pip renames the dist-info it replaces to ``~orch-...`` and leaves it when killed
+    between the rename and the new install; that leftover is not torch, and nothing is healthy."""
+    venv = tmp_path / "killed"
+    shutil.copytree(envs.cu124.parent.parent, venv, symlinks=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    real = next(site.glob("torch-*.dist-info"))
+    leftover = real.with_name("~orch-2.4.1+cu124.dist-info")
+    real.rename(leftover)
+    metadata = leftover / "METADATA"
+    metadata.write_text(metadata.read_text().replace("Version: 2.5.1+cu124", "Version: 2.4.1+cu124"))
+    python = venv / "bin" / "python"
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python)
+    assert out.rc == 1 and out.data["healthy"] is False
+    assert out.verdict == f"torch is not installed in {venv}. Fix: pip-gpu install --python {python} torch"
+    assert "2.4.1" not in out.stdout
+
+
 def test_host_flags_skip_nvml(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
     out = doctor_run(
         tmp_path,

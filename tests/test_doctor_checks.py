@@ -340,6 +340,22 @@ def test_a_rocm_build_on_an_nvidia_host() -> None:
     assert fix == "pip-gpu install --force-reinstall torch==2.5.1"
 
 
+def test_the_variant_of_a_wheel_without_label_comes_from_version_py() -> None:
+    """A PyPI or source build has no ``+cu124`` label: its version.py says CUDA, ROCm or neither."""
+    assert str(package("torch", "2.5.1", cuda="12.4").variant) == "cu124"
+    assert (
+        str(Package("torch", "2.5.1", SITE, build_info=True, hip="6.2.41133-dd7f95766").variant) == "rocm6.2"
+    )
+    assert str(package("torch", "2.5.1").variant) == "cpu"
+    assert package("torch", "2.5.1+git1234", build_info=False).variant is None
+    hip = Package("torch", "2.5.1", SITE, build_info=True, hip="6.2.41133-dd7f95766")
+    status, summary, _ = seen(check_torch(facts(target_facts=target(hip))))
+    assert (status, summary) == (
+        FAILURE,
+        f"torch 2.5.1 is a rocm6.2 (not CUDA) build; this machine has {GPU_HOST}",
+    )
+
+
 def test_a_cpu_build_without_gpu_is_fine() -> None:
     assert seen(check_torch(facts(host_profile=no_gpu_host(), target_facts=target(TORCH_CPU)))) == (
         OK,
