@@ -36,9 +36,10 @@ from support.index import IndexServer, make_venv, pip_env, run, site_packages, u
 
 import pip_gpu
 from pip_gpu.detect.target import probe
+from pip_gpu.doctor import DoctorOptions, doctor
 from pip_gpu.doctor.checks import Finding, check_torch, diagnose
 from pip_gpu.doctor.facts import Facts, cuda_runtime_dirs, gather_lock, gather_machine, gather_target
-from pip_gpu.host import HostProfile, NvidiaGpu
+from pip_gpu.host import HostFlags, HostProfile, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
 
 RTX_5090 = FakeGpu("NVIDIA GeForce RTX 5090", "12.0", 32607, "GPU-5a09e1c2-3b4d-4e5f-8a6b-7c8d9e0f1a2b")
@@ -770,6 +771,23 @@ def test_import_error_text_is_reported(envs: Envs, fake_nvml_dir: Path, tmp_path
         "importing torch failed: OSError: libcudart.so.12: cannot open shared object file: "
         "No such file or directory"
     )
+
+
+# --- the step, in process -------------------------------------------------------------------
+
+
+def test_the_doctor_step_reads_the_target_and_the_machine_it_is_given(envs: Envs, tmp_path: Path) -> None:
+    flags = HostFlags(driver="535.104.05", compute_capabilities=("8.0",))
+    env = {**fake_machine(tmp_path / "machine"), "PATH": "/usr/bin:/bin"}
+    report = doctor(DoctorOptions(host=flags, python=str(envs.cu124), cwd=tmp_path, env=env))
+    assert report.healthy and report.exit_status == 0, report.verdict
+    assert report.target is not None and report.target.python == envs.cu124
+    assert report.host is not None and report.host.python_version == report.target.python_version
+    assert report.verdict.startswith("healthy: torch 2.5.1+cu124 runs on this machine's 1 NVIDIA GPU")
+    assert "import" not in [f.check for f in report.findings]
+    empty = doctor(DoctorOptions(host=flags, python=str(envs.empty), run_import=True, cwd=tmp_path, env=env))
+    assert (empty.findings[-1].check, empty.findings[-1].status) == ("import", "skipped")
+    assert empty.verdict.startswith(f"torch is not installed in {envs.empty.parent.parent}")
 
 
 # --- pieces --------------------------------------------------------------------------------
