@@ -36,8 +36,10 @@ from support.index import IndexServer, make_venv, pip_env, run, site_packages, u
 
 import pip_gpu
 from pip_gpu.detect.target import probe
-from pip_gpu.doctor import checks as doctor
-from pip_gpu.host import HostProfile, NvidiaGpu
+from pip_gpu.doctor import DoctorOptions, doctor
+from pip_gpu.doctor.checks import Finding, check_torch, diagnose
+from pip_gpu.doctor.facts import Facts, cuda_runtime_dirs, gather_lock, gather_machine, gather_target
+from pip_gpu.host import HostFlags, HostProfile, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
 
 RTX_5090 = FakeGpu("NVIDIA GeForce RTX 5090", "12.0", 32607, "GPU-5a09e1c2-3b4d-4e5f-8a6b-7c8d9e0f1a2b")
@@ -46,6 +48,7 @@ KERNEL_MODULE_VERSION = (
     "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n"
     "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"
 )
+PLUGIN = Path(pip_gpu.__file__).parents[1]  # the directory that puts this checkout's pip_gpu first
 ISSUE_VERDICT = (
     "torch 2.5.1+cpu is a CPU-only build; this machine has 1 NVIDIA GPU (NVIDIA A100-SXM4-80GB, "
     "driver 535.104.05). Fix: pip-gpu install --force-reinstall torch==2.5.1"
@@ -562,7 +565,7 @@ def test_two_installs_of_torch(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) 
     site = probe_site(envs.cu124)
     assert out.verdict == (
         f"two installs of torch: 2.5.1+cpu in {envs.stray_cpu} (on PYTHONPATH) is the one Python imports, "
-        f"beside 2.5.1+cu124 in {site}. Fix: export PYTHONPATH={Path(pip_gpu.__file__).parents[1]}"
+        f"beside 2.5.1+cu124 in {site}. Fix: export PYTHONPATH={PLUGIN}"
     )
 
 
@@ -603,7 +606,7 @@ def probe_site(python: Path) -> Path:
 def _lock_here(server: IndexServer, directory: Path, requirements: str) -> None:
     """A real lock family, written by ``pip-gpu lock`` against the fixture index."""
     (directory / "requirements.in").write_text(requirements)
-    env = {**pip_env(), "PYTHONPATH": str(Path(pip_gpu.__file__).parents[1])}
+    env = {**pip_env(), "PYTHONPATH": str(PLUGIN)}
     env.update(UV_DEFAULT_INDEX=server.pypi_url, UV_NO_CONFIG="1", UV_CACHE_DIR=str(directory / ".uv-cache"))
     run(
         [sys.executable, "-m", "pip_gpu", "lock", "-r", "requirements.in", "--variants", "cu124",
@@ -620,7 +623,7 @@ def test_matching_lock_passes(envs: Envs, tmp_path: Path, fixture_index: IndexSe
     python = make_venv(tmp_path / "synced", with_pip=False)
     env = {**pip_env(), "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / ".uv-cache")}
     run([uv_bin(), "pip", "sync", "--python", str(python), str(tmp_path / "pylock.cu124.toml")], env=env)
-    report = doctor.diagnose(in_process_facts(python, tmp_path))
+    report = diagnose(in_process_facts(python, tmp_path))
     lock = next(f for f in report.findings if f.check == "lock")
     assert (lock.status, lock.summary) == ("ok", "the environment matches the lock (pylock.cu124.toml)")
 
@@ -629,7 +632,7 @@ def test_stale_lock(envs: Envs, tmp_path: Path, fixture_index: IndexServer) -> N
     """The requirements changed after locking: the lock no longer says what the team wants."""
     _lock_here(fixture_index, tmp_path, "torch==2.5.1\ntorchvision==0.20.1\n")
     (tmp_path / "requirements.in").write_text("torch==2.5.1\ntorchvision==0.20.1\ntorchaudio\n")
-    report = doctor.diagnose(in_process_facts(envs.cu124, tmp_path))
+    report = diagnose(in_process_facts(envs.cu124, tmp_path))
     assert report.exit_status == 1
     assert report.verdict.startswith("the environment does not match the lock: pylock.cu124.toml is stale")
     assert "requirements.in changed" in report.verdict
@@ -638,7 +641,7 @@ def test_stale_lock(envs: Envs, tmp_path: Path, fixture_index: IndexServer) -> N
 
 def test_lock_of_another_build_fails(envs: Envs, tmp_path: Path, fixture_index: IndexServer) -> None:
     _lock_here(fixture_index, tmp_path, "torch==2.5.1\n")
-    report = doctor.diagnose(in_process_facts(envs.cpu, tmp_path))
+    report = diagnose(in_process_facts(envs.cpu, tmp_path))
     lock = next(f for f in report.findings if f.check == "lock")
     assert lock.status == "failure"
     assert (
@@ -647,7 +650,7 @@ def test_lock_of_another_build_fails(envs: Envs, tmp_path: Path, fixture_index: 
     )
 
 
-def in_process_facts(python: Path, cwd: Path, machine_root: Optional[Path] = None) -> doctor.Facts:
+def in_process_facts(python: Path, cwd: Path, machine_root: Optional[Path] = None) -> Facts:
     knowledge = load_knowledge()
     host = HostProfile(
         os="linux",
@@ -659,15 +662,15 @@ def in_process_facts(python: Path, cwd: Path, machine_root: Optional[Path] = Non
         sources={"driver_version": "nvml", "nvidia_gpus": "nvml"},
     )
     machine_env = fake_machine(machine_root or cwd / "machine")
-    return doctor.Facts(
+    target = probe(python, "--python")
+    return Facts(
         host=host,
         knowledge=knowledge,
-        machine=doctor.gather_machine(machine_env),
-        target=doctor.gather_target(
-            probe(python, "--python"), [m.name for m in knowledge.family], env=pip_env()
-        ),
+        machine=gather_machine(machine_env),
+        target=gather_target(target, [m.name for m in knowledge.family], env=pip_env()),
         python_flag=str(python),
         cwd=cwd,
+        lock=gather_lock(cwd, target, host),
     )
 
 
@@ -700,6 +703,26 @@ def test_torch_not_installed(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) ->
         f"torch is not installed in {envs.empty.parent.parent}. "
         f"Fix: pip-gpu install --python {envs.empty} torch"
     )
+
+
+def test_a_killed_pip_leaves_no_torch_that_doctor_calls_healthy(
+    envs: Envs, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 17: pip renames the dist-info it replaces to ``~orch-...`` and leaves it when killed
+    between the rename and the new install; that leftover is not torch, and nothing is healthy."""
+    venv = tmp_path / "killed"
+    shutil.copytree(envs.cu124.parent.parent, venv, symlinks=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    real = next(site.glob("torch-*.dist-info"))
+    leftover = real.with_name("~orch-2.4.1+cu124.dist-info")
+    real.rename(leftover)
+    metadata = leftover / "METADATA"
+    metadata.write_text(metadata.read_text().replace("Version: 2.5.1+cu124", "Version: 2.4.1+cu124"))
+    python = venv / "bin" / "python"
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python)
+    assert out.rc == 1 and out.data["healthy"] is False
+    assert out.verdict == f"torch is not installed in {venv}. Fix: pip-gpu install --python {python} torch"
+    assert "2.4.1" not in out.stdout
 
 
 def test_host_flags_skip_nvml(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
@@ -750,6 +773,23 @@ def test_import_error_text_is_reported(envs: Envs, fake_nvml_dir: Path, tmp_path
     )
 
 
+# --- the step, in process -------------------------------------------------------------------
+
+
+def test_the_doctor_step_reads_the_target_and_the_machine_it_is_given(envs: Envs, tmp_path: Path) -> None:
+    flags = HostFlags(driver="535.104.05", compute_capabilities=("8.0",))
+    env = {**fake_machine(tmp_path / "machine"), "PATH": "/usr/bin:/bin"}
+    report = doctor(DoctorOptions(host=flags, python=str(envs.cu124), cwd=tmp_path, env=env))
+    assert report.healthy and report.exit_status == 0, report.verdict
+    assert report.target is not None and report.target.python == envs.cu124
+    assert report.host is not None and report.host.python_version == report.target.python_version
+    assert report.verdict.startswith("healthy: torch 2.5.1+cu124 runs on this machine's 1 NVIDIA GPU")
+    assert "import" not in [f.check for f in report.findings]
+    empty = doctor(DoctorOptions(host=flags, python=str(envs.empty), run_import=True, cwd=tmp_path, env=env))
+    assert (empty.findings[-1].check, empty.findings[-1].status) == ("import", "skipped")
+    assert empty.verdict.startswith(f"torch is not installed in {envs.empty.parent.parent}")
+
+
 # --- pieces --------------------------------------------------------------------------------
 
 
@@ -760,14 +800,14 @@ def test_cuda_runtime_versions_from_file_names(tmp_path: Path) -> None:
     bare = tmp_path / "opt" / "lib"
     bare.mkdir(parents=True)
     (bare / "libcudart.so.12").write_text("")
-    found = doctor._cuda_runtime_dirs([str(tmp_path / "missing"), str(soname_only), str(bare)])
+    found = cuda_runtime_dirs([str(tmp_path / "missing"), str(soname_only), str(bare)])
     assert [(r.position, r.version) for r in found] == [(1, "11.8"), (2, "12")]
 
 
 def test_container_from_cgroup(tmp_path: Path) -> None:
     env = fake_machine(tmp_path)
     (Path(env["PIP_GPU_PROCFS_ROOT"]) / "1" / "cgroup").write_text("12:pids:/kubepods/burstable/pod1234\n")
-    machine = doctor.gather_machine(env)
+    machine = gather_machine(env)
     assert machine.container == "/proc/1/cgroup: 12:pids:/kubepods/burstable/pod1234"
 
 
@@ -787,12 +827,10 @@ def test_import_gives_up_after_the_timeout(envs: Envs, fake_nvml_dir: Path, tmp_
 
 
 def test_a_crashing_check_does_not_hide_the_others(envs: Envs, tmp_path: Path) -> None:
-    def check_broken(facts: doctor.Facts) -> doctor.Finding:
+    def check_broken(facts: Facts) -> Finding:
         raise RuntimeError("boom")
 
-    report = doctor.diagnose(
-        in_process_facts(envs.cu124, tmp_path), checks=(check_broken, doctor.check_torch)
-    )
+    report = diagnose(in_process_facts(envs.cu124, tmp_path), checks=(check_broken, check_torch))
     assert [(f.check, f.status) for f in report.findings] == [("broken", "warning"), ("torch", "ok")]
     assert report.healthy
 
@@ -825,7 +863,7 @@ def test_doctor_says_python_m_pip_bypasses_the_shims(envs: Envs, fake_nvml_dir: 
     assert "`python -m pip`" in out.finding("shims")["summary"]
     shims = tmp_path / "shims"
     run([sys.executable, "-m", "pip_gpu", "shim", "install", "--dir", str(shims)],
-        env={**pip_env(), "PYTHONPATH": str(Path(pip_gpu.__file__).parents[1])})  # fmt: skip
+        env={**pip_env(), "PYTHONPATH": str(PLUGIN)})  # fmt: skip
     # as after `source venv/bin/activate`: a venv's bin/ with its pip before the shims
     venv_bin = tmp_path / "activated" / "bin"
     venv_bin.mkdir(parents=True)
@@ -843,7 +881,7 @@ def test_check_sync_and_doctor_agree_when_no_lock_runs_on_the_host(
 ) -> None:
     _lock_here(fixture_index, tmp_path, "torch==2.5.1\n")
     old_driver = ["--driver", "470.57.02", "--compute-capability", "8.0"]
-    env = {**pip_env(), "PYTHONPATH": str(Path(pip_gpu.__file__).parents[1])}
+    env = {**pip_env(), "PYTHONPATH": str(PLUGIN)}
     command = [sys.executable, "-m", "pip_gpu"]
     check = run(
         [*command, "check", "--python", str(envs.cu124), *old_driver], env=env, cwd=tmp_path, check=False

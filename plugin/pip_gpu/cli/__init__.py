@@ -101,9 +101,9 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
 
     add_shim_parser(commands)
     add_uv_parser(commands, add_host_flags)
-    from ..doctor.checks import add_doctor_parser
+    from . import doctor as doctor_cli
 
-    add_doctor_parser(commands, add_host_flags)
+    doctor_cli.add_parsers(commands)
     from . import fleet
 
     fleet.add_parsers(commands)

@@ -1,32 +1,21 @@
-"""``pip-gpu doctor``: why ``torch.cuda.is_available()`` is False, and the command that fixes it.
+"""``pip-gpu doctor``'s checks: why ``torch.cuda.is_available()`` is False, and the command that fixes it.
 
 The chain is walked in the order a cause hides the next one: which torch Python imports, its
 build, its family, the driver, the GPUs, NVML, then the environment around the process.
-Every check is a small function over gathered facts that returns a :class:`Finding`; the
-report's verdict is the first failure's cause and fix. torch is imported only with
-``--import``, and then in a subprocess with a deadline.
-
-Facts come from the outside through the usual boundaries (``detect`` for the host,
-``target`` for the interpreter, ``detect.sysfs`` for ``/dev``, ``/proc`` and ``/sys``); the
-roots are overridable for tests: ``PIP_GPU_DEV_ROOT``, ``PIP_GPU_PROCFS_ROOT``,
-``PIP_GPU_SYSFS_ROOT`` and ``PIP_GPU_ROOT`` (for ``/.dockerenv`` and ``/usr/lib/wsl/lib``).
+Every check is a pure function over gathered :class:`~pip_gpu.doctor.facts.Facts` that
+returns a :class:`Finding`; the report's verdict is the first failure's cause and fix.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import re
 import shlex
-import subprocess
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..compiled import CompiledArchs
@@ -39,24 +28,33 @@ from ..decide.rules import (
 from ..detect.target import TargetEnv
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK
 from ..host import HostProfile, NvidiaGpu, driver_at_least
-from ..knowledge import Build, Knowledge, cuda_of_variant
+from ..knowledge import Build
+from .facts import Facts, Package, TorchCopy
 
 __all__ = [
     "CHECKS",
-    "Facts",
+    "FAILURE",
+    "OK",
+    "SKIPPED",
+    "WARNING",
     "Finding",
-    "MachineFacts",
-    "Package",
     "Report",
-    "TargetFacts",
-    "TorchCopy",
-    "add_doctor_parser",
+    "check_container",
+    "check_cuda_build_has_a_gpu",
+    "check_cuda_visible_devices",
+    "check_driver",
+    "check_family",
+    "check_gpu_architecture",
+    "check_import",
+    "check_ld_library_path",
+    "check_lock",
+    "check_nvml",
+    "check_shims",
+    "check_torch",
+    "check_torch_copies",
+    "check_virtualenv",
+    "check_wsl",
     "diagnose",
-    "gather_machine",
-    "gather_target",
-    "import_check",
-    "render_report",
-    "run_doctor",
 ]
 
 OK = "ok"
@@ -64,12 +62,9 @@ WARNING = "warning"
 FAILURE = "failure"
 SKIPPED = "skipped"  # could not be checked: a fact it needs is missing
 
-DEFAULT_IMPORT_TIMEOUT_S = 60.0
-_PROBE_TIMEOUT_S = 60.0
 # NVIDIA_VISIBLE_DEVICES values that ask the NVIDIA Container Toolkit for no GPU at all
 # (NVIDIA Container Toolkit docs, "Specialized Configurations with Docker").
 _NO_GPU_REQUESTED = ("void", "none", "")
-_CONTAINER_CGROUP_MARKERS = ("docker", "containerd", "kubepods", "libpod", "lxc")
 
 
 # --- values --------------------------------------------------------------------------------
@@ -84,15 +79,6 @@ class Finding:
     summary: str
     evidence: tuple[str, ...] = ()
     fix: Optional[str] = None  # a command where one exists
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "check": self.check,
-            "status": self.status,
-            "summary": self.summary,
-            "evidence": list(self.evidence),
-            "fix": self.fix,
-        }
 
 
 @dataclass(frozen=True)
@@ -132,369 +118,6 @@ class Report:
             count = len(self.warnings)
             text += f" ({count} warning{'s' if count > 1 else ''}: {self.warnings[0].summary})"
         return text
-
-    def to_json(self) -> dict[str, Any]:
-        target = self.target
-        return {
-            "verdict": self.verdict,
-            "healthy": self.healthy,
-            "exit_status": self.exit_status,
-            "target": None
-            if target is None
-            else {
-                "python": str(target.python),
-                "python_version": target.python_version,
-                "prefix": str(target.prefix),
-                "virtualenv": target.is_virtualenv,
-                "chosen_by": target.chosen_by,
-            },
-            "host": None if self.host is None else self.host.to_json(),
-            "compiled_archs": None if self.compiled_archs is None else self.compiled_archs.to_json(),
-            "findings": [f.to_json() for f in self.findings],
-        }
-
-
-@dataclass(frozen=True)
-class Package:
-    """A torch-family distribution as the target interpreter resolves it (first on sys.path)."""
-
-    name: str
-    version: str
-    location: str
-    build_info: bool = False  # whether version.py was read (cuda/hip below are then facts)
-    cuda: Optional[str] = None
-    hip: Optional[str] = None
-
-    @property
-    def public_version(self) -> str:
-        try:
-            return Version(self.version).public
-        except InvalidVersion:
-            return self.version.partition("+")[0]
-
-    @property
-    def label(self) -> Optional[str]:
-        try:
-            return Version(self.version).local
-        except InvalidVersion:
-            return None
-
-    @property
-    def variant(self) -> Optional[str]:
-        """``cu124``, ``cpu``, ``rocm6.2``: from the local label, else from ``version.py``."""
-        label = self.label
-        if label and (label in ("cpu", "xpu") or label.startswith(("cu", "rocm"))):
-            return label
-        if self.cuda:
-            return "cu" + self.cuda.replace(".", "")
-        if self.hip:
-            return "rocm" + ".".join(self.hip.split(".")[:2])
-        return "cpu" if self.build_info else None
-
-    @property
-    def cuda_version(self) -> Optional[str]:
-        if self.cuda:
-            return ".".join(self.cuda.split(".")[:2])
-        variant = self.variant
-        return cuda_of_variant(variant) if variant else None
-
-    def describe(self) -> str:
-        return f"{self.name} {self.version}"
-
-
-@dataclass(frozen=True)
-class TorchCopy:
-    """A ``torch`` package or metadata directory found in one sys.path entry."""
-
-    location: str
-    package: bool  # a ``torch/`` package directory is there
-    metadata: tuple[str, ...]  # torch-*.dist-info / torch-*.egg-info names
-    version: Optional[str]  # from torch/version.py when the package is there
-
-
-@dataclass(frozen=True)
-class TargetFacts:
-    """What the target interpreter sees, asked without importing torch."""
-
-    target: TargetEnv
-    packages: Mapping[str, Package]  # canonical name -> package, torch family only
-    torch_copies: tuple[TorchCopy, ...]
-    sys_path: tuple[str, ...]
-    user_site: Optional[str]
-    conda: bool  # sys.prefix is a conda environment (its own prefix, not a venv)
-
-    @property
-    def torch(self) -> Optional[Package]:
-        return self.packages.get("torch")
-
-
-@dataclass(frozen=True)
-class CudaRuntimeDir:
-    """An ``LD_LIBRARY_PATH`` entry holding a CUDA toolkit's ``libcudart``."""
-
-    position: int
-    directory: str
-    version: Optional[str]  # "11.8", or "11" when only the soname says it
-
-
-@dataclass(frozen=True)
-class MachineFacts:
-    """The machine around the process: device nodes, kernel modules, container, WSL, env."""
-
-    dev_root: Path
-    nvidia_nodes: tuple[str, ...]
-    inaccessible_nodes: tuple[str, ...]
-    node_group: Optional[str]
-    kernel_modules: frozenset[str]
-    kernel_module_version: Optional[str]  # /proc/driver/nvidia/version: the loaded nvidia module
-    nvidia_pci: tuple[str, ...]
-    container: Optional[str]  # evidence that this is a container, e.g. "/.dockerenv exists"
-    nvidia_visible_devices: Optional[str]
-    wsl: bool
-    wsl_libcuda: Path
-    wsl_libcuda_present: bool
-    cuda_visible_devices: Optional[str]
-    ld_library_path: tuple[str, ...]
-    cuda_runtime_dirs: tuple[CudaRuntimeDir, ...]
-    pythonpath: tuple[str, ...]
-    path: tuple[str, ...] = ()  # PATH, for the shims check
-
-
-@dataclass(frozen=True)
-class Facts:
-    """Everything the checks look at."""
-
-    host: HostProfile
-    knowledge: Knowledge
-    machine: MachineFacts
-    target: TargetFacts
-    python_flag: Optional[str] = None  # --python as given, repeated in fix commands
-    cwd: Path = field(default_factory=Path.cwd)
-    compiled_archs: Optional[CompiledArchs] = None  # the GPU code torch's CUDA library really has
-
-    @property
-    def nvidia_facts_given(self) -> bool:
-        """The driver/GPUs came from flags or PIP_GPU_* variables, not from NVML."""
-        return any(
-            self.host.sources.get(key, "").startswith(("--", "PIP_GPU_"))
-            for key in ("driver_version", "nvidia_gpus")
-        )
-
-
-# --- gathering facts -----------------------------------------------------------------------
-
-
-_TARGET_PROBE = r"""
-import ast, json, os, site, sys
-import importlib.metadata as md, importlib.util as u
-names = json.loads(sys.argv[1])
-def build_info(path):
-    values = {}
-    try:
-        tree = ast.parse(open(path, encoding="utf-8").read())
-    except (OSError, SyntaxError, ValueError):
-        return None
-    for node in tree.body:
-        # cuda = '12.4' and, as real wheels write it, cuda: Optional[str] = '13.0'
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if isinstance(node, ast.AnnAssign):
-            targets = [node.target]
-        if isinstance(getattr(node, "value", None), ast.Constant):
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    values[target.id] = node.value.value
-    return values
-out = {"sys_path": [], "user_site": None, "conda": os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
-       "packages": {}, "torch_copies": []}
-if site.ENABLE_USER_SITE:
-    out["user_site"] = site.getusersitepackages()
-for name in names:
-    try:
-        dist = md.distribution(name)
-    except md.PackageNotFoundError:
-        continue
-    entry = {"version": dist.version, "location": str(dist.locate_file("")), "build_info": False}
-    try:
-        spec = u.find_spec(name.replace("-", "_"))
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    if locations:
-        info = build_info(os.path.join(locations[0], "version.py"))
-        if info is not None:
-            entry.update(build_info=True, cuda=info.get("cuda"), hip=info.get("hip"))
-    out["packages"][name] = entry
-seen = set()
-for raw in sys.path:
-    entry = os.path.abspath(raw or os.getcwd())
-    if entry in seen or not os.path.isdir(entry):
-        continue
-    seen.add(entry)
-    out["sys_path"].append(entry)
-    try:
-        listing = os.listdir(entry)
-    except OSError:
-        continue
-    meta = sorted(n for n in listing
-                  if n.endswith((".dist-info", ".egg-info")) and n.split("-")[0].lower() == "torch")
-    package = os.path.isfile(os.path.join(entry, "torch", "__init__.py"))
-    if meta or package:
-        info = build_info(os.path.join(entry, "torch", "version.py")) if package else None
-        out["torch_copies"].append({"location": entry, "package": package, "metadata": meta,
-                                    "version": (info or {}).get("__version__")})
-print(json.dumps(out))
-"""
-
-
-def gather_target(
-    target: TargetEnv, family: Sequence[str], env: Optional[Mapping[str, str]] = None
-) -> TargetFacts:
-    """Ask the target interpreter what it would import, as the user runs it.
-
-    Not isolated (no ``-I``): PYTHONPATH and the user site are exactly what puts a second
-    torch in front of the environment's own.
-    """
-    names = [canonicalize_name(name) for name in family]
-    try:
-        done = subprocess.run(
-            [str(target.python), "-c", _TARGET_PROBE, json.dumps(names)],
-            capture_output=True,
-            text=True,
-            timeout=_PROBE_TIMEOUT_S,
-            check=False,
-            env=None if env is None else dict(env),
-        )
-        data: dict[str, Any] = json.loads(done.stdout)
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        data = {}
-    packages: dict[str, Package] = {
-        str(canonicalize_name(name)): Package(
-            name=canonicalize_name(name),
-            version=str(info["version"]),
-            location=str(info["location"]),
-            build_info=bool(info.get("build_info")),
-            cuda=info.get("cuda"),
-            hip=info.get("hip"),
-        )
-        for name, info in data.get("packages", {}).items()
-    }
-    copies = tuple(
-        TorchCopy(
-            location=str(c["location"]),
-            package=bool(c["package"]),
-            metadata=tuple(c["metadata"]),
-            version=c.get("version"),
-        )
-        for c in data.get("torch_copies", [])
-    )
-    return TargetFacts(
-        target=target,
-        packages=packages,
-        torch_copies=copies,
-        sys_path=tuple(data.get("sys_path", [])),
-        user_site=data.get("user_site"),
-        conda=bool(data.get("conda")),
-    )
-
-
-def _read(path: Path) -> Optional[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except (OSError, ValueError):
-        return None
-
-
-def _container_evidence(root: Path, proc_root: Path) -> Optional[str]:
-    for marker in (".dockerenv", "run/.containerenv"):
-        if (root / marker).exists():
-            return f"/{marker} exists"
-    cgroup = _read(proc_root / "1" / "cgroup") or ""
-    for line in cgroup.splitlines():
-        if any(word in line for word in _CONTAINER_CGROUP_MARKERS):
-            return f"/proc/1/cgroup: {line.strip()}"
-    return None
-
-
-_CUDART = re.compile(r"^libcudart\.so(?:\.(\d+(?:\.\d+)*))?$")
-_CUDA_DIR = re.compile(r"cuda-(\d+\.\d+)")
-
-
-def _cuda_runtime_dirs(entries: Sequence[str]) -> tuple[CudaRuntimeDir, ...]:
-    """LD_LIBRARY_PATH entries with a libcudart, and the CUDA version its file names say."""
-    found: list[CudaRuntimeDir] = []
-    for position, directory in enumerate(entries):
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            continue
-        versions = [m.group(1) or "" for m in map(_CUDART.match, names) if m]
-        if not versions:
-            continue
-        # libcudart.so.11.8.89 says 11.8; the soname libcudart.so.11.0 only says "11".
-        full = [v for v in versions if v.count(".") >= 2]
-        version: Optional[str] = None
-        if full:
-            version = ".".join(max(full, key=lambda v: [int(p) for p in v.split(".")]).split(".")[:2])
-        else:
-            from_dir = _CUDA_DIR.search(directory)
-            majors = [v.split(".")[0] for v in versions if v]
-            version = from_dir.group(1) if from_dir else (max(majors, key=int) if majors else None)
-        found.append(CudaRuntimeDir(position, directory, version))
-    return tuple(found)
-
-
-def gather_machine(env: Mapping[str, str]) -> MachineFacts:
-    """Read the device nodes, kernel modules, PCI bus, container and WSL markers, variables."""
-    from ..detect import sysfs
-    from ..detect.procfs import read_nvidia_proc_version
-
-    dev_root = Path(env.get("PIP_GPU_DEV_ROOT", "/dev"))
-    proc_root = Path(env.get("PIP_GPU_PROCFS_ROOT", "/proc"))
-    sys_root = Path(env.get("PIP_GPU_SYSFS_ROOT", "/sys"))
-    root = Path(env.get("PIP_GPU_ROOT", "/"))
-    nodes = sysfs.nvidia_device_nodes(dev_root)
-    inaccessible: list[str] = []
-    group: Optional[str] = None
-    for name in nodes:
-        path = dev_root / name
-        if not os.access(path, os.R_OK | os.W_OK):
-            inaccessible.append(name)
-        if group is None:
-            group = _group_of(path)
-    wsl_libcuda = root / "usr" / "lib" / "wsl" / "lib" / "libcuda.so"
-    ld_path = tuple(p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p)
-    return MachineFacts(
-        dev_root=dev_root,
-        nvidia_nodes=nodes,
-        inaccessible_nodes=tuple(inaccessible),
-        node_group=group,
-        kernel_modules=sysfs.loaded_kernel_modules(proc_root),
-        kernel_module_version=read_nvidia_proc_version(proc_root),
-        nvidia_pci=sysfs.nvidia_pci_devices(sys_root),
-        container=_container_evidence(root, proc_root),
-        nvidia_visible_devices=env.get("NVIDIA_VISIBLE_DEVICES"),
-        wsl="microsoft" in (_read(proc_root / "version") or "").lower(),
-        wsl_libcuda=wsl_libcuda,
-        wsl_libcuda_present=wsl_libcuda.exists(),
-        cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
-        ld_library_path=ld_path,
-        cuda_runtime_dirs=_cuda_runtime_dirs(ld_path),
-        pythonpath=tuple(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p),
-        path=tuple(env.get("PATH", "").split(os.pathsep)),
-    )
-
-
-def _group_of(path: Path) -> Optional[str]:
-    try:
-        gid = path.stat().st_gid
-    except OSError:
-        return None
-    try:
-        import grp
-
-        return grp.getgrgid(gid).gr_name
-    except (ImportError, KeyError):
-        return str(gid)
 
 
 # --- helpers the checks share -------------------------------------------------------------
@@ -539,7 +162,7 @@ def _known_build(facts: Facts, torch: Package) -> Optional[Build]:
         return None
     platform = facts.host.platform_tag
     for build in release.builds:
-        if build.variant == variant and build.platform == platform:
+        if build.variant == variant.name and build.platform == platform:
             return build
     if torch.label is None:  # a PyPI wheel without label is the build PyPI serves on this platform
         for build in release.builds:
@@ -701,6 +324,19 @@ def _remove_copies(facts: Facts, stray: Sequence[TorchCopy]) -> str:
     return "rm -rf " + " ".join(map(shlex.quote, paths))
 
 
+def _damaged(facts: Facts, packages: Sequence[Package]) -> tuple[list[str], Optional[str]]:
+    """Which of ``packages`` have installed files that are not what their RECORD lists (a full
+    disk, a killed install), in words, and the command that puts them back."""
+    broken = facts.target.broken or {}
+    found = [p for p in packages if p.name in broken]
+    if not found:
+        return [], None
+    words = [f"{p.describe()} is damaged: {broken[p.name]}" for p in found]
+    if facts.lock is not None and facts.lock.files:
+        return words, "pip-gpu sync"
+    return words, _install(facts, [f"{p.name}=={p.public_version}" for p in found])
+
+
 def check_torch(facts: Facts) -> Finding:
     """Which torch is installed, and whether its build can use this machine's GPUs."""
     torch = facts.target.torch
@@ -719,14 +355,19 @@ def check_torch(facts: Facts) -> Finding:
         if torch.build_info
         else "torch/version.py not found",
     )
+    damaged, reinstall = _damaged(facts, [torch])
+    if damaged:
+        return Finding(
+            "torch", FAILURE, f"{damaged[0]} (a failed or interrupted install?)", evidence, reinstall
+        )
     variant = torch.variant
     has_nvidia = bool(host.nvidia_gpus)
     if variant is None:
         return Finding(
             "torch", WARNING, f"{torch.describe()}: its build (CUDA, ROCm or CPU) cannot be read", evidence
         )
-    if cuda_of_variant(variant) is None and has_nvidia:
-        kind = "a CPU-only" if variant == "cpu" else f"a {variant} (not CUDA)"
+    if not variant.is_cuda and has_nvidia:
+        kind = "a CPU-only" if variant.kind == "cpu" else f"a {variant} (not CUDA)"
         command, why, _ = _replacement(facts)
         return Finding(
             "torch",
@@ -735,7 +376,7 @@ def check_torch(facts: Facts) -> Finding:
             (*evidence, why),
             command,
         )
-    if cuda_of_variant(variant) is None:
+    if not variant.is_cuda:
         return Finding("torch", OK, f"{torch.describe()} ({variant} build); no NVIDIA GPU here", evidence)
     if not has_nvidia:
         where = "the NVIDIA GPUs could not be read" if host.driver_version else "no NVIDIA GPU was found"
@@ -762,6 +403,10 @@ def check_family(facts: Facts) -> Finding:
     if not companions:
         return Finding("family", OK, "only torch of the family is installed")
     evidence = tuple(f"{p.describe()} ({p.variant or 'build unknown'})" for p in [torch, *companions])
+    damaged, reinstall = _damaged(facts, companions)
+    if damaged:
+        summary = "; ".join(damaged) + " (a failed or interrupted install?)"
+        return Finding("family", FAILURE, summary, evidence, reinstall)
     mixed = [
         p
         for p in companions
@@ -840,21 +485,6 @@ def check_driver(facts: Facts) -> Finding:
     )
 
 
-def compiled_archs_of(torch: Optional[Package]) -> Optional[CompiledArchs]:
-    """The SASS/PTX in the installed torch's ``lib/libtorch_cuda.so``; None where unreadable."""
-    from ..compiled import NotACudaLibrary, read_compiled_archs
-
-    if torch is None:
-        return None
-    library = Path(torch.location) / "torch" / "lib" / "libtorch_cuda.so"
-    if not library.is_file():
-        return None
-    try:
-        return read_compiled_archs(library)
-    except NotACudaLibrary:
-        return None
-
-
 def _build_from_binary(facts: Facts, known: Optional[Build], torch: Package) -> tuple[Optional[Build], str]:
     """The installed build's architectures: the binary's over the knowledge file's, and why."""
     compiled = facts.compiled_archs
@@ -867,7 +497,8 @@ def _build_from_binary(facts: Facts, known: Optional[Build], torch: Package) -> 
     if in_file is not None and in_file != (compiled.sass, compiled.ptx):
         assert known is not None
         origin += f"; the knowledge file says {_archs(known)}, the binary wins"
-    base = known or Build(torch.variant or "?", facts.host.platform_tag, None, None, None, "high", "")
+    variant = str(torch.variant) if torch.variant else "?"
+    base = known or Build(variant, facts.host.platform_tag, None, None, None, "high", "")
     return replace(base, sass=compiled.sass, ptx=compiled.ptx, source=origin), origin
 
 
@@ -1210,21 +841,19 @@ def check_virtualenv(facts: Facts) -> Finding:
 def check_lock(facts: Facts) -> Finding:
     """When a pip-gpu lock family is here, the environment matches the lock for this host.
 
-    The comparison itself is ``pip-gpu check``'s (``pip_gpu.lock.check_environment``);
-    doctor only reports it.
+    The comparison itself is ``pip-gpu check``'s (gathered into ``facts.lock``); doctor only
+    reports it.
     """
-    locks = sorted(facts.cwd.glob("pylock.*.toml")) or sorted(facts.cwd.glob("uv.lock"))
-    if not locks:
+    lock = facts.lock
+    if lock is None or not lock.files:
         return Finding("lock", OK, f"no pip-gpu lock (pylock.<variant>.toml) or uv.lock in {facts.cwd}")
-    evidence = tuple(str(p) for p in locks)
-    from ..errors import PipGpuError
-    from ..lock.resolve import check_environment
-
-    try:
-        result = check_environment(facts.cwd, facts.target.target, facts.host)
-    except PipGpuError as error:
+    evidence = tuple(str(p) for p in lock.files)
+    result = lock.check
+    if result is None:
+        if lock.error is None:
+            return Finding("lock", WARNING, f"this check could not run: {lock.crash}")
         return Finding(
-            "lock", FAILURE, f"the lock cannot be checked: {error.message}", evidence, error.hint or None
+            "lock", FAILURE, f"the lock cannot be checked: {lock.error}", evidence, lock.error_hint
         )
     differences = list(result.differences)
     lock_file = result.lock_file
@@ -1255,7 +884,7 @@ def check_cuda_build_has_a_gpu(facts: Facts) -> Finding:
     (the driver, a container without devices) is the verdict."""
     torch = facts.target.torch
     host = facts.host
-    if torch is None or torch.variant is None or cuda_of_variant(torch.variant) is None:
+    if torch is None or torch.variant is None or not torch.variant.is_cuda:
         return Finding("cuda-build", OK, "no CUDA build of torch to run")
     if host.nvidia_gpus:
         return Finding("cuda-build", OK, f"the CUDA build has {_describe_host_gpus(host)} to run on")
@@ -1275,10 +904,8 @@ _BYPASS = "`python -m pip` (and a pip run by its full path) bypasses the shims"
 
 def check_shims(facts: Facts) -> Finding:
     """Whether plain ``pip`` goes through pip-gpu's shims; ``python -m pip`` never does."""
-    from ..shims import MARKER
-
-    entries = [entry or "." for entry in facts.machine.path]
-    shims = [entry for entry in entries if (Path(entry) / MARKER).is_file()]
+    machine = facts.machine
+    shims = machine.shim_dirs
     if not shims:
         return Finding(
             "shims",
@@ -1286,15 +913,9 @@ def check_shims(facts: Facts) -> Finding:
             f"no pip-gpu shims on PATH: plain pip and uv do not check the torch build "
             f"(pip-gpu shim install adds them; {_BYPASS})",
         )
-    first_pip = next(
-        (
-            Path(e) / "pip"
-            for e in entries
-            if (Path(e) / "pip").is_file() and os.access(Path(e) / "pip", os.X_OK)
-        ),
-        None,
-    )
-    if first_pip is not None and not (first_pip.parent / MARKER).is_file():
+    first_pip = machine.first_pip
+    if first_pip is not None and Path(first_pip).parent not in {Path(d) for d in shims}:
+        entries = [entry or "." for entry in machine.path]
         return Finding(
             "shims",
             WARNING,
@@ -1324,62 +945,44 @@ CHECKS: tuple[Callable[[Facts], Finding], ...] = (
 )
 
 
-_IMPORT_PROBE = r"""
-import json, sys
-out = {}
-try:
-    import torch
-    out["version"] = str(getattr(torch, "__version__", "?"))
-    out["available"] = bool(torch.cuda.is_available())
-    out["count"] = int(torch.cuda.device_count())
-    if out["available"] and out["count"]:
-        out["device"] = str(torch.cuda.get_device_name(0))
-        x = torch.ones(2, device="cuda")
-        out["tensor"] = float((x * 2).sum().item())
-except BaseException as exc:
-    out["error"] = "%s: %s" % (type(exc).__name__, exc)
-print("PIP_GPU_DOCTOR " + json.dumps(out))
-"""
-
-
-def import_check(facts: Facts, timeout_s: float = DEFAULT_IMPORT_TIMEOUT_S) -> Finding:
-    """Import torch in the target interpreter: is_available(), device count, a tensor op on GPU 0."""
-    python = facts.target.target.python
-    try:
-        done = subprocess.run(
-            [str(python), "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
+def check_import(facts: Facts) -> Finding:
+    """What importing torch did: is_available(), the device count, a tensor op on GPU 0."""
+    if facts.target.torch is None:
+        return Finding("import", SKIPPED, "torch is not installed")
+    done = facts.torch_import
+    if done is None:
+        return Finding("import", SKIPPED, "torch was not imported")
+    if done.timed_out:
         return Finding(
             "import",
             FAILURE,
-            f"importing torch and initialising CUDA took longer than {timeout_s:g} s",
+            f"importing torch and initialising CUDA took longer than {done.timeout_s:g} s",
             (),
             "check `dmesg` for NVRM/Xid errors and whether `nvidia-smi` answers",
         )
-    except OSError as error:
-        return Finding("import", FAILURE, f"{python} could not be run: {error}")
-    line = next((x for x in done.stdout.splitlines() if x.startswith("PIP_GPU_DOCTOR ")), None)
-    stderr = tuple(x for x in done.stderr.strip().splitlines()[-5:] if x.strip())
-    if line is None:
+    if done.launch_error is not None:
+        return Finding(
+            "import", FAILURE, f"{facts.target.target.python} could not be run: {done.launch_error}"
+        )
+    stderr = done.stderr
+    if not done.reported:
         return Finding(
             "import", FAILURE, f"importing torch crashed the interpreter (exit {done.returncode})", stderr
         )
-    result: dict[str, Any] = json.loads(line[len("PIP_GPU_DOCTOR ") :])
-    if "error" in result:
-        return Finding("import", FAILURE, f"importing torch failed: {result['error']}", stderr)
+    if done.error is not None:
+        return Finding("import", FAILURE, f"importing torch failed: {done.error}", stderr)
     evidence = (
-        f"torch {result.get('version')}: torch.cuda.is_available() = {result.get('available')}, "
-        f"device_count() = {result.get('count')}",
+        f"torch {done.version}: torch.cuda.is_available() = {done.available}, "
+        f"device_count() = {done.device_count}",
         *stderr,
     )
     gpus = facts.host.visible_nvidia_gpus
-    if result.get("available") and result.get("count"):
+    if done.available and done.device_count:
         return Finding(
             "import",
             OK,
-            f"torch.cuda.is_available() is True: {result['count']} device(s), {result.get('device')}; "
-            f"a tensor op on cuda:0 gave {result.get('tensor')}",
+            f"torch.cuda.is_available() is True: {done.device_count} device(s), {done.device}; "
+            f"a tensor op on cuda:0 gave {done.tensor}",
             evidence,
         )
     if gpus:
@@ -1399,17 +1002,12 @@ def diagnose(
     facts: Facts,
     *,
     run_import: bool = False,
-    import_timeout_s: float = DEFAULT_IMPORT_TIMEOUT_S,
     checks: Sequence[Callable[[Facts], Finding]] = CHECKS,
 ) -> Report:
-    """Run every check over the facts (and torch itself with ``run_import``)."""
+    """Run every check over the facts, and with ``run_import`` report what importing torch did."""
     findings = [_run_check(check, facts) for check in checks]
     if run_import:
-        findings.append(
-            import_check(facts, import_timeout_s)
-            if facts.target.torch is not None
-            else Finding("import", SKIPPED, "torch is not installed")
-        )
+        findings.append(_run_check(check_import, facts))
     return Report(
         tuple(findings), _healthy_summary(facts), facts.target.target, facts.host, facts.compiled_archs
     )
@@ -1430,95 +1028,3 @@ def _healthy_summary(facts: Facts) -> str:
     if facts.host.nvidia_gpus:
         return f"{what} runs on this machine's {_describe_host_gpus(facts.host)}"
     return f"{what}, and this machine has no NVIDIA GPU"
-
-
-# --- output --------------------------------------------------------------------------------
-
-_LABELS = {OK: "ok", WARNING: "WARN", FAILURE: "FAIL", SKIPPED: "skip"}
-
-
-def render_report(report: Report, verbose: bool = False) -> str:
-    """The verdict line first, then one line per check (with evidence and fix when it matters)."""
-    lines = [report.verdict, ""]
-    if report.target is not None:
-        lines.append(
-            f"Target  {report.target.python} (Python {report.target.python_version}, "
-            f"from {report.target.chosen_by})"
-        )
-    width = max((len(f.check) for f in report.findings), default=0)
-    for finding in report.findings:
-        lines.append(
-            f"  {_LABELS.get(finding.status, finding.status):4}  {finding.check:{width}}  {finding.summary}"
-        )
-        pad = " " * (10 + width)
-        if finding.status in (FAILURE, WARNING) or verbose:
-            lines.extend(f"{pad}- {item}" for item in finding.evidence)
-            if finding.fix:
-                lines.append(f"{pad}fix: {finding.fix}")
-    return "\n".join(lines)
-
-
-# --- command line --------------------------------------------------------------------------
-
-
-def add_doctor_parser(commands: Any, add_host_flags: Callable[..., None]) -> None:
-    parser = commands.add_parser(
-        "doctor",
-        help="explain why torch.cuda.is_available() is False, and how to fix it",
-        description=(
-            "Check the installed torch build, its family, the NVIDIA driver, the GPUs, NVML and the "
-            "environment (CUDA_VISIBLE_DEVICES, containers, WSL2, LD_LIBRARY_PATH, virtual "
-            "environments, duplicate installs, the lock) without importing torch. The first line is "
-            "the verdict: the broken link and its fix. Exit status 0 when healthy, 1 when a check fails."
-        ),
-    )
-    from ..detect.target import add_target_flags
-
-    add_target_flags(parser)
-    parser.add_argument(
-        "--import",
-        dest="run_import",
-        action="store_true",
-        help="finally import torch in the target: is_available(), device count, a tensor op",
-    )
-    parser.add_argument(
-        "--import-timeout",
-        type=float,
-        default=DEFAULT_IMPORT_TIMEOUT_S,
-        metavar="SECONDS",
-        help=f"give up on --import after this long (default {DEFAULT_IMPORT_TIMEOUT_S:g})",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show the evidence of every check")
-    add_host_flags(parser)
-    parser.set_defaults(handler=run_doctor)
-
-
-def run_doctor(args: argparse.Namespace) -> int:
-    from ..cli.flags import host_from_args
-    from ..detect.target import find_target
-    from ..knowledge import load_knowledge
-    from ..ui import emit_json, headline
-
-    cwd = Path.cwd()
-    target = find_target(args.python, cwd, os.environ, system=args.system)
-    if args.python_version is None:
-        args.python_version = target.python_version
-    host = host_from_args(args)
-    knowledge = load_knowledge()
-    target_facts = gather_target(target, [m.name for m in knowledge.family])
-    facts = Facts(
-        host=host,
-        knowledge=knowledge,
-        machine=gather_machine(os.environ),
-        target=target_facts,
-        python_flag=args.python,
-        cwd=cwd,
-        compiled_archs=compiled_archs_of(target_facts.torch),
-    )
-    report = diagnose(facts, run_import=args.run_import, import_timeout_s=args.import_timeout)
-    if args.json:
-        emit_json(report.to_json())
-    else:
-        print(headline(render_report(report, verbose=args.verbose), report.healthy))
-    return report.exit_status
