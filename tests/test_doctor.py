@@ -102,8 +102,10 @@ def envs(fixture_index: IndexServer, tmp_path_factory: pytest.TempPathFactory) -
     _pip_install(fixture_index, "cpu", ["torchvision==0.20.1+cpu"], python=mixed)
     _pip_install(fixture_index, "cu124", ["torch==2.5.1+cu124", "torchvision==0.19.1+cu124"], python=unpaired)
     shutil.copytree(site_packages(cu124), site_packages(broken), dirs_exist_ok=True)
-    (site_packages(broken) / "torch" / "__init__.py").write_text(
-        'raise OSError("libcudart.so.12: cannot open shared object file: No such file or directory")\n'
+    _as_built(
+        site_packages(broken),
+        "torch/__init__.py",
+        b'raise OSError("libcudart.so.12: cannot open shared object file: No such file or directory")\n',
     )
     return Envs(
         cu124=cu124,
@@ -599,6 +601,22 @@ def test_two_metadata_records_in_one_site_packages(envs: Envs, fake_nvml_dir: Pa
     assert out.verdict.endswith(f"Fix: rm -rf {site / 'torch-2.4.0.dist-info'}")
 
 
+def _as_built(site: Path, relative: str, content: bytes) -> None:
+    """``relative`` with ``content``, as a wheel built that way installs it: its RECORD agrees
+    (an installed file changed behind RECORD's back is damage, which doctor reports first)."""
+    import base64
+    import hashlib
+
+    (site / relative).write_bytes(content)
+    digest = base64.urlsafe_b64encode(hashlib.sha256(content).digest()).rstrip(b"=").decode()
+    for record in site.glob("*.dist-info/RECORD"):
+        lines = record.read_text().splitlines()
+        if any(line.startswith(relative + ",") for line in lines):
+            fixed = [f"{relative},sha256={digest},{len(content)}" if line.startswith(relative + ",") else line
+                     for line in lines]  # fmt: skip
+            record.write_text("\n".join(fixed) + "\n")
+
+
 def probe_site(python: Path) -> Path:
     return site_packages(python)
 
@@ -738,6 +756,22 @@ def test_host_flags_skip_nvml(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -
 
 
 # --- --import ------------------------------------------------------------------------------
+
+
+def test_a_torch_file_changed_in_place_is_damage(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
+    """Same size, other bytes: only the RECORD's sha256 tells; no lock is needed to see it."""
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    shutil.copytree(site_packages(envs.cu124), site_packages(python), dirs_exist_ok=True)
+    version_py = site_packages(python) / "torch" / "version.py"
+    text = version_py.read_bytes()
+    version_py.write_bytes(text.replace(b"12.4", b"11.8"))
+    assert len(version_py.read_bytes()) == len(text)
+
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python)
+    assert out.rc == 1
+    assert out.verdict.startswith(
+        "torch 2.5.1+cu124 is damaged: 0 of its 8 files are missing and 1 differ from its RECORD"
+    )
 
 
 def test_import_reports_is_available_false_on_a_gpu_host(

@@ -365,18 +365,28 @@ class ImportView:
     sys_path: tuple[str, ...] = ()
     user_site: Optional[str] = None
     conda: bool = False  # sys.prefix is a conda environment (its own prefix, not a venv)
+    # canonical name -> why its files are not what its RECORD lists; None: not verified
+    broken: Optional[Mapping[str, str]] = None
 
 
 def read_import_view(
-    python: Path, family: Sequence[str], *, env: Optional[Mapping[str, str]] = None, as_user_runs: bool = True
+    python: Path,
+    family: Sequence[str],
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    as_user_runs: bool = True,
+    verify: Sequence[str] = (),
 ) -> ImportView:
-    """The family as the target would import it, and every torch copy on its sys.path.
+    """The family as the target would import it, and every torch copy on its sys.path;
+    ``verify``: those names' files are checked against their RECORD too.
 
     ``as_user_runs``: not isolated (no ``-I``): PYTHONPATH and the user site are exactly what
     puts a second torch in front of the environment's own. An interpreter that does not
     answer gives an empty view (the caller reports what is missing).
     """
-    request = {"family": list(family), "copies": as_user_runs}
+    request: dict[str, Any] = {"family": list(family), "copies": as_user_runs}
+    if verify:
+        request.update(installed=True, verify=sorted(verify))
     try:
         data = _ask(python, request, timeout=PROBE_TIMEOUT_S, isolated=not as_user_runs, env=env)
     except (OSError, subprocess.TimeoutExpired, ValueError):
@@ -405,6 +415,7 @@ def read_import_view(
         sys_path=tuple(data.get("sys_path", [])),
         user_site=_text(data.get("user_site")),
         conda=bool(data.get("conda")),
+        broken={str(k): str(v) for k, v in data["broken"].items()} if "broken" in data else None,
     )
 
 

@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..compiled import CompiledArchs
-from ..detect.target import TargetEnv
+from ..detect.target import TargetEnv, TorchCopy, read_import_view
 from ..host import HostProfile
 from ..knowledge import Knowledge
 from ..variant import Variant
@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 DEFAULT_IMPORT_TIMEOUT_S = 60.0
-_PROBE_TIMEOUT_S = 60.0
 _CONTAINER_CGROUP_MARKERS = ("docker", "containerd", "kubepods", "libpod", "lxc")
 
 
@@ -104,16 +103,6 @@ class Package:
 
     def describe(self) -> str:
         return f"{self.name} {self.version}"
-
-
-@dataclass(frozen=True)
-class TorchCopy:
-    """A ``torch`` package or metadata directory found in one sys.path entry."""
-
-    location: str
-    package: bool  # a ``torch/`` package directory is there
-    metadata: tuple[str, ...]  # torch-*.dist-info / torch-*.egg-info names
-    version: Optional[str]  # from torch/version.py when the package is there
 
 
 @dataclass(frozen=True)
@@ -224,116 +213,36 @@ class Facts:
 # --- the target interpreter ----------------------------------------------------------------
 
 
-_TARGET_PROBE = r"""
-import ast, json, os, site, sys
-import importlib.metadata as md, importlib.util as u
-names = json.loads(sys.argv[1])
-def build_info(path):
-    values = {}
-    try:
-        tree = ast.parse(open(path, encoding="utf-8").read())
-    except (OSError, SyntaxError, ValueError):
-        return None
-    for node in tree.body:
-        # cuda = '12.4' and, as real wheels write it, cuda: Optional[str] = '13.0'
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if isinstance(node, ast.AnnAssign):
-            targets = [node.target]
-        if isinstance(getattr(node, "value", None), ast.Constant):
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    values[target.id] = node.value.value
-    return values
-out = {"sys_path": [], "user_site": None, "conda": os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
-       "packages": {}, "torch_copies": []}
-if site.ENABLE_USER_SITE:
-    out["user_site"] = site.getusersitepackages()
-for name in names:
-    try:
-        dist = md.distribution(name)
-    except md.PackageNotFoundError:
-        continue
-    entry = {"version": dist.version, "location": str(dist.locate_file("")), "build_info": False}
-    try:
-        spec = u.find_spec(name.replace("-", "_"))
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    if locations:
-        info = build_info(os.path.join(locations[0], "version.py"))
-        if info is not None:
-            entry.update(build_info=True, cuda=info.get("cuda"), hip=info.get("hip"))
-    out["packages"][name] = entry
-seen = set()
-for raw in sys.path:
-    entry = os.path.abspath(raw or os.getcwd())
-    if entry in seen or not os.path.isdir(entry):
-        continue
-    seen.add(entry)
-    out["sys_path"].append(entry)
-    try:
-        listing = os.listdir(entry)
-    except OSError:
-        continue
-    meta = sorted(n for n in listing
-                  if n.endswith((".dist-info", ".egg-info")) and n.split("-")[0].lower() == "torch")
-    package = os.path.isfile(os.path.join(entry, "torch", "__init__.py"))
-    if meta or package:
-        info = build_info(os.path.join(entry, "torch", "version.py")) if package else None
-        out["torch_copies"].append({"location": entry, "package": package, "metadata": meta,
-                                    "version": (info or {}).get("__version__")})
-print(json.dumps(out))
-"""
-
-
 def gather_target(
     target: TargetEnv, family: Sequence[str], env: Optional[Mapping[str, str]] = None
 ) -> TargetFacts:
-    """Ask the target interpreter what it would import, as the user runs it.
+    """Ask the target interpreter what it would import, as the user runs it, and whether the
+    family's files are what their RECORD lists.
 
     Not isolated (no ``-I``): PYTHONPATH and the user site are exactly what puts a second
     torch in front of the environment's own.
     """
-    names = [canonicalize_name(name) for name in family]
-    try:
-        done = subprocess.run(
-            [str(target.python), "-c", _TARGET_PROBE, json.dumps(names)],
-            capture_output=True,
-            text=True,
-            timeout=_PROBE_TIMEOUT_S,
-            check=False,
-            env=None if env is None else dict(env),
+    names = [str(canonicalize_name(name)) for name in family]
+    view = read_import_view(target.python, names, env=env, verify=names)
+    packages = {
+        name: Package(
+            name=name,
+            version=build.version,
+            location=build.location,
+            build_info=build.build_info,
+            cuda=build.cuda,
+            hip=build.hip,
         )
-        data: dict[str, Any] = json.loads(done.stdout)
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        data = {}
-    packages: dict[str, Package] = {
-        str(canonicalize_name(name)): Package(
-            name=canonicalize_name(name),
-            version=str(info["version"]),
-            location=str(info["location"]),
-            build_info=bool(info.get("build_info")),
-            cuda=info.get("cuda"),
-            hip=info.get("hip"),
-        )
-        for name, info in data.get("packages", {}).items()
+        for name, build in view.family.items()
     }
-    copies = tuple(
-        TorchCopy(
-            location=str(c["location"]),
-            package=bool(c["package"]),
-            metadata=tuple(c["metadata"]),
-            version=c.get("version"),
-        )
-        for c in data.get("torch_copies", [])
-    )
     return TargetFacts(
         target=target,
         packages=packages,
-        torch_copies=copies,
-        sys_path=tuple(data.get("sys_path", [])),
-        user_site=data.get("user_site"),
-        conda=bool(data.get("conda")),
+        torch_copies=view.torch_copies,
+        sys_path=view.sys_path,
+        user_site=view.user_site,
+        conda=view.conda,
+        broken=view.broken,
     )
 
 
