@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pip_gpu.host import HostProfile
-from pip_gpu.lock import resolve as lock_module
+from pip_gpu.lock.choose import environment_marker
 from pip_gpu.lock.lockfile import (
     LockInputs,
     LockRecord,
@@ -77,7 +77,7 @@ def fixture_lock_text(
         {"packages": entries},
         {name: server.variant_url(variant) for name, _ in packages},
         record,
-        [lock_module._environment_marker(host)],
+        [environment_marker(host)],
     )
     return render_lock(document)
 

@@ -1218,7 +1218,7 @@ def check_lock(facts: Facts) -> Finding:
         return Finding("lock", OK, f"no pip-gpu lock (pylock.<variant>.toml) or uv.lock in {facts.cwd}")
     evidence = tuple(str(p) for p in locks)
     from ..errors import PipGpuError
-    from ..lock.resolve import check_environment
+    from ..lock.sync import check_environment
 
     try:
         result = check_environment(facts.cwd, facts.target.target, facts.host)

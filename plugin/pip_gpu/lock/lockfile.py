@@ -83,6 +83,7 @@ __all__ = [
     "lock_problems",
     "merge_resolutions",
     "read_lock",
+    "recorded_lines",
     "render_lock",
     "strip_credentials",
     "write_atomically",
@@ -336,6 +337,14 @@ def _strings(values: Iterable[Any]) -> list[str]:
     if not all(isinstance(v, str) for v in out):
         raise TypeError("expected a list of strings")
     return out
+
+
+def recorded_lines(lines: Iterable[Any]) -> tuple[str, ...]:
+    """A requirements file's parsed lines (:class:`pip_gpu.requirements.RequirementLine`) as a
+    lock records them: rendered, credentials removed."""
+    from ..requirements import render_line
+
+    return tuple(strip_credentials(render_line(line)) for line in lines)
 
 
 def lock_path(directory: Path, variant: str) -> Path:
