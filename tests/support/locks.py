@@ -23,6 +23,7 @@ from pip_gpu.lock.lockfile import (
     render_lock,
     write_lock,
 )
+from pip_gpu.variant import parse_variant
 from support.index import IndexServer
 
 __all__ = ["THIS_PYTHON", "fixture_lock", "fixture_lock_text"]
@@ -62,7 +63,7 @@ def fixture_lock_text(
     record = LockRecord(
         variant=variant,
         index=server.variant_url(variant),
-        cuda=None if variant == "cpu" else f"{variant[2:-1]}.{variant[-1]}",
+        cuda=parse_variant(variant).cuda,
         torch="2.5.1",
         torch_release="2.5",
         minimum_driver=(),

@@ -432,7 +432,10 @@ def lock_problems(
 
 def _label_problems(name: str, package: Package, files: Sequence[Any], variant: str) -> list[str]:
     """A family member whose version or file names carry another variant's local label."""
-    wanted = None if variant == "default" else variant.lower()
+    from ..variant import Variant
+
+    parsed = Variant.from_label(variant)  # None: a name pip-gpu cannot read, compared as it is
+    wanted = None if parsed is not None and not parsed.has_index else variant.lower()
     labels = []
     if package.version is not None:
         labels.append(("version", package.version.local))
@@ -451,7 +454,7 @@ def _label_problems(name: str, package: Package, files: Sequence[Any], variant: 
     for what, label in labels:
         # torch must carry the variant's label (the CPU index once served aarch64 wheels
         # without one); a companion may carry none, never another one
-        unlabelled_ok = name != "torch" or variant == "cpu"
+        unlabelled_ok = name != "torch" or (parsed is not None and parsed.kind == "cpu")
         if (label or None) != wanted and (label is not None or not unlabelled_ok):
             shown = f"+{label}" if label else "no local label"
             out.append(

@@ -16,13 +16,14 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
+from packaging.pylock import Package
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -52,11 +53,12 @@ from ..errors import (
     UsageError,
 )
 from ..host import HostFlags, HostProfile, format_compute_capability
-from ..knowledge import Knowledge, load_knowledge, variant_sort_key
+from ..knowledge import Knowledge, load_knowledge
 from ..requirements import (
     redact_url,
 )
-from ..route import InstallerCommand, Routing, family_from_elsewhere, uv_command
+from ..route import InstallerCommand, Routing, uv_command
+from ..variant import parse_variant
 from .choose import (
     combine_targets,
     environment_marker,
@@ -123,6 +125,10 @@ class LockOptions:
     host: HostFlags = field(default_factory=HostFlags)  # the GPU facts; targets come from above
 
 
+def _variant_order(name: str) -> tuple[int, tuple[int, ...]]:
+    return parse_variant(name).sort_key
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -140,6 +146,7 @@ class _Job:
     target: LockTarget
     previous: Optional[LockFile] = None  # the variant's current lock: its versions are preferred
     one_of_several: bool = False  # the variant is resolved for several targets
+    pre_routed: tuple[str, ...] = ()  # family members to route before the resolution shows them
 
 
 def _lock_targets(
@@ -271,10 +278,10 @@ def _variants_to_lock(
     cwd: Path,
 ) -> list[str]:
     if choice not in ("auto", "all"):
-        variants = [v.strip() for v in choice.split(",") if v.strip()]
+        variants = [parse_variant(v).name for v in choice.split(",") if v.strip()]
         if not variants:
             raise UsageError(f"--variants {choice!r} names no variant", "e.g. --variants cu121,cu124,cpu")
-        return sorted(set(variants), key=variant_sort_key)
+        return sorted(set(variants), key=_variant_order)
     plan = decide_for(
         (), (), host, pytorch_index=pytorch_index, cwd=cwd, context=_lock_context(), request_lines=request
     )
@@ -285,7 +292,7 @@ def _variants_to_lock(
                 published.update(published_variants(plan, host_at(host, target)))
         if not published:
             return published_variants(plan, host)  # the error, in words
-        return sorted(published, key=variant_sort_key)
+        return sorted(published, key=_variant_order)
     found = {lock.variant for lock in family}
     if plan.decision.ok and plan.decision.variant is not None:
         found.add(plan.decision.variant)
@@ -297,7 +304,7 @@ def _variants_to_lock(
         )
     else:
         _say(f"pip-gpu: note: no build runs on this host; re-locking {', '.join(sorted(found))}")
-    return sorted(found, key=variant_sort_key)
+    return sorted(found, key=_variant_order)
 
 
 def _fleet_variants(
@@ -332,7 +339,7 @@ def _fleet_variants(
     if pin not in requirement_args:
         requirement_args.append(pin)
     _say(f"pip-gpu: fleet plan: torch {plan.torch}, {', '.join(plan.variants)}")
-    return sorted(plan.variants, key=variant_sort_key)
+    return sorted(plan.variants, key=_variant_order)
 
 
 def published_variants(plan: Plan, host: HostProfile) -> list[str]:
@@ -351,7 +358,7 @@ def published_variants(plan: Plan, host: HostProfile) -> list[str]:
             continue
         variants = [b.variant for b in release.builds if b.platform == host.platform_tag]
         if variants:
-            return sorted(set(variants), key=variant_sort_key)
+            return sorted(set(variants), key=_variant_order)
     raise UsageError(
         f"no torch release matching the requirements publishes builds for {host.platform_tag} "
         f"and Python {host.python_version}",
@@ -432,6 +439,15 @@ def relock(
         targets=tuple(targets),
         pytorch_index=strip_credentials(jobs[0].plan.pytorch_index) if jobs else "",
     )
+    if not upgrade_packages:
+        # A re-lock of the same inputs resolves as before: the family members the last lock
+        # took from the variant index (torch's triton) are routed at once, in one uv run.
+        jobs = [
+            replace(job, pre_routed=_family_locked_for(job))
+            if job.previous is not None and job.previous.record.inputs_digest == inputs.digest()
+            else job
+            for job in jobs
+        ]
     upgrade_args = ["--upgrade"] if upgrade else []
     upgrade_args += [arg for name in upgrade_packages for arg in ("--upgrade-package", name)]
     uv = uv_binary()
@@ -545,7 +561,26 @@ def _resolve_shown(
         return _resolve(job, uv, upgrade_args, workdir)
 
 
-def _seed_preferences(job: _Job, pylock_out: Path, annotated_out: Path) -> None:
+def _previous_packages(job: _Job) -> list[Package]:
+    """The packages the variant's current lock holds for the job's target."""
+    if job.previous is None:
+        return []
+    values = dict(marker_values(job.host), extra="")
+    chosen = []
+    for package in job.previous.pylock.packages:
+        with contextlib.suppress(UndefinedComparison, UndefinedEnvironmentName):  # not for this target
+            if package.marker is None or package.marker.evaluate(values):
+                chosen.append(package)
+    return chosen
+
+
+def _family_locked_for(job: _Job) -> tuple[str, ...]:
+    """The torch-family members the variant's current lock holds for the job's target."""
+    names = {canonicalize_name(str(p.name)) for p in _previous_packages(job)}
+    return tuple(sorted(names & job.plan.family_names))
+
+
+def _seed_preferences(job: _Job, pylock_out: Path) -> None:
     """Put what the variant's lock holds for this target where uv writes, so that uv keeps
     those versions (uv reads an existing ``-o`` file, a ``pylock.toml`` included, as
     preferences; ``--upgrade``/``--upgrade-package`` override them).
@@ -553,15 +588,8 @@ def _seed_preferences(job: _Job, pylock_out: Path, annotated_out: Path) -> None:
     The file is filtered to this target's packages: uv would not tell two versions of one
     package apart by their markers.
     """
-    if job.previous is None:
-        return
-    values = dict(marker_values(job.host), extra="")
-    chosen = []
-    for package in job.previous.pylock.packages:
-        with contextlib.suppress(UndefinedComparison, UndefinedEnvironmentName):  # not a preference then
-            if package.marker is None or package.marker.evaluate(values):
-                chosen.append(package)
-    if not chosen:
+    chosen = _previous_packages(job)
+    if job.previous is None or not chosen:
         return
     document = dict(job.previous.pylock.to_dict())
     wanted = {(str(p.name), str(p.version)) for p in chosen}
@@ -571,32 +599,32 @@ def _seed_preferences(job: _Job, pylock_out: Path, annotated_out: Path) -> None:
     document.pop("environments", None)
     document.pop("tool", None)
     pylock_out.write_text(render_lock(document), encoding="utf-8")
-    annotated_out.write_text(
-        "".join(f"{p.name}=={p.version}\n" for p in chosen if p.version), encoding="utf-8"
-    )
 
 
 def _resolve(
     job: _Job, uv: str, upgrade_args: Sequence[str], workdir: Path
 ) -> tuple[Optional[dict[str, Any]], str]:
-    """Run uv for one variant: where each package comes from, then the PEP 751 lock.
+    """One uv run for one variant and target: the PEP 751 lock, and where each package came from.
 
-    uv's pylock output does not name indexes; its requirements output can
-    (``--emit-index-annotation``). A family member that output takes from another index
-    (torch's triton, a library's torchvision) is routed like a named one and the
-    resolution redone. Both runs read the same requirements with the same routing, so they
-    resolve alike; a difference means an index changed in between.
+    uv's pylock output names no index, but the routing settles where a package may come from:
+    a family member routed to the variant index (declared explicit, so it serves nothing
+    else) comes from it; every other package comes from your indexes, told apart by where its
+    files live (:func:`_user_index_of`). A family member the resolution pulls in from another
+    index (torch's triton) is routed like a named one and the resolution redone: the only
+    second run. Only when a file lives on none of the indexes pip-gpu knows of (a uv.toml
+    index, say) does a requirements-format run name the indexes, as uv sees them.
     """
     workdir.mkdir(parents=True)
     plan = job.plan
     index_args = user_index_args(os.environ)
     uv_platform = _UV_PLATFORMS[job.target.platform]
+    global_options = [opt for f in plan.files for opt in f.global_options]
 
     def compile_command(extra: list[str], pulled_in: Sequence[str]) -> InstallerCommand:
         routing = Routing(
             python=Path(sys.executable),
             variant_index=plan.decision.index_url,
-            global_options=[opt for f in plan.files for opt in f.global_options],
+            global_options=global_options,
             pins=rewrite_pins(plan),
             installer_args=[
                 "--quiet",
@@ -630,23 +658,138 @@ def _resolve(
         return ""
 
     lock_out = workdir / "pylock.toml"
-    annotated_out = workdir / "requirements.txt.out"
-    _seed_preferences(job, lock_out, annotated_out)
-    pulled_in: list[str] = []
+    _seed_preferences(job, lock_out)
+    pulled_in: list[str] = list(job.pre_routed)
     for _ in range(3):  # each round can only add family members; a few suffice
-        failure = run(compile_command(["--emit-index-annotation", "-o", str(annotated_out)], pulled_in))
+        command = compile_command(["--format", "pylock.toml", "-o", str(lock_out)], pulled_in)
+        failure = run(command)
         if failure:
             return None, failure
-        elsewhere = family_from_elsewhere(
-            annotated_out.read_text(encoding="utf-8"), plan.family_names, plan.decision.index_url
+        pylock = load_toml(lock_out.read_text(encoding="utf-8"), "uv's lock output")
+        routed = _routed_names(command, plan.family_names)
+        if routed is None:  # nothing routed by name: the variant index is one of the indexes
+            break
+        elsewhere = sorted(
+            name
+            for name in (canonicalize_name(str(p.get("name", ""))) for p in pylock.get("packages", []))
+            if name in plan.family_names and name not in routed
         )
         if not elsewhere or set(elsewhere) <= set(pulled_in):
             break
         pulled_in = sorted({*pulled_in, *elsewhere})
-    failure = run(compile_command(["--format", "pylock.toml", "-o", str(lock_out)], pulled_in))
+    candidates = _user_indexes(index_args, global_options)
+    if routed is None and plan.decision.index_url:
+        candidates = [plan.decision.index_url, *candidates]
+    indexes: dict[str, str] = {}
+    unknown = False
+    for package in pylock.get("packages", []):
+        name = canonicalize_name(str(package.get("name", "")))
+        if routed is not None and name in routed and plan.decision.index_url:
+            indexes[name] = plan.decision.index_url
+            continue
+        found = _index_of(_file_urls(package), candidates)
+        if found is None:
+            unknown = True
+            break
+        indexes[name] = found
+    if unknown:  # uv knows indexes pip-gpu does not: let it name them
+        failure, indexes = _annotated_indexes(compile_command, run, pulled_in, workdir, pylock, job.variant)
+        if failure:
+            return None, failure
+    return {"pylock": pylock, "indexes": indexes}, ""
+
+
+def _routed_names(command: InstallerCommand, family_names: frozenset[str]) -> Optional[set[str]]:
+    """The family names a ``uv pip compile`` command sends to the explicit variant index.
+
+    Read back from the generated project (``[tool.uv.sources]``), the one place that says.
+    None: the command routes nothing by name (hash-checking mode, or PyPI's own build), and
+    the variant index, if any, is searched like the others.
+    """
+    for path, content in command.files.items():
+        if path.name == "pyproject.toml":
+            sources = load_toml(content, "the generated family project").get("tool", {})
+            return {
+                canonicalize_name(name)
+                for name in sources.get("uv", {}).get("sources", {})
+                if canonicalize_name(name) in family_names
+            }
+    return None
+
+
+def _file_urls(package: Mapping[str, Any]) -> list[str]:
+    files = [*package.get("wheels", []), *[package[k] for k in ("sdist", "archive") if k in package]]
+    return [str(f["url"]) for f in files if isinstance(f, Mapping) and f.get("url")]
+
+
+def _user_indexes(index_args: Sequence[str], global_options: Sequence[tuple[str, ...]]) -> list[str]:
+    """The indexes (and find-links) uv searches besides the variant index, as pip-gpu knows
+    them: its own arguments, the requirement files' options and the ``UV_*`` variables; PyPI
+    when none of them names a default index."""
+    from ..decide.resolution import index_args_for
+
+    given = [*index_args, *(part for option in global_options for part in option)]
+    options = index_args_for("uv", given, os.environ)
+    urls = [
+        value
+        for option, value in zip(options, options[1:])
+        if option in ("--index-url", "--extra-index-url", "--find-links")
+    ]
+    if "--index-url" not in options:
+        urls.append("https://pypi.org/simple")
+    return list(dict.fromkeys(urls))
+
+
+def _index_of(urls: Sequence[str], candidates: Sequence[str]) -> Optional[str]:
+    """The index a package's files came from: the one on their host (or whose known file host
+    serves them) sharing the longest path with them; None when no index matches every file."""
+    from ..redact import url_origin
+    from .lockfile import FILE_HOSTS
+
+    if not urls:
+        return None
+    best: Optional[tuple[int, str]] = None
+    for candidate in candidates:
+        scheme, host, port = url_origin(strip_credentials(candidate))
+        score = 0
+        for url in urls:
+            file_scheme, file_host, file_port = url_origin(strip_credentials(url))
+            if file_scheme != scheme:
+                break
+            if (file_host, file_port) == (host, port):
+                score += len(os.path.commonpath([_path_of(url), _path_of(candidate)]))
+            elif file_host not in FILE_HOSTS.get(host, ()):
+                break
+        else:
+            if best is None or score > best[0]:
+                best = (score, candidate)
+    return best[1] if best else None
+
+
+def _path_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path or "/"
+
+
+def _annotated_indexes(
+    compile_command: Callable[[list[str], Sequence[str]], InstallerCommand],
+    run: Callable[[InstallerCommand], str],
+    pulled_in: Sequence[str],
+    workdir: Path,
+    pylock: Mapping[str, Any],
+    variant: str,
+) -> tuple[str, dict[str, str]]:
+    """uv's own word on each package's index (``--emit-index-annotation``), for a resolution
+    whose files pip-gpu cannot place; ("", indexes) or (the failure, {})."""
+    annotated_out = workdir / "requirements.txt.out"
+    annotated_out.write_text(
+        "".join(f"{p['name']}=={p['version']}\n" for p in pylock.get("packages", []) if p.get("version")),
+        encoding="utf-8",
+    )  # the lock's versions as preferences: the same resolution
+    failure = run(compile_command(["--emit-index-annotation", "-o", str(annotated_out)], pulled_in))
     if failure:
-        return None, failure
-    pylock = load_toml(lock_out.read_text(encoding="utf-8"), "uv's lock output")
+        return failure, {}
     indexes: dict[str, str] = {}
     pinned: dict[str, str] = {}
     current: Optional[str] = None
@@ -663,8 +806,8 @@ def _resolve(
         canonicalize_name(str(p["name"])): str(p.get("version", "")) for p in pylock.get("packages", [])
     }
     if any(pinned.get(name) not in (None, version) for name, version in locked.items()):
-        return None, f"{job.variant}: the indexes changed while locking; run pip-gpu lock again"
-    return {"pylock": pylock, "indexes": indexes}, ""
+        return f"{variant}: the indexes changed while locking; run pip-gpu lock again", {}
+    return "", indexes
 
 
 _UV_INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS")
@@ -768,7 +911,7 @@ def write_back_after_install(
             directory=cwd,
             requirement_args=requirement_args,
             files=files,
-            variants=sorted({lock.variant for lock in family}, key=variant_sort_key),
+            variants=sorted({lock.variant for lock in family}, key=_variant_order),
             host=host_at(host, recorded.targets[0]),
             pytorch_index=plan.pytorch_index,
             cwd=cwd,
