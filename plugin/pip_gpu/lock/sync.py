@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from packaging import tags
 from packaging.pylock import Package, PackageWheel
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .. import __version__
@@ -490,36 +490,119 @@ def _pip_sync(
     older pip. A requirements file of ``name @ url --hash=sha256:...`` lines installed with
     ``--no-deps --require-hashes`` is what a PEP 751 installer does: the exact files, checked
     against the lock's hashes, nothing resolved and no index consulted.
+
+    The files are downloaded first (``pip download``, hashes checked) and installed from
+    there, so that each wheel's own metadata is compared with the lock before anything
+    changes: a file named ``torch-2.5.1+cu124`` whose metadata says ``2.5.1+cpu`` is refused,
+    not installed and then found wrong.
     """
-    lines = [_pinned_line(package, installed.env) for package in selected(lock, installed.env)]
+    packages = selected(lock, installed.env)
+    lines = [_pinned_line(package, installed.env) for package in packages]
+    pip = (str(target.python), "-m", "pip")
     with tempfile.TemporaryDirectory(prefix="pip-gpu-sync-") as scratch:
         requirements = Path(scratch) / "locked-requirements.txt"
+        downloads = Path(scratch) / "files"
         run(
             InstallerCommand(
                 argv=(
-                    str(target.python),
-                    "-m",
-                    "pip",
-                    "install",
+                    *pip,
+                    "download",
                     "--no-deps",
                     "--require-hashes",
+                    "--dest",
+                    str(downloads),
                     "-r",
                     str(requirements),
                 ),
-                purpose=f"pip: installing exactly {lock.path.name}",
+                purpose=f"pip: downloading the files of {lock.path.name}",
                 files={requirements: "".join(f"{line}\n" for line in lines)},
             )
         )
+        found = _downloaded_wheels(downloads)
+        _check_contents(lock, packages, found)
+        local = Path(scratch) / "downloaded-requirements.txt"
+        run(
+            InstallerCommand(
+                argv=(*pip, "install", "--no-deps", "--require-hashes", "--no-index", "-r", str(local)),
+                purpose=f"pip: installing exactly {lock.path.name}",
+                files={
+                    local: "".join(f"{_local_line(p, found, line)}\n" for p, line in zip(packages, lines))
+                },
+            )
+        )
     # --no-deps installed exactly the listed packages: whatever else was there before stays.
-    listed = {str(p.name) for p in selected(lock, installed.env)}
+    listed = {str(p.name) for p in packages}
     extra = sorted(name for name in installed.dists if name not in listed | SEED_PACKAGES)
     if extra:
         run(
             InstallerCommand(
-                argv=(str(target.python), "-m", "pip", "uninstall", "--yes", *extra),
+                argv=(*pip, "uninstall", "--yes", *extra),
                 purpose=f"pip: removing what {lock.path.name} does not list",
             )
         )
+
+
+def _downloaded_wheels(folder: Path) -> dict[str, tuple[Path, Optional[str]]]:
+    """Each downloaded file by its project name: its path and the version its own metadata
+    states (wheels: ``*.dist-info/METADATA``; None for an sdist, whose metadata is built)."""
+    import zipfile
+    from email.parser import HeaderParser
+
+    found: dict[str, tuple[Path, Optional[str]]] = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.suffix != ".whl":  # an sdist: its metadata is built when it is installed
+            with contextlib.suppress(ValueError):
+                found.setdefault(str(parse_sdist_filename(path.name)[0]), (path, None))
+            continue
+        name = str(canonicalize_name(parse_wheel_filename(path.name)[0]))
+        version: Optional[str] = None
+        try:
+            with zipfile.ZipFile(path) as wheel:
+                entry = next(
+                    n for n in wheel.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+                )
+                headers = HeaderParser().parsestr(wheel.read(entry).decode("utf-8", errors="replace"))
+            name = str(canonicalize_name(headers.get("Name", name)))
+            version = headers.get("Version")
+        except (OSError, zipfile.BadZipFile, StopIteration, KeyError):
+            version = "unreadable"
+        found[name] = (path, version)
+    return found
+
+
+def _check_contents(
+    lock: LockFile, packages: Sequence[Package], found: Mapping[str, tuple[Path, Optional[str]]]
+) -> None:
+    """Refuse, before installing, files whose own metadata is not the locked project and version."""
+    problems = []
+    for package in packages:
+        name = str(canonicalize_name(str(package.name)))
+        if name not in found:
+            problems.append(f"{name}'s file was not downloaded, or its metadata names another project")
+            continue
+        version = found[name][1]
+        if (
+            version is not None
+            and package.version is not None
+            and not _same_version(version, str(package.version))
+        ):
+            problems.append(
+                f"{name}'s file {found[name][0].name} holds {name} {version}, "
+                f"not the locked {package.version}"
+            )
+    if problems:
+        raise UsageError(
+            f"{lock.path.name}: " + "; ".join(problems) + "; nothing was installed",
+            "the index serves files that are not what their names and the lock say: fix the index "
+            "(or --pytorch-index), then re-resolve with pip-gpu lock",
+        )
+
+
+def _local_line(package: Package, found: Mapping[str, tuple[Path, Optional[str]]], line: str) -> str:
+    """The locked line with the downloaded file in place of the URL (the same hashes)."""
+    path = found[str(canonicalize_name(str(package.name)))][0]
+    hashes = line.split(" ", 3)[3] if line.count(" ") >= 3 else ""
+    return f"{package.name} @ {path.resolve().as_uri()} {hashes}".rstrip()
 
 
 def _pinned_line(package: Package, env: Mapping[str, str]) -> str:
