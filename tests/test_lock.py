@@ -191,7 +191,7 @@ def test_variants_all_is_every_build_the_release_publishes(tmp_path: Path) -> No
     release = load_knowledge().release("2.5")
     assert release is not None
     expected = {b.variant for b in release.builds if b.platform == "linux-x86_64"}
-    assert set(lock_module._published_variants(plan, host)) == expected
+    assert set(lock_module.published_variants(plan, host)) == expected
     assert {"cpu", "cu121", "cu124"} <= expected
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import sys
 import tempfile
@@ -18,8 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
-
-from packaging.utils import canonicalize_name
 
 from .decide.plan import Plan, decide_for, rewrite_pins
 from .detect.target import (
@@ -43,6 +40,7 @@ from .route import (
     InstallerCommand,
     Routing,
     family_files_from_report,
+    family_from_elsewhere,
     pip_command,
     pip_family_probe,
     pip_hashed_command,
@@ -219,7 +217,7 @@ def run_install(args: argparse.Namespace) -> int:
     if not args.dry_run and not getattr(args, "no_lock", False):
         from .lock.resolve import write_back_after_install
 
-        write_back_after_install(args, plan, host, cwd)
+        write_back_after_install(args.requirements, args.requirement, plan, host, cwd)
     return EXIT_OK
 
 
@@ -327,10 +325,6 @@ def _read_report(path: Path) -> dict[str, Any]:
     return data
 
 
-_FROM_RE = re.compile(r"^\s+#\s+from\s+(\S+)")
-_PINNED_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==")
-
-
 def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
     """Family members uv would take from an index other than the variant index.
 
@@ -352,27 +346,6 @@ def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
         to_stderr=True,
     )
     return family_from_elsewhere(out.read_text(encoding="utf-8"), plan.family_names, routing.variant_index)
-
-
-def family_from_elsewhere(
-    annotated: str, family_names: frozenset[str], variant_index: Optional[str]
-) -> list[str]:
-    """Family members a ``--emit-index-annotation`` resolution takes from another index."""
-    elsewhere: list[str] = []
-    current: Optional[str] = None
-    for line in annotated.splitlines():
-        pinned = _PINNED_RE.match(line)
-        if pinned:
-            current = canonicalize_name(pinned.group(1))
-            continue
-        found = _FROM_RE.match(line)
-        if (
-            found
-            and current in family_names
-            and found.group(1).rstrip("/") != (variant_index or "").rstrip("/")
-        ):
-            elsewhere.append(current)
-    return sorted(set(elsewhere))
 
 
 # uv pip install options that uv pip compile does not take.

@@ -27,6 +27,7 @@ Everything here is pure: it builds argument lists and file contents; ``install``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
     "InstallerCommand",
     "Routing",
     "family_files_from_report",
+    "family_from_elsewhere",
     "family_project",
     "pip_command",
     "pip_family_probe",
@@ -94,6 +96,31 @@ class Routing:
     pins: dict[str, RewritePin]  # how family requirements are rewritten
     installer_args: Sequence[str]  # the user's own installer options
     workdir: Path  # where the generated requirements files go
+
+
+_FROM_RE = re.compile(r"^\s+#\s+from\s+(\S+)")
+_PINNED_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==")
+
+
+def family_from_elsewhere(
+    annotated: str, family_names: frozenset[str], variant_index: Optional[str]
+) -> list[str]:
+    """Family members a ``--emit-index-annotation`` resolution takes from another index."""
+    elsewhere: list[str] = []
+    current: Optional[str] = None
+    for line in annotated.splitlines():
+        pinned = _PINNED_RE.match(line)
+        if pinned:
+            current = canonicalize_name(pinned.group(1))
+            continue
+        found = _FROM_RE.match(line)
+        if (
+            found
+            and current in family_names
+            and found.group(1).rstrip("/") != (variant_index or "").rstrip("/")
+        ):
+            elsewhere.append(current)
+    return sorted(set(elsewhere))
 
 
 def split_installer_args(args: Sequence[str]) -> tuple[list[str], list[str]]:

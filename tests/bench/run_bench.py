@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "plugin"))
 
 from support.fake_nvml import A100, FakeGpu, build_fake_nvml, nvml_env, write_nvml_profile  # noqa: E402
-from support.index import build_index, pip_env, serve, uv_bin, uv_env, venv_python  # noqa: E402
+from support.index import IndexServer, build_index, pip_env, serve, uv_bin, uv_env, venv_python  # noqa: E402
 
 PY = sys.executable
 PIP_GPU = [PY, "-m", "pip_gpu"]
@@ -183,6 +183,7 @@ class Setting:
     uv: str
     pip_template: Path  # a `python -m venv` venv, copied for each pip run
     counter: int = 0
+    server: Optional[IndexServer] = None  # the fixture index (row 5b slows it down)
 
     def fresh(self, name: str) -> Path:
         self.counter += 1
@@ -241,7 +242,7 @@ def make_setting(root: Path) -> tuple[Setting, object]:
         raise NotMeasurable(f"the commands would run {where or 'no pip_gpu'}, not this checkout's plugin/")
     template = root / "pip-template"
     run([PY, "-m", "venv", str(template)], env)
-    setting = Setting(root, server.pytorch_url, server.pypi_url, nvml_dir, env, uv, template)
+    setting = Setting(root, server.pytorch_url, server.pypi_url, nvml_dir, env, uv, template, server=server)
     return setting, server_cm
 
 
@@ -539,6 +540,28 @@ def row_lock(s: Setting, rounds: int) -> Row:
     except NotMeasurable as error:
         return Row("5", what, target="<= 0.60x", error=str(error))
     return ratio_row("5", what, base, cand, 0.60)
+
+
+SLOW_INDEX_DELAY_S = 0.05
+
+
+def row_lock_slow_index(s: Setting, rounds: int) -> Row:
+    """5b. Row 5 with every index request answered 50 ms late (a distant index): where resolving
+    outweighs pip-gpu's own fixed cost, one uv run per variant, run side by side, should show."""
+    what = (
+        f"lock, index {SLOW_INDEX_DELAY_S * 1000:.0f} ms a request: `pip-gpu lock --variants "
+        f"{','.join(LOCK_VARIANTS)}` vs 3 sequential `uv pip compile`"
+    )
+    if s.server is None:
+        return Row("5b", what, target="<= 0.60x", error="no fixture index to slow down")
+    s.server.delay_s = SLOW_INDEX_DELAY_S
+    try:
+        base, cand = interleaved(compile_by_hand(s, LOCK_VARIANTS), pip_gpu_lock(s, LOCK_VARIANTS), rounds)
+    except NotMeasurable as error:
+        return Row("5b", what, target="<= 0.60x", error=str(error))
+    finally:
+        s.server.delay_s = 0.0
+    return ratio_row("5b", what, base, cand, 0.60)
 
 
 def row_sync(s: Setting, rounds: int) -> Row:
@@ -1019,6 +1042,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ("3", lambda: [row_install(setting, args.install_rounds, "uv")]),
                 ("4", lambda: [row_install(setting, args.install_rounds, "pip")]),
                 ("5", lambda: [row_lock(setting, args.install_rounds)]),
+                ("5b", lambda: [row_lock_slow_index(setting, args.install_rounds)]),
                 ("6", lambda: [row_sync(setting, args.install_rounds)]),
                 ("7", lambda: row_scale(setting, max(5, args.rounds // 2), max(3, args.install_rounds - 2))),
                 ("8", row_correctness),

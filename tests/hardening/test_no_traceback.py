@@ -14,7 +14,7 @@ from support.index import IndexServer
 from support.locks import fixture_lock_text
 from test_bad_input import NOWHERE, command_line
 
-import pip_gpu.lock.resolve as lock_module
+import pip_gpu.lock.sync as lock_module
 from pip_gpu import cli
 
 BAD_URL = "http://[::1"

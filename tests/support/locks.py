@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pip_gpu.host import HostProfile
-from pip_gpu.lock import resolve as lock_module
+from pip_gpu.lock.choose import environment_marker
 from pip_gpu.lock.lockfile import (
     LockInputs,
     LockRecord,
@@ -23,6 +23,7 @@ from pip_gpu.lock.lockfile import (
     render_lock,
     write_lock,
 )
+from pip_gpu.variant import parse_variant
 from support.index import IndexServer
 
 __all__ = ["THIS_PYTHON", "fixture_lock", "fixture_lock_text"]
@@ -62,7 +63,7 @@ def fixture_lock_text(
     record = LockRecord(
         variant=variant,
         index=server.variant_url(variant),
-        cuda=None if variant == "cpu" else f"{variant[2:-1]}.{variant[-1]}",
+        cuda=parse_variant(variant).cuda,
         torch="2.5.1",
         torch_release="2.5",
         minimum_driver=(),
@@ -77,7 +78,7 @@ def fixture_lock_text(
         {"packages": entries},
         {name: server.variant_url(variant) for name, _ in packages},
         record,
-        [lock_module._environment_marker(host)],
+        [environment_marker(host)],
     )
     return render_lock(document)
 

@@ -92,9 +92,9 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     from ..install import add_install_parser
 
     add_install_parser(commands, add_host_flags, add_decision_flags)
-    from ..lock.resolve import add_lock_parsers
+    from . import lock as lock_cli
 
-    add_lock_parsers(commands, add_host_flags, add_decision_flags)
+    lock_cli.add_lock_parsers(commands, add_host_flags, add_decision_flags)
 
     from ..shims import add_shim_parser
     from ..uv_project import add_uv_parser

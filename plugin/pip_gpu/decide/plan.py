@@ -42,7 +42,7 @@ from .rules import (
     request_from_requirements,
 )
 
-__all__ = ["Plan", "decide_for", "marker_environment", "rewrite_pins"]
+__all__ = ["Plan", "RequestLines", "decide_for", "marker_environment", "read_request", "rewrite_pins"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,34 @@ def marker_environment(host: HostProfile) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class RequestLines:
+    """The requirements of one request, read once: the command line's, then each file's."""
+
+    lines: tuple[RequirementLine, ...]  # command line, then each file's lines (flattened)
+    files: tuple[RequirementFile, ...]
+
+
+def read_request(
+    requirement_args: Sequence[str],
+    requirement_files: Sequence[str],
+    cwd: Path,
+    constraint_files: Sequence[str] = (),
+) -> RequestLines:
+    """Parse the command line's requirements and read each requirements and constraints file."""
+    lines = list(parse_requirement_args(requirement_args))
+    files: list[RequirementFile] = []
+    for path in requirement_files:
+        parsed = read_requirements_file(cwd / path)
+        files.append(parsed)
+        lines.extend(parsed.lines)
+    for path in constraint_files:
+        parsed = read_requirements_file(cwd / path, constraint=True)
+        files.append(parsed)
+        lines.extend(parsed.lines)
+    return RequestLines(tuple(lines), tuple(files))
+
+
 def decide_for(
     requirement_args: Sequence[str],
     requirement_files: Sequence[str],
@@ -101,8 +129,12 @@ def decide_for(
     knowledge: Optional[Knowledge] = None,
     offline: bool = False,
     context: Optional[ResolutionContext] = None,
+    request_lines: Optional[RequestLines] = None,
 ) -> Plan:
     """Read the requirements and settings, and decide for ``host``.
+
+    ``request_lines``: the requirements already read (:func:`read_request`), for a caller that
+    decides several times for one request (``lock``: once per variant and target).
 
     ``context``: the target and the user's indexes, to read what the other requirements need
     of torch and what is installed (``install`` gives it; without it only the family lines and
@@ -113,16 +145,10 @@ def decide_for(
     env = os.environ if env is None else env
     knowledge = knowledge or load_knowledge()
     config = load_project_config(cwd)
-    lines = list(parse_requirement_args(requirement_args))
-    files: list[RequirementFile] = []
-    for path in requirement_files:
-        parsed = read_requirements_file(cwd / path)
-        files.append(parsed)
-        lines.extend(parsed.lines)
-    for path in constraint_files:
-        parsed = read_requirements_file(cwd / path, constraint=True)
-        files.append(parsed)
-        lines.extend(parsed.lines)
+    if request_lines is None:
+        request_lines = read_request(requirement_args, requirement_files, cwd, constraint_files)
+    lines = list(request_lines.lines)
+    files = list(request_lines.files)
 
     family_names = frozenset(canonicalize_name(m.name) for m in knowledge.family)
     markers = marker_environment(host)

@@ -29,7 +29,7 @@ from ..knowledge import Knowledge
 from ..variant import Variant
 
 if TYPE_CHECKING:
-    from ..lock.resolve import LockCheck
+    from ..lock.sync import LockCheck
 
 __all__ = [
     "DEFAULT_IMPORT_TIMEOUT_S",
@@ -397,7 +397,7 @@ def gather_lock(directory: Path, target: TargetEnv, host: HostProfile) -> Option
     if not files:
         return None
     from ..errors import PipGpuError
-    from ..lock.resolve import check_environment
+    from ..lock.sync import check_environment
 
     try:
         return LockFacts(files, check_environment(directory, target, host))

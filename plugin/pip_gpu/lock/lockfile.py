@@ -83,6 +83,7 @@ __all__ = [
     "lock_problems",
     "merge_resolutions",
     "read_lock",
+    "recorded_lines",
     "render_lock",
     "strip_credentials",
     "write_atomically",
@@ -338,6 +339,14 @@ def _strings(values: Iterable[Any]) -> list[str]:
     return out
 
 
+def recorded_lines(lines: Iterable[Any]) -> tuple[str, ...]:
+    """A requirements file's parsed lines (:class:`pip_gpu.requirements.RequirementLine`) as a
+    lock records them: rendered, credentials removed."""
+    from ..requirements import render_line
+
+    return tuple(strip_credentials(render_line(line)) for line in lines)
+
+
 def lock_path(directory: Path, variant: str) -> Path:
     """``pylock.<variant>.toml``; PEP 751 forbids dots in the name, so rocm6.2 -> rocm6-2."""
     return directory / f"pylock.{variant.replace('.', '-')}.toml"
@@ -423,7 +432,10 @@ def lock_problems(
 
 def _label_problems(name: str, package: Package, files: Sequence[Any], variant: str) -> list[str]:
     """A family member whose version or file names carry another variant's local label."""
-    wanted = None if variant == "default" else variant.lower()
+    from ..variant import Variant
+
+    parsed = Variant.from_label(variant)  # None: a name pip-gpu cannot read, compared as it is
+    wanted = None if parsed is not None and not parsed.has_index else variant.lower()
     labels = []
     if package.version is not None:
         labels.append(("version", package.version.local))
@@ -442,7 +454,7 @@ def _label_problems(name: str, package: Package, files: Sequence[Any], variant: 
     for what, label in labels:
         # torch must carry the variant's label (the CPU index once served aarch64 wheels
         # without one); a companion may carry none, never another one
-        unlabelled_ok = name != "torch" or variant == "cpu"
+        unlabelled_ok = name != "torch" or (parsed is not None and parsed.kind == "cpu")
         if (label or None) != wanted and (label is not None or not unlabelled_ok):
             shown = f"+{label}" if label else "no local label"
             out.append(

@@ -1,21 +1,16 @@
-"""``pip-gpu lock``, ``sync`` and ``check``: the decision written down for a team, and enforced.
+"""``pip-gpu lock``: resolve the whole environment once per variant and write the lock files.
 
-* ``lock`` resolves the whole environment once per variant with uv (``uv pip compile --format
-  pylock.toml``), routed as ``pip-gpu install`` routes (the torch family from the variant index,
-  declared explicit; everything else from the user's indexes, pip's configuration included
-  when uv has none), for the target Python and platform, and writes one
-  standard PEP 751 file per variant through :mod:`pip_gpu.lock.lockfile`.
-* ``sync`` picks the locked variant this host runs, by the same rules as ``install``
-  restricted to the locked variants, installs exactly that file with hash checking, removes
-  what it does not list, and records what it installed in the environment.
-* ``check`` says, in words, how the environment differs from the lock this host should use.
+``lock`` resolves with uv (``uv pip compile --format pylock.toml``), routed as ``pip-gpu
+install`` routes (the torch family from the variant index, declared explicit; everything else
+from the user's indexes, pip's configuration included when uv has none), for the target
+Python and platform, and writes one standard PEP 751 file per variant through
+:mod:`pip_gpu.lock.lockfile`. ``sync`` and ``check`` (:mod:`pip_gpu.lock.sync`) install and
+compare them.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -27,12 +22,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from packaging import tags
 from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
-from packaging.pylock import Package, PackageWheel
+from packaging.pylock import Package
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from .. import __version__
 from ..children import (
@@ -45,33 +39,34 @@ from ..children import (
 from ..config import load_project_config
 from ..decide.plan import (
     Plan,
+    RequestLines,
     decide_for,
-    marker_environment,
+    read_request,
     rewrite_pins,
 )
-from ..decide.rules import (
-    Decision,
-    Policy,
-    decide,
-    request_from_requirements,
-)
-from ..detect.target import TargetEnv, add_target_flags, find_target
+from ..decide.rules import request_from_requirements
+from ..detect.target import find_target
 from ..errors import (
-    EXIT_CHECK_FAILED,
     EXIT_OK,
     NoBuildRuns,
     PipGpuError,
     UsageError,
 )
-from ..host import HostProfile, format_compute_capability
-from ..knowledge import Knowledge, load_knowledge, variant_sort_key
+from ..host import HostFlags, HostProfile, format_compute_capability
+from ..knowledge import Knowledge, load_knowledge
 from ..requirements import (
-    read_regular_file,
-    read_requirements_file,
     redact_url,
-    render_line,
 )
 from ..route import InstallerCommand, Routing, uv_command
+from ..variant import parse_variant
+from .choose import (
+    combine_targets,
+    environment_marker,
+    host_at,
+    marker_values,
+    platform_marker,
+    target_of,
+)
 from .lockfile import (
     LockFile,
     LockInputs,
@@ -81,21 +76,24 @@ from .lockfile import (
     load_toml,
     lock_document,
     lock_path,
-    lock_problems,
     merge_resolutions,
     read_lock,
+    recorded_lines,
     render_lock,
     strip_credentials,
-    write_atomically,
     write_locks,
 )
 
-__all__ = ["add_lock_parsers", "run_check", "run_lock", "run_sync", "write_back_after_install"]
+__all__ = [
+    "LockOptions",
+    "lock",
+    "pip_index_settings",
+    "published_variants",
+    "relock",
+    "user_index_args",
+    "write_back_after_install",
+]
 
-SYNC_RECORD = "pip-gpu-sync.json"
-PROBE_TIMEOUT_S = 60
-# What `uv pip sync` leaves in place although no lock lists it: the environment's own tools.
-_SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
 # uv's --python-platform for each platform key of the knowledge file.
 _UV_PLATFORMS = {
     "linux-x86_64": "x86_64-unknown-linux-gnu",
@@ -107,94 +105,28 @@ _UV_PLATFORMS = {
 }
 
 
-def add_lock_parsers(
-    commands: Any, add_host_flags: Callable[..., None], add_decision_flags: Callable[..., None]
-) -> None:
-    lock = commands.add_parser(
-        "lock",
-        help="write PEP 751 lock files, one per torch build (pylock.cu124.toml, pylock.cpu.toml)",
-        description=(
-            "Resolve the whole environment once per variant, the torch family routed to that "
-            "variant's index, and write pylock.<variant>.toml for each into the project folder. "
-            "Without requirements, re-lock from the inputs the folder's locks record."
-        ),
-        epilog=(
-            "--variants: auto (this host's build plus the variants already locked here), all "
-            "(every build the chosen torch release publishes for the platform), or a list such as "
-            "cu121,cu124,cpu.\n"
-            "targets: --platform, --arch and --python-version take several values (repeated or "
-            "comma-separated); every combination is a target, and each file covers every target its "
-            "variant is published for. Without them: [tool.pip-gpu] targets in pyproject.toml "
-            '(e.g. ["linux-x86_64-3.10", "windows-x86_64-3.11"]), else the targets the locks '
-            "record, else this host and the target Python."
-        ),
-    )
-    lock.add_argument("requirements", nargs="*", metavar="REQUIREMENT")
-    lock.add_argument(
-        "-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file"
-    )
-    lock.add_argument("--variants", metavar="auto|all|LIST", help="which builds to lock (default: auto)")
-    lock.add_argument("--output-dir", metavar="DIR", help="where the lock files go (default: .)")
-    lock.add_argument(
-        "--fleet",
-        action="append",
-        default=[],
-        metavar="NODES",
-        help="lock exactly the variants `pip-gpu fleet plan --nodes NODES` plans, for its one torch release",
-    )
-    lock.add_argument(
-        "--upgrade",
-        "-U",
-        action="store_true",
-        help="take the newest allowed versions (without it, a re-lock keeps what the locks hold)",
-    )
-    lock.add_argument(
-        "--upgrade-package",
-        "-P",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="take the newest allowed version of this package only; repeat for several",
-    )
-    add_host_flags(lock, many=True)
-    add_decision_flags(lock)
-    lock.set_defaults(handler=run_lock)
+@dataclass(frozen=True)
+class LockOptions:
+    """``pip-gpu lock``: what to lock, for which variants and targets, and where."""
 
-    sync = commands.add_parser(
-        "sync",
-        help="install exactly the lock file of the build that runs here",
-        description=(
-            "Choose the locked variant this host runs (newest CUDA the driver and every GPU "
-            "support), install exactly its lock file with hash checking, and remove what it does "
-            "not list. Exit status 2, with nothing changed, when no locked variant runs here."
-        ),
-    )
-    _add_lock_dir(sync)
-    sync.add_argument("--installer", choices=("pip", "uv"), help="default: uv when the target has no pip")
-    add_target_flags(sync)
-    sync.add_argument("--locked", action="store_true", help="refuse a lock that its inputs no longer match")
-    add_host_flags(sync)
-    sync.set_defaults(handler=run_sync)
-
-    check = commands.add_parser(
-        "check",
-        help="fail when the environment is not the lock this host should use",
-        description=(
-            "Exit 0 only when the target environment holds exactly the packages of the lock file "
-            "chosen for this host (same versions and local labels, files as their RECORD lists), "
-            "the last sync finished, and this host runs that build; otherwise exit 1 and say what "
-            "differs. Host flags answer for another host."
-        ),
-    )
-    _add_lock_dir(check)
-    add_target_flags(check)
-    check.add_argument("--json", action="store_true", help="print JSON")
-    add_host_flags(check)
-    check.set_defaults(handler=run_check)
+    cwd: Path
+    requirements: tuple[str, ...] = ()
+    requirement_files: tuple[str, ...] = ()  # relative to cwd
+    variants: Optional[str] = None  # "auto" | "all" | "cu121,cu124,cpu"; None: --variant, else auto
+    variant: Optional[str] = None  # --variant: one variant
+    output_dir: Optional[str] = None
+    fleet: tuple[str, ...] = ()  # node files: lock what their fleet plan names
+    upgrade: bool = False
+    upgrade_packages: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()  # every combination of these is a target
+    arches: tuple[str, ...] = ()
+    python_versions: tuple[str, ...] = ()
+    pytorch_index: Optional[str] = None
+    host: HostFlags = field(default_factory=HostFlags)  # the GPU facts; targets come from above
 
 
-def _add_lock_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lock-dir", metavar="DIR", help="folder holding pylock.<variant>.toml (default: .)")
+def _variant_order(name: str) -> tuple[int, tuple[int, ...]]:
+    return parse_variant(name).sort_key
 
 
 def _say(message: str) -> None:
@@ -214,58 +146,32 @@ class _Job:
     target: LockTarget
     previous: Optional[LockFile] = None  # the variant's current lock: its versions are preferred
     one_of_several: bool = False  # the variant is resolved for several targets
-
-
-def _target_of(host: HostProfile) -> LockTarget:
-    return LockTarget.make(host.os, host.arch, host.python_version, "host")
-
-
-def _host_for(host: HostProfile, target: LockTarget) -> HostProfile:
-    return host.with_changes(os=target.os, arch=target.arch, python_version=target.python_version)
+    pre_routed: tuple[str, ...] = ()  # family members to route before the resolution shows them
 
 
 def _lock_targets(
-    args: argparse.Namespace, recorded: Optional[LockInputs], host: HostProfile, cwd: Path
+    options: LockOptions, recorded: Optional[LockInputs], host: HostProfile
 ) -> list[LockTarget]:
     """What to lock for: every combination of the flags' values; a dimension no flag names
     comes from ``[tool.pip-gpu] targets``, else the recorded targets, else this host (and the
     target interpreter's Python)."""
-    configured = load_project_config(cwd).targets
+    configured = load_project_config(options.cwd).targets
     if configured:
         base = [LockTarget.parse(t, "[tool.pip-gpu] targets") for t in configured]
     elif recorded is not None:
         base = list(recorded.targets)
     else:
-        python = find_target(None, cwd, os.environ).python_version
+        python = find_target(None, options.cwd, os.environ).python_version
         base = [LockTarget.make(host.os, host.arch, python, "this host")]
-    platforms, arches, pythons = args.platform or [], args.arch or [], args.python_version or []
-    if not (platforms or arches or pythons):
-        return sorted(set(base))
-    if not platforms and not arches:
-        places = sorted({(t.os, t.arch) for t in base})
-    else:
-        os_names = platforms or sorted({t.os for t in base})
-        arch_names = arches or [None]
-        places = []
-        for os_name in os_names:
-            for arch in arch_names:
-                if arch is None:  # the platform's architecture in the base targets, else this host's
-                    known = sorted({t.arch for t in base if t.os == os_name})
-                    default = host.arch if os_name != "macos" or host.arch != "x86_64" else "arm64"
-                    places += [(os_name, a) for a in (known or [default])]
-                else:
-                    places.append((os_name, arch))
-    versions = pythons or sorted({t.python_version for t in base})
-    return sorted(
-        {LockTarget.make(o, a, v, "--platform/--arch/--python-version") for o, a in places for v in versions}
-    )
+    return combine_targets(base, options.platforms, options.arches, options.python_versions, host)
 
 
-def run_lock(args: argparse.Namespace) -> int:
-    from ..cli.flags import host_from_args
+def lock(options: LockOptions) -> int:
+    """Resolve and write ``pylock.<variant>.toml`` for each variant the options name."""
+    from ..detect import host_for
 
-    cwd = Path.cwd()
-    directory = (cwd / args.output_dir) if args.output_dir else cwd
+    cwd = options.cwd
+    directory = (cwd / options.output_dir) if options.output_dir else cwd
     try:
         directory.mkdir(parents=True, exist_ok=True)
         # Refused now, before minutes of resolving: a folder that takes no new file (/proc, a
@@ -274,15 +180,15 @@ def run_lock(args: argparse.Namespace) -> int:
             pass
     except OSError as exc:
         raise UsageError(
-            f"--output-dir {args.output_dir or directory}: cannot use it for lock files: "
+            f"--output-dir {options.output_dir or directory}: cannot use it for lock files: "
             f"{exc.strerror or exc}",
             "name a folder you can write to (it is created when missing)",
         ) from None
     family = find_lock_family(directory)
     recorded = family[0].record.inputs if family else None
-    if args.requirements or args.requirement:
-        requirement_args = list(args.requirements)
-        files = [_relative(cwd / path, directory) for path in args.requirement]
+    if options.requirements or options.requirement_files:
+        requirement_args = list(options.requirements)
+        files = [_relative(cwd / path, directory) for path in options.requirement_files]
     elif recorded is not None:
         requirement_args = list(recorded.requirements)
         files = [path for path, _ in recorded.files]
@@ -292,32 +198,34 @@ def run_lock(args: argparse.Namespace) -> int:
             "name requirements, e.g. pip-gpu lock -r requirements.in",
         )
     # The GPU facts come from the flags or this machine; the targets are chosen below.
-    this_host = host_from_args(
-        argparse.Namespace(**{**vars(args), "platform": None, "arch": None, "python_version": None})
-    )
-    targets = _lock_targets(args, recorded, this_host, cwd)
+    this_host = host_for(replace(options.host, platform=None, arch=None, python_version=None))
+    targets = _lock_targets(options, recorded, this_host)
+    pytorch_index = options.pytorch_index
     configured_index = os.environ.get("PIP_GPU_PYTORCH_INDEX") or load_project_config(cwd).pytorch_index
-    if (
-        args.pytorch_index is None
-        and not configured_index
-        and recorded is not None
-        and recorded.pytorch_index
-    ):
-        args.pytorch_index = recorded.pytorch_index  # a re-lock reads the index it recorded
-    host = _host_for(this_host, targets[0])
+    if pytorch_index is None and not configured_index and recorded is not None and recorded.pytorch_index:
+        pytorch_index = recorded.pytorch_index  # a re-lock reads the index it recorded
+    host = host_at(this_host, targets[0])
     knowledge = load_knowledge()
-    if args.fleet:
-        variants = _fleet_variants(args, requirement_args, files, directory, host)
+    if options.fleet:
+        if options.variants or options.variant:
+            raise UsageError(
+                "--fleet chooses the variants itself", "drop --variants/--variant, or drop --fleet"
+            )
+        variants = _fleet_variants(
+            options.fleet, requirement_args, files, directory, host, pytorch_index, cwd
+        )
+        request = read_request(requirement_args, [str(directory / f) for f in files], cwd)
     else:
+        # Read once: every decision below (one per variant and target) uses these lines.
+        request = read_request(requirement_args, [str(directory / f) for f in files], cwd)
         variants = _variants_to_lock(
-            args.variants or args.variant or "auto",
-            requirement_args,
-            files,
-            directory,
+            options.variants or options.variant or "auto",
+            request,
             host,
-            args,
+            pytorch_index,
             family,
             targets,
+            cwd,
         )
     written = relock(
         directory=directory,
@@ -325,12 +233,13 @@ def run_lock(args: argparse.Namespace) -> int:
         files=files,
         variants=variants,
         host=host,
-        pytorch_index=args.pytorch_index,
+        pytorch_index=pytorch_index,
         cwd=cwd,
         knowledge=knowledge,
         targets=targets,
-        upgrade=args.upgrade,
-        upgrade_packages=args.upgrade_package,
+        upgrade=options.upgrade,
+        upgrade_packages=options.upgrade_packages,
+        request=request,
     )
     new_digest = written[0].record.inputs_digest if written else None
     for other in find_lock_family(directory):
@@ -361,35 +270,29 @@ def _relative(path: Path, directory: Path) -> str:
 
 def _variants_to_lock(
     choice: str,
-    requirement_args: Sequence[str],
-    files: Sequence[str],
-    directory: Path,
+    request: RequestLines,
     host: HostProfile,
-    args: argparse.Namespace,
+    pytorch_index: Optional[str],
     family: Sequence[LockFile],
-    targets: Sequence[LockTarget] = (),
+    targets: Sequence[LockTarget],
+    cwd: Path,
 ) -> list[str]:
     if choice not in ("auto", "all"):
-        variants = [v.strip() for v in choice.split(",") if v.strip()]
+        variants = [parse_variant(v).name for v in choice.split(",") if v.strip()]
         if not variants:
             raise UsageError(f"--variants {choice!r} names no variant", "e.g. --variants cu121,cu124,cpu")
-        return sorted(set(variants), key=variant_sort_key)
+        return sorted(set(variants), key=_variant_order)
     plan = decide_for(
-        requirement_args,
-        [str(directory / f) for f in files],
-        host,
-        pytorch_index=args.pytorch_index,
-        cwd=Path.cwd(),
-        context=_lock_context(),
+        (), (), host, pytorch_index=pytorch_index, cwd=cwd, context=_lock_context(), request_lines=request
     )
     if choice == "all":
         published: set[str] = set()
-        for target in targets or [_target_of(host)]:
+        for target in targets or [target_of(host)]:
             with contextlib.suppress(UsageError):  # a target nothing is published for: noted later
-                published.update(_published_variants(plan, _host_for(host, target)))
+                published.update(published_variants(plan, host_at(host, target)))
         if not published:
-            return _published_variants(plan, host)  # the error, in words
-        return sorted(published, key=variant_sort_key)
+            return published_variants(plan, host)  # the error, in words
+        return sorted(published, key=_variant_order)
     found = {lock.variant for lock in family}
     if plan.decision.ok and plan.decision.variant is not None:
         found.add(plan.decision.variant)
@@ -401,30 +304,30 @@ def _variants_to_lock(
         )
     else:
         _say(f"pip-gpu: note: no build runs on this host; re-locking {', '.join(sorted(found))}")
-    return sorted(found, key=variant_sort_key)
+    return sorted(found, key=_variant_order)
 
 
 def _fleet_variants(
-    args: argparse.Namespace,
+    node_files: Sequence[str],
     requirement_args: list[str],
     files: Sequence[str],
     directory: Path,
     host: HostProfile,
+    pytorch_index: Optional[str],
+    cwd: Path,
 ) -> list[str]:
     """The variants a fleet plan names; the requirements gain the plan's one torch release so
     that every variant's lock holds the same torch (and a re-lock reproduces it)."""
     from ..fleet import FleetPlanOptions, make_fleet_plan
 
-    if args.variants or args.variant:
-        raise UsageError("--fleet chooses the variants itself", "drop --variants/--variant, or drop --fleet")
     plan = make_fleet_plan(
         FleetPlanOptions(
             requirements=tuple(requirement_args),
             requirement_files=tuple(str(directory / f) for f in files),
-            node_files=tuple(Path(p) for p in args.fleet),
+            node_files=tuple(Path(p) for p in node_files),
             python_version=host.python_version,
-            pytorch_index=args.pytorch_index,
-            cwd=Path.cwd(),
+            pytorch_index=pytorch_index,
+            cwd=cwd,
         )
     )
     if plan.torch is None or not plan.variants:
@@ -436,10 +339,10 @@ def _fleet_variants(
     if pin not in requirement_args:
         requirement_args.append(pin)
     _say(f"pip-gpu: fleet plan: torch {plan.torch}, {', '.join(plan.variants)}")
-    return sorted(plan.variants, key=variant_sort_key)
+    return sorted(plan.variants, key=_variant_order)
 
 
-def _published_variants(plan: Plan, host: HostProfile) -> list[str]:
+def published_variants(plan: Plan, host: HostProfile) -> list[str]:
     """Every build of the newest release the requirements admit, for the target platform."""
     knowledge = plan.knowledge
     requirements = [
@@ -455,7 +358,7 @@ def _published_variants(plan: Plan, host: HostProfile) -> list[str]:
             continue
         variants = [b.variant for b in release.builds if b.platform == host.platform_tag]
         if variants:
-            return sorted(set(variants), key=variant_sort_key)
+            return sorted(set(variants), key=_variant_order)
     raise UsageError(
         f"no torch release matching the requirements publishes builds for {host.platform_tag} "
         f"and Python {host.python_version}",
@@ -476,21 +379,24 @@ def relock(
     targets: Sequence[LockTarget] = (),
     upgrade: bool = False,
     upgrade_packages: Sequence[str] = (),
+    request: Optional[RequestLines] = None,
 ) -> list[LockFile]:
     """Decide, resolve (concurrently, once per variant and target) and write
     ``pylock.<variant>.toml`` for each variant, covering every target it is published for.
 
     Without ``upgrade``, each resolution prefers the versions the variant's current lock holds
     for that target. Nothing is written unless every covered target of every variant resolves.
+    ``request``: ``requirement_args`` and ``files`` already read (they are read here otherwise).
     """
     from ..installers import uv_binary
 
     knowledge = knowledge or load_knowledge()
-    targets = sorted(set(targets)) or [_target_of(host)]
+    targets = sorted(set(targets)) or [target_of(host)]
     for target in targets:
         if target.platform not in _UV_PLATFORMS:
             raise UsageError(f"cannot lock for {target.platform}", "use --platform linux, windows or macos")
-    absolute_files = [str(directory / f) for f in files]
+    if request is None:
+        request = read_request(requirement_args, [str(directory / f) for f in files], cwd)
     current = {lock.variant: lock for lock in find_lock_family(directory)} if not upgrade else {}
     jobs: list[_Job] = []
     not_covered: dict[str, list[tuple[LockTarget, str]]] = {}
@@ -498,21 +404,20 @@ def relock(
     for variant in variants:
         for target in targets:
             plan = decide_for(
-                requirement_args,
-                absolute_files,
-                _host_for(host, target),
+                (),
+                (),
+                host_at(host, target),
                 variant=variant,
                 force=True,  # a lock is for the fleet: the build must exist, not run here
                 pytorch_index=pytorch_index,
                 cwd=cwd,
                 knowledge=knowledge,
                 context=_lock_context(),
+                request_lines=request,
             )
             if plan.decision.ok:
                 jobs.append(
-                    _Job(
-                        variant, plan, _host_for(host, target), target, current.get(variant), len(targets) > 1
-                    )
+                    _Job(variant, plan, host_at(host, target), target, current.get(variant), len(targets) > 1)
                 )
             else:
                 assert plan.decision.blocker is not None
@@ -530,10 +435,19 @@ def relock(
             _say(f"pip-gpu: note: {lock_path(directory, variant).name} does not cover {target}: {why}")
     inputs = LockInputs(
         requirements=tuple(strip_credentials(r) for r in requirement_args),
-        files=tuple((f, _file_lines(directory / f)) for f in files),
+        files=tuple((f, recorded_lines(read.lines)) for f, read in zip(files, request.files)),
         targets=tuple(targets),
         pytorch_index=strip_credentials(jobs[0].plan.pytorch_index) if jobs else "",
     )
+    if not upgrade_packages:
+        # A re-lock of the same inputs resolves as before: the family members the last lock
+        # took from the variant index (torch's triton) are routed at once, in one uv run.
+        jobs = [
+            replace(job, pre_routed=_family_locked_for(job))
+            if job.previous is not None and job.previous.record.inputs_digest == inputs.digest()
+            else job
+            for job in jobs
+        ]
     upgrade_args = ["--upgrade"] if upgrade else []
     upgrade_args += [arg for name in upgrade_packages for arg in ("--upgrade-package", name)]
     uv = uv_binary()
@@ -558,7 +472,7 @@ def relock(
         merged = merge_resolutions(
             [
                 (
-                    (_platform_marker(job.host), job.target.python_version),
+                    (platform_marker(job.host), job.target.python_version),
                     resolved["pylock"],
                     resolved["indexes"],
                 )
@@ -573,7 +487,7 @@ def relock(
             targets=tuple(job.target for job, _ in parts),
             not_covered=tuple(not_covered.get(variant, [])),
         )
-        document = lock_document(merged, {}, record, [_environment_marker(job.host) for job, _ in parts])
+        document = lock_document(merged, {}, record, [environment_marker(job.host) for job, _ in parts])
         texts.append((lock_path(directory, variant), render_lock(document)))
         merged_by_variant.append(merged)
     # every file, or (a full disk, or a lock sync would refuse) none
@@ -591,22 +505,6 @@ def relock(
         )
         written.append(lock)
     return written
-
-
-def _file_lines(path: Path) -> tuple[str, ...]:
-    return tuple(strip_credentials(render_line(line)) for line in read_requirements_file(path).lines)
-
-
-def _platform_marker(host: HostProfile) -> str:
-    values = marker_environment(host)
-    return (
-        f"sys_platform == '{values['sys_platform']}' and platform_machine == '{values['platform_machine']}'"
-    )
-
-
-def _environment_marker(host: HostProfile) -> str:
-    """The PEP 751 ``environments`` entry of one target."""
-    return f"{_platform_marker(host)} and python_version == '{marker_environment(host)['python_version']}'"
 
 
 def _version_of(pylock: Mapping[str, Any], name: str) -> Optional[str]:
@@ -663,7 +561,26 @@ def _resolve_shown(
         return _resolve(job, uv, upgrade_args, workdir)
 
 
-def _seed_preferences(job: _Job, pylock_out: Path, annotated_out: Path) -> None:
+def _previous_packages(job: _Job) -> list[Package]:
+    """The packages the variant's current lock holds for the job's target."""
+    if job.previous is None:
+        return []
+    values = dict(marker_values(job.host), extra="")
+    chosen = []
+    for package in job.previous.pylock.packages:
+        with contextlib.suppress(UndefinedComparison, UndefinedEnvironmentName):  # not for this target
+            if package.marker is None or package.marker.evaluate(values):
+                chosen.append(package)
+    return chosen
+
+
+def _family_locked_for(job: _Job) -> tuple[str, ...]:
+    """The torch-family members the variant's current lock holds for the job's target."""
+    names = {canonicalize_name(str(p.name)) for p in _previous_packages(job)}
+    return tuple(sorted(names & job.plan.family_names))
+
+
+def _seed_preferences(job: _Job, pylock_out: Path) -> None:
     """Put what the variant's lock holds for this target where uv writes, so that uv keeps
     those versions (uv reads an existing ``-o`` file, a ``pylock.toml`` included, as
     preferences; ``--upgrade``/``--upgrade-package`` override them).
@@ -671,16 +588,8 @@ def _seed_preferences(job: _Job, pylock_out: Path, annotated_out: Path) -> None:
     The file is filtered to this target's packages: uv would not tell two versions of one
     package apart by their markers.
     """
-    if job.previous is None:
-        return
-    values = dict(marker_environment(job.host), extra="")
-    values.setdefault("python_full_version", f"{values['python_version']}.0")
-    chosen = []
-    for package in job.previous.pylock.packages:
-        with contextlib.suppress(UndefinedComparison, UndefinedEnvironmentName):  # not a preference then
-            if package.marker is None or package.marker.evaluate(values):
-                chosen.append(package)
-    if not chosen:
+    chosen = _previous_packages(job)
+    if job.previous is None or not chosen:
         return
     document = dict(job.previous.pylock.to_dict())
     wanted = {(str(p.name), str(p.version)) for p in chosen}
@@ -690,34 +599,32 @@ def _seed_preferences(job: _Job, pylock_out: Path, annotated_out: Path) -> None:
     document.pop("environments", None)
     document.pop("tool", None)
     pylock_out.write_text(render_lock(document), encoding="utf-8")
-    annotated_out.write_text(
-        "".join(f"{p.name}=={p.version}\n" for p in chosen if p.version), encoding="utf-8"
-    )
 
 
 def _resolve(
     job: _Job, uv: str, upgrade_args: Sequence[str], workdir: Path
 ) -> tuple[Optional[dict[str, Any]], str]:
-    """Run uv for one variant: where each package comes from, then the PEP 751 lock.
+    """One uv run for one variant and target: the PEP 751 lock, and where each package came from.
 
-    uv's pylock output does not name indexes; its requirements output can
-    (``--emit-index-annotation``). A family member that output takes from another index
-    (torch's triton, a library's torchvision) is routed like a named one and the
-    resolution redone. Both runs read the same requirements with the same routing, so they
-    resolve alike; a difference means an index changed in between.
+    uv's pylock output names no index, but the routing settles where a package may come from:
+    a family member routed to the variant index (declared explicit, so it serves nothing
+    else) comes from it; every other package comes from your indexes, told apart by where its
+    files live (:func:`_user_index_of`). A family member the resolution pulls in from another
+    index (torch's triton) is routed like a named one and the resolution redone: the only
+    second run. Only when a file lives on none of the indexes pip-gpu knows of (a uv.toml
+    index, say) does a requirements-format run name the indexes, as uv sees them.
     """
-    from ..install import family_from_elsewhere
-
     workdir.mkdir(parents=True)
     plan = job.plan
     index_args = user_index_args(os.environ)
     uv_platform = _UV_PLATFORMS[job.target.platform]
+    global_options = [opt for f in plan.files for opt in f.global_options]
 
     def compile_command(extra: list[str], pulled_in: Sequence[str]) -> InstallerCommand:
         routing = Routing(
             python=Path(sys.executable),
             variant_index=plan.decision.index_url,
-            global_options=[opt for f in plan.files for opt in f.global_options],
+            global_options=global_options,
             pins=rewrite_pins(plan),
             installer_args=[
                 "--quiet",
@@ -751,23 +658,138 @@ def _resolve(
         return ""
 
     lock_out = workdir / "pylock.toml"
-    annotated_out = workdir / "requirements.txt.out"
-    _seed_preferences(job, lock_out, annotated_out)
-    pulled_in: list[str] = []
+    _seed_preferences(job, lock_out)
+    pulled_in: list[str] = list(job.pre_routed)
     for _ in range(3):  # each round can only add family members; a few suffice
-        failure = run(compile_command(["--emit-index-annotation", "-o", str(annotated_out)], pulled_in))
+        command = compile_command(["--format", "pylock.toml", "-o", str(lock_out)], pulled_in)
+        failure = run(command)
         if failure:
             return None, failure
-        elsewhere = family_from_elsewhere(
-            annotated_out.read_text(encoding="utf-8"), plan.family_names, plan.decision.index_url
+        pylock = load_toml(lock_out.read_text(encoding="utf-8"), "uv's lock output")
+        routed = _routed_names(command, plan.family_names)
+        if routed is None:  # nothing routed by name: the variant index is one of the indexes
+            break
+        elsewhere = sorted(
+            name
+            for name in (canonicalize_name(str(p.get("name", ""))) for p in pylock.get("packages", []))
+            if name in plan.family_names and name not in routed
         )
         if not elsewhere or set(elsewhere) <= set(pulled_in):
             break
         pulled_in = sorted({*pulled_in, *elsewhere})
-    failure = run(compile_command(["--format", "pylock.toml", "-o", str(lock_out)], pulled_in))
+    candidates = _user_indexes(index_args, global_options)
+    if routed is None and plan.decision.index_url:
+        candidates = [plan.decision.index_url, *candidates]
+    indexes: dict[str, str] = {}
+    unknown = False
+    for package in pylock.get("packages", []):
+        name = canonicalize_name(str(package.get("name", "")))
+        if routed is not None and name in routed and plan.decision.index_url:
+            indexes[name] = plan.decision.index_url
+            continue
+        found = _index_of(_file_urls(package), candidates)
+        if found is None:
+            unknown = True
+            break
+        indexes[name] = found
+    if unknown:  # uv knows indexes pip-gpu does not: let it name them
+        failure, indexes = _annotated_indexes(compile_command, run, pulled_in, workdir, pylock, job.variant)
+        if failure:
+            return None, failure
+    return {"pylock": pylock, "indexes": indexes}, ""
+
+
+def _routed_names(command: InstallerCommand, family_names: frozenset[str]) -> Optional[set[str]]:
+    """The family names a ``uv pip compile`` command sends to the explicit variant index.
+
+    Read back from the generated project (``[tool.uv.sources]``), the one place that says.
+    None: the command routes nothing by name (hash-checking mode, or PyPI's own build), and
+    the variant index, if any, is searched like the others.
+    """
+    for path, content in command.files.items():
+        if path.name == "pyproject.toml":
+            sources = load_toml(content, "the generated family project").get("tool", {})
+            return {
+                canonicalize_name(name)
+                for name in sources.get("uv", {}).get("sources", {})
+                if canonicalize_name(name) in family_names
+            }
+    return None
+
+
+def _file_urls(package: Mapping[str, Any]) -> list[str]:
+    files = [*package.get("wheels", []), *[package[k] for k in ("sdist", "archive") if k in package]]
+    return [str(f["url"]) for f in files if isinstance(f, Mapping) and f.get("url")]
+
+
+def _user_indexes(index_args: Sequence[str], global_options: Sequence[tuple[str, ...]]) -> list[str]:
+    """The indexes (and find-links) uv searches besides the variant index, as pip-gpu knows
+    them: its own arguments, the requirement files' options and the ``UV_*`` variables; PyPI
+    when none of them names a default index."""
+    from ..decide.resolution import index_args_for
+
+    given = [*index_args, *(part for option in global_options for part in option)]
+    options = index_args_for("uv", given, os.environ)
+    urls = [
+        value
+        for option, value in zip(options, options[1:])
+        if option in ("--index-url", "--extra-index-url", "--find-links")
+    ]
+    if "--index-url" not in options:
+        urls.append("https://pypi.org/simple")
+    return list(dict.fromkeys(urls))
+
+
+def _index_of(urls: Sequence[str], candidates: Sequence[str]) -> Optional[str]:
+    """The index a package's files came from: the one on their host (or whose known file host
+    serves them) sharing the longest path with them; None when no index matches every file."""
+    from ..redact import url_origin
+    from .lockfile import FILE_HOSTS
+
+    if not urls:
+        return None
+    best: Optional[tuple[int, str]] = None
+    for candidate in candidates:
+        scheme, host, port = url_origin(strip_credentials(candidate))
+        score = 0
+        for url in urls:
+            file_scheme, file_host, file_port = url_origin(strip_credentials(url))
+            if file_scheme != scheme:
+                break
+            if (file_host, file_port) == (host, port):
+                score += len(os.path.commonpath([_path_of(url), _path_of(candidate)]))
+            elif file_host not in FILE_HOSTS.get(host, ()):
+                break
+        else:
+            if best is None or score > best[0]:
+                best = (score, candidate)
+    return best[1] if best else None
+
+
+def _path_of(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path or "/"
+
+
+def _annotated_indexes(
+    compile_command: Callable[[list[str], Sequence[str]], InstallerCommand],
+    run: Callable[[InstallerCommand], str],
+    pulled_in: Sequence[str],
+    workdir: Path,
+    pylock: Mapping[str, Any],
+    variant: str,
+) -> tuple[str, dict[str, str]]:
+    """uv's own word on each package's index (``--emit-index-annotation``), for a resolution
+    whose files pip-gpu cannot place; ("", indexes) or (the failure, {})."""
+    annotated_out = workdir / "requirements.txt.out"
+    annotated_out.write_text(
+        "".join(f"{p['name']}=={p['version']}\n" for p in pylock.get("packages", []) if p.get("version")),
+        encoding="utf-8",
+    )  # the lock's versions as preferences: the same resolution
+    failure = run(compile_command(["--emit-index-annotation", "-o", str(annotated_out)], pulled_in))
     if failure:
-        return None, failure
-    pylock = load_toml(lock_out.read_text(encoding="utf-8"), "uv's lock output")
+        return failure, {}
     indexes: dict[str, str] = {}
     pinned: dict[str, str] = {}
     current: Optional[str] = None
@@ -784,8 +806,8 @@ def _resolve(
         canonicalize_name(str(p["name"])): str(p.get("version", "")) for p in pylock.get("packages", [])
     }
     if any(pinned.get(name) not in (None, version) for name, version in locked.items()):
-        return None, f"{job.variant}: the indexes changed while locking; run pip-gpu lock again"
-    return {"pylock": pylock, "indexes": indexes}, ""
+        return f"{variant}: the indexes changed while locking; run pip-gpu lock again", {}
+    return "", indexes
 
 
 _UV_INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS")
@@ -855,693 +877,30 @@ def pip_index_settings(env: Mapping[str, str]) -> dict[str, list[str]]:
     return settings
 
 
-# --- choosing the lock for a host ------------------------------------------------------------
-
-
-def _read_family(directory: Path) -> list[LockFile]:
-    family = find_lock_family(directory)
-    if not family:
-        raise UsageError(
-            f"no pip-gpu lock files (pylock.<variant>.toml) in {directory}",
-            "write them with pip-gpu lock -r requirements.in",
-        )
-    return family
-
-
-def _torch_requirement(record: LockRecord) -> Requirement:
-    return Requirement(f"torch=={record.torch}" if record.torch else f"torch=={record.torch_release}.*")
-
-
-@dataclass(frozen=True)
-class _Choice:
-    lock: Optional[LockFile]
-    decision: Decision  # the (last) decision made; its candidates explain the locked variants
-
-
-def choose_lock(
-    family: Sequence[LockFile], host: HostProfile, knowledge: Knowledge, directory: Path
-) -> _Choice:
-    """The core's rules restricted to the locked variants: newest CUDA that runs here."""
-    config = load_project_config(directory)
-    by_release: dict[str, list[LockFile]] = {}
-    for lock in family:
-        by_release.setdefault(str(_torch_requirement(lock.record)), []).append(lock)
-    best: Optional[tuple[LockFile, Decision]] = None
-    last: Optional[Decision] = None
-    for requirement, locks in sorted(by_release.items()):
-        request = request_from_requirements([Requirement(requirement)], knowledge)
-        policy = Policy(
-            allowed_variants=frozenset(lock.variant for lock in locks),
-            preferred_variant=config.preferred_variant,
-        )
-        decision = decide(request, host, knowledge, policy=policy)
-        last = decision
-        if not decision.ok:
-            continue
-        chosen = next(lock for lock in locks if lock.variant == decision.variant)
-        if best is None or variant_sort_key(chosen.variant) > variant_sort_key(best[0].variant):
-            best = (chosen, decision)
-    if best is not None:
-        return _Choice(best[0], best[1])
-    assert last is not None
-    return _Choice(None, last)
-
-
-def _why_not(lock: LockFile, host: HostProfile, knowledge: Knowledge) -> str:
-    """Why this host cannot run the locked build, in the words a person would use."""
-    record = lock.record
-    request = request_from_requirements([_torch_requirement(record)], knowledge)
-    decision = decide(request, host, knowledge, policy=Policy(allowed_variants=frozenset({record.variant})))
-    reasons = [c.reason for c in decision.candidates if c.variant == record.variant and not c.ok]
-    if not _covers(lock, host):
-        return f"it is locked for {', '.join(map(str, record.covered))} and this host is {_target_of(host)}"
-    if not reasons:
-        return f"pip-gpu knows no {record.variant} build of torch {record.torch or record.torch_release}"
-    reason = reasons[0]
-    if reason.startswith("driver ") and host.driver_version:
-        max_cuda = knowledge.max_cuda_for_driver(host.driver_version)
-        minimum = knowledge.minimum_driver_for(record.cuda, host.os) if record.cuda else None
-        if max_cuda:
-            needs = f" ({record.variant} needs >= {minimum})" if minimum else ""
-            return f"this driver ({host.driver_version}) supports CUDA <= {max_cuda}{needs}"
-    return reason
-
-
-def _no_variant_runs(
-    family: Sequence[LockFile], host: HostProfile, knowledge: Knowledge, directory: Path
-) -> NoBuildRuns:
-    locked = sorted({lock.variant for lock in family}, key=variant_sort_key)
-    reasons = "; ".join(f"{lock.variant}: {_why_not(lock, host, knowledge)}" for lock in family)
-    record = family[0].record
-    request = request_from_requirements([_torch_requirement(record)], knowledge)
-    unrestricted = decide(request, host, knowledge)
-    where = "" if directory.resolve() == Path.cwd().resolve() else f" --output-dir {directory}"
-    if unrestricted.ok and unrestricted.variant is not None:
-        variants = sorted({*locked, unrestricted.variant}, key=variant_sort_key)
-        hint = (
-            f"lock a build that runs here: pip-gpu lock --variants {','.join(variants)}{where}"
-            f" (torch {record.torch or record.torch_release} -> {unrestricted.variant})"
-        )
-    else:
-        assert unrestricted.blocker is not None
-        hint = unrestricted.blocker.hint
-    return NoBuildRuns(f"no locked variant ({', '.join(locked)}) runs on this host: {reasons}", hint)
-
-
-def _covers(lock: LockFile, host: HostProfile) -> bool:
-    """The lock is resolved for this host's platform, architecture and Python."""
-    return _target_of(host) in lock.record.covered
-
-
-def _not_covered(family: Sequence[LockFile], host: HostProfile, directory: Path) -> UsageError:
-    """No lock of the family is resolved for this host's target: which are, and the command
-    that adds this one (every combination of the flags is locked, the old targets included)."""
-    here = _target_of(host)
-    covered = sorted({t for lock in family for t in lock.record.covered})
-    requested = sorted({*family[0].record.inputs.targets, here})
-    flags = [f"--platform {o}" for o in sorted({t.os for t in requested})]
-    arches = sorted({t.arch for t in requested})
-    if len(arches) > 1 or arches != [_target_of(host).arch]:
-        flags += [f"--arch {a}" for a in arches]
-    flags += [f"--python-version {v}" for v in sorted({t.python_version for t in requested})]
-    where = "" if directory.resolve() == Path.cwd().resolve() else f" --output-dir {directory}"
-    return UsageError(
-        f"the locks in {directory} cover {', '.join(map(str, covered))}, not this host ({here})",
-        f"add it: pip-gpu lock {' '.join(flags)}{where}",
-    )
-
-
-# --- the target environment ------------------------------------------------------------------
-
-_ENV_PROBE = r"""
-import importlib.metadata as md, json, os, platform, re, sys
-def fmt(info):
-    v = "%d.%d.%d" % (info.major, info.minor, info.micro)
-    if info.releaselevel != "final":
-        v += info.releaselevel[0] + str(info.serial)
-    return v
-env = {
-    "implementation_name": sys.implementation.name,
-    "implementation_version": fmt(sys.implementation.version),
-    "os_name": os.name,
-    "platform_machine": platform.machine(),
-    "platform_release": platform.release(),
-    "platform_system": platform.system(),
-    "platform_version": platform.version(),
-    "python_full_version": platform.python_version(),
-    "platform_python_implementation": platform.python_implementation(),
-    "python_version": ".".join(platform.python_version_tuple()[:2]),
-    "sys_platform": sys.platform,
-}
-verify = set(json.loads(sys.argv[1])) if len(sys.argv) > 1 else set()
-dists, broken = {}, {}
-for dist in md.distributions():
-    name = dist.metadata["Name"]
-    # pip renames a folder it is replacing to "~orch-..." and leaves it when killed: not torch
-    if not name or os.path.basename(str(getattr(dist, "_path", ""))).startswith("~"):
-        continue
-    key = re.sub(r"[-_.]+", "-", name).lower()
-    if key in dists:
-        continue
-    dists[key] = dist.version
-    if key not in verify:
-        continue
-    missing = changed = total = 0
-    for entry in dist.files or ():
-        if "__pycache__" in entry.parts:
-            continue
-        total += 1
-        try:
-            size = os.stat(entry.locate()).st_size
-        except OSError:
-            missing += 1
-            continue
-        if entry.size is not None and size != entry.size:
-            changed += 1
-    if dist.files is None:
-        broken[key] = "its RECORD is missing"
-    elif missing or changed:
-        broken[key] = (
-            f"{missing} of its {total} files are missing and {changed} differ in size from its RECORD"
-        )
-print(json.dumps({"env": env, "dists": dists, "broken": broken}))
-"""
-
-
-@dataclass(frozen=True)
-class _Installed:
-    """The target's PEP 508 marker values and its installed distributions."""
-
-    env: dict[str, str]
-    dists: dict[str, str]
-    broken: dict[str, str] = field(default_factory=dict)  # name -> how its files differ from RECORD
-
-
-def _probe_installed(python: Path, verify: Sequence[str] = ()) -> _Installed:
-    """Marker values and distributions of the target; ``verify``: check those against RECORD."""
-    try:
-        done = subprocess.run(
-            [str(python), "-I", "-c", _ENV_PROBE, json.dumps(sorted(verify))],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise PipGpuError(
-            f"{python} did not list its installed packages within {PROBE_TIMEOUT_S} s",
-            "check that it is a working Python interpreter (--python)",
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"cannot run {python}: {exc.strerror or exc}", "check --python") from None
-    try:
-        data = json.loads(done.stdout)
-        return _Installed(
-            env={str(k): str(v) for k, v in data["env"].items()},
-            dists={str(k): str(v) for k, v in data["dists"].items()},
-            broken={str(k): str(v) for k, v in data["broken"].items()},
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        detail = done.stderr.strip() or f"it printed {done.stdout.strip()[:80]!r}"
-        raise PipGpuError(
-            f"could not read the installed packages of {python}: {detail}",
-            "check that it is a working Python interpreter (--python)",
-        ) from None
-
-
-def _reread(target: TargetEnv, before: _Installed) -> _Installed:
-    """The distributions after an install, read from site-packages: no interpreter started."""
-    if not target.site_packages:
-        return _probe_installed(target.python)
-    from importlib import metadata
-
-    dists: dict[str, str] = {}
-    for dist in metadata.distributions(path=[str(p) for p in target.site_packages]):
-        name = dist.metadata["Name"]
-        if name and not os.path.basename(str(getattr(dist, "_path", ""))).startswith("~"):
-            dists.setdefault(canonicalize_name(name), dist.version)
-    return _Installed(env=before.env, dists=dists)
-
-
-def _selected(lock: LockFile, env: Mapping[str, str]) -> list[Package]:
-    """The lock's packages whose markers hold in the target environment."""
-    values = dict(env, extra="")
-    return [p for p in lock.pylock.packages if p.marker is None or p.marker.evaluate(values)]
-
-
-def _same_version(a: Optional[str], b: Optional[str]) -> bool:
-    if a is None or b is None:
-        return a is b
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
-
-
-def differences(
-    lock: LockFile, installed: _Installed, names: Optional[frozenset[str]] = None, *, runs_here: bool = True
-) -> list[str]:
-    """Each way the environment differs from the lock, in words; ``names`` limits the packages.
-
-    ``runs_here``: the lock is the one chosen for this host (else only the one the environment
-    was synced from, and it is not called this machine's).
-    """
-    wanted = {
-        str(p.name): str(p.version) if p.version is not None else None
-        for p in _selected(lock, installed.env)
-        if names is None or p.name in names
-    }
-    have = {
-        name: version
-        for name, version in installed.dists.items()
-        # pip, setuptools and wheel come with a venv: they count only where the lock lists them
-        # (torch itself requires setuptools on some Pythons)
-        if (names is None and (name not in _SEED_PACKAGES or name in wanted))
-        or (names is not None and name in names)
-    }
-    this = f"the lock for this machine ({lock.path.name})" if runs_here else lock.path.name
-    out: list[str] = []
-    for name in sorted(set(wanted) | set(have)):
-        want, got = wanted.get(name), have.get(name)
-        if name in wanted and name in have and (want is None or _same_version(want, got)):
-            continue
-        if name not in have:
-            out.append(
-                f"{name} {want} is not installed; {this} wants it"
-                if want
-                else f"{name} is not installed; {this} wants it"
-            )
-        elif name not in wanted:
-            out.append(f"{name} {got} is installed, but {this} does not list it")
-        else:
-            out.append(f"{name} {got} is installed; {this} wants {want}")
-    return out
-
-
-def _stale(family: Sequence[LockFile], directory: Path) -> list[str]:
-    """Why the lock family no longer matches its recorded inputs (empty: it does)."""
-    reasons: list[str] = []
-    digests = {lock.record.inputs_digest for lock in family}
-    if len(digests) > 1:
-        reasons.append(
-            "the lock files were made from different inputs ("
-            + ", ".join(
-                f"{lock.path.name}"
-                for lock in family
-                if lock.record.inputs_digest != family[0].record.inputs_digest
-            )
-            + f" differ from {family[0].path.name})"
-        )
-    for lock in family:
-        inputs = lock.record.inputs
-        files = []
-        for path, _ in inputs.files:
-            try:
-                files.append((path, _file_lines(directory / path)))
-            except UsageError:
-                reasons.append(f"{path}, recorded in {lock.path.name}, cannot be read")
-                files.append((path, ()))
-        current = replace(inputs, files=tuple(files)).digest()
-        if current != lock.record.inputs_digest:
-            changed = [p for (p, old), (_, new) in zip(inputs.files, files) if old != new]
-            what = (
-                f"{', '.join(changed)} changed" if changed else "its recorded inputs do not match its digest"
-            )
-            reasons.append(f"{lock.path.name} is stale: {what} since it was locked")
-    return list(dict.fromkeys(reasons))
-
-
-def _target_and_host(args: argparse.Namespace, installing: bool = False) -> tuple[TargetEnv, HostProfile]:
-    from ..cli.flags import host_from_args
-
-    target = find_target(args.python, Path.cwd(), os.environ, system=args.system, installing=installing)
-    if args.python_version is None:
-        args.python_version = target.python_version
-    return target, host_from_args(args)
-
-
-# --- sync ------------------------------------------------------------------------------------
-
-
-def run_sync(args: argparse.Namespace) -> int:
-    from ..installers import choose_installer, run_command
-
-    directory = (Path.cwd() / args.lock_dir) if args.lock_dir else Path.cwd()
-    family = _read_family(directory)
-    target, host = _target_and_host(args, installing=True)
-    knowledge = load_knowledge()
-    stale = _stale(family, directory)
-    if stale and args.locked:
-        raise UsageError(
-            "--locked: " + "; ".join(stale), "re-resolve with pip-gpu lock, or sync without --locked"
-        )
-    for reason in stale:
-        _say(f"pip-gpu: warning: {reason}")
-    covering = [lock for lock in family if _covers(lock, host)]
-    if not covering:
-        refused = _not_covered(family, host, directory)
-        raise UsageError(f"{refused.message}; nothing was changed", refused.hint)
-    choice = choose_lock(covering, host, knowledge, directory)
-    if choice.lock is None:
-        raise _no_variant_runs(covering, host, knowledge, directory)
-    lock = choice.lock
-    installer = choose_installer(args.installer, load_project_config(directory).installer, target)
-    installed = _probe_installed(target.python)
-    _check_environments(lock, installed)
-    _check_sources(lock, lock.pylock.packages, knowledge)  # every package, before anything changes
-    _say(
-        f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})\n"
-        f"pip-gpu: this host runs {lock.variant}: installing {lock.path.name} with {installer}"
-    )
-    record = {
-        "lock-dir": str(directory.resolve()),
-        "lock-file": lock.path.name,
-        "lock-sha256": lock.sha256,
-        "variant": lock.variant,
-        "inputs-digest": lock.record.inputs_digest,
-        "installer": installer,
-        "pip-gpu-version": __version__,
-    }
-    # Until the installed result is verified, the record says the sync has not finished:
-    # `check` and `doctor` never call an environment a failed or killed sync left behind OK.
-    previous = _read_sync_record_bytes(target.prefix)
-    _write_sync_record(target.prefix, {**record, "finished": False})
-    try:
-        if installer == "uv":
-            from ..installers import uv_binary
-
-            run_command(
-                InstallerCommand(
-                    argv=(uv_binary(), "pip", "sync", "--python", str(target.python), str(lock.path)),
-                    purpose=f"uv: installing exactly {lock.path.name}",
-                )
-            )
-        else:
-            _pip_sync(lock, target, installed, run_command)
-    except BaseException:
-        # An installer that failed before changing anything (a bad hash, an index down) leaves
-        # the environment as it was: then the old record is put back too.
-        if _reread(target, installed).dists == installed.dists:
-            _restore_sync_record(target.prefix, previous)
-        raise
-    after = _reread(target, installed)
-    problems = differences(lock, after)
-    if problems:
-        raise PipGpuError(
-            f"after installing {lock.path.name}: " + "; ".join(problems),
-            f"{target.prefix} is left as the installer left it and pip-gpu check reports it; "
-            "fix the index or the lock, then run pip-gpu sync again",
-        )
-    _write_sync_record(target.prefix, {**record, "finished": True})
-    torch = next((p for p in _selected(lock, after.env) if p.name == "torch"), None)
-    what = f"torch {torch.version}" if torch is not None else lock.variant
-    _say(f"pip-gpu: synced {target.prefix} to {lock.path.name} ({what})")
-    return EXIT_OK
-
-
-def _write_sync_record(prefix: Path, record: Mapping[str, Any]) -> None:
-    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    write_atomically(prefix / SYNC_RECORD, text.encode("utf-8"))
-
-
-def _read_sync_record_bytes(prefix: Path) -> Optional[bytes]:
-    try:
-        return read_regular_file(prefix / SYNC_RECORD, 2**20)
-    except OSError:
-        return None
-
-
-def _restore_sync_record(prefix: Path, previous: Optional[bytes]) -> None:
-    with contextlib.suppress(OSError, PipGpuError):
-        if previous is None:
-            (prefix / SYNC_RECORD).unlink()
-        else:
-            write_atomically(prefix / SYNC_RECORD, previous)
-
-
-def _unfinished_sync(prefix: Path) -> Optional[str]:
-    """Why the last ``sync`` into ``prefix`` did not finish, or None when it did (or none ran)."""
-    try:
-        record = json.loads(read_regular_file(prefix / SYNC_RECORD, 2**20).decode("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        return f"{SYNC_RECORD} in {prefix} cannot be read ({exc})"
-    if isinstance(record, dict) and record.get("finished", True) is False:
-        return (
-            f"the last pip-gpu sync into {prefix} ({record.get('lock-file')}) did not finish: "
-            "it failed or was interrupted"
-        )
-    return None
-
-
-def _foreign_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> list[str]:
-    """Files that do not come from the indexes the lock records, in words: see
-    :func:`pip_gpu.lockfile.lock_problems`."""
-    return lock_problems(packages, lock.record, [m.name for m in knowledge.family])
-
-
-def _check_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> None:
-    """Refuse, before installing, a lock that points outside the indexes it records."""
-    problems = _foreign_sources(lock, packages, knowledge)
-    if problems:
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise UsageError(
-            f"{lock.path.name} points outside the indexes it records: {shown}; nothing was installed",
-            "the file was edited or tampered with: restore it from version control, or re-resolve it "
-            "with pip-gpu lock",
-        )
-
-
-def _check_environments(lock: LockFile, installed: _Installed) -> None:
-    environments = lock.pylock.environments or ()
-    if environments and not any(marker.evaluate(dict(installed.env, extra="")) for marker in environments):
-        raise UsageError(
-            f"{lock.path.name} is locked for {' or '.join(str(m) for m in environments)}; the target is "
-            f"{installed.env['sys_platform']} {installed.env['platform_machine']}, Python "
-            f"{installed.env['python_version']}",
-            "re-lock for this target with pip-gpu lock --platform/--arch/--python-version",
-        )
-
-
-def _pip_sync(
-    lock: LockFile, target: TargetEnv, installed: _Installed, run: Callable[[InstallerCommand], None]
-) -> None:
-    """pip, any version: every locked file by URL with its hash, no resolution, then removals.
-
-    pip >= 26.1 reads pylock.toml itself, but the environments pip-gpu meets often have an
-    older pip. A requirements file of ``name @ url --hash=sha256:...`` lines installed with
-    ``--no-deps --require-hashes`` is what a PEP 751 installer does: the exact files, checked
-    against the lock's hashes, nothing resolved and no index consulted.
-    """
-    lines = [_pinned_line(package, installed.env) for package in _selected(lock, installed.env)]
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-sync-") as scratch:
-        requirements = Path(scratch) / "locked-requirements.txt"
-        run(
-            InstallerCommand(
-                argv=(
-                    str(target.python),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--no-deps",
-                    "--require-hashes",
-                    "-r",
-                    str(requirements),
-                ),
-                purpose=f"pip: installing exactly {lock.path.name}",
-                files={requirements: "".join(f"{line}\n" for line in lines)},
-            )
-        )
-    # --no-deps installed exactly the listed packages: whatever else was there before stays.
-    listed = {str(p.name) for p in _selected(lock, installed.env)}
-    extra = sorted(name for name in installed.dists if name not in listed | _SEED_PACKAGES)
-    if extra:
-        run(
-            InstallerCommand(
-                argv=(str(target.python), "-m", "pip", "uninstall", "--yes", *extra),
-                purpose=f"pip: removing what {lock.path.name} does not list",
-            )
-        )
-
-
-def _pinned_line(package: Package, env: Mapping[str, str]) -> str:
-    """``name @ url --hash=...`` for the package's file that fits the target interpreter."""
-    chosen = _best_wheel(package.wheels or (), env)
-    source: Any = chosen or package.sdist or package.archive
-    if source is None or not getattr(source, "url", None):
-        raise UsageError(
-            f"{package.name}: pip-gpu's pip path installs files with URLs only (this one is a "
-            "VCS checkout, a directory or has no file for this Python)",
-            "use --installer uv",
-        )
-    hashes = " ".join(f"--hash={algorithm}:{value}" for algorithm, value in sorted(source.hashes.items()))
-    return f"{package.name} @ {source.url} {hashes}"
-
-
-def _best_wheel(wheels: Sequence[PackageWheel], env: Mapping[str, str]) -> Optional[PackageWheel]:
-    """The wheel pip would choose for a CPython of the target's version on this machine."""
-    major, _, minor = env["python_version"].partition(".")
-    version = (int(major), int(minor))
-    platforms = list(tags.platform_tags())
-    supported = [
-        *tags.cpython_tags(python_version=version, platforms=platforms),
-        *tags.compatible_tags(python_version=version, interpreter=f"cp{major}{minor}", platforms=platforms),
-    ]
-    rank = {tag: i for i, tag in enumerate(supported)}
-    best: Optional[tuple[int, PackageWheel]] = None
-    for wheel in wheels:
-        _, _, _, wheel_tags = parse_wheel_filename(wheel.filename)
-        score = min((rank[t] for t in wheel_tags if t in rank), default=None)
-        if score is not None and (best is None or score < best[0]):
-            best = (score, wheel)
-    return best[1] if best else None
-
-
-# --- check -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LockCheck:
-    """What ``check`` found: the lock for this host and every difference, in words."""
-
-    lock_file: Optional[Path]
-    variant: Optional[str]
-    differences: tuple[str, ...]
-    installed: dict[str, str]  # the torch family in the environment
-    fix: str = "pip-gpu sync"
-    runs_here: bool = True  # False: no locked build runs on this host (sync refuses too)
-
-    @property
-    def ok(self) -> bool:
-        return not self.differences
-
-
-def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> LockCheck:
-    """Compare an environment with the lock chosen for ``host`` (``check`` and ``doctor``)."""
-    if not find_lock_family(directory) and (directory / "uv.lock").is_file():
-        from ..shim.uv_guard import check_uv_project
-
-        uv = check_uv_project(directory, target.python, host)
-        return LockCheck(directory / "uv.lock", uv.variant, uv.problems, uv.installed, uv.fix)
-    family = _read_family(directory)
-    knowledge = load_knowledge()
-    family_names = frozenset(canonicalize_name(m.name) for m in knowledge.family)
-    locked = {canonicalize_name(str(p.name)) for lock in family for p in lock.pylock.packages}
-    installed = _probe_installed(target.python, verify=sorted(locked | family_names))
-    problems = list(_stale(family, directory))
-    unfinished = _unfinished_sync(target.prefix)
-    if unfinished:
-        problems.append(unfinished)
-    covering = [lock for lock in family if _covers(lock, host)]
-    choice = choose_lock(covering, host, knowledge, directory) if covering else None
-    lock = choice.lock if choice else None
-    runs_here = lock is not None
-    fix = "pip-gpu sync"
-    if not covering:
-        refused = _not_covered(family, host, directory)
-        fix = str(refused.hint)
-        problems.append(f"{refused.message}; {refused.hint}")
-    elif lock is None:
-        # As sync decides: no lock is meant for this host. Say so, and compare with the lock
-        # the environment came from, without calling it this machine's.
-        refusal = _no_variant_runs(covering, host, knowledge, directory)
-        fix = refusal.hint or refusal.message
-        lock = _lock_meant_for(family, installed, target.prefix)
-        for candidate in family if lock is None else [lock]:
-            problems.append(f"the lock pins {candidate.variant} but {_why_not(candidate, host, knowledge)}")
-        if lock is None:
-            problems.append(str(refusal.hint))
-    if lock is not None:
-        problems.extend(
-            f"{lock.path.name}: {p}" for p in _foreign_sources(lock, lock.pylock.packages, knowledge)
-        )
-        # every package: a removed dependency or an added one is a difference too
-        problems.extend(differences(lock, installed, runs_here=runs_here))
-        problems.extend(
-            f"{name} {installed.dists.get(name, '')} is damaged: {why}; reinstall it with pip-gpu sync"
-            for name, why in sorted(installed.broken.items())
-        )
-    return LockCheck(
-        lock_file=lock.path if lock else None,
-        variant=lock.variant if lock else None,
-        differences=tuple(problems),
-        installed={n: v for n, v in sorted(installed.dists.items()) if n in family_names},
-        fix=fix,
-        runs_here=runs_here,
-    )
-
-
-def run_check(args: argparse.Namespace) -> int:
-    directory = (Path.cwd() / args.lock_dir) if args.lock_dir else Path.cwd()
-    target, host = _target_and_host(args)
-    result = check_environment(directory, target, host)
-    if args.json:
-        data = {
-            "ok": result.ok,
-            "lock": result.lock_file.name if result.lock_file else None,
-            "variant": result.variant,
-            "lock_dir": str(directory),
-            "target": str(target.python),
-            "installed": result.installed,
-            "problems": list(result.differences),
-            "lock_runs_here": result.runs_here,
-            "fix": None if result.ok else result.fix,
-        }
-        print(json.dumps(data, indent=2))
-    elif not result.runs_here:
-        print(f"pip-gpu check: no lock in {directory} runs on this host (pip-gpu sync refuses too):")
-        for problem in result.differences:
-            print(f"  - {problem}")
-    elif not result.ok:
-        print(f"pip-gpu check: {target.prefix} does not match the lock for this machine:")
-        for problem in result.differences:
-            print(f"  - {problem}")
-    else:
-        assert result.lock_file is not None
-        held = ", ".join(f"{name} {version}" for name, version in result.installed.items())
-        print(
-            f"pip-gpu check: OK: {target.prefix} holds {held or 'no torch package'} "
-            f"as {result.lock_file.name} locks"
-        )
-    return EXIT_OK if result.ok else EXIT_CHECK_FAILED
-
-
-def _lock_meant_for(family: Sequence[LockFile], installed: _Installed, prefix: Path) -> Optional[LockFile]:
-    """When no locked build runs here: the lock the environment was synced from or looks like."""
-    try:
-        synced = json.loads((prefix / SYNC_RECORD).read_text(encoding="utf-8")).get("lock-file")
-    except (OSError, ValueError, AttributeError):
-        synced = None
-    for lock in family:
-        if lock.path.name == synced:
-            return lock
-    torch = installed.dists.get("torch")
-    label = Version(torch).local if torch else None
-    for lock in family:
-        if lock.variant == label:
-            return lock
-    return family[0] if len(family) == 1 else None
-
-
 # --- pip-gpu install writes the decision back ------------------------------------------------
 
 
-def write_back_after_install(args: argparse.Namespace, plan: Plan, host: HostProfile, cwd: Path) -> None:
-    """After ``pip-gpu install`` in a folder with a lock family: add the new requirements to
-    the recorded inputs and re-resolve every variant file."""
+def write_back_after_install(
+    requirements: Sequence[str], requirement_files: Sequence[str], plan: Plan, host: HostProfile, cwd: Path
+) -> None:
+    """After ``pip-gpu install`` in a folder with a lock family: add the new requirements (and
+    requirement files, relative to ``cwd``) to the recorded inputs and re-resolve every variant
+    file."""
     family = find_lock_family(cwd)
     if not family:
         return
     recorded = family[0].record.inputs
-    requirement_args = _merged(list(recorded.requirements), list(args.requirements))
+    requirement_args = _merged(list(recorded.requirements), list(requirements))
     files = list(
-        dict.fromkeys([*(p for p, _ in recorded.files), *(_relative(cwd / f, cwd) for f in args.requirement)])
+        dict.fromkeys(
+            [*(p for p, _ in recorded.files), *(_relative(cwd / f, cwd) for f in requirement_files)]
+        )
     )
+    request = read_request(requirement_args, [str(cwd / f) for f in files], cwd)
     new_inputs = replace(
         recorded,
         requirements=tuple(strip_credentials(r) for r in requirement_args),
-        files=tuple((f, _file_lines(cwd / f)) for f in files),
+        files=tuple((f, recorded_lines(read.lines)) for f, read in zip(files, request.files)),
     )
     if all(lock.record.inputs_digest == new_inputs.digest() for lock in family):
         _say(f"pip-gpu: the locks in {cwd} already record these requirements")
@@ -1552,12 +911,13 @@ def write_back_after_install(args: argparse.Namespace, plan: Plan, host: HostPro
             directory=cwd,
             requirement_args=requirement_args,
             files=files,
-            variants=sorted({lock.variant for lock in family}, key=variant_sort_key),
-            host=_host_for(host, recorded.targets[0]),
+            variants=sorted({lock.variant for lock in family}, key=_variant_order),
+            host=host_at(host, recorded.targets[0]),
             pytorch_index=plan.pytorch_index,
             cwd=cwd,
             knowledge=plan.knowledge,
             targets=recorded.targets,
+            request=request,
         )
     except PipGpuError as error:
         raise PipGpuError(

@@ -680,7 +680,7 @@ def check_uv_project(directory: Path, python: Path, host: HostProfile) -> UvProj
     from packaging.version import InvalidVersion, Version
 
     from ..knowledge import load_knowledge
-    from ..lock.resolve import _probe_installed
+    from ..lock.sync import probe_installed
     from ..uv_project import host_variant, project_variants
 
     lock = _read_toml(directory / "uv.lock")
@@ -688,7 +688,7 @@ def check_uv_project(directory: Path, python: Path, host: HostProfile) -> UvProj
         raise UsageError(f"cannot read {directory / 'uv.lock'}", "run uv lock")
     variants = project_variants(_read_toml(directory / "pyproject.toml") or {})
     variant = host_variant(variants, directory) if variants else None
-    installed = _probe_installed(python)
+    installed = probe_installed(python)
     wanted = uv_lock_selection(lock, variant, installed.env)
     knowledge = load_knowledge()
     family = {_canonical(m.name) for m in knowledge.family}

@@ -1,0 +1,76 @@
+"""``pip-gpu lock`` runs one resolver per variant: uv's runs counted through a logging uv.
+
+The resolution itself (what the files hold) is tested in test_lock.py; here, how many times
+uv resolves, and that each file is the same whether it took one run or two.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from support.index import (
+    IndexServer,
+    fixture_index_fixture,  # noqa: F401  (registers the fixture "fixture_index")
+    pip_env,
+    uv_bin,
+    uv_env,
+)
+
+import pip_gpu.installers
+from pip_gpu import cli
+
+PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+@pytest.fixture
+def counted_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """pip-gpu's uv replaced by one that logs each run's subcommand, then runs the real uv."""
+    log = tmp_path / "uv-runs.log"
+    wrapper = tmp_path / "uv"
+    wrapper.write_text(
+        f'#!/bin/sh\necho "$1 $2" >> {shlex.quote(str(log))}\nexec {shlex.quote(uv_bin())} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(pip_gpu.installers, "uv_binary", lambda chosen=None: str(wrapper))
+    return log
+
+
+def _runs(log: Path) -> list[str]:
+    runs = log.read_text().splitlines() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return runs
+
+
+def test_one_uv_run_per_variant_and_a_second_only_for_a_pulled_in_family_member(
+    fixture_index: IndexServer,
+    counted_uv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in [n for n in os.environ if n.startswith(("PIP_", "UV_"))]:
+        monkeypatch.delenv(name)
+    for name, value in {**pip_env(), **uv_env(tmp_path / "cache")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("UV_DEFAULT_INDEX", fixture_index.pypi_url)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "requirements.in").write_text("torch==2.5.1\ntorchvision\nfixture-app\n")
+    monkeypatch.chdir(project)
+    lock = ["lock", "-r", "requirements.in", "--variants", "cu124,cpu"]
+    lock += ["--pytorch-index", fixture_index.pytorch_url, "--python-version", PYTHON, "--no-gpu"]
+
+    assert cli.main(lock) == 0, capsys.readouterr().err
+    first = {p.name: p.read_bytes() for p in project.glob("pylock.*.toml")}
+    # cpu: one run; cu124: torch pulls in triton from PyPI, so it is routed and resolved again
+    assert _runs(counted_uv) == ["pip compile"] * 3
+
+    # A re-lock of the same inputs routes the family members its lock holds at once.
+    assert cli.main(["lock"]) == 0, capsys.readouterr().err
+    assert _runs(counted_uv) == ["pip compile"] * 2
+    assert {p.name: p.read_bytes() for p in project.glob("pylock.*.toml")} == first
+    assert b'name = "triton"' in first["pylock.cu124.toml"]
