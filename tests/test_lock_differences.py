@@ -25,9 +25,9 @@ def _lock(*packages: tuple[str, str, str]) -> Any:
 def test_a_seed_package_the_lock_lists_is_compared_like_any_other() -> None:
     """Real torch requires setuptools on Python >= 3.12: a venv's own setuptools is that one."""
     lock = _lock(("torch", "2.14.1+cu130", ""), ("setuptools", "84.2.1", "python_version >= '3.12'"))
-    synced = Installed(env=ENV, dists={"torch": "2.14.1+cu130", "setuptools": "84.2.1", "pip": "26.1"})
+    synced = Installed(markers=ENV, dists={"torch": "2.14.1+cu130", "setuptools": "84.2.1", "pip": "26.1"})
     assert differences(lock, synced) == []
-    missing = Installed(env=ENV, dists={"torch": "2.14.1+cu130", "pip": "26.1"})
+    missing = Installed(markers=ENV, dists={"torch": "2.14.1+cu130", "pip": "26.1"})
     assert differences(lock, missing) == [
         "setuptools 84.2.1 is not installed; the lock for this machine (pylock.cu130.toml) wants it"
     ]
@@ -35,10 +35,10 @@ def test_a_seed_package_the_lock_lists_is_compared_like_any_other() -> None:
 
 def test_seed_packages_the_lock_does_not_list_are_no_difference() -> None:
     lock = _lock(("torch", "2.14.1+cu130", ""))
-    venv = Installed(env=ENV, dists={"torch": "2.14.1+cu130", "pip": "26.1", "setuptools": "80.0"})
+    venv = Installed(markers=ENV, dists={"torch": "2.14.1+cu130", "pip": "26.1", "setuptools": "80.0"})
     assert differences(lock, venv) == []
     extra = Installed(
-        env={**ENV, "python_version": "3.11"}, dists={"torch": "2.14.1+cu130", "numpy": "2.3.0"}
+        markers={**ENV, "python_version": "3.11"}, dists={"torch": "2.14.1+cu130", "numpy": "2.3.0"}
     )
     assert differences(lock, extra) == [
         "numpy 2.3.0 is installed, but the lock for this machine (pylock.cu130.toml) does not list it"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +26,7 @@ from packaging.version import InvalidVersion, Version
 
 from .. import __version__
 from ..config import load_project_config
-from ..detect.target import TargetEnv, find_target
+from ..detect.target import Installed, TargetEnv, find_target, read_installed
 from ..errors import EXIT_OK, PipGpuError, UsageError
 from ..host import HostFlags, HostProfile
 from ..knowledge import Knowledge, load_knowledge
@@ -133,100 +132,11 @@ def _target_and_host(
 
 # --- the target environment ------------------------------------------------------------------
 
-_ENV_PROBE = r"""
-import importlib.metadata as md, json, os, platform, re, sys
-def fmt(info):
-    v = "%d.%d.%d" % (info.major, info.minor, info.micro)
-    if info.releaselevel != "final":
-        v += info.releaselevel[0] + str(info.serial)
-    return v
-env = {
-    "implementation_name": sys.implementation.name,
-    "implementation_version": fmt(sys.implementation.version),
-    "os_name": os.name,
-    "platform_machine": platform.machine(),
-    "platform_release": platform.release(),
-    "platform_system": platform.system(),
-    "platform_version": platform.version(),
-    "python_full_version": platform.python_version(),
-    "platform_python_implementation": platform.python_implementation(),
-    "python_version": ".".join(platform.python_version_tuple()[:2]),
-    "sys_platform": sys.platform,
-}
-verify = set(json.loads(sys.argv[1])) if len(sys.argv) > 1 else set()
-dists, broken = {}, {}
-for dist in md.distributions():
-    name = dist.metadata["Name"]
-    # pip renames a folder it is replacing to "~orch-..." and leaves it when killed: not torch
-    if not name or os.path.basename(str(getattr(dist, "_path", ""))).startswith("~"):
-        continue
-    key = re.sub(r"[-_.]+", "-", name).lower()
-    if key in dists:
-        continue
-    dists[key] = dist.version
-    if key not in verify:
-        continue
-    missing = changed = total = 0
-    for entry in dist.files or ():
-        if "__pycache__" in entry.parts:
-            continue
-        total += 1
-        try:
-            size = os.stat(entry.locate()).st_size
-        except OSError:
-            missing += 1
-            continue
-        if entry.size is not None and size != entry.size:
-            changed += 1
-    if dist.files is None:
-        broken[key] = "its RECORD is missing"
-    elif missing or changed:
-        broken[key] = (
-            f"{missing} of its {total} files are missing and {changed} differ in size from its RECORD"
-        )
-print(json.dumps({"env": env, "dists": dists, "broken": broken}))
-"""
-
-
-@dataclass(frozen=True)
-class Installed:
-    """The target's PEP 508 marker values and its installed distributions."""
-
-    env: dict[str, str]
-    dists: dict[str, str]
-    broken: dict[str, str] = field(default_factory=dict)  # name -> how its files differ from RECORD
-
 
 def probe_installed(python: Path, verify: Sequence[str] = ()) -> Installed:
-    """Marker values and distributions of the target; ``verify``: check those against RECORD."""
-    try:
-        done = subprocess.run(
-            [str(python), "-I", "-c", _ENV_PROBE, json.dumps(sorted(verify))],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise PipGpuError(
-            f"{python} did not list its installed packages within {PROBE_TIMEOUT_S} s",
-            "check that it is a working Python interpreter (--python)",
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"cannot run {python}: {exc.strerror or exc}", "check --python") from None
-    try:
-        data = json.loads(done.stdout)
-        return Installed(
-            env={str(k): str(v) for k, v in data["env"].items()},
-            dists={str(k): str(v) for k, v in data["dists"].items()},
-            broken={str(k): str(v) for k, v in data["broken"].items()},
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        detail = done.stderr.strip() or f"it printed {done.stdout.strip()[:80]!r}"
-        raise PipGpuError(
-            f"could not read the installed packages of {python}: {detail}",
-            "check that it is a working Python interpreter (--python)",
-        ) from None
+    """Marker values and distributions of the target; ``verify``: those names' files are
+    checked against their RECORD (present, size, sha256)."""
+    return read_installed(python, verify)
 
 
 def _reread(target: TargetEnv, before: Installed) -> Installed:
@@ -240,7 +150,7 @@ def _reread(target: TargetEnv, before: Installed) -> Installed:
         name = dist.metadata["Name"]
         if name and not os.path.basename(str(getattr(dist, "_path", ""))).startswith("~"):
             dists.setdefault(canonicalize_name(name), dist.version)
-    return Installed(env=before.env, dists=dists)
+    return Installed(markers=before.markers, dists=dists)
 
 
 # --- comparing -------------------------------------------------------------------------------
@@ -265,7 +175,7 @@ def differences(
     """
     wanted = {
         str(p.name): str(p.version) if p.version is not None else None
-        for p in selected(lock, installed.env)
+        for p in selected(lock, installed.markers)
         if names is None or p.name in names
     }
     have = {
@@ -353,11 +263,13 @@ def _check_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowl
 
 def _check_environments(lock: LockFile, installed: Installed) -> None:
     environments = lock.pylock.environments or ()
-    if environments and not any(marker.evaluate(dict(installed.env, extra="")) for marker in environments):
+    if environments and not any(
+        marker.evaluate(dict(installed.markers, extra="")) for marker in environments
+    ):
         raise UsageError(
             f"{lock.path.name} is locked for {' or '.join(str(m) for m in environments)}; the target is "
-            f"{installed.env['sys_platform']} {installed.env['platform_machine']}, Python "
-            f"{installed.env['python_version']}",
+            f"{installed.markers['sys_platform']} {installed.markers['platform_machine']}, Python "
+            f"{installed.markers['python_version']}",
             "re-lock for this target with pip-gpu lock --platform/--arch/--python-version",
         )
 
@@ -439,7 +351,7 @@ def sync(options: SyncOptions) -> int:
             "fix the index or the lock, then run pip-gpu sync again",
         )
     _write_sync_record(target.prefix, {**record, "finished": True})
-    torch = next((p for p in selected(lock, after.env) if p.name == "torch"), None)
+    torch = next((p for p in selected(lock, after.markers) if p.name == "torch"), None)
     what = f"torch {torch.version}" if torch is not None else lock.variant
     _say(f"pip-gpu: synced {target.prefix} to {lock.path.name} ({what})")
     return EXIT_OK
@@ -496,8 +408,8 @@ def _pip_sync(
     changes: a file named ``torch-2.5.1+cu124`` whose metadata says ``2.5.1+cpu`` is refused,
     not installed and then found wrong.
     """
-    packages = selected(lock, installed.env)
-    lines = [_pinned_line(package, installed.env) for package in packages]
+    packages = selected(lock, installed.markers)
+    lines = [_pinned_line(package, installed.markers) for package in packages]
     pip = (str(target.python), "-m", "pip")
     with tempfile.TemporaryDirectory(prefix="pip-gpu-sync-") as scratch:
         requirements = Path(scratch) / "locked-requirements.txt"

@@ -689,7 +689,7 @@ def check_uv_project(directory: Path, python: Path, host: HostProfile) -> UvProj
     variants = project_variants(_read_toml(directory / "pyproject.toml") or {})
     variant = host_variant(variants, directory) if variants else None
     installed = probe_installed(python)
-    wanted = uv_lock_selection(lock, variant, installed.env)
+    wanted = uv_lock_selection(lock, variant, installed.markers)
     knowledge = load_knowledge()
     family = {_canonical(m.name) for m in knowledge.family}
     problems: list[str] = []
