@@ -24,7 +24,16 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["CannotTell", "Staged", "pip_closure_family", "stage_inputs", "uv_closure_family"]
+__all__ = [
+    "CannotTell",
+    "Staged",
+    "editables_file",
+    "pip_closure_family",
+    "pip_closure_family_via_uv",
+    "run_staged",
+    "stage_inputs",
+    "uv_closure_family",
+]
 
 
 class CannotTell(Exception):
@@ -71,6 +80,20 @@ class Staged:
         import shutil
 
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def editables_file(editables: Sequence[str], staged: Optional[Staged]) -> str:
+    """The editables as a requirements file (``-e`` lines), in ``staged``'s folder or a new one."""
+    holder = staged if staged is not None else Staged()
+    return holder.editables_file(editables)
+
+
+def run_staged(real: str, args: Sequence[str], staged: Staged) -> int:
+    """The real program as a child (a staged file must outlive it), its status ours."""
+    try:
+        return subprocess.run([real, *args], check=False).returncode
+    finally:
+        staged.close()
 
 
 def stage_inputs(args: Sequence[str], staged: Staged, requirement_options: Collection[str]) -> list[str]:
