@@ -176,6 +176,13 @@ def pypi_default_variant(release: Release, platform: str) -> Optional[str]:
     return None
 
 
+def _is_cpu(variant: str) -> bool:
+    from .variant import Variant
+
+    parsed = Variant.from_label(variant)
+    return parsed is not None and parsed.kind == "cpu"
+
+
 def pypi_build_verdict(version: str, host: HostProfile, knowledge: Knowledge) -> PypiVerdict:
     """Whether the locked torch ``version`` (PyPI's build unless it carries a label) runs here."""
     from packaging.version import InvalidVersion, Version
@@ -203,7 +210,7 @@ def pypi_build_verdict(version: str, host: HostProfile, knowledge: Knowledge) ->
     if variant is None:
         return PypiVerdict(None, f"torch {version}", f"PyPI's build for {host.platform_tag} is not known")
     build = next((b for b in release.builds if (b.variant, b.platform) == (variant, host.platform_tag)), None)
-    if build is None and variant == "cpu":
+    if build is None and _is_cpu(variant):
         build = Build("cpu", host.platform_tag, None, None, None, "high", "")
     if build is None:
         return PypiVerdict(None, origin, f"pip-gpu knows no {variant} build of torch {series}")
