@@ -2,13 +2,26 @@
 ``uv run --with`` and PEP 723 scripts (and ``uv pip compile|sync``, which uv resolves itself).
 
 No environment exists before uv makes one, so there is nothing for ``pip-gpu install`` to
-install into; the routing joins uv's own command instead.
+install into; the routing joins uv's own command instead. It must route only the torch
+family: the real variant indexes also serve old copies of numpy, pillow, jinja2..., which
+must come from the user's own indexes. uv's recipe for that (an ``explicit`` index with
+``[tool.uv.sources]``) exists only in projects and PEP 723 blocks, not on these command
+lines (``uv.toml`` refuses ``sources``; ``uv run`` refuses a ``pyproject.toml`` as
+``--with-requirements``). So the shim hands uv an index that serves nothing but the family:
+a local PEP 503 index (``file://``) whose pages are the variant index's pages of the family
+names, each file still downloaded from the variant index. Named first with ``first-index``,
+it answers for every family name (an empty page where the variant index has none, so no
+other index can supply it: the torchtriton attack), and every other name falls through to
+the user's indexes.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
@@ -58,9 +71,8 @@ def uv_with_variant_index(
 ) -> Callable[[], int]:
     """uv's ephemeral environments (``uvx``, ``uv tool``, ``uv run --with``, PEP 723 scripts).
 
-    No environment exists before uv makes one, so there is nothing for ``pip-gpu install`` to
-    install into; instead the variant index joins uv's own command as a named index with
-    ``first-index``, which takes every package it serves from it and nothing else.
+    The family's pages of the decided variant index join uv's own command as the first named
+    index (:func:`family_index`); everything else comes from the user's indexes.
     """
     if parsed.has("--index-strategy"):
         raise Refused("`--index-strategy` with the torch family would undo pip-gpu's routing")
@@ -93,9 +105,57 @@ def uv_with_variant_index(
         from ..requirements import redact_url
 
         print(f"pip-gpu: the torch family comes from {redact_url(decision.index_url)}", file=sys.stderr)
-    routing = ["--index", f"pytorch={decision.index_url}", "--index-strategy", "first-index"]
+    index = family_index(decision.index_url)
+    routing = ["--index", f"pytorch={index.as_uri()}", "--index-strategy", "first-index"]
     new_args = [*args[:insert_at], *routing, *args[insert_at:]]
     return lambda: exec_replacing(real, new_args)
+
+
+def family_index(variant_index: str) -> Path:
+    """A local simple index with the variant index's pages of every torch-family name.
+
+    Kept in pip-gpu's cache under a digest of its content (so concurrent shims never write
+    the same folder, and an unchanged index is written once), readable only by the user: a
+    variant index URL may carry a token, and so may its file URLs.
+    """
+    import hashlib
+    import html
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..decide.index import IndexFile, fetch_project_files
+
+    base = variant_index.rstrip("/")
+    names = sorted(family_names())
+
+    def page(name: str) -> str:
+        files: list[IndexFile] = fetch_project_files(f"{base}/{name}/")
+        links = "".join(
+            f'<a href="{html.escape(f.url + (f"#sha256={f.sha256}" if f.sha256 else ""))}"'
+            + (f' data-requires-python="{html.escape(f.requires_python)}"' if f.requires_python else "")
+            + f">{html.escape(f.filename)}</a><br/>\n"
+            for f in files
+        )
+        return f"<!DOCTYPE html>\n<html><body>\n<h1>Links for {name}</h1>\n{links}</body></html>\n"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        pages = dict(zip(names, pool.map(page, names)))
+    digest = hashlib.sha256("".join(f"{n}\0{p}\0" for n, p in pages.items()).encode()).hexdigest()[:24]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip-gpu" / "family-index"
+    folder = cache / digest
+    if (folder / "index.html").is_file():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))  # 0700, as mkdtemp makes it
+    for name, text in pages.items():
+        (scratch / name).mkdir()
+        (scratch / name / "index.html").write_text(text, encoding="utf-8")
+    root = "".join(f'<a href="{name}/">{name}</a><br/>\n' for name in names)
+    (scratch / "index.html").write_text(f"<!DOCTYPE html>\n<html><body>\n{root}</body></html>\n", "utf-8")
+    try:
+        scratch.rename(folder)
+    except OSError:  # another shim wrote the same index first
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
 
 
 _SCRIPT_METADATA = re.compile(r"(?m)^# /// script$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
