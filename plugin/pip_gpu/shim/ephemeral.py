@@ -144,8 +144,12 @@ def family_index(variant_index: str) -> Path:
     folder = cache / digest
     if (folder / "index.html").is_file():
         return folder
-    cache.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))  # 0700, as mkdtemp makes it
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))  # 0700, as mkdtemp makes it
+    except OSError:  # no writable cache (a read-only home): a folder of its own in /tmp
+        cache = Path(tempfile.mkdtemp(prefix="pip-gpu-family-index-"))
+        folder, scratch = cache / digest, Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))
     for name, text in pages.items():
         (scratch / name).mkdir()
         (scratch / name / "index.html").write_text(text, encoding="utf-8")
