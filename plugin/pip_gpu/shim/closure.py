@@ -350,11 +350,8 @@ def pip_closure_family_via_uv(
     uv_args = uv_args_for_pip(settings, [(n, v) for n, v in steering if n[2:] in _PIP_CHECKED])
     if uv_args is None or any(n[2:] in _PIP_SETTINGS_NOT_TRANSLATED for n, _ in steering):
         return None
-    try:
-        from uv import find_uv_bin
-
-        uv = str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
+    uv = _bundled_uv()
+    if uv is None:
         return None
     options: list[tuple[str, Optional[str]]] = []
     i = 0
@@ -373,6 +370,20 @@ def pip_closure_family_via_uv(
         return uv_closure_family(uv, positionals, files, editables, options, python, family, env)
     except CannotTell:
         return None  # pip may read what uv could not: ask pip
+
+
+def _bundled_uv() -> Optional[str]:
+    """The uv installed with pip-gpu: beside this interpreter (where a venv's scripts are),
+    else where the ``uv`` package finds it (its search loads ``sysconfig``: tens of ms)."""
+    beside = Path(sys.executable).parent / ("uv.exe" if sys.platform == "win32" else "uv")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return None
 
 
 _PIP_CHECKED = _PIP_TRANSLATED | _PIP_SETTINGS_NOT_TRANSLATED

@@ -142,13 +142,23 @@ def unparse(options: Sequence[tuple[str, Optional[str]]]) -> list[str]:
     return [name if value is None else f"{name}={value}" for name, value in options]
 
 
+# A requirement that is a name, perhaps with extras and a version specifier: nothing else
+# (no marker, URL or path), so the name is all there is to read.
+_PLAIN_REQUIREMENT = re.compile(
+    r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[[\w.,\s-]*\])?\s*(?:[<>=!~]=?[\w.*+!\s,<>=~-]*)?"
+)
+
+
+def _canonical(name: str) -> str:
+    """PEP 503's normalized name (what ``packaging.utils.canonicalize_name`` returns for it)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def family_names() -> frozenset[str]:
     """The torch family's canonical names, from the knowledge file."""
-    from packaging.utils import canonicalize_name
-
     from ..knowledge import load_knowledge
 
-    return frozenset(canonicalize_name(member.name) for member in load_knowledge().family)
+    return frozenset(_canonical(member.name) for member in load_knowledge().family)
 
 
 def names_family(
@@ -166,9 +176,15 @@ def names_family(
     requirements, files, constraints = list(requirements), list(files), list(constraints)
     if not (requirements or files or constraints):
         return False  # nothing to read: keep packaging and the knowledge file unloaded
+    family = family_names()
+    plain = [_PLAIN_REQUIREMENT.fullmatch(text) for text in requirements]
+    if any(_canonical(match[1]) in family for match in plain if match):
+        return True
+    requirements = [text for text, match in zip(requirements, plain) if match is None]
+    if not (requirements or files or constraints):
+        return False  # only plain names, none of the family: the requirements module stays unloaded
     from ..requirements import parse_requirement_args, read_requirements_file
 
-    family = family_names()
     lines = []
     for text in requirements:
         try:

@@ -389,7 +389,14 @@ def pip_interpreter(real: Path) -> Path:
     line names a shell, not the Python. ``pip --version`` names where pip itself lives
     (``.../site-packages/pip``) and its Python version; the interpreter is the one of that
     prefix that imports exactly that pip.
+
+    pip's own launcher says it without running (a pip start-up costs hundreds of ms): its
+    ``#!`` line (or, for a long path, its ``/bin/sh`` ``exec`` line) names the interpreter
+    that runs ``pip._internal``.
     """
+    launched = _launcher_interpreter(real)
+    if launched is not None:
+        return launched
     environment = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_GPU_DISABLE="1")
     try:
         done = subprocess.run(
@@ -416,6 +423,32 @@ def pip_interpreter(real: Path) -> Path:
             if candidate.is_file() and _imports_pip_from(candidate, where):
                 return candidate
     raise Refused(f"cannot tell which Python {real} runs: no interpreter near {where} imports that pip")
+
+
+# The console script that pip, distlib and installer write for pip: the interpreter on its #!
+# line, or, for a path too long (or with spaces) for #!, on a /bin/sh "exec" line.
+_LAUNCHER_PIP = re.compile(r"^from pip\._internal(?:\.cli\.main)? import main\b", re.MULTILINE)
+_SHEBANG = re.compile(r"\A#!(?P<python>\S+)[^\n]*\n")
+_SH_EXEC = re.compile(r"""\A#!/bin/sh\n'''exec' (?P<q>["'])(?P<python>.+?)(?P=q) "\$0" "\$@"\n""")
+_PYTHON_NAME = re.compile(r"python(\d+(\.\d+)?t?)?(\.exe)?", re.IGNORECASE)
+
+
+def _launcher_interpreter(real: Path) -> Optional[Path]:
+    """The interpreter named by pip's own launcher script; None for anything else."""
+    try:
+        with real.open("rb") as handle:
+            head = handle.read(4096).decode("utf-8", errors="replace").replace("\r\n", "\n")
+    except OSError:
+        return None
+    if not _LAUNCHER_PIP.search(head):
+        return None  # a wrapper (pyenv, asdf, mise...) or a binary: ask the program
+    match = _SH_EXEC.match(head) or _SHEBANG.match(head)
+    if match is None:
+        return None
+    python = Path(match["python"])
+    if not _PYTHON_NAME.fullmatch(python.name) or not python.is_file() or not os.access(python, os.X_OK):
+        return None  # /usr/bin/env python3 and the like: the program knows best
+    return python
 
 
 def _imports_pip_from(python: Path, where: Path) -> bool:
