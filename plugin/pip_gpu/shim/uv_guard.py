@@ -4,7 +4,6 @@
 project's life through the shim:
 
 * ``uv sync`` / ``uv run`` in a set-up project get ``--extra <the variant this host runs>``.
-
 * ``uv add <torch-family package>`` writes the PyTorch configuration first (in a project not
   set up yet), or adds the package to every variant's extra (in one that is), and then lets uv
   lock and install this host's extra.
