@@ -33,7 +33,7 @@ from support.shims import (
     venv_fixture,  # noqa: F401  (registers the fixture "venv")
 )
 
-from pip_gpu.shim.run import pip_interpreter
+from pip_gpu.shim.pip import pip_interpreter
 from pip_gpu.shims import MARKER, SHIM_NAMES
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"

@@ -28,7 +28,7 @@ from support.shims import (
 
 from pip_gpu.host import HostProfile, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
-from pip_gpu.shim.uv_guard import (
+from pip_gpu.uv_lock import (
     locked_extras,
     pypi_build_verdict,
     torch_in_lock,

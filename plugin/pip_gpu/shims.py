@@ -5,7 +5,7 @@ not in a pip-gpu shims directory (each holds a marker file, so the directory is 
 however it is reached: twice on PATH, through a symlink, another copy), and hands over to it
 with ``exec``. Only a command that may install the torch family starts Python: the script
 looks for the subcommand words that can (``install`` for pip, ``run`` for uv, ...) and
-otherwise never leaves the shell. ``shim_run`` then decides precisely.
+otherwise never leaves the shell. ``pip_gpu.shim.run`` then decides precisely.
 
 For Windows (``sys.platform == "win32"``, or ``shim install --platform windows``) each shim
 is a ``.cmd`` for cmd.exe and a ``.ps1`` for PowerShell that hand every command to Python,
@@ -18,25 +18,32 @@ prints a hook (bash, zsh, fish, PowerShell) that puts the shims back first befor
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from . import __version__
-from .errors import EXIT_OK, UsageError
+from .errors import UsageError
 
 __all__ = [
     "MARKER",
     "SHIM_NAMES",
-    "add_shim_parser",
+    "ShimState",
+    "ShimsStatus",
     "default_shims_dir",
+    "first_on_path",
     "init_script",
+    "install_shims",
+    "sh_quote",
     "shim_script",
+    "shims_dir",
+    "shims_status",
+    "uninstall_shims",
     "windows_shims",
 ]
 
@@ -111,7 +118,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _sh_quote(value: str) -> str:
+def sh_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
@@ -123,15 +130,15 @@ def shim_script(name: str, python: str, package_path: str) -> str:
         signature=_SIGNATURE,
         name=name,
         version=__version__,
-        python=_sh_quote(python),
-        package_path=_sh_quote(package_path),
+        python=sh_quote(python),
+        package_path=sh_quote(package_path),
         marker=MARKER,
         route=route,
     )
 
 
 # The Python line both Windows shims run: the shims folder and the name go first, so
-# ``shim_run.windows_main`` can find the real program after it on PATH.
+# ``pip_gpu.shim.run.windows_main`` can find the real program after it on PATH.
 _WINDOWS_CODE = (
     "import sys; sys.path[0] = sys.argv.pop(1); from pip_gpu.shim.run import windows_main; "
     "sys.exit(windows_main(sys.argv[1:]))"
@@ -175,8 +182,9 @@ def default_shims_dir(env: Mapping[str, str] = os.environ) -> Path:
     return base / "pip-gpu" / "shims"
 
 
-def _shims_dir(args: argparse.Namespace) -> Path:
-    chosen = args.dir or os.environ.get("PIP_GPU_SHIMS_DIR")
+def shims_dir(given: Optional[str] = None) -> Path:
+    """The shims folder: ``given`` (``--dir``), else ``PIP_GPU_SHIMS_DIR``, else the default."""
+    chosen = given or os.environ.get("PIP_GPU_SHIMS_DIR")
     return Path(chosen).expanduser().absolute() if chosen else default_shims_dir()
 
 
@@ -197,10 +205,12 @@ def _package_path() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
-def cmd_shim_install(args: argparse.Namespace) -> int:
-    windows = (args.platform or ("windows" if sys.platform == "win32" else "posix")) == "windows"
-    python = args.windows_python if windows and args.windows_python else sys.executable
-    folder = _shims_dir(args)
+def install_shims(folder: Path, *, windows: bool, python: str) -> list[str]:
+    """Write every shim into ``folder`` (``.cmd`` and ``.ps1`` for Windows); the files written.
+
+    ``python``: the interpreter the shims run pip-gpu with. A file of the same name that is not
+    a pip-gpu shim is never overwritten.
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -225,21 +235,7 @@ def cmd_shim_install(args: argparse.Namespace) -> int:
         target = folder / name
         target.write_text(shim_script(name, python, _package_path()), encoding="utf-8")
         target.chmod(0o755)
-    print(f"pip-gpu: wrote {', '.join(files)} to {folder}")
-    if not _first_on_path(folder):
-        shell = "powershell" if windows else ""
-        how = (
-            f"pip-gpu shim init powershell{_dir_flag(args)} | Out-String | Invoke-Expression"
-            if windows
-            else f'eval "$(pip-gpu shim init{_dir_flag(args)})"'
-        )
-        print(f"pip-gpu: put it first on PATH{' (' + shell + ')' if shell else ''}: {how}")
-    print("pip-gpu: note: `python -m pip` runs pip without the shims; type `pip` to go through them")
-    return EXIT_OK
-
-
-def _dir_flag(args: argparse.Namespace) -> str:
-    return f" --dir {_sh_quote(str(args.dir))}" if args.dir else ""
+    return files
 
 
 def _same_dir(a: str, b: Path) -> bool:
@@ -249,7 +245,8 @@ def _same_dir(a: str, b: Path) -> bool:
         return False
 
 
-def _first_on_path(folder: Path) -> bool:
+def first_on_path(folder: Path) -> bool:
+    """Whether ``folder`` is the first entry on PATH."""
     entries = os.environ.get("PATH", "").split(os.pathsep)
     return bool(entries) and _same_dir(entries[0], folder)
 
@@ -302,22 +299,16 @@ def init_script(shell: str, folder: str) -> str:
     """What ``shim init SHELL`` prints: the shims first on PATH, and kept first after a venv's
     ``activate`` (a hook before every prompt; plain ``sh`` has none, and gets the PATH line)."""
     if shell == "fish":
-        return _FISH_HOOK.format(folder=_sh_quote(folder))
+        return _FISH_HOOK.format(folder=sh_quote(folder))
     if shell in ("powershell", "pwsh"):
         return _POWERSHELL_HOOK.format(folder=folder.replace("'", "''"))
     if shell == "bash":
-        return _POSIX_HOOK.format(folder=_sh_quote(folder)) + _BASH_HOOK.format()
+        return _POSIX_HOOK.format(folder=sh_quote(folder)) + _BASH_HOOK.format()
     if shell == "zsh":
-        return _POSIX_HOOK.format(folder=_sh_quote(folder)) + _ZSH_HOOK
+        return _POSIX_HOOK.format(folder=sh_quote(folder)) + _ZSH_HOOK
     # Only once: shells that source this twice must not stack the folder on PATH.
-    quoted = _sh_quote(folder)
+    quoted = sh_quote(folder)
     return f'case ":$PATH:" in *:{quoted}:*) ;; *) export PATH={quoted}:"$PATH" ;; esac\n'
-
-
-def cmd_shim_init(args: argparse.Namespace) -> int:
-    shell = args.shell or Path(os.environ.get("SHELL", "sh")).name
-    sys.stdout.write(init_script(shell, str(_shims_dir(args))))
-    return EXIT_OK
 
 
 def _which_after(name: str, folder: Path) -> Optional[str]:
@@ -330,30 +321,48 @@ def _which_after(name: str, folder: Path) -> Optional[str]:
     return None
 
 
-def cmd_shim_status(args: argparse.Namespace) -> int:
-    folder = _shims_dir(args)
+@dataclass(frozen=True)
+class ShimState:
+    """One installed shim: whether plain ``name`` reaches it, and the real program after it."""
+
+    name: str
+    active: bool
+    found: Optional[str]  # what ``name`` on PATH runs
+    real: Optional[str]
+
+
+@dataclass(frozen=True)
+class ShimsStatus:
+    """The shims folder, where it is on PATH, and each installed shim."""
+
+    folder: Path
+    on_path: str  # "first", "yes, not first" or "no"
+    disabled: bool  # PIP_GPU_DISABLE is set: every shim passes through
+    shims: tuple[ShimState, ...]
+
+
+def shims_status(folder: Path) -> ShimsStatus:
     installed = [
         name
         for name in SHIM_NAMES
         if any(_is_our_shim(folder / file) for file in (*_shim_files(name, False), *_shim_files(name, True)))
     ]
-    print(f"shims folder: {folder} ({'installed: ' + ', '.join(installed) if installed else 'no shims'})")
     on_path = any(_same_dir(e, folder) for e in os.environ.get("PATH", "").split(os.pathsep) if e)
-    print(f"on PATH: {'first' if _first_on_path(folder) else 'yes, not first' if on_path else 'no'}")
-    disabled = os.environ.get("PIP_GPU_DISABLE", "") not in ("", "0", "false", "no")
-    if disabled:
-        print("PIP_GPU_DISABLE is set: every shim passes through")
+    states = []
     for name in installed:
         found = shutil.which(name)
         active = found is not None and (Path(found).parent / MARKER).is_file()
-        real = _which_after(name, folder) or "none found"
-        state = "shimmed" if active else f"NOT shimmed ({found} comes first)"
-        print(f"  {name}: {state}; real {real}")
-    return EXIT_OK
+        states.append(ShimState(name, active, found, _which_after(name, folder)))
+    return ShimsStatus(
+        folder,
+        "first" if first_on_path(folder) else "yes, not first" if on_path else "no",
+        os.environ.get("PIP_GPU_DISABLE", "") not in ("", "0", "false", "no"),
+        tuple(states),
+    )
 
 
-def cmd_shim_uninstall(args: argparse.Namespace) -> int:
-    folder = _shims_dir(args)
+def uninstall_shims(folder: Path) -> list[str]:
+    """Remove pip-gpu's shims (and the folder, once empty); the files removed."""
     removed = []
     for name in SHIM_NAMES:
         for file in (*_shim_files(name, False), *_shim_files(name, True)):
@@ -363,44 +372,4 @@ def cmd_shim_uninstall(args: argparse.Namespace) -> int:
     (folder / MARKER).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         folder.rmdir()  # only when nothing else is left in it
-    print(f"pip-gpu: removed {', '.join(removed) if removed else 'nothing'} from {folder}")
-    return EXIT_OK
-
-
-def add_shim_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "shim",
-        help="put pip-gpu in front of plain pip and uv (shims on PATH)",
-        description=(
-            "Shims make plain `pip install torch`, `uv pip install torch` and `uv run` in a project "
-            "set up by `pip-gpu uv setup` get the build that runs here; every other command goes "
-            "straight to the real program. PIP_GPU_DISABLE=1 turns them into pure pass-through."
-        ),
-    )
-    actions = parser.add_subparsers(dest="shim_command", metavar="ACTION", required=True)
-    for action, handler, text in (
-        ("install", cmd_shim_install, "write the pip, pip3, uv and uvx shims"),
-        ("init", cmd_shim_init, "print the shell line that puts the shims first on PATH"),
-        ("status", cmd_shim_status, "show the shims and what each one runs"),
-        ("uninstall", cmd_shim_uninstall, "remove the shims"),
-    ):
-        sub = actions.add_parser(action, help=text, description=text)
-        sub.add_argument(
-            "--dir",
-            metavar="DIR",
-            help=f"shims folder [PIP_GPU_SHIMS_DIR; default {default_shims_dir()}]",
-        )
-        if action == "init":
-            sub.add_argument("shell", nargs="?", choices=("bash", "zsh", "fish", "powershell", "pwsh", "sh"))
-        if action == "install":
-            sub.add_argument(
-                "--platform",
-                choices=("posix", "windows"),
-                help="write shell scripts (posix) or .cmd and .ps1 files (windows); default: this system",
-            )
-            sub.add_argument(
-                "--windows-python",
-                metavar="PATH",
-                help="with --platform windows: the python.exe that runs pip-gpu there",
-            )
-        sub.set_defaults(handler=handler)
+    return removed

@@ -1,4 +1,4 @@
-"""uv projects: ``pip-gpu uv setup`` writes uv's own PyTorch configuration; the shim picks the extra.
+"""uv projects: ``pip-gpu uv setup`` writes uv's own PyTorch configuration; the shims pick the extra.
 
 uv does not apply ``--torch-backend`` to projects or ``uv.lock``. Its documented answer
 (docs.astral.sh/uv/guides/integration/pytorch, "Configuring accelerators with optional
@@ -6,31 +6,38 @@ dependencies") is one explicit index per variant, ``[tool.uv.sources]`` mapping 
 family to those indexes by extra, one extra per variant, and ``[tool.uv] conflicts`` between
 the extras; ``uv lock`` then records every variant. ``setup`` writes exactly that (plus the
 variant list in ``[tool.pip-gpu]``, so every pip-gpu decision in the project stays among
-them), and with the shims ``uv sync`` / ``uv run`` add ``--extra <variant>`` for this host.
+them), and with the shims ``uv sync`` / ``uv run`` add ``--extra <variant>`` for this host
+(``pip_gpu.shim.uv_guard``, which decides that extra with :func:`host_variant`).
 
 ``pyproject.toml`` is edited with tomlkit, which keeps the user's formatting and comments.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from .errors import EXIT_OK, UsageError
+from .errors import UsageError
+from .host import HostFlags
 
 if TYPE_CHECKING:
-    from .shim.run import Parsed
+    from .decide.plan import Plan
+    from .host import HostProfile
+    from .variant import Variant
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
-__all__ = ["add_uv_parser", "project_variants", "uv_project_command"]
+__all__ = [
+    "INDEX_PREFIX",
+    "UvSetupOptions",
+    "UvSetupResult",
+    "host_variant",
+    "missing_variant_error",
+    "project_variants",
+    "uv_setup",
+    "variant_outside_project",
+]
 
 INDEX_PREFIX = "pytorch-"
 
@@ -57,55 +64,7 @@ def project_variants(data: Mapping[str, Any]) -> dict[str, list[str]]:
     return {v: [str(r) for r in extras[v]] for v in dict.fromkeys(candidates) if v in extras}
 
 
-# --- the shim side -----------------------------------------------------------------------------
-
-
-def _project_file(parsed: Parsed) -> Optional[Path]:
-    from .config import find_pyproject
-
-    start = (parsed.values("--project") or parsed.values("--directory") or [os.getcwd()])[-1]
-    return find_pyproject(Path(start).absolute())
-
-
-def uv_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> Optional[Callable[[], int]]:
-    """For ``uv run`` / ``uv sync`` (``args[at]``) in a set-up project: the same, plus ``--extra``."""
-    from .installers import exec_replacing
-    from .shim.run import (
-        _names_family,
-        ephemeral_needs_family,
-        script_dependencies,
-        uv_with_variant_index,
-    )
-
-    if args[at] == "run":
-        script = next((p for p in parsed.positionals[:1] if p.endswith(".py")), None)
-        named = [r for value in parsed.values("--with") for r in value.split(",")]
-        named += script_dependencies(Path(script)) if script else []
-        with_files = parsed.values("--with-requirements")
-        if _names_family(named, with_files, ()) or ephemeral_needs_family(real, named, with_files):
-            return uv_with_variant_index(real, args, at + 1, parsed, named)
-    if parsed.has("--no-project", "--no-sync", "--script", "--all-extras", "--help", "-h"):
-        return None
-    path = _project_file(parsed)
-    if path is None:
-        return None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # uv reports a broken pyproject.toml in its own words
-    variants = project_variants(data)
-    if not variants or set(parsed.values("--extra")) & set(variants):
-        return None  # not set up, or the user chose the variant
-    variant = host_variant(variants, path.parent)
-    from .shim.uv_guard import check_lock_offers
-
-    check_lock_offers(path.parent, variant, frozen=parsed.has("--frozen"))
-    if not parsed.has("-q", "--quiet"):
-        print(
-            f"pip-gpu: this host runs the {variant} build: uv {args[at]} --extra {variant}", file=sys.stderr
-        )
-    new_args = [*args[: at + 1], "--extra", variant, *args[at + 1 :]]
-    return lambda: exec_replacing(real, new_args)
+# --- the variant this host runs ------------------------------------------------------------
 
 
 def host_variant(variants: Mapping[str, Sequence[str]], project: Path) -> str:
@@ -119,28 +78,13 @@ def host_variant(variants: Mapping[str, Sequence[str]], project: Path) -> str:
     plan = decide_for(family or ["torch"], [], host, cwd=project)
     decision = plan.decision
     if not decision.ok:
-        from .shim.uv_guard import variant_outside_project
-
         variant_outside_project(plan, host, project, list(variants))
         assert decision.blocker is not None
         raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
     assert decision.variant is not None
     if decision.variant not in variants:
-        from .shim.uv_guard import missing_variant_error
-
         raise missing_variant_error(project, decision.variant, list(variants))
     return decision.variant
-
-
-def _no_host_flags() -> argparse.Namespace:
-    return argparse.Namespace(
-        driver=None,
-        compute_capability=None,
-        no_gpu=False,
-        platform=None,
-        arch=None,
-        python_version=None,
-    )
 
 
 def _family_requirements(requirements: Sequence[str]) -> list[str]:
@@ -160,15 +104,68 @@ def _family_requirements(requirements: Sequence[str]) -> list[str]:
     return out
 
 
+def missing_variant_error(project: Path, variant: str, variants: Sequence[str]) -> UsageError:
+    """This host's variant is not among the project's: name the command that adds it."""
+    offered = ", ".join(variants)
+    lock = project / "uv.lock"
+    where = "pyproject.toml and uv.lock offer" if lock.is_file() else "pyproject.toml offers"
+    return UsageError(
+        f"this host runs the {variant} build, and {project}'s {where} {offered}",
+        f"add it: pip-gpu uv setup --variants {','.join([*variants, variant])}, then uv lock",
+    )
+
+
+def variant_outside_project(plan: Plan, host: HostProfile, project: Path, variants: Sequence[str]) -> None:
+    """No offered variant runs here: name the one that would, if any (the project's policy aside)."""
+    from packaging.requirements import Requirement
+
+    from .decide.rules import decide, request_from_requirements
+
+    family = [line.requirement for line in plan.family_lines() if line.requirement is not None]
+    request = request_from_requirements(family or [Requirement("torch")], plan.knowledge)
+    free = decide(request, host, plan.knowledge, pytorch_index=plan.pytorch_index)
+    if free.ok and free.variant is not None and free.variant not in variants:
+        raise missing_variant_error(project, free.variant, variants)
+
+
 # --- pip-gpu uv setup --------------------------------------------------------------------------
 
 
-def cmd_uv_setup(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class UvSetupOptions:
+    """What ``pip-gpu uv setup`` is asked to write.
+
+    ``variants``: None for this host's variant and cpu; ``project``: None for the current folder;
+    ``host``: the target-host facts given instead of detected.
+    """
+
+    requirements: tuple[str, ...] = ()
+    variants: Optional[tuple[str, ...]] = None
+    project: Optional[Path] = None
+    dry_run: bool = False
+    host: HostFlags = field(default_factory=HostFlags)
+    pytorch_index: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class UvSetupResult:
+    """What ``uv setup`` wrote (or, in a dry run, would write) into ``path``."""
+
+    path: Path
+    original: str
+    written: str
+    variants: tuple[str, ...]
+    requirements: tuple[str, ...]
+    host_extra: Optional[str]  # the extra this host runs; None when no variant runs here
+    dry_run: bool
+
+
+def uv_setup(options: UvSetupOptions) -> UvSetupResult:
     """``uv setup``; a pyproject.toml whose tables have another shape is one error line."""
     from packaging.requirements import InvalidRequirement
 
     try:
-        return _uv_setup(args)
+        return _uv_setup(options)
     except (AttributeError, TypeError, KeyError) as exc:
         raise UsageError(
             f"pyproject.toml: a [project] or [tool.uv] value does not have the shape pip-gpu expects ({exc})",
@@ -179,18 +176,19 @@ def cmd_uv_setup(args: argparse.Namespace) -> int:
         raise UsageError(f"pyproject.toml: invalid requirement: {exc}", "fix it, then run again") from None
 
 
-def _uv_setup(args: argparse.Namespace) -> int:
+def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
     import tomlkit
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    from .cli.flags import host_from_args
     from .decide.plan import decide_for
     from .decide.rules import variant_index_url
+    from .detect import host_for
     from .knowledge import load_knowledge
     from .redact import strip_credentials
+    from .variant import Variant
 
-    folder = Path(args.project or os.getcwd()).absolute()
+    folder = Path(options.project or os.getcwd()).absolute()
     path = folder / "pyproject.toml"
     if not path.is_file():
         raise UsageError(
@@ -210,7 +208,7 @@ def _uv_setup(args: argparse.Namespace) -> int:
     # What an earlier `uv setup` wrote; a recipe the project wrote itself is merged into, never owned.
     owned = {str(v) for v in tool.get("pip-gpu", {}).get("variants", [])}
 
-    requirements = list(args.requirements)
+    requirements = list(options.requirements)
     dependencies = project.get("dependencies")
     moved: list[str] = []
     if dependencies is not None:
@@ -227,10 +225,10 @@ def _uv_setup(args: argparse.Namespace) -> int:
         if canonicalize_name(Requirement(text).name) not in family_names:
             raise UsageError(f"{text} is not a torch-family project", "name torch, torchvision, ...")
 
-    host = host_from_args(args)
-    plan = decide_for(requirements, [], host, pytorch_index=args.pytorch_index, cwd=folder)
-    if args.variants:
-        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    host = host_for(options.host)
+    plan = decide_for(requirements, [], host, pytorch_index=options.pytorch_index, cwd=folder)
+    if options.variants is not None:
+        variants = list(options.variants)
     else:
         if not plan.decision.ok:
             raise UsageError("no build runs on this host; name the variants", "--variants cu124,cpu")
@@ -256,8 +254,9 @@ def _uv_setup(args: argparse.Namespace) -> int:
     for variant in dropped:
         extras.pop(variant, None)
     for variant in variants:
-        wanted = [r for r in requirements if _serves(canonicalize_name(Requirement(r).name), variant)]
-        covered = [f"{name}; {marker}" for name, marker in _covered_dependencies(variant, family_names)]
+        value = Variant.from_label(variant)  # every known variant parses; None serves no companion
+        wanted = [r for r in requirements if _serves(canonicalize_name(Requirement(r).name), value)]
+        covered = [f"{name}; {marker}" for name, marker in _covered_dependencies(value, family_names)]
         extras[variant] = _merge_extra(tomlkit, extras.get(variant), wanted, covered, replace=replace)
 
     conflicts_before = conflicts.as_string()
@@ -287,31 +286,12 @@ def _uv_setup(args: argparse.Namespace) -> int:
         if new:
             table.add(tomlkit.nl())
     written = tomlkit.dumps(document)
-    host_extra = _host_extra(written, requirements, host, args.pytorch_index)
-    if args.dry_run:
-        import difflib
-
-        diff = difflib.unified_diff(
-            original.splitlines(keepends=True),
-            written.splitlines(keepends=True),
-            fromfile=f"{path} (now)",
-            tofile=f"{path} (after pip-gpu uv setup)",
-        )
-        sys.stdout.writelines(diff)
-        done = "already set up as asked" if written == original else "left unchanged"
-        print(f"pip-gpu: dry run: {path} {done}")
-    else:
+    host_extra = _host_extra(written, requirements, host, options.pytorch_index)
+    if not options.dry_run:
         path.write_text(written, encoding="utf-8")
-        print(f"pip-gpu: {path}: extras {', '.join(variants)} for {', '.join(requirements)}")
-    if host_extra:
-        advice = f"without them: uv sync --extra {host_extra}"
-    else:
-        advice = f"none of {', '.join(variants)} runs on this host"
-    print(
-        "pip-gpu: next: uv lock (records every variant); with the shims, uv sync / uv run pick this "
-        f"host's; {advice}"
+    return UvSetupResult(
+        path, original, written, tuple(variants), tuple(requirements), host_extra, options.dry_run
     )
-    return EXIT_OK
 
 
 # Triton companions: torch's GPU wheels require these from the variant index on Linux; a direct
@@ -321,12 +301,14 @@ def _uv_setup(args: argparse.Namespace) -> int:
 _LINUX = "sys_platform == 'linux'"
 
 
-def _companions(variant: str) -> tuple[str, ...]:
-    if cuda_variant(variant):
+def _companions(variant: Optional[Variant]) -> tuple[str, ...]:
+    if variant is None:
+        return ()
+    if variant.is_cuda:
         return ("triton",)
-    if variant.startswith("rocm"):
+    if variant.is_rocm:
         return ("pytorch-triton-rocm",)
-    if variant == "xpu":
+    if variant.kind == "xpu":
         return ("pytorch-triton-xpu",)
     return ()
 
@@ -334,20 +316,16 @@ def _companions(variant: str) -> tuple[str, ...]:
 _ALL_COMPANIONS = frozenset({"triton", "pytorch-triton", "pytorch-triton-rocm", "pytorch-triton-xpu"})
 
 
-def cuda_variant(variant: str) -> bool:
-    from .knowledge import cuda_of_variant
-
-    return cuda_of_variant(variant) is not None
-
-
-def _serves(name: str, variant: str) -> bool:
+def _serves(name: str, variant: Optional[Variant]) -> bool:
     """Whether ``variant``'s index serves a family name: a Triton companion only its own builds'."""
     if name not in _ALL_COMPANIONS:
         return True
-    return name in _companions(variant) or (name == "pytorch-triton" and cuda_variant(variant))
+    return name in _companions(variant) or (
+        name == "pytorch-triton" and variant is not None and variant.is_cuda
+    )
 
 
-def _covered_dependencies(variant: str, family: set[str]) -> list[tuple[str, str]]:
+def _covered_dependencies(variant: Optional[Variant], family: set[str]) -> list[tuple[str, str]]:
     return [(name, _LINUX) for name in _companions(variant) if name in family]
 
 
@@ -601,47 +579,3 @@ def _multiline(tomlkit: Any, items: Sequence[str]) -> Any:
     array = tomlkit.array()
     array.extend(items)
     return array
-
-
-def add_uv_parser(commands: Any, add_host_flags: Callable[..., None]) -> None:
-    parser = commands.add_parser(
-        "uv",
-        help="uv projects: write uv's PyTorch configuration into pyproject.toml",
-        description="Work with uv projects.",
-    )
-    actions = parser.add_subparsers(dest="uv_command", metavar="ACTION", required=True)
-    setup = actions.add_parser(
-        "setup",
-        help="one explicit index, extra and source per variant, with conflicts (uv's PyTorch guide)",
-        description=(
-            "Write into pyproject.toml, preserving its formatting, what uv documents for PyTorch: an "
-            "explicit index pytorch-<variant> per variant, [tool.uv.sources] for the torch family by "
-            "extra, one extra per variant and the conflicts between them. `uv lock` then records "
-            "every variant; `uv sync --extra <variant>` installs one, and with pip-gpu's shims "
-            "`uv sync` / `uv run` pick this host's. An existing PyTorch recipe is merged into: "
-            "indexes that point at the same place are reused, the project's extras, sources and "
-            "comments stay, and what cannot be merged safely is refused with the file unchanged."
-        ),
-    )
-    setup.add_argument(
-        "requirements",
-        nargs="*",
-        metavar="REQUIREMENT",
-        help="torch-family requirements for the extras (default: those in project.dependencies, "
-        "which move into the extras, else the family the extras already name, else torch)",
-    )
-    setup.add_argument("--variants", metavar="V1,V2", help="variants to offer (default: this host's and cpu)")
-    setup.add_argument("--project", metavar="DIR", help="project folder (default: the current one)")
-    setup.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print the change as a unified diff and leave pyproject.toml as it is",
-    )
-    add_host_flags(setup)
-    group = setup.add_argument_group("index")
-    group.add_argument(
-        "--pytorch-index",
-        metavar="URL",
-        help="base of the PyTorch indexes; each variant's is URL/<variant> [PIP_GPU_PYTORCH_INDEX]",
-    )
-    setup.set_defaults(handler=cmd_uv_setup)

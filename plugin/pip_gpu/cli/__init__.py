@@ -96,11 +96,11 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
 
     lock_cli.add_lock_parsers(commands, add_host_flags, add_decision_flags)
 
-    from ..shims import add_shim_parser
-    from ..uv_project import add_uv_parser
+    from . import shim as shim_cli
+    from . import uv as uv_cli
 
-    add_shim_parser(commands)
-    add_uv_parser(commands, add_host_flags)
+    shim_cli.add_shim_parser(commands)
+    uv_cli.add_uv_parser(commands)
     from . import doctor as doctor_cli
 
     doctor_cli.add_parsers(commands)

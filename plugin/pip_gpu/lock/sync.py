@@ -581,9 +581,9 @@ class CheckReport:
 def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> LockCheck:
     """Compare an environment with the lock chosen for ``host`` (``check`` and ``doctor``)."""
     if not find_lock_family(directory) and (directory / "uv.lock").is_file():
-        from ..shim.uv_guard import check_uv_project
+        from ..uv_lock import check_uv_project
 
-        uv = check_uv_project(directory, target.python, host)
+        uv = check_uv_project(directory, probe_installed(target.python), host)
         return LockCheck(directory / "uv.lock", uv.variant, uv.problems, uv.installed, uv.fix)
     family = _read_family(directory)
     knowledge = load_knowledge()

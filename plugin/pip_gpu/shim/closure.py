@@ -24,7 +24,16 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["CannotTell", "Staged", "pip_closure_family", "stage_inputs", "uv_closure_family"]
+__all__ = [
+    "CannotTell",
+    "Staged",
+    "editables_file",
+    "pip_closure_family",
+    "pip_closure_family_via_uv",
+    "run_staged",
+    "stage_inputs",
+    "uv_closure_family",
+]
 
 
 class CannotTell(Exception):
@@ -71,6 +80,20 @@ class Staged:
         import shutil
 
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def editables_file(editables: Sequence[str], staged: Optional[Staged]) -> str:
+    """The editables as a requirements file (``-e`` lines), in ``staged``'s folder or a new one."""
+    holder = staged if staged is not None else Staged()
+    return holder.editables_file(editables)
+
+
+def run_staged(real: str, args: Sequence[str], staged: Staged) -> int:
+    """The real program as a child (a staged file must outlive it), its status ours."""
+    try:
+        return subprocess.run([real, *args], check=False).returncode
+    finally:
+        staged.close()
 
 
 def stage_inputs(args: Sequence[str], staged: Staged, requirement_options: Collection[str]) -> list[str]:
@@ -327,11 +350,8 @@ def pip_closure_family_via_uv(
     uv_args = uv_args_for_pip(settings, [(n, v) for n, v in steering if n[2:] in _PIP_CHECKED])
     if uv_args is None or any(n[2:] in _PIP_SETTINGS_NOT_TRANSLATED for n, _ in steering):
         return None
-    try:
-        from uv import find_uv_bin
-
-        uv = str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
+    uv = _bundled_uv()
+    if uv is None:
         return None
     options: list[tuple[str, Optional[str]]] = []
     i = 0
@@ -350,6 +370,20 @@ def pip_closure_family_via_uv(
         return uv_closure_family(uv, positionals, files, editables, options, python, family, env)
     except CannotTell:
         return None  # pip may read what uv could not: ask pip
+
+
+def _bundled_uv() -> Optional[str]:
+    """The uv installed with pip-gpu: beside this interpreter (where a venv's scripts are),
+    else where the ``uv`` package finds it (its search loads ``sysconfig``: tens of ms)."""
+    beside = Path(sys.executable).parent / ("uv.exe" if sys.platform == "win32" else "uv")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return None
 
 
 _PIP_CHECKED = _PIP_TRANSLATED | _PIP_SETTINGS_NOT_TRANSLATED
