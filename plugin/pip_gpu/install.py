@@ -7,35 +7,31 @@ landed and fail loudly if it is not the build we decided on.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import re
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from packaging.utils import canonicalize_name
-
 from .decide.plan import Plan, decide_for, rewrite_pins
+from .decide.rules import Decision
 from .detect.target import (
     TargetEnv,
-    add_target_flags,
     find_target,
     installed_family_in,
     installed_torch_build,
 )
 from .errors import (
-    EXIT_OK,
     InstallerFailed,
     NoBuildRuns,
     PipGpuError,
     UsageError,
 )
+from .host import HostFlags
 from .installers import choose_installer, run_command, uv_binary
 from .requirements import RewritePin, redact_url
 from .route import (
@@ -43,6 +39,8 @@ from .route import (
     InstallerCommand,
     Routing,
     family_files_from_report,
+    family_from_elsewhere,
+    installer_args,
     pip_command,
     pip_family_probe,
     pip_hashed_command,
@@ -50,132 +48,88 @@ from .route import (
     uv_command,
 )
 
-__all__ = ["add_install_parser", "run_install"]
-
-# pip/uv options that take a value, passed through to the installer unchanged.
-_VALUE_OPTIONS = (
-    ("-i", "--index-url"),
-    ("--extra-index-url",),
-    ("-f", "--find-links"),
-    ("--trusted-host",),
-    ("--upgrade-strategy",),
-    ("--no-binary",),
-    ("--only-binary",),
-    ("--config-settings",),
-    ("--cache-dir",),
-    ("--progress-bar",),
-)
-_FLAG_OPTIONS = (
-    ("-U", "--upgrade"),
-    ("--force-reinstall",),
-    ("--no-deps",),
-    ("--pre",),
-    ("--no-cache-dir",),
-    ("--no-index",),
-    ("--prefer-binary",),
-    ("--require-hashes",),
-    ("--no-build-isolation",),
-    ("--break-system-packages",),
-    ("-q", "--quiet"),
-    ("-v", "--verbose"),
-)
+__all__ = ["InstallOptions", "InstallResult", "install"]
 
 
-def add_install_parser(
-    commands: Any, add_host_flags: Callable[..., None], add_decision_flags: Callable[..., None]
-) -> None:
-    parser = commands.add_parser(
-        "install",
-        help="install the torch build that runs here, with real pip or uv",
-        description=(
-            "Install requirements into the target environment with pip or uv, routing torch, "
-            "torchvision, torchaudio and the rest of the family to the index of the build that "
-            "runs on this host (or the host described by the flags). Everything else comes from "
-            "your usual indexes. Exit status 2, with nothing installed, when no build runs."
-        ),
-        epilog=(
-            "Other installer options are passed through; give options this command does not list "
-            "as --opt=value. Target environment: --python, else $VIRTUAL_ENV, else ./.venv, else "
-            "refused (exit 2); --system for the python3 on PATH."
-        ),
-    )
-    parser.add_argument("requirements", nargs="*", metavar="REQUIREMENT")
-    parser.add_argument(
-        "-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file"
-    )
-    parser.add_argument(
-        "-c", "--constraint", action="append", default=[], metavar="FILE", help="constraints file"
-    )
-    parser.add_argument(
-        "--installer", choices=("pip", "uv"), help="default: uv when the target has no pip, else pip"
-    )
-    add_target_flags(parser)
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print the decision and the commands; install nothing"
-    )
-    parser.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
-    parser.add_argument(  # issue 4: lock write-back
-        "--no-lock", action="store_true", help="do not re-resolve the pylock.<variant>.toml files here"
-    )
-    passthrough = parser.add_argument_group("passed to the installer")
-    for names in _VALUE_OPTIONS:
-        passthrough.add_argument(*names, dest=f"pt_{names[-1]}", action="append", metavar="VALUE")
-    for names in _FLAG_OPTIONS:
-        passthrough.add_argument(*names, dest=f"pt_{names[-1]}", action="count")
-    add_host_flags(parser)
-    add_decision_flags(parser)
-    parser.set_defaults(handler=run_install)
+@dataclass(frozen=True)
+class InstallOptions:
+    """What ``pip-gpu install`` (or a shim) asks for, typed."""
+
+    requirements: tuple[str, ...] = ()  # requirement specifiers, as given
+    requirement_files: tuple[str, ...] = ()  # -r FILE, relative to ``cwd``
+    constraint_files: tuple[str, ...] = ()  # -c FILE
+    installer: Optional[str] = None  # "pip", "uv", or None: the project's choice, else by the target
+    python: Optional[str] = None  # --python: the target interpreter or environment
+    system: bool = False  # --system: the python3 on PATH
+    dry_run: bool = False
+    no_lock: bool = False  # do not re-resolve the pylock.<variant>.toml files in ``cwd``
+    # Options of :data:`pip_gpu.route.INSTALLER_OPTIONS` (long name, value or None for a flag).
+    passthrough: tuple[tuple[str, Optional[str]], ...] = ()
+    host: HostFlags = field(default_factory=HostFlags)
+    variant: Optional[str] = None
+    force: bool = False  # accept a variant the host cannot run
+    pytorch_index: Optional[str] = None
+    uv_binary: Optional[str] = None  # the very uv a shim was asked to run
+    installer_extra: tuple[str, ...] = ()  # a shim's user options, already checked, passed verbatim
+    cwd: Optional[Path] = None  # None: the current directory
+
+    def installer_args(self) -> list[str]:
+        """The options passed to every installer run."""
+        return [*installer_args(self.passthrough), *self.installer_extra]
 
 
-def _passthrough(args: argparse.Namespace) -> list[str]:
-    out: list[str] = []
-    for names in _VALUE_OPTIONS:
-        for value in getattr(args, f"pt_{names[-1]}") or ():
-            out += [names[-1], value]
-    for names in _FLAG_OPTIONS:
-        out += [names[-1]] * (getattr(args, f"pt_{names[-1]}") or 0)
-    # Set by the shims: the user's own installer options, already checked, passed verbatim.
-    out += getattr(args, "installer_extra", None) or []
-    return out
+@dataclass(frozen=True)
+class InstallResult:
+    """What an install did (or, for a dry run, would do)."""
+
+    decision: Decision
+    target: TargetEnv
+    installer: str
+    # A dry run: every installer run as a script to paste, and as JSON (``--dry-run --json``).
+    dry_run_script: str = ""
+    dry_run_json: Optional[Mapping[str, Any]] = None
+    # The torch family as it landed: (name, version).
+    installed: tuple[tuple[str, str], ...] = ()
 
 
-def run_install(args: argparse.Namespace) -> int:
-    from .cli.flags import host_from_args
-
-    cwd = Path.cwd()
-    if not args.requirements and not args.requirement:
+def install(options: InstallOptions) -> InstallResult:
+    """Decide, route, run the installer, verify what landed, and update a lock family here."""
+    cwd = options.cwd or Path.cwd()
+    if not options.requirements and not options.requirement_files:
         raise UsageError(
             "nothing to install: no requirements given",
             "name them (pip-gpu install torch torchvision) or give a file (-r requirements.txt)",
         )
-    if args.json and not args.dry_run:
-        raise UsageError("--json prints the plan of a dry run", "add --dry-run, or drop --json")
-    target = find_target(args.python, cwd, os.environ, system=getattr(args, "system", False), installing=True)
-    if args.python_version is None:
-        args.python_version = target.python_version
-    host = host_from_args(args)
+    target = find_target(options.python, cwd, os.environ, system=options.system, installing=True)
+    flags = options.host
+    if flags.python_version is None:
+        flags = replace(flags, python_version=target.python_version)
+    from .detect import host_for
+
+    host = host_for(flags)
     from .config import load_project_config
     from .decide.resolution import context_for_install
 
-    installer = choose_installer(args.installer, load_project_config(cwd).installer, target)
+    installer = choose_installer(options.installer, load_project_config(cwd).installer, target)
+    passed = options.installer_args()
     plan = decide_for(
-        args.requirements,
-        args.requirement,
+        options.requirements,
+        options.requirement_files,
         host,
-        variant=args.variant,
-        force=args.force,
-        pytorch_index=args.pytorch_index,
+        variant=options.variant,
+        force=options.force,
+        pytorch_index=options.pytorch_index,
         cwd=cwd,
-        constraint_files=args.constraint,
+        constraint_files=options.constraint_files,
         context=context_for_install(
-            target.python, target.site_packages, installer, _passthrough(args), os.environ, cwd, args.dry_run
+            target.python, target.site_packages, installer, passed, os.environ, cwd, options.dry_run
         ),
     )
     decision = plan.decision
     if not decision.ok:
         assert decision.blocker is not None
         raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
-    if not args.dry_run and not getattr(args, "no_lock", False):
+    if not options.dry_run and not options.no_lock:
         from .lock.lockfile import find_lock_family
 
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
@@ -198,29 +152,33 @@ def run_install(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
         workdir = Path(scratch)
-        uv = uv_binary(getattr(args, "uv_binary", None)) if installer == "uv" else ""
-        routing = _routing(plan, target, _passthrough(args), workdir, rewrite_pins(plan))
+        uv = uv_binary(options.uv_binary) if installer == "uv" else ""
+        routing = _routing(plan, target, passed, workdir, rewrite_pins(plan))
         try:
             # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
-            runs = _planned_runs(plan, routing, installer, uv, dry_run=args.dry_run, say=say)
-            if args.dry_run:
-                if args.json:
-                    print(json.dumps(_dry_run_json(plan, host, target, installer, runs, workdir), indent=2))
-                else:
-                    print(_dry_run_script(runs, workdir, decision_line=_decision_line(plan, installer)))
-                return EXIT_OK
+            runs = _planned_runs(plan, routing, installer, uv, dry_run=options.dry_run, say=say)
+            if options.dry_run:
+                return InstallResult(
+                    decision=decision,
+                    target=target,
+                    installer=installer,
+                    dry_run_script=_dry_run_script(
+                        runs, workdir, decision_line=_decision_line(plan, installer)
+                    ),
+                    dry_run_json=_dry_run_json(plan, host, target, installer, runs, workdir),
+                )
             for run in runs:
                 run_command(run.command)
         except InstallerFailed as failure:
             _unreachable_variant_index(plan, failure)
             raise
-    _verify(plan, target)
+    installed = _verify(plan, target)
     # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
-    if not args.dry_run and not getattr(args, "no_lock", False):
+    if not options.no_lock:
         from .lock.resolve import write_back_after_install
 
-        write_back_after_install(args, plan, host, cwd)
-    return EXIT_OK
+        write_back_after_install(options.requirements, options.requirement_files, plan, host, cwd)
+    return InstallResult(decision=decision, target=target, installer=installer, installed=installed)
 
 
 def _planned_runs(
@@ -327,10 +285,6 @@ def _read_report(path: Path) -> dict[str, Any]:
     return data
 
 
-_FROM_RE = re.compile(r"^\s+#\s+from\s+(\S+)")
-_PINNED_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==")
-
-
 def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
     """Family members uv would take from an index other than the variant index.
 
@@ -352,27 +306,6 @@ def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
         to_stderr=True,
     )
     return family_from_elsewhere(out.read_text(encoding="utf-8"), plan.family_names, routing.variant_index)
-
-
-def family_from_elsewhere(
-    annotated: str, family_names: frozenset[str], variant_index: Optional[str]
-) -> list[str]:
-    """Family members a ``--emit-index-annotation`` resolution takes from another index."""
-    elsewhere: list[str] = []
-    current: Optional[str] = None
-    for line in annotated.splitlines():
-        pinned = _PINNED_RE.match(line)
-        if pinned:
-            current = canonicalize_name(pinned.group(1))
-            continue
-        found = _FROM_RE.match(line)
-        if (
-            found
-            and current in family_names
-            and found.group(1).rstrip("/") != (variant_index or "").rstrip("/")
-        ):
-            elsewhere.append(current)
-    return sorted(set(elsewhere))
 
 
 # uv pip install options that uv pip compile does not take.
@@ -550,8 +483,8 @@ def _shell_word(argument: str, workdir: Path) -> str:
     return shlex.quote(argument)
 
 
-def _verify(plan: Plan, target: TargetEnv) -> None:
-    """Read back what landed and compare it with the decision."""
+def _verify(plan: Plan, target: TargetEnv) -> tuple[tuple[str, str], ...]:
+    """Read back what landed and compare it with the decision; the family as it landed."""
     decision = plan.decision
     installed = (
         installed_family_in(target.site_packages)
@@ -595,3 +528,8 @@ def _verify(plan: Plan, target: TargetEnv) -> None:
         _stderr(
             f"pip-gpu: verified: torch {torch_info['version']} ({detail}) is installed in {target.prefix}"
         )
+    return tuple(
+        (name, str(info["version"]))
+        for name, info in sorted(installed.items())
+        if info and info.get("version")
+    )

@@ -27,6 +27,7 @@ Everything here is pure: it builds argument lists and file contents; ``install``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +46,17 @@ from .requirements import (
 
 __all__ = [
     "INDEX_OPTIONS",
+    "INSTALLER_OPTIONS",
+    "INSTALLER_OPTION_NAMES",
     "VARIANT_INDEX_NAME",
     "FamilyFile",
     "InstallerCommand",
+    "InstallerOption",
     "Routing",
     "family_files_from_report",
+    "family_from_elsewhere",
     "family_project",
+    "installer_args",
     "pip_command",
     "pip_family_probe",
     "pip_hashed_command",
@@ -58,6 +64,79 @@ __all__ = [
     "uses_hashes",
     "uv_command",
 ]
+
+
+@dataclass(frozen=True)
+class InstallerOption:
+    """An installer option ``pip-gpu install`` takes itself and passes on unchanged."""
+
+    names: tuple[str, ...]  # the last one is the long name passed on
+    takes_value: bool
+
+    @property
+    def long(self) -> str:
+        return self.names[-1]
+
+
+# pip/uv install options passed to the installer unchanged: ``pip-gpu install``'s own flags
+# and the options the pip shim hands over. Rendered in this order (:func:`installer_args`).
+INSTALLER_OPTIONS: tuple[InstallerOption, ...] = (
+    *(
+        InstallerOption(names, takes_value=True)
+        for names in (
+            ("-i", "--index-url"),
+            ("--extra-index-url",),
+            ("-f", "--find-links"),
+            ("--trusted-host",),
+            ("--upgrade-strategy",),
+            ("--no-binary",),
+            ("--only-binary",),
+            ("--config-settings",),
+            ("--cache-dir",),
+            ("--progress-bar",),
+        )
+    ),
+    *(
+        InstallerOption(names, takes_value=False)
+        for names in (
+            ("-U", "--upgrade"),
+            ("--force-reinstall",),
+            ("--no-deps",),
+            ("--pre",),
+            ("--no-cache-dir",),
+            ("--no-index",),
+            ("--prefer-binary",),
+            ("--require-hashes",),
+            ("--no-build-isolation",),
+            ("--break-system-packages",),
+            ("-q", "--quiet"),
+            ("-v", "--verbose"),
+        )
+    ),
+)
+INSTALLER_OPTION_NAMES = frozenset(option.long for option in INSTALLER_OPTIONS)
+"""The long names of :data:`INSTALLER_OPTIONS`."""
+
+
+def installer_args(passed: Sequence[tuple[str, Optional[str]]]) -> list[str]:
+    """Pass-through options (long name, value or None) as installer arguments, in table order.
+
+    A flag given twice is passed twice (``-vv``); an option not in the table is refused.
+    """
+    unknown = [name for name, _ in passed if name not in INSTALLER_OPTION_NAMES]
+    if unknown:
+        raise ValueError(f"not a pass-through installer option: {unknown[0]}")
+    out: list[str] = []
+    for option in INSTALLER_OPTIONS:
+        for name, value in passed:
+            if name != option.long:
+                continue
+            if option.takes_value:
+                out += [name, value or ""]
+            else:
+                out.append(name)
+    return out
+
 
 # Options that choose where packages come from: the first pip run must not see them.
 INDEX_OPTIONS = frozenset(
@@ -355,3 +434,28 @@ def pip_hashed_command(routing: Routing, lines: Sequence[RequirementLine]) -> In
         purpose="pip, hash-checking mode: every file pinned by hash, the variant index added",
         files=files,
     )
+
+
+_FROM_RE = re.compile(r"^\s+#\s+from\s+(\S+)")
+_PINNED_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==")
+
+
+def family_from_elsewhere(
+    annotated: str, family_names: frozenset[str], variant_index: Optional[str]
+) -> list[str]:
+    """Family members a ``--emit-index-annotation`` resolution takes from another index."""
+    elsewhere: list[str] = []
+    current: Optional[str] = None
+    for line in annotated.splitlines():
+        pinned = _PINNED_RE.match(line)
+        if pinned:
+            current = canonicalize_name(pinned.group(1))
+            continue
+        found = _FROM_RE.match(line)
+        if (
+            found
+            and current in family_names
+            and found.group(1).rstrip("/") != (variant_index or "").rstrip("/")
+        ):
+            elsewhere.append(current)
+    return sorted(set(elsewhere))

@@ -89,9 +89,9 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
         _add_global_options(commands)
         return parser
 
-    from ..install import add_install_parser
+    from . import install as install_cli
 
-    add_install_parser(commands, add_host_flags, add_decision_flags)
+    install_cli.add_install_parser(commands)
     from ..lock.resolve import add_lock_parsers
 
     add_lock_parsers(commands, add_host_flags, add_decision_flags)

@@ -1472,7 +1472,7 @@ def add_doctor_parser(commands: Any, add_host_flags: Callable[..., None]) -> Non
             "the verdict: the broken link and its fix. Exit status 0 when healthy, 1 when a check fails."
         ),
     )
-    from ..detect.target import add_target_flags
+    from ..cli.flags import add_target_flags
 
     add_target_flags(parser)
     parser.add_argument(

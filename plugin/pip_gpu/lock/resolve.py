@@ -42,6 +42,7 @@ from ..children import (
     start,
     stop_all,
 )
+from ..cli.flags import add_target_flags
 from ..config import load_project_config
 from ..decide.plan import (
     Plan,
@@ -55,7 +56,7 @@ from ..decide.rules import (
     decide,
     request_from_requirements,
 )
-from ..detect.target import TargetEnv, add_target_flags, find_target
+from ..detect.target import TargetEnv, find_target
 from ..errors import (
     EXIT_CHECK_FAILED,
     EXIT_OK,
@@ -706,7 +707,7 @@ def _resolve(
     resolution redone. Both runs read the same requirements with the same routing, so they
     resolve alike; a difference means an index changed in between.
     """
-    from ..install import family_from_elsewhere
+    from ..route import family_from_elsewhere
 
     workdir.mkdir(parents=True)
     plan = job.plan
@@ -1527,17 +1528,18 @@ def _lock_meant_for(family: Sequence[LockFile], installed: _Installed, prefix: P
 # --- pip-gpu install writes the decision back ------------------------------------------------
 
 
-def write_back_after_install(args: argparse.Namespace, plan: Plan, host: HostProfile, cwd: Path) -> None:
+def write_back_after_install(
+    requirements: Sequence[str], requirement_files: Sequence[str], plan: Plan, host: HostProfile, cwd: Path
+) -> None:
     """After ``pip-gpu install`` in a folder with a lock family: add the new requirements to
     the recorded inputs and re-resolve every variant file."""
     family = find_lock_family(cwd)
     if not family:
         return
     recorded = family[0].record.inputs
-    requirement_args = _merged(list(recorded.requirements), list(args.requirements))
-    files = list(
-        dict.fromkeys([*(p for p, _ in recorded.files), *(_relative(cwd / f, cwd) for f in args.requirement)])
-    )
+    requirement_args = _merged(list(recorded.requirements), list(requirements))
+    new_files = (_relative(cwd / f, cwd) for f in requirement_files)
+    files = list(dict.fromkeys([*(p for p, _ in recorded.files), *new_files]))
     new_inputs = replace(
         recorded,
         requirements=tuple(strip_credentials(r) for r in requirement_args),

@@ -17,18 +17,21 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shlex
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..installers import exec_replacing
 
+if TYPE_CHECKING:
+    from ..install import InstallOptions
+
 __all__ = ["main", "parse_options", "pip_interpreter", "windows_main"]
 
+EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 _DISABLE_HINT = "set PIP_GPU_DISABLE=1 to run {prog} without pip-gpu (the torch build is then not checked)"
@@ -373,33 +376,6 @@ _PIP_SHORT = {
     "-U": "--upgrade",
     "-I": "--ignore-installed",
 }
-# Options ``pip-gpu install`` takes itself and hands to pip.
-_INSTALL_KNOWS = frozenset(
-    [
-        "--index-url",
-        "--extra-index-url",
-        "--find-links",
-        "--trusted-host",
-        "--upgrade-strategy",
-        "--no-binary",
-        "--only-binary",
-        "--config-settings",
-        "--cache-dir",
-        "--progress-bar",
-        "--upgrade",
-        "--force-reinstall",
-        "--no-deps",
-        "--pre",
-        "--no-cache-dir",
-        "--no-index",
-        "--prefer-binary",
-        "--require-hashes",
-        "--no-build-isolation",
-        "--break-system-packages",
-        "--quiet",
-        "--verbose",
-    ]
-)
 # Options that change nothing about what is installed or where: passed to both pip runs as
 # the PIP_* variable pip reads for every option.
 _PIP_BY_ENVIRONMENT = frozenset(
@@ -464,25 +440,35 @@ def _pip(real: str, args: list[str]) -> Optional[Callable[[], int]]:
         return _pip_fetch(real, args[:at], command, parsed)
     python = parsed.values("--python")
     target = python[-1] if python else pip_interpreter(Path(real))
-    argv = ["install", "--installer", "pip", "--python", str(target)]
+    from ..install import InstallOptions
+    from ..route import INSTALLER_OPTION_NAMES  # the options `pip-gpu install` takes and passes on
+
+    files: dict[str, list[str]] = {"--requirement": [], "--constraint": []}
+    passthrough: list[tuple[str, Optional[str]]] = []
     environment: dict[str, str] = {}
     if parsed.values("--editable"):  # a project's requirements are read like any other line
-        argv += ["--requirement", _editables_file(parsed.values("--editable"), staged)]
+        files["--requirement"].append(_editables_file(parsed.values("--editable"), staged))
     for name, value in options:
-        if name in ("--requirement", "--constraint"):
-            argv += [name, str(value)]
-        elif name in ("--editable", "--python"):
+        if name in files:
+            files[name].append(str(value))
+        elif name in ("--editable", "--python", "--dry-run"):
             continue
-        elif name == "--dry-run":
-            argv.append("--dry-run")
-        elif name in _INSTALL_KNOWS:
-            argv.append(name if value is None else f"{name}={value}")
+        elif name in INSTALLER_OPTION_NAMES:
+            passthrough.append((name, value))
         elif name in _PIP_BY_ENVIRONMENT:
             environment["PIP_" + name[2:].upper().replace("-", "_")] = "1" if value is None else value
         else:
             raise _Refused(f"`pip install {name}` with the torch family is not routed by the shim yet")
-    argv += ["--", *parsed.positionals]
-    return lambda: _run_install(argv, environment)
+    request = InstallOptions(
+        requirements=tuple(parsed.positionals),
+        requirement_files=tuple(files["--requirement"]),
+        constraint_files=tuple(files["--constraint"]),
+        installer="pip",
+        python=str(target),
+        dry_run=parsed.has("--dry-run"),
+        passthrough=tuple(passthrough),
+    )
+    return lambda: _run_install(request, environment)
 
 
 # --- issue 13: the family that arrives through the resolution --------------------------------
@@ -666,24 +652,25 @@ def _imports_pip_from(python: Path, where: Path) -> bool:
         return False
 
 
-def _run_install(argv: list[str], environment: Mapping[str, str], **extra: object) -> int:
-    """``pip-gpu install`` with a prepared command line, and the shim's own settings."""
-    from ..cli import build_parser
+def _run_install(request: InstallOptions, environment: Mapping[str, str]) -> int:
+    """``pip-gpu install`` with the options the shim read, and the shim's own settings."""
     from ..errors import PipGpuError
+    from ..install import install
+    from ..route import INSTALLER_OPTIONS
 
+    takes_no_value = {option.long for option in INSTALLER_OPTIONS if not option.takes_value}
+    for name, value in request.passthrough:
+        if name in takes_no_value and value is not None:
+            raise _Refused(f"{name}={value}: {name} takes no value")
     os.environ.update(environment)
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:
-        raise _Refused(f"the shim built a command pip-gpu could not read: {shlex.join(argv)}") from exit_
-    for name, value in extra.items():
-        setattr(args, name, value)
-    try:
-        status: int = args.handler(args)
+        result = install(request)
     except PipGpuError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code
-    return status
+    if request.dry_run:
+        print(result.dry_run_script)
+    return EXIT_OK
 
 
 # --- uv ----------------------------------------------------------------------------------------
@@ -967,25 +954,33 @@ def _uv_pip_install(real: str, tokens: list[str]) -> Optional[Callable[[], int]]
     target = _uv_target(real, parsed)
     if target is None:
         return None  # uv reports that there is no environment, in its own words
-    argv = ["install", "--installer", "uv", "--python", str(target)]
+    from ..install import InstallOptions
+
+    requirement_files: list[str] = []
+    constraint_files: list[str] = []
     extra: list[str] = []
     if parsed.values("--editable"):  # a project's requirements are read like any other line
-        argv += ["-r", _editables_file(parsed.values("--editable"), staged)]
+        requirement_files.append(_editables_file(parsed.values("--editable"), staged))
     for option, value in parsed.options:
-        if option == "--editable":
-            continue
         if option in ("--requirements", "--requirement"):
-            argv += ["-r", str(value)]
+            requirement_files.append(str(value))
         elif option in ("--constraints", "--constraint"):
-            argv += ["-c", str(value)]
-        elif option == "--python":
+            constraint_files.append(str(value))
+        elif option in ("--editable", "--python", "--dry-run"):
             continue
-        elif option == "--dry-run":
-            argv.append("--dry-run")
         else:  # the user's own uv options, exactly as given
             extra.append(option if value is None else f"{option}={value}")
-    argv += ["--", *parsed.positionals]
-    return lambda: _run_install(argv, {}, uv_binary=real, installer_extra=extra)
+    request = InstallOptions(
+        requirements=tuple(parsed.positionals),
+        requirement_files=tuple(requirement_files),
+        constraint_files=tuple(constraint_files),
+        installer="uv",
+        python=str(target),
+        dry_run=parsed.has("--dry-run"),
+        uv_binary=real,
+        installer_extra=tuple(extra),
+    )
+    return lambda: _run_install(request, {})
 
 
 def _uv_closure_needs_family(real: str, parsed: Parsed) -> bool:
