@@ -26,10 +26,12 @@ from .detect.target import (
     installed_torch_build,
 )
 from .errors import (
+    BuildDidNotLand,
     InstallerFailed,
     NoBuildRuns,
     PipGpuError,
     UsageError,
+    environment_fault,
 )
 from .host import HostFlags
 from .installers import choose_installer, run_command, uv_binary
@@ -150,7 +152,11 @@ def install(options: InstallOptions) -> InstallResult:
     for note in decision.notes:
         say(f"pip-gpu: note: {note}")
 
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
+    try:
+        scratch_folder = tempfile.TemporaryDirectory(prefix="pip-gpu-")
+    except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's
+        raise environment_fault(exc, "pip-gpu's scratch folder") from None
+    with scratch_folder as scratch:
         workdir = Path(scratch)
         uv = uv_binary(options.uv_binary) if installer == "uv" else ""
         routing = _routing(plan, target, passed, workdir, rewrite_pins(plan))
@@ -177,7 +183,10 @@ def install(options: InstallOptions) -> InstallResult:
     if not options.no_lock:
         from .lock.resolve import write_back_after_install
 
-        write_back_after_install(options.requirements, options.requirement_files, plan, host, cwd)
+        try:
+            write_back_after_install(options.requirements, options.requirement_files, plan, host, cwd)
+        except OSError as exc:
+            raise environment_fault(exc, f"the lock files in {cwd} (installed, but not re-locked)") from None
     return InstallResult(decision=decision, target=target, installer=installer, installed=installed)
 
 
@@ -507,16 +516,12 @@ def _verify(plan: Plan, target: TargetEnv) -> tuple[tuple[str, str], ...]:
             for name in ("torch", "torchvision", "torchaudio")
             if installed.get(name) and installed[name].get("version")
         )
-        error = InstallerFailed(
+        raise BuildDidNotLand(
             "; ".join(problems) + f" (another requirement or index overrode the routing); left installed "
             f"in {target.prefix}: {left}",
-            1,
-        )
-        error.hint = (
             "that build does not match this host's decision: uninstall it, then install again with "
-            "an exact pin (torch==X.Y.Z) or check the --pytorch-index mirror"
+            "an exact pin (torch==X.Y.Z) or check the --pytorch-index mirror",
         )
-        raise error
     torch_info = installed.get("torch")
     if torch_info:
         cuda = torch_info.get("cuda")

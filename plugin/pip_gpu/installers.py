@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NoReturn, Optional
 
-from .errors import InstallerFailed, UsageError
+from .errors import InstallerFailed, UsageError, environment_fault
 
 if TYPE_CHECKING:
     from .detect.target import TargetEnv
@@ -61,8 +61,11 @@ def run_command(command: InstallerCommand, *, to_stderr: bool = False) -> None:
     from .children import Terminated, finished, private_command, signal_of, start
 
     for path, content in command.files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)  # the uv family project has its own folder
-        path.write_text(content, encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)  # the uv family project has its own folder
+            path.write_text(content, encoding="utf-8")
+        except OSError as exc:  # a full disk or a read-only TMPDIR is no bad input (exit 74)
+            raise environment_fault(exc, f"the file {path} the installer reads") from None
     with private_command(command.argv, environment_with(command.env)) as (argv, env):
         try:
             process = start(argv, env=env, stdout=sys.stderr if to_stderr else None)
