@@ -22,6 +22,7 @@ __all__ = [
     "NoBuildRuns",
     "PipGpuError",
     "UsageError",
+    "WrongBuildServed",
     "environment_fault",
 ]
 
@@ -86,6 +87,13 @@ def environment_fault(exc: OSError, writing: str) -> EnvironmentFault:
 
 class BuildDidNotLand(PipGpuError):
     """The installer succeeded, but what landed is not the build decided on (a failed check)."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+class WrongBuildServed(PipGpuError):
+    """The settled resolution picks a build whose label contradicts the decision (an index
+    serving ``+cpu`` wheels under cu124); refused before anything is installed."""
 
     exit_code = EXIT_CHECK_FAILED
 

@@ -31,6 +31,7 @@ from .errors import (
     NoBuildRuns,
     PipGpuError,
     UsageError,
+    WrongBuildServed,
     environment_fault,
 )
 from .host import HostFlags
@@ -43,9 +44,12 @@ from .route import (
     family_files_from_report,
     family_from_elsewhere,
     installer_args,
+    pinned_versions,
     pip_command,
     pip_family_probe,
     pip_hashed_command,
+    reinstall_command,
+    uninstall_command,
     uses_hashes,
     uv_command,
 )
@@ -173,12 +177,13 @@ def install(options: InstallOptions) -> InstallResult:
                     ),
                     dry_run_json=_dry_run_json(plan, host, target, installer, runs, workdir),
                 )
+            before = _versions(_installed_family(target))
             for run in runs:
                 run_command(run.command)
         except InstallerFailed as failure:
             _unreachable_variant_index(plan, failure)
             raise
-    installed = _verify(plan, target)
+    installed = _verify(plan, target, lambda names: _roll_back(plan, target, installer, uv, before, names))
     # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
     if not options.no_lock:
         from .lock.resolve import write_back_after_install
@@ -227,7 +232,11 @@ def _planned_runs(
 def _settled_runs(plan: Plan, routing: Routing, installer: str, uv: str) -> list[_DryRun]:
     lines = list(plan.lines)
     if installer == "uv":
-        pulled_in = _uv_family_elsewhere(plan, routing, uv) if routing.variant_index else []
+        pulled_in: list[str] = []
+        if routing.variant_index:
+            resolved = _uv_resolution(plan, routing, uv)
+            _refuse_contradicting(plan, pinned_versions(resolved), "uv's resolution")
+            pulled_in = family_from_elsewhere(resolved, plan.family_names, routing.variant_index)
         command = uv_command(routing, lines, uv=uv, pulled_in=pulled_in)
         return [_DryRun(command, before=_resolved_note(pulled_in))]
     if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
@@ -244,8 +253,57 @@ def _settled_runs(plan: Plan, routing: Routing, installer: str, uv: str) -> list
                 "routed to the variant index"
             )
             family = _pip_family_files(plan, routing, elsewhere)
+    _refuse_contradicting(plan, _wheel_versions(family), "pip's dry run on the variant index")
     before = "the torch family's files were chosen on the variant index by a pip dry run"
     return [_DryRun(pip_command(routing, lines, family), before=before + _resolved_note(elsewhere, sep="; "))]
+
+
+def _contradicting(plan: Plan, versions: Mapping[str, str]) -> list[str]:
+    """``name version`` of each labelled family member whose local label is not the decided
+    variant's (``torch 2.5.1+cpu`` for cu124): a build that cannot be what was decided."""
+    variant = plan.decision.variant
+    expected = None if variant == "default" else str(variant)
+    return [
+        f"{name} {version}"
+        for name, version in sorted(versions.items())
+        if name in _LABELLED and (version.partition("+")[2] or None) != expected
+    ]
+
+
+# The family members whose wheels carry the variant as a local label (as ``_verify`` reads them).
+_LABELLED = ("torch", "torchvision", "torchaudio")
+
+
+def _refuse_contradicting(plan: Plan, versions: Mapping[str, str], seen_by: str) -> None:
+    """Before installing: refuse the family files the settled resolution picked when their
+    label contradicts the decision (an index serving ``+cpu`` wheels as cu124)."""
+    wrong = _contradicting(plan, versions)
+    if not wrong:
+        return
+    variant = plan.decision.variant
+    where = redact_url(plan.decision.index_url) if plan.decision.index_url else "PyPI"
+    raise WrongBuildServed(
+        f"{' and '.join(wrong)} is what {seen_by} picks from {where}, but {variant} was decided; "
+        "refused before installing: nothing was changed",
+        f"that index does not serve {variant} builds under these names: check --pytorch-index "
+        f"(or PIP_GPU_PYTORCH_INDEX), or choose the build it serves with --variant",
+    )
+
+
+def _wheel_versions(files: Sequence[FamilyFile]) -> dict[str, str]:
+    """The version in each family file's wheel name (an sdist or odd name is left out)."""
+    from urllib.parse import unquote, urlsplit
+
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    versions: dict[str, str] = {}
+    for file in files:
+        filename = unquote(urlsplit(file.url).path.rsplit("/", 1)[-1])
+        try:
+            versions[file.name] = str(parse_wheel_filename(filename)[1])
+        except InvalidWheelFilename:
+            continue
+    return versions
 
 
 def _resolved_note(pulled_in: Sequence[str], sep: str = "") -> str:
@@ -294,12 +352,12 @@ def _read_report(path: Path) -> dict[str, Any]:
     return data
 
 
-def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
-    """Family members uv would take from an index other than the variant index.
+def _uv_resolution(plan: Plan, routing: Routing, uv: str) -> str:
+    """What uv would install, each package with the index it comes from (``uv pip compile``).
 
     uv's sources route only direct requirements; what torch or another library brings in
-    (``triton``, torchvision) is found by resolving first (``uv pip compile``, which names
-    the index of every package) and then routed as if the user had named it.
+    (``triton``, torchvision) is found from this resolution and then routed as if the user
+    had named it. It also shows the family's files before anything is installed.
     """
     out = routing.workdir / "resolved.txt"
     compile_routing = replace(
@@ -314,7 +372,7 @@ def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
         ),
         to_stderr=True,
     )
-    return family_from_elsewhere(out.read_text(encoding="utf-8"), plan.family_names, routing.variant_index)
+    return out.read_text(encoding="utf-8")
 
 
 # uv pip install options that uv pip compile does not take.
@@ -492,35 +550,40 @@ def _shell_word(argument: str, workdir: Path) -> str:
     return shlex.quote(argument)
 
 
-def _verify(plan: Plan, target: TargetEnv) -> tuple[tuple[str, str], ...]:
-    """Read back what landed and compare it with the decision; the family as it landed."""
-    decision = plan.decision
-    installed = (
+def _installed_family(target: TargetEnv) -> dict[str, dict[str, Optional[str]]]:
+    return (
         installed_family_in(target.site_packages)
         if target.site_packages
         else installed_torch_build(target.python)
     )
-    problems = []
-    for name in ("torch", "torchvision", "torchaudio"):
-        info = installed.get(name)
-        if info is None or not info.get("version"):
-            continue
-        version = info["version"] or ""
-        label = version.partition("+")[2] or None
-        expected = None if decision.variant == "default" else decision.variant
-        if label != expected:
-            problems.append(f"{name} {version} landed, but {decision.variant} was decided")
-    if problems:
-        left = ", ".join(
-            f"{name} {installed[name]['version']}"
-            for name in ("torch", "torchvision", "torchaudio")
-            if installed.get(name) and installed[name].get("version")
-        )
+
+
+def _versions(installed: Mapping[str, Mapping[str, Optional[str]]]) -> dict[str, str]:
+    return {name: str(info["version"]) for name, info in installed.items() if info and info.get("version")}
+
+
+def _verify(
+    plan: Plan, target: TargetEnv, roll_back: Callable[[Sequence[str]], list[str]]
+) -> tuple[tuple[str, str], ...]:
+    """Read back what landed and compare it with the decision; the family as it landed.
+
+    A member whose label contradicts the decision is rolled back (``roll_back`` gets the
+    names and says what it did) and the install fails naming what is left (exit 1).
+    """
+    decision = plan.decision
+    installed = _installed_family(target)
+    wrong = _contradicting(plan, _versions(installed))
+    if wrong:
+        done = roll_back([entry.split(" ", 1)[0] for entry in wrong])
+        now = _versions(_installed_family(target))
+        left = ", ".join(f"{name} {version}" for name, version in sorted(now.items()))
         raise BuildDidNotLand(
-            "; ".join(problems) + f" (another requirement or index overrode the routing); left installed "
-            f"in {target.prefix}: {left}",
-            "that build does not match this host's decision: uninstall it, then install again with "
-            "an exact pin (torch==X.Y.Z) or check the --pytorch-index mirror",
+            "; ".join(f"{entry} landed, but {decision.variant} was decided" for entry in wrong)
+            + " (another requirement or index overrode the routing); "
+            + (f"rolled back: {'; '.join(done)}; " if done else "")
+            + f"left installed in {target.prefix}: {left or 'no torch-family package'}",
+            "that build does not match this host's decision: install again with an exact pin "
+            "(torch==X.Y.Z) or check the --pytorch-index mirror",
         )
     torch_info = installed.get("torch")
     if torch_info:
@@ -533,8 +596,38 @@ def _verify(plan: Plan, target: TargetEnv) -> tuple[tuple[str, str], ...]:
         _stderr(
             f"pip-gpu: verified: torch {torch_info['version']} ({detail}) is installed in {target.prefix}"
         )
-    return tuple(
-        (name, str(info["version"]))
-        for name, info in sorted(installed.items())
-        if info and info.get("version")
-    )
+    return tuple(sorted(_versions(installed).items()))
+
+
+def _roll_back(
+    plan: Plan,
+    target: TargetEnv,
+    installer: str,
+    uv: str,
+    before: Mapping[str, str],
+    names: Sequence[str],
+) -> list[str]:
+    """Put the family members ``names`` back as they were ``before`` the install: remove what
+    was added, reinstall the earlier version of what was replaced. Says what it did."""
+    from .decide.rules import variant_index_url
+
+    done: list[str] = []
+    after = _versions(_installed_family(target))
+    added = [name for name in names if name not in before]
+    # A member this install left as it was is not undone; the error names it with the rest.
+    replaced = [
+        f"{name}=={before[name]}" for name in names if name in before and after.get(name) != before[name]
+    ]
+    try:
+        if added:
+            run_command(uninstall_command(installer, target.python, uv, added), to_stderr=True)
+            done.append(f"removed {', '.join(added)}")
+        if replaced:
+            labels = {pin.partition("+")[2] for pin in replaced}
+            label = labels.pop() if len(labels) == 1 else ""
+            index = variant_index_url(plan.pytorch_index, label) if label else None
+            run_command(reinstall_command(installer, target.python, uv, index, replaced), to_stderr=True)
+            done.append(f"put back {', '.join(replaced)}")
+    except PipGpuError as failure:  # what could not be undone is named with what is left
+        done.append(f"the rollback failed ({failure.message})")
+    return done

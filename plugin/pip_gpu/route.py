@@ -57,10 +57,13 @@ __all__ = [
     "family_from_elsewhere",
     "family_project",
     "installer_args",
+    "pinned_versions",
     "pip_command",
     "pip_family_probe",
     "pip_hashed_command",
+    "reinstall_command",
     "split_installer_args",
+    "uninstall_command",
     "uses_hashes",
     "uv_command",
 ]
@@ -459,3 +462,38 @@ def family_from_elsewhere(
         ):
             elsewhere.append(current)
     return sorted(set(elsewhere))
+
+
+def pinned_versions(annotated: str) -> dict[str, str]:
+    """``name -> version`` of every ``name==version`` line of a ``uv pip compile`` output."""
+    versions: dict[str, str] = {}
+    for line in annotated.splitlines():
+        pinned = _PINNED_RE.match(line)
+        if pinned:
+            versions[canonicalize_name(pinned.group(1))] = line[pinned.end() :].split(";", 1)[0].split()[0]
+    return versions
+
+
+# --- rolling back a build that contradicts the decision --------------------------------------
+
+
+def uninstall_command(installer: str, python: Path, uv: str, names: Sequence[str]) -> InstallerCommand:
+    """Remove ``names`` from the target (what an install added against the decision)."""
+    if installer == "uv":
+        argv = [uv, "pip", "uninstall", "--python", str(python), *names]
+    else:
+        argv = [str(python), "-m", "pip", "uninstall", "--yes", *names]
+    return InstallerCommand(argv=tuple(argv), purpose=f"{installer}: removing {', '.join(names)} (rollback)")
+
+
+def reinstall_command(
+    installer: str, python: Path, uv: str, index: Optional[str], pins: Sequence[str]
+) -> InstallerCommand:
+    """Put back ``name==version`` pins (what was installed before), from ``index`` when given."""
+    where = ["--index-url", index] if index else []
+    if installer == "uv":
+        argv = [uv, "pip", "install", "--python", str(python), "--no-deps", *where, *pins]
+    else:
+        argv = [str(python), "-m", "pip", "install", "--no-deps", *where, *pins]
+    purpose = f"{installer}: putting back {', '.join(pins)} (rollback)"
+    return InstallerCommand(argv=tuple(argv), purpose=purpose)
