@@ -22,6 +22,7 @@ from pip_gpu.route import (
     Routing,
     family_files_from_report,
     family_from_elsewhere,
+    family_required_by_others,
     installer_args,
     pip_command,
     pip_family_probe,
@@ -309,3 +310,27 @@ def test_family_members_a_resolution_takes_from_another_index() -> None:
         "    # from https://pypi.org/simple\n"
     )
     assert family_from_elsewhere(annotated, frozenset({"torch", "triton"}), VARIANT) == ["triton"]
+
+
+def test_only_another_package_needing_the_family_counts_as_needing_it() -> None:
+    annotated = (
+        "fixture-app==1.0.0\n"
+        "    # via -r requirements.txt\n"
+        "torch==2.5.1+cu124\n"
+        "    # via\n"
+        "    #   pip-gpu-torch-family (/tmp/x/torch-family/pyproject.toml)\n"
+        "    #   torchvision\n"
+        f"    # from {VARIANT}\n"
+        "torchvision==0.20.1+cu124\n"
+        "    # via\n"
+        "    #   -r requirements.txt\n"
+        "    #   fixture-vision\n"
+        "triton==3.1.0\n"
+        "    # via torch\n"
+        "numpy==2.1.0\n"
+        "    # via torchvision\n"
+    )
+    family = frozenset({"torch", "torchvision", "triton"})
+    assert family_required_by_others(annotated, family) == ["fixture-vision requires torchvision"]
+    alone = annotated.replace("    #   fixture-vision\n", "")
+    assert family_required_by_others(alone, family) == []

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .decide.plan import Plan, decide_for, rewrite_pins
+from .decide.resolution import ResolutionContext, context_for_install
 from .decide.rules import Decision
 from .detect.target import (
     TargetEnv,
@@ -43,6 +44,7 @@ from .route import (
     Routing,
     family_files_from_report,
     family_from_elsewhere,
+    family_required_by_others,
     installer_args,
     pinned_versions,
     pip_command,
@@ -114,47 +116,41 @@ def install(options: InstallOptions) -> InstallResult:
 
     host = host_for(flags)
     from .config import load_project_config
-    from .decide.resolution import context_for_install
 
     installer = choose_installer(options.installer, load_project_config(cwd).installer, target)
     passed = options.installer_args()
-    plan = decide_for(
-        options.requirements,
-        options.requirement_files,
-        host,
-        variant=options.variant,
-        force=options.force,
-        pytorch_index=options.pytorch_index,
-        cwd=cwd,
-        constraint_files=options.constraint_files,
-        context=context_for_install(
-            target.python, target.site_packages, installer, passed, os.environ, cwd, options.dry_run
-        ),
+    context = context_for_install(
+        target.python, target.site_packages, installer, passed, os.environ, cwd, options.dry_run
     )
-    decision = plan.decision
-    if not decision.ok:
-        assert decision.blocker is not None
-        raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
+
+    def decide(context: ResolutionContext) -> Plan:
+        return decide_for(
+            options.requirements,
+            options.requirement_files,
+            host,
+            variant=options.variant,
+            force=options.force,
+            pytorch_index=options.pytorch_index,
+            cwd=cwd,
+            constraint_files=options.constraint_files,
+            context=context,
+        )
+
+    # uv (issue 18): one resolution where it can answer both questions. Decided without
+    # resolving the other requirements first, then uv's own resolution (which install runs
+    # anyway) says whether any of them needs the torch family; only then is the decision
+    # made again with what they need. A dry run keeps the two steps it shows.
+    one_resolution = installer == "uv" and not options.dry_run
+    plan = decide(replace(context, resolve_others=False) if one_resolution else context)
+    if one_resolution and not plan.decision.ok:
+        plan = decide(context)  # its blocker may name what the other requirements need
+    if not plan.decision.ok:
+        assert plan.decision.blocker is not None
+        raise NoBuildRuns(plan.decision.blocker.message, plan.decision.blocker.hint)
     if not options.dry_run and not options.no_lock:
         from .lock.lockfile import find_lock_family
 
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
-    from . import ui
-
-    say = _stderr if not ui.settings().quiet else _silent
-    say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
-    where = redact_url(decision.index_url) if decision.index_url else "PyPI"
-    if any(not line.constraint for line in plan.family_lines()):
-        say(
-            f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; installing with {installer}"
-        )
-    else:
-        say(
-            f"pip-gpu: torch-family packages, if needed, come from {where} ({decision.variant}); "
-            f"installing with {installer}"
-        )
-    for note in decision.notes:
-        say(f"pip-gpu: note: {note}")
 
     try:
         scratch_folder = tempfile.TemporaryDirectory(prefix="pip-gpu-")
@@ -163,10 +159,25 @@ def install(options: InstallOptions) -> InstallResult:
     with scratch_folder as scratch:
         workdir = Path(scratch)
         uv = uv_binary(options.uv_binary) if installer == "uv" else ""
+        resolved: Optional[str] = None
+        if one_resolution and plan.decision.index_url and plan.installs_something_else():
+            resolved = _uv_resolution_if_alone(
+                plan, _routing(plan, target, passed, workdir, rewrite_pins(plan)), uv
+            )
+            if resolved is None:
+                plan = decide(context)
+        decision = plan.decision
+        if not decision.ok:
+            assert decision.blocker is not None
+            raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
+        _announce(plan, target, installer)
         routing = _routing(plan, target, passed, workdir, rewrite_pins(plan))
+        say = _stderr if not _quiet() else _silent
         try:
             # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
-            runs = _planned_runs(plan, routing, installer, uv, dry_run=options.dry_run, say=say)
+            runs = _planned_runs(
+                plan, routing, installer, uv, dry_run=options.dry_run, say=say, resolved=resolved
+            )
             if options.dry_run:
                 return InstallResult(
                     decision=decision,
@@ -195,8 +206,51 @@ def install(options: InstallOptions) -> InstallResult:
     return InstallResult(decision=decision, target=target, installer=installer, installed=installed)
 
 
+def _quiet() -> bool:
+    from . import ui
+
+    return bool(ui.settings().quiet)
+
+
+def _announce(plan: Plan, target: TargetEnv, installer: str) -> None:
+    """The target, the decision and its notes (left out under -q)."""
+    say = _stderr if not _quiet() else _silent
+    decision = plan.decision
+    say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
+    where = redact_url(decision.index_url) if decision.index_url else "PyPI"
+    if any(not line.constraint for line in plan.family_lines()):
+        say(
+            f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; installing with {installer}"
+        )
+    else:
+        say(
+            f"pip-gpu: torch-family packages, if needed, come from {where} ({decision.variant}); "
+            f"installing with {installer}"
+        )
+    for note in decision.notes:
+        say(f"pip-gpu: note: {note}")
+
+
+def _uv_resolution_if_alone(plan: Plan, routing: Routing, uv: str) -> Optional[str]:
+    """uv's resolution of the request as decided without reading the other requirements, when
+    none of them needs a torch-family package (then reading them first would have changed
+    nothing); None when one does, or when it fails (the decision is then made with them)."""
+    try:
+        resolved = _uv_resolution(plan, routing, uv, log=routing.workdir / "trial-resolution.log")
+    except InstallerFailed:
+        return None
+    return None if family_required_by_others(resolved, plan.family_names) else resolved
+
+
 def _planned_runs(
-    plan: Plan, routing: Routing, installer: str, uv: str, *, dry_run: bool, say: Callable[[str], None]
+    plan: Plan,
+    routing: Routing,
+    installer: str,
+    uv: str,
+    *,
+    dry_run: bool,
+    say: Callable[[str], None],
+    resolved: Optional[str] = None,
 ) -> list[_DryRun]:
     """The installer runs that install the request, in order, with the resolution settled.
 
@@ -211,7 +265,7 @@ def _planned_runs(
         unsettled = f"{where} does not answer" if where else None
     if unsettled is None:
         try:
-            return _settled_runs(plan, routing, installer, uv)
+            return _settled_runs(plan, routing, installer, uv, resolved)
         except InstallerFailed as failure:
             if not dry_run:
                 raise
@@ -229,13 +283,21 @@ def _planned_runs(
     return [_DryRun(probe), _DryRun(pip_command(routing, lines, []), before=note)]
 
 
-def _settled_runs(plan: Plan, routing: Routing, installer: str, uv: str) -> list[_DryRun]:
+def _settled_runs(
+    plan: Plan, routing: Routing, installer: str, uv: str, resolved: Optional[str] = None
+) -> list[_DryRun]:
+    """``resolved``: uv's resolution of this very plan, when it already ran."""
     lines = list(plan.lines)
     if installer == "uv":
         pulled_in: list[str] = []
         if routing.variant_index:
-            resolved = _uv_resolution(plan, routing, uv)
-            _refuse_contradicting(plan, pinned_versions(resolved), "uv's resolution")
+            if resolved is None:
+                resolved = _uv_resolution(plan, routing, uv)
+            # uv may print a local version without its label (``torch==2.5.1`` for an
+            # installed 2.5.1+cu124 kept by an exact pin): only a label that is there and
+            # wrong is refused here; the read-back after the run checks the rest.
+            labelled = {n: v for n, v in pinned_versions(resolved).items() if "+" in v}
+            _refuse_contradicting(plan, labelled, "uv's resolution")
             pulled_in = family_from_elsewhere(resolved, plan.family_names, routing.variant_index)
         command = uv_command(routing, lines, uv=uv, pulled_in=pulled_in)
         return [_DryRun(command, before=_resolved_note(pulled_in))]
@@ -352,7 +414,7 @@ def _read_report(path: Path) -> dict[str, Any]:
     return data
 
 
-def _uv_resolution(plan: Plan, routing: Routing, uv: str) -> str:
+def _uv_resolution(plan: Plan, routing: Routing, uv: str, log: Optional[Path] = None) -> str:
     """What uv would install, each package with the index it comes from (``uv pip compile``).
 
     uv's sources route only direct requirements; what torch or another library brings in
@@ -361,7 +423,11 @@ def _uv_resolution(plan: Plan, routing: Routing, uv: str) -> str:
     """
     out = routing.workdir / "resolved.txt"
     compile_routing = replace(
-        routing, installer_args=[*_uv_resolution_args(routing.installer_args), "--quiet", "--no-header"]
+        routing,
+        installer_args=[
+            *_uv_resolution_args(routing.installer_args),
+            *("--quiet", "--no-header", "--annotate", "--annotation-style", "split"),
+        ],
     )
     command = uv_command(compile_routing, list(plan.lines), uv=uv, subcommand="compile")
     run_command(
@@ -371,6 +437,7 @@ def _uv_resolution(plan: Plan, routing: Routing, uv: str) -> str:
             purpose="uv: checking where each package would come from (resolution only)",
         ),
         to_stderr=True,
+        log=log,
     )
     return out.read_text(encoding="utf-8")
 

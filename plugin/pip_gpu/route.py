@@ -56,6 +56,7 @@ __all__ = [
     "family_files_from_report",
     "family_from_elsewhere",
     "family_project",
+    "family_required_by_others",
     "installer_args",
     "pinned_versions",
     "pip_command",
@@ -497,3 +498,39 @@ def reinstall_command(
         argv = [str(python), "-m", "pip", "install", "--no-deps", *where, *pins]
     purpose = f"{installer}: putting back {', '.join(pins)} (rollback)"
     return InstallerCommand(argv=tuple(argv), purpose=purpose)
+
+
+def family_required_by_others(annotated: str, family_names: frozenset[str]) -> list[str]:
+    """``"fixture-app requires torchvision"`` for each family member that a package outside the
+    family requires, read from the ``# via`` annotations of a ``uv pip compile`` output.
+
+    Requirements files (``-r``, ``-c``), the generated family project and family members do
+    not count: only another package needing the family changes what the request asks of torch.
+    """
+    found: list[str] = []
+    current: Optional[str] = None
+    in_via = False
+    for line in annotated.splitlines():
+        pinned = _PINNED_RE.match(line)
+        if pinned:
+            current, in_via = canonicalize_name(pinned.group(1)), False
+            continue
+        comment = line.strip()
+        if not comment.startswith("#") or current not in family_names:
+            in_via = False
+            continue
+        text = comment.lstrip("#").strip()
+        if text.startswith("via"):
+            in_via = True
+            text = text[3:].strip()
+        elif not (in_via and comment.startswith("#   ")):
+            in_via = False
+            continue
+        for source in text.split(","):
+            source = source.strip()
+            if not source or source.startswith(("-r ", "-c ", "-e ", "pip-gpu-torch-family")):
+                continue
+            requirer = canonicalize_name(source.split(" ", 1)[0])
+            if requirer not in family_names:
+                found.append(f"{requirer} requires {current}")
+    return sorted(set(found))
