@@ -420,13 +420,17 @@ def _uv_resolution(plan: Plan, routing: Routing, uv: str, log: Optional[Path] = 
     uv's sources route only direct requirements; what torch or another library brings in
     (``triton``, torchvision) is found from this resolution and then routed as if the user
     had named it. It also shows the family's files before anything is installed.
+    ``log``: a trial (:func:`_uv_resolution_if_alone`), which also needs the ``# via`` lines
+    in one known shape whatever the user's uv configuration says; a uv too old for those
+    flags fails the trial, and the install then takes the two-step path.
     """
     out = routing.workdir / "resolved.txt"
     compile_routing = replace(
         routing,
         installer_args=[
             *_uv_resolution_args(routing.installer_args),
-            *("--quiet", "--no-header", "--annotate", "--annotation-style", "split"),
+            *("--quiet", "--no-header"),
+            *(("--annotate", "--annotation-style", "split") if log is not None else ()),
         ],
     )
     command = uv_command(compile_routing, list(plan.lines), uv=uv, subcommand="compile")
