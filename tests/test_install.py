@@ -319,3 +319,36 @@ def test_dry_run_json_lists_the_pip_run_with_its_files(env, tmp_path: Path) -> N
     assert command["argv"][-2:] == ["-r", "$d/requirements.txt"]
     assert "pip dry run" in command["before"]
     assert not any("/pip-gpu-" in a for c in plan["commands"] for a in c["argv"])
+
+
+# --- the machine's faults are not bad input (exit 74, EX_IOERR) ------------------------------
+
+
+def test_a_scratch_folder_that_cannot_be_made_is_exit_74_and_installs_nothing(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from pip_gpu.cli import main
+
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    before = installed_versions(python)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # The scratch folder goes under a regular file: the OS refuses (ENOTDIR), as it would a
+    # full or read-only TMPDIR.
+    monkeypatch.setattr("tempfile.tempdir", str(blocker / "tmp"))
+    status = main(["install", "torch==2.5.1", "--python", str(python), *A100_ON_535])
+    monkeypatch.setattr("tempfile.tempdir", None)
+    err = capsys.readouterr().err
+    assert status == 74, err
+    assert f"pip-gpu: error: cannot write pip-gpu's scratch folder ({blocker / 'tmp'}" in err
+    assert "Not a directory" in err and "  hint: " in err and "Traceback" not in err
+    assert installed_versions(python) == before
+
+
+def test_a_build_that_did_not_land_is_a_failed_check_not_the_installers_status() -> None:
+    from pip_gpu.errors import EXIT_CHECK_FAILED, BuildDidNotLand, InstallerFailed
+
+    assert BuildDidNotLand("x").exit_code == EXIT_CHECK_FAILED == 1
+    assert not issubclass(BuildDidNotLand, InstallerFailed)

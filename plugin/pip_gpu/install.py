@@ -7,32 +7,35 @@ landed and fail loudly if it is not the build we decided on.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from .decide.plan import Plan, decide_for, rewrite_pins
+from .decide.resolution import ResolutionContext, context_for_install
+from .decide.rules import Decision
 from .detect.target import (
     TargetEnv,
-    add_target_flags,
     find_target,
     installed_family_in,
     installed_torch_build,
 )
 from .errors import (
-    EXIT_OK,
+    BuildDidNotLand,
     InstallerFailed,
     NoBuildRuns,
     PipGpuError,
     UsageError,
+    WrongBuildServed,
+    environment_fault,
 )
+from .host import HostFlags
 from .installers import choose_installer, run_command, uv_binary
 from .requirements import RewritePin, redact_url
 from .route import (
@@ -41,145 +44,178 @@ from .route import (
     Routing,
     family_files_from_report,
     family_from_elsewhere,
+    family_required_by_others,
+    installer_args,
+    pinned_versions,
     pip_command,
     pip_family_probe,
     pip_hashed_command,
+    reinstall_command,
+    uninstall_command,
     uses_hashes,
     uv_command,
 )
 
-__all__ = ["add_install_parser", "run_install"]
-
-# pip/uv options that take a value, passed through to the installer unchanged.
-_VALUE_OPTIONS = (
-    ("-i", "--index-url"),
-    ("--extra-index-url",),
-    ("-f", "--find-links"),
-    ("--trusted-host",),
-    ("--upgrade-strategy",),
-    ("--no-binary",),
-    ("--only-binary",),
-    ("--config-settings",),
-    ("--cache-dir",),
-    ("--progress-bar",),
-)
-_FLAG_OPTIONS = (
-    ("-U", "--upgrade"),
-    ("--force-reinstall",),
-    ("--no-deps",),
-    ("--pre",),
-    ("--no-cache-dir",),
-    ("--no-index",),
-    ("--prefer-binary",),
-    ("--require-hashes",),
-    ("--no-build-isolation",),
-    ("--break-system-packages",),
-    ("-q", "--quiet"),
-    ("-v", "--verbose"),
-)
+__all__ = ["InstallOptions", "InstallResult", "install"]
 
 
-def add_install_parser(
-    commands: Any, add_host_flags: Callable[..., None], add_decision_flags: Callable[..., None]
-) -> None:
-    parser = commands.add_parser(
-        "install",
-        help="install the torch build that runs here, with real pip or uv",
-        description=(
-            "Install requirements into the target environment with pip or uv, routing torch, "
-            "torchvision, torchaudio and the rest of the family to the index of the build that "
-            "runs on this host (or the host described by the flags). Everything else comes from "
-            "your usual indexes. Exit status 2, with nothing installed, when no build runs."
-        ),
-        epilog=(
-            "Other installer options are passed through; give options this command does not list "
-            "as --opt=value. Target environment: --python, else $VIRTUAL_ENV, else ./.venv, else "
-            "refused (exit 2); --system for the python3 on PATH."
-        ),
-    )
-    parser.add_argument("requirements", nargs="*", metavar="REQUIREMENT")
-    parser.add_argument(
-        "-r", "--requirement", action="append", default=[], metavar="FILE", help="requirements file"
-    )
-    parser.add_argument(
-        "-c", "--constraint", action="append", default=[], metavar="FILE", help="constraints file"
-    )
-    parser.add_argument(
-        "--installer", choices=("pip", "uv"), help="default: uv when the target has no pip, else pip"
-    )
-    add_target_flags(parser)
-    parser.add_argument(
-        "--dry-run", action="store_true", help="print the decision and the commands; install nothing"
-    )
-    parser.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
-    parser.add_argument(  # issue 4: lock write-back
-        "--no-lock", action="store_true", help="do not re-resolve the pylock.<variant>.toml files here"
-    )
-    passthrough = parser.add_argument_group("passed to the installer")
-    for names in _VALUE_OPTIONS:
-        passthrough.add_argument(*names, dest=f"pt_{names[-1]}", action="append", metavar="VALUE")
-    for names in _FLAG_OPTIONS:
-        passthrough.add_argument(*names, dest=f"pt_{names[-1]}", action="count")
-    add_host_flags(parser)
-    add_decision_flags(parser)
-    parser.set_defaults(handler=run_install)
+@dataclass(frozen=True)
+class InstallOptions:
+    """What ``pip-gpu install`` (or a shim) asks for, typed."""
+
+    requirements: tuple[str, ...] = ()  # requirement specifiers, as given
+    requirement_files: tuple[str, ...] = ()  # -r FILE, relative to ``cwd``
+    constraint_files: tuple[str, ...] = ()  # -c FILE
+    installer: Optional[str] = None  # "pip", "uv", or None: the project's choice, else by the target
+    python: Optional[str] = None  # --python: the target interpreter or environment
+    system: bool = False  # --system: the python3 on PATH
+    dry_run: bool = False
+    no_lock: bool = False  # do not re-resolve the pylock.<variant>.toml files in ``cwd``
+    # Options of :data:`pip_gpu.route.INSTALLER_OPTIONS` (long name, value or None for a flag).
+    passthrough: tuple[tuple[str, Optional[str]], ...] = ()
+    host: HostFlags = field(default_factory=HostFlags)
+    variant: Optional[str] = None
+    force: bool = False  # accept a variant the host cannot run
+    pytorch_index: Optional[str] = None
+    uv_binary: Optional[str] = None  # the very uv a shim was asked to run
+    installer_extra: tuple[str, ...] = ()  # a shim's user options, already checked, passed verbatim
+    cwd: Optional[Path] = None  # None: the current directory
+
+    def installer_args(self) -> list[str]:
+        """The options passed to every installer run."""
+        return [*installer_args(self.passthrough), *self.installer_extra]
 
 
-def _passthrough(args: argparse.Namespace) -> list[str]:
-    out: list[str] = []
-    for names in _VALUE_OPTIONS:
-        for value in getattr(args, f"pt_{names[-1]}") or ():
-            out += [names[-1], value]
-    for names in _FLAG_OPTIONS:
-        out += [names[-1]] * (getattr(args, f"pt_{names[-1]}") or 0)
-    # Set by the shims: the user's own installer options, already checked, passed verbatim.
-    out += getattr(args, "installer_extra", None) or []
-    return out
+@dataclass(frozen=True)
+class InstallResult:
+    """What an install did (or, for a dry run, would do)."""
+
+    decision: Decision
+    target: TargetEnv
+    installer: str
+    # A dry run: every installer run as a script to paste, and as JSON (``--dry-run --json``).
+    dry_run_script: str = ""
+    dry_run_json: Optional[Mapping[str, Any]] = None
+    # The torch family as it landed: (name, version).
+    installed: tuple[tuple[str, str], ...] = ()
 
 
-def run_install(args: argparse.Namespace) -> int:
-    from .cli.flags import host_from_args
-
-    cwd = Path.cwd()
-    if not args.requirements and not args.requirement:
+def install(options: InstallOptions) -> InstallResult:
+    """Decide, route, run the installer, verify what landed, and update a lock family here."""
+    cwd = options.cwd or Path.cwd()
+    if not options.requirements and not options.requirement_files:
         raise UsageError(
             "nothing to install: no requirements given",
             "name them (pip-gpu install torch torchvision) or give a file (-r requirements.txt)",
         )
-    if args.json and not args.dry_run:
-        raise UsageError("--json prints the plan of a dry run", "add --dry-run, or drop --json")
-    target = find_target(args.python, cwd, os.environ, system=getattr(args, "system", False), installing=True)
-    if args.python_version is None:
-        args.python_version = target.python_version
-    host = host_from_args(args)
-    from .config import load_project_config
-    from .decide.resolution import context_for_install
+    target = find_target(options.python, cwd, os.environ, system=options.system, installing=True)
+    flags = options.host
+    if flags.python_version is None:
+        flags = replace(flags, python_version=target.python_version)
+    from .detect import host_for
 
-    installer = choose_installer(args.installer, load_project_config(cwd).installer, target)
-    plan = decide_for(
-        args.requirements,
-        args.requirement,
-        host,
-        variant=args.variant,
-        force=args.force,
-        pytorch_index=args.pytorch_index,
-        cwd=cwd,
-        constraint_files=args.constraint,
-        context=context_for_install(
-            target.python, target.site_packages, installer, _passthrough(args), os.environ, cwd, args.dry_run
-        ),
+    host = host_for(flags)
+    from .config import load_project_config
+
+    installer = choose_installer(options.installer, load_project_config(cwd).installer, target)
+    passed = options.installer_args()
+    context = context_for_install(
+        target.python, target.site_packages, installer, passed, os.environ, cwd, options.dry_run
     )
-    decision = plan.decision
-    if not decision.ok:
-        assert decision.blocker is not None
-        raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
-    if not args.dry_run and not getattr(args, "no_lock", False):
+
+    def decide(context: ResolutionContext) -> Plan:
+        return decide_for(
+            options.requirements,
+            options.requirement_files,
+            host,
+            variant=options.variant,
+            force=options.force,
+            pytorch_index=options.pytorch_index,
+            cwd=cwd,
+            constraint_files=options.constraint_files,
+            context=context,
+        )
+
+    # uv (issue 18): one resolution where it can answer both questions. Decided without
+    # resolving the other requirements first, then uv's own resolution (which install runs
+    # anyway) says whether any of them needs the torch family; only then is the decision
+    # made again with what they need. A dry run keeps the two steps it shows.
+    one_resolution = installer == "uv" and not options.dry_run
+    plan = decide(replace(context, resolve_others=False) if one_resolution else context)
+    if one_resolution and not plan.decision.ok:
+        plan = decide(context)  # its blocker may name what the other requirements need
+    if not plan.decision.ok:
+        assert plan.decision.blocker is not None
+        raise NoBuildRuns(plan.decision.blocker.message, plan.decision.blocker.hint)
+    if not options.dry_run and not options.no_lock:
         from .lock.lockfile import find_lock_family
 
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
+
+    try:
+        scratch_folder = tempfile.TemporaryDirectory(prefix="pip-gpu-")
+    except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's
+        raise environment_fault(exc, "pip-gpu's scratch folder") from None
+    with scratch_folder as scratch:
+        workdir = Path(scratch)
+        uv = uv_binary(options.uv_binary) if installer == "uv" else ""
+        resolved: Optional[str] = None
+        if one_resolution and plan.decision.index_url and plan.installs_something_else():
+            resolved = _uv_resolution_if_alone(
+                plan, _routing(plan, target, passed, workdir, rewrite_pins(plan)), uv
+            )
+            if resolved is None:
+                plan = decide(context)
+        decision = plan.decision
+        if not decision.ok:
+            assert decision.blocker is not None
+            raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
+        _announce(plan, target, installer)
+        routing = _routing(plan, target, passed, workdir, rewrite_pins(plan))
+        say = _stderr if not _quiet() else _silent
+        try:
+            # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
+            runs = _planned_runs(
+                plan, routing, installer, uv, dry_run=options.dry_run, say=say, resolved=resolved
+            )
+            if options.dry_run:
+                return InstallResult(
+                    decision=decision,
+                    target=target,
+                    installer=installer,
+                    dry_run_script=_dry_run_script(
+                        runs, workdir, decision_line=_decision_line(plan, installer)
+                    ),
+                    dry_run_json=_dry_run_json(plan, host, target, installer, runs, workdir),
+                )
+            before = _versions(_installed_family(target))
+            for run in runs:
+                run_command(run.command)
+        except InstallerFailed as failure:
+            _unreachable_variant_index(plan, failure)
+            raise
+    installed = _verify(plan, target, lambda names: _roll_back(plan, target, installer, uv, before, names))
+    # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
+    if not options.no_lock:
+        from .lock.resolve import write_back_after_install
+
+        try:
+            write_back_after_install(options.requirements, options.requirement_files, plan, host, cwd)
+        except OSError as exc:
+            raise environment_fault(exc, f"the lock files in {cwd} (installed, but not re-locked)") from None
+    return InstallResult(decision=decision, target=target, installer=installer, installed=installed)
+
+
+def _quiet() -> bool:
     from . import ui
 
-    say = _stderr if not ui.settings().quiet else _silent
+    return bool(ui.settings().quiet)
+
+
+def _announce(plan: Plan, target: TargetEnv, installer: str) -> None:
+    """The target, the decision and its notes (left out under -q)."""
+    say = _stderr if not _quiet() else _silent
+    decision = plan.decision
     say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
     where = redact_url(decision.index_url) if decision.index_url else "PyPI"
     if any(not line.constraint for line in plan.family_lines()):
@@ -194,35 +230,27 @@ def run_install(args: argparse.Namespace) -> int:
     for note in decision.notes:
         say(f"pip-gpu: note: {note}")
 
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-") as scratch:
-        workdir = Path(scratch)
-        uv = uv_binary(getattr(args, "uv_binary", None)) if installer == "uv" else ""
-        routing = _routing(plan, target, _passthrough(args), workdir, rewrite_pins(plan))
-        try:
-            # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
-            runs = _planned_runs(plan, routing, installer, uv, dry_run=args.dry_run, say=say)
-            if args.dry_run:
-                if args.json:
-                    print(json.dumps(_dry_run_json(plan, host, target, installer, runs, workdir), indent=2))
-                else:
-                    print(_dry_run_script(runs, workdir, decision_line=_decision_line(plan, installer)))
-                return EXIT_OK
-            for run in runs:
-                run_command(run.command)
-        except InstallerFailed as failure:
-            _unreachable_variant_index(plan, failure)
-            raise
-    _verify(plan, target)
-    # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
-    if not args.dry_run and not getattr(args, "no_lock", False):
-        from .lock.resolve import write_back_after_install
 
-        write_back_after_install(args.requirements, args.requirement, plan, host, cwd)
-    return EXIT_OK
+def _uv_resolution_if_alone(plan: Plan, routing: Routing, uv: str) -> Optional[str]:
+    """uv's resolution of the request as decided without reading the other requirements, when
+    none of them needs a torch-family package (then reading them first would have changed
+    nothing); None when one does, or when it fails (the decision is then made with them)."""
+    try:
+        resolved = _uv_resolution(plan, routing, uv, log=routing.workdir / "trial-resolution.log")
+    except InstallerFailed:
+        return None
+    return None if family_required_by_others(resolved, plan.family_names) else resolved
 
 
 def _planned_runs(
-    plan: Plan, routing: Routing, installer: str, uv: str, *, dry_run: bool, say: Callable[[str], None]
+    plan: Plan,
+    routing: Routing,
+    installer: str,
+    uv: str,
+    *,
+    dry_run: bool,
+    say: Callable[[str], None],
+    resolved: Optional[str] = None,
 ) -> list[_DryRun]:
     """The installer runs that install the request, in order, with the resolution settled.
 
@@ -237,7 +265,7 @@ def _planned_runs(
         unsettled = f"{where} does not answer" if where else None
     if unsettled is None:
         try:
-            return _settled_runs(plan, routing, installer, uv)
+            return _settled_runs(plan, routing, installer, uv, resolved)
         except InstallerFailed as failure:
             if not dry_run:
                 raise
@@ -255,10 +283,22 @@ def _planned_runs(
     return [_DryRun(probe), _DryRun(pip_command(routing, lines, []), before=note)]
 
 
-def _settled_runs(plan: Plan, routing: Routing, installer: str, uv: str) -> list[_DryRun]:
+def _settled_runs(
+    plan: Plan, routing: Routing, installer: str, uv: str, resolved: Optional[str] = None
+) -> list[_DryRun]:
+    """``resolved``: uv's resolution of this very plan, when it already ran."""
     lines = list(plan.lines)
     if installer == "uv":
-        pulled_in = _uv_family_elsewhere(plan, routing, uv) if routing.variant_index else []
+        pulled_in: list[str] = []
+        if routing.variant_index:
+            if resolved is None:
+                resolved = _uv_resolution(plan, routing, uv)
+            # uv may print a local version without its label (``torch==2.5.1`` for an
+            # installed 2.5.1+cu124 kept by an exact pin): only a label that is there and
+            # wrong is refused here; the read-back after the run checks the rest.
+            labelled = {n: v for n, v in pinned_versions(resolved).items() if "+" in v}
+            _refuse_contradicting(plan, labelled, "uv's resolution")
+            pulled_in = family_from_elsewhere(resolved, plan.family_names, routing.variant_index)
         command = uv_command(routing, lines, uv=uv, pulled_in=pulled_in)
         return [_DryRun(command, before=_resolved_note(pulled_in))]
     if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
@@ -275,8 +315,57 @@ def _settled_runs(plan: Plan, routing: Routing, installer: str, uv: str) -> list
                 "routed to the variant index"
             )
             family = _pip_family_files(plan, routing, elsewhere)
+    _refuse_contradicting(plan, _wheel_versions(family), "pip's dry run on the variant index")
     before = "the torch family's files were chosen on the variant index by a pip dry run"
     return [_DryRun(pip_command(routing, lines, family), before=before + _resolved_note(elsewhere, sep="; "))]
+
+
+def _contradicting(plan: Plan, versions: Mapping[str, str]) -> list[str]:
+    """``name version`` of each labelled family member whose local label is not the decided
+    variant's (``torch 2.5.1+cpu`` for cu124): a build that cannot be what was decided."""
+    variant = plan.decision.variant
+    expected = None if variant == "default" else str(variant)
+    return [
+        f"{name} {version}"
+        for name, version in sorted(versions.items())
+        if name in _LABELLED and (version.partition("+")[2] or None) != expected
+    ]
+
+
+# The family members whose wheels carry the variant as a local label (as ``_verify`` reads them).
+_LABELLED = ("torch", "torchvision", "torchaudio")
+
+
+def _refuse_contradicting(plan: Plan, versions: Mapping[str, str], seen_by: str) -> None:
+    """Before installing: refuse the family files the settled resolution picked when their
+    label contradicts the decision (an index serving ``+cpu`` wheels as cu124)."""
+    wrong = _contradicting(plan, versions)
+    if not wrong:
+        return
+    variant = plan.decision.variant
+    where = redact_url(plan.decision.index_url) if plan.decision.index_url else "PyPI"
+    raise WrongBuildServed(
+        f"{' and '.join(wrong)} is what {seen_by} picks from {where}, but {variant} was decided; "
+        "refused before installing: nothing was changed",
+        f"that index does not serve {variant} builds under these names: check --pytorch-index "
+        f"(or PIP_GPU_PYTORCH_INDEX), or choose the build it serves with --variant",
+    )
+
+
+def _wheel_versions(files: Sequence[FamilyFile]) -> dict[str, str]:
+    """The version in each family file's wheel name (an sdist or odd name is left out)."""
+    from urllib.parse import unquote, urlsplit
+
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    versions: dict[str, str] = {}
+    for file in files:
+        filename = unquote(urlsplit(file.url).path.rsplit("/", 1)[-1])
+        try:
+            versions[file.name] = str(parse_wheel_filename(filename)[1])
+        except InvalidWheelFilename:
+            continue
+    return versions
 
 
 def _resolved_note(pulled_in: Sequence[str], sep: str = "") -> str:
@@ -325,16 +414,24 @@ def _read_report(path: Path) -> dict[str, Any]:
     return data
 
 
-def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
-    """Family members uv would take from an index other than the variant index.
+def _uv_resolution(plan: Plan, routing: Routing, uv: str, log: Optional[Path] = None) -> str:
+    """What uv would install, each package with the index it comes from (``uv pip compile``).
 
     uv's sources route only direct requirements; what torch or another library brings in
-    (``triton``, torchvision) is found by resolving first (``uv pip compile``, which names
-    the index of every package) and then routed as if the user had named it.
+    (``triton``, torchvision) is found from this resolution and then routed as if the user
+    had named it. It also shows the family's files before anything is installed.
+    ``log``: a trial (:func:`_uv_resolution_if_alone`), which also needs the ``# via`` lines
+    in one known shape whatever the user's uv configuration says; a uv too old for those
+    flags fails the trial, and the install then takes the two-step path.
     """
     out = routing.workdir / "resolved.txt"
     compile_routing = replace(
-        routing, installer_args=[*_uv_resolution_args(routing.installer_args), "--quiet", "--no-header"]
+        routing,
+        installer_args=[
+            *_uv_resolution_args(routing.installer_args),
+            *("--quiet", "--no-header"),
+            *(("--annotate", "--annotation-style", "split") if log is not None else ()),
+        ],
     )
     command = uv_command(compile_routing, list(plan.lines), uv=uv, subcommand="compile")
     run_command(
@@ -344,8 +441,9 @@ def _uv_family_elsewhere(plan: Plan, routing: Routing, uv: str) -> list[str]:
             purpose="uv: checking where each package would come from (resolution only)",
         ),
         to_stderr=True,
+        log=log,
     )
-    return family_from_elsewhere(out.read_text(encoding="utf-8"), plan.family_names, routing.variant_index)
+    return out.read_text(encoding="utf-8")
 
 
 # uv pip install options that uv pip compile does not take.
@@ -523,40 +621,41 @@ def _shell_word(argument: str, workdir: Path) -> str:
     return shlex.quote(argument)
 
 
-def _verify(plan: Plan, target: TargetEnv) -> None:
-    """Read back what landed and compare it with the decision."""
-    decision = plan.decision
-    installed = (
+def _installed_family(target: TargetEnv) -> dict[str, dict[str, Optional[str]]]:
+    return (
         installed_family_in(target.site_packages)
         if target.site_packages
         else installed_torch_build(target.python)
     )
-    problems = []
-    for name in ("torch", "torchvision", "torchaudio"):
-        info = installed.get(name)
-        if info is None or not info.get("version"):
-            continue
-        version = info["version"] or ""
-        label = version.partition("+")[2] or None
-        expected = None if decision.variant == "default" else decision.variant
-        if label != expected:
-            problems.append(f"{name} {version} landed, but {decision.variant} was decided")
-    if problems:
-        left = ", ".join(
-            f"{name} {installed[name]['version']}"
-            for name in ("torch", "torchvision", "torchaudio")
-            if installed.get(name) and installed[name].get("version")
+
+
+def _versions(installed: Mapping[str, Mapping[str, Optional[str]]]) -> dict[str, str]:
+    return {name: str(info["version"]) for name, info in installed.items() if info and info.get("version")}
+
+
+def _verify(
+    plan: Plan, target: TargetEnv, roll_back: Callable[[Sequence[str]], list[str]]
+) -> tuple[tuple[str, str], ...]:
+    """Read back what landed and compare it with the decision; the family as it landed.
+
+    A member whose label contradicts the decision is rolled back (``roll_back`` gets the
+    names and says what it did) and the install fails naming what is left (exit 1).
+    """
+    decision = plan.decision
+    installed = _installed_family(target)
+    wrong = _contradicting(plan, _versions(installed))
+    if wrong:
+        done = roll_back([entry.split(" ", 1)[0] for entry in wrong])
+        now = _versions(_installed_family(target))
+        left = ", ".join(f"{name} {version}" for name, version in sorted(now.items()))
+        raise BuildDidNotLand(
+            "; ".join(f"{entry} landed, but {decision.variant} was decided" for entry in wrong)
+            + " (another requirement or index overrode the routing); "
+            + (f"rolled back: {'; '.join(done)}; " if done else "")
+            + f"left installed in {target.prefix}: {left or 'no torch-family package'}",
+            "that build does not match this host's decision: install again with an exact pin "
+            "(torch==X.Y.Z) or check the --pytorch-index mirror",
         )
-        error = InstallerFailed(
-            "; ".join(problems) + f" (another requirement or index overrode the routing); left installed "
-            f"in {target.prefix}: {left}",
-            1,
-        )
-        error.hint = (
-            "that build does not match this host's decision: uninstall it, then install again with "
-            "an exact pin (torch==X.Y.Z) or check the --pytorch-index mirror"
-        )
-        raise error
     torch_info = installed.get("torch")
     if torch_info:
         cuda = torch_info.get("cuda")
@@ -568,3 +667,38 @@ def _verify(plan: Plan, target: TargetEnv) -> None:
         _stderr(
             f"pip-gpu: verified: torch {torch_info['version']} ({detail}) is installed in {target.prefix}"
         )
+    return tuple(sorted(_versions(installed).items()))
+
+
+def _roll_back(
+    plan: Plan,
+    target: TargetEnv,
+    installer: str,
+    uv: str,
+    before: Mapping[str, str],
+    names: Sequence[str],
+) -> list[str]:
+    """Put the family members ``names`` back as they were ``before`` the install: remove what
+    was added, reinstall the earlier version of what was replaced. Says what it did."""
+    from .decide.rules import variant_index_url
+
+    done: list[str] = []
+    after = _versions(_installed_family(target))
+    added = [name for name in names if name not in before]
+    # A member this install left as it was is not undone; the error names it with the rest.
+    replaced = [
+        f"{name}=={before[name]}" for name in names if name in before and after.get(name) != before[name]
+    ]
+    try:
+        if added:
+            run_command(uninstall_command(installer, target.python, uv, added), to_stderr=True)
+            done.append(f"removed {', '.join(added)}")
+        if replaced:
+            labels = {pin.partition("+")[2] for pin in replaced}
+            label = labels.pop() if len(labels) == 1 else ""
+            index = variant_index_url(plan.pytorch_index, label) if label else None
+            run_command(reinstall_command(installer, target.python, uv, index, replaced), to_stderr=True)
+            done.append(f"put back {', '.join(replaced)}")
+    except PipGpuError as failure:  # what could not be undone is named with what is left
+        done.append(f"the rollback failed ({failure.message})")
+    return done

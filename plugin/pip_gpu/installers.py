@@ -11,9 +11,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, NoReturn, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
-from .errors import InstallerFailed, UsageError
+from .errors import InstallerFailed, UsageError, environment_fault
 
 if TYPE_CHECKING:
     from .detect.target import TargetEnv
@@ -54,20 +55,34 @@ def environment_with(changes: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def run_command(command: InstallerCommand, *, to_stderr: bool = False) -> None:
+def run_command(command: InstallerCommand, *, to_stderr: bool = False, log: Optional[Path] = None) -> None:
     """Run the installer in the foreground; Ctrl-C, SIGTERM and SIGHUP reach it, and we wait
     for it to stop. Credentials in its URLs go to a private netrc file, not its argv.
-    ``to_stderr``: a resolution step's output goes to stderr (a dry run's stdout is the plan)."""
+    ``to_stderr``: a resolution step's output goes to stderr (a dry run's stdout is the plan).
+    ``log``: its output (stdout and stderr) goes to that file instead: a trial whose failure
+    pip-gpu handles itself."""
     from .children import Terminated, finished, private_command, signal_of, start
 
     for path, content in command.files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)  # the uv family project has its own folder
-        path.write_text(content, encoding="utf-8")
-    with private_command(command.argv, environment_with(command.env)) as (argv, env):
         try:
-            process = start(argv, env=env, stdout=sys.stderr if to_stderr else None)
+            path.parent.mkdir(parents=True, exist_ok=True)  # the uv family project has its own folder
+            path.write_text(content, encoding="utf-8")
+        except OSError as exc:  # a full disk or a read-only TMPDIR is no bad input (exit 74)
+            raise environment_fault(exc, f"the file {path} the installer reads") from None
+    with private_command(command.argv, environment_with(command.env)) as (argv, env):
+        output: Any = sys.stderr if to_stderr else None
+        if log is not None:
+            try:
+                output = log.open("wb")
+            except OSError as exc:
+                raise environment_fault(exc, f"the installer's log {log}") from None
+        try:
+            process = start(argv, env=env, stdout=output, stderr=subprocess.STDOUT if log else None)
         except OSError as exc:
             raise UsageError(f"cannot run {command.argv[0]}: {exc}") from None
+        finally:
+            if log is not None:
+                output.close()  # the child holds its own copy
         try:
             status = process.wait()
         except KeyboardInterrupt as interrupt:

@@ -46,20 +46,101 @@ from .requirements import (
 
 __all__ = [
     "INDEX_OPTIONS",
+    "INSTALLER_OPTIONS",
+    "INSTALLER_OPTION_NAMES",
     "VARIANT_INDEX_NAME",
     "FamilyFile",
     "InstallerCommand",
+    "InstallerOption",
     "Routing",
     "family_files_from_report",
     "family_from_elsewhere",
     "family_project",
+    "family_required_by_others",
+    "installer_args",
+    "pinned_versions",
     "pip_command",
     "pip_family_probe",
     "pip_hashed_command",
+    "reinstall_command",
     "split_installer_args",
+    "uninstall_command",
     "uses_hashes",
     "uv_command",
 ]
+
+
+@dataclass(frozen=True)
+class InstallerOption:
+    """An installer option ``pip-gpu install`` takes itself and passes on unchanged."""
+
+    names: tuple[str, ...]  # the last one is the long name passed on
+    takes_value: bool
+
+    @property
+    def long(self) -> str:
+        return self.names[-1]
+
+
+# pip/uv install options passed to the installer unchanged: ``pip-gpu install``'s own flags
+# and the options the pip shim hands over. Rendered in this order (:func:`installer_args`).
+INSTALLER_OPTIONS: tuple[InstallerOption, ...] = (
+    *(
+        InstallerOption(names, takes_value=True)
+        for names in (
+            ("-i", "--index-url"),
+            ("--extra-index-url",),
+            ("-f", "--find-links"),
+            ("--trusted-host",),
+            ("--upgrade-strategy",),
+            ("--no-binary",),
+            ("--only-binary",),
+            ("--config-settings",),
+            ("--cache-dir",),
+            ("--progress-bar",),
+        )
+    ),
+    *(
+        InstallerOption(names, takes_value=False)
+        for names in (
+            ("-U", "--upgrade"),
+            ("--force-reinstall",),
+            ("--no-deps",),
+            ("--pre",),
+            ("--no-cache-dir",),
+            ("--no-index",),
+            ("--prefer-binary",),
+            ("--require-hashes",),
+            ("--no-build-isolation",),
+            ("--break-system-packages",),
+            ("-q", "--quiet"),
+            ("-v", "--verbose"),
+        )
+    ),
+)
+INSTALLER_OPTION_NAMES = frozenset(option.long for option in INSTALLER_OPTIONS)
+"""The long names of :data:`INSTALLER_OPTIONS`."""
+
+
+def installer_args(passed: Sequence[tuple[str, Optional[str]]]) -> list[str]:
+    """Pass-through options (long name, value or None) as installer arguments, in table order.
+
+    A flag given twice is passed twice (``-vv``); an option not in the table is refused.
+    """
+    unknown = [name for name, _ in passed if name not in INSTALLER_OPTION_NAMES]
+    if unknown:
+        raise ValueError(f"not a pass-through installer option: {unknown[0]}")
+    out: list[str] = []
+    for option in INSTALLER_OPTIONS:
+        for name, value in passed:
+            if name != option.long:
+                continue
+            if option.takes_value:
+                out += [name, value or ""]
+            else:
+                out.append(name)
+    return out
+
 
 # Options that choose where packages come from: the first pip run must not see them.
 INDEX_OPTIONS = frozenset(
@@ -382,3 +463,74 @@ def pip_hashed_command(routing: Routing, lines: Sequence[RequirementLine]) -> In
         purpose="pip, hash-checking mode: every file pinned by hash, the variant index added",
         files=files,
     )
+
+
+def pinned_versions(annotated: str) -> dict[str, str]:
+    """``name -> version`` of every ``name==version`` line of a ``uv pip compile`` output."""
+    versions: dict[str, str] = {}
+    for line in annotated.splitlines():
+        pinned = _PINNED_RE.match(line)
+        if pinned:
+            versions[canonicalize_name(pinned.group(1))] = line[pinned.end() :].split(";", 1)[0].split()[0]
+    return versions
+
+
+# --- rolling back a build that contradicts the decision --------------------------------------
+
+
+def uninstall_command(installer: str, python: Path, uv: str, names: Sequence[str]) -> InstallerCommand:
+    """Remove ``names`` from the target (what an install added against the decision)."""
+    if installer == "uv":
+        argv = [uv, "pip", "uninstall", "--python", str(python), *names]
+    else:
+        argv = [str(python), "-m", "pip", "uninstall", "--yes", *names]
+    return InstallerCommand(argv=tuple(argv), purpose=f"{installer}: removing {', '.join(names)} (rollback)")
+
+
+def reinstall_command(
+    installer: str, python: Path, uv: str, index: Optional[str], pins: Sequence[str]
+) -> InstallerCommand:
+    """Put back ``name==version`` pins (what was installed before), from ``index`` when given."""
+    where = ["--index-url", index] if index else []
+    if installer == "uv":
+        argv = [uv, "pip", "install", "--python", str(python), "--no-deps", *where, *pins]
+    else:
+        argv = [str(python), "-m", "pip", "install", "--no-deps", *where, *pins]
+    purpose = f"{installer}: putting back {', '.join(pins)} (rollback)"
+    return InstallerCommand(argv=tuple(argv), purpose=purpose)
+
+
+def family_required_by_others(annotated: str, family_names: frozenset[str]) -> list[str]:
+    """``"fixture-app requires torchvision"`` for each family member that a package outside the
+    family requires, read from the ``# via`` annotations of a ``uv pip compile`` output.
+
+    Requirements files (``-r``, ``-c``), the generated family project and family members do
+    not count: only another package needing the family changes what the request asks of torch.
+    """
+    found: list[str] = []
+    current: Optional[str] = None
+    in_via = False
+    for line in annotated.splitlines():
+        pinned = _PINNED_RE.match(line)
+        if pinned:
+            current, in_via = canonicalize_name(pinned.group(1)), False
+            continue
+        comment = line.strip()
+        if not comment.startswith("#") or current not in family_names:
+            in_via = False
+            continue
+        text = comment.lstrip("#").strip()
+        if text.startswith("via"):
+            in_via = True
+            text = text[3:].strip()
+        elif not (in_via and comment.startswith("#   ")):
+            in_via = False
+            continue
+        for source in text.split(","):
+            source = source.strip()
+            if not source or source.startswith(("-r ", "-c ", "-e ", "pip-gpu-torch-family")):
+                continue
+            requirer = canonicalize_name(source.split(" ", 1)[0])
+            if requirer not in family_names:
+                found.append(f"{requirer} requires {current}")
+    return sorted(set(found))

@@ -192,7 +192,7 @@ def test_a_full_disk_while_writing_locks_leaves_the_old_files(
 
     monkeypatch.setattr(lockfile.os, "fsync", no_space)
     status = main(args)
-    assert status == 2 and len(writes) == 2
+    assert status == 74 and len(writes) == 2  # EX_IOERR: the machine's fault, not bad input
     new = tree_snapshot(tmp_path)
     assert {k: v for k, v in new.items() if k != "requirements.in"} == {
         k: v for k, v in old.items() if k != "requirements.in"
@@ -210,6 +210,7 @@ def test_a_full_disk_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(lockfile.PipGpuError) as caught:
         lockfile.write_atomically(path, b"new\n")
     assert caught.value.message == f"cannot write {path}: No space left on device"
+    assert caught.value.exit_code == 74
     assert "pip-gpu-sync.json is unchanged" in caught.value.hint
     assert [p.name for p in tmp_path.iterdir()] == ["pip-gpu-sync.json"] and path.read_text() == "old\n"
 

@@ -191,14 +191,55 @@ def test_lock_never_writes_a_cpu_torch_into_a_cuda_lock(
     assert not list(tmp_path.glob("pylock.*"))
 
 
-def test_install_names_a_contradicting_build_it_left(cpu_behind_cu124: IndexServer, tmp_path: Path) -> None:
-    python = make_venv(tmp_path / "venv", with_pip=False)
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+@pytest.mark.parametrize("dry_run", [False, True], ids=["install", "dry run"])
+def test_install_refuses_a_contradicting_build_before_installing_it(
+    cpu_behind_cu124: IndexServer, tmp_path: Path, installer: str, dry_run: bool
+) -> None:
+    python = make_venv(tmp_path / "venv", with_pip=installer == "pip")
+    before = tree_snapshot(tmp_path / "venv")
     done = pip_gpu(
-        "install", "torch>=2.5,<2.6", "--python", str(python), "--installer", "uv",
-        "--pytorch-index", cpu_behind_cu124.pytorch_url, *A100_ON_535,
+        "install", "torch>=2.5,<2.6", "--python", str(python), "--installer", installer,
+        "--pytorch-index", cpu_behind_cu124.pytorch_url, *A100_ON_535, *(["--dry-run"] if dry_run else []),
         env=_env(cpu_behind_cu124, tmp_path), cwd=tmp_path, timeout=180,
     )  # fmt: skip
-    assert_one_line_error(done, "cu124 was decided", "left installed", "torch 2.5.1+cpu", status=1)
+    assert_one_line_error(
+        done, "torch 2.5.1+cpu", "cu124 was decided", "refused before installing", "--pytorch-index", status=1
+    )
+    assert tree_snapshot(tmp_path / "venv") == before  # nothing was installed
+
+
+@pytest.mark.parametrize("torch_before", ["2.5.1+cu124", None], ids=["replaced", "added"])
+def test_a_contradicting_build_seen_only_after_the_run_is_rolled_back(
+    fixture_index: IndexServer, tmp_path: Path, torch_before: str | None
+) -> None:
+    """A family file given by URL is installed as written, so only the read-back sees its label:
+    what it added is removed again, what it replaced is put back, and the error names the rest."""
+    python = make_venv(tmp_path / "venv", with_pip=True)
+    env = _env(fixture_index, tmp_path)
+    env["PIP_GPU_PYTORCH_INDEX"] = fixture_index.pytorch_url
+    if torch_before:
+        first = pip_gpu(
+            "install", "torchvision==0.20.1", "--python", str(python), "--installer", "pip", *A100_ON_535,
+            env=env, cwd=tmp_path, timeout=180,
+        )  # fmt: skip
+        assert first.returncode == 0, first.stderr
+        assert installed_versions(python)["torch"] == torch_before
+    assert fixture_index.tree is not None
+    cpu = next(w for w in fixture_index.tree.files_for("cpu", "torch") if w.version == "2.5.1+cpu")
+    done = pip_gpu(
+        "install", f"torch @ {fixture_index.base_url}{cpu.url_path}", "--python", str(python),
+        "--installer", "pip", "--variant", "cu124", *A100_ON_535, env=env, cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    if torch_before:
+        undone, left = "put back torch==2.5.1+cu124", "torch 2.5.1+cu124, torchvision 0.20.1+cu124"
+    else:
+        undone, left = "removed torch", "no torch-family package"
+    assert_one_line_error(
+        done, "torch 2.5.1+cpu landed, but cu124 was decided", f"rolled back: {undone}",
+        f"left installed in {tmp_path / 'venv'}: {left}", status=1,
+    )  # fmt: skip
+    assert installed_versions(python).get("torch") == torch_before
 
 
 # --- check and doctor ------------------------------------------------------------------------

@@ -40,8 +40,10 @@ examples:
 global options (before or after the command): --debug, -q/--quiet, -v/--verbose, and
 --json for the commands that print JSON.
 
-exit status: 0 success; 1 a check found a problem; 2 bad input, or no build runs
-(nothing was changed); otherwise the installer's own exit status; 130 interrupted;
+exit status: 0 success; 1 a check found a problem (or the build that landed is not
+the one decided); 2 bad input, or no build runs (nothing was changed); 74 pip-gpu
+could not write its own files (full disk, read-only filesystem, permission denied:
+EX_IOERR); otherwise the installer's own exit status; 130 interrupted;
 141 the output was closed early (as after SIGPIPE: `pip-gpu matrix | head`).
 """
 
@@ -89,9 +91,9 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
         _add_global_options(commands)
         return parser
 
-    from ..install import add_install_parser
+    from . import install as install_cli
 
-    add_install_parser(commands, add_host_flags, add_decision_flags)
+    install_cli.add_install_parser(commands)
     from . import lock as lock_cli
 
     lock_cli.add_lock_parsers(commands, add_host_flags, add_decision_flags)

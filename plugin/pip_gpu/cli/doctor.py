@@ -22,7 +22,7 @@ def add_parsers(commands: Any) -> None:
             "the verdict: the broken link and its fix. Exit status 0 when healthy, 1 when a check fails."
         ),
     )
-    from ..detect.target import add_target_flags
+    from .flags import add_target_flags
 
     add_target_flags(parser)
     parser.add_argument(

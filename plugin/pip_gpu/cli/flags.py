@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from ..host import HostFlags
 
-__all__ = ["add_decision_flags", "add_host_flags", "host_flags"]
+__all__ = ["add_decision_flags", "add_host_flags", "add_target_flags", "host_flags"]
 
 
 class _Once(argparse.Action):
@@ -91,6 +91,19 @@ def add_host_flags(parser: argparse.ArgumentParser, many: bool = False) -> None:
     group.add_argument("--platform", choices=platforms, action=_Once, help="target operating system")
     group.add_argument("--arch", choices=arches, action=_Once, help="target CPU architecture")
     group.add_argument("--python-version", metavar="X.Y", action=_Once, help="target Python version")
+
+
+def add_target_flags(parser: argparse.ArgumentParser) -> None:
+    """``--python`` and ``--system``: where the packages go (or which environment is read)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--python",
+        metavar="PYTHON",
+        help="target interpreter or virtual environment (default: $VIRTUAL_ENV, else ./.venv)",
+    )
+    where.add_argument(
+        "--system", action="store_true", help="target the python3 on PATH, outside any virtual environment"
+    )
 
 
 def add_decision_flags(parser: argparse.ArgumentParser) -> None:

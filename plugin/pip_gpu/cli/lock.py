@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from ..detect.target import add_target_flags
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK
-from .flags import host_flags
+from .flags import add_target_flags, host_flags
 
 __all__ = ["add_lock_parsers"]
 

@@ -111,6 +111,9 @@ class ResolutionContext:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     strict: bool = True  # a resolution that fails is an error (install); else a note (explain)
     lock_folder: Optional[Path] = None  # where pip-gpu's pylock.<variant>.toml files may be
+    # False: leave the other requirements unresolved (``install`` with uv reads the same answer
+    # from its one ``uv pip compile`` and decides again with them only when they need torch).
+    resolve_others: bool = True
 
 
 class ResolutionFailed(PipGpuError):
@@ -485,7 +488,7 @@ def read_whole_request(
     preferences: list[Installed] = []
     notes: list[str] = []
     if context is not None:
-        others = [line for line in lines if line.name not in family]
+        others = [line for line in lines if line.name not in family] if context.resolve_others else []
         try:
             downstream = closure_requirements(others, global_options, family, context)
         except ResolutionFailed as failure:

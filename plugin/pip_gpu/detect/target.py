@@ -9,7 +9,6 @@ environment (``check``, ``doctor``) fall back to the interpreter running pip-gpu
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -28,7 +27,6 @@ __all__ = [
     "Installed",
     "TargetEnv",
     "TorchCopy",
-    "add_target_flags",
     "find_target",
     "installed_family_in",
     "installed_torch_build",
@@ -181,19 +179,6 @@ def _interpreter_in(folder: Path) -> Optional[Path]:
         if candidate.exists():
             return candidate
     return None
-
-
-def add_target_flags(parser: argparse.ArgumentParser) -> None:
-    """``--python`` and ``--system``: where the packages go (or which environment is read)."""
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--python",
-        metavar="PYTHON",
-        help="target interpreter or virtual environment (default: $VIRTUAL_ENV, else ./.venv)",
-    )
-    where.add_argument(
-        "--system", action="store_true", help="target the python3 on PATH, outside any virtual environment"
-    )
 
 
 def _no_target_error() -> UsageError:

@@ -60,7 +60,7 @@ from packaging.pylock import Package, Pylock, PylockUnsupportedVersionError, Pyl
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from ..errors import PipGpuError, UsageError
+from ..errors import EnvironmentFault, PipGpuError, UsageError
 from ..redact import redact_url, strip_credentials, url_origin
 
 if sys.version_info >= (3, 11):
@@ -664,7 +664,7 @@ def _cannot_write(path: Path, exc: OSError, replaced: Sequence[Path] = ()) -> Pi
         if replaced
         else f"{path.name} is unchanged"
     )
-    return PipGpuError(
+    return EnvironmentFault(  # a full disk is the machine's fault, not bad input (exit 74)
         f"cannot write {path}: {exc.strerror or exc}",
         f"{done}; free disk space or fix the folder's permissions, then run again",
     )

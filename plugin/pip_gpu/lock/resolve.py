@@ -920,10 +920,12 @@ def write_back_after_install(
             request=request,
         )
     except PipGpuError as error:
-        raise PipGpuError(
+        stale = PipGpuError(
             f"installed, but the lock files were not updated: {error.message}",
             "fix the cause and run pip-gpu lock (the locks are now stale), or pass --no-lock",
-        ) from None
+        )
+        stale.exit_code = error.exit_code  # a full disk stays an environment fault (74)
+        raise stale from None
 
 
 def _merged(recorded: list[str], new: list[str]) -> list[str]:

@@ -13,7 +13,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
+
+if TYPE_CHECKING:
+    from ..install import InstallOptions
 
 __all__ = [
     "Action",
@@ -35,15 +38,14 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class RoutedInstall:
-    """``pip-gpu install`` with the command line a front end built, and the shim's settings.
+    """``pip-gpu install`` with the options a front end read, and the shim's settings.
 
-    ``environment``: ``PIP_*`` variables for the pip runs; ``extra``: settings the command
-    line cannot carry (the very uv binary the user ran, its own uv options).
+    ``environment``: ``PIP_*`` variables for the pip runs (pip options that pip-gpu install
+    does not take, passed the way pip reads them anyway).
     """
 
-    argv: tuple[str, ...]
+    request: InstallOptions
     environment: Mapping[str, str] = field(default_factory=dict)
-    extra: Mapping[str, object] = field(default_factory=dict)
 
 
 # What a front end decides: None (the real program, unchanged), a routed install, or a

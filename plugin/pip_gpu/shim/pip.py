@@ -154,33 +154,6 @@ _PIP_SHORT = {
     "-U": "--upgrade",
     "-I": "--ignore-installed",
 }
-# Options ``pip-gpu install`` takes itself and hands to pip.
-_INSTALL_KNOWS = frozenset(
-    [
-        "--index-url",
-        "--extra-index-url",
-        "--find-links",
-        "--trusted-host",
-        "--upgrade-strategy",
-        "--no-binary",
-        "--only-binary",
-        "--config-settings",
-        "--cache-dir",
-        "--progress-bar",
-        "--upgrade",
-        "--force-reinstall",
-        "--no-deps",
-        "--pre",
-        "--no-cache-dir",
-        "--no-index",
-        "--prefer-binary",
-        "--require-hashes",
-        "--no-build-isolation",
-        "--break-system-packages",
-        "--quiet",
-        "--verbose",
-    ]
-)
 # Options that change nothing about what is installed or where: passed to both pip runs as
 # the PIP_* variable pip reads for every option.
 _PIP_BY_ENVIRONMENT = frozenset(
@@ -250,27 +223,37 @@ def pip_action(real: str, args: list[str]) -> Action:
         return _pip_fetch(real, args[:at], command, parsed)
     python = parsed.values("--python")
     target = python[-1] if python else pip_interpreter(Path(real))
-    argv = ["install", "--installer", "pip", "--python", str(target)]
+    from ..install import InstallOptions
+    from ..route import INSTALLER_OPTION_NAMES  # the options `pip-gpu install` takes and passes on
+
+    files: dict[str, list[str]] = {"--requirement": [], "--constraint": []}
+    passthrough: list[tuple[str, Optional[str]]] = []
     environment: dict[str, str] = {}
     if parsed.values("--editable"):  # a project's requirements are read like any other line
         from .closure import editables_file
 
-        argv += ["--requirement", editables_file(parsed.values("--editable"), staged)]
+        files["--requirement"].append(editables_file(parsed.values("--editable"), staged))
     for name, value in options:
-        if name in ("--requirement", "--constraint"):
-            argv += [name, str(value)]
-        elif name in ("--editable", "--python"):
+        if name in files:
+            files[name].append(str(value))
+        elif name in ("--editable", "--python", "--dry-run"):
             continue
-        elif name == "--dry-run":
-            argv.append("--dry-run")
-        elif name in _INSTALL_KNOWS:
-            argv.append(name if value is None else f"{name}={value}")
+        elif name in INSTALLER_OPTION_NAMES:
+            passthrough.append((name, value))
         elif name in _PIP_BY_ENVIRONMENT:
             environment["PIP_" + name[2:].upper().replace("-", "_")] = "1" if value is None else value
         else:
             raise Refused(f"`pip install {name}` with the torch family is not routed by the shim yet")
-    argv += ["--", *parsed.positionals]
-    return RoutedInstall(tuple(argv), environment)
+    request = InstallOptions(
+        requirements=tuple(parsed.positionals),
+        requirement_files=tuple(files["--requirement"]),
+        constraint_files=tuple(files["--constraint"]),
+        installer="pip",
+        python=str(target),
+        dry_run=parsed.has("--dry-run"),
+        passthrough=tuple(passthrough),
+    )
+    return RoutedInstall(request, environment)
 
 
 def _staged_stdin(values: list[str]) -> Optional[Staged]:

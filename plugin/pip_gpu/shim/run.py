@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..installers import exec_replacing
 from .options import Refused, RoutedInstall
 
+if TYPE_CHECKING:
+    from ..install import InstallOptions
+
 __all__ = ["main", "windows_main"]
 
+EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 _DISABLE_HINT = "set PIP_GPU_DISABLE=1 to run {prog} without pip-gpu (the torch build is then not checked)"
@@ -52,7 +56,7 @@ def main(argv: Sequence[str]) -> int:
         if action is None:
             exec_replacing(real, args)
         if isinstance(action, RoutedInstall):
-            return _run_install(list(action.argv), action.environment, **action.extra)
+            return _run_install(action.request, action.environment)
         return action()
     except Refused as refusal:
         print(f"pip-gpu: {refusal}; {_DISABLE_HINT.format(prog=prog)}", file=sys.stderr)
@@ -119,21 +123,22 @@ def _same_folder(a: Path, b: Path) -> bool:
         return False
 
 
-def _run_install(argv: list[str], environment: Mapping[str, str], **extra: object) -> int:
-    """``pip-gpu install`` with a prepared command line, and the shim's own settings."""
-    from ..cli import build_parser
+def _run_install(request: InstallOptions, environment: Mapping[str, str]) -> int:
+    """``pip-gpu install`` with the options the shim read, and the shim's own settings."""
     from ..errors import PipGpuError
+    from ..install import install
+    from ..route import INSTALLER_OPTIONS
 
+    takes_no_value = {option.long for option in INSTALLER_OPTIONS if not option.takes_value}
+    for name, value in request.passthrough:
+        if name in takes_no_value and value is not None:
+            raise _Refused(f"{name}={value}: {name} takes no value")
     os.environ.update(environment)
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:
-        raise _Refused(f"the shim built a command pip-gpu could not read: {shlex.join(argv)}") from exit_
-    for name, value in extra.items():
-        setattr(args, name, value)
-    try:
-        status: int = args.handler(args)
+        result = install(request)
     except PipGpuError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code
-    return status
+    if request.dry_run:
+        print(result.dry_run_script)
+    return EXIT_OK

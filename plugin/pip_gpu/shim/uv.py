@@ -229,27 +229,35 @@ def _uv_pip_install(real: str, tokens: list[str]) -> Action:
     target = _uv_target(real, parsed)
     if target is None:
         return None  # uv reports that there is no environment, in its own words
-    argv = ["install", "--installer", "uv", "--python", str(target)]
+    from ..install import InstallOptions
+
+    requirement_files: list[str] = []
+    constraint_files: list[str] = []
     extra: list[str] = []
     if parsed.values("--editable"):  # a project's requirements are read like any other line
         from .closure import editables_file
 
-        argv += ["-r", editables_file(parsed.values("--editable"), staged)]
+        requirement_files.append(editables_file(parsed.values("--editable"), staged))
     for option, value in parsed.options:
-        if option == "--editable":
-            continue
         if option in ("--requirements", "--requirement"):
-            argv += ["-r", str(value)]
+            requirement_files.append(str(value))
         elif option in ("--constraints", "--constraint"):
-            argv += ["-c", str(value)]
-        elif option == "--python":
+            constraint_files.append(str(value))
+        elif option in ("--editable", "--python", "--dry-run"):
             continue
-        elif option == "--dry-run":
-            argv.append("--dry-run")
         else:  # the user's own uv options, exactly as given
             extra.append(option if value is None else f"{option}={value}")
-    argv += ["--", *parsed.positionals]
-    return RoutedInstall(tuple(argv), {}, {"uv_binary": real, "installer_extra": extra})
+    request = InstallOptions(
+        requirements=tuple(parsed.positionals),
+        requirement_files=tuple(requirement_files),
+        constraint_files=tuple(constraint_files),
+        installer="uv",
+        python=str(target),
+        dry_run=parsed.has("--dry-run"),
+        uv_binary=real,
+        installer_extra=tuple(extra),
+    )
+    return RoutedInstall(request)
 
 
 def _uv_closure_needs_family(real: str, parsed: Parsed) -> bool:
