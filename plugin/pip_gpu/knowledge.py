@@ -59,6 +59,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from .host import ComputeCapability, parse_compute_capability
+from .variant import Variant
 
 __all__ = [
     "Build",
@@ -70,27 +71,23 @@ __all__ = [
     "Tegra",
     "cuda_of_variant",
     "load_knowledge",
+    "variant_sort_key",
 ]
 
 
 def cuda_of_variant(variant: str) -> Optional[str]:
-    """``"cu124"`` -> ``"12.4"``, ``"cu118"`` -> ``"11.8"``; None for cpu/rocm/xpu/default."""
-    if not variant.startswith("cu") or not variant[2:].isdigit() or len(variant) < 5:
-        return None
-    digits = variant[2:]
-    return f"{digits[:2]}.{digits[2:]}"
+    """``"cu124"`` -> ``"12.4"``; None for cpu/rocm/xpu/default and for a name that is no variant.
+
+    Kept for callers that still hold variant names; a :class:`Variant` answers ``.cuda`` itself.
+    """
+    parsed = Variant.from_label(variant)
+    return parsed.cuda if parsed is not None else None
 
 
-def variant_sort_key(variant: str) -> tuple[int, Version]:
-    """Order variants so that newer CUDA (or ROCm) sorts last; cpu/default first."""
-    cuda = cuda_of_variant(variant)
-    if cuda is not None:
-        return (3, Version(cuda))
-    if variant.startswith("rocm"):
-        return (2, Version(variant[4:]))
-    if variant == "xpu":
-        return (1, Version("0"))
-    return (0, Version("0"))
+def variant_sort_key(variant: str) -> tuple[int, tuple[int, ...]]:
+    """:attr:`Variant.sort_key` of a name (newer CUDA or ROCm last; cpu/default first)."""
+    parsed = Variant.from_label(variant)
+    return parsed.sort_key if parsed is not None else (0, ())
 
 
 @dataclass(frozen=True)
@@ -129,7 +126,7 @@ class FamilyMember:
 class Build:
     """One published build of a torch release for one platform."""
 
-    variant: str
+    variant: Variant
     platform: str
     sass: Optional[tuple[ComputeCapability, ...]]
     ptx: Optional[tuple[ComputeCapability, ...]]
@@ -137,9 +134,13 @@ class Build:
     confidence: str
     source: str
 
+    def __post_init__(self) -> None:
+        if type(self.variant) is not Variant:  # a name given by hand: parsed here, junk refused
+            object.__setattr__(self, "variant", Variant(self.variant))
+
     @property
     def cuda(self) -> Optional[str]:
-        return cuda_of_variant(self.variant)
+        return self.variant.cuda
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,9 @@ class Release:
     builds: tuple[Build, ...]
     confidence: str
     source: str
-    pypi_default: Optional[str] = None
+    pypi_default: Optional[Variant] = None
     unconfirmed_versions: tuple[str, ...] = ()  # likely patch releases not confirmed from a source
-    pypi_defaults: Optional[dict[str, str]] = None  # platform -> the build PyPI serves there
+    pypi_defaults: Optional[dict[str, Variant]] = None  # platform -> the build PyPI serves there
     python_only_in: Optional[dict[str, tuple[str, ...]]] = None  # "3.13t" -> ("2.12.0",)
     companion_ranges: Optional[dict[str, str]] = None  # "torchvision" -> ">=0.29.1", within the series
 
@@ -163,7 +164,7 @@ class Release:
     def version(self) -> Version:
         return Version(self.torch)
 
-    def pypi_default_for(self, platform: str) -> Optional[str]:
+    def pypi_default_for(self, platform: str) -> Optional[Variant]:
         """The build plain ``pip install torch`` gets from PyPI on this platform."""
         if self.pypi_defaults is not None and platform in self.pypi_defaults:
             return self.pypi_defaults[platform]
@@ -251,9 +252,10 @@ class Knowledge:
                 return release
         return None
 
-    def variants(self) -> list[str]:
+    def variants(self) -> list[Variant]:
+        """Every variant some release publishes, cpu/default first, newest CUDA last."""
         found = {b.variant for r in self.releases for b in r.builds}
-        return sorted(found, key=variant_sort_key)
+        return sorted(found, key=lambda v: v.sort_key)
 
 
 def _ccs(
@@ -280,7 +282,7 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
     for rel in data["releases"]:
         builds = tuple(
             Build(
-                variant=b["variant"],
+                variant=Variant(b["variant"]),
                 platform=b["platform"],
                 sass=_ccs(b.get("sass"), seen),
                 ptx=_ccs(b.get("ptx"), seen),
@@ -299,9 +301,11 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
                 builds=builds,
                 confidence=rel.get("confidence", "high"),
                 source=rel.get("source", ""),
-                pypi_default=rel.get("pypi_default"),
+                pypi_default=Variant(rel["pypi_default"]) if rel.get("pypi_default") else None,
                 unconfirmed_versions=tuple(rel.get("unconfirmed_versions", ())),
-                pypi_defaults=dict(rel["pypi_defaults"]) if "pypi_defaults" in rel else None,
+                pypi_defaults={k: Variant(v) for k, v in rel["pypi_defaults"].items()}
+                if "pypi_defaults" in rel
+                else None,
                 python_only_in={k: tuple(v) for k, v in rel["python_only_in"].items()}
                 if "python_only_in" in rel
                 else None,

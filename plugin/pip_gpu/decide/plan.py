@@ -20,12 +20,7 @@ from packaging.version import InvalidVersion, Version
 from ..config import ProjectConfig, check_index_url, load_project_config
 from ..errors import UsageError
 from ..host import HostProfile
-from ..knowledge import (
-    Knowledge,
-    cuda_of_variant,
-    load_knowledge,
-    variant_sort_key,
-)
+from ..knowledge import Knowledge, load_knowledge
 from ..requirements import (
     RequirementFile,
     RequirementLine,
@@ -33,6 +28,7 @@ from ..requirements import (
     parse_requirement_args,
     read_requirements_file,
 )
+from ..variant import Variant
 from .resolution import ResolutionContext, TorchConstraint
 from .rules import (
     Decision,
@@ -226,7 +222,7 @@ def _with_newer_release(
 
     newest = knowledge.releases[0].torch
     variant = decision.variant or request.forced_variant
-    if variant is None or variant == "default":
+    if variant is None or not variant.has_index:
         return knowledge, decision  # nothing decided, or PyPI's own builds (macOS): no variant index
     if offline:
         note = (
@@ -259,9 +255,9 @@ def _with_newer_release(
     return knowledge, replace(decision, notes=(*decision.notes, note))
 
 
-def _variants_to_ask(variant: str, host: HostProfile) -> list[str]:
+def _variants_to_ask(variant: Variant, host: HostProfile) -> list[str]:
     """The host's variant, then the next CUDA versions its driver runs (``cu134``: learnable)."""
-    cuda = cuda_of_variant(variant)
+    cuda = variant.cuda
     if cuda is None or host.cuda_driver_version is None:
         return [variant]
     try:
@@ -274,7 +270,7 @@ def _variants_to_ask(variant: str, host: HostProfile) -> list[str]:
     return [variant, *(f"cu{c.replace('.', '')}" for c in newer)]
 
 
-def _url_variant(forced: Mapping[str, str]) -> Optional[str]:
+def _url_variant(forced: Mapping[Variant, str]) -> Optional[Variant]:
     """The one variant the direct URLs and wheels of family members are built for."""
     if len(forced) > 1:
         sources = "; ".join(f"{v} (from {src})" for v, src in sorted(forced.items()))
@@ -298,8 +294,8 @@ def _variant_indexes(index: str, knowledge: Knowledge, forced: Optional[str]) ->
     from .rules import variant_index_url
 
     ordered = sorted(
-        (v for v in knowledge.variants() if v != "default"),
-        key=lambda v: (v == forced, v.startswith("cu"), variant_sort_key(v)),
+        (v for v in knowledge.variants() if v.has_index),
+        key=lambda v: (v == forced, v.is_cuda, v.sort_key),
         reverse=True,
     )
     # A family member lives on (nearly) every CUDA index; a few tries find it or nothing will.
@@ -327,7 +323,7 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
     from .discover import discover_releases, with_releases
 
     newest = knowledge.releases[0]
-    variants = {b.variant for b in newest.builds if b.variant != "default"}
+    variants: set[str] = {b.variant for b in newest.builds if b.variant.has_index}
     for build in newest.builds:  # the next CUDA minor versions a newer release may add
         cuda = build.cuda
         if cuda is not None:
@@ -338,7 +334,7 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
     from .index import IndexError_
 
     try:
-        learned = discover_releases(knowledge, index, sorted(variants, key=variant_sort_key))
+        learned = discover_releases(knowledge, index, sorted(variants, key=_variant_key))
     except IndexError_ as error:
         raise IndexError_(
             f"the requested torch is newer than pip-gpu knows ({newest.torch}), and looking it up "
@@ -346,6 +342,12 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
             error.hint,
         ) from None
     return with_releases(knowledge, learned) if learned else knowledge
+
+
+def _variant_key(name: str) -> tuple[int, tuple[int, ...]]:
+    """Order of index names to read: newer CUDA last (a guessed ``cu131`` parses like any)."""
+    variant = Variant.from_label(name)
+    return variant.sort_key if variant is not None else (0, ())
 
 
 def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
@@ -357,7 +359,7 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
     """
     decision = plan.decision
     assert decision.release is not None and decision.variant is not None
-    label = None if decision.variant == "default" else decision.variant
+    label = decision.variant if decision.variant.has_index else None
     pins: dict[str, RewritePin] = {}
     for member in plan.knowledge.family:
         held: Optional[SpecifierSet] = None

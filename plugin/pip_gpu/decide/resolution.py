@@ -40,6 +40,7 @@ from ..requirements import (
     redact_url,
     render_file,
 )
+from ..variant import Variant
 from .rules import Decision, TorchRequest, append_path
 
 __all__ = [
@@ -64,7 +65,7 @@ class TorchConstraint:
     specifier: SpecifierSet
     source: str  # "fixture-llm==0.6.4.post1", "xformers==0.0.28.post2", "command line"
     kind: str  # "requested", "family-member", "downstream", "direct-url"
-    variant: Optional[str] = None  # a build this constraint forces (direct URL, local wheel)
+    variant: Optional[Variant] = None  # a build this constraint forces (direct URL, local wheel)
 
     def describe(self) -> str:
         """``vllm==0.6.4.post1 requires torch==2.5.1``."""
@@ -91,7 +92,7 @@ class Installed:
 
     version: str  # "2.5.1+cu124"
     public: str  # "2.5.1"
-    variant: Optional[str]  # "cu124"; None for PyPI's unlabelled build
+    variant: Optional[Variant]  # cu124; None for PyPI's unlabelled build
     source: str = "installed"  # or the lock file it was read from: "pylock.cu124.toml"
 
 
@@ -120,7 +121,7 @@ class ResolutionFailed(PipGpuError):
 # --- the lines the user wrote ------------------------------------------------------------------
 
 
-def variant_of_link(link: str, variants: Collection[str]) -> Optional[str]:
+def variant_of_link(link: str, variants: Collection[str]) -> Optional[Variant]:
     """The build a direct URL or local wheel of a family member is: its local label, else a
     ``/whl/<variant>/`` folder in its URL."""
     path = urllib.parse.unquote(urllib.parse.urlsplit(link).path or link)
@@ -131,10 +132,10 @@ def variant_of_link(link: str, variants: Collection[str]) -> Optional[str]:
         except InvalidWheelFilename:
             version = None
         if version is not None and version.local in variants:
-            return version.local
+            return Variant.from_label(version.local)
     for segment in reversed(path.split("/")[:-1]):
         if segment in variants:
-            return segment
+            return Variant.from_label(segment)
     return None
 
 
@@ -420,7 +421,7 @@ def installed_preference(site_packages: Sequence[Path], variants: Iterable[str])
         return None
     public, _, label = version.partition("+")
     known = set(variants)
-    return Installed(version, public, label if label in known else None)
+    return Installed(version, public, Variant.from_label(label) if label in known else None)
 
 
 def locked_preferences(folder: Optional[Path]) -> list[Installed]:
@@ -430,9 +431,11 @@ def locked_preferences(folder: Optional[Path]) -> list[Installed]:
     from ..lock.lockfile import find_lock_family
 
     return [
-        Installed(f"{lock.record.torch}+{lock.variant}", lock.record.torch, lock.variant, lock.path.name)
+        Installed(f"{lock.record.torch}+{lock.variant}", lock.record.torch, variant, lock.path.name)
         for lock in find_lock_family(folder)
-        if lock.record.torch and lock.variant != "default"
+        if lock.record.torch
+        and (variant := Variant.from_label(lock.variant)) is not None
+        and variant.has_index
     ]
 
 
@@ -461,7 +464,7 @@ class WholeRequest:
             if c.kind in ("family-member", "downstream") and c.package in direct and str(c.specifier)
         ]
 
-    def forced_variants(self) -> dict[str, str]:
+    def forced_variants(self) -> dict[Variant, str]:
         """variant -> the direct URL or wheel that forces it."""
         return {c.variant: c.source for c in self.constraints if c.variant is not None}
 
@@ -570,7 +573,8 @@ def settle(
 
     def rank(pref: Installed) -> tuple[bool, int]:  # the installed build, then the best locked one
         series = ".".join(pref.public.split(".")[:2])
-        return pref.source != "installed", order.get((series, pref.variant or ""), len(order))
+        place = order.get((series, pref.variant), len(order)) if pref.variant else len(order)
+        return pref.source != "installed", place
 
     for pref in sorted(whole.preferences, key=rank):
         if pref.variant is None or not runs(pref):

@@ -41,9 +41,9 @@ from ..knowledge import (
     Build,
     Knowledge,
     Release,
-    variant_sort_key,
 )
 from ..requirements import exact_version_of, local_label_of
+from ..variant import Variant
 
 __all__ = [
     "Blocker",
@@ -60,14 +60,14 @@ __all__ = [
 ]
 
 TORCH = "torch"
-MACOS_VARIANT = "default"
+MACOS_VARIANT = Variant("default")
 
 
 @dataclass(frozen=True)
 class Policy:
     """A project's ``[tool.pip-gpu]`` choices that bear on the decision."""
 
-    allowed_variants: Optional[frozenset[str]] = None
+    allowed_variants: Optional[frozenset[str]] = None  # names; a Variant equals its name
     preferred_variant: Optional[str] = None
 
 
@@ -78,7 +78,7 @@ class TorchRequest:
     torch_specifier: SpecifierSet = field(default_factory=SpecifierSet)
     companion_specifiers: tuple[tuple[str, SpecifierSet], ...] = ()
     exact_torch: Optional[str] = None  # "2.5.1" when torch is pinned exactly
-    forced_variant: Optional[str] = None
+    forced_variant: Optional[Variant] = None
     force: bool = False
     described_as: str = "torch"  # how to name the request in messages
 
@@ -105,7 +105,7 @@ class TorchRequest:
 class Candidate:
     """One build considered, and why it was taken or not."""
 
-    variant: str
+    variant: Variant
     torch: str
     platform: str
     ok: bool
@@ -124,7 +124,7 @@ class Blocker:
 class Decision:
     """The outcome: a variant and release, or a blocker; always the candidates considered."""
 
-    variant: Optional[str]
+    variant: Optional[Variant]
     torch: Optional[str]  # "2.5.1" when pinned, else the series "2.5"
     release: Optional[Release]
     build: Optional[Build]
@@ -140,7 +140,7 @@ class Decision:
 
 def variant_index_url(pytorch_index: str, variant: str) -> Optional[str]:
     """The index serving a variant: ``<base>/<variant>``; None for PyPI's ``default``."""
-    if variant == MACOS_VARIANT:
+    if not Variant(variant).has_index:
         return None
     return append_path(pytorch_index, variant)
 
@@ -200,11 +200,12 @@ def request_from_requirements(
             f"the requirements force different variants: {sources}",
             "every torch-family package must use one variant; drop or align the local labels",
         )
-    forced_variant = next(iter(forced), None)
-    if forced_variant is not None and forced_variant not in knowledge.variants():
+    forced_name = next(iter(forced), None)
+    forced_variant = Variant.from_label(forced_name)  # parsed here, where it enters
+    if forced_name is not None and (forced_variant is None or forced_variant not in knowledge.variants()):
         known = ", ".join(knowledge.variants())
         raise UsageError(
-            f"unknown variant {forced_variant!r}",
+            f"unknown variant {forced_name!r}",
             f"pip-gpu knows these variants: {known}",
         )
     return TorchRequest(
@@ -302,7 +303,7 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
 
 
 def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
-    if build.variant.startswith("rocm"):
+    if build.variant.is_rocm:
         if not host.amd_gpus:
             return "runs, but this host has no AMD GPU"
         if build.gfx is not None:
@@ -310,7 +311,7 @@ def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
             if missing:
                 return f"runs on the CPU only: {', '.join(missing)} not in this ROCm build"
         return "ROCm build for the AMD GPU"
-    if build.variant == "xpu":
+    if build.variant.is_xpu:
         return "XPU build for the Intel GPU" if _discrete_intel(host) else "runs, but no Intel GPU"
     return "CPU build"
 
@@ -399,7 +400,7 @@ def decide(
     for release in admitted:
         runnable: list[Build] = []
         builds = [b for b in release.builds if b.platform == host.platform_tag]
-        for build in sorted(builds, key=lambda b: variant_sort_key(b.variant), reverse=True):
+        for build in sorted(builds, key=lambda b: b.variant.sort_key, reverse=True):
             ok, why = _consider(build, request, host, knowledge, policy)
             candidates.append(Candidate(build.variant, release.torch, build.platform, ok, why))
             if ok:
@@ -413,7 +414,7 @@ def decide(
         return Decision(None, None, None, None, None, tuple(candidates), tuple(notes), blocker)
 
     release, build = chosen
-    if build.variant == "cpu" and host.amd_gpus:
+    if build.variant.is_cpu and host.amd_gpus:
         outside = sorted(
             {
                 c.reason.split(": ", 1)[1]
@@ -470,17 +471,15 @@ def _consider(
             return True, why if ok else f"forced: {why}"
         return False, why
     if host.os == "macos":
-        return (build.variant == MACOS_VARIANT), why
-    if build.cuda is not None:
+        return build.variant.is_default, why
+    if build.variant.is_cuda:
         return ok, why
     if _has_nvidia(host):
-        kind = (
-            "ROCm" if build.variant.startswith("rocm") else ("XPU" if build.variant == "xpu" else "CPU-only")
-        )
+        kind = {"rocm": "ROCm", "xpu": "XPU"}.get(build.variant.kind, "CPU-only")
         return False, f"{kind} build; this host has an NVIDIA GPU"
-    if build.variant.startswith("rocm"):
+    if build.variant.is_rocm:
         return (ok and bool(host.amd_gpus) and "CPU only" not in why), why
-    if build.variant == "xpu":
+    if build.variant.is_xpu:
         return (ok and _discrete_intel(host)), why
     return ok, why
 
@@ -496,7 +495,7 @@ def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build
             if build.variant == policy.preferred_variant:
                 return build
     confirmed = [b for b in runnable if b.confidence != "unconfirmed"]
-    return max(confirmed or runnable, key=lambda b: variant_sort_key(b.variant))
+    return max(confirmed or runnable, key=lambda b: b.variant.sort_key)
 
 
 def _exact_in(request: TorchRequest, release: Release) -> Optional[str]:

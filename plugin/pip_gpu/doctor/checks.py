@@ -40,6 +40,7 @@ from ..detect.target import TargetEnv
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK
 from ..host import HostProfile, NvidiaGpu, driver_at_least
 from ..knowledge import Build, Knowledge, cuda_of_variant
+from ..variant import CPU, Variant
 
 __all__ = [
     "CHECKS",
@@ -867,7 +868,8 @@ def _build_from_binary(facts: Facts, known: Optional[Build], torch: Package) -> 
     if in_file is not None and in_file != (compiled.sass, compiled.ptx):
         assert known is not None
         origin += f"; the knowledge file says {_archs(known)}, the binary wins"
-    base = known or Build(torch.variant or "?", facts.host.platform_tag, None, None, None, "high", "")
+    variant = Variant.from_label(torch.variant) or CPU  # no label: the binary's archs say the rest
+    base = known or Build(variant, facts.host.platform_tag, None, None, None, "high", "")
     return replace(base, sass=compiled.sass, ptx=compiled.ptx, source=origin), origin
 
 
