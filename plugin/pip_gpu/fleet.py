@@ -387,9 +387,8 @@ def make_fleet_plan(options: FleetPlanOptions) -> FleetPlan:
         )
         knowledge = plan.knowledge  # releases learned from the index serve every node
         decision = plan.decision
-        blocker = None
-        if decision.blocker is not None:
-            blocker = "; ".join(filter(None, (decision.blocker.message, decision.blocker.hint)))
+        blocked = decision.blocked()
+        blocker = "; ".join(filter(None, (blocked.message, blocked.hint))) if blocked else None
         per_node.append(options_from_candidates(node, decision.candidates, blocker))
         releases.extend(c.torch for c in decision.candidates if c.torch not in releases)
         if decision.release is not None and decision.torch is not None:

@@ -113,13 +113,13 @@ def render_decision(
     lines = [
         f"Host: {host.platform_tag}, Python {host.python_version}, {driver}" + (f", {gpus}" if gpus else "")
     ]
-    if decision.ok:
+    blocker = decision.blocked()
+    if blocker is None:
         where = redact_url(decision.index_url) if decision.index_url else "PyPI (no PyTorch index)"
         lines.insert(0, f"torch {decision.torch} -> {decision.variant}   from {where}")
     else:
-        assert decision.blocker is not None
-        lines.insert(0, f"No build runs: {decision.blocker.message}")
-        lines.insert(1, f"  ways out: {decision.blocker.hint}")
+        lines.insert(0, f"No build runs: {blocker.message}")
+        lines.insert(1, f"  ways out: {blocker.hint}")
     if constraints:
         lines.append("Torch constraints:")
         lines += [f"  {redact_url(c.describe())}" for c in constraints]

@@ -101,10 +101,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     constraints = outcome.torch_constraints
     if args.json:
         emit_json(decision_json(decision, host, constraints=constraints))
-    elif not decision.ok and not decision.candidates and decision.blocker is not None:
+    elif (blocker := decision.blocked()) is not None and not decision.candidates:
         # Nothing was even considered (pins that contradict each other, a Python no release
         # supports): bad input, reported on stderr like every other error.
-        raise UsageError(decision.blocker.message, decision.blocker.hint)
+        raise UsageError(blocker.message, blocker.hint)
     else:
         rendered = render_decision(decision, host, show_all=args.all, constraints=constraints)
         print(headline(rendered, decision.ok))

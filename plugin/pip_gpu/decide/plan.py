@@ -357,8 +357,7 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
     (``torchvision==0.20.*``); exact pins get the variant's local label where its wheels
     carry one. Other family members are only routed.
     """
-    decision = plan.decision
-    assert decision.release is not None and decision.variant is not None
+    decision = plan.decision.chosen()
     label = decision.variant if decision.variant.has_index else None
     pins: dict[str, RewritePin] = {}
     for member in plan.knowledge.family:

@@ -41,7 +41,7 @@ from ..requirements import (
     render_file,
 )
 from ..variant import Variant
-from .rules import Decision, TorchRequest, append_path
+from .rules import Blocker, Decision, TorchRequest, append_path
 
 __all__ = [
     "Installed",
@@ -547,9 +547,9 @@ def settle(
         f"requires {line.text}"
         for line in whole.added_lines
     ]
-    if not decision.ok:
-        assert decision.blocker is not None
-        hint = decision.blocker.hint
+    blocker = decision.blocked()
+    if blocker is not None:
+        hint = blocker.hint
         if whole.derived() and plain_request != request:
             without = decide_with(plain_request)
             if without.ok:
@@ -558,12 +558,11 @@ def settle(
                     f"without what {askers} requires, torch {without.torch} ({without.variant}) "
                     f"would run here; {hint}"
                 )
-        message = decision.blocker.message
+        message = blocker.message
         if whole.derived() and not decision.candidates:  # no release admits every demand
             demands = "; ".join(c.describe() for c in whole.constraints if str(c.specifier))
             message = f"no torch release satisfies every torch requirement of this request: {demands}"
-        blocker = replace(decision.blocker, message=message, hint=hint)
-        return replace(decision, blocker=blocker, notes=(*decision.notes, *notes))
+        return replace(decision, blocker=Blocker(message, hint), notes=(*decision.notes, *notes))
 
     def runs(pref: Installed) -> bool:
         series = ".".join(pref.public.split(".")[:2])

@@ -35,7 +35,7 @@ from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from ..errors import UsageError
+from ..errors import NoBuildRuns, UsageError
 from ..host import ComputeCapability, HostProfile, NvidiaGpu, driver_at_least
 from ..knowledge import (
     Build,
@@ -48,6 +48,7 @@ from ..variant import Variant
 __all__ = [
     "Blocker",
     "Candidate",
+    "ChosenBuild",
     "Decision",
     "Policy",
     "TorchRequest",
@@ -121,8 +122,23 @@ class Blocker:
 
 
 @dataclass(frozen=True)
+class ChosenBuild:
+    """What a decision that found a build chose: every part set, nothing to assert."""
+
+    variant: Variant
+    torch: str  # "2.5.1" when pinned, else the series "2.5"
+    release: Release
+    build: Build
+    index_url: Optional[str]  # None for PyPI's ``default`` build (no PyTorch index)
+
+
+@dataclass(frozen=True)
 class Decision:
-    """The outcome: a variant and release, or a blocker; always the candidates considered."""
+    """The outcome: a variant and release, or a blocker; always the candidates considered.
+
+    Ask it with :meth:`chosen` (the build, or :class:`NoBuildRuns`) and :meth:`blocked` (the
+    blocker, or None) rather than testing its optional attributes one by one.
+    """
 
     variant: Optional[Variant]
     torch: Optional[str]  # "2.5.1" when pinned, else the series "2.5"
@@ -136,6 +152,25 @@ class Decision:
     @property
     def ok(self) -> bool:
         return self.blocker is None
+
+    def chosen(self) -> ChosenBuild:
+        """The chosen build; :class:`NoBuildRuns` (exit 2) with the blocker when none runs."""
+        if self.blocker is not None:
+            raise NoBuildRuns(self.blocker.message, self.blocker.hint)
+        if self.variant is None or self.torch is None or self.release is None or self.build is None:
+            raise ValueError("a decision without a blocker must name its build")  # a bug, not input
+        return ChosenBuild(self.variant, self.torch, self.release, self.build, self.index_url)
+
+    def blocked(self) -> Optional[Blocker]:
+        """Why nothing was chosen; None when a build was."""
+        return self.blocker
+
+    @classmethod
+    def refused(
+        cls, blocker: Blocker, candidates: Sequence[Candidate] = (), notes: Sequence[str] = ()
+    ) -> Decision:
+        """A decision that found no build."""
+        return cls(None, None, None, None, None, tuple(candidates), tuple(notes), blocker)
 
 
 def variant_index_url(pytorch_index: str, variant: str) -> Optional[str]:
@@ -411,7 +446,7 @@ def decide(
 
     if chosen is None:
         blocker = _blocker(request, host, knowledge, admitted, candidates)
-        return Decision(None, None, None, None, None, tuple(candidates), tuple(notes), blocker)
+        return Decision.refused(blocker, candidates, notes)
 
     release, build = chosen
     if build.variant.is_cpu and host.amd_gpus:
