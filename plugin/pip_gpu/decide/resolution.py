@@ -164,17 +164,9 @@ def constraints_of_lines(
 
 
 def _fetch(url: str, timeout: float) -> Optional[bytes]:
-    import urllib.error
-    import urllib.request
+    from .index import read_index_file  # the HTTP client only when a member's metadata is read
 
-    from .index import _request
-
-    try:
-        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
-            data: bytes = response.read(16 * 1024 * 1024)
-            return data
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+    return read_index_file(url, timeout=timeout)
 
 
 def _requires_dist(metadata: bytes) -> list[Requirement]:
@@ -413,10 +405,11 @@ def installed_preference(site_packages: Sequence[Path], variants: Iterable[str])
     """The torch the target holds, if any; its local label is its variant."""
     if not site_packages:
         return None
-    from ..detect.target import installed_family_in
+    from importlib import metadata
 
-    torch = installed_family_in(tuple(site_packages)).get(TORCH)
-    version = (torch or {}).get("version")
+    folders = [str(p) for p in site_packages]
+    dist = next(iter(metadata.distributions(name=TORCH, path=folders)), None)
+    version = dist.version if dist is not None else None
     if not version:
         return None
     public, _, label = version.partition("+")
