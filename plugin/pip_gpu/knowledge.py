@@ -238,11 +238,11 @@ class Knowledge:
         return best.max_cuda if best else None
 
     def family_member(self, name: str) -> Optional[FamilyMember]:
-        from packaging.utils import canonicalize_name
+        from .pins import canonical_name
 
-        wanted = canonicalize_name(name)
+        wanted = canonical_name(name)
         for member in self.family:
-            if canonicalize_name(member.name) == wanted:
+            if canonical_name(member.name) == wanted:
                 return member
         return None
 

@@ -122,14 +122,13 @@ def _explain_context(requirements: list[str], files: list[str]) -> Any:
 
 
 def _names_only_family(text: str) -> bool:
-    from packaging.utils import canonicalize_name
-
     from ..knowledge import load_knowledge
+    from ..pins import canonical_name
 
     head = text.split(";")[0].split("@")[0]
     for stop in "[=<>!~ ":
         head = head.split(stop)[0]
-    return canonicalize_name(head) in {canonicalize_name(m.name) for m in load_knowledge().family}
+    return canonical_name(head) in {canonical_name(m.name) for m in load_knowledge().family}
 
 
 # --- matrix --------------------------------------------------------------------------------

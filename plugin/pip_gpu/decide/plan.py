@@ -7,36 +7,36 @@ pure decision core; ``explain``, ``install`` and ``lock`` all start here.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..config import ProjectConfig, check_index_url, load_project_config
 from ..errors import UsageError
 from ..host import HostProfile
 from ..knowledge import Knowledge, load_knowledge
-from ..requirements import (
-    RequirementFile,
-    RequirementLine,
-    RewritePin,
-    parse_requirement_args,
-    read_requirements_file,
-)
+from ..pins import COMMAND_LINE, canonical_name, plain_pins
 from ..variant import Variant
-from .resolution import ResolutionContext, TorchConstraint
 from .rules import (
     Decision,
     Policy,
+    TorchConstraint,
     TorchRequest,
     decide,
+    request_from_pins,
     request_from_requirements,
 )
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
+
+    from ..requirements import RequirementFile, RequirementLine, RewritePin
+    from .resolution import ResolutionContext
 
 __all__ = ["Plan", "decide_for", "marker_environment", "rewrite_pins"]
 
@@ -47,12 +47,18 @@ class Plan:
 
     decision: Decision
     knowledge: Knowledge
-    lines: tuple[RequirementLine, ...]  # command line, then each file's lines (flattened)
+    read_lines: Callable[[], tuple[RequirementLine, ...]] = field(repr=False, compare=False)
     files: tuple[RequirementFile, ...]
     family_names: frozenset[str]
     pytorch_index: str
     config: ProjectConfig
     torch_constraints: tuple[TorchConstraint, ...] = ()  # issue 13: who asks what of torch
+
+    @cached_property
+    def lines(self) -> tuple[RequirementLine, ...]:
+        """The command line's requirements, then each file's lines (flattened). Read when first
+        asked: a plain ``explain torch==2.5.1`` decides without packaging's requirement parser."""
+        return self.read_lines()
 
     def family_lines(self) -> list[RequirementLine]:
         """Family requirements and constraints (a direct URL counts as written by the user)."""
@@ -109,6 +115,121 @@ def decide_for(
     env = os.environ if env is None else env
     knowledge = knowledge or load_knowledge()
     config = load_project_config(cwd)
+    family_names = frozenset(canonical_name(m.name) for m in knowledge.family)
+    index = (
+        pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
+    ).rstrip("/")
+    forced = variant or env.get("PIP_GPU_VARIANT") or None
+    pins = None if requirement_files or constraint_files or context else _plain(requirement_args, knowledge)
+    if pins is not None:
+        # torch and its companions, each a name and specifiers: the whole request is these lines.
+        read_lines: Callable[[], tuple[RequirementLine, ...]] = partial(_parsed_args, tuple(requirement_args))
+        files: list[RequirementFile] = []
+        check_index_url(index, _index_source(pytorch_index, env, config))
+        family_pins = [pin for pin in pins if canonical_name(pin[0]) in family_names]
+        constraints = tuple(
+            TorchConstraint(canonical_name(name), spec, COMMAND_LINE, "requested")
+            for name, spec, _ in family_pins
+            if str(spec)
+        )
+        request = request_from_pins(family_pins or [_TORCH_PIN], knowledge, variant=forced, force=force)
+        whole = None
+    else:
+        lines, files = _read_lines(requirement_args, requirement_files, constraint_files, cwd)
+        check_index_url(index, _index_source(pytorch_index, env, config))
+        # issue 13: what the whole request asks of torch (other family pins, downstream packages,
+        # direct URLs, the installed build), with provenance; see resolution.py.
+        from .resolution import describe_request, read_whole_request
+
+        whole = read_whole_request(
+            lines,
+            [opt for f in files for opt in f.global_options],
+            family_names,
+            _decided_names(knowledge),
+            _variant_indexes(index, knowledge, variant),
+            knowledge.variants(),
+            context,
+        )
+        markers = marker_environment(host)
+        family_requirements: list[Requirement] = [
+            line.requirement
+            for line in lines
+            if line.requirement is not None
+            and line.name in family_names
+            and (line.requirement.marker is None or line.requirement.marker.evaluate(markers))
+        ]
+        derived = whole.decision_requirements(_decided_names(knowledge))
+        plain_request = _request(family_requirements, knowledge, forced, force)
+        lines += whole.added_lines
+        request = _request(
+            family_requirements + derived, knowledge, forced or _url_variant(whole.forced_variants()), force
+        )
+        request = replace(request, described_as=describe_request(request.described_as, whole))
+        constraints = whole.constraints
+        read_lines = partial(tuple, lines)
+    policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
+    if _asks_for_a_newer_release(request, knowledge):
+        knowledge = _learn_from_index(knowledge, index, request.forced_variant)
+
+    def decide_with(wanted: TorchRequest) -> Decision:
+        assert knowledge is not None  # reassigned below when the index teaches a newer release
+        return decide(wanted, host, knowledge, pytorch_index=index, policy=policy)
+
+    decision = decide_with(request)
+    if _is_open(request, knowledge):
+        offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+        knowledge, decision = _with_newer_release(
+            request, host, knowledge, decision, index, policy, offline, env
+        )
+    if whole is not None:
+        from .resolution import settle
+
+        decision = settle(decision, request, whole, decide_with, plain_request)
+    return Plan(
+        decision=decision,
+        knowledge=knowledge,
+        read_lines=read_lines,
+        files=tuple(files),
+        family_names=family_names,
+        pytorch_index=index,
+        config=config,
+        torch_constraints=constraints,
+    )
+
+
+_TORCH_PIN = ("torch", SpecifierSet(), "torch")  # no family line given: torch, any version
+
+
+def _plain(
+    requirement_args: Sequence[str], knowledge: Knowledge
+) -> Optional[list[tuple[str, SpecifierSet, str]]]:
+    """The command line's requirements as ``(name, specifier, text)`` when the request is plain:
+    torch, its companions or unrelated names, each with version specifiers only. Another family
+    member (``xformers==0.0.28``) is not: its metadata on the index says what it needs of torch."""
+    pins = plain_pins(requirement_args)
+    if pins is None:
+        return None
+    family = {canonical_name(m.name) for m in knowledge.family}
+    decided = _decided_names(knowledge)
+    names = [canonical_name(name) for name, _, _ in pins]
+    return pins if all(name in decided or name not in family for name in names) else None
+
+
+def _parsed_args(requirement_args: tuple[str, ...]) -> tuple[RequirementLine, ...]:
+    from ..requirements import parse_requirement_args  # packaging.requirements: only when asked
+
+    return tuple(parse_requirement_args(requirement_args))
+
+
+def _read_lines(
+    requirement_args: Sequence[str],
+    requirement_files: Sequence[str],
+    constraint_files: Sequence[str],
+    cwd: Path,
+) -> tuple[list[RequirementLine], list[RequirementFile]]:
+    """The command line's requirements, then each file's (nested files flattened)."""
+    from ..requirements import parse_requirement_args, read_requirements_file
+
     lines = list(parse_requirement_args(requirement_args))
     files: list[RequirementFile] = []
     for path in requirement_files:
@@ -119,71 +240,16 @@ def decide_for(
         parsed = read_requirements_file(cwd / path, constraint=True)
         files.append(parsed)
         lines.extend(parsed.lines)
+    return lines, files
 
-    family_names = frozenset(canonicalize_name(m.name) for m in knowledge.family)
-    markers = marker_environment(host)
-    index = (
-        pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
-    ).rstrip("/")
-    check_index_url(index, _index_source(pytorch_index, env, config))
-    # issue 13: what the whole request asks of torch (other family pins, downstream packages,
-    # direct URLs, the installed build), with provenance; see resolution.py.
-    from .resolution import describe_request, read_whole_request, settle
 
-    whole = read_whole_request(
-        lines,
-        [opt for f in files for opt in f.global_options],
-        family_names,
-        _decided_names(knowledge),
-        _variant_indexes(index, knowledge, variant),
-        knowledge.variants(),
-        context,
-    )
-    family_requirements: list[Requirement] = [
-        line.requirement
-        for line in lines
-        if line.requirement is not None
-        and line.name in family_names
-        and (line.requirement.marker is None or line.requirement.marker.evaluate(markers))
-    ]
-    derived = whole.decision_requirements(_decided_names(knowledge))
-    forced = variant or env.get("PIP_GPU_VARIANT") or None
-    plain_request = request_from_requirements(
-        family_requirements or [Requirement("torch")], knowledge, variant=forced, force=force
-    )
-    lines += whole.added_lines
-    request = request_from_requirements(
-        family_requirements + derived or [Requirement("torch")],
-        knowledge,
-        variant=forced or _url_variant(whole.forced_variants()),
-        force=force,
-    )
-    policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
-    if _asks_for_a_newer_release(request, knowledge):
-        knowledge = _learn_from_index(knowledge, index, request.forced_variant)
-
-    def decide_with(wanted: TorchRequest) -> Decision:
-        assert knowledge is not None  # reassigned below when the index teaches a newer release
-        return decide(wanted, host, knowledge, pytorch_index=index, policy=policy)
-
-    request = replace(request, described_as=describe_request(request.described_as, whole))
-    decision = decide_with(request)
-    if _is_open(request, knowledge):
-        offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
-        knowledge, decision = _with_newer_release(
-            request, host, knowledge, decision, index, policy, offline, env
-        )
-    decision = settle(decision, request, whole, decide_with, plain_request)
-    return Plan(
-        decision=decision,
-        knowledge=knowledge,
-        lines=tuple(lines),
-        files=tuple(files),
-        family_names=family_names,
-        pytorch_index=index,
-        config=config,
-        torch_constraints=whole.constraints,
-    )
+def _request(
+    requirements: list[Requirement], knowledge: Knowledge, forced: Optional[str], force: bool
+) -> TorchRequest:
+    """The request the family requirements make; plain ``torch`` when there are none."""
+    if not requirements:
+        return request_from_pins([_TORCH_PIN], knowledge, variant=forced, force=force)
+    return request_from_requirements(requirements, knowledge, variant=forced, force=force)
 
 
 OFFLINE_VARIABLE = "PIP_GPU_OFFLINE"
@@ -286,7 +352,7 @@ MEMBER_INDEX_TRIES = 8
 
 def _decided_names(knowledge: Knowledge) -> frozenset[str]:
     """torch and its companions: the names the decision reads directly."""
-    return frozenset({"torch"} | {canonicalize_name(n) for r in knowledge.releases for n in r.companions})
+    return frozenset({"torch"} | {canonical_name(n) for r in knowledge.releases for n in r.companions})
 
 
 def _variant_indexes(index: str, knowledge: Knowledge, forced: Optional[str]) -> list[str]:
@@ -359,6 +425,8 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
     """
     decision = plan.decision.chosen()
     label = decision.variant if decision.variant.has_index else None
+    from ..requirements import RewritePin
+
     pins: dict[str, RewritePin] = {}
     for member in plan.knowledge.family:
         held: Optional[SpecifierSet] = None
@@ -366,7 +434,7 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
             held = SpecifierSet(f"=={decision.release.torch}.*")
         elif member.name in decision.release.companions:
             held = decision.release.companion_specifier(member.name)
-        pins[canonicalize_name(member.name)] = RewritePin(
+        pins[canonical_name(member.name)] = RewritePin(
             specifier=held if held is not None else SpecifierSet(),
             local_label=label if member.local_label else None,
         )

@@ -22,18 +22,12 @@ import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from packaging.markers import InvalidMarker
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import (
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_wheel_filename,
-)
 
 from ..errors import PipGpuError
+from ..pins import canonical_name
 from ..requirements import (
     RequirementLine,
     exact_version_of,
@@ -41,7 +35,12 @@ from ..requirements import (
     render_file,
 )
 from ..variant import Variant
-from .rules import Blocker, Decision, TorchRequest, append_path
+from .rules import Blocker, Decision, TorchConstraint, TorchRequest, append_path
+
+# packaging's requirement, marker and wheel-name parsers (with packaging.tags: ~15 ms) load in the
+# functions that read metadata and URLs; a plain request's decision needs none of them.
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 __all__ = [
     "Installed",
@@ -55,35 +54,6 @@ __all__ = [
 ]
 
 TORCH = "torch"
-
-
-@dataclass(frozen=True)
-class TorchConstraint:
-    """One requirement on a torch-family package, and the package or file that makes it."""
-
-    package: str  # canonical family name it constrains: "torch", "torchvision", "xformers"
-    specifier: SpecifierSet
-    source: str  # "fixture-llm==0.6.4.post1", "xformers==0.0.28.post2", "command line"
-    kind: str  # "requested", "family-member", "downstream", "direct-url"
-    variant: Optional[Variant] = None  # a build this constraint forces (direct URL, local wheel)
-
-    def describe(self) -> str:
-        """``vllm==0.6.4.post1 requires torch==2.5.1``."""
-        if self.kind == "requested":
-            return f"{self.source} asks {self.package}{self.specifier}"
-        if self.kind == "direct-url":
-            return f"{self.source} is a {self.variant} build"
-        return f"{self.source} requires {self.package}{self.specifier}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "package": self.package,
-            "specifier": str(self.specifier),
-            "source": redact_url(self.source),
-            "kind": self.kind,
-            "variant": self.variant,
-            "text": redact_url(self.describe()),
-        }
 
 
 @dataclass(frozen=True)
@@ -127,6 +97,8 @@ def variant_of_link(link: str, variants: Collection[str]) -> Optional[Variant]:
     path = urllib.parse.unquote(urllib.parse.urlsplit(link).path or link)
     filename = path.rsplit("/", 1)[-1]
     if filename.endswith(".whl"):
+        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
         try:
             _, version, _, _ = parse_wheel_filename(filename)
         except InvalidWheelFilename:
@@ -171,6 +143,8 @@ def _fetch(url: str, timeout: float) -> Optional[bytes]:
 
 def _requires_dist(metadata: bytes) -> list[Requirement]:
     from email.parser import HeaderParser
+
+    from packaging.requirements import InvalidRequirement, Requirement
 
     headers = HeaderParser().parsestr(metadata.decode("utf-8", errors="replace"))
     out: list[Requirement] = []
@@ -247,13 +221,15 @@ def member_constraints(
         if metadata is None:
             continue
         for requirement in _requires_dist(metadata):
-            name = canonicalize_name(requirement.name)
+            name = canonical_name(requirement.name)
             if name in direct and str(requirement.specifier) and requirement.marker is None:
                 found.append(TorchConstraint(name, requirement.specifier, source, "family-member"))
     return found
 
 
 def _wheel_version(filename: str) -> Any:
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
     try:
         return parse_wheel_filename(filename)[1]
     except InvalidWheelFilename:
@@ -370,11 +346,14 @@ def _resolve_closure(
 
 def constraints_from_report(report: Mapping[str, Any], family: Collection[str]) -> list[TorchConstraint]:
     """Family requirements of the non-family packages in a pip installation report."""
+    from packaging.markers import InvalidMarker
+    from packaging.requirements import InvalidRequirement, Requirement
+
     environment = {k: str(v) for k, v in (report.get("environment") or {}).items()}
     found: list[TorchConstraint] = []
     for item in report.get("install") or ():
         metadata = item.get("metadata") or {}
-        name = canonicalize_name(str(metadata.get("name", "")))
+        name = canonical_name(str(metadata.get("name", "")))
         if not name or name in family:
             continue
         source = f"{metadata.get('name')}=={metadata.get('version')}"
@@ -384,7 +363,7 @@ def constraints_from_report(report: Mapping[str, Any], family: Collection[str]) 
                 requirement = Requirement(text)
             except InvalidRequirement:
                 continue
-            wanted = canonicalize_name(requirement.name)
+            wanted = canonical_name(requirement.name)
             if wanted not in family:
                 continue
             try:
@@ -451,6 +430,8 @@ class WholeRequest:
 
     def decision_requirements(self, direct: Collection[str]) -> list[Requirement]:
         """The derived constraints the decision reads: those on torch and its companions."""
+        from packaging.requirements import Requirement
+
         return [
             Requirement(f"{c.package}{c.specifier}")
             for c in self.constraints
@@ -475,6 +456,8 @@ def read_whole_request(
     context: Optional[ResolutionContext],
 ) -> WholeRequest:
     """All the request's torch-family constraints with their provenance (see the module doc)."""
+    from packaging.requirements import Requirement
+
     constraints = constraints_of_lines(lines, family, variants)
     constraints += member_constraints(lines, family, direct, variant_indexes)
     added: list[RequirementLine] = []

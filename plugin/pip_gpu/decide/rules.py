@@ -27,12 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from packaging.requirements import Requirement
 from packaging.specifiers import Specifier, SpecifierSet
-from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from ..errors import NoBuildRuns, UsageError
@@ -42,8 +40,12 @@ from ..knowledge import (
     Knowledge,
     Release,
 )
-from ..requirements import exact_version_of, local_label_of
+from ..pins import canonical_name, exact_version_in
+from ..redact import redact_url
 from ..variant import Variant
+
+if TYPE_CHECKING:  # a plain request is read without packaging.requirements (see plain_pins)
+    from packaging.requirements import Requirement
 
 __all__ = [
     "Blocker",
@@ -51,10 +53,12 @@ __all__ = [
     "ChosenBuild",
     "Decision",
     "Policy",
+    "TorchConstraint",
     "TorchRequest",
     "build_runs_on",
     "decide",
     "gpu_covered_by",
+    "request_from_pins",
     "request_from_requirements",
     "tegra_gpus",
     "variant_index_url",
@@ -100,6 +104,35 @@ class TorchRequest:
             if not any(spec.contains(v, prereleases=True) for v in pairing):
                 return False, f"{name}{spec} does not pair with torch {release.torch} ({name} {series}.x)"
         return True, ""
+
+
+@dataclass(frozen=True)
+class TorchConstraint:
+    """One requirement on a torch-family package, and the package or file that makes it."""
+
+    package: str  # canonical family name it constrains: "torch", "torchvision", "xformers"
+    specifier: SpecifierSet
+    source: str  # "fixture-llm==0.6.4.post1", "xformers==0.0.28.post2", "command line"
+    kind: str  # "requested", "family-member", "downstream", "direct-url"
+    variant: Optional[Variant] = None  # a build this constraint forces (direct URL, local wheel)
+
+    def describe(self) -> str:
+        """``vllm==0.6.4.post1 requires torch==2.5.1``."""
+        if self.kind == "requested":
+            return f"{self.source} asks {self.package}{self.specifier}"
+        if self.kind == "direct-url":
+            return f"{self.source} is a {self.variant} build"
+        return f"{self.source} requires {self.package}{self.specifier}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "package": self.package,
+            "specifier": str(self.specifier),
+            "source": redact_url(self.source),
+            "kind": self.kind,
+            "variant": self.variant,
+            "text": redact_url(self.describe()),
+        }
 
 
 @dataclass(frozen=True)
@@ -201,29 +234,41 @@ def request_from_requirements(
     """Reduce the torch-family requirements to a :class:`TorchRequest`.
 
     A local label in an exact pin (``torch==2.5.1+cu121``) forces that variant, as does
-    ``variant``; two different forced variants are a usage error.
+    ``variant``; two different forced variants are a usage error. A direct URL is taken as
+    written: it says nothing about the index.
     """
+    pins = [(req.name, req.specifier, str(req)) for req in requirements if not req.url]
+    return request_from_pins(pins, knowledge, variant=variant, force=force)
+
+
+def request_from_pins(
+    pins: Iterable[tuple[str, SpecifierSet, str]],
+    knowledge: Knowledge,
+    *,
+    variant: Optional[str] = None,
+    force: bool = False,
+) -> TorchRequest:
+    """:func:`request_from_requirements` over ``(name, specifier, text)`` triples: what a
+    plain request (``torch==2.5.1``) is read into without ``packaging.requirements``."""
     torch_spec = SpecifierSet()
     companions: dict[str, SpecifierSet] = {}
     exact: Optional[str] = None
     forced: dict[str, str] = {}  # variant -> where it came from
     described: list[str] = []
-    companion_names = {canonicalize_name(n) for r in knowledge.releases for n in r.companions}
+    companion_names = {canonical_name(n) for r in knowledge.releases for n in r.companions}
 
     if variant is not None:
         forced[variant] = f"--variant {variant}"
-    for req in requirements:
-        name = canonicalize_name(req.name)
-        if req.url:
-            continue  # a direct URL is taken as written; it says nothing about the index
-        public = _without_local_labels(req.specifier, str(req))
-        label = local_label_of(req)
+    for written_name, specifier, text in pins:
+        name = canonical_name(written_name)
+        public = _without_local_labels(specifier, text)
+        pinned = exact_version_in(specifier)
+        label = pinned.local if pinned is not None else None
         if label is not None:
-            forced.setdefault(label, str(req))
-        described.append(f"{req.name}{req.specifier}" if str(req.specifier) else req.name)
+            forced.setdefault(label, text)
+        described.append(f"{written_name}{specifier}" if str(specifier) else written_name)
         if name == TORCH:
             torch_spec &= public
-            pinned = exact_version_of(req)
             if pinned is not None:
                 exact = pinned.public
         elif name in companion_names:
