@@ -7,7 +7,7 @@ and the decision core reads them. Every fact names where it came from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 __all__ = [
     "AmdGpu",
@@ -24,8 +24,7 @@ __all__ = [
 ComputeCapability = tuple[int, int]
 
 
-@dataclass(frozen=True)
-class HostFlags:
+class HostFlags(NamedTuple):
     """Target-host facts given instead of detected (``--driver``, ``--compute-capability``, ...).
 
     Raw, as typed: :func:`pip_gpu.detect.host_for` checks them, merges the ``PIP_GPU_*``
@@ -90,8 +89,7 @@ class NvidiaGpu:
     visible: bool = True  # False when CUDA_VISIBLE_DEVICES hides it from the target process
 
 
-@dataclass(frozen=True)
-class AmdGpu:
+class AmdGpu(NamedTuple):
     """An AMD GPU from the ROCm KFD topology (its LLVM gfx target decides ROCm support)."""
 
     gfx_target: str  # e.g. "gfx90a"
@@ -99,8 +97,7 @@ class AmdGpu:
     source: str
 
 
-@dataclass(frozen=True)
-class IntelGpu:
+class IntelGpu(NamedTuple):
     """An Intel GPU found on the PCI bus (candidate for PyTorch's XPU builds)."""
 
     pci_device_id: str  # e.g. "0x56a0"
@@ -109,8 +106,7 @@ class IntelGpu:
     source: str
 
 
-@dataclass(frozen=True)
-class HostProblem:
+class HostProblem(NamedTuple):
     """Something detection ran into: what happened, and what the user can do."""
 
     code: str  # stable identifier, e.g. "nvml-driver-mismatch"

@@ -53,7 +53,7 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -90,8 +90,7 @@ def variant_sort_key(variant: str) -> tuple[int, tuple[int, ...]]:
     return parsed.sort_key if parsed is not None else (0, ())
 
 
-@dataclass(frozen=True)
-class CudaDriverRow:
+class CudaDriverRow(NamedTuple):
     """The oldest driver that runs a given CUDA minor version, by OS."""
 
     cuda: str
@@ -107,16 +106,14 @@ class CudaDriverRow:
         return self.windows_minor_compat if os == "windows" else self.linux_minor_compat
 
 
-@dataclass(frozen=True)
-class DriverBranch:
+class DriverBranch(NamedTuple):
     branch: int
     max_cuda: str
     confidence: str
     source: str
 
 
-@dataclass(frozen=True)
-class FamilyMember:
+class FamilyMember(NamedTuple):
     name: str
     local_label: bool  # wheels on the variant index carry "+cu124"-style labels
     source: str
@@ -191,8 +188,7 @@ class Release:
         return only is None or version is None or version in only
 
 
-@dataclass(frozen=True)
-class Tegra:
+class Tegra(NamedTuple):
     """Jetson (L4T) integrated GPUs: PyTorch's aarch64 CUDA wheels are server-ARM builds."""
 
     compute_capabilities: tuple[ComputeCapability, ...]

@@ -195,9 +195,9 @@ def _ccs(values: Optional[tuple[tuple[int, int], ...]]) -> Optional[list[str]]:
 def knowledge_json(knowledge: Knowledge) -> dict[str, Any]:
     return {
         "pytorch_index": knowledge.pytorch_index,
-        "cuda_drivers": [vars(row) for row in knowledge.cuda_drivers],
-        "driver_branches": [vars(row) for row in knowledge.driver_branches],
-        "family": [vars(m) for m in knowledge.family],
+        "cuda_drivers": [row._asdict() for row in knowledge.cuda_drivers],
+        "driver_branches": [row._asdict() for row in knowledge.driver_branches],
+        "family": [m._asdict() for m in knowledge.family],
         "releases": [
             {
                 "torch": r.torch,

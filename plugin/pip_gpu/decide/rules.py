@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from packaging.specifiers import Specifier, SpecifierSet
@@ -68,8 +68,7 @@ TORCH = "torch"
 MACOS_VARIANT = Variant("default")
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """A project's ``[tool.pip-gpu]`` choices that bear on the decision."""
 
     allowed_variants: Optional[frozenset[str]] = None  # names; a Variant equals its name
@@ -106,8 +105,7 @@ class TorchRequest:
         return True, ""
 
 
-@dataclass(frozen=True)
-class TorchConstraint:
+class TorchConstraint(NamedTuple):
     """One requirement on a torch-family package, and the package or file that makes it."""
 
     package: str  # canonical family name it constrains: "torch", "torchvision", "xformers"
@@ -135,8 +133,7 @@ class TorchConstraint:
         }
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """One build considered, and why it was taken or not."""
 
     variant: Variant
@@ -146,16 +143,14 @@ class Candidate:
     reason: str
 
 
-@dataclass(frozen=True)
-class Blocker:
+class Blocker(NamedTuple):
     """Why nothing was chosen: the blocking fact and the ways out."""
 
     message: str
     hint: str
 
 
-@dataclass(frozen=True)
-class ChosenBuild:
+class ChosenBuild(NamedTuple):
     """What a decision that found a build chose: every part set, nothing to assert."""
 
     variant: Variant
@@ -445,9 +440,10 @@ def decide(
     knowledge: Knowledge,
     *,
     pytorch_index: Optional[str] = None,
-    policy: Policy = Policy(),
+    policy: Optional[Policy] = None,
 ) -> Decision:
     """Choose the build of torch that runs on ``host``, or say exactly why none does."""
+    policy = policy or Policy()
     base = pytorch_index or knowledge.pytorch_index
     notes: list[str] = []
     if host.nvidia_gpus and not host.visible_nvidia_gpus:
