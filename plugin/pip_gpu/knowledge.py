@@ -53,13 +53,14 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
-
-from packaging.specifiers import SpecifierSet
-from packaging.version import Version
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from .host import ComputeCapability, parse_compute_capability
 from .variant import Variant
+
+if TYPE_CHECKING:  # `detect` reads the driver branches without packaging's specifiers
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
 
 __all__ = [
     "Build",
@@ -159,6 +160,8 @@ class Release:
 
     @property
     def version(self) -> Version:
+        from packaging.version import Version
+
         return Version(self.torch)
 
     def pypi_default_for(self, platform: str) -> Optional[Variant]:
@@ -173,6 +176,8 @@ class Release:
         Since torchvision 0.29.1 companions require ``torch>=X`` instead of ``torch==X``; so
         0.29.1 and 0.29.2 pair with torch 2.15, 0.29.0 (``torch==2.14.0``) does not.
         """
+        from packaging.specifiers import SpecifierSet
+
         series = self.companions.get(name)
         if series is None:
             return None
