@@ -71,7 +71,7 @@ def test_order_is_cpu_then_xpu_then_rocm_then_cuda_newest_last() -> None:
 def test_constants_and_cuda_builds() -> None:
     assert DEFAULT.is_default and not DEFAULT.has_index
     assert CPU.is_cpu and CPU.cuda is None
-    assert Variant.cuda_build("12.8") == "cu128"
+    assert Variant.cuda_build("12.8") == Variant.cuda_build("12.8.1") == "cu128"
     assert Variant(parse_variant("cu128")) is not None
 
 

@@ -114,9 +114,8 @@ class Variant(str):
 
     @classmethod
     def cuda_build(cls, cuda: str) -> Variant:
-        """``"12.4"`` -> cu124: the variant PyTorch names for a CUDA version."""
-        major, _, minor = cuda.partition(".")
-        return cls(f"cu{major}{minor}")
+        """``"12.4"`` (or ``"12.4.1"``) -> cu124: the variant PyTorch names for a CUDA version."""
+        return cls("cu" + "".join(cuda.split(".")[:2]))
 
     @classmethod
     def from_label(cls, label: Optional[str]) -> Optional[Variant]:

@@ -24,17 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
 from ..errors import PipGpuError
 from ..knowledge import Build, Knowledge, Release
-from ..requirements import redact_url
+from ..redact import redact_url
 from ..variant import Variant
 from .rules import append_path
 
 if TYPE_CHECKING:  # the index module (urllib, http) is imported only when the network is used
+    from packaging.tags import Tag  # and packaging's wheel names only when a page is read
+
     from .index import IndexFile
 
 __all__ = [
@@ -105,6 +105,8 @@ def _python_key(python: str) -> tuple[Version, bool]:
 
 def releases_from_files(files: Iterable[IndexFile], variant: str) -> Summary:
     """Group one variant index's torch wheels by series: versions, Pythons, platforms."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
     series: dict[str, _Seen] = {}
     for file in files:
         try:
