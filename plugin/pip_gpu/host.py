@@ -7,7 +7,7 @@ and the decision core reads them. Every fact names where it came from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 __all__ = [
     "AmdGpu",
@@ -24,7 +24,8 @@ __all__ = [
 ComputeCapability = tuple[int, int]
 
 
-class HostFlags(NamedTuple):
+@dataclass(frozen=True)
+class HostFlags:
     """Target-host facts given instead of detected (``--driver``, ``--compute-capability``, ...).
 
     Raw, as typed: :func:`pip_gpu.detect.host_for` checks them, merges the ``PIP_GPU_*``
@@ -89,7 +90,8 @@ class NvidiaGpu:
     visible: bool = True  # False when CUDA_VISIBLE_DEVICES hides it from the target process
 
 
-class AmdGpu(NamedTuple):
+@dataclass(frozen=True)
+class AmdGpu:
     """An AMD GPU from the ROCm KFD topology (its LLVM gfx target decides ROCm support)."""
 
     gfx_target: str  # e.g. "gfx90a"
@@ -97,7 +99,8 @@ class AmdGpu(NamedTuple):
     source: str
 
 
-class IntelGpu(NamedTuple):
+@dataclass(frozen=True)
+class IntelGpu:
     """An Intel GPU found on the PCI bus (candidate for PyTorch's XPU builds)."""
 
     pci_device_id: str  # e.g. "0x56a0"
@@ -106,7 +109,8 @@ class IntelGpu(NamedTuple):
     source: str
 
 
-class HostProblem(NamedTuple):
+@dataclass(frozen=True)
+class HostProblem:
     """Something detection ran into: what happened, and what the user can do."""
 
     code: str  # stable identifier, e.g. "nvml-driver-mismatch"
