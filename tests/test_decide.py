@@ -127,6 +127,24 @@ def test_driver_below_every_build_is_refused_with_the_driver_to_install() -> Non
     assert "--variant cpu" in decision.blocker.hint
 
 
+def test_a_decision_hands_callers_its_build_or_raises_the_blocker() -> None:
+    """``chosen()`` gives every part of the build, typed; a refused decision raises NoBuildRuns (exit 2)."""
+    from pip_gpu.errors import EXIT_NO_BUILD, NoBuildRuns
+
+    build = run("torch==2.5.1", on=host("535.104.05", (A100,))).chosen()
+    assert (build.variant, build.torch, build.release.torch) == ("cu124", "2.5.1", "2.5")
+    assert build.variant.is_cuda and build.build.cuda == "12.4"
+    assert build.index_url == "https://download.pytorch.org/whl/cu124"
+
+    refused = run("torch==2.5.1", on=host("450.80.01", (A100,)))
+    blocker = refused.blocked()
+    assert blocker is not None and "450.80.01" in blocker.message
+    with pytest.raises(NoBuildRuns) as raised:
+        refused.chosen()
+    assert raised.value.exit_code == EXIT_NO_BUILD
+    assert (raised.value.message, raised.value.hint) == (blocker.message, blocker.hint)
+
+
 def test_cuda_13_needs_the_r580_driver() -> None:
     minimum = KNOWLEDGE.minimum_driver_for("13.0", "linux")
     assert minimum is not None and minimum.startswith("580")

@@ -177,6 +177,7 @@ def test_unknown_future_variant_is_learned(tmp_path: Path) -> None:
     from pip_gpu.decide.rules import decide, request_from_requirements
     from pip_gpu.host import HostProfile, NvidiaGpu
     from pip_gpu.knowledge import load_knowledge
+    from pip_gpu.variant import Variant
 
     served = {
         "cu132": ["torch-2.15.0+cu132-cp312-cp312-manylinux_2_28_x86_64.whl"],
@@ -201,7 +202,7 @@ def test_unknown_future_variant_is_learned(tmp_path: Path) -> None:
         cuda_driver_version="13.4",
         nvidia_gpus=(NvidiaGpu(0, "NVIDIA B200", (10, 0), "test"),),
     )
-    variants = _variants_to_ask("cu132", host)
+    variants = _variants_to_ask(Variant("cu132"), host)
     assert variants == ["cu132", "cu133", "cu134"]
     answer = look_for_newer(
         knowledge, "https://mirror.example/whl", variants, fetch=fetch, cache_dir=tmp_path

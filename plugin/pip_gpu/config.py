@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from .errors import UsageError
 
@@ -16,8 +15,7 @@ __all__ = ["ProjectConfig", "find_pyproject", "load_project_config"]
 INSTALLERS = ("pip", "uv")
 
 
-@dataclass(frozen=True)
-class ProjectConfig:
+class ProjectConfig(NamedTuple):
     """What ``[tool.pip-gpu]`` may set: policy for the decision and defaults for install."""
 
     path: Optional[Path] = None

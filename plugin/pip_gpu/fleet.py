@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from .errors import UsageError
 from .host import HostProfile, NvidiaGpu, parse_compute_capability
-from .knowledge import variant_sort_key
+from .variant import Variant
 
 __all__ = ["FleetNode", "FleetPlan", "NodePlan", "nodes_from_file", "nodes_from_json", "plan_fleet"]
 
@@ -275,10 +275,15 @@ def plan_fleet(
                 reason += f"; torch {newest} would"
             nodes.append(_unserved(option, reason))
             continue
-        variant = max(runs, key=variant_sort_key)
+        variant = max(runs, key=_variant_key)
         nodes.append(NodePlan(option.node.name, variant, runs[variant], gpu_summary(option.node)))
-    variants = tuple(sorted({n.variant for n in nodes if n.variant}, key=variant_sort_key, reverse=True))
+    variants = tuple(sorted({n.variant for n in nodes if n.variant}, key=_variant_key, reverse=True))
     return FleetPlan(release, variants, tuple(nodes))
+
+
+def _variant_key(variant: str) -> tuple[int, tuple[int, ...]]:
+    """Newer CUDA last: a variant name (from a decision's candidates) parsed as a Variant."""
+    return Variant(variant).sort_key
 
 
 def _unserved(option: NodeOptions, reason: str) -> NodePlan:
@@ -292,7 +297,7 @@ def _fewest_variants(per_node: Mapping[str, Mapping[str, str]]) -> set[str]:
     variants are newest wins.
     """
     servable = {name: set(runs) for name, runs in per_node.items() if runs}
-    every = sorted({v for runs in servable.values() for v in runs}, key=variant_sort_key, reverse=True)
+    every = sorted({v for runs in servable.values() for v in runs}, key=_variant_key, reverse=True)
     for size in range(1, len(every) + 1):
         covers = [
             set(combo)
@@ -300,7 +305,7 @@ def _fewest_variants(per_node: Mapping[str, Mapping[str, str]]) -> set[str]:
             if all(runs & set(combo) for runs in servable.values())
         ]
         if covers:
-            return max(covers, key=lambda c: sorted((variant_sort_key(v) for v in c), reverse=True))
+            return max(covers, key=lambda c: sorted((_variant_key(v) for v in c), reverse=True))
     return set()
 
 
@@ -382,9 +387,8 @@ def make_fleet_plan(options: FleetPlanOptions) -> FleetPlan:
         )
         knowledge = plan.knowledge  # releases learned from the index serve every node
         decision = plan.decision
-        blocker = None
-        if decision.blocker is not None:
-            blocker = "; ".join(filter(None, (decision.blocker.message, decision.blocker.hint)))
+        blocked = decision.blocked()
+        blocker = "; ".join(filter(None, (blocked.message, blocked.hint))) if blocked else None
         per_node.append(options_from_candidates(node, decision.candidates, blocker))
         releases.extend(c.torch for c in decision.candidates if c.torch not in releases)
         if decision.release is not None and decision.torch is not None:

@@ -53,12 +53,14 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Optional
-
-from packaging.specifiers import SpecifierSet
-from packaging.version import Version
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from .host import ComputeCapability, parse_compute_capability
+from .variant import Variant
+
+if TYPE_CHECKING:  # `detect` reads the driver branches without packaging's specifiers
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
 
 __all__ = [
     "Build",
@@ -70,31 +72,26 @@ __all__ = [
     "Tegra",
     "cuda_of_variant",
     "load_knowledge",
+    "variant_sort_key",
 ]
 
 
 def cuda_of_variant(variant: str) -> Optional[str]:
-    """``"cu124"`` -> ``"12.4"``, ``"cu118"`` -> ``"11.8"``; None for cpu/rocm/xpu/default."""
-    if not variant.startswith("cu") or not variant[2:].isdigit() or len(variant) < 5:
-        return None
-    digits = variant[2:]
-    return f"{digits[:2]}.{digits[2:]}"
+    """``"cu124"`` -> ``"12.4"``; None for cpu/rocm/xpu/default and for a name that is no variant.
+
+    Kept for callers that still hold variant names; a :class:`Variant` answers ``.cuda`` itself.
+    """
+    parsed = Variant.from_label(variant)
+    return parsed.cuda if parsed is not None else None
 
 
-def variant_sort_key(variant: str) -> tuple[int, Version]:
-    """Order variants so that newer CUDA (or ROCm) sorts last; cpu/default first."""
-    cuda = cuda_of_variant(variant)
-    if cuda is not None:
-        return (3, Version(cuda))
-    if variant.startswith("rocm"):
-        return (2, Version(variant[4:]))
-    if variant == "xpu":
-        return (1, Version("0"))
-    return (0, Version("0"))
+def variant_sort_key(variant: str) -> tuple[int, tuple[int, ...]]:
+    """:attr:`Variant.sort_key` of a name (newer CUDA or ROCm last; cpu/default first)."""
+    parsed = Variant.from_label(variant)
+    return parsed.sort_key if parsed is not None else (0, ())
 
 
-@dataclass(frozen=True)
-class CudaDriverRow:
+class CudaDriverRow(NamedTuple):
     """The oldest driver that runs a given CUDA minor version, by OS."""
 
     cuda: str
@@ -110,16 +107,14 @@ class CudaDriverRow:
         return self.windows_minor_compat if os == "windows" else self.linux_minor_compat
 
 
-@dataclass(frozen=True)
-class DriverBranch:
+class DriverBranch(NamedTuple):
     branch: int
     max_cuda: str
     confidence: str
     source: str
 
 
-@dataclass(frozen=True)
-class FamilyMember:
+class FamilyMember(NamedTuple):
     name: str
     local_label: bool  # wheels on the variant index carry "+cu124"-style labels
     source: str
@@ -129,7 +124,7 @@ class FamilyMember:
 class Build:
     """One published build of a torch release for one platform."""
 
-    variant: str
+    variant: Variant
     platform: str
     sass: Optional[tuple[ComputeCapability, ...]]
     ptx: Optional[tuple[ComputeCapability, ...]]
@@ -137,9 +132,13 @@ class Build:
     confidence: str
     source: str
 
+    def __post_init__(self) -> None:
+        if type(self.variant) is not Variant:  # a name given by hand: parsed here, junk refused
+            object.__setattr__(self, "variant", Variant(self.variant))
+
     @property
     def cuda(self) -> Optional[str]:
-        return cuda_of_variant(self.variant)
+        return self.variant.cuda
 
 
 @dataclass(frozen=True)
@@ -153,17 +152,19 @@ class Release:
     builds: tuple[Build, ...]
     confidence: str
     source: str
-    pypi_default: Optional[str] = None
+    pypi_default: Optional[Variant] = None
     unconfirmed_versions: tuple[str, ...] = ()  # likely patch releases not confirmed from a source
-    pypi_defaults: Optional[dict[str, str]] = None  # platform -> the build PyPI serves there
+    pypi_defaults: Optional[dict[str, Variant]] = None  # platform -> the build PyPI serves there
     python_only_in: Optional[dict[str, tuple[str, ...]]] = None  # "3.13t" -> ("2.12.0",)
     companion_ranges: Optional[dict[str, str]] = None  # "torchvision" -> ">=0.29.1", within the series
 
     @property
     def version(self) -> Version:
+        from packaging.version import Version
+
         return Version(self.torch)
 
-    def pypi_default_for(self, platform: str) -> Optional[str]:
+    def pypi_default_for(self, platform: str) -> Optional[Variant]:
         """The build plain ``pip install torch`` gets from PyPI on this platform."""
         if self.pypi_defaults is not None and platform in self.pypi_defaults:
             return self.pypi_defaults[platform]
@@ -175,6 +176,8 @@ class Release:
         Since torchvision 0.29.1 companions require ``torch>=X`` instead of ``torch==X``; so
         0.29.1 and 0.29.2 pair with torch 2.15, 0.29.0 (``torch==2.14.0``) does not.
         """
+        from packaging.specifiers import SpecifierSet
+
         series = self.companions.get(name)
         if series is None:
             return None
@@ -190,8 +193,7 @@ class Release:
         return only is None or version is None or version in only
 
 
-@dataclass(frozen=True)
-class Tegra:
+class Tegra(NamedTuple):
     """Jetson (L4T) integrated GPUs: PyTorch's aarch64 CUDA wheels are server-ARM builds."""
 
     compute_capabilities: tuple[ComputeCapability, ...]
@@ -237,11 +239,11 @@ class Knowledge:
         return best.max_cuda if best else None
 
     def family_member(self, name: str) -> Optional[FamilyMember]:
-        from packaging.utils import canonicalize_name
+        from .pins import canonical_name
 
-        wanted = canonicalize_name(name)
+        wanted = canonical_name(name)
         for member in self.family:
-            if canonicalize_name(member.name) == wanted:
+            if canonical_name(member.name) == wanted:
                 return member
         return None
 
@@ -251,9 +253,10 @@ class Knowledge:
                 return release
         return None
 
-    def variants(self) -> list[str]:
+    def variants(self) -> list[Variant]:
+        """Every variant some release publishes, cpu/default first, newest CUDA last."""
         found = {b.variant for r in self.releases for b in r.builds}
-        return sorted(found, key=variant_sort_key)
+        return sorted(found, key=lambda v: v.sort_key)
 
 
 def _ccs(
@@ -280,7 +283,7 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
     for rel in data["releases"]:
         builds = tuple(
             Build(
-                variant=b["variant"],
+                variant=Variant(b["variant"]),
                 platform=b["platform"],
                 sass=_ccs(b.get("sass"), seen),
                 ptx=_ccs(b.get("ptx"), seen),
@@ -299,9 +302,11 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
                 builds=builds,
                 confidence=rel.get("confidence", "high"),
                 source=rel.get("source", ""),
-                pypi_default=rel.get("pypi_default"),
+                pypi_default=Variant(rel["pypi_default"]) if rel.get("pypi_default") else None,
                 unconfirmed_versions=tuple(rel.get("unconfirmed_versions", ())),
-                pypi_defaults=dict(rel["pypi_defaults"]) if "pypi_defaults" in rel else None,
+                pypi_defaults={k: Variant(v) for k, v in rel["pypi_defaults"].items()}
+                if "pypi_defaults" in rel
+                else None,
                 python_only_in={k: tuple(v) for k, v in rel["python_only_in"].items()}
                 if "python_only_in" in rel
                 else None,

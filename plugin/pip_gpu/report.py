@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from .host import HostProfile, format_compute_capability
-from .knowledge import Build, Knowledge, variant_sort_key
+from .knowledge import Build, Knowledge
 from .redact import redact_url
 
 if TYPE_CHECKING:  # `detect` renders a host without the decision's imports (packaging.requirements)
@@ -113,13 +113,13 @@ def render_decision(
     lines = [
         f"Host: {host.platform_tag}, Python {host.python_version}, {driver}" + (f", {gpus}" if gpus else "")
     ]
-    if decision.ok:
+    blocker = decision.blocked()
+    if blocker is None:
         where = redact_url(decision.index_url) if decision.index_url else "PyPI (no PyTorch index)"
         lines.insert(0, f"torch {decision.torch} -> {decision.variant}   from {where}")
     else:
-        assert decision.blocker is not None
-        lines.insert(0, f"No build runs: {decision.blocker.message}")
-        lines.insert(1, f"  ways out: {decision.blocker.hint}")
+        lines.insert(0, f"No build runs: {blocker.message}")
+        lines.insert(1, f"  ways out: {blocker.hint}")
     if constraints:
         lines.append("Torch constraints:")
         lines += [f"  {redact_url(c.describe())}" for c in constraints]
@@ -128,7 +128,7 @@ def render_decision(
     shown = decision.candidates
     if not show_all and host.nvidia_gpus:
         # On an NVIDIA host the ROCm and XPU builds are never in question.
-        shown = tuple(c for c in shown if not c.variant.startswith("rocm") and c.variant != "xpu")
+        shown = tuple(c for c in shown if not (c.variant.is_rocm or c.variant.is_xpu))
     if not show_all and decision.release is not None:
         newest_first = [c for c in shown if _series_key(c.torch) >= _series_key(decision.release.torch)]
         hidden = len(shown) - len(newest_first)
@@ -182,7 +182,7 @@ def render_knowledge(knowledge: Knowledge) -> str:
         plain = [p for p in release.python if not p.endswith("t")]
         py = f"{plain[0]}-{plain[-1]}" if plain else "-"
         py += "".join(f" {p}" for p in release.python if p.endswith("t"))
-        for build in sorted(release.builds, key=lambda b: (b.platform, variant_sort_key(b.variant))):
+        for build in sorted(release.builds, key=lambda b: (b.platform, b.variant.sort_key)):
             rows.append([release.torch, py, build.variant, build.platform, _archs(build), build.confidence])
     out.append(_table(rows))
     return "\n".join(out)
@@ -195,9 +195,9 @@ def _ccs(values: Optional[tuple[tuple[int, int], ...]]) -> Optional[list[str]]:
 def knowledge_json(knowledge: Knowledge) -> dict[str, Any]:
     return {
         "pytorch_index": knowledge.pytorch_index,
-        "cuda_drivers": [vars(row) for row in knowledge.cuda_drivers],
-        "driver_branches": [vars(row) for row in knowledge.driver_branches],
-        "family": [vars(m) for m in knowledge.family],
+        "cuda_drivers": [row._asdict() for row in knowledge.cuda_drivers],
+        "driver_branches": [row._asdict() for row in knowledge.driver_branches],
+        "family": [m._asdict() for m in knowledge.family],
         "releases": [
             {
                 "torch": r.torch,

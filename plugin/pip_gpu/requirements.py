@@ -20,21 +20,17 @@ import urllib.parse
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from packaging.markers import InvalidMarker, Marker
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, Specifier, SpecifierSet
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from .errors import UsageError
+from .pins import COMMAND_LINE, canonical_name, exact_version_in, exact_versions
 from .redact import redact_url
+
+if TYPE_CHECKING:  # packaging.requirements pulls in markers, tags, logging, subprocess: ~15 ms
+    from packaging.requirements import Requirement
 
 __all__ = [
     "COMMAND_LINE",
@@ -54,8 +50,6 @@ __all__ = [
     "render_line",
     "rewrite_line",
 ]
-
-COMMAND_LINE = "command line"
 
 
 @dataclass(frozen=True)
@@ -352,6 +346,13 @@ def _split_marker(text: str, separator: str) -> tuple[str, str | None]:
 def _name_from_filename(filename: str, origin: str) -> tuple[str | None, Version | None]:
     """A wheel's (or a standard sdist's) file name says its project and version."""
     filename = urllib.parse.unquote(filename)
+    from packaging.utils import (
+        InvalidSdistFilename,
+        InvalidWheelFilename,
+        parse_sdist_filename,
+        parse_wheel_filename,
+    )
+
     if filename.endswith(".whl"):
         try:
             name, version, _, _ = parse_wheel_filename(filename)
@@ -376,7 +377,7 @@ def _egg_name(url: str) -> str | None:
     name = candidate.group(1) if candidate else match.group(1)
     if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", name):
         return None
-    return str(canonicalize_name(name))
+    return canonical_name(name)
 
 
 def _invalid(text: str, origin: str, exc: Exception) -> UsageError:
@@ -391,6 +392,9 @@ def _direct(
     name: str | None, extras: str, url: str, marker: str | None, text: str, origin: str
 ) -> Requirement | None:
     """``name[extras] @ url ; marker`` for a bare URL or path whose project name is known."""
+    from packaging.markers import InvalidMarker, Marker
+    from packaging.requirements import InvalidRequirement, Requirement
+
     if marker is not None:
         try:
             Marker(marker)
@@ -447,11 +451,13 @@ def _make_line(
         requirement = _direct(name, extras, uri, marker, text, origin)
         return line(requirement, name, spec)
 
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         requirement = Requirement(text)
     except InvalidRequirement as exc:
         raise _invalid(text, origin, exc) from None
-    return line(requirement, str(canonicalize_name(requirement.name)), requirement.url)
+    return line(requirement, canonical_name(requirement.name), requirement.url)
 
 
 def parse_requirement_args(args: Sequence[str]) -> list[RequirementLine]:
@@ -691,29 +697,17 @@ def is_family(line: RequirementLine, family_names: Collection[str]) -> bool:
     ``line.is_direct_url`` before rewriting)."""
     if line.name is None:
         return False
-    return line.name in {canonicalize_name(name) for name in family_names}
-
-
-def _exact_versions(req: Requirement) -> list[Version]:
-    versions: list[Version] = []
-    for spec in sorted(req.specifier, key=str):
-        if spec.operator in ("==", "===") and not spec.version.endswith(".*"):
-            try:
-                versions.append(Version(spec.version))
-            except InvalidVersion:
-                continue  # "===" may hold any string
-    return versions
+    return line.name in {canonical_name(name) for name in family_names}
 
 
 def exact_version_of(req: Requirement) -> Version | None:
-    """The one version an ``==X.Y.Z`` or ``===X.Y.Z`` pin allows; None if none or several."""
-    versions = set(_exact_versions(req))
-    return versions.pop() if len(versions) == 1 else None
+    """:func:`exact_version_in` of a requirement's specifier."""
+    return exact_version_in(req.specifier)
 
 
 def local_label_of(req: Requirement) -> str | None:
     """``torch==2.5.1+cu121`` -> ``"cu121"``: the build the user asked for by name."""
-    version = exact_version_of(req)
+    version = exact_version_in(req.specifier)
     return version.local if version is not None else None
 
 
@@ -743,11 +737,11 @@ def rewrite_line(line: RequirementLine, pins: Mapping[str, RewritePin]) -> Requi
     req = line.requirement
     if req is None or line.name is None or line.editable or line.is_direct_url:
         return line
-    pin = next((p for n, p in pins.items() if canonicalize_name(n) == line.name), None)
+    pin = next((p for n, p in pins.items() if canonical_name(n) == line.name), None)
     if pin is None:
         return line
     specs = list(req.specifier)
-    exact = _exact_versions(req)
+    exact = exact_versions(req.specifier)
     for added in pin.specifier:
         if added in specs or any(added.contains(v, prereleases=True) for v in exact):
             continue
@@ -760,6 +754,8 @@ def rewrite_line(line: RequirementLine, pins: Mapping[str, RewritePin]) -> Requi
         raise UsageError(f"{line.origin}: cannot pin {line.text!r}: {exc}") from None
     if specifier == req.specifier:
         return line
+    from packaging.requirements import Requirement
+
     new = Requirement(str(req))
     new.specifier = specifier
     return replace(line, text=_format(new), requirement=new)

@@ -177,6 +177,7 @@ def pypi_build_verdict(version: str, host: HostProfile, knowledge: Knowledge) ->
 
     from .decide.rules import build_runs_on
     from .knowledge import Build
+    from .variant import CPU
 
     try:
         parsed = Version(version)
@@ -199,7 +200,7 @@ def pypi_build_verdict(version: str, host: HostProfile, knowledge: Knowledge) ->
         return PypiVerdict(None, f"torch {version}", f"PyPI's build for {host.platform_tag} is not known")
     build = next((b for b in release.builds if (b.variant, b.platform) == (variant, host.platform_tag)), None)
     if build is None and _is_cpu(variant):
-        build = Build("cpu", host.platform_tag, None, None, None, "high", "")
+        build = Build(CPU, host.platform_tag, None, None, None, "high", "")
     if build is None:
         return PypiVerdict(None, origin, f"pip-gpu knows no {variant} build of torch {series}")
     ok, why = build_runs_on(build, host, knowledge)

@@ -7,9 +7,8 @@ Exit status 0 when every wheel agrees, 1 when any differs, 2 for a file that is 
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -19,11 +18,11 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .compiled import WheelFacts, read_wheel
-from .errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
+from .errors import UsageError
 from .host import ComputeCapability, format_compute_capability
 from .knowledge import Knowledge
 
-__all__ = ["Difference", "WheelCheck", "add_knowledge_parser", "check_wheel"]
+__all__ = ["Difference", "WheelCheck", "check_wheel", "check_wheels", "render_check", "verify_json"]
 
 # cuda-toolkit[...]==13.0.3, nvidia-cuda-runtime-cu12==12.4.127, nvidia-cuda-runtime==13.2.1
 _CUDA_RUNTIME_PIN = re.compile(
@@ -184,40 +183,14 @@ def render_check(check: WheelCheck) -> str:
     return "\n".join(lines)
 
 
-def add_knowledge_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "knowledge",
-        help="maintainers: compare the knowledge file with real wheels",
-        description="Maintainers' tools for the knowledge file.",
-    )
-    actions = parser.add_subparsers(dest="knowledge_command", metavar="ACTION", required=True)
-    verify = actions.add_parser(
-        "verify",
-        help="read torch wheels and print how they differ from the knowledge file",
-        description=(
-            "Read each torch wheel's version.py, METADATA (Requires-Python, Requires-Dist) and the GPU "
-            "code compiled into torch/lib/libtorch_cuda.so, and print how they differ from the knowledge "
-            "file's row. Exit status 0 when all agree, 1 when any differs."
-        ),
-    )
-    verify.add_argument("wheels", nargs="+", metavar="WHEEL", help="a torch wheel file")
-    verify.add_argument("--json", action="store_true", help="print JSON")
-    verify.set_defaults(handler=run_verify)
-
-
-def run_verify(args: argparse.Namespace) -> int:
-    from .knowledge import load_knowledge
-
-    knowledge = load_knowledge()
-    checks = []
-    for name in args.wheels:
-        path = Path(name)
-        if not path.is_file():
+def check_wheels(names: Sequence[str], knowledge: Knowledge) -> tuple[WheelCheck, ...]:
+    """Every wheel checked against the knowledge file; a name that is no file is bad input."""
+    for name in names:
+        if not Path(name).is_file():
             raise UsageError(f"{name}: no such file", "pass the path of a torch wheel")
-        checks.append(check_wheel(path, knowledge))
-    agrees = not any(c.differences for c in checks)
-    if args.json:
-        print(json.dumps({"agrees": agrees, "wheels": [c.to_json() for c in checks]}, indent=2))
-    else:
-        print("\n".join(render_check(c) for c in checks))
-    return EXIT_OK if agrees else EXIT_CHECK_FAILED
+    return tuple(check_wheel(Path(name), knowledge) for name in names)
+
+
+def verify_json(checks: Sequence[WheelCheck]) -> dict[str, Any]:
+    """``knowledge verify --json``: whether all agree, and each wheel's differences."""
+    return {"agrees": not any(c.differences for c in checks), "wheels": [c.to_json() for c in checks]}

@@ -109,9 +109,9 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     from . import fleet
 
     fleet.add_parsers(commands)
-    from ..verify import add_knowledge_parser
+    from . import knowledge as knowledge_cli
 
-    add_knowledge_parser(commands)
+    knowledge_cli.add_parsers(commands)
     _add_global_options(commands)
     return parser
 

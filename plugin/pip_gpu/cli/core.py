@@ -101,10 +101,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     constraints = outcome.torch_constraints
     if args.json:
         emit_json(decision_json(decision, host, constraints=constraints))
-    elif not decision.ok and not decision.candidates and decision.blocker is not None:
+    elif (blocker := decision.blocked()) is not None and not decision.candidates:
         # Nothing was even considered (pins that contradict each other, a Python no release
         # supports): bad input, reported on stderr like every other error.
-        raise UsageError(decision.blocker.message, decision.blocker.hint)
+        raise UsageError(blocker.message, blocker.hint)
     else:
         rendered = render_decision(decision, host, show_all=args.all, constraints=constraints)
         print(headline(rendered, decision.ok))
@@ -122,14 +122,13 @@ def _explain_context(requirements: list[str], files: list[str]) -> Any:
 
 
 def _names_only_family(text: str) -> bool:
-    from packaging.utils import canonicalize_name
-
     from ..knowledge import load_knowledge
+    from ..pins import canonical_name
 
     head = text.split(";")[0].split("@")[0]
     for stop in "[=<>!~ ":
         head = head.split(stop)[0]
-    return canonicalize_name(head) in {canonicalize_name(m.name) for m in load_knowledge().family}
+    return canonical_name(head) in {canonical_name(m.name) for m in load_knowledge().family}
 
 
 # --- matrix --------------------------------------------------------------------------------

@@ -24,22 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import Version
 
 from ..errors import PipGpuError
-from ..knowledge import (
-    Build,
-    Knowledge,
-    Release,
-    cuda_of_variant,
-    variant_sort_key,
-)
-from ..requirements import redact_url
+from ..knowledge import Build, Knowledge, Release
+from ..redact import redact_url
+from ..variant import Variant
 from .rules import append_path
 
 if TYPE_CHECKING:  # the index module (urllib, http) is imported only when the network is used
+    from packaging.tags import Tag  # and packaging's wheel names only when a page is read
+
     from .index import IndexFile
 
 __all__ = [
@@ -110,6 +105,8 @@ def _python_key(python: str) -> tuple[Version, bool]:
 
 def releases_from_files(files: Iterable[IndexFile], variant: str) -> Summary:
     """Group one variant index's torch wheels by series: versions, Pythons, platforms."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
     series: dict[str, _Seen] = {}
     for file in files:
         try:
@@ -135,9 +132,9 @@ def releases_from_files(files: Iterable[IndexFile], variant: str) -> Summary:
     }
 
 
-def _assumed_archs(knowledge: Knowledge, variant: str, platform: str) -> tuple[Optional[Build], str]:
+def _assumed_archs(knowledge: Knowledge, variant: Variant, platform: str) -> tuple[Optional[Build], str]:
     """The newest known build of this variant (else the nearest older CUDA) on this platform."""
-    cuda = cuda_of_variant(variant)
+    cuda = variant.cuda
     if cuda is None:
         return None, ""
     candidates = [
@@ -148,7 +145,7 @@ def _assumed_archs(knowledge: Knowledge, variant: str, platform: str) -> tuple[O
     ]
     same = [(r, b) for r, b in candidates if b.variant == variant]
     older = [(r, b) for r, b in candidates if Version(b.cuda or "0") < Version(cuda)]
-    for pool in (same, sorted(older, key=lambda rb: variant_sort_key(rb[1].variant), reverse=True)):
+    for pool in (same, sorted(older, key=lambda rb: rb[1].variant.sort_key, reverse=True)):
         if pool:
             release, build = pool[0]
             return build, f"torch {release.torch} {build.variant}"
@@ -174,7 +171,8 @@ def discover_releases(
     found: dict[str, _Seen] = {}
     from ..ui import progress
 
-    for variant in variants:
+    for name in variants:
+        variant = Variant(name)  # an index name pip-gpu reads is a variant name
         with progress(f"reading the {variant} index"):
             summary = _summary(pytorch_index, variant, fetch, cache_dir)
         for series, info in summary.items():

@@ -22,7 +22,7 @@ from typing import Any, Optional
 from ..errors import PipGpuError, UsageError
 from ..redact import redact_url, url_origin
 
-__all__ = ["IndexError_", "IndexFile", "fetch_project_files", "index_timeout"]
+__all__ = ["IndexError_", "IndexFile", "fetch_project_files", "index_timeout", "read_index_file"]
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
@@ -86,6 +86,17 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
 
 
 _OPENER = urllib.request.build_opener(_SameOriginRedirects)
+
+
+def read_index_file(url: str, *, timeout: float, limit: int = 16 * 1024 * 1024) -> Optional[bytes]:
+    """One file an index serves (a wheel's ``.metadata``, PEP 658): its first ``limit`` bytes,
+    or None when it cannot be read (the caller then knows less, and says so)."""
+    try:
+        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
+            data: bytes = response.read(limit)
+            return data
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 def index_timeout() -> float:

@@ -7,40 +7,36 @@ pure decision core; ``explain``, ``install`` and ``lock`` all start here.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ..config import ProjectConfig, check_index_url, load_project_config
 from ..errors import UsageError
 from ..host import HostProfile
-from ..knowledge import (
-    Knowledge,
-    cuda_of_variant,
-    load_knowledge,
-    variant_sort_key,
-)
-from ..requirements import (
-    RequirementFile,
-    RequirementLine,
-    RewritePin,
-    parse_requirement_args,
-    read_requirements_file,
-)
-from .resolution import ResolutionContext, TorchConstraint
+from ..knowledge import Knowledge, load_knowledge
+from ..pins import COMMAND_LINE, canonical_name, plain_pins
+from ..variant import Variant
 from .rules import (
     Decision,
     Policy,
+    TorchConstraint,
     TorchRequest,
     decide,
+    request_from_pins,
     request_from_requirements,
 )
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
+
+    from ..requirements import RequirementFile, RequirementLine, RewritePin
+    from .resolution import ResolutionContext
 
 __all__ = ["Plan", "RequestLines", "decide_for", "marker_environment", "read_request", "rewrite_pins"]
 
@@ -51,12 +47,18 @@ class Plan:
 
     decision: Decision
     knowledge: Knowledge
-    lines: tuple[RequirementLine, ...]  # command line, then each file's lines (flattened)
+    read_lines: Callable[[], tuple[RequirementLine, ...]] = field(repr=False, compare=False)
     files: tuple[RequirementFile, ...]
     family_names: frozenset[str]
     pytorch_index: str
     config: ProjectConfig
     torch_constraints: tuple[TorchConstraint, ...] = ()  # issue 13: who asks what of torch
+
+    @cached_property
+    def lines(self) -> tuple[RequirementLine, ...]:
+        """The command line's requirements, then each file's lines (flattened). Read when first
+        asked: a plain ``explain torch==2.5.1`` decides without packaging's requirement parser."""
+        return self.read_lines()
 
     def family_lines(self) -> list[RequirementLine]:
         """Family requirements and constraints (a direct URL counts as written by the user)."""
@@ -68,23 +70,6 @@ class Plan:
 
     def installs_something_else(self) -> bool:
         return any(not line.constraint for line in self.other_lines())
-
-
-def marker_environment(host: HostProfile) -> dict[str, str]:
-    """PEP 508 marker values for the target host (the rest default to this interpreter)."""
-    system = {"linux": "Linux", "windows": "Windows", "macos": "Darwin"}.get(host.os, host.os)
-    sys_platform = {"linux": "linux", "windows": "win32", "macos": "darwin"}.get(host.os, host.os)
-    # as platform.machine() reports it: AMD64/ARM64 on Windows, arm64 on macOS
-    machine = {"x86_64": "AMD64" if host.os == "windows" else "x86_64"}.get(host.arch, host.arch)
-    if host.arch in ("aarch64", "arm64"):
-        machine = {"windows": "ARM64", "macos": "arm64"}.get(host.os, "aarch64")
-    return {
-        "python_version": host.python_release,
-        "platform_system": system,
-        "sys_platform": sys_platform,
-        "platform_machine": machine,
-        "os_name": "nt" if host.os == "windows" else "posix",
-    }
 
 
 @dataclass(frozen=True)
@@ -102,17 +87,25 @@ def read_request(
     constraint_files: Sequence[str] = (),
 ) -> RequestLines:
     """Parse the command line's requirements and read each requirements and constraints file."""
-    lines = list(parse_requirement_args(requirement_args))
-    files: list[RequirementFile] = []
-    for path in requirement_files:
-        parsed = read_requirements_file(cwd / path)
-        files.append(parsed)
-        lines.extend(parsed.lines)
-    for path in constraint_files:
-        parsed = read_requirements_file(cwd / path, constraint=True)
-        files.append(parsed)
-        lines.extend(parsed.lines)
+    lines, files = _read_lines(requirement_args, requirement_files, constraint_files, cwd)
     return RequestLines(tuple(lines), tuple(files))
+
+
+def marker_environment(host: HostProfile) -> dict[str, str]:
+    """PEP 508 marker values for the target host (the rest default to this interpreter)."""
+    system = {"linux": "Linux", "windows": "Windows", "macos": "Darwin"}.get(host.os, host.os)
+    sys_platform = {"linux": "linux", "windows": "win32", "macos": "darwin"}.get(host.os, host.os)
+    # as platform.machine() reports it: AMD64/ARM64 on Windows, arm64 on macOS
+    machine = {"x86_64": "AMD64" if host.os == "windows" else "x86_64"}.get(host.arch, host.arch)
+    if host.arch in ("aarch64", "arm64"):
+        machine = {"windows": "ARM64", "macos": "arm64"}.get(host.os, "aarch64")
+    return {
+        "python_version": host.python_release,
+        "platform_system": system,
+        "sys_platform": sys_platform,
+        "platform_machine": machine,
+        "os_name": "nt" if host.os == "windows" else "posix",
+    }
 
 
 def decide_for(
@@ -145,49 +138,66 @@ def decide_for(
     env = os.environ if env is None else env
     knowledge = knowledge or load_knowledge()
     config = load_project_config(cwd)
-    if request_lines is None:
-        request_lines = read_request(requirement_args, requirement_files, cwd, constraint_files)
-    lines = list(request_lines.lines)
-    files = list(request_lines.files)
-
-    family_names = frozenset(canonicalize_name(m.name) for m in knowledge.family)
-    markers = marker_environment(host)
+    family_names = frozenset(canonical_name(m.name) for m in knowledge.family)
     index = (
         pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
     ).rstrip("/")
-    check_index_url(index, _index_source(pytorch_index, env, config))
-    # issue 13: what the whole request asks of torch (other family pins, downstream packages,
-    # direct URLs, the installed build), with provenance; see resolution.py.
-    from .resolution import describe_request, read_whole_request, settle
-
-    whole = read_whole_request(
-        lines,
-        [opt for f in files for opt in f.global_options],
-        family_names,
-        _decided_names(knowledge),
-        _variant_indexes(index, knowledge, variant),
-        knowledge.variants(),
-        context,
-    )
-    family_requirements: list[Requirement] = [
-        line.requirement
-        for line in lines
-        if line.requirement is not None
-        and line.name in family_names
-        and (line.requirement.marker is None or line.requirement.marker.evaluate(markers))
-    ]
-    derived = whole.decision_requirements(_decided_names(knowledge))
     forced = variant or env.get("PIP_GPU_VARIANT") or None
-    plain_request = request_from_requirements(
-        family_requirements or [Requirement("torch")], knowledge, variant=forced, force=force
+    read_already = request_lines is not None
+    pins = (
+        None
+        if requirement_files or constraint_files or context or read_already
+        else _plain(requirement_args, knowledge)
     )
-    lines += whole.added_lines
-    request = request_from_requirements(
-        family_requirements + derived or [Requirement("torch")],
-        knowledge,
-        variant=forced or _url_variant(whole.forced_variants()),
-        force=force,
-    )
+    if pins is not None:
+        # torch and its companions, each a name and specifiers: the whole request is these lines.
+        read_lines: Callable[[], tuple[RequirementLine, ...]] = partial(_parsed_args, tuple(requirement_args))
+        files: list[RequirementFile] = []
+        check_index_url(index, _index_source(pytorch_index, env, config))
+        family_pins = [pin for pin in pins if canonical_name(pin[0]) in family_names]
+        constraints = tuple(
+            TorchConstraint(canonical_name(name), spec, COMMAND_LINE, "requested")
+            for name, spec, _ in family_pins
+            if str(spec)
+        )
+        request = request_from_pins(family_pins or [_TORCH_PIN], knowledge, variant=forced, force=force)
+        whole = None
+    else:
+        if request_lines is not None:
+            lines, files = list(request_lines.lines), list(request_lines.files)
+        else:
+            lines, files = _read_lines(requirement_args, requirement_files, constraint_files, cwd)
+        check_index_url(index, _index_source(pytorch_index, env, config))
+        # issue 13: what the whole request asks of torch (other family pins, downstream packages,
+        # direct URLs, the installed build), with provenance; see resolution.py.
+        from .resolution import describe_request, read_whole_request
+
+        whole = read_whole_request(
+            lines,
+            [opt for f in files for opt in f.global_options],
+            family_names,
+            _decided_names(knowledge),
+            _variant_indexes(index, knowledge, variant),
+            knowledge.variants(),
+            context,
+        )
+        markers = marker_environment(host)
+        family_requirements: list[Requirement] = [
+            line.requirement
+            for line in lines
+            if line.requirement is not None
+            and line.name in family_names
+            and (line.requirement.marker is None or line.requirement.marker.evaluate(markers))
+        ]
+        derived = whole.decision_requirements(_decided_names(knowledge))
+        plain_request = _request(family_requirements, knowledge, forced, force)
+        lines += whole.added_lines
+        request = _request(
+            family_requirements + derived, knowledge, forced or _url_variant(whole.forced_variants()), force
+        )
+        request = replace(request, described_as=describe_request(request.described_as, whole))
+        constraints = whole.constraints
+        read_lines = partial(tuple, lines)
     policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
     if _asks_for_a_newer_release(request, knowledge):
         knowledge = _learn_from_index(knowledge, index, request.forced_variant)
@@ -196,24 +206,81 @@ def decide_for(
         assert knowledge is not None  # reassigned below when the index teaches a newer release
         return decide(wanted, host, knowledge, pytorch_index=index, policy=policy)
 
-    request = replace(request, described_as=describe_request(request.described_as, whole))
     decision = decide_with(request)
     if _is_open(request, knowledge):
         offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
         knowledge, decision = _with_newer_release(
             request, host, knowledge, decision, index, policy, offline, env
         )
-    decision = settle(decision, request, whole, decide_with, plain_request)
+    if whole is not None:
+        from .resolution import settle
+
+        decision = settle(decision, request, whole, decide_with, plain_request)
     return Plan(
         decision=decision,
         knowledge=knowledge,
-        lines=tuple(lines),
+        read_lines=read_lines,
         files=tuple(files),
         family_names=family_names,
         pytorch_index=index,
         config=config,
-        torch_constraints=whole.constraints,
+        torch_constraints=constraints,
     )
+
+
+_TORCH_PIN = ("torch", SpecifierSet(), "torch")  # no family line given: torch, any version
+
+
+def _plain(
+    requirement_args: Sequence[str], knowledge: Knowledge
+) -> Optional[list[tuple[str, SpecifierSet, str]]]:
+    """The command line's requirements as ``(name, specifier, text)`` when the request is plain:
+    torch, its companions or unrelated names, each with version specifiers only. Another family
+    member (``xformers==0.0.28``) is not: its metadata on the index says what it needs of torch."""
+    pins = plain_pins(requirement_args)
+    if pins is None:
+        return None
+    family = {canonical_name(m.name) for m in knowledge.family}
+    decided = _decided_names(knowledge)
+    names = [canonical_name(name) for name, _, _ in pins]
+    return pins if all(name in decided or name not in family for name in names) else None
+
+
+def _parsed_args(requirement_args: tuple[str, ...]) -> tuple[RequirementLine, ...]:
+    from ..requirements import parse_requirement_args  # packaging.requirements: only when asked
+
+    return tuple(parse_requirement_args(requirement_args))
+
+
+def _read_lines(
+    requirement_args: Sequence[str],
+    requirement_files: Sequence[str],
+    constraint_files: Sequence[str],
+    cwd: Path,
+) -> tuple[list[RequirementLine], list[RequirementFile]]:
+    """The command line's requirements, then each file's (nested files flattened)."""
+    from ..requirements import parse_requirement_args, read_requirements_file
+
+    lines = list(parse_requirement_args(requirement_args))
+    files: list[RequirementFile] = []
+    for path in requirement_files:
+        parsed = read_requirements_file(cwd / path)
+        files.append(parsed)
+        lines.extend(parsed.lines)
+    for path in constraint_files:
+        parsed = read_requirements_file(cwd / path, constraint=True)
+        files.append(parsed)
+        lines.extend(parsed.lines)
+    return lines, files
+
+
+def _request(
+    requirements: list[Requirement], knowledge: Knowledge, forced: Optional[str], force: bool
+) -> TorchRequest:
+    """The request the family requirements make; plain ``torch`` when there are none."""
+    if not requirements:
+        return request_from_pins([_TORCH_PIN], knowledge, variant=forced, force=force)
+    return request_from_requirements(requirements, knowledge, variant=forced, force=force)
 
 
 OFFLINE_VARIABLE = "PIP_GPU_OFFLINE"
@@ -252,7 +319,7 @@ def _with_newer_release(
 
     newest = knowledge.releases[0].torch
     variant = decision.variant or request.forced_variant
-    if variant is None or variant == "default":
+    if variant is None or not variant.has_index:
         return knowledge, decision  # nothing decided, or PyPI's own builds (macOS): no variant index
     if offline:
         note = (
@@ -285,9 +352,9 @@ def _with_newer_release(
     return knowledge, replace(decision, notes=(*decision.notes, note))
 
 
-def _variants_to_ask(variant: str, host: HostProfile) -> list[str]:
+def _variants_to_ask(variant: Variant, host: HostProfile) -> list[str]:
     """The host's variant, then the next CUDA versions its driver runs (``cu134``: learnable)."""
-    cuda = cuda_of_variant(variant)
+    cuda = variant.cuda
     if cuda is None or host.cuda_driver_version is None:
         return [variant]
     try:
@@ -300,7 +367,7 @@ def _variants_to_ask(variant: str, host: HostProfile) -> list[str]:
     return [variant, *(f"cu{c.replace('.', '')}" for c in newer)]
 
 
-def _url_variant(forced: Mapping[str, str]) -> Optional[str]:
+def _url_variant(forced: Mapping[Variant, str]) -> Optional[Variant]:
     """The one variant the direct URLs and wheels of family members are built for."""
     if len(forced) > 1:
         sources = "; ".join(f"{v} (from {src})" for v, src in sorted(forced.items()))
@@ -316,7 +383,7 @@ MEMBER_INDEX_TRIES = 8
 
 def _decided_names(knowledge: Knowledge) -> frozenset[str]:
     """torch and its companions: the names the decision reads directly."""
-    return frozenset({"torch"} | {canonicalize_name(n) for r in knowledge.releases for n in r.companions})
+    return frozenset({"torch"} | {canonical_name(n) for r in knowledge.releases for n in r.companions})
 
 
 def _variant_indexes(index: str, knowledge: Knowledge, forced: Optional[str]) -> list[str]:
@@ -324,8 +391,8 @@ def _variant_indexes(index: str, knowledge: Knowledge, forced: Optional[str]) ->
     from .rules import variant_index_url
 
     ordered = sorted(
-        (v for v in knowledge.variants() if v != "default"),
-        key=lambda v: (v == forced, v.startswith("cu"), variant_sort_key(v)),
+        (v for v in knowledge.variants() if v.has_index),
+        key=lambda v: (v == forced, v.is_cuda, v.sort_key),
         reverse=True,
     )
     # A family member lives on (nearly) every CUDA index; a few tries find it or nothing will.
@@ -353,7 +420,7 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
     from .discover import discover_releases, with_releases
 
     newest = knowledge.releases[0]
-    variants = {b.variant for b in newest.builds if b.variant != "default"}
+    variants: set[str] = {b.variant for b in newest.builds if b.variant.has_index}
     for build in newest.builds:  # the next CUDA minor versions a newer release may add
         cuda = build.cuda
         if cuda is not None:
@@ -364,7 +431,7 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
     from .index import IndexError_
 
     try:
-        learned = discover_releases(knowledge, index, sorted(variants, key=variant_sort_key))
+        learned = discover_releases(knowledge, index, sorted(variants, key=_variant_key))
     except IndexError_ as error:
         raise IndexError_(
             f"the requested torch is newer than pip-gpu knows ({newest.torch}), and looking it up "
@@ -374,6 +441,12 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
     return with_releases(knowledge, learned) if learned else knowledge
 
 
+def _variant_key(name: str) -> tuple[int, tuple[int, ...]]:
+    """Order of index names to read: newer CUDA last (a guessed ``cu131`` parses like any)."""
+    variant = Variant.from_label(name)
+    return variant.sort_key if variant is not None else (0, ())
+
+
 def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
     """What each family member's requirement must add so the resolver takes the decided build.
 
@@ -381,9 +454,10 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
     (``torchvision==0.20.*``); exact pins get the variant's local label where its wheels
     carry one. Other family members are only routed.
     """
-    decision = plan.decision
-    assert decision.release is not None and decision.variant is not None
-    label = None if decision.variant == "default" else decision.variant
+    decision = plan.decision.chosen()
+    label = decision.variant if decision.variant.has_index else None
+    from ..requirements import RewritePin
+
     pins: dict[str, RewritePin] = {}
     for member in plan.knowledge.family:
         held: Optional[SpecifierSet] = None
@@ -391,7 +465,7 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
             held = SpecifierSet(f"=={decision.release.torch}.*")
         elif member.name in decision.release.companions:
             held = decision.release.companion_specifier(member.name)
-        pins[canonicalize_name(member.name)] = RewritePin(
+        pins[canonical_name(member.name)] = RewritePin(
             specifier=held if held is not None else SpecifierSet(),
             local_label=label if member.local_label else None,
         )

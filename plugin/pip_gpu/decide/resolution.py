@@ -22,25 +22,25 @@ import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from packaging.markers import InvalidMarker
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import (
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_wheel_filename,
-)
 
 from ..errors import PipGpuError
+from ..pins import canonical_name
 from ..requirements import (
     RequirementLine,
     exact_version_of,
     redact_url,
     render_file,
 )
-from .rules import Decision, TorchRequest, append_path
+from ..variant import Variant
+from .rules import Blocker, Decision, TorchConstraint, TorchRequest, append_path
+
+# packaging's requirement, marker and wheel-name parsers (with packaging.tags: ~15 ms) load in the
+# functions that read metadata and URLs; a plain request's decision needs none of them.
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 __all__ = [
     "Installed",
@@ -57,41 +57,12 @@ TORCH = "torch"
 
 
 @dataclass(frozen=True)
-class TorchConstraint:
-    """One requirement on a torch-family package, and the package or file that makes it."""
-
-    package: str  # canonical family name it constrains: "torch", "torchvision", "xformers"
-    specifier: SpecifierSet
-    source: str  # "fixture-llm==0.6.4.post1", "xformers==0.0.28.post2", "command line"
-    kind: str  # "requested", "family-member", "downstream", "direct-url"
-    variant: Optional[str] = None  # a build this constraint forces (direct URL, local wheel)
-
-    def describe(self) -> str:
-        """``vllm==0.6.4.post1 requires torch==2.5.1``."""
-        if self.kind == "requested":
-            return f"{self.source} asks {self.package}{self.specifier}"
-        if self.kind == "direct-url":
-            return f"{self.source} is a {self.variant} build"
-        return f"{self.source} requires {self.package}{self.specifier}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "package": self.package,
-            "specifier": str(self.specifier),
-            "source": redact_url(self.source),
-            "kind": self.kind,
-            "variant": self.variant,
-            "text": redact_url(self.describe()),
-        }
-
-
-@dataclass(frozen=True)
 class Installed:
     """The torch build the target environment holds: a preference, never a requirement."""
 
     version: str  # "2.5.1+cu124"
     public: str  # "2.5.1"
-    variant: Optional[str]  # "cu124"; None for PyPI's unlabelled build
+    variant: Optional[Variant]  # cu124; None for PyPI's unlabelled build
     source: str = "installed"  # or the lock file it was read from: "pylock.cu124.toml"
 
 
@@ -123,21 +94,23 @@ class ResolutionFailed(PipGpuError):
 # --- the lines the user wrote ------------------------------------------------------------------
 
 
-def variant_of_link(link: str, variants: Collection[str]) -> Optional[str]:
+def variant_of_link(link: str, variants: Collection[str]) -> Optional[Variant]:
     """The build a direct URL or local wheel of a family member is: its local label, else a
     ``/whl/<variant>/`` folder in its URL."""
     path = urllib.parse.unquote(urllib.parse.urlsplit(link).path or link)
     filename = path.rsplit("/", 1)[-1]
     if filename.endswith(".whl"):
+        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
         try:
             _, version, _, _ = parse_wheel_filename(filename)
         except InvalidWheelFilename:
             version = None
         if version is not None and version.local in variants:
-            return version.local
+            return Variant.from_label(version.local)
     for segment in reversed(path.split("/")[:-1]):
         if segment in variants:
-            return segment
+            return Variant.from_label(segment)
     return None
 
 
@@ -166,21 +139,15 @@ def constraints_of_lines(
 
 
 def _fetch(url: str, timeout: float) -> Optional[bytes]:
-    import urllib.error
-    import urllib.request
+    from .index import read_index_file  # the HTTP client only when a member's metadata is read
 
-    from .index import _request
-
-    try:
-        with urllib.request.urlopen(_request(url), timeout=timeout) as response:
-            data: bytes = response.read(16 * 1024 * 1024)
-            return data
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
+    return read_index_file(url, timeout=timeout)
 
 
 def _requires_dist(metadata: bytes) -> list[Requirement]:
     from email.parser import HeaderParser
+
+    from packaging.requirements import InvalidRequirement, Requirement
 
     headers = HeaderParser().parsestr(metadata.decode("utf-8", errors="replace"))
     out: list[Requirement] = []
@@ -257,13 +224,15 @@ def member_constraints(
         if metadata is None:
             continue
         for requirement in _requires_dist(metadata):
-            name = canonicalize_name(requirement.name)
+            name = canonical_name(requirement.name)
             if name in direct and str(requirement.specifier) and requirement.marker is None:
                 found.append(TorchConstraint(name, requirement.specifier, source, "family-member"))
     return found
 
 
 def _wheel_version(filename: str) -> Any:
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
     try:
         return parse_wheel_filename(filename)[1]
     except InvalidWheelFilename:
@@ -380,11 +349,14 @@ def _resolve_closure(
 
 def constraints_from_report(report: Mapping[str, Any], family: Collection[str]) -> list[TorchConstraint]:
     """Family requirements of the non-family packages in a pip installation report."""
+    from packaging.markers import InvalidMarker
+    from packaging.requirements import InvalidRequirement, Requirement
+
     environment = {k: str(v) for k, v in (report.get("environment") or {}).items()}
     found: list[TorchConstraint] = []
     for item in report.get("install") or ():
         metadata = item.get("metadata") or {}
-        name = canonicalize_name(str(metadata.get("name", "")))
+        name = canonical_name(str(metadata.get("name", "")))
         if not name or name in family:
             continue
         source = f"{metadata.get('name')}=={metadata.get('version')}"
@@ -394,7 +366,7 @@ def constraints_from_report(report: Mapping[str, Any], family: Collection[str]) 
                 requirement = Requirement(text)
             except InvalidRequirement:
                 continue
-            wanted = canonicalize_name(requirement.name)
+            wanted = canonical_name(requirement.name)
             if wanted not in family:
                 continue
             try:
@@ -415,15 +387,16 @@ def installed_preference(site_packages: Sequence[Path], variants: Iterable[str])
     """The torch the target holds, if any; its local label is its variant."""
     if not site_packages:
         return None
-    from ..detect.target import installed_family_in
+    from importlib import metadata
 
-    torch = installed_family_in(tuple(site_packages)).get(TORCH)
-    version = (torch or {}).get("version")
+    folders = [str(p) for p in site_packages]
+    dist = next(iter(metadata.distributions(name=TORCH, path=folders)), None)
+    version = dist.version if dist is not None else None
     if not version:
         return None
     public, _, label = version.partition("+")
     known = set(variants)
-    return Installed(version, public, label if label in known else None)
+    return Installed(version, public, Variant.from_label(label) if label in known else None)
 
 
 def locked_preferences(folder: Optional[Path]) -> list[Installed]:
@@ -433,9 +406,11 @@ def locked_preferences(folder: Optional[Path]) -> list[Installed]:
     from ..lock.lockfile import find_lock_family
 
     return [
-        Installed(f"{lock.record.torch}+{lock.variant}", lock.record.torch, lock.variant, lock.path.name)
+        Installed(f"{lock.record.torch}+{lock.variant}", lock.record.torch, variant, lock.path.name)
         for lock in find_lock_family(folder)
-        if lock.record.torch and lock.variant != "default"
+        if lock.record.torch
+        and (variant := Variant.from_label(lock.variant)) is not None
+        and variant.has_index
     ]
 
 
@@ -458,13 +433,15 @@ class WholeRequest:
 
     def decision_requirements(self, direct: Collection[str]) -> list[Requirement]:
         """The derived constraints the decision reads: those on torch and its companions."""
+        from packaging.requirements import Requirement
+
         return [
             Requirement(f"{c.package}{c.specifier}")
             for c in self.constraints
             if c.kind in ("family-member", "downstream") and c.package in direct and str(c.specifier)
         ]
 
-    def forced_variants(self) -> dict[str, str]:
+    def forced_variants(self) -> dict[Variant, str]:
         """variant -> the direct URL or wheel that forces it."""
         return {c.variant: c.source for c in self.constraints if c.variant is not None}
 
@@ -482,6 +459,8 @@ def read_whole_request(
     context: Optional[ResolutionContext],
 ) -> WholeRequest:
     """All the request's torch-family constraints with their provenance (see the module doc)."""
+    from packaging.requirements import Requirement
+
     constraints = constraints_of_lines(lines, family, variants)
     constraints += member_constraints(lines, family, direct, variant_indexes)
     added: list[RequirementLine] = []
@@ -547,9 +526,9 @@ def settle(
         f"requires {line.text}"
         for line in whole.added_lines
     ]
-    if not decision.ok:
-        assert decision.blocker is not None
-        hint = decision.blocker.hint
+    blocker = decision.blocked()
+    if blocker is not None:
+        hint = blocker.hint
         if whole.derived() and plain_request != request:
             without = decide_with(plain_request)
             if without.ok:
@@ -558,12 +537,11 @@ def settle(
                     f"without what {askers} requires, torch {without.torch} ({without.variant}) "
                     f"would run here; {hint}"
                 )
-        message = decision.blocker.message
+        message = blocker.message
         if whole.derived() and not decision.candidates:  # no release admits every demand
             demands = "; ".join(c.describe() for c in whole.constraints if str(c.specifier))
             message = f"no torch release satisfies every torch requirement of this request: {demands}"
-        blocker = replace(decision.blocker, message=message, hint=hint)
-        return replace(decision, blocker=blocker, notes=(*decision.notes, *notes))
+        return replace(decision, blocker=Blocker(message, hint), notes=(*decision.notes, *notes))
 
     def runs(pref: Installed) -> bool:
         series = ".".join(pref.public.split(".")[:2])
@@ -573,7 +551,8 @@ def settle(
 
     def rank(pref: Installed) -> tuple[bool, int]:  # the installed build, then the best locked one
         series = ".".join(pref.public.split(".")[:2])
-        return pref.source != "installed", order.get((series, pref.variant or ""), len(order))
+        place = order.get((series, pref.variant), len(order)) if pref.variant else len(order)
+        return pref.source != "installed", place
 
     for pref in sorted(whole.preferences, key=rank):
         if pref.variant is None or not runs(pref):

@@ -27,47 +27,51 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from packaging.requirements import Requirement
 from packaging.specifiers import Specifier, SpecifierSet
-from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from ..errors import UsageError
+from ..errors import NoBuildRuns, UsageError
 from ..host import ComputeCapability, HostProfile, NvidiaGpu, driver_at_least
 from ..knowledge import (
     Build,
     Knowledge,
     Release,
-    variant_sort_key,
 )
-from ..requirements import exact_version_of, local_label_of
+from ..pins import canonical_name, exact_version_in
+from ..redact import redact_url
+from ..variant import Variant
+
+if TYPE_CHECKING:  # a plain request is read without packaging.requirements (see plain_pins)
+    from packaging.requirements import Requirement
 
 __all__ = [
     "Blocker",
     "Candidate",
+    "ChosenBuild",
     "Decision",
     "Policy",
+    "TorchConstraint",
     "TorchRequest",
     "build_runs_on",
     "decide",
     "gpu_covered_by",
+    "request_from_pins",
     "request_from_requirements",
     "tegra_gpus",
     "variant_index_url",
 ]
 
 TORCH = "torch"
-MACOS_VARIANT = "default"
+MACOS_VARIANT = Variant("default")
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """A project's ``[tool.pip-gpu]`` choices that bear on the decision."""
 
-    allowed_variants: Optional[frozenset[str]] = None
+    allowed_variants: Optional[frozenset[str]] = None  # names; a Variant equals its name
     preferred_variant: Optional[str] = None
 
 
@@ -78,7 +82,7 @@ class TorchRequest:
     torch_specifier: SpecifierSet = field(default_factory=SpecifierSet)
     companion_specifiers: tuple[tuple[str, SpecifierSet], ...] = ()
     exact_torch: Optional[str] = None  # "2.5.1" when torch is pinned exactly
-    forced_variant: Optional[str] = None
+    forced_variant: Optional[Variant] = None
     force: bool = False
     described_as: str = "torch"  # how to name the request in messages
 
@@ -101,30 +105,70 @@ class TorchRequest:
         return True, ""
 
 
-@dataclass(frozen=True)
-class Candidate:
+class TorchConstraint(NamedTuple):
+    """One requirement on a torch-family package, and the package or file that makes it."""
+
+    package: str  # canonical family name it constrains: "torch", "torchvision", "xformers"
+    specifier: SpecifierSet
+    source: str  # "fixture-llm==0.6.4.post1", "xformers==0.0.28.post2", "command line"
+    kind: str  # "requested", "family-member", "downstream", "direct-url"
+    variant: Optional[Variant] = None  # a build this constraint forces (direct URL, local wheel)
+
+    def describe(self) -> str:
+        """``vllm==0.6.4.post1 requires torch==2.5.1``."""
+        if self.kind == "requested":
+            return f"{self.source} asks {self.package}{self.specifier}"
+        if self.kind == "direct-url":
+            return f"{self.source} is a {self.variant} build"
+        return f"{self.source} requires {self.package}{self.specifier}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "package": self.package,
+            "specifier": str(self.specifier),
+            "source": redact_url(self.source),
+            "kind": self.kind,
+            "variant": self.variant,
+            "text": redact_url(self.describe()),
+        }
+
+
+class Candidate(NamedTuple):
     """One build considered, and why it was taken or not."""
 
-    variant: str
+    variant: Variant
     torch: str
     platform: str
     ok: bool
     reason: str
 
 
-@dataclass(frozen=True)
-class Blocker:
+class Blocker(NamedTuple):
     """Why nothing was chosen: the blocking fact and the ways out."""
 
     message: str
     hint: str
 
 
+class ChosenBuild(NamedTuple):
+    """What a decision that found a build chose: every part set, nothing to assert."""
+
+    variant: Variant
+    torch: str  # "2.5.1" when pinned, else the series "2.5"
+    release: Release
+    build: Build
+    index_url: Optional[str]  # None for PyPI's ``default`` build (no PyTorch index)
+
+
 @dataclass(frozen=True)
 class Decision:
-    """The outcome: a variant and release, or a blocker; always the candidates considered."""
+    """The outcome: a variant and release, or a blocker; always the candidates considered.
 
-    variant: Optional[str]
+    Ask it with :meth:`chosen` (the build, or :class:`NoBuildRuns`) and :meth:`blocked` (the
+    blocker, or None) rather than testing its optional attributes one by one.
+    """
+
+    variant: Optional[Variant]
     torch: Optional[str]  # "2.5.1" when pinned, else the series "2.5"
     release: Optional[Release]
     build: Optional[Build]
@@ -137,10 +181,29 @@ class Decision:
     def ok(self) -> bool:
         return self.blocker is None
 
+    def chosen(self) -> ChosenBuild:
+        """The chosen build; :class:`NoBuildRuns` (exit 2) with the blocker when none runs."""
+        if self.blocker is not None:
+            raise NoBuildRuns(self.blocker.message, self.blocker.hint)
+        if self.variant is None or self.torch is None or self.release is None or self.build is None:
+            raise ValueError("a decision without a blocker must name its build")  # a bug, not input
+        return ChosenBuild(self.variant, self.torch, self.release, self.build, self.index_url)
+
+    def blocked(self) -> Optional[Blocker]:
+        """Why nothing was chosen; None when a build was."""
+        return self.blocker
+
+    @classmethod
+    def refused(
+        cls, blocker: Blocker, candidates: Sequence[Candidate] = (), notes: Sequence[str] = ()
+    ) -> Decision:
+        """A decision that found no build."""
+        return cls(None, None, None, None, None, tuple(candidates), tuple(notes), blocker)
+
 
 def variant_index_url(pytorch_index: str, variant: str) -> Optional[str]:
     """The index serving a variant: ``<base>/<variant>``; None for PyPI's ``default``."""
-    if variant == MACOS_VARIANT:
+    if not Variant(variant).has_index:
         return None
     return append_path(pytorch_index, variant)
 
@@ -166,29 +229,41 @@ def request_from_requirements(
     """Reduce the torch-family requirements to a :class:`TorchRequest`.
 
     A local label in an exact pin (``torch==2.5.1+cu121``) forces that variant, as does
-    ``variant``; two different forced variants are a usage error.
+    ``variant``; two different forced variants are a usage error. A direct URL is taken as
+    written: it says nothing about the index.
     """
+    pins = [(req.name, req.specifier, str(req)) for req in requirements if not req.url]
+    return request_from_pins(pins, knowledge, variant=variant, force=force)
+
+
+def request_from_pins(
+    pins: Iterable[tuple[str, SpecifierSet, str]],
+    knowledge: Knowledge,
+    *,
+    variant: Optional[str] = None,
+    force: bool = False,
+) -> TorchRequest:
+    """:func:`request_from_requirements` over ``(name, specifier, text)`` triples: what a
+    plain request (``torch==2.5.1``) is read into without ``packaging.requirements``."""
     torch_spec = SpecifierSet()
     companions: dict[str, SpecifierSet] = {}
     exact: Optional[str] = None
     forced: dict[str, str] = {}  # variant -> where it came from
     described: list[str] = []
-    companion_names = {canonicalize_name(n) for r in knowledge.releases for n in r.companions}
+    companion_names = {canonical_name(n) for r in knowledge.releases for n in r.companions}
 
     if variant is not None:
         forced[variant] = f"--variant {variant}"
-    for req in requirements:
-        name = canonicalize_name(req.name)
-        if req.url:
-            continue  # a direct URL is taken as written; it says nothing about the index
-        public = _without_local_labels(req.specifier, str(req))
-        label = local_label_of(req)
+    for written_name, specifier, text in pins:
+        name = canonical_name(written_name)
+        public = _without_local_labels(specifier, text)
+        pinned = exact_version_in(specifier)
+        label = pinned.local if pinned is not None else None
         if label is not None:
-            forced.setdefault(label, str(req))
-        described.append(f"{req.name}{req.specifier}" if str(req.specifier) else req.name)
+            forced.setdefault(label, text)
+        described.append(f"{written_name}{specifier}" if str(specifier) else written_name)
         if name == TORCH:
             torch_spec &= public
-            pinned = exact_version_of(req)
             if pinned is not None:
                 exact = pinned.public
         elif name in companion_names:
@@ -200,11 +275,12 @@ def request_from_requirements(
             f"the requirements force different variants: {sources}",
             "every torch-family package must use one variant; drop or align the local labels",
         )
-    forced_variant = next(iter(forced), None)
-    if forced_variant is not None and forced_variant not in knowledge.variants():
+    forced_name = next(iter(forced), None)
+    forced_variant = Variant.from_label(forced_name)  # parsed here, where it enters
+    if forced_name is not None and (forced_variant is None or forced_variant not in knowledge.variants()):
         known = ", ".join(knowledge.variants())
         raise UsageError(
-            f"unknown variant {forced_variant!r}",
+            f"unknown variant {forced_name!r}",
             f"pip-gpu knows these variants: {known}",
         )
     return TorchRequest(
@@ -302,7 +378,7 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
 
 
 def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
-    if build.variant.startswith("rocm"):
+    if build.variant.is_rocm:
         if not host.amd_gpus:
             return "runs, but this host has no AMD GPU"
         if build.gfx is not None:
@@ -310,7 +386,7 @@ def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
             if missing:
                 return f"runs on the CPU only: {', '.join(missing)} not in this ROCm build"
         return "ROCm build for the AMD GPU"
-    if build.variant == "xpu":
+    if build.variant.is_xpu:
         return "XPU build for the Intel GPU" if _discrete_intel(host) else "runs, but no Intel GPU"
     return "CPU build"
 
@@ -364,9 +440,10 @@ def decide(
     knowledge: Knowledge,
     *,
     pytorch_index: Optional[str] = None,
-    policy: Policy = Policy(),
+    policy: Optional[Policy] = None,
 ) -> Decision:
     """Choose the build of torch that runs on ``host``, or say exactly why none does."""
+    policy = policy or Policy()
     base = pytorch_index or knowledge.pytorch_index
     notes: list[str] = []
     if host.nvidia_gpus and not host.visible_nvidia_gpus:
@@ -399,7 +476,7 @@ def decide(
     for release in admitted:
         runnable: list[Build] = []
         builds = [b for b in release.builds if b.platform == host.platform_tag]
-        for build in sorted(builds, key=lambda b: variant_sort_key(b.variant), reverse=True):
+        for build in sorted(builds, key=lambda b: b.variant.sort_key, reverse=True):
             ok, why = _consider(build, request, host, knowledge, policy)
             candidates.append(Candidate(build.variant, release.torch, build.platform, ok, why))
             if ok:
@@ -410,10 +487,10 @@ def decide(
 
     if chosen is None:
         blocker = _blocker(request, host, knowledge, admitted, candidates)
-        return Decision(None, None, None, None, None, tuple(candidates), tuple(notes), blocker)
+        return Decision.refused(blocker, candidates, notes)
 
     release, build = chosen
-    if build.variant == "cpu" and host.amd_gpus:
+    if build.variant.is_cpu and host.amd_gpus:
         outside = sorted(
             {
                 c.reason.split(": ", 1)[1]
@@ -470,17 +547,15 @@ def _consider(
             return True, why if ok else f"forced: {why}"
         return False, why
     if host.os == "macos":
-        return (build.variant == MACOS_VARIANT), why
-    if build.cuda is not None:
+        return build.variant.is_default, why
+    if build.variant.is_cuda:
         return ok, why
     if _has_nvidia(host):
-        kind = (
-            "ROCm" if build.variant.startswith("rocm") else ("XPU" if build.variant == "xpu" else "CPU-only")
-        )
+        kind = {"rocm": "ROCm", "xpu": "XPU"}.get(build.variant.kind, "CPU-only")
         return False, f"{kind} build; this host has an NVIDIA GPU"
-    if build.variant.startswith("rocm"):
+    if build.variant.is_rocm:
         return (ok and bool(host.amd_gpus) and "CPU only" not in why), why
-    if build.variant == "xpu":
+    if build.variant.is_xpu:
         return (ok and _discrete_intel(host)), why
     return ok, why
 
@@ -496,7 +571,7 @@ def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build
             if build.variant == policy.preferred_variant:
                 return build
     confirmed = [b for b in runnable if b.confidence != "unconfirmed"]
-    return max(confirmed or runnable, key=lambda b: variant_sort_key(b.variant))
+    return max(confirmed or runnable, key=lambda b: b.variant.sort_key)
 
 
 def _exact_in(request: TorchRequest, release: Release) -> Optional[str]:

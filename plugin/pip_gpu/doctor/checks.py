@@ -29,6 +29,7 @@ from ..detect.target import TargetEnv
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK
 from ..host import HostProfile, NvidiaGpu, driver_at_least
 from ..knowledge import Build
+from ..variant import CPU
 from .facts import Facts, Package, TorchCopy
 
 __all__ = [
@@ -497,7 +498,7 @@ def _build_from_binary(facts: Facts, known: Optional[Build], torch: Package) -> 
     if in_file is not None and in_file != (compiled.sass, compiled.ptx):
         assert known is not None
         origin += f"; the knowledge file says {_archs(known)}, the binary wins"
-    variant = str(torch.variant) if torch.variant else "?"
+    variant = torch.variant or CPU  # no label: the binary's archs say the rest
     base = known or Build(variant, facts.host.platform_tag, None, None, None, "high", "")
     return replace(base, sass=compiled.sass, ptx=compiled.ptx, source=origin), origin
 
