@@ -42,9 +42,11 @@ def tests_other_pythons(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    """ruff, and import-linter's contracts (pyproject.toml): the layers of README's Layout."""
+    session.install("-e", ".", "ruff", "import-linter")
     session.run("ruff", "check", "plugin", "tests", "fixtures", "noxfile.py")
     session.run("ruff", "format", "--check", "plugin", "tests", "fixtures", "noxfile.py")
+    session.run("lint-imports")
 
 
 @nox.session

@@ -374,7 +374,7 @@ def test_policy_prefers_a_variant_when_it_runs() -> None:
     ],
 )
 def test_variant_index_keeps_a_mirrors_query_string(base: str, expected: str) -> None:
-    from pip_gpu.decide.rules import variant_index_url
+    from pip_gpu.variant import variant_index_url
 
     assert variant_index_url(base, "cu124") == expected
     assert variant_index_url(base, "default") is None

@@ -25,10 +25,10 @@ from support.index import (
     uv_env,
 )
 
+from pip_gpu import lockfile
 from pip_gpu.decide.plan import decide_for
 from pip_gpu.host import HostProfile
 from pip_gpu.knowledge import load_knowledge
-from pip_gpu.lock import lockfile
 from pip_gpu.lock import resolve as lock_module
 
 if sys.version_info >= (3, 11):

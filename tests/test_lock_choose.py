@@ -8,7 +8,7 @@ from packaging.markers import Marker, default_environment
 
 from pip_gpu.host import HostProfile
 from pip_gpu.lock.choose import combine_targets, environment_marker, marker_values
-from pip_gpu.lock.lockfile import LockTarget
+from pip_gpu.lockfile import LockTarget
 
 HOST = HostProfile(os="linux", arch="x86_64", python_version="3.11")
 LINUX_311 = LockTarget.parse("linux-x86_64-3.11")

@@ -26,8 +26,8 @@ from support.index import (
     uv_env,
 )
 
+from pip_gpu import lockfile
 from pip_gpu.knowledge import load_knowledge
-from pip_gpu.lock import lockfile
 
 if sys.version_info >= (3, 11):
     import tomllib

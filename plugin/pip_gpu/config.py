@@ -85,7 +85,7 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
         raise UsageError(f"{where}: installer must be one of {', '.join(INSTALLERS)}")
     targets = table.get("targets")
     if targets is not None:
-        from .lock.lockfile import LockTarget
+        from .lockfile import LockTarget
 
         if not (isinstance(targets, list) and all(isinstance(t, str) for t in targets)):
             raise UsageError(f'{where}: targets must be a list of strings, e.g. ["linux-x86_64-3.11"]')

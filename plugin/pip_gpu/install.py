@@ -148,7 +148,7 @@ def install(options: InstallOptions) -> InstallResult:
         assert plan.decision.blocker is not None
         raise NoBuildRuns(plan.decision.blocker.message, plan.decision.blocker.hint)
     if not options.dry_run and not options.no_lock:
-        from .lock.lockfile import find_lock_family
+        from .lockfile import find_lock_family
 
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
 
@@ -680,7 +680,7 @@ def _roll_back(
 ) -> list[str]:
     """Put the family members ``names`` back as they were ``before`` the install: remove what
     was added, reinstall the earlier version of what was replaced. Says what it did."""
-    from .decide.rules import variant_index_url
+    from .variant import variant_index_url
 
     done: list[str] = []
     after = _versions(_installed_family(target))

@@ -182,11 +182,10 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
     from packaging.utils import canonicalize_name
 
     from .decide.plan import decide_for
-    from .decide.rules import variant_index_url
     from .detect import host_for
     from .knowledge import load_knowledge
     from .redact import strip_credentials
-    from .variant import Variant
+    from .variant import Variant, variant_index_url
 
     folder = Path(options.project or os.getcwd()).absolute()
     path = folder / "pyproject.toml"

@@ -18,7 +18,7 @@ from typing import Optional
 
 from .errors import UsageError
 
-__all__ = ["CPU", "DEFAULT", "Variant", "parse_variant"]
+__all__ = ["CPU", "DEFAULT", "Variant", "append_path", "parse_variant", "variant_index_url"]
 
 _CUDA = re.compile(r"cu(?P<major>\d\d)(?P<minor>\d\d?)")  # cu118, cu130; cu92 and older: not served
 _ROCM = re.compile(r"rocm(?P<version>\d+\.\d+(?:\.\d+)?)")  # rocm6.2, rocm5.7, rocm6.2.4
@@ -137,3 +137,20 @@ def parse_variant(name: str) -> Variant:
     A name pip-gpu cannot read is bad input (exit 2), with the shapes it accepts.
     """
     return Variant(name)
+
+
+def variant_index_url(pytorch_index: str, variant: str) -> Optional[str]:
+    """The index serving a variant: ``<base>/<variant>``; None for PyPI's ``default``."""
+    if not parse_variant(variant).has_index:
+        return None
+    return append_path(pytorch_index, variant)
+
+
+def append_path(url: str, *segments: str) -> str:
+    """``https://m/whl?token=x`` + ``cu124`` -> ``https://m/whl/cu124?token=x``: the path grows,
+    a query string (a mirror's access token) stays where it belongs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    path = "/".join([parts.path.rstrip("/"), *segments])
+    return urlunsplit(parts._replace(path=path))

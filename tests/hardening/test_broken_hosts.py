@@ -25,9 +25,9 @@ from support.fake_nvml import A100
 from support.index import IndexServer, installed_versions, pip_env, uv_env
 from support.locks import THIS_PYTHON
 
+from pip_gpu import lockfile
 from pip_gpu.cli import main
 from pip_gpu.decide import index as index_module
-from pip_gpu.lock import lockfile
 
 A100_ON_535 = ["--driver", "535.104.05", "--compute-capability", "8.0"]
 

@@ -17,8 +17,8 @@ from packaging.pylock import Pylock
 from support.index import IndexServer, pip_env, uv_env
 from support.locks import THIS_PYTHON
 
+from pip_gpu import lockfile
 from pip_gpu.cli import main
-from pip_gpu.lock import lockfile
 
 if sys.version_info >= (3, 11):
     import tomllib

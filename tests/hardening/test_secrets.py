@@ -18,7 +18,7 @@ from support.cli import PLUGIN, pip_gpu
 from support.index import IndexServer, installed_versions, make_venv, pip_env, uv_env
 
 from pip_gpu.decide import index as index_module
-from pip_gpu.lock.lockfile import strip_credentials
+from pip_gpu.lockfile import strip_credentials
 from pip_gpu.requirements import redact_url
 
 A100_ON_535 = ["--driver", "535.104.05", "--compute-capability", "8.0"]

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from pip_gpu.host import HostProfile
 from pip_gpu.lock.choose import environment_marker
-from pip_gpu.lock.lockfile import (
+from pip_gpu.lockfile import (
     LockInputs,
     LockRecord,
     LockTarget,

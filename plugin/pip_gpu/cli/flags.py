@@ -142,10 +142,3 @@ def _one(value: Any) -> Optional[str]:
     if isinstance(value, list):
         return str(value[0]) if value else None
     return None if value is None else str(value)
-
-
-def host_from_args(args: argparse.Namespace) -> Any:
-    """Until every step takes typed options: the host a ``Namespace``'s flags describe."""
-    from ..detect import host_for
-
-    return host_for(host_flags(args))

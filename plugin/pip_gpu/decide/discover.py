@@ -29,8 +29,7 @@ from packaging.version import Version
 from ..errors import PipGpuError
 from ..knowledge import Build, Knowledge, Release
 from ..redact import redact_url
-from ..variant import Variant
-from .rules import append_path
+from ..variant import Variant, append_path
 
 if TYPE_CHECKING:  # the index module (urllib, http) is imported only when the network is used
     from packaging.tags import Tag  # and packaging's wheel names only when a page is read

@@ -388,7 +388,7 @@ def _decided_names(knowledge: Knowledge) -> frozenset[str]:
 
 def _variant_indexes(index: str, knowledge: Knowledge, forced: Optional[str]) -> list[str]:
     """Where to read family members' metadata: a forced variant first, then CUDA newest first."""
-    from .rules import variant_index_url
+    from ..variant import variant_index_url
 
     ordered = sorted(
         (v for v in knowledge.variants() if v.has_index),

@@ -34,8 +34,8 @@ from ..requirements import (
     redact_url,
     render_file,
 )
-from ..variant import Variant
-from .rules import Blocker, Decision, TorchConstraint, TorchRequest, append_path
+from ..variant import Variant, append_path
+from .rules import Blocker, Decision, TorchConstraint, TorchRequest
 
 # packaging's requirement, marker and wheel-name parsers (with packaging.tags: ~15 ms) load in the
 # functions that read metadata and URLs; a plain request's decision needs none of them.
@@ -403,7 +403,7 @@ def locked_preferences(folder: Optional[Path]) -> list[Installed]:
     """The torch each of the folder's locks holds: preferred, as uv prefers its lock's versions."""
     if folder is None or not any(folder.glob("pylock.*.toml")):
         return []
-    from ..lock.lockfile import find_lock_family
+    from ..lockfile import find_lock_family
 
     return [
         Installed(f"{lock.record.torch}+{lock.variant}", lock.record.torch, variant, lock.path.name)

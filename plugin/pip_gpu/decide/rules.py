@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
-from urllib.parse import urlsplit, urlunsplit
 
 from packaging.specifiers import Specifier, SpecifierSet
 from packaging.version import Version
@@ -42,7 +41,7 @@ from ..knowledge import (
 )
 from ..pins import canonical_name, exact_version_in
 from ..redact import redact_url
-from ..variant import Variant
+from ..variant import Variant, variant_index_url
 
 if TYPE_CHECKING:  # a plain request is read without packaging.requirements (see plain_pins)
     from packaging.requirements import Requirement
@@ -61,7 +60,6 @@ __all__ = [
     "request_from_pins",
     "request_from_requirements",
     "tegra_gpus",
-    "variant_index_url",
 ]
 
 TORCH = "torch"
@@ -199,21 +197,6 @@ class Decision:
     ) -> Decision:
         """A decision that found no build."""
         return cls(None, None, None, None, None, tuple(candidates), tuple(notes), blocker)
-
-
-def variant_index_url(pytorch_index: str, variant: str) -> Optional[str]:
-    """The index serving a variant: ``<base>/<variant>``; None for PyPI's ``default``."""
-    if not Variant(variant).has_index:
-        return None
-    return append_path(pytorch_index, variant)
-
-
-def append_path(url: str, *segments: str) -> str:
-    """``https://m/whl?token=x`` + ``cu124`` -> ``https://m/whl/cu124?token=x``: the path grows,
-    a query string (a mirror's access token) stays where it belongs."""
-    parts = urlsplit(url)
-    path = "/".join([parts.path.rstrip("/"), *segments])
-    return urlunsplit(parts._replace(path=path))
 
 
 # --- the requirement side ------------------------------------------------------------------

@@ -4,7 +4,7 @@
 install`` routes (the torch family from the variant index, declared explicit; everything else
 from the user's indexes, pip's configuration included when uv has none), for the target
 Python and platform, and writes one standard PEP 751 file per variant through
-:mod:`pip_gpu.lock.lockfile`. ``sync`` and ``check`` (:mod:`pip_gpu.lock.sync`) install and
+:mod:`pip_gpu.lockfile`. ``sync`` and ``check`` (:mod:`pip_gpu.lock.sync`) install and
 compare them.
 """
 
@@ -54,20 +54,7 @@ from ..errors import (
 )
 from ..host import HostFlags, HostProfile, format_compute_capability
 from ..knowledge import Knowledge, load_knowledge
-from ..requirements import (
-    redact_url,
-)
-from ..route import InstallerCommand, Routing, uv_command
-from ..variant import parse_variant
-from .choose import (
-    combine_targets,
-    environment_marker,
-    host_at,
-    marker_values,
-    platform_marker,
-    target_of,
-)
-from .lockfile import (
+from ..lockfile import (
     LockFile,
     LockInputs,
     LockRecord,
@@ -82,6 +69,19 @@ from .lockfile import (
     render_lock,
     strip_credentials,
     write_locks,
+)
+from ..requirements import (
+    redact_url,
+)
+from ..route import InstallerCommand, Routing, uv_command
+from ..variant import parse_variant
+from .choose import (
+    combine_targets,
+    environment_marker,
+    host_at,
+    marker_values,
+    platform_marker,
+    target_of,
 )
 
 __all__ = [
@@ -743,8 +743,8 @@ def _user_indexes(index_args: Sequence[str], global_options: Sequence[tuple[str,
 def _index_of(urls: Sequence[str], candidates: Sequence[str]) -> Optional[str]:
     """The index a package's files came from: the one on their host (or whose known file host
     serves them) sharing the longest path with them; None when no index matches every file."""
+    from ..lockfile import FILE_HOSTS
     from ..redact import url_origin
-    from .lockfile import FILE_HOSTS
 
     if not urls:
         return None

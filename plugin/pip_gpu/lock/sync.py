@@ -30,6 +30,13 @@ from ..detect.target import Installed, TargetEnv, find_target, read_installed
 from ..errors import EXIT_OK, PipGpuError, UsageError
 from ..host import HostFlags, HostProfile
 from ..knowledge import Knowledge, load_knowledge
+from ..lockfile import (
+    LockFile,
+    find_lock_family,
+    lock_problems,
+    recorded_lines,
+    write_atomically,
+)
 from ..requirements import read_regular_file, read_requirements_file
 from ..route import InstallerCommand
 from ..variant import Variant
@@ -40,13 +47,6 @@ from .choose import (
     not_covered,
     selected,
     why_not,
-)
-from .lockfile import (
-    LockFile,
-    find_lock_family,
-    lock_problems,
-    recorded_lines,
-    write_atomically,
 )
 
 __all__ = [
@@ -245,7 +245,7 @@ def stale_reasons(family: Sequence[LockFile], directory: Path) -> list[str]:
 
 def _foreign_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> list[str]:
     """Files that do not come from the indexes the lock records, in words: see
-    :func:`pip_gpu.lock.lockfile.lock_problems`."""
+    :func:`pip_gpu.lockfile.lock_problems`."""
     return lock_problems(packages, lock.record, [m.name for m in knowledge.family])
 
 

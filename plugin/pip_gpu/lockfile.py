@@ -60,8 +60,8 @@ from packaging.pylock import Package, Pylock, PylockUnsupportedVersionError, Pyl
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from ..errors import EnvironmentFault, PipGpuError, UsageError
-from ..redact import redact_url, strip_credentials, url_origin
+from .errors import EnvironmentFault, PipGpuError, UsageError
+from .redact import redact_url, strip_credentials, url_origin
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -342,7 +342,7 @@ def _strings(values: Iterable[Any]) -> list[str]:
 def recorded_lines(lines: Iterable[Any]) -> tuple[str, ...]:
     """A requirements file's parsed lines (:class:`pip_gpu.requirements.RequirementLine`) as a
     lock records them: rendered, credentials removed."""
-    from ..requirements import render_line
+    from .requirements import render_line
 
     return tuple(strip_credentials(render_line(line)) for line in lines)
 
@@ -367,7 +367,7 @@ def _same_index(a: str, b: str) -> bool:
 
 def expected_variant_index(record: LockRecord) -> Optional[str]:
     """``<inputs.pytorch-index>/<variant>``: where the record's own inputs say the family lives."""
-    from ..decide.rules import variant_index_url
+    from .variant import variant_index_url
 
     base = record.inputs.pytorch_index
     return variant_index_url(base, record.variant) if base else None
@@ -432,7 +432,7 @@ def lock_problems(
 
 def _label_problems(name: str, package: Package, files: Sequence[Any], variant: str) -> list[str]:
     """A family member whose version or file names carry another variant's local label."""
-    from ..variant import Variant
+    from .variant import Variant
 
     parsed = Variant.from_label(variant)  # None: a name pip-gpu cannot read, compared as it is
     wanted = None if parsed is not None and not parsed.has_index else variant.lower()
@@ -706,7 +706,7 @@ def write_locks(locks: Sequence[tuple[Path, str]], family: Collection[str] = ())
     Nothing is written unless every text is a valid lock, and (with ``family``, the names
     routed to the variant index) unless ``sync`` would install it: see :func:`lock_problems`.
     """
-    from ..requirements import read_regular_file
+    from .requirements import read_regular_file
 
     for path, text in locks:
         pylock = validate_lock_text(text, path.name)
@@ -747,7 +747,7 @@ _LOCK_NAME_RE = re.compile(r"^pylock\.([^.]+)\.toml$")
 
 def read_lock(path: Path) -> Optional[LockFile]:
     """The lock at ``path``; None when it is a valid PEP 751 lock that pip-gpu did not write."""
-    from ..requirements import FileTooLarge, NotARegularFile, read_regular_file
+    from .requirements import FileTooLarge, NotARegularFile, read_regular_file
 
     try:
         data = read_regular_file(path, MAX_LOCK_BYTES)
