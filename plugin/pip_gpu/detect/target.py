@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from packaging.version import InvalidVersion, Version
+
 from ..errors import PipGpuError, UsageError
+from ..variant import Variant
 
 __all__ = [
     "FAMILY_WITH_BUILD_INFO",
@@ -329,6 +332,43 @@ class FamilyBuild:
     build_info: bool = False  # whether version.py was read (cuda/hip below are then facts)
     cuda: Optional[str] = None
     hip: Optional[str] = None
+
+    @property
+    def public_version(self) -> str:
+        try:
+            return Version(self.version).public
+        except InvalidVersion:
+            return self.version.partition("+")[0]
+
+    @property
+    def label(self) -> Optional[str]:
+        try:
+            return Version(self.version).local
+        except InvalidVersion:
+            return None
+
+    @property
+    def variant(self) -> Optional[Variant]:
+        """cu124, cpu, rocm6.2: from the local label, else from ``version.py``; None when unknown."""
+        labelled = Variant.from_label(self.label)
+        if labelled is not None and labelled.has_index:
+            return labelled
+        if self.cuda:
+            return Variant.from_label("cu" + "".join(self.cuda.split(".")[:2]))
+        if self.hip:
+            return Variant.from_label("rocm" + ".".join(self.hip.split(".")[:2]))
+        return Variant.from_label("cpu") if self.build_info else None
+
+    @property
+    def cuda_version(self) -> Optional[str]:
+        """``"12.4"``: the CUDA the build carries; None for a build without CUDA."""
+        if self.cuda:
+            return ".".join(self.cuda.split(".")[:2])
+        variant = self.variant
+        return variant.cuda if variant else None
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version}"
 
 
 @dataclass(frozen=True)

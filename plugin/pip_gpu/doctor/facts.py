@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
 from ..compiled import CompiledArchs
-from ..detect.target import TargetEnv, TorchCopy, read_import_view
+from ..detect.target import FamilyBuild, TargetEnv, TorchCopy, read_import_view
 from ..host import HostProfile
 from ..knowledge import Knowledge
-from ..variant import Variant
 
 if TYPE_CHECKING:
     from ..lock.sync import LockCheck
@@ -56,53 +54,8 @@ _CONTAINER_CGROUP_MARKERS = ("docker", "containerd", "kubepods", "libpod", "lxc"
 # --- values --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Package:
-    """A torch-family distribution as the target interpreter resolves it (first on sys.path)."""
-
-    name: str
-    version: str
-    location: str
-    build_info: bool = False  # whether version.py was read (cuda/hip below are then facts)
-    cuda: Optional[str] = None
-    hip: Optional[str] = None
-
-    @property
-    def public_version(self) -> str:
-        try:
-            return Version(self.version).public
-        except InvalidVersion:
-            return self.version.partition("+")[0]
-
-    @property
-    def label(self) -> Optional[str]:
-        try:
-            return Version(self.version).local
-        except InvalidVersion:
-            return None
-
-    @property
-    def variant(self) -> Optional[Variant]:
-        """cu124, cpu, rocm6.2: from the local label, else from ``version.py``; None when unknown."""
-        labelled = Variant.from_label(self.label)
-        if labelled is not None and labelled.has_index:
-            return labelled
-        if self.cuda:
-            return Variant.from_label("cu" + "".join(self.cuda.split(".")[:2]))
-        if self.hip:
-            return Variant.from_label("rocm" + ".".join(self.hip.split(".")[:2]))
-        return Variant.from_label("cpu") if self.build_info else None
-
-    @property
-    def cuda_version(self) -> Optional[str]:
-        """``"12.4"``: the CUDA the build carries; None for a build without CUDA."""
-        if self.cuda:
-            return ".".join(self.cuda.split(".")[:2])
-        variant = self.variant
-        return variant.cuda if variant else None
-
-    def describe(self) -> str:
-        return f"{self.name} {self.version}"
+# A torch-family distribution as the target resolves it: the probe's value, named for doctor.
+Package = FamilyBuild
 
 
 @dataclass(frozen=True)
@@ -224,20 +177,9 @@ def gather_target(
     """
     names = [str(canonicalize_name(name)) for name in family]
     view = read_import_view(target.python, names, env=env, verify=names)
-    packages = {
-        name: Package(
-            name=name,
-            version=build.version,
-            location=build.location,
-            build_info=build.build_info,
-            cuda=build.cuda,
-            hip=build.hip,
-        )
-        for name, build in view.family.items()
-    }
     return TargetFacts(
         target=target,
-        packages=packages,
+        packages=dict(view.family),
         torch_copies=view.torch_copies,
         sys_path=view.sys_path,
         user_site=view.user_site,

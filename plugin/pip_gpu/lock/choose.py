@@ -20,8 +20,8 @@ from ..decide.rules import Decision, Policy, decide, request_from_requirements
 from ..errors import NoBuildRuns, UsageError
 from ..host import HostProfile
 from ..knowledge import Knowledge
+from ..lockfile import LockFile, LockRecord, LockTarget
 from ..variant import parse_variant
-from .lockfile import LockFile, LockRecord, LockTarget
 
 __all__ = [
     "LockChoice",
