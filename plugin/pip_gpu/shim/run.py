@@ -34,7 +34,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 _DISABLE_HINT = "set PIP_GPU_DISABLE=1 to run {prog} without pip-gpu (the torch build is then not checked)"
-_Refused = Refused  # the name _run_install raises
 
 
 def main(argv: Sequence[str]) -> int:
@@ -132,7 +131,7 @@ def _run_install(request: InstallOptions, environment: Mapping[str, str]) -> int
     takes_no_value = {option.long for option in INSTALLER_OPTIONS if not option.takes_value}
     for name, value in request.passthrough:
         if name in takes_no_value and value is not None:
-            raise _Refused(f"{name}={value}: {name} takes no value")
+            raise Refused(f"{name}={value}: {name} takes no value")
     os.environ.update(environment)
     try:
         result = install(request)
