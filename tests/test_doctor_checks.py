@@ -49,7 +49,7 @@ from pip_gpu.doctor.facts import (
 )
 from pip_gpu.host import HostProblem, HostProfile, NvidiaGpu
 from pip_gpu.knowledge import load_knowledge
-from pip_gpu.lock.resolve import LockCheck
+from pip_gpu.lock.sync import LockCheck
 
 KNOWLEDGE = load_knowledge()
 A100 = NvidiaGpu(0, "NVIDIA A100-SXM4-80GB", (8, 0), "nvml")

@@ -14,7 +14,7 @@ from support.index import IndexServer
 from support.locks import fixture_lock_text
 from test_bad_input import NOWHERE, command_line
 
-import pip_gpu.lock.sync as lock_module
+import pip_gpu.detect.target as target_module
 from pip_gpu import cli
 
 BAD_URL = "http://[::1"
@@ -176,7 +176,7 @@ def test_an_interpreter_that_hangs_on_the_second_probe(
     )
     fake.chmod(0o755)
     monkeypatch.chdir(project)
-    monkeypatch.setattr(lock_module, "PROBE_TIMEOUT_S", 1)
+    monkeypatch.setattr(target_module, "PROBE_TIMEOUT_S", 1)
     status = cli.main(["check", "--python", str(fake), "--no-gpu"])
     error = capsys.readouterr().err
     assert status == 2 and "did not list its installed packages within 1 s" in error, error

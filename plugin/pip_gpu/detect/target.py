@@ -52,7 +52,7 @@ FAMILY_WITH_BUILD_INFO = ("torch", "torchvision", "torchaudio")  # the ones that
 _PROBE = r"""
 import ast, base64, hashlib, json, os, re, sys, sysconfig
 import importlib.metadata as md, importlib.util as u
-ask = json.loads(sys.argv[1])
+ask = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
 paths = sysconfig.get_paths()
 out = {"version": "%d.%d" % sys.version_info[:2], "prefix": sys.prefix, "base_prefix": sys.base_prefix,
        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),

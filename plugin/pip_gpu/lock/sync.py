@@ -66,7 +66,6 @@ __all__ = [
 ]
 
 SYNC_RECORD = "pip-gpu-sync.json"
-PROBE_TIMEOUT_S = 60
 # What `uv pip sync` leaves in place although no lock lists it: the environment's own tools.
 SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
 
