@@ -73,35 +73,36 @@ def _project(root: Path, requirements: str) -> Path:
     return directory
 
 
+def _team_lock(index: IndexServer, root: Path, pythons: tuple[str, ...]) -> tuple[Path, dict[str, str]]:
+    """cu124 and cpu, Linux and Windows, for ``pythons``: the issue's team lock."""
+    directory = _project(root, "torch==2.5.1\ntorchvision\nfixture-app\n")
+    env = _env(index, root / "cache")
+    versions = [arg for python in pythons for arg in ("--python-version", python)]
+    done = _pip_gpu(
+        ["lock", "-r", "requirements.in", "--variants", "cu124,cpu", "--platform", "linux",
+         "--platform", "windows", *versions, "--pytorch-index", index.pytorch_url],
+        env,
+        directory,
+    )  # fmt: skip
+    assert "wrote pylock.cu124.toml" in done.stderr and "wrote pylock.cpu.toml" in done.stderr
+    return directory, env
+
+
 @pytest.fixture(scope="module")
 def team(fixture_index: IndexServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """The issue's team lock: cu124 and cpu, Linux and Windows, Python 3.10 and 3.11."""
-    root = tmp_path_factory.mktemp("team")
-    directory = _project(root, "torch==2.5.1\ntorchvision\nfixture-app\n")
-    env = _env(fixture_index, root / "cache")
-    done = _pip_gpu(
-        [
-            "lock",
-            "-r",
-            "requirements.in",
-            "--variants",
-            "cu124,cpu",
-            "--platform",
-            "linux",
-            "--platform",
-            "windows",
-            "--python-version",
-            "3.10",
-            "--python-version",
-            "3.11",
-            "--pytorch-index",
-            fixture_index.pytorch_url,
-        ],
-        env,
-        directory,
-    )
-    assert "wrote pylock.cu124.toml" in done.stderr and "wrote pylock.cpu.toml" in done.stderr
-    return directory, env
+    return _team_lock(fixture_index, tmp_path_factory.mktemp("team"), ("3.10", "3.11"))
+
+
+@pytest.fixture(scope="module")
+def team_here(
+    team: tuple[Path, dict[str, str]], fixture_index: IndexServer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, str]]:
+    """The team lock, with this interpreter's Python among its targets (so sync runs here on
+    any Python the suite runs on; the fixture index has Windows wheels for 3.9 to 3.12)."""
+    if THIS_PYTHON in ("3.10", "3.11"):
+        return team
+    return _team_lock(fixture_index, tmp_path_factory.mktemp("team-here"), (THIS_PYTHON, "3.11"))
 
 
 # --- lock: one file per variant, every target ------------------------------------------------
@@ -153,10 +154,10 @@ def test_a_package_only_some_targets_need_carries_a_marker(team: tuple[Path, dic
     assert "triton" not in {p.name for p in _lock(directory / "pylock.cpu.toml").pylock.packages}
 
 
-def test_sync_installs_cu124_on_this_linux_host(team: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
-    directory, env = team
-    if THIS_PYTHON not in ("3.10", "3.11"):
-        pytest.skip("the team lock covers Python 3.10 and 3.11")  # pragma: no cover
+def test_sync_installs_cu124_on_this_linux_host(
+    team_here: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    directory, env = team_here
     python = make_venv(tmp_path / "venv", with_pip=False)
     done = _pip_gpu(["sync", "--python", str(python), *A100_ON_535], env, directory)
     assert "this host runs cu124" in done.stderr
@@ -166,12 +167,10 @@ def test_sync_installs_cu124_on_this_linux_host(team: tuple[Path, dict[str, str]
 
 
 def test_pip_sync_installs_the_wheel_and_markers_for_this_host(
-    team: tuple[Path, dict[str, str]], tmp_path: Path
+    team_here: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
     """pip's path picks the wheel that fits here (not a win_amd64 one) and applies the markers."""
-    directory, env = team
-    if THIS_PYTHON not in ("3.10", "3.11"):
-        pytest.skip("the team lock covers Python 3.10 and 3.11")  # pragma: no cover
+    directory, env = team_here
     python = make_venv(tmp_path / "venv", with_pip=True)
     done = _pip_gpu(["sync", "--installer", "pip", "--python", str(python), "--no-gpu"], env, directory)
     assert "this host runs cpu" in done.stderr
