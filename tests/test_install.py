@@ -19,9 +19,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-from support.index import installed_versions, make_venv, pip_env, site_packages, uv_env
+from support.index import fixture_env, installed_versions, make_venv, site_packages
 
-PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
 A100_ON_535 = ("--driver", "535.104.05", "--compute-capability", "8.0")
 
 pytestmark = pytest.mark.slow
@@ -42,14 +41,7 @@ def pip_gpu(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> subp
 @pytest.fixture
 def env(fixture_index, tmp_path: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """pip and uv isolated from this machine's config, pointed at the fixture "PyPI"."""
-    environment = {**pip_env(), **uv_env(tmp_path / "uv-cache")}
-    environment.update(
-        PIP_INDEX_URL=fixture_index.pypi_url,
-        UV_DEFAULT_INDEX=fixture_index.pypi_url,
-        PIP_GPU_PYTORCH_INDEX=fixture_index.pytorch_url,
-        PYTHONPATH=str(PLUGIN),
-    )
-    return environment
+    return fixture_env(fixture_index, tmp_path / "uv-cache")
 
 
 @pytest.fixture(scope="module")

@@ -8,26 +8,14 @@ anything even if a check were missing; the target venv is compared file by file 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support.cli import PLUGIN, assert_one_line_error, pip_gpu, tree_snapshot
+from support.cli import assert_one_line_error, pip_gpu, tree_snapshot
 from support.index import IndexServer
 from support.locks import THIS_PYTHON, fixture_lock_text
 
 A100_ON_535 = ["--driver", "535.104.05", "--compute-capability", "8.0"]
-NOWHERE = "http://127.0.0.1:9/simple"  # the discard port: any installer run would fail
-
-
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real target environment (no pip: the cheapest venv there is)."""
-    folder = tmp_path_factory.mktemp("target") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
-    return folder
 
 
 @pytest.fixture
@@ -42,23 +30,6 @@ def project(tmp_path: Path, fixture_index: IndexServer) -> Path:
     (tmp_path / "latin1.txt").write_bytes(b"torch\n# caf\xe9\n")
     (tmp_path / "pylock.cpu.toml").write_text(fixture_lock_text(fixture_index))
     return tmp_path
-
-
-@pytest.fixture
-def env(tmp_path: Path, fixture_index: IndexServer) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
-    environment.update(
-        PYTHONPATH=str(PLUGIN),
-        PIP_INDEX_URL=NOWHERE,
-        UV_DEFAULT_INDEX=NOWHERE,
-        PIP_CONFIG_FILE=os.devnull,
-        UV_NO_CONFIG="1",
-        PIP_GPU_PYTORCH_INDEX=fixture_index.pytorch_url,
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        PIP_GPU_SYSFS_ROOT=str(tmp_path / "no-sys"),
-        PIP_GPU_PROCFS_ROOT=str(tmp_path / "no-proc"),
-    )
-    return environment
 
 
 def command_line(command: str, venv: Path, *args: str) -> list[str]:

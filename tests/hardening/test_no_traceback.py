@@ -12,20 +12,12 @@ import pytest
 from support.cli import assert_one_line_error, pip_gpu, tree_snapshot
 from support.index import IndexServer
 from support.locks import fixture_lock_text
-from test_bad_input import NOWHERE, command_line
+from test_bad_input import command_line
 
 import pip_gpu.detect.target as target_module
 from pip_gpu import cli
 
 BAD_URL = "http://[::1"
-
-
-@pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real target environment (no pip: the cheapest venv there is)."""
-    folder = tmp_path_factory.mktemp("target") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
-    return folder
 
 
 @pytest.fixture
@@ -35,24 +27,6 @@ def project(tmp_path: Path, fixture_index: IndexServer) -> Path:
     folder.mkdir()
     (folder / "pylock.cpu.toml").write_text(fixture_lock_text(fixture_index))
     return folder
-
-
-@pytest.fixture
-def env(tmp_path: Path, fixture_index: IndexServer) -> dict[str, str]:
-    """As test_bad_input's: installers pointed at a closed port, host facts from flags."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
-    environment.update(
-        PYTHONPATH=str(Path(__file__).resolve().parents[2] / "plugin"),
-        PIP_INDEX_URL=NOWHERE,
-        UV_DEFAULT_INDEX=NOWHERE,
-        PIP_CONFIG_FILE=os.devnull,
-        UV_NO_CONFIG="1",
-        PIP_GPU_PYTORCH_INDEX=fixture_index.pytorch_url,
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        PIP_GPU_SYSFS_ROOT=str(tmp_path / "no-sys"),
-        PIP_GPU_PROCFS_ROOT=str(tmp_path / "no-proc"),
-    )
-    return environment
 
 
 def _write(path: Path, data: bytes) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "IndexServer",
     "IndexTree",
     "build_index",
+    "fixture_env",
     "fixture_index",
     "fixture_index_fixture",
     "has_pip",
@@ -187,6 +188,19 @@ def uv_env(cache_dir: Path) -> dict[str, str]:
         UV_NO_PROGRESS="1",
     )
     return env
+
+
+def fixture_env(index: IndexServer, cache_dir: Path) -> dict[str, str]:
+    """pip and uv isolated from this machine's config, pointed at the fixture "PyPI", and
+    pip-gpu at the fixture's PyTorch indexes, this checkout's package first."""
+    environment = {**pip_env(), **uv_env(cache_dir)}
+    environment.update(
+        PIP_INDEX_URL=index.pypi_url,
+        UV_DEFAULT_INDEX=index.pypi_url,
+        PIP_GPU_PYTORCH_INDEX=index.pytorch_url,
+        PYTHONPATH=str(Path(__file__).resolve().parents[2] / "plugin"),
+    )
+    return environment
 
 
 def uv_bin() -> str:
