@@ -128,11 +128,15 @@ def uv_project_action(real: str, args: list[str], at: int, parsed: Parsed) -> Ac
     return uv_project_guard(real, args, at, parsed)
 
 
-def _project_file(parsed: Parsed) -> Optional[Path]:
+def _project(parsed: Parsed) -> Optional[tuple[Path, dict[str, Any]]]:
+    """The project's ``pyproject.toml`` and its contents; None where there is none, or uv
+    would report a broken one in its own words."""
     from ..config import find_pyproject
 
     start = (parsed.values("--project") or parsed.values("--directory") or [os.getcwd()])[-1]
-    return find_pyproject(Path(start).absolute())
+    path = find_pyproject(Path(start).absolute())
+    data = read_toml(path) if path is not None else None
+    return None if path is None or data is None else (path, data)
 
 
 def set_up_project_command(real: str, args: list[str], at: int, parsed: Parsed) -> Action:
@@ -142,12 +146,10 @@ def set_up_project_command(real: str, args: list[str], at: int, parsed: Parsed) 
 
     if parsed.has("--no-project", "--no-sync", "--script", "--all-extras", "--help", "-h"):
         return None
-    path = _project_file(parsed)
-    if path is None:
+    project = _project(parsed)
+    if project is None:
         return None
-    data = read_toml(path)
-    if data is None:
-        return None  # uv reports a broken pyproject.toml in its own words
+    path, data = project
     variants = project_variants(data)
     if not variants or set(parsed.values("--extra")) & set(variants):
         return None  # not set up, or the user chose the variant
@@ -170,12 +172,10 @@ def uv_project_guard(real: str, args: list[str], at: int, parsed: Parsed) -> Act
         return None
     if command == "run" and parsed.has("--no-sync"):
         return None  # nothing is installed: uv runs what the environment already has
-    path = _project_file(parsed)
-    if path is None:
+    project = _project(parsed)
+    if project is None:
         return None
-    data = read_toml(path)
-    if data is None:
-        return None  # uv reports a broken pyproject.toml in its own words
+    path, data = project
     variants = project_variants(data)
     if command == "add":
         return _add(real, args, at, parsed, path, data, variants)
