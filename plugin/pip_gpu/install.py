@@ -29,7 +29,6 @@ from .detect.target import (
 from .errors import (
     BuildDidNotLand,
     InstallerFailed,
-    NoBuildRuns,
     PipGpuError,
     UsageError,
     WrongBuildServed,
@@ -144,9 +143,7 @@ def install(options: InstallOptions) -> InstallResult:
     plan = decide(replace(context, resolve_others=False) if one_resolution else context)
     if one_resolution and not plan.decision.ok:
         plan = decide(context)  # its blocker may name what the other requirements need
-    if not plan.decision.ok:
-        assert plan.decision.blocker is not None
-        raise NoBuildRuns(plan.decision.blocker.message, plan.decision.blocker.hint)
+    plan.decision.chosen()  # NoBuildRuns, with the reason, when no build runs here
     if not options.dry_run and not options.no_lock:
         from .lockfile import find_lock_family
 
@@ -167,9 +164,7 @@ def install(options: InstallOptions) -> InstallResult:
             if resolved is None:
                 plan = decide(context)
         decision = plan.decision
-        if not decision.ok:
-            assert decision.blocker is not None
-            raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
+        decision.chosen()  # NoBuildRuns, with the reason, when no build runs here
         _announce(plan, target, installer)
         routing = _routing(plan, target, passed, workdir, rewrite_pins(plan))
         say = _stderr if not _quiet() else _silent

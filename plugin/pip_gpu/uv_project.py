@@ -71,7 +71,6 @@ def host_variant(variants: Mapping[str, Sequence[str]], project: Path) -> str:
     """The variant among the project's that this host runs, decided as everywhere else."""
     from .decide.plan import decide_for
     from .detect import host_for
-    from .errors import NoBuildRuns
 
     family = _family_requirements(next(iter(variants.values())))
     host = host_for()
@@ -79,12 +78,10 @@ def host_variant(variants: Mapping[str, Sequence[str]], project: Path) -> str:
     decision = plan.decision
     if not decision.ok:
         variant_outside_project(plan, host, project, list(variants))
-        assert decision.blocker is not None
-        raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
-    assert decision.variant is not None
-    if decision.variant not in variants:
-        raise missing_variant_error(project, decision.variant, list(variants))
-    return decision.variant
+    variant = decision.chosen().variant  # NoBuildRuns, with the reason, when no build runs here
+    if variant not in variants:
+        raise missing_variant_error(project, variant, list(variants))
+    return variant
 
 
 def _family_requirements(requirements: Sequence[str]) -> list[str]:

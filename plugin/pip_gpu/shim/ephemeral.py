@@ -78,7 +78,6 @@ def uv_with_variant_index(
         raise Refused("`--index-strategy` with the torch family would undo pip-gpu's routing")
     from ..decide.plan import decide_for
     from ..detect import host_for
-    from ..errors import NoBuildRuns
 
     readable = [f for f in (*files, *parsed.values("--with-requirements")) if not f.endswith(".toml")]
     from ..decide.resolution import ResolutionContext
@@ -96,9 +95,7 @@ def uv_with_variant_index(
     )
     plan = decide_for(others, readable, host_for(), cwd=Path.cwd(), context=context)
     decision = plan.decision
-    if not decision.ok:
-        assert decision.blocker is not None
-        raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
+    decision.chosen()  # NoBuildRuns, with the reason, when no build runs here
     if decision.index_url is None:  # macOS: PyPI's own wheels are the build
         return lambda: exec_replacing(real, args)
     if not parsed.has("-q", "--quiet"):

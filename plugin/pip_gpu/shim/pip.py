@@ -308,7 +308,6 @@ def _pip_fetch(real: str, general: list[str], command: str, parsed: Parsed) -> C
     """
     from ..decide.plan import decide_for, marker_environment, rewrite_pins
     from ..detect import host_for
-    from ..errors import NoBuildRuns
     from ..host import HostFlags
     from ..requirements import redact_url, render_line, rewrite_line
 
@@ -330,9 +329,7 @@ def _pip_fetch(real: str, general: list[str], command: str, parsed: Parsed) -> C
     if any(line.hashes for line in requirements):
         raise Refused(f"`pip {command}` of hashed torch-family requirements is not routed by the shim yet")
     decision = plan.decision
-    if not decision.ok:
-        assert decision.blocker is not None
-        raise NoBuildRuns(decision.blocker.message, decision.blocker.hint)
+    decision.chosen()  # NoBuildRuns, with the reason, when no build runs here
     kept = [
         (name if value is None else f"{name}={value}")
         for name, value in parsed.options
