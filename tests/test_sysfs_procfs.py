@@ -316,9 +316,9 @@ LOG_R610 = """
 ==============NVSMI LOG==============
 
 Timestamp                                 : Sun Jun  7 08:16:57 2026
-Driver Version                            : [Deprecated; will be removed in CUDA 14.0. Use KMD Version instead]
+Driver Version                            : [Deprecated; use KMD Version instead]
 KMD Version                               : 610.43.02
-CUDA Version                              : [Deprecated; will be removed in CUDA 14.0. Use CUDA UMD Version instead]
+CUDA Version                              : [Deprecated; will be removed in CUDA 14.0]
 CUDA UMD Version                          : 13.3
 
 Attached GPUs                             : 1

@@ -13,6 +13,8 @@ File shape (``schema`` 1)::
          "linux_minor_compat": "525.60.13", "windows_minor_compat": "527.41",
          "linux_toolkit": "550.54.14", "windows_toolkit": "551.61",
          "confidence": "high", "source": "..."}],
+      "minor_version_compat": [  # the rule for a CUDA major: any minor runs on this driver
+        {"cuda_major": 13, "linux": "580", "windows": "580", "confidence": "high", "source": "..."}],
       "driver_branches": [       # driver branch -> newest CUDA it supports
         {"branch": 535, "max_cuda": "12.2", "confidence": "high", "source": "..."}],
       "family": [                # the packages pip-gpu routes to the PyTorch index
@@ -33,7 +35,7 @@ File shape (``schema`` 1)::
            {"variant": "cpu", "platform": "linux-x86_64", "confidence": "high", "source": "..."},
            {"variant": "rocm6.2", "platform": "linux-x86_64", "gfx": [], ...},
            {"variant": "default", "platform": "macos-arm64", ...}]}],
-      "gpus": [{"name": "NVIDIA A100", "compute_capability": "8.0",
+      "gpus": [{"name": "NVIDIA A100", "compute_capability": "8.0",    # names for messages
                 "architecture": "Ampere", "source": "..."}],
       "tegra": {"compute_capabilities": ["5.3", "6.2", "7.2", "8.7", "11.0"],
                 "jetson_index_hint": "...", "source": "..."}
@@ -41,6 +43,9 @@ File shape (``schema`` 1)::
 
 Pythons are ``"3.12"``; a free-threaded build is its own target, ``"3.14t"`` (wheels tagged
 ``cp314t``).
+
+A minimum driver of a bare branch (``"580"``) is what NVIDIA states for CUDA 13.x: any driver of
+that branch or newer (``580.00`` on a Jetson Thor, ``616.92`` on Windows R615) meets it.
 
 ``sass``/``ptx`` of ``null`` mean "not known"; the decision then refuses to vouch for the
 build on an NVIDIA GPU rather than guess.
@@ -68,6 +73,7 @@ __all__ = [
     "DriverBranch",
     "FamilyMember",
     "Knowledge",
+    "MinorVersionCompat",
     "Release",
     "Tegra",
     "cuda_of_variant",
@@ -105,6 +111,19 @@ class CudaDriverRow(NamedTuple):
     def minimum_driver(self, os: str) -> Optional[str]:
         """Minor-version compatibility minimum: what wheels bundling the CUDA runtime need."""
         return self.windows_minor_compat if os == "windows" else self.linux_minor_compat
+
+
+class MinorVersionCompat(NamedTuple):
+    """The oldest driver that runs every minor version of one CUDA major (NVIDIA's Table 1)."""
+
+    cuda_major: int
+    linux: str
+    windows: Optional[str]
+    confidence: str
+    source: str
+
+    def minimum_driver(self, os: str) -> Optional[str]:
+        return self.windows if os == "windows" else self.linux
 
 
 class DriverBranch(NamedTuple):
@@ -210,6 +229,7 @@ class Knowledge:
     releases: tuple[Release, ...]  # newest first
     gpus: tuple[dict[str, str], ...]
     tegra: Optional[Tegra] = None
+    minor_version_compat: tuple[MinorVersionCompat, ...] = ()
 
     def gpu_names_for(self, cc: ComputeCapability) -> tuple[str, ...]:
         """Product names with this compute capability, for messages (decisions use the number)."""
@@ -225,6 +245,18 @@ class Knowledge:
     def minimum_driver_for(self, cuda: str, os: str) -> Optional[str]:
         row = self.cuda_row(cuda)
         return row.minimum_driver(os) if row else None
+
+    def minimum_driver_for_major(self, cuda_major: int, os: str) -> Optional[str]:
+        """The minor-version-compatibility floor of a CUDA major (13 -> ``"580"``, a branch).
+
+        The rule for a CUDA minor the file has no row for (``cu134`` on an index before the
+        file knows it); None for a major NVIDIA's table does not cover (CUDA 14), which is
+        refused rather than guessed.
+        """
+        for rule in self.minor_version_compat:
+            if rule.cuda_major == cuda_major:
+                return rule.minimum_driver(os)
+        return None
 
     def max_cuda_for_driver(self, driver_version: str) -> Optional[str]:
         """The newest CUDA a driver supports, from its branch (``535.104.05`` -> ``12.2``)."""
@@ -343,6 +375,16 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
         ),
         releases=tuple(releases),
         gpus=tuple(dict(g) for g in data.get("gpus", [])),
+        minor_version_compat=tuple(
+            MinorVersionCompat(
+                cuda_major=int(row["cuda_major"]),
+                linux=row["linux"],
+                windows=row.get("windows"),
+                confidence=row.get("confidence", "high"),
+                source=row["source"],
+            )
+            for row in data.get("minor_version_compat", [])
+        ),
         tegra=Tegra(
             compute_capabilities=tuple(
                 parse_compute_capability(c) for c in data["tegra"]["compute_capabilities"]
