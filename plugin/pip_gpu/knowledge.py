@@ -37,6 +37,8 @@ File shape (``schema`` 1)::
            {"variant": "default", "platform": "macos-arm64", ...}]}],
       "gpus": [{"name": "NVIDIA A100", "compute_capability": "8.0",    # names for messages
                 "architecture": "Ampere", "source": "..."}],
+      "amd_device_ids": [{"device_id": "74a1", "gfx_target": "gfx942", "name": "AMD Instinct MI300X",
+                          "source": "..."}],   # PCI device ID -> gfx target (Kubernetes labels)
       "tegra": {"compute_capabilities": ["5.3", "6.2", "7.2", "8.7", "11.0"],
                 "jetson_index_hint": "...", "source": "..."}
     }
@@ -230,11 +232,17 @@ class Knowledge:
     gpus: tuple[dict[str, str], ...]
     tegra: Optional[Tegra] = None
     minor_version_compat: tuple[MinorVersionCompat, ...] = ()
+    amd_device_ids: tuple[dict[str, str], ...] = ()
 
     def gpu_names_for(self, cc: ComputeCapability) -> tuple[str, ...]:
         """Product names with this compute capability, for messages (decisions use the number)."""
         wanted = f"{cc[0]}.{cc[1]}"
         return tuple(g["name"] for g in self.gpus if g.get("compute_capability") == wanted)
+
+    def amd_gpu_for_device_id(self, device_id: str) -> Optional[dict[str, str]]:
+        """The AMD GPU (``gfx_target``, ``name``) of a PCI device ID (``"74a1"``, ``"0x74A1"``)."""
+        wanted = device_id.strip().lower().removeprefix("0x")
+        return next((row for row in self.amd_device_ids if row["device_id"] == wanted), None)
 
     def cuda_row(self, cuda: str) -> Optional[CudaDriverRow]:
         for row in self.cuda_drivers:
@@ -375,6 +383,7 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
         ),
         releases=tuple(releases),
         gpus=tuple(dict(g) for g in data.get("gpus", [])),
+        amd_device_ids=tuple(dict(row) for row in data.get("amd_device_ids", [])),
         minor_version_compat=tuple(
             MinorVersionCompat(
                 cuda_major=int(row["cuda_major"]),
