@@ -10,6 +10,7 @@ import argparse
 from typing import Any, Optional
 
 from ..host import HostFlags
+from ..variant import CHANNELS
 
 __all__ = ["add_decision_flags", "add_host_flags", "add_target_flags", "host_flags"]
 
@@ -128,6 +129,14 @@ def add_decision_flags(parser: argparse.ArgumentParser) -> None:
         action=_Once,
         help="base of the PyTorch indexes, for mirrors; the variant index is URL/<variant> "
         "[PIP_GPU_PYTORCH_INDEX]",
+    )
+    group.add_argument(
+        "--channel",
+        choices=CHANNELS,
+        action=_Once,
+        help="stable (default), or nightly / test: the variant index is URL/nightly/<variant> "
+        "(URL/test/<variant>), decided from what that channel publishes, pre-releases included "
+        "[PIP_GPU_CHANNEL; [tool.pip-gpu] channel]",
     )
 
 
