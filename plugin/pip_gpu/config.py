@@ -24,6 +24,7 @@ class ProjectConfig(NamedTuple):
     pytorch_index: Optional[str] = None
     installer: Optional[str] = None
     targets: Optional[tuple[str, ...]] = None  # lock targets, "linux-x86_64-3.11"
+    variant_index: Optional[str] = None  # PEP 825 variant wheels (issue 26)
 
 
 def find_pyproject(start: Path) -> Optional[Path]:
@@ -64,7 +65,7 @@ def load_project_config(start: Path) -> ProjectConfig:
 
 def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
     where = f"{path} [tool.pip-gpu]"
-    known = {"variants", "preferred-variant", "pytorch-index", "installer", "targets"}
+    known = {"variants", "preferred-variant", "pytorch-index", "installer", "targets", "variant-index"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise UsageError(
@@ -78,7 +79,13 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
     preferred = table.get("preferred-variant")
     index = table.get("pytorch-index")
     installer = table.get("installer")
-    for key, value in (("preferred-variant", preferred), ("pytorch-index", index), ("installer", installer)):
+    variant_index = table.get("variant-index")
+    for key, value in (
+        ("preferred-variant", preferred),
+        ("pytorch-index", index),
+        ("installer", installer),
+        ("variant-index", variant_index),
+    ):
         if value is not None and not isinstance(value, str):
             raise UsageError(f"{where}: {key} must be a string")
     if installer is not None and installer not in INSTALLERS:
@@ -98,6 +105,7 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
         pytorch_index=index,
         installer=installer,
         targets=tuple(targets) if targets is not None else None,
+        variant_index=variant_index,
     )
 
 

@@ -122,6 +122,12 @@ def add_decision_flags(parser: argparse.ArgumentParser) -> None:
         help="base of the PyTorch indexes, for mirrors; the variant index is URL/<variant> "
         "[PIP_GPU_PYTORCH_INDEX]",
     )
+    group.add_argument(  # issue 26: PEP 825 variant wheels (pip_gpu.cli.variants)
+        "--variant-index",
+        metavar="URL",
+        action=_Once,
+        help="an index serving the torch family as PEP 825 variant wheels [PIP_GPU_VARIANT_INDEX]",
+    )
 
 
 def host_flags(args: argparse.Namespace) -> HostFlags:
