@@ -171,25 +171,50 @@ def installed_label(target: TargetEnv, package: str) -> Optional[tuple[str, str]
     return None
 
 
+@dataclass(frozen=True)
+class _Fetched:
+    """A chosen wheel, downloaded and stored under its name without the label."""
+
+    package: str
+    version: str
+    label: str
+    path: Path
+
+
+def _fetch(package: str, version: str, wheel: IndexWheel, folder: Path) -> _Fetched:
+    return _Fetched(package, version, wheel.label, _download(wheel, folder))
+
+
 def _install_files(
-    target: TargetEnv, installer: Optional[str], files: Mapping[str, Path], rest: Sequence[str], no_deps: bool
+    target: TargetEnv, installer: Optional[str], files: Sequence[_Fetched], rest: Sequence[str], no_deps: bool
 ) -> None:
     from .installers import choose_installer, run_command, uv_binary
 
-    lines = [f"{name} @ {path.as_uri()}" for name, path in files.items()]
     chosen = choose_installer(installer, None, target)
+    lines = [f"{f.package} @ {f.path.as_uri()}" for f in files]
+    # The same version from another file: pip says "already installed" and keeps the old
+    # label, uv may too; so a member whose installed label differs is reinstalled, alone.
+    replace_label = [
+        f for f in files if installed_label(target, f.package) not in (None, (f.version, f.label))
+    ]
     extra = ["--no-deps"] if no_deps else []
     if chosen == "pip":
-        argv = [str(target.python), "-m", "pip", "install", *extra, *lines, *rest]
+        pip = [str(target.python), "-m", "pip", "install"]
+        if replace_label:
+            argv = [
+                *pip,
+                "--force-reinstall",
+                "--no-deps",
+                *(f"{f.package} @ {f.path.as_uri()}" for f in replace_label),
+            ]
+            run_command(InstallerCommand(tuple(argv), purpose="pip reinstall of the chosen variant wheels"))
+            if no_deps and not rest:
+                return
+        argv = [*pip, *extra, *lines, *rest]
     else:
         argv = [uv_binary(), "pip", "install", "--python", str(target.python), *extra, *lines, *rest]
-    # A file URL of the same version as the one installed: both installers may keep the old
-    # files; reinstalling the family members named here is what makes the label land.
-    reinstall = [n for n in files if installed_label(target, n) is not None]
-    if reinstall and chosen == "pip":
-        argv[4:4] = ["--force-reinstall", "--no-deps"] if not no_deps else ["--force-reinstall"]
-    for name in reinstall if chosen == "uv" else ():
-        argv += ["--reinstall-package", name]
+        for fetched in replace_label:
+            argv += ["--reinstall-package", fetched.package]
     run_command(InstallerCommand(tuple(argv), purpose=f"{chosen} install of the chosen variant wheels"))
 
 
@@ -221,7 +246,9 @@ def install_variant_wheels(options: VariantInstallOptions) -> list[VariantChoice
         if choice.wheel is None:
             raise _refuse(choice, host)
     with tempfile.TemporaryDirectory(prefix="pip-gpu-variants-") as folder:
-        files = {c.package: _download(c.wheel, Path(folder)) for c in choices if c.wheel is not None}
+        files = [
+            _fetch(c.package, str(c.version), c.wheel, Path(folder)) for c in choices if c.wheel is not None
+        ]
         _install_files(target, options.installer, files, rest, no_deps=False)
     _verify(target, [(c.package, str(c.version), c.label or "") for c in choices])
     for choice in choices:
@@ -398,7 +425,7 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
                 "re-lock a newer version (pip-gpu lock --variant-index URL), or upgrade the NVIDIA driver",
             )
     with tempfile.TemporaryDirectory(prefix="pip-gpu-variants-") as folder:
-        files = {c.package: _download(c.wheel, Path(folder)) for c in choices if c.wheel is not None}
+        files = [_fetch(c.package, c.version, c.wheel, Path(folder)) for c in choices if c.wheel is not None]
         _install_files(target, options.installer, files, (), no_deps=True)
     _verify(target, [(c.package, c.version, c.wheel.label if c.wheel else "") for c in choices])
     for choice in choices:

@@ -23,7 +23,6 @@ from ..redact import redact_url
 from ..wheel_variants import (
     LabelVerdict,
     NvidiaProvider,
-    VariantMetadataError,
     VariantsJson,
     VariantWheelName,
     judge_labels,
@@ -238,10 +237,7 @@ def _choose_among(
         return VariantChoice(
             name, requirement, version, chosen, tuple(verdicts), tuple(wheels), problem=verdicts[0].reason
         )
-    try:
-        metadata, digest = read_variants_json(listed.url, listed.sha256, "the hash on the index page")
-    except VariantMetadataError:
-        raise
+    metadata, digest = read_variants_json(listed.url, listed.sha256, "the hash on the index page")
     verdicts = judge_for_host(metadata, wheels, host)
     chosen = pick(verdicts, wheels)
     problem = "" if chosen else "; ".join(f"{v.label or 'non-variant'}: {v.reason}" for v in verdicts)
