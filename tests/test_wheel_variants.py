@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pip_gpu.decide.variant_wheels import providers_for
 from pip_gpu.host import HostProfile, NvidiaGpu
 from pip_gpu.wheel_variants import (
     NvidiaProvider,
@@ -212,3 +213,41 @@ def test_more_properties_win_a_tie_then_the_label() -> None:
     }
     order = labels_in_order(metadata(variants), list(variants), host("580.65.06", "13.0", (8, 0)))
     assert [label for label, _ in order] == ["z_long", "a_short", "b_short"]
+
+
+def test_fleet_nodes_get_their_label_from_their_own_facts() -> None:
+    """Each node of a fleet (GPU Feature Discovery labels) is a host like any other."""
+    from support.variant_index import LABELS, PRIORITIES
+
+    from pip_gpu.fleet import nodes_from_json
+
+    def node(name: str, driver: str, major: str, minor: str) -> dict[str, object]:
+        labels = {
+            "nvidia.com/cuda.driver-version.full": driver,
+            "nvidia.com/gpu.compute.major": major,
+            "nvidia.com/gpu.compute.minor": minor,
+            "nvidia.com/gpu.count": "1",
+        }
+        return {"kind": "Node", "metadata": {"name": name, "labels": labels}}
+
+    fleet = {
+        "items": [
+            node("pascal", "580.65.06", "6", "1"),
+            node("a100", "535.104.05", "8", "0"),
+            node("b200", "580.65.06", "10", "0"),
+            node("kepler", "470.57.02", "3", "5"),
+        ]
+    }
+    data = json.dumps({"$schema": SCHEMA, "default-priorities": PRIORITIES, "variants": LABELS}).encode()
+    chosen = {}
+    for each in nodes_from_json(fleet, where="fleet", python_version="3.11"):
+        assert each.host.cuda_driver_version is None  # the labels give the driver only
+        verdicts = judge_labels(
+            parse_variants_json(data, "t"),
+            list(LABELS),
+            providers_for(each.host),
+            has_plain_wheel=True,
+            gpu_host=True,
+        )
+        chosen[each.name] = verdicts[0].label if verdicts[0].fits else None
+    assert chosen == {"pascal": "cu126", "a100": "cu121", "b200": "cu130", "kepler": None}

@@ -245,13 +245,17 @@ class NvidiaProvider:
 
     host: HostProfile
     namespace: str = "nvidia"
+    # The newest CUDA the driver supports when the host does not say (a fleet node's labels
+    # give the driver only): from the knowledge file's driver branch table.
+    driver_cuda: Optional[str] = None
 
     def feature_order(self) -> tuple[str, ...]:
         return ("cuda_version_lower_bound", "sm_arch")
 
     def _driver_cuda(self) -> Optional[Version]:
+        cuda = self.host.cuda_driver_version or self.driver_cuda
         try:
-            return Version(self.host.cuda_driver_version) if self.host.cuda_driver_version else None
+            return Version(cuda) if cuda else None
         except InvalidVersion:
             return None
 

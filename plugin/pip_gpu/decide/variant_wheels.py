@@ -23,6 +23,7 @@ from ..redact import redact_url
 from ..wheel_variants import (
     LabelVerdict,
     NvidiaProvider,
+    VariantProvider,
     VariantsJson,
     VariantWheelName,
     judge_labels,
@@ -40,6 +41,7 @@ __all__ = [
     "host_tags_fit",
     "judge_for_host",
     "pick",
+    "providers_for",
     "read_variants_json",
 ]
 
@@ -153,6 +155,17 @@ def read_variants_json(url: str, sha256: Optional[str], where: str) -> tuple[Var
     return parse_variants_json(data, shown), digest
 
 
+def providers_for(host: HostProfile) -> list[VariantProvider]:
+    """pip-gpu's providers for ``host``; a driver without its CUDA version (a fleet node) gets
+    it from the knowledge file's driver branch table."""
+    driver_cuda = None
+    if host.cuda_driver_version is None and host.driver_version:
+        from ..knowledge import load_knowledge
+
+        driver_cuda = load_knowledge().max_cuda_for_driver(host.driver_version)
+    return [NvidiaProvider(host, driver_cuda=driver_cuda)]
+
+
 def judge_for_host(
     metadata: VariantsJson, wheels: Sequence[IndexWheel], host: HostProfile
 ) -> list[LabelVerdict]:
@@ -161,7 +174,7 @@ def judge_for_host(
     return judge_labels(
         metadata,
         labels,
-        [NvidiaProvider(host)],
+        providers_for(host),
         has_plain_wheel=any(not w.label for w in wheels),
         gpu_host=bool(host.visible_nvidia_gpus),
     )
