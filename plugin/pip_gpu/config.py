@@ -25,6 +25,7 @@ class ProjectConfig(NamedTuple):
     installer: Optional[str] = None
     targets: Optional[tuple[str, ...]] = None  # lock targets, "linux-x86_64-3.11"
     channel: Optional[str] = None  # "stable", "nightly" or "test"
+    variant_index: Optional[str] = None  # PEP 825 variant wheels (issue 26)
 
 
 def find_pyproject(start: Path) -> Optional[Path]:
@@ -65,7 +66,15 @@ def load_project_config(start: Path) -> ProjectConfig:
 
 def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
     where = f"{path} [tool.pip-gpu]"
-    known = {"variants", "preferred-variant", "pytorch-index", "installer", "targets", "channel"}
+    known = {
+        "variants",
+        "preferred-variant",
+        "pytorch-index",
+        "installer",
+        "targets",
+        "channel",
+        "variant-index",
+    }
     unknown = sorted(set(table) - known)
     if unknown:
         raise UsageError(
@@ -80,8 +89,9 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
     index = table.get("pytorch-index")
     installer = table.get("installer")
     channel = table.get("channel")
+    variant_index = table.get("variant-index")
     pairs = (("preferred-variant", preferred), ("pytorch-index", index), ("installer", installer))
-    for key, value in (*pairs, ("channel", channel)):
+    for key, value in (*pairs, ("channel", channel), ("variant-index", variant_index)):
         if value is not None and not isinstance(value, str):
             raise UsageError(f"{where}: {key} must be a string")
     if installer is not None and installer not in INSTALLERS:
@@ -104,6 +114,7 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
         installer=installer,
         targets=tuple(targets) if targets is not None else None,
         channel=channel,
+        variant_index=variant_index,
     )
 
 
