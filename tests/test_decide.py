@@ -456,7 +456,22 @@ def test_rubin_runs_the_sm_100_kernels_of_a_cuda_13_build() -> None:
     decision = run("torch", on=host("615.71.09", ((10, 7),), python="3.12"))
     assert decision.ok and decision.build is not None and decision.build.cuda is not None
     assert decision.build.cuda.startswith("13.") and (10, 0) in (decision.build.sass or ())
-    assert "covers GPU0 (sm_107)" in next(c.reason for c in decision.candidates if c.ok)
+    assert "covers GPU0 (sm_107, Rubin) through sm_100 kernels" in next(
+        c.reason for c in decision.candidates if c.ok
+    )
+
+
+def test_coverage_reason_names_the_generation_and_the_kernels_that_run() -> None:
+    """The GPU table names the generation; code for another architecture says which."""
+    ada = run("torch==2.5.1", on=host("550.54.15", (RTX4090,)))
+    assert (
+        ada.variant == "cu124"
+        and "covers GPU0 (sm_89, Ada Lovelace) through sm_86 kernels" in ada.candidates[0].reason
+    )
+    exact = run("torch==2.5.1", on=host("550.54.15", (A100,)))
+    assert exact.candidates[0].reason.endswith("covers GPU0 (sm_80, Ampere)")
+    unnamed = run("torch==2.5.1", on=host("550.54.15", ((8, 8),)))  # no row of the GPU table: no name
+    assert unnamed.candidates[0].reason.endswith("covers GPU0 (sm_88) through sm_86 kernels")
 
 
 def test_amd_gpu_prefers_a_rocm_build_and_refuses_a_forced_one_without_its_gfx() -> None:

@@ -239,6 +239,17 @@ class Knowledge:
         wanted = f"{cc[0]}.{cc[1]}"
         return tuple(g["name"] for g in self.gpus if g.get("compute_capability") == wanted)
 
+    def gpu_generation_for(self, cc: ComputeCapability) -> Optional[str]:
+        """The architecture the GPU table names for this capability (``(10, 7)`` -> ``Rubin``),
+        for messages; the shortest where rows differ (12.0: ``Blackwell``); None when unknown."""
+        wanted = f"{cc[0]}.{cc[1]}"
+        names = {
+            g["architecture"]
+            for g in self.gpus
+            if g.get("compute_capability") == wanted and g.get("architecture")
+        }
+        return min(names, key=lambda n: (len(n), n)) if names else None
+
     def amd_gpu_for_device_id(self, device_id: str) -> Optional[dict[str, str]]:
         """The AMD GPU (``gfx_target``, ``name``) of a PCI device ID (``"74a1"``, ``"0x74A1"``)."""
         wanted = device_id.strip().lower().removeprefix("0x")

@@ -356,7 +356,7 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
             return False, f"the GPU architectures compiled into this {build.variant} build are not known"
         if not covered:
             return False, f"{_describe_gpu(gpu)} is not covered ({_describe_archs(build)})"
-    archs = ", ".join(sorted({_describe_gpu(g) for g in gpus})) or "no GPU given"
+    archs = ", ".join(sorted({_describe_coverage(g, build, knowledge) for g in gpus})) or "no GPU given"
     return True, f"driver {host.driver_version} >= {minimum} (CUDA {cuda}); covers {archs}"
 
 
@@ -399,6 +399,21 @@ def _describe_gpu(gpu: NvidiaGpu, knowledge: Optional[Knowledge] = None) -> str:
         if products:
             name += f" ({'; '.join(products[:2])})" if len(products) <= 2 else f" ({products[0]}, ...)"
     return f"{name} (sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]})"
+
+
+def _describe_coverage(gpu: NvidiaGpu, build: Build, knowledge: Knowledge) -> str:
+    """``GPU 0 (sm_107, Rubin) through sm_100 kernels``: the GPU, its generation where the GPU
+    table knows it, and the code that runs on it when that is not its own architecture."""
+    cc = gpu.compute_capability
+    generation = knowledge.gpu_generation_for(cc)
+    text = f"{gpu.name} (sm_{cc[0]}{cc[1]}" + (f", {generation})" if generation else ")")
+    if cc in (build.sass or ()):
+        return text
+    sass = [s for s in build.sass or () if s[0] == cc[0] and s[1] <= cc[1]]
+    if sass:
+        return text + f" through sm_{max(sass)[0]}{max(sass)[1]} kernels"
+    ptx = max(p for p in build.ptx or () if p <= cc)
+    return text + f" through PTX compute_{ptx[0]}{ptx[1]} (compiled when first run)"
 
 
 def _describe_archs(build: Build) -> str:
