@@ -152,6 +152,7 @@ class Build:
     gfx: Optional[tuple[str, ...]]
     confidence: str
     source: str
+    seen_on_index: bool = False  # its variant index was seen to serve it: unconfirmed rows then count
 
     def __post_init__(self) -> None:
         if type(self.variant) is not Variant:  # a name given by hand: parsed here, junk refused
@@ -160,6 +161,12 @@ class Build:
     @property
     def cuda(self) -> Optional[str]:
         return self.variant.cuda
+
+    @property
+    def confirmed(self) -> bool:
+        """Confirmed by a source, or seen on its index; a row marked unconfirmed (or likely
+        wrong) is neither, and does not beat a confirmed build (README "How pip-gpu decides")."""
+        return self.confidence != "unconfirmed" or self.seen_on_index
 
 
 @dataclass(frozen=True)

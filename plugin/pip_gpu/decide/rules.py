@@ -471,7 +471,7 @@ def decide(
             continue
         admitted.append(release)
 
-    chosen: Optional[tuple[Release, Build]] = None
+    picks: list[tuple[Release, Build]] = []  # each release's pick, newest release first
     for release in admitted:
         runnable: list[Build] = []
         builds = [b for b in release.builds if b.platform == host.platform_tag]
@@ -480,15 +480,20 @@ def decide(
             candidates.append(Candidate(build.variant, release.torch, build.platform, ok, why))
             if ok:
                 runnable.append(build)
-        if runnable and chosen is None:
-            chosen = (release, _pick(runnable, host, policy))
-            # Keep listing older releases' builds only for explanation, marked as not chosen.
+        if runnable:  # older releases' builds are listed for explanation, marked as not chosen
+            picks.append((release, _pick(runnable, host, policy)))
 
+    chosen, passed_over = _newest_confirmed(picks)
     if chosen is None:
         blocker = _blocker(request, host, knowledge, admitted, candidates)
         return Decision.refused(blocker, candidates, notes)
 
     release, build = chosen
+    if passed_over is not None:
+        notes.append(
+            f"torch {passed_over[0].torch} {passed_over[1].variant} is not confirmed in pip-gpu's knowledge; "
+            f"torch {release.torch} {build.variant} is the newest confirmed build that runs here"
+        )
     if build.variant.is_cpu and host.amd_gpus:
         outside = sorted(
             {
@@ -513,10 +518,17 @@ def decide(
                 f"torch {torch_version} is not confirmed in pip-gpu's knowledge; "
                 f"deciding from what is known of torch {release.torch}"
             )
+    unconfirmed = (passed_over[0].torch, passed_over[1].variant) if passed_over else None
     candidates = [
         c
         if not (c.ok and (c.torch, c.variant) != (release.torch, build.variant))
-        else Candidate(c.variant, c.torch, c.platform, True, c.reason + "; not the newest")
+        else Candidate(
+            c.variant,
+            c.torch,
+            c.platform,
+            True,
+            c.reason + ("; not confirmed" if (c.torch, c.variant) == unconfirmed else "; not the newest"),
+        )
         for c in candidates
     ]
     return Decision(
@@ -561,6 +573,26 @@ def _consider(
     return ok, why
 
 
+def _newest_confirmed(
+    picks: Sequence[tuple[Release, Build]],
+) -> tuple[Optional[tuple[Release, Build]], Optional[tuple[Release, Build]]]:
+    """The newest release's pick, unless it is unconfirmed and an older release has a confirmed
+    one of the same kind (a GPU build for a GPU build): then that, and the one passed over.
+
+    A row the knowledge file marks unconfirmed or likely wrong (2.15 ``rocm7.2``) does not beat
+    a confirmed row; once its index is seen to serve it, it counts as confirmed.
+    """
+    if not picks:
+        return None, None
+    newest = picks[0]
+    if newest[1].confirmed:
+        return newest, None
+    for older in picks[1:]:
+        if older[1].confirmed and (newest[1].variant.is_cpu or not older[1].variant.is_cpu):
+            return older, newest
+    return newest, None
+
+
 def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build:
     """Among one release's runnable builds: the preferred one, else the newest CUDA/ROCm.
 
@@ -573,7 +605,7 @@ def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build
             if build.variant == policy.preferred_variant:
                 return build
     accelerated = [b for b in runnable if not b.variant.is_cpu] or list(runnable)
-    confirmed = [b for b in accelerated if b.confidence != "unconfirmed"]
+    confirmed = [b for b in accelerated if b.confirmed]
     return max(confirmed or accelerated, key=lambda b: b.variant.sort_key)
 
 
