@@ -11,8 +11,9 @@ Rules (see README "How pip-gpu decides"):
    for the build's CUDA on this OS (minor-version compatibility), and every visible GPU's
    compute capability is covered by SASS of the same major and a minor <= the GPU's, or by
    PTX for an architecture <= the GPU's (PTX is JIT-compiled forward).
-3. Take the newest release with a build that runs; among its builds the newest CUDA. With
-   no NVIDIA GPU: ``cpu``, or the ROCm/XPU build when such a device is there and published.
+3. Take the newest release with a build that runs; among its builds the newest CUDA. A
+   build the knowledge marks unconfirmed does not beat a confirmed one of an older release
+   unless its index was seen to serve it. With no NVIDIA GPU: ``cpu``, or the ROCm/XPU build when such a device is there and published.
    macOS: the ``default`` variant (PyPI's wheels).
 4. A forced variant (``--variant`` or a ``+cu121`` label in a pin) is still checked and
    refused when it cannot run, unless forced.
