@@ -533,7 +533,8 @@ def _family_the_build_requires(plan: Plan, python_version: str) -> tuple[str, ..
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
     from packaging.version import Version
 
-    from .decide.index import IndexError_, fetch_project_files, index_timeout, read_index_file
+    from .decide.discover import freshness_timeout
+    from .decide.index import IndexError_, fetch_project_files, read_index_file
     from .decide.resolution import requires_dist
     from .pins import canonical_name
 
@@ -544,8 +545,9 @@ def _family_the_build_requires(plan: Plan, python_version: str) -> tuple[str, ..
     if key in _BUILD_REQUIRES:
         return _BUILD_REQUIRES[key]
     wanted = Version(decision.torch)  # "2.5.1" when pinned, else the series "2.15"
+    timeout = freshness_timeout()  # bounded like the freshness look-up: without it, uv finds less
     try:
-        files = fetch_project_files(f"{decision.index_url.rstrip('/')}/torch/")
+        files = fetch_project_files(f"{decision.index_url.rstrip('/')}/torch/", timeout=timeout)
     except IndexError_:
         return ()  # the install's own run says what is wrong with the index
     builds: list[tuple[Version, str]] = []
@@ -558,7 +560,7 @@ def _family_the_build_requires(plan: Plan, python_version: str) -> tuple[str, ..
         same = public == wanted if len(wanted.release) > 2 else public.release[:2] == wanted.release[:2]
         if same and version.local == decision.variant:
             builds.append((version, file.url.split("#", 1)[0]))
-    metadata = read_index_file(max(builds)[1] + ".metadata", timeout=index_timeout()) if builds else None
+    metadata = read_index_file(max(builds)[1] + ".metadata", timeout=timeout) if builds else None
     plain = python_version.rstrip("t")
     environment = {"python_version": plain, "python_full_version": f"{plain}.0", "extra": ""}
     found = tuple(

@@ -13,8 +13,8 @@ Rules (see README "How pip-gpu decides"):
    PTX for an architecture <= the GPU's (PTX is JIT-compiled forward).
 3. Take the newest release with a build that runs; among its builds the newest CUDA. A
    build the knowledge marks unconfirmed does not beat a confirmed one of an older release
-   unless its index was seen to serve it. With no NVIDIA GPU: ``cpu``, or the ROCm/XPU build when such a device is there and published.
-   macOS: the ``default`` variant (PyPI's wheels).
+   unless its index was seen to serve it. With no NVIDIA GPU: ``cpu``, or the ROCm/XPU build
+   when such a device is there and published. macOS: the ``default`` variant (PyPI's wheels).
 4. A forced variant (``--variant`` or a ``+cu121`` label in a pin) is still checked and
    refused when it cannot run, unless forced.
 5. Nothing runs: no decision, an error naming the blocking fact and the ways out. Never a
