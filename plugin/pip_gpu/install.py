@@ -518,7 +518,9 @@ def _routing(
         pins=pins,
         installer_args=installer_args,
         workdir=workdir,
-        required_by_build=_family_the_build_requires(plan, target.python_version) if uv_routed else (),
+        required_by_build=_family_the_build_requires(plan, target.python_version)
+        if uv_routed and any(not line.constraint for line in plan.family_lines())
+        else (),  # ``install numpy`` reads nothing of the variant index
     )
 
 
