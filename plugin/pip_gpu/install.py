@@ -525,12 +525,13 @@ def _routing(
 
 
 def _family_the_build_requires(plan: Plan, python_version: str) -> tuple[str, ...]:
-    """Family members the decided torch requires on this target, from its metadata on the
-    variant index (PEP 658): ``pytorch-triton-rocm`` for a ROCm torch, ``triton`` for a CUDA one.
+    """Family members a ROCm or XPU torch requires on this target, from its metadata on the
+    variant index (PEP 658): ``pytorch-triton-rocm``, ``pytorch-triton-xpu``.
 
     uv's sources route direct requirements only, and a resolution against the user's indexes
-    cannot find what only the variant index has (PyPI has no ``pytorch-triton-rocm`` 3.x); named
-    up front, they are routed like the rest. Empty when the metadata cannot be read.
+    cannot find what only the variant index has (PyPI has no ``pytorch-triton-rocm`` 3.x and no
+    ``pytorch-triton-xpu``); named up front, they are routed like the rest. Empty when the
+    metadata cannot be read.
     """
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
     from packaging.version import Version
@@ -541,8 +542,8 @@ def _family_the_build_requires(plan: Plan, python_version: str) -> tuple[str, ..
     from .pins import canonical_name
 
     decision = plan.decision.chosen()
-    if decision.index_url is None:
-        return ()
+    if decision.index_url is None or not (decision.variant.is_rocm or decision.variant.is_xpu):
+        return ()  # a CUDA torch's triton is on PyPI too: the resolution below finds and routes it
     key = (decision.index_url, decision.torch, str(decision.variant), python_version)
     if key in _BUILD_REQUIRES:
         return _BUILD_REQUIRES[key]
