@@ -153,7 +153,7 @@ def test_offline_flag_and_setting_skip_the_question(  # type: ignore[no-untyped-
     assert not index_server.contacted("/whl/")
 
 
-def test_a_pinned_request_does_not_ask(  # type: ignore[no-untyped-def]
+def test_a_pinned_request_reads_only_the_decided_index_once(  # type: ignore[no-untyped-def]
     old_knowledge: Path, tmp_path: Path, index_server
 ) -> None:
     env = _old_knowledge_env(old_knowledge, tmp_path)
@@ -167,6 +167,10 @@ def test_a_pinned_request_does_not_ask(  # type: ignore[no-untyped-def]
     )
     done = run("explain", "torch==2.4.1", *host, "--json", env=env)
     assert json.loads(done.stdout)["notes"] == []
+    # No look for newer releases; only whether the decided index carries torch 2.4.1 (it does).
+    assert [r.path for r in index_server.requests if r.path.startswith("/whl/")] == ["/whl/cu124/torch/"]
+    index_server.clear_requests()  # cached like the freshness look-up
+    assert json.loads(run("explain", "torch==2.4.1", *host, "--json", env=env).stdout)["variant"] == "cu124"
     assert not index_server.contacted("/whl/")
 
 

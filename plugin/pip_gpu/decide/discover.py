@@ -20,6 +20,7 @@ import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -35,12 +36,15 @@ if TYPE_CHECKING:  # the index module (urllib, http) is imported only when the n
     from packaging.tags import Tag  # and packaging's wheel names only when a page is read
 
     from .index import IndexFile
+    from .rules import Offer
 
 __all__ = [
     "Freshness",
+    "Offers",
     "discover_releases",
     "look_for_newer",
     "platforms_of",
+    "read_offers",
     "releases_from_files",
     "with_releases",
 ]
@@ -237,13 +241,17 @@ def _cached_summary(pytorch_index: str, variant: str, cache_dir: Optional[Path])
     return None
 
 
-def _summary(pytorch_index: str, variant: str, fetch: Fetch, cache_dir: Optional[Path]) -> Summary:
-    """What a variant index serves of torch, by series: cached for hours, as a small summary."""
-    cached = _cached_summary(pytorch_index, variant, cache_dir)
+def _summary(
+    pytorch_index: str, variant: str, fetch: Fetch, cache_dir: Optional[Path], project: str = "torch"
+) -> Summary:
+    """What a variant index serves of a project (torch), by series: cached for hours, as a small
+    summary."""
+    key = variant if project == "torch" else f"{variant}/{project}"
+    cached = _cached_summary(pytorch_index, key, cache_dir)
     if cached is not None:
         return cached
-    summary = releases_from_files(fetch(append_path(pytorch_index, variant, "torch", "")), variant)
-    path = _cache_path(pytorch_index, variant, cache_dir)
+    summary = releases_from_files(fetch(append_path(pytorch_index, variant, project, "")), variant)
+    path = _cache_path(pytorch_index, key, cache_dir)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
@@ -372,3 +380,73 @@ def _merge(releases: Iterable[Release]) -> tuple[Release, ...]:
             builds=tuple(builds.values()),
         )
     return tuple(sorted(merged.values(), key=lambda r: r.version, reverse=True))
+
+
+@dataclass(frozen=True)
+class Offers:
+    """What the variant indexes read serve (see :class:`~.rules.Offer`); ``problem`` says why a
+    variant could not be read (the index did not answer: decide from the knowledge file)."""
+
+    offers: dict[Variant, Offer]
+    problem: str = ""
+    unreachable: str = ""  # the variant index that did not answer
+
+
+def read_offers(
+    pytorch_index: str,
+    variants: Iterable[Variant],
+    members: Iterable[str] = (),
+    *,
+    timeout_s: float = FRESHNESS_TIMEOUT_S,
+    fetch: Optional[Fetch] = None,
+    cache_dir: Optional[Path] = None,
+) -> Offers:
+    """Read what each variant index serves of torch and of the pinned ``members``.
+
+    Each page is cached for hours like the freshness look-up; an index that does not answer
+    is not asked again for a quarter of an hour (the same marker), and the reading stops there.
+    """
+    from .rules import Offer
+
+    if fetch is None:
+        from .index import fetch_project_files
+
+        fetch = partial(fetch_project_files, timeout=timeout_s)
+    found: dict[Variant, Offer] = {}
+    wanted = tuple(dict.fromkeys(members))
+    for variant in dict.fromkeys(variants):
+        url = append_path(pytorch_index, variant)
+        marker = _cache_path(pytorch_index, variant, cache_dir).with_suffix(".unreachable")
+        try:
+            if time.time() - marker.stat().st_mtime < UNREACHABLE_TTL_S:
+                problem = marker.read_text(encoding="utf-8").strip() or "did not answer recently"
+                return Offers(found, problem, url)
+        except OSError:
+            pass
+        try:
+            torch = _summary(pytorch_index, variant, fetch, cache_dir)
+            served = (
+                {
+                    name: tuple(
+                        v
+                        for info in _summary(pytorch_index, variant, fetch, cache_dir, name).values()
+                        for v in info["versions"]
+                    )
+                    for name in wanted
+                }
+                if torch
+                else {}
+            )
+        except PipGpuError as error:  # the index module's IndexError_, without importing it here
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(error.message, encoding="utf-8")
+            except OSError:
+                pass
+            return Offers(found, error.message, url)
+        found[variant] = Offer(
+            url=redact_url(url),
+            torch={k: (tuple(v["versions"]), tuple(v["platforms"])) for k, v in torch.items()},
+            members=served,
+        )
+    return Offers(found)
