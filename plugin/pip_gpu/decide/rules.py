@@ -140,7 +140,7 @@ class Offer(NamedTuple):
             return f"{self.url} does not carry torch"
         series = self.torch.get(release.torch)
         if series is None:
-            return f"{self.url} does not carry torch {release.torch} (it has {self.carries()})"
+            return f"{self.url} does not carry torch {exact or release.torch} (it has {self.carries()})"
         versions, platforms = series
         if platform not in platforms:
             return f"{self.url} has no torch {release.torch} for {platform}"
@@ -601,7 +601,9 @@ def _unpublished_blocker(
     """Builds run here, but the index serves none of them: name the index and what it carries."""
     if not unpublished or published is None:
         return None
-    _, build, why = unpublished[0]
+    # The reason from a folder that carries some torch says the most (a 404 folder says least).
+    telling = [u for u in unpublished if not u[2].endswith("does not carry torch")]
+    _, build, why = (telling or unpublished)[0]
     carried = sorted(
         (v for v, offer in published.offers.items() if offer.torch_versions(host.platform_tag)),
         key=lambda v: v.sort_key,
@@ -612,8 +614,9 @@ def _unpublished_blocker(
     carries = f"; {index} carries {', '.join(carried)}" if carried else ""
     if request.exact_torch is not None or request.forced_variant is not None:
         message = f"{request.described_as}: {why}"
-        if len(unpublished) > 1:
-            message += f", nor does {index} for {runs.split(', ', 1)[1]}"
+        others = [str(b.variant) for _, b, _ in unpublished if b.variant != build.variant]
+        if others:
+            message += f"; nor do its {', '.join(dict.fromkeys(others))} folders"
         message += carries if why.endswith("does not carry torch") else ""
     else:
         message = f"no build of {request.described_as} that runs here ({runs}) is on {index}: {why}{carries}"
@@ -635,9 +638,15 @@ def _lagging_notes(
     lacking: list[Variant] = sorted({b.variant for r, b in newer if r is first}, key=lambda v: v.sort_key)
     variants = ", ".join(lacking)
     offer = published.offers.get(build.variant)
-    where = offer.url if offer is not None else f"the {build.variant} index"
     series = offer.torch.get(release.torch) if offer is not None else None
     installing = series[0][-1] if series and series[0] else release.torch
+    if offer is None or build.variant not in lacking:  # the variants it lacks are other folders
+        index = next(iter(published.offers.values())).url.rsplit("/", 1)[0]
+        return [
+            f"torch {first.torch} exists ({variants}) but {index} carries none of those builds; "
+            f"installing {installing} ({build.variant})"
+        ]
+    where = offer.url
     return [
         f"torch {first.torch} exists ({variants}) but {where} does not carry it yet; installing {installing}"
     ]
