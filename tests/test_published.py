@@ -165,3 +165,44 @@ def test_a_pinned_member_installs_with_the_torch_it_needs(env, installer_venv, p
     assert done.returncode == 0, done.stderr
     versions = installed_versions(installer_venv[1])
     assert (versions["torch"], versions["xformers"]) == (torch, pin.split("==")[1])
+
+
+# --- installer failures pip-gpu can explain ------------------------------------------------------
+
+
+def test_a_file_gone_from_the_variant_index_ends_with_the_fact_and_a_hint(  # type: ignore[no-untyped-def]
+    env, index_server, installer_venv
+) -> None:
+    """The mirror changed after pip-gpu read it (the page is cached for hours): the installer
+    fails, and pip-gpu reads the page afresh to say why, for a dry run too (exit non-zero)."""
+    assert explain(env, "torch==2.5.1", *A100_ON_560)["variant"] == "cu124"  # read and cached
+    index_server.fail("/whl/cu124/torch/", 404)
+    for dry_run in (("--dry-run",), ()):
+        done = install(installer_venv, "torch==2.5.1", *dry_run, *A100_ON_560, env=env)
+        assert done.returncode not in (0, 2), done.stderr
+        error, hint = done.stderr.strip().splitlines()[-2:]
+        assert error.startswith("pip-gpu: error: ") and error.endswith(
+            f"{index_server.pytorch_url}/cu124 has no torch 2.5.1 file"
+        ), done.stderr
+        assert hint.startswith("  hint: `pip-gpu explain` shows what was decided")
+    assert "torch" not in installed_versions(installer_venv[1])
+
+
+def test_an_index_found_unreachable_stops_before_the_installer_retries(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done = pip_gpu(
+        "install", "torch==2.5.1", *A100_ON_560, "--python", sys.executable, "--installer", "pip",
+        "--pytorch-index", f"http://127.0.0.1:{port}/whl", env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Retrying" not in done.stderr and "WARNING" not in done.stderr  # pip never ran
+    error, hint = done.stderr.strip().splitlines()[-2:]
+    assert error == (
+        f"pip-gpu: error: the variant index http://127.0.0.1:{port}/whl/cu124 (127.0.0.1:{port}) cannot be "
+        "reached, so the torch family could not be fetched"
+    )
+    assert hint.startswith("  hint: check the network")

@@ -43,6 +43,7 @@ __all__ = [
     "Offers",
     "discover_releases",
     "look_for_newer",
+    "missing_torch_file",
     "platforms_of",
     "read_offers",
     "releases_from_files",
@@ -450,3 +451,44 @@ def read_offers(
             members=served,
         )
     return Offers(found)
+
+
+def missing_torch_file(
+    variant_index: str, torch: str, platform: str, python: str, *, fetch: Optional[Fetch] = None
+) -> Optional[str]:
+    """After an installer failed: why the variant index has no torch file for this target, read
+    afresh (not from the cache); None when it has one, or cannot be read.
+
+    ``torch`` is a version (``2.5.1``) or a series (``2.5``).
+    """
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    if fetch is None:
+        from .index import fetch_project_files
+
+        fetch = fetch_project_files
+    try:
+        files = fetch(append_path(variant_index, "torch", ""))
+    except PipGpuError:
+        return None  # the unreachable index is said elsewhere
+    where = redact_url(variant_index)
+    wanted = Version(torch)
+    exact = len(torch.split(".")) > 2
+    release: list[str] = []
+    for file in files:
+        try:
+            _, version, _, tags = parse_wheel_filename(file.filename)
+        except InvalidWheelFilename:
+            continue
+        public = Version(version.public)
+        same = public == wanted if exact else (public.major, public.minor) == (wanted.major, wanted.minor)
+        if not same:
+            continue
+        release.append(str(version))
+        pythons = _pythons(tags, file.requires_python)
+        pure = python.endswith("t") and any(t.abi == "none" for t in tags) and python[:-1] in pythons
+        if platform in platforms_of(tags) and (python in pythons or pure):
+            return None
+    if not release:
+        return f"{where} has no torch {torch} file"
+    return f"{where} has torch {torch} ({len(release)} files) but none for Python {python} on {platform}"
