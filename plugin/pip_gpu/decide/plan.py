@@ -431,7 +431,11 @@ def _with_newer_release(
             f"the {fresher.build.variant} index; {fresher.build.source.split('; ', 1)[-1]} (not confirmed)"
         )
         return learned, replace(fresher, notes=(*fresher.notes, note))
-    note = f"the index has torch {found}, newer than pip-gpu's knowledge, but no build of it runs here"
+    learned_series = {r.torch for r in answer.releases}
+    why = sorted({c.reason for c in fresher.candidates if c.torch in learned_series and not c.ok})
+    note = f"the index has torch {found}, newer than pip-gpu's knowledge, but no build of it runs here" + (
+        f" ({'; '.join(why)})" if why else ""
+    )
     return knowledge, replace(decision, notes=(*decision.notes, note))
 
 

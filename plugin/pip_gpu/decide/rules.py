@@ -59,6 +59,7 @@ __all__ = [
     "build_runs_on",
     "decide",
     "gpu_covered_by",
+    "minimum_driver_of_major",
     "request_from_pins",
     "request_from_requirements",
     "tegra_gpus",
@@ -405,8 +406,15 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
                 "server-ARM (SBSA) build without its exact architecture"
             )
     minimum = knowledge.minimum_driver_for(cuda, host.os)
-    if minimum is None:
-        return False, f"no known minimum driver for CUDA {cuda} on {host.os}"
+    inferred = ""
+    if minimum is None:  # a CUDA version newer than the file (cu134 on an index): by rule
+        minimum = minimum_driver_of_major(knowledge, cuda, host.os)
+        if minimum is None:
+            return False, (
+                f"CUDA {cuda} is of a CUDA major version pip-gpu does not know, so the driver it needs "
+                "cannot be inferred"
+            )
+        inferred = f" (inferred: CUDA {cuda.split('.')[0]}.x needs driver >= {minimum})"
     if host.driver_version is None:
         return False, "no NVIDIA driver (pass --driver for another host)"
     if not driver_at_least(host.driver_version, minimum):
@@ -421,7 +429,20 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
         if not covered:
             return False, f"{_describe_gpu(gpu)} is not covered ({_describe_archs(build)})"
     archs = ", ".join(sorted({_describe_gpu(g) for g in gpus})) or "no GPU given"
-    return True, f"driver {host.driver_version} >= {minimum} (CUDA {cuda}); covers {archs}"
+    return True, f"driver {host.driver_version} >= {minimum} (CUDA {cuda}){inferred}; covers {archs}"
+
+
+def minimum_driver_of_major(knowledge: Knowledge, cuda: str, os: str) -> Optional[str]:
+    """The driver minimum of a CUDA version the knowledge file does not list, by rule: under
+    minor-version compatibility every minor of a major needs the same driver (13.x: R580), so
+    the known rows of that major say it. None for a major the file does not know."""
+    major = cuda.split(".")[0]
+    minimums = [
+        m
+        for row in knowledge.cuda_drivers
+        if row.cuda.split(".")[0] == major and (m := knowledge.minimum_driver_for(row.cuda, os))
+    ]
+    return min(minimums, key=Version) if minimums else None
 
 
 def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
@@ -563,6 +584,13 @@ def decide(
             notes.append(
                 f"no ROCm build of torch {release.torch} supports this AMD GPU ({outside[0]}); the CPU build"
             )
+    cuda = build.cuda
+    if cuda is not None and knowledge.minimum_driver_for(cuda, host.os) is None:
+        notes.append(
+            f"CUDA {cuda} is not in pip-gpu's knowledge: the driver it needs (>= "
+            f"{minimum_driver_of_major(knowledge, cuda, host.os)}) is inferred from the CUDA "
+            f"{cuda.split('.')[0]}.x rows (minor-version compatibility), not confirmed"
+        )
     if request.force and request.forced_variant is not None:
         ok, why = build_runs_on(build, host, knowledge)
         if not ok:
