@@ -410,9 +410,7 @@ def read_offers(
     from .rules import Offer
 
     if fetch is None:
-        from .index import fetch_project_files
-
-        fetch = partial(fetch_project_files, timeout=timeout_s)
+        fetch = partial(_fetch_within, timeout_s)  # the HTTP client only when a page is not cached
     found: dict[Variant, Offer] = {}
     wanted = tuple(dict.fromkeys(members))
     for variant in dict.fromkeys(variants):
@@ -451,6 +449,12 @@ def read_offers(
             members=served,
         )
     return Offers(found)
+
+
+def _fetch_within(timeout_s: float, url: str) -> list[IndexFile]:
+    from .index import fetch_project_files
+
+    return fetch_project_files(url, timeout=timeout_s)
 
 
 def missing_torch_file(
