@@ -95,6 +95,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         pytorch_index=args.pytorch_index,
         cwd=Path.cwd(),
         offline=args.offline,
+        channel=args.channel,
         context=_explain_context(args.requirements, args.requirement),
     )
     decision = outcome.decision

@@ -88,6 +88,7 @@ def install_options(args: argparse.Namespace, cwd: Optional[Path] = None) -> Ins
         variant=args.variant,
         force=args.force,
         pytorch_index=args.pytorch_index,
+        channel=args.channel,
         cwd=cwd or Path.cwd(),
     )
 

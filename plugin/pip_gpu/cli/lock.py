@@ -126,6 +126,7 @@ def run_lock(args: argparse.Namespace) -> int:
             python_versions=tuple(args.python_version or ()),
             pytorch_index=args.pytorch_index,
             host=host_flags(args),
+            channel=args.channel,
         )
     )
 
