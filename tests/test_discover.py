@@ -238,6 +238,8 @@ def _served_torch(root: Path, variant: str, filenames: list[str]) -> None:
 
 
 def test_a_cu134_folder_with_an_unknown_torch_is_decided_for_an_r615_host(tmp_path: Path) -> None:
+    from pip_gpu.knowledge import load_knowledge
+
     """The knowledge file has neither torch 2.16 nor a CUDA 13.4 row; the index's cu134 folder
     has torch 2.16: decided by rule (13.x needs the R580 branch), with notes that say so."""
     from support.index import serve
@@ -269,9 +271,10 @@ def test_a_cu134_folder_with_an_unknown_torch_is_decided_for_an_r615_host(tmp_pa
     assert (decision["torch"], decision["variant"]) == ("2.16", "cu134")
     notes = "\n".join(decision["notes"])
     assert "torch 2.16 is newer than pip-gpu's knowledge (newest 2.15): found on the cu134 index" in notes
+    r580 = load_knowledge().minimum_driver_for_major(13, "linux")  # the R580 branch, as the file says
     assert (
-        "CUDA 13.4 is not in pip-gpu's knowledge: the driver it needs (>= 580.65.06) is inferred from the "
-        "CUDA 13.x rows (minor-version compatibility), not confirmed"
+        f"CUDA 13.4 is not in pip-gpu's knowledge: the driver it needs (>= {r580}) is inferred from the "
+        "rule for CUDA 13.x (minor-version compatibility), not confirmed"
     ) in notes
 
 
@@ -288,9 +291,8 @@ def test_a_cuda_major_the_file_does_not_know_is_refused_with_a_reason() -> None:
         driver_version="700.10.01",
         nvidia_gpus=(NvidiaGpu(0, "NVIDIA B200", (10, 0), "test"),),
     )
-    assert minimum_driver_of_major(knowledge, "13.9", "linux") == knowledge.minimum_driver_for(
-        "13.0", "linux"
-    )
+    r580 = knowledge.minimum_driver_for_major(13, "linux")
+    assert r580 is not None and minimum_driver_of_major(knowledge, "13.9", "linux") == r580
     assert minimum_driver_of_major(knowledge, "14.0", "linux") is None
     build = Build("cu140", "linux-x86_64", ((10, 0),), None, None, "unconfirmed", "test")
     assert build_runs_on(build, host, knowledge) == (

@@ -593,8 +593,8 @@ def decide(
     if cuda is not None and knowledge.minimum_driver_for(cuda, host.os) is None:
         notes.append(
             f"CUDA {cuda} is not in pip-gpu's knowledge: the driver it needs (>= "
-            f"{minimum_driver_of_major(knowledge, cuda, host.os)}) is inferred from the CUDA "
-            f"{cuda.split('.')[0]}.x rows (minor-version compatibility), not confirmed"
+            f"{minimum_driver_of_major(knowledge, cuda, host.os)}) is inferred from the rule for CUDA "
+            f"{cuda.split('.')[0]}.x (minor-version compatibility), not confirmed"
         )
     if request.force and request.forced_variant is not None:
         ok, why = build_runs_on(build, host, knowledge)
