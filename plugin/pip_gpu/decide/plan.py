@@ -172,6 +172,7 @@ def decide_for(
             if str(spec)
         )
         request = request_from_pins(family_pins or [_TORCH_PIN], knowledge, variant=forced, force=force)
+        asks_family = bool(family_pins)
         whole = None
     else:
         if request_lines is not None:
@@ -203,6 +204,7 @@ def decide_for(
         derived = whole.decision_requirements(_decided_names(knowledge))
         plain_request = _request(family_requirements, knowledge, forced, force)
         lines += whole.added_lines
+        asks_family = any(line.name in family_names for line in lines)
         request = _request(
             family_requirements + derived, knowledge, forced or _url_variant(whole.forced_variants()), force
         )
@@ -228,7 +230,9 @@ def decide_for(
             request, host, knowledge, decision, index, policy, offline, env
         )
     unreachable = ""
-    if channel == "stable" and not offline:  # a channel's releases are what it publishes already
+    # Only where the torch family is installed (``install numpy`` needs no variant index), and
+    # not on a channel (its releases are what it publishes already).
+    if channel == "stable" and not offline and asks_family:
         from .discover import freshness_timeout
 
         published, decision, unreachable = _among_published(
