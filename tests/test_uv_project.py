@@ -30,6 +30,10 @@ else:  # pragma: no cover - exercised on Python < 3.11
 
 CPU_HOST = {"PIP_GPU_NO_GPU": "1"}
 
+# The line setup adds for torch 2.5/2.6's triton: the marker of torch's own Requires-Dist on the
+# fixture's variant indexes (Linux x86_64, Python < 3.13).
+TRITON = "triton; platform_system == 'Linux' and platform_machine == 'x86_64' and python_version < '3.13'"
+
 
 def recipe(server: IndexServer) -> str:
     base = server.pytorch_url
@@ -122,7 +126,7 @@ def test_setup_merges_into_the_recipe_and_uv_locks_it(
         assert kept in text, kept
     assert text.startswith(before.split("cu124 = ")[0])
     # what setup adds: triton, for the CUDA extra, from the same explicit index only
-    assert """cu124 = ["torch==2.5.1", "triton; sys_platform == 'linux'"]""" in text
+    assert f"""cu124 = ["torch==2.5.1", "{TRITON}"]""" in text
     assert 'triton = [\n    { index = "pytorch-cu124", extra = "cu124" },\n]' in text
     assert 'variants = ["cpu", "cu124"]' in text
     # the host's extra: this is a CUDA 12.4 host, whatever order the variants were named in
@@ -154,7 +158,7 @@ def test_setup_adds_a_variant_beside_the_recipe(
     assert text.count('name = "pytorch-cu121"') == 1 and text.count('name = "pytorch-cpu"') == 1
     assert 'conflicts = [\n    [{ extra = "cpu" }, { extra = "cu124" }, { extra = "cu121" }],\n]' in text
     assert '    { index = "pytorch-cu121", extra = "cu121" },\n]\nfixture-lib' in text
-    assert """cu121 = ["torch==2.5.1", "triton; sys_platform == 'linux'"]""" in text
+    assert f"""cu121 = ["torch==2.5.1", "{TRITON}"]""" in text
 
     # Dropping it again removes only what setup added.
     status, _, err = setup(project, env, "--variants", "cpu,cu124")
@@ -178,7 +182,7 @@ def test_dry_run_prints_the_diff_and_writes_nothing(
     assert lines[0] == f"--- {project / 'pyproject.toml'} (now)"
     assert lines[1] == f"+++ {project / 'pyproject.toml'} (after pip-gpu uv setup)"
     assert '-cu124 = ["torch==2.5.1"]' in lines
-    assert """+cu124 = ["torch==2.5.1", "triton; sys_platform == 'linux'"]""" in lines
+    assert f"""+cu124 = ["torch==2.5.1", "{TRITON}"]""" in lines
     assert "+triton = [" in lines and "+[tool.pip-gpu]" in lines
     assert not any(line.startswith("-") and "#" in line for line in lines[2:])  # no comment lost
     assert f"pip-gpu: dry run: {project / 'pyproject.toml'} left unchanged" in lines
@@ -262,10 +266,7 @@ def test_a_triton_the_project_asks_for_comes_only_from_the_pytorch_index(
     assert status == 0, err
     text = (project / "pyproject.toml").read_text()
     # the project's line stays as it wrote it; setup's line covers torch's own triton on Linux
-    assert (
-        """cu124 = ["torch==2.5.1", "triton; python_version >= '3.13'", "triton; sys_platform == 'linux'"]"""
-        in text
-    )
+    assert f"""cu124 = ["torch==2.5.1", "triton; python_version >= '3.13'", "{TRITON}"]""" in text
     shell("uv lock", env, cwd=project)
     lock = (project / "uv.lock").read_text()
     assert pytorch_index.ATTACKER_VERSION not in lock
@@ -315,7 +316,7 @@ torch = [
     text = (project / "pyproject.toml").read_text()
     assert "pytorch-" not in text  # no second index for a place the project already names
     assert 'cpu = ["torch==2.5.1+cpu"]' in text and 'cuda = ["torch==2.5.1+cu124"]' in text
-    assert """cu124 = ["torch==2.5.1", "triton; sys_platform == 'linux'"]""" in text  # labels left out
+    assert f"""cu124 = ["torch==2.5.1", "{TRITON}"]""" in text  # labels left out
     assert '{ index = "torch-cuda", extra = "cuda" },\n    { index = "torch-cuda", extra = "cu124" },' in text
     assert '[{ extra = "cpu" }, { extra = "cuda" }, { extra = "cu124" }]' in text
     assert "uv sync --extra cu124" in out
@@ -326,7 +327,7 @@ torch = [
     assert pytorch_index.ATTACKER_VERSION not in lock
     assert project_variants(tomllib.loads(text)) == {
         "cpu": ["torch==2.5.1+cpu"],
-        "cu124": ["torch==2.5.1", "triton; sys_platform == 'linux'"],
+        "cu124": ["torch==2.5.1", TRITON],
     }
 
 
@@ -344,3 +345,76 @@ torch = [
 def test_an_index_is_the_same_place_by_its_normalised_url(theirs: str, same: bool) -> None:
     ours = "https://download.pytorch.org/whl/cu124"
     assert (_normalized_url(theirs) == _normalized_url(ours)) is same
+
+
+# --- issue 27: the companions torch's own metadata names on the variant index ------------------
+
+
+def _lock_block(lock: str, name: str) -> list[str]:
+    return [block for block in lock.split("[[package]]") if f'name = "{name}"' in block.split("\n")[1]]
+
+
+@pytest.fixture(scope="module")
+def partial_mirrors(fixture_index: IndexServer) -> dict[str, str]:
+    """``{mirror: base URL}``: a mirror of torch and torchvision only, and one whose torch
+    requires pytorch-triton (see fixtures/pytorch_index.py)."""
+    assert fixture_index.tree is not None
+    paths = pytorch_index.build_partial_mirrors(fixture_index.tree)
+    return {mirror: fixture_index.base_url + path for mirror, path in paths.items()}
+
+
+TEAM_PROJECT = """\
+[project]
+name = "demo"
+version = "0.1.0"
+requires-python = ">=3.9"
+dependencies = ["torch==2.5.1", "fixture-lib"]
+"""
+
+
+@pytest.mark.slow
+def test_a_mirror_without_triton_leaves_triton_to_the_other_indexes_and_uv_locks(
+    project: Path, index_server: IndexServer, partial_mirrors: dict[str, str], tmp_path: Path
+) -> None:
+    (project / "pyproject.toml").write_text(TEAM_PROJECT)
+    env = env_for(index_server, tmp_path, CU124_HOST)
+    mirror = partial_mirrors["no-triton"]
+    status, _, err = setup(project, env, "--variants", "cu124,cpu", "--pytorch-index", mirror)
+    assert status == 0, err
+    text = (project / "pyproject.toml").read_text()
+    assert 'cu124 = [\n    "torch==2.5.1",\n]' in text or 'cu124 = ["torch==2.5.1"]' in text, text
+    assert '"triton' not in text and "triton = [" not in text  # not routed where it is not hosted
+    assert f"torch 2.5.1+cu124 on {mirror}/cu124 requires triton, which that index does not host" in err
+
+    done = shell("uv lock", env, cwd=project, check=False)
+    assert done.returncode == 0, done.stderr
+    lock = (project / "uv.lock").read_text()
+    assert 'version = "2.5.1+cu124"' in lock and 'version = "2.5.1+cpu"' in lock
+    # torch's own pin takes the real triton from the default index, never PyPI's planted one
+    tritons = _lock_block(lock, "triton")
+    assert tritons and all('version = "3.1.0"' in t and index_server.pypi_url in t for t in tritons)
+    assert pytorch_index.ATTACKER_VERSION not in lock
+
+
+@pytest.mark.slow
+def test_a_torch_that_requires_pytorch_triton_gets_it_from_its_index(
+    project: Path, index_server: IndexServer, partial_mirrors: dict[str, str], tmp_path: Path
+) -> None:
+    (project / "pyproject.toml").write_text(TEAM_PROJECT)
+    env = env_for(index_server, tmp_path, CU124_HOST)
+    mirror = partial_mirrors["pytorch-triton"]
+    status, _, err = setup(project, env, "--variants", "cu124,cpu", "--pytorch-index", mirror)
+    assert status == 0, err
+    text = (project / "pyproject.toml").read_text()
+    # torch's own marker, per platform, and only for the CUDA extra
+    linux = "platform_system == 'Linux' and platform_machine == 'x86_64'"
+    assert f'"pytorch-triton; {linux}"' in text, text
+    assert 'pytorch-triton = [\n    { index = "pytorch-cu124", extra = "cu124" },\n]' in text
+    assert '"triton' not in text and "triton = [" not in text.replace("pytorch-triton = [", "")
+
+    done = shell("uv lock", env, cwd=project, check=False)
+    assert done.returncode == 0, done.stderr
+    lock = (project / "uv.lock").read_text()
+    routed = _lock_block(lock, "pytorch-triton")
+    assert routed and all(f'registry = "{mirror}/cu124"' in b for b in routed), routed
+    assert pytorch_index.PYTORCH_TRITON in lock and pytorch_index.ATTACKER_VERSION not in lock

@@ -155,6 +155,7 @@ class UvSetupResult:
     requirements: tuple[str, ...]
     host_extra: Optional[str]  # the extra this host runs; None when no variant runs here
     dry_run: bool
+    notes: tuple[str, ...] = ()  # what torch's metadata on an index changed in the routing
 
 
 def uv_setup(options: UvSetupOptions) -> UvSetupResult:
@@ -241,19 +242,31 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
     new_sources = "sources" not in uv
     sources = uv.setdefault("sources", tomlkit.table())
     urls = {}
+    readable: dict[str, str] = {}  # with the credentials, to read torch's metadata there
     for variant in variants:
         # credentials stay in the user's configuration (netrc, UV_INDEX_*), never in the project
         url = variant_index_url(plan.pytorch_index, variant)
         urls[variant] = strip_credentials(url) if url else url
+        if url:
+            readable[variant] = url
     index_names = _merge_indexes(tomlkit, uv, urls)
 
     for variant in dropped:
         extras.pop(variant, None)
+    notes: list[str] = []
     for variant in variants:
         value = Variant.from_label(variant)  # every known variant parses; None serves no companion
         wanted = [r for r in requirements if _serves(canonicalize_name(Requirement(r).name), value)]
-        covered = [f"{name}; {marker}" for name, marker in _covered_dependencies(value, family_names)]
-        extras[variant] = _merge_extra(tomlkit, extras.get(variant), wanted, covered, replace=replace)
+        torch_specifier = ",".join(
+            str(Requirement(r).specifier) for r in wanted if canonicalize_name(Requirement(r).name) == "torch"
+        )
+        needs = _torch_needs_on_index(readable[variant], torch_specifier, family_names, value)
+        notes += [f"{variant}: {note}" for note in needs.notes]
+        current = extras.get(variant)
+        if variant in owned and isinstance(current, list):
+            # setup wrote the companion lines of its own extras: those torch no longer names go
+            _drop_stale_companions(current, needs.lines, wanted)
+        extras[variant] = _merge_extra(tomlkit, current, wanted, needs.lines, replace=replace)
 
     conflicts_before = conflicts.as_string()
     _merge_conflicts(tomlkit, conflicts, variants, dropped)
@@ -268,6 +281,13 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
             name = canonicalize_name(Requirement(str(text)).name)
             if name in family_names:
                 served.setdefault(name, []).append(variant)
+    for source_name in [str(n) for n in sources if str(n) in _ALL_COMPANIONS]:
+        # a companion source of setup's own extra whose extra no longer asks for it goes
+        stale = [v for v in owned & set(variants) if v not in served.get(source_name, [])]
+        if isinstance(sources[source_name], Mapping) and _extra_of(sources[source_name]) in stale:
+            del sources[source_name]
+        else:
+            _drop_source_entries(sources[source_name], stale)
     dropping = {str(n) for n in sources if any(_extra_of(e) in dropped for e in _entries(sources[n]))}
     for source_name in sorted(set(served) | dropping):
         _merge_source(tomlkit, sources, source_name, served.get(source_name, []), index_names, dropped)
@@ -286,14 +306,44 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
     if not options.dry_run:
         path.write_text(written, encoding="utf-8")
     return UvSetupResult(
-        path, original, written, tuple(variants), tuple(requirements), host_extra, options.dry_run
+        path,
+        original,
+        written,
+        tuple(variants),
+        tuple(requirements),
+        host_extra,
+        options.dry_run,
+        tuple(notes),
     )
+
+
+def _drop_stale_companions(current: Any, needed: Sequence[str], wanted: Sequence[str]) -> None:
+    """Remove the Triton-companion lines of an extra that neither torch's metadata (``needed``)
+    nor the user's own requirements (``wanted``) name any longer."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    keep = {str(Requirement(text)) for text in [*needed, *wanted]}
+    for item in list(current):
+        try:
+            requirement = Requirement(str(item))
+        except InvalidRequirement:
+            continue
+        if requirement.name in _ALL_COMPANIONS and str(requirement) not in keep:
+            current.remove(item)
+
+
+def _drop_source_entries(value: Any, extras: Sequence[str]) -> None:
+    if isinstance(value, list):
+        for entry in [e for e in value if _extra_of(e) in extras]:
+            value.remove(entry)
 
 
 # Triton companions: torch's GPU wheels require these from the variant index on Linux; a direct
 # requirement with a source keeps uv from taking a planted higher version from the default
 # index (the torchtriton dependency-confusion attack, pytorch.org/blog/compromised-nightly-
 # dependency). uv applies [tool.uv.sources] to direct requirements only, so each is named.
+# Which ones, and on which platforms, torch's own metadata on the variant index says
+# (:func:`_torch_needs_on_index`); these names are the guess when it cannot be read.
 _LINUX = "sys_platform == 'linux'"
 
 
@@ -321,8 +371,149 @@ def _serves(name: str, variant: Optional[Variant]) -> bool:
     )
 
 
-def _covered_dependencies(variant: Optional[Variant], family: set[str]) -> list[tuple[str, str]]:
-    return [(name, _LINUX) for name in _companions(variant) if name in family]
+@dataclass(frozen=True)
+class _TorchNeeds:
+    """The family members one variant's torch requires, as extra lines (``triton; <marker>``)."""
+
+    lines: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+# A wheel's platform tag -> the marker that selects it (uv forks its lock on these).
+_PLATFORM_MARKERS = (
+    ("win_amd64", "sys_platform == 'win32' and platform_machine == 'AMD64'"),
+    ("win_arm64", "sys_platform == 'win32' and platform_machine == 'ARM64'"),
+    ("x86_64", "sys_platform == 'linux' and platform_machine == 'x86_64'"),
+    ("aarch64", "sys_platform == 'linux' and platform_machine == 'aarch64'"),
+    ("macosx", "sys_platform == 'darwin'"),
+)
+
+
+def _platform_marker(platform_tag: str) -> Optional[str]:
+    if platform_tag == "any":
+        return None
+    if platform_tag.startswith("macosx"):
+        return "sys_platform == 'darwin'"
+    for suffix, marker in _PLATFORM_MARKERS:
+        if platform_tag.endswith(suffix) and (suffix.startswith("win") or "linux" in platform_tag):
+            return marker
+    return None
+
+
+def _quoted_once(marker: str) -> str:
+    """A marker as a TOML string inside double quotes reads best with single-quoted values."""
+    return marker.replace('"', "'") if "'" not in marker else marker
+
+
+def _torch_needs_on_index(
+    index: str, torch_specifier: str, family: set[str], variant: Optional[Variant]
+) -> _TorchNeeds:
+    """The family members torch's wheels on ``index`` require (their PEP 658 metadata), and
+    only those that ``index`` hosts, with the markers under which each wheel requires them.
+
+    The wheels read are those of the newest torch ``torch_specifier`` admits there, one per
+    platform: what ``uv lock`` takes for the extra. A member torch names but the index does not
+    host (a mirror of torch and torchvision only) is left to the project's other indexes, as
+    uv would take it without pip-gpu. When the index or the metadata cannot be read, the
+    variant's usual companion on Linux is routed if the index hosts it (the earlier rule).
+    """
+    from email.parser import HeaderParser
+
+    from packaging.markers import InvalidMarker, Marker
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+    from .decide.index import IndexError_, fetch_project_files, index_timeout, read_index_file
+    from .redact import redact_url
+    from .variant import append_path
+
+    timeout = index_timeout()
+    shown = redact_url(index)
+    hosted: dict[str, bool] = {}
+
+    def hosts(name: str) -> bool:
+        if name not in hosted:
+            try:
+                hosted[name] = bool(fetch_project_files(append_path(index, name, ""), timeout=timeout))
+            except IndexError_:
+                hosted[name] = True  # cannot tell: route it, as before
+        return hosted[name]
+
+    def guessed(why: str) -> _TorchNeeds:
+        names = [n for n in _companions(variant) if n in family and hosts(n)]
+        note = f"{why}; routing {', '.join(names)} for Linux as torch's builds there usually need it"
+        return _TorchNeeds(tuple(f"{n}; {_LINUX}" for n in names), (note,) if names else ())
+
+    try:
+        specifier = SpecifierSet(torch_specifier)
+    except InvalidSpecifier:
+        specifier = SpecifierSet()
+    try:
+        files = fetch_project_files(append_path(index, "torch", ""), timeout=timeout)
+    except IndexError_ as error:
+        return guessed(f"cannot read torch's page on {shown} ({error.message})")
+    wheels: dict[Any, list[tuple[str, str]]] = {}  # version -> [(platform tag, url)]
+    for file in files:
+        try:
+            _, version, _, tags = parse_wheel_filename(file.filename)
+        except InvalidWheelFilename:
+            continue
+        if specifier.contains(version, prereleases=True):
+            wheels.setdefault(version, []).extend((t.platform, file.url) for t in sorted(tags, key=str)[:1])
+    if not wheels:
+        asked = f"torch{torch_specifier}" if torch_specifier else "torch"
+        return _TorchNeeds((), (f"{shown} has no wheel of {asked}: uv lock will not find one there",))
+    newest = max(wheels)
+    needs: dict[str, list[tuple[Optional[str], Optional[str]]]] = {}  # name -> [(platform, marker)]
+    read = 0
+    for platform_tag, url in dict(wheels[newest]).items():
+        metadata = read_index_file(url.split("#", 1)[0] + ".metadata", timeout=timeout)
+        if metadata is None:
+            continue
+        read += 1
+        headers = HeaderParser().parsestr(metadata.decode("utf-8", errors="replace"))
+        for text in headers.get_all("Requires-Dist") or ():
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                continue
+            name = str(canonicalize_name(requirement.name))
+            marker = str(requirement.marker) if requirement.marker is not None else None
+            if name not in family or name == "torch" or (marker and "extra" in marker):
+                continue
+            needs.setdefault(name, []).append((_platform_marker(platform_tag), marker))
+    if not read:
+        return guessed(f"torch {newest}'s metadata on {shown} cannot be read")
+    lines: list[str] = []
+    notes: list[str] = []
+    for name, found in sorted(needs.items()):
+        if not hosts(name):
+            notes.append(
+                f"torch {newest} on {shown} requires {name}, which that index does not host: "
+                "uv takes it from the project's other indexes"
+            )
+            continue
+        markers = {marker for _, marker in found}
+        if len(found) == read and len(markers) == 1:
+            only = markers.pop()
+            lines.append(f"{name}; {_quoted_once(only)}" if only else name)
+            continue
+        parts = []
+        for platform, marker in found:
+            if platform is None or marker is None:
+                parts.append(f"({platform or marker})" if (platform or marker) else "")
+            else:
+                parts.append(f"({platform}) and ({marker})")
+        if "" in parts:
+            lines.append(name)
+            continue
+        try:
+            combined = str(Marker(" or ".join(dict.fromkeys(parts))))
+        except InvalidMarker:
+            combined = _LINUX
+        lines.append(f"{name}; {_quoted_once(combined)}")
+    return _TorchNeeds(tuple(lines), tuple(notes))
 
 
 def _requirements_in_extras(extras: Mapping[str, Any], family: set[str]) -> list[str]:
