@@ -9,9 +9,11 @@ that real uv locks it against the fixture indexes, or refuses and leaves the fil
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import fake_nvml
 from support.cli import PLUGIN, assert_one_line_error, pip_gpu
 from support.index import (
     IndexServer,
@@ -418,3 +420,40 @@ def test_a_torch_that_requires_pytorch_triton_gets_it_from_its_index(
     routed = _lock_block(lock, "pytorch-triton")
     assert routed and all(f'registry = "{mirror}/cu124"' in b for b in routed), routed
     assert pytorch_index.PYTORCH_TRITON in lock and pytorch_index.ATTACKER_VERSION not in lock
+
+
+@pytest.mark.slow
+def test_setup_again_on_a_cpu_laptop_keeps_the_teams_variants(
+    project: Path,
+    index_server: IndexServer,
+    tmp_path: Path,
+    host_env: Callable[..., dict[str, str]],
+) -> None:
+    (project / "pyproject.toml").write_text(TEAM_PROJECT)
+    status, _, err = setup(project, env_for(index_server, tmp_path, CU124_HOST), "--variants", "cu124,cpu")
+    assert status == 0, err
+    team = (project / "pyproject.toml").read_text()
+
+    # A laptop without an NVIDIA GPU: the real NVML binding over the fake library, no driver loaded.
+    laptop = env_for(index_server, tmp_path, {})
+    nvml = host_env(gpus=(), init_error=fake_nvml.NVML_ERROR_DRIVER_NOT_LOADED)
+    laptop.update({k: v for k, v in nvml.items() if k == "LD_LIBRARY_PATH" or k.startswith("PIP_GPU_")})
+    status, out, err = setup(project, laptop)
+    assert status == 0, err
+    text = (project / "pyproject.toml").read_text()
+    assert text == team  # the team's extras, indexes, sources and conflicts, as they were
+    assert 'variants = ["cu124", "cpu"]' in text and "[tool.uv]\n\n[" not in text
+    assert "without them: uv sync --extra cpu" in out  # this laptop's extra among the team's
+
+    done = shell("uv lock", laptop, cwd=project, check=False)
+    assert done.returncode == 0, done.stderr
+    lock = (project / "uv.lock").read_text()
+    assert 'version = "2.5.1+cu124"' in lock and 'version = "2.5.1+cpu"' in lock
+
+    # The team goes CPU-only: one extra needs no conflicts, and no empty [tool.uv] is left.
+    status, _, err = setup(project, laptop, "--variants", "cpu")
+    assert status == 0, err
+    text = (project / "pyproject.toml").read_text()
+    assert "cu124" not in text and "conflicts" not in text
+    assert "[tool.uv]\n" not in text and "[tool.uv.sources]\ntorch = [" in text
+    assert tomllib.loads(text)["tool"]["uv"]["index"][0]["name"] == "pytorch-cpu"

@@ -224,8 +224,14 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
 
     host = host_for(options.host)
     plan = decide_for(requirements, [], host, pytorch_index=options.pytorch_index, cwd=folder)
+    team = [str(v) for v in tool.get("pip-gpu", {}).get("variants", [])]
     if options.variants is not None:
         variants = list(options.variants)
+    elif team:
+        # The variants an earlier setup wrote for the team stay (a CPU laptop keeps the CUDA
+        # extras); this host's joins them when the project's policy lets a build run here.
+        here = [str(plan.decision.variant)] if plan.decision.ok else []
+        variants = list(dict.fromkeys([*team, *here]))
     else:
         if not plan.decision.ok:
             raise UsageError("no build runs on this host; name the variants", "--variants cu124,cpu")
@@ -295,6 +301,7 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
         del sources[source_name]
     _drop_unused_indexes(tomlkit, uv, dropped, sources)
 
+    _without_empty_header(uv)
     settings = tool.setdefault("pip-gpu", tomlkit.table())
     settings["variants"] = variants
     # New tables end with a blank line, as people write them.
@@ -315,6 +322,21 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
         options.dry_run,
         tuple(notes),
     )
+
+
+def _without_empty_header(uv: Any) -> None:
+    """``[tool.uv]`` holding only sub-tables (sources, indexes) is written without its own empty
+    header, as people write it; a header with the project's comments under it stays."""
+    import tomlkit.items
+
+    plain = [
+        item
+        for key, item in uv.value.body
+        if not isinstance(item, (tomlkit.items.Whitespace, tomlkit.items.Null))
+        and not isinstance(item, (tomlkit.items.Table, tomlkit.items.AoT))
+    ]
+    if not plain and hasattr(uv, "_is_super_table"):
+        uv._is_super_table = True  # tomlkit sets it only in the constructor
 
 
 def _drop_stale_companions(current: Any, needed: Sequence[str], wanted: Sequence[str]) -> None:
