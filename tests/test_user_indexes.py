@@ -142,3 +142,14 @@ def test_a_pip_mirror_serves_install_through_both_installers_lock_and_check(
     for installer, python in venvs.items():
         check = pip_gpu("check", "--python", str(python))
         assert check.returncode == 0 and "OK" in check.stdout, (installer, check.stdout, check.stderr)
+
+    # uv setup says where uv lock in the project would part ways with the mirror
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0"\ndependencies = ["torch"]\n'
+    )
+    setup = pip_gpu("uv", "setup", "--variants", "cpu", "--dry-run")
+    assert setup.returncode == 0, setup.stderr
+    assert (
+        f"from {mirror} (PIP_INDEX_URL); uv lock and uv sync here read only uv's configuration"
+        in setup.stderr
+    )

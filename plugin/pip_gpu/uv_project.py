@@ -274,6 +274,7 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
             _drop_stale_companions(current, needs.lines, wanted)
         extras[variant] = _merge_extra(tomlkit, current, wanted, needs.lines, replace=replace)
 
+    notes += _user_index_notes(folder)
     conflicts_before = conflicts.as_string()
     _merge_conflicts(tomlkit, conflicts, variants, dropped)
     if not conflicts:
@@ -322,6 +323,23 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
         options.dry_run,
         tuple(notes),
     )
+
+
+def _user_index_notes(folder: Path) -> list[str]:
+    """pip-gpu's own commands take a pip user's mirror (README "Installing"); ``uv lock`` and
+    ``uv sync`` in the project read only uv's configuration, which setup does not write."""
+    from .config import user_indexes
+    from .redact import redact_url
+
+    indexes = user_indexes(os.environ, folder)
+    if indexes.source != "pip" or indexes.other_agrees or not indexes.urls:
+        return []
+    where = redact_url(indexes.urls[0])
+    return [
+        f"pip-gpu takes the packages outside the torch family from {where} ({indexes.origin}); "
+        f"uv lock and uv sync here read only uv's configuration: set UV_DEFAULT_INDEX={where}, or "
+        "add it to pyproject.toml as a [[tool.uv.index]] with default = true"
+    ]
 
 
 def _without_empty_header(uv: Any) -> None:
