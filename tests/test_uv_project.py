@@ -384,7 +384,7 @@ def test_a_mirror_without_triton_leaves_triton_to_the_other_indexes_and_uv_locks
     status, _, err = setup(project, env, "--variants", "cu124,cpu", "--pytorch-index", mirror)
     assert status == 0, err
     text = (project / "pyproject.toml").read_text()
-    assert 'cu124 = [\n    "torch==2.5.1",\n]' in text or 'cu124 = ["torch==2.5.1"]' in text, text
+    assert 'cu124 = ["torch==2.5.1"]' in text, text
     assert '"triton' not in text and "triton = [" not in text  # not routed where it is not hosted
     assert f"torch 2.5.1+cu124 on {mirror}/cu124 requires triton, which that index does not host" in err
 
@@ -396,6 +396,20 @@ def test_a_mirror_without_triton_leaves_triton_to_the_other_indexes_and_uv_locks
     tritons = _lock_block(lock, "triton")
     assert tritons and all('version = "3.1.0"' in t and index_server.pypi_url in t for t in tritons)
     assert pytorch_index.ATTACKER_VERSION not in lock
+
+    # A project an earlier pip-gpu set up (its triton line and source on every CUDA extra) is
+    # mended by running setup again: the line and its source go, the rest stays.
+    legacy = text.replace(
+        'cu124 = ["torch==2.5.1"]', 'cu124 = ["torch==2.5.1", "triton; sys_platform == \'linux\'"]'
+    )
+    legacy = legacy.replace(
+        "[tool.uv.sources]\n", '[tool.uv.sources]\ntriton = [{ index = "pytorch-cu124", extra = "cu124" }]\n'
+    )
+    assert legacy.count("triton") == text.count("triton") + 2
+    (project / "pyproject.toml").write_text(legacy)
+    status, _, err = setup(project, env, "--pytorch-index", mirror)
+    assert status == 0, err
+    assert (project / "pyproject.toml").read_text() == text
 
 
 @pytest.mark.slow

@@ -271,7 +271,7 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
         current = extras.get(variant)
         if variant in owned and isinstance(current, list):
             # setup wrote the companion lines of its own extras: those torch no longer names go
-            _drop_stale_companions(current, needs.lines, wanted)
+            _drop_stale_companions(current, needs, wanted)
         extras[variant] = _merge_extra(tomlkit, current, wanted, needs.lines, replace=replace)
 
     notes += _user_index_notes(folder)
@@ -357,18 +357,23 @@ def _without_empty_header(uv: Any) -> None:
         uv._is_super_table = True  # tomlkit sets it only in the constructor
 
 
-def _drop_stale_companions(current: Any, needed: Sequence[str], wanted: Sequence[str]) -> None:
-    """Remove the Triton-companion lines of an extra that neither torch's metadata (``needed``)
-    nor the user's own requirements (``wanted``) name any longer."""
+def _drop_stale_companions(current: Any, needs: _TorchNeeds, wanted: Sequence[str]) -> None:
+    """Remove the Triton-companion lines of setup's own extra that torch's metadata no longer
+    names: the ``<name>; sys_platform == 'linux'`` line earlier versions wrote for every
+    extra, and any line for a companion the variant index does not host (uv lock fails on
+    it). Other lines the project wrote itself stay."""
+    from packaging.markers import Marker
     from packaging.requirements import InvalidRequirement, Requirement
 
-    keep = {str(Requirement(text)) for text in [*needed, *wanted]}
+    keep = {str(Requirement(text)) for text in [*needs.lines, *wanted]}
     for item in list(current):
         try:
             requirement = Requirement(str(item))
         except InvalidRequirement:
             continue
-        if requirement.name in _ALL_COMPANIONS and str(requirement) not in keep:
+        legacy = str(requirement.marker) == str(Marker(_LINUX)) and not str(requirement.specifier)
+        stale = legacy or requirement.name in needs.not_hosted
+        if requirement.name in _ALL_COMPANIONS and str(requirement) not in keep and stale:
             current.remove(item)
 
 
@@ -417,6 +422,7 @@ class _TorchNeeds:
 
     lines: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    not_hosted: tuple[str, ...] = ()  # members torch names that the index does not host
 
 
 # A wheel's platform tag -> the marker that selects it (uv forks its lock on these).
@@ -553,7 +559,7 @@ def _torch_needs_on_index(
         except InvalidMarker:
             combined = _LINUX
         lines.append(f"{name}; {_quoted_once(combined)}")
-    return _TorchNeeds(tuple(lines), tuple(notes))
+    return _TorchNeeds(tuple(lines), tuple(notes), tuple(n for n in needs if not hosts(n)))
 
 
 def _requirements_in_extras(extras: Mapping[str, Any], family: set[str]) -> list[str]:
