@@ -471,3 +471,17 @@ def test_setup_again_on_a_cpu_laptop_keeps_the_teams_variants(
     assert "cu124" not in text and "conflicts" not in text
     assert "[tool.uv]\n" not in text and "[tool.uv.sources]\ntorch = [" in text
     assert tomllib.loads(text)["tool"]["uv"]["index"][0]["name"] == "pytorch-cpu"
+
+
+def test_a_companion_only_some_platforms_torch_needs_carries_their_markers(
+    project: Path, index_server: IndexServer, partial_mirrors: dict[str, str], tmp_path: Path
+) -> None:
+    # torch 2.5.1+cu124 on Linux x86_64 requires triton; the aarch64 wheel does not
+    (project / "pyproject.toml").write_text(TEAM_PROJECT)
+    env = env_for(index_server, tmp_path, CU124_HOST)
+    mirror = partial_mirrors["per-platform"]
+    status, out, err = setup(project, env, "--variants", "cu124", "--pytorch-index", mirror, "--dry-run")
+    assert status == 0, err
+    x86 = "sys_platform == 'linux' and platform_machine == 'x86_64'"
+    torch_marker = "platform_system == 'Linux' and platform_machine == 'x86_64' and python_version < '3.13'"
+    assert f"""+cu124 = ["torch==2.5.1", "triton; ({x86}) and ({torch_marker})"]""" in out.splitlines(), out
