@@ -119,7 +119,12 @@ def install(options: InstallOptions) -> InstallResult:
     from .config import load_project_config
 
     installer = choose_installer(options.installer, load_project_config(cwd).installer, target)
+    from .config import user_indexes
+
     passed = options.installer_args()
+    # Everything but the family comes from the indexes the one rule names, whichever installer
+    # runs: uv is given pip's configuration, or pip uv's, where the installer would not read it.
+    passed += user_indexes(os.environ, cwd).args_for(installer, passed)
     context = context_for_install(
         target.python, target.site_packages, installer, passed, os.environ, cwd, options.dry_run
     )

@@ -138,6 +138,12 @@ def add_decision_flags(parser: argparse.ArgumentParser) -> None:
         "(URL/test/<variant>), decided from what that channel publishes, pre-releases included "
         "[PIP_GPU_CHANNEL; [tool.pip-gpu] channel]",
     )
+    group.add_argument(  # issue 26: PEP 825 variant wheels (pip_gpu.cli.variants)
+        "--variant-index",
+        metavar="URL",
+        action=_Once,
+        help="an index serving the torch family as PEP 825 variant wheels [PIP_GPU_VARIANT_INDEX]",
+    )
 
 
 def host_flags(args: argparse.Namespace) -> HostFlags:
