@@ -61,7 +61,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import EnvironmentFault, PipGpuError, UsageError
-from .redact import redact_url, strip_credentials, url_origin
+from .redact import credentials_left, redact_url, strip_credentials, url_origin
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -714,6 +714,12 @@ def write_locks(
     from .requirements import read_regular_file
 
     for path, text in locks:
+        if credentials_left(text):  # strip_credentials ran on every URL: this is the backstop
+            raise PipGpuError(
+                f"refusing to write {path.name}: a URL in it would still carry credentials",
+                "give index credentials through ~/.netrc or the installers' own settings; "
+                "nothing was written",
+            )
         pylock = validate_lock_text(text, path.name)
         table = (pylock.tool or {}).get(TOOL)
         if family and table is not None:
