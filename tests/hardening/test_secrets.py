@@ -319,3 +319,46 @@ def test_a_password_with_a_space_is_refused_where_it_enters(
     assert_one_line_error(done, "--pytorch-index", "a space", "percent-encode")
     assert "s3cret" not in done.stdout + done.stderr and "w0rd" not in done.stdout + done.stderr
     assert not list(tmp_path.glob("pylock.*")) and pyproject.read_text() == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX file modes")
+def test_credentials_a_killed_run_left_are_private_and_removed_by_the_next(
+    index_server: IndexServer, tmp_path: Path
+) -> None:
+    """SIGKILL gives pip-gpu no time to remove the netrc it handed the installer: it lies in a
+    folder only the user can enter (here $XDG_RUNTIME_DIR/pip-gpu), never in the shared
+    temporary folder, and the next run that needs one removes it."""
+    import signal
+
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    secret = f"kill-s3cr3t-{os.getpid()}"
+    runtime, shared = tmp_path / "run", tmp_path / "tmp"
+    runtime.mkdir(mode=0o700)
+    shared.mkdir()
+    env = {**pip_env(tmp_path / "pip-cache"), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
+    env.update(PIP_INDEX_URL=index_server.pypi_url, UV_DEFAULT_INDEX=index_server.pypi_url)
+    env.update(
+        PIP_GPU_PYTORCH_INDEX=index_server.pytorch_url.replace("http://", f"http://alice:{secret}@"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_RUNTIME_DIR=str(runtime), TMPDIR=str(shared),
+    )  # fmt: skip
+    argv = [sys.executable, "-m", "pip_gpu", "install", "torch==2.5.1", "--python", str(python), "--no-gpu"]
+    index_server.fail("/whl/cpu/torch-", "hang", hang_s=20)  # the installer waits on the wheel
+    process = subprocess.Popen(argv, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not index_server.contacted("/whl/cpu/torch-") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert index_server.contacted("/whl/cpu/torch-")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        index_server.clear_failures()
+    holding = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert holding and all(p.is_relative_to(runtime / "pip-gpu") for p in holding), holding
+    private = runtime / "pip-gpu"
+    for folder in {private, *(private / p.relative_to(private).parts[0] for p in holding)}:
+        assert (folder.stat().st_mode & 0o777) == 0o700, folder
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]

@@ -32,6 +32,7 @@ from .. import __version__
 from ..children import (
     finished,
     private_command,
+    private_scratch,
     signal_of,
     start,
     stop_all,
@@ -453,7 +454,7 @@ def relock(
     upgrade_args += [arg for name in upgrade_packages for arg in ("--upgrade-package", name)]
     uv = uv_binary()
     workers = max(1, min(len(jobs), 4))
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-lock-") as scratch, ThreadPoolExecutor(workers) as pool:
+    with private_scratch("lock") as scratch, ThreadPoolExecutor(workers) as pool:
         futures = [
             pool.submit(_resolve_shown, job, uv, upgrade_args, Path(scratch) / str(i))
             for i, job in enumerate(jobs)
