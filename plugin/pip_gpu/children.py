@@ -21,12 +21,16 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Optional
 
+from .errors import EXIT_CHECK_FAILED, PipGpuError, UsageError
+
 if TYPE_CHECKING:
     import subprocess
     import tempfile
 
 __all__ = [
+    "ChildTimedOut",
     "Terminated",
+    "child_timeout",
     "exit_status_for",
     "forward_termination",
     "private_command",
@@ -34,9 +38,15 @@ __all__ = [
     "signal_of",
     "start",
     "stop_all",
+    "wait_within",
 ]
 
 STOP_GRACE_S = 10.0  # how long a child may take to clean up after the signal
+# Every child ends within this many seconds or is stopped, and the error names it: a target
+# interpreter that hangs in uv's interpreter query must not hold pip-gpu forever. An hour
+# lets a slow link download the largest torch wheel; PIP_GPU_CHILD_TIMEOUT changes it.
+CHILD_TIMEOUT_VARIABLE = "PIP_GPU_CHILD_TIMEOUT"
+DEFAULT_CHILD_TIMEOUT_S = 3600.0
 
 
 class Terminated(KeyboardInterrupt):
@@ -113,6 +123,64 @@ def stop_all(signum: int) -> None:
                 process.kill()
             process.wait()
         finished(process)
+
+
+# --- deadlines ------------------------------------------------------------------------------
+
+
+class ChildTimedOut(PipGpuError):
+    """A child ran past its deadline and was stopped."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+def child_timeout() -> float:
+    """Seconds a child may run: ``PIP_GPU_CHILD_TIMEOUT``, else an hour."""
+    value = os.environ.get(CHILD_TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_CHILD_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(
+            f"{CHILD_TIMEOUT_VARIABLE}={value!r} is not a number of seconds",
+            f"set it to a positive number such as 7200, or unset it (default {DEFAULT_CHILD_TIMEOUT_S:g})",
+        )
+    return seconds
+
+
+def wait_within(
+    process: subprocess.Popen[Any], what: str, *, timeout: Optional[float] = None, capture: bool = False
+) -> tuple[int, Any, Any]:
+    """Wait for ``process`` (``capture``: reading its output), at most ``timeout`` seconds
+    (:func:`child_timeout`); past it, stop it as :func:`stop_all` does (SIGTERM, then SIGKILL)
+    and raise :class:`ChildTimedOut` naming ``what``. Returns (status, stdout, stderr)."""
+    import subprocess
+
+    seconds = child_timeout() if timeout is None else timeout
+    try:
+        if capture:
+            stdout, stderr = process.communicate(timeout=seconds)
+            return process.returncode, stdout, stderr
+        return process.wait(timeout=seconds), None, None
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(OSError):
+        process.terminate()
+    try:
+        process.communicate(timeout=STOP_GRACE_S) if capture else process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            process.kill()
+        process.communicate() if capture else process.wait()
+    program = process.args[0] if isinstance(process.args, list) else process.args
+    raise ChildTimedOut(
+        f"{what}: {os.path.basename(str(program))} did not finish within {seconds:g} s and was stopped",
+        f"find what it waits on (an interpreter that hangs when queried, a stalled download), or "
+        f"allow it more with {CHILD_TIMEOUT_VARIABLE}=<seconds>",
+    )
 
 
 # --- credentials out of argv -----------------------------------------------------------------

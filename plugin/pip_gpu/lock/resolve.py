@@ -36,6 +36,7 @@ from ..children import (
     signal_of,
     start,
     stop_all,
+    wait_within,
 )
 from ..config import load_project_config
 from ..decide.plan import (
@@ -725,7 +726,7 @@ def _resolve(
         with private_command(command.argv, os.environ) as (argv, env):
             process = start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
-                stdout, stderr = process.communicate()
+                _, stdout, stderr = wait_within(process, f"resolving {job.variant}", capture=True)
             finally:
                 finished(process)
         if process.returncode != 0:
