@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -160,7 +159,9 @@ def install(options: InstallOptions) -> InstallResult:
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
 
     try:
-        scratch_folder = tempfile.TemporaryDirectory(prefix="pip-gpu-")
+        from .children import private_scratch
+
+        scratch_folder = private_scratch("install")  # its files may name an index with credentials
     except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's
         raise environment_fault(exc, "pip-gpu's scratch folder") from None
     with scratch_folder as scratch:
