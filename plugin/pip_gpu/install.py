@@ -493,6 +493,8 @@ def _missing_file(plan: Plan, host: HostProfile) -> Optional[str]:
     decision = plan.decision
     if decision.index_url is None or decision.torch is None:
         return None
+    if not any(not line.constraint for line in plan.family_lines()):
+        return None  # no torch-family file is installed: its absence explains nothing
     from .decide.discover import missing_torch_file
 
     return missing_torch_file(decision.index_url, decision.torch, host.platform_tag, host.python_version)
@@ -500,7 +502,7 @@ def _missing_file(plan: Plan, host: HostProfile) -> Optional[str]:
 
 def _with_missing_file(failure: InstallerFailed, why: Optional[str]) -> None:
     """An installer failure pip-gpu can explain ends with the fact and a hint, like its own errors."""
-    if why:
+    if why and not failure.hint:  # said once (a dry run's failure passes here twice)
         failure.message = f"{failure.message}: {why}"
         failure.hint = (
             "`pip-gpu explain` shows what was decided and why; pin a torch version the index carries, "

@@ -81,13 +81,14 @@ def test_sigterm_and_sighup_reach_the_installer(
 ) -> None:
     python = make_venv(tmp_path / "venv", with_pip=installer == "pip")
     before = installed_versions(python)
-    index_server.fail("/whl/cu124/torch", "hang", hang_s=30)  # the installer is mid-download
+    # the installer is mid-download (its files: pip-gpu's own read of the page must not hang)
+    index_server.fail("/whl/cu124/torch-", "hang", hang_s=30)
     process = subprocess.Popen(
         [sys.executable, "-m", "pip_gpu", "install", "torch==2.5.1", "--python", str(python),
          "--installer", installer, "--pytorch-index", index_server.pytorch_url, *A100_ON_535],
         env=_env(index_server, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert _wait_for(lambda: index_server.contacted("/whl/cu124/torch")), "the installer never asked"
+    assert _wait_for(lambda: index_server.contacted("/whl/cu124/torch-")), "the installer never asked"
     children = _children_of(process.pid)
     assert children
     os.kill(process.pid, signum)  # pip-gpu alone, as a service manager or a closed terminal does
@@ -106,8 +107,8 @@ def test_sigterm_and_sighup_reach_the_installer(
 def test_a_signal_stops_every_resolver_of_lock(
     index_server: IndexServer, tmp_path: Path, signum: int
 ) -> None:
-    index_server.fail("/whl/cpu/torch", "hang", hang_s=30)
-    index_server.fail("/whl/cu124/torch", "hang", hang_s=30)
+    index_server.fail("/whl/cpu/torch-", "hang", hang_s=30)  # the files: not pip-gpu's own page read
+    index_server.fail("/whl/cu124/torch-", "hang", hang_s=30)
     process = subprocess.Popen(
         [sys.executable, "-m", "pip_gpu", "lock", "torch==2.5.1", "--variants", "cpu,cu124",
          "--pytorch-index", index_server.pytorch_url, "--python-version", THIS_PYTHON, *A100_ON_535],
@@ -115,7 +116,7 @@ def test_a_signal_stops_every_resolver_of_lock(
         text=True,
     )  # fmt: skip
     assert _wait_for(
-        lambda: index_server.contacted("/whl/cpu/torch") and index_server.contacted("/whl/cu124/torch")
+        lambda: index_server.contacted("/whl/cpu/torch-") and index_server.contacted("/whl/cu124/torch-")
     ), "the resolvers never asked"
     resolvers = _children_of(process.pid)
     assert len(resolvers) >= 2
