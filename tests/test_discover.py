@@ -255,6 +255,8 @@ def test_an_unconfirmed_row_is_taken_once_its_index_serves_it(tmp_path: Path) ->
     page.with_name("index.json").write_text(
         json.dumps({"meta": {"api-version": "1.1"}, "name": "torch", "files": files})
     )
+    older = "torch-2.14.1+rocm7.2-cp312-cp312-manylinux_2_28_x86_64.whl"
+    _served_torch(tmp_path / "index", "mirror/rocm7.2", [older])  # a mirror with 2.14 only
     (tmp_path / "index" / "pypi").mkdir()
 
     def explain(index: str, cache: str, *extra: str) -> dict[str, object]:
@@ -274,7 +276,7 @@ def test_an_unconfirmed_row_is_taken_once_its_index_serves_it(tmp_path: Path) ->
         offline = explain(server.pytorch_url, "offline", "--offline")
         assert (offline["torch"], offline["variant"]) == ("2.14", "rocm7.2")
         assert any("torch 2.15 rocm7.2 is not confirmed" in n for n in offline["notes"])  # type: ignore[union-attr]
-        lacking = explain(server.pytorch_url + "/mirror", "lacking")  # a folder without it: 404
+        lacking = explain(server.pytorch_url + "/mirror", "lacking")
         assert (lacking["torch"], lacking["variant"]) == ("2.14", "rocm7.2")
         assert any(
             n.endswith("/mirror/rocm7.2 does not serve torch 2.15 for linux-x86_64") for n in lacking["notes"]
