@@ -223,3 +223,60 @@ def test_a_lock_of_a_package_that_pins_torch_locks_that_torch(env, fixture_index
         lock = tomllib.loads((tmp_path / f"pylock.{variant}.toml").read_text())
         torch = next(p for p in lock["packages"] if p["name"] == "torch")
         assert torch["version"] == f"2.5.1+{variant}"
+
+
+# --- the reading happens in the world the install uses (issue 27) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_without_torch(fixture_index) -> str:  # type: ignore[no-untyped-def]
+    """A default index with everything the stand-in PyPI has but torch."""
+    from support.index import pytorch_index
+
+    return fixture_index.base_url + pytorch_index.build_default_without_torch(fixture_index.tree)
+
+
+@pytest.fixture(scope="module")
+def torchaudio_behind(fixture_index) -> str:  # type: ignore[no-untyped-def]
+    """A PyTorch-index mirror whose only torchaudio is 2.4.1 (which requires torch==2.4.1)."""
+    from support.index import pytorch_index
+
+    base = pytorch_index.build_variant_mirror(fixture_index.tree, "audio-behind", {"torchaudio": ("2.4.1",)})
+    return fixture_index.base_url + base
+
+
+def test_a_default_index_without_torch_still_gets_the_torch_a_package_pins(  # type: ignore[no-untyped-def]
+    env, installer_venv, default_without_torch: str
+) -> None:
+    env = {**env, "PIP_INDEX_URL": default_without_torch, "UV_DEFAULT_INDEX": default_without_torch}
+    done = install(installer_venv, "fixture-llm==0.6.4.post1", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "fixture-llm==0.6.4.post1 requires torch==2.5.1" in done.stderr
+    versions = installed_versions(installer_venv[1])
+    assert versions["torch"] == "2.5.1+cu124" and versions["fixture-llm"] == "0.6.4.post1"
+    explained = pip_gpu("explain", "fixture-llm==0.6.4.post1", *A100_ON_535, env=env)
+    assert explained.stdout.startswith("torch 2.5.1 -> cu124"), explained.stdout + explained.stderr
+    assert "not counted" not in explained.stdout + explained.stderr
+
+
+def test_a_companion_whose_metadata_needs_another_torch_is_one_error_line(  # type: ignore[no-untyped-def]
+    env, installer_venv, torchaudio_behind: str
+) -> None:
+    import time
+
+    started = time.monotonic()
+    done = install(
+        installer_venv,
+        "torch==2.5.1",
+        "torchaudio",
+        "--pytorch-index",
+        torchaudio_behind,
+        *A100_ON_535,
+        env=env,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("pip-gpu: error: ")]
+    assert len(errors) == 1, done.stderr
+    assert "torchaudio" in errors[0] and "torch==2.4.1" in errors[0] and "2.5.1" in errors[0], errors[0]
+    assert time.monotonic() - started < 60  # uv proves it; pip's backtracking is never waited on
+    assert "torch" not in installed_versions(installer_venv[1])

@@ -279,8 +279,13 @@ def closure_requirements(
     requirements, read from their core metadata (PEP 658), say what they need of the family.
     """
     wanted = [line for line in others if not line.constraint]
+    members = {line.name for line in family_lines if not line.constraint and line.requirement is not None}
+    if not wanted and len(members) < 2:
+        return Closure(())  # torch alone: the decision itself reads everything it needs
     if not wanted:
-        return Closure(())
+        # Family members together (torch==2.13.0 with torchaudio): their own metadata on the
+        # decided variant index may need another torch; uv says so in seconds, pip backtracks.
+        family_indexes = family_indexes[:1]
     key = (
         render_file([*family_lines, *wanted], global_options),
         render_file([line for line in others if line.constraint]),
@@ -397,6 +402,8 @@ def _read_closure(
     except ResolutionConflict as whole_failure:
         if not family_lines:
             raise
+        if not any(not line.constraint for line in others):
+            return Closure((), whole_failure.message)
         # The other requirements alone: when they resolve, the family lines are what conflicts.
         resolved = _uv_compile(others, global_options, context, family_index)
         found, notes = _constraints_of_resolution(resolved, family, others, context)
