@@ -82,6 +82,9 @@ class ResolutionContext:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     strict: bool = True  # a resolution that fails is an error (install); else a note (explain)
     lock_folder: Optional[Path] = None  # where pip-gpu's pylock.<variant>.toml files may be
+    # The variant indexes the reading takes the family from; empty: those of the builds that
+    # run here (``lock`` names its variants', so one reading serves every variant it locks).
+    family_indexes: tuple[str, ...] = ()
     # False: leave the other requirements unresolved (``install`` with uv reads the same answer
     # from its one ``uv pip compile`` and decides again with them only when they need torch).
     resolve_others: bool = True
@@ -806,7 +809,8 @@ def read_whole_request(
         others = [line for line in lines if line.name not in family] if context.resolve_others else []
         written = [line for line in lines if line.name in family]
         try:
-            closure = closure_requirements(others, global_options, family, context, written, reading_indexes)
+            where = context.family_indexes or tuple(reading_indexes)
+            closure = closure_requirements(others, global_options, family, context, written, where)
         except ResolutionFailed as failure:
             if context.strict or isinstance(failure, ResolutionConflict):
                 raise

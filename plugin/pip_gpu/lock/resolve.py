@@ -74,7 +74,7 @@ from ..requirements import (
     redact_url,
 )
 from ..route import InstallerCommand, Routing, uv_command
-from ..variant import parse_variant
+from ..variant import parse_variant, variant_index_url
 from .choose import (
     combine_targets,
     environment_marker,
@@ -251,16 +251,23 @@ def lock(options: LockOptions) -> int:
     return EXIT_OK
 
 
-def _lock_context() -> Any:
-    """issue 13: what the other requirements need of torch counts for a lock too (read with the
-    pip next to pip-gpu and your pip settings); nothing installed is preferred."""
+def _lock_context(family_indexes: Sequence[str] = ()) -> Any:
+    """issue 13: what the other requirements need of torch counts for a lock too (read by uv,
+    the family from ``family_indexes``: the locked variants' indexes, so that one reading
+    serves every variant and target); nothing installed is preferred."""
     from ..decide.resolution import ResolutionContext, index_args_for
 
+    index_args = list(index_args_for("uv", (), os.environ))  # the lock resolves with uv's indexes,
+    settings = {} if index_args else pip_index_settings(os.environ)  # else with a pip user's
+    index_args += [arg for url in settings.get("index-url", [])[:1] for arg in ("--index-url", url)]
+    index_args += [arg for url in settings.get("extra-index-url", []) for arg in ("--extra-index-url", url)]
+    index_args += [arg for place in settings.get("find-links", []) for arg in ("--find-links", place)]
     return ResolutionContext(
         python=Path(sys.executable),
-        index_args=index_args_for("uv", (), os.environ),  # the lock resolves with uv's indexes
+        index_args=tuple(index_args),
         prefer_installed=False,
         strict=False,  # uv's own resolution reports what does not resolve
+        family_indexes=tuple(family_indexes),
     )
 
 
@@ -401,6 +408,8 @@ def relock(
     jobs: list[_Job] = []
     not_covered: dict[str, list[tuple[LockTarget, str]]] = {}
     refused: list[str] = []
+    base = decide_for((), (), host, pytorch_index=pytorch_index, cwd=cwd, knowledge=knowledge).pytorch_index
+    context = _lock_context([url for v in variants if (url := variant_index_url(base, v))])
     for variant in variants:
         for target in targets:
             plan = decide_for(
@@ -412,7 +421,7 @@ def relock(
                 pytorch_index=pytorch_index,
                 cwd=cwd,
                 knowledge=knowledge,
-                context=_lock_context(),
+                context=context,
                 request_lines=request,
             )
             if plan.decision.ok:
