@@ -280,3 +280,22 @@ def test_a_companion_whose_metadata_needs_another_torch_is_one_error_line(  # ty
     assert "torchaudio" in errors[0] and "torch==2.4.1" in errors[0] and "2.5.1" in errors[0], errors[0]
     assert time.monotonic() - started < 60  # uv proves it; pip's backtracking is never waited on
     assert "torch" not in installed_versions(installer_venv[1])
+
+
+def test_explain_of_a_file_whose_extra_index_cannot_be_reached_answers_and_names_it(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "common.txt").write_text("fixture-app\n")
+    (tmp_path / "cuda.txt").write_text(
+        f"-r common.txt\n--extra-index-url http://alice:s3cr3t@127.0.0.1:{port}/simple\nfixture-llm==0.6.4.post1\n"
+    )
+    done = pip_gpu("explain", "-r", "cuda.txt", *A100_ON_535, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    note = next(line for line in done.stdout.splitlines() if "not counted" in line)
+    assert f"127.0.0.1:{port}" in note and "cannot be reached" in note, note
+    assert "s3cr3t" not in done.stdout + done.stderr

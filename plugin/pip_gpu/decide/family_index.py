@@ -35,12 +35,24 @@ def family_index(
     file URLs. Raises the index module's error when a variant index cannot be read.
     """
     import html
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     from .index import IndexFile, fetch_project_files
 
     bases = [index.rstrip("/") for index in dict.fromkeys(variant_indexes)]
     ordered = sorted(names)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip-gpu" / "family-index"
+    # The same indexes read minutes ago: the index written then (each command of a session
+    # would otherwise read every family page of every variant index again).
+    source = cache / "by-source" / hashlib.sha256("\0".join([*bases, "", *ordered]).encode()).hexdigest()[:24]
+    try:
+        if time.time() - source.stat().st_mtime < FRESH_FOR_S:
+            recent = cache / source.read_text(encoding="utf-8").strip()
+            if recent.name and (recent / "index.html").is_file():
+                return recent
+    except OSError:
+        pass
 
     def files_of(job: tuple[str, str]) -> list[IndexFile]:
         base, name = job
@@ -72,9 +84,9 @@ def family_index(
 
     pages = {name: page(name) for name in ordered}
     digest = hashlib.sha256("".join(f"{n}\0{p}\0" for n, p in pages.items()).encode()).hexdigest()[:24]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip-gpu" / "family-index"
     folder = cache / digest
     if (folder / "index.html").is_file():
+        _remember(source, digest)
         return folder
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -91,4 +103,19 @@ def family_index(
         scratch.rename(folder)
     except OSError:  # another run wrote the same index first
         shutil.rmtree(scratch, ignore_errors=True)
+    _remember(source, digest)
     return folder
+
+
+FRESH_FOR_S = 600  # how long a family index written from the same variant indexes is reused
+
+
+def _remember(source: Path, digest: str) -> None:
+    """Note which index these variant indexes gave (written whole, then renamed into place)."""
+    try:
+        source.parent.mkdir(parents=True, exist_ok=True)
+        temporary = source.with_name(f".{source.name}.{os.getpid()}")
+        temporary.write_text(digest, encoding="utf-8")
+        temporary.replace(source)
+    except OSError:
+        pass

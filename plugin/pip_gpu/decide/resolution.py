@@ -209,14 +209,21 @@ def member_constraints(
                 continue  # an open range says nothing about one torch release
             # Here, not at the top: the index client (http.client, ssl, html.parser: about
             # 20 ms) stays off the decision path unless a family member is pinned.
+            from concurrent.futures import ThreadPoolExecutor
+
             from .index import IndexError_, fetch_project_files
 
-            for index in variant_indexes:
+            def page(index: str, name: str = line.name) -> list[Any]:
                 try:
                     # the project page keeps the index's query string (a mirror's token)
-                    files = fetch_project_files(append_path(index, line.name, ""), timeout=timeout)
+                    return fetch_project_files(append_path(index, name, ""), timeout=timeout)
                 except IndexError_:
-                    continue
+                    return []
+
+            # every variant index at once (most answer 404 quickly), then the first that has it
+            with ThreadPoolExecutor(max_workers=max(1, len(variant_indexes))) as pool:
+                pages = list(pool.map(page, variant_indexes))
+            for files in pages:
                 match = next((f for f in files if _wheel_version(f.filename) == pinned), None)
                 if match is None:
                     match = next((f for f in files if _wheel_public(f.filename) == pinned.public), None)
@@ -484,6 +491,13 @@ def _failure(output: str) -> ResolutionFailed:
         return ResolutionConflict(
             f"the request cannot be resolved: {redact_url(' '.join(reasons))}",
             "change the requirements that conflict (the versions named are what the indexes offer)",
+        )
+    fetched = re.search(r"(?:Failed to fetch:? |for url \()`?((?:https?|file)://[^`\s)]+)", text)
+    if fetched and any("Connect" in line or "connect" in line or "timed out" in line for line in lines):
+        return ResolutionFailed(
+            f"the index at {redact_url(fetched[1])} cannot be reached ({redact_url(lines[-1])})",
+            "check the network and that index's URL (a requirements file's --index-url or "
+            "--extra-index-url counts), or remove it",
         )
     why = redact_url(" ".join(lines[-3:]) if lines else "no output")
     return ResolutionFailed(
