@@ -563,7 +563,7 @@ def _constraints_of_resolution(
             if source.startswith(("-r ", "-c ", "-e ", "--")):
                 continue
             parent = canonical_name(source.split(" ", 1)[0])
-            if parent and parent not in family_set and parent in by_name:
+            if parent and parent not in family_set:
                 askers.setdefault(parent, []).append((name, value if how == "==" else ""))
     extras_of = {
         line.name: set(line.requirement.extras)
@@ -571,10 +571,13 @@ def _constraints_of_resolution(
         if line.name is not None and line.requirement is not None
     }
 
+    # a local wheel or project the user named by path: uv prints the path, not the name
+    links = {line.name: line.link for line in others if line.name is not None and line.link is not None}
+
     def read(parent: str) -> tuple[list[TorchConstraint], Optional[str]]:
-        how, value, index = by_name[parent]
+        how, value, index = by_name.get(parent, ("@", links.get(parent) or "", None))
         source = f"{parent}=={value}" if how == "==" else parent
-        metadata = _metadata_of(parent, how, value, index, context)
+        metadata = _metadata_of(parent, how, value, index, context) if value else None
         pulled = {member for member, _ in askers[parent]}
         if metadata is not None:
             found = _family_requirements(metadata, pulled, source, extras_of.get(parent, set()))
