@@ -527,6 +527,8 @@ def _parse_resolution(text: str) -> list[tuple[str, str, str, list[str], Optiona
                 match = re.match(_PIN_RE, stripped)
                 if match:
                     entries.append((canonical_name(match[1]), match[2], match[3], [], None))
+                else:  # a path or URL as the user wrote it: uv does not print its name
+                    entries.append(("", "@", stripped, [], None))
             in_via = False
             continue
         if not entries or not stripped.startswith("#"):
