@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, Optional
 
 from .errors import UsageError
 
-__all__ = ["ProjectConfig", "find_pyproject", "load_project_config"]
+__all__ = ["ProjectConfig", "check_channel", "find_pyproject", "load_project_config"]
 
 INSTALLERS = ("pip", "uv")
 
@@ -24,6 +24,8 @@ class ProjectConfig(NamedTuple):
     pytorch_index: Optional[str] = None
     installer: Optional[str] = None
     targets: Optional[tuple[str, ...]] = None  # lock targets, "linux-x86_64-3.11"
+    channel: Optional[str] = None  # "stable", "nightly" or "test"
+    variant_index: Optional[str] = None  # PEP 825 variant wheels (issue 26)
 
 
 def find_pyproject(start: Path) -> Optional[Path]:
@@ -64,7 +66,15 @@ def load_project_config(start: Path) -> ProjectConfig:
 
 def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
     where = f"{path} [tool.pip-gpu]"
-    known = {"variants", "preferred-variant", "pytorch-index", "installer", "targets"}
+    known = {
+        "variants",
+        "preferred-variant",
+        "pytorch-index",
+        "installer",
+        "targets",
+        "channel",
+        "variant-index",
+    }
     unknown = sorted(set(table) - known)
     if unknown:
         raise UsageError(
@@ -78,11 +88,16 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
     preferred = table.get("preferred-variant")
     index = table.get("pytorch-index")
     installer = table.get("installer")
-    for key, value in (("preferred-variant", preferred), ("pytorch-index", index), ("installer", installer)):
+    channel = table.get("channel")
+    variant_index = table.get("variant-index")
+    pairs = (("preferred-variant", preferred), ("pytorch-index", index), ("installer", installer))
+    for key, value in (*pairs, ("channel", channel), ("variant-index", variant_index)):
         if value is not None and not isinstance(value, str):
             raise UsageError(f"{where}: {key} must be a string")
     if installer is not None and installer not in INSTALLERS:
         raise UsageError(f"{where}: installer must be one of {', '.join(INSTALLERS)}")
+    if channel is not None:
+        check_channel(channel, f"{where} channel")
     targets = table.get("targets")
     if targets is not None:
         from .lockfile import LockTarget
@@ -98,7 +113,21 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
         pytorch_index=index,
         installer=installer,
         targets=tuple(targets) if targets is not None else None,
+        channel=channel,
+        variant_index=variant_index,
     )
+
+
+def check_channel(channel: str, source: str) -> str:
+    """``channel`` when it is one of PyTorch's channels; else one error naming ``source``."""
+    from .variant import CHANNELS
+
+    if channel not in CHANNELS:
+        raise UsageError(
+            f"{source}: unknown channel {channel!r}",
+            f"use one of: {', '.join(CHANNELS)} (nightly and test admit pre-releases)",
+        )
+    return channel
 
 
 def check_index_url(url: str, source: str) -> str:

@@ -76,6 +76,7 @@ class InstallOptions:
     variant: Optional[str] = None
     force: bool = False  # accept a variant the host cannot run
     pytorch_index: Optional[str] = None
+    channel: Optional[str] = None  # --channel: stable, nightly or test (None: the environment's)
     uv_binary: Optional[str] = None  # the very uv a shim was asked to run
     installer_extra: tuple[str, ...] = ()  # a shim's user options, already checked, passed verbatim
     cwd: Optional[Path] = None  # None: the current directory
@@ -133,6 +134,7 @@ def install(options: InstallOptions) -> InstallResult:
             cwd=cwd,
             constraint_files=options.constraint_files,
             context=context,
+            channel=options.channel,
         )
 
     # uv (issue 18): one resolution where it can answer both questions. Decided without

@@ -40,6 +40,7 @@ __all__ = [
     "Freshness",
     "discover_releases",
     "look_for_newer",
+    "merge_releases",
     "platforms_of",
     "releases_from_files",
     "with_releases",
@@ -102,8 +103,11 @@ def _python_key(python: str) -> tuple[Version, bool]:
     return Version(python.rstrip("t")), python.endswith("t")
 
 
-def releases_from_files(files: Iterable[IndexFile], variant: str) -> Summary:
-    """Group one variant index's torch wheels by series: versions, Pythons, platforms."""
+def releases_from_files(files: Iterable[IndexFile], variant: str, prereleases: bool = False) -> Summary:
+    """Group one variant index's torch wheels by series: versions, Pythons, platforms.
+
+    Pre-releases count only where ``prereleases`` says so: on the nightly and test channels.
+    """
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
     series: dict[str, _Seen] = {}
@@ -112,7 +116,7 @@ def releases_from_files(files: Iterable[IndexFile], variant: str) -> Summary:
             _, version, _, tags = parse_wheel_filename(file.filename)
         except InvalidWheelFilename:
             continue
-        if version.is_prerelease or version.is_devrelease:
+        if (version.is_prerelease or version.is_devrelease) and not prereleases:
             continue
         label = version.local
         if label is not None and label != variant:
@@ -159,13 +163,19 @@ def discover_releases(
     fetch: Optional[Fetch] = None,
     cache_dir: Optional[Path] = None,
     newer_only: bool = False,
+    prereleases: bool = False,
+    include_known: bool = False,
 ) -> tuple[Release, ...]:
-    """Releases found on the variant indexes that the knowledge file does not have."""
+    """Releases found on the variant indexes that the knowledge file does not have.
+
+    ``include_known``: every series found, the known ones too (a channel's own releases);
+    ``prereleases``: dev and rc versions count (the nightly and test channels).
+    """
     if fetch is None:
         from .index import fetch_project_files
 
         fetch = fetch_project_files
-    known = {r.torch for r in knowledge.releases}
+    known = set() if include_known else {r.torch for r in knowledge.releases}
     newest = knowledge.releases[0].version if knowledge.releases else Version("0")
     found: dict[str, _Seen] = {}
     from ..ui import progress
@@ -173,7 +183,7 @@ def discover_releases(
     for name in variants:
         variant = Variant(name)  # an index name pip-gpu reads is a variant name
         with progress(f"reading the {variant} index"):
-            summary = _summary(pytorch_index, variant, fetch, cache_dir)
+            summary = _summary(pytorch_index, variant, fetch, cache_dir, prereleases)
         for series, info in summary.items():
             if series in known or (newer_only and Version(series) <= newest):
                 continue
@@ -218,16 +228,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "pip-gpu" / "discovered"
 
 
-def _cache_path(pytorch_index: str, variant: str, cache_dir: Optional[Path]) -> Path:
+def _cache_path(
+    pytorch_index: str, variant: str, cache_dir: Optional[Path], prereleases: bool = False
+) -> Path:
     folder = cache_dir or default_cache_dir()
     # Not the URL itself (it may hold a token); zlib, unlike hashlib, costs nothing to import.
-    raw = f"{pytorch_index}/{variant}".encode()
+    raw = f"{pytorch_index}/{variant}{' pre' if prereleases else ''}".encode()
     key = f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}"
     return folder / f"{key}.json"
 
 
-def _cached_summary(pytorch_index: str, variant: str, cache_dir: Optional[Path]) -> Optional[Summary]:
-    path = _cache_path(pytorch_index, variant, cache_dir)
+def _cached_summary(
+    pytorch_index: str, variant: str, cache_dir: Optional[Path], prereleases: bool = False
+) -> Optional[Summary]:
+    path = _cache_path(pytorch_index, variant, cache_dir, prereleases)
     try:
         if time.time() - path.stat().st_mtime < CACHE_TTL_S:
             data: Summary = json.loads(path.read_text(encoding="utf-8"))
@@ -237,13 +251,16 @@ def _cached_summary(pytorch_index: str, variant: str, cache_dir: Optional[Path])
     return None
 
 
-def _summary(pytorch_index: str, variant: str, fetch: Fetch, cache_dir: Optional[Path]) -> Summary:
+def _summary(
+    pytorch_index: str, variant: str, fetch: Fetch, cache_dir: Optional[Path], prereleases: bool = False
+) -> Summary:
     """What a variant index serves of torch, by series: cached for hours, as a small summary."""
-    cached = _cached_summary(pytorch_index, variant, cache_dir)
+    cached = _cached_summary(pytorch_index, variant, cache_dir, prereleases)
     if cached is not None:
         return cached
-    summary = releases_from_files(fetch(append_path(pytorch_index, variant, "torch", "")), variant)
-    path = _cache_path(pytorch_index, variant, cache_dir)
+    files = fetch(append_path(pytorch_index, variant, "torch", ""))
+    summary = releases_from_files(files, variant, prereleases)
+    path = _cache_path(pytorch_index, variant, cache_dir, prereleases)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
@@ -372,3 +389,8 @@ def _merge(releases: Iterable[Release]) -> tuple[Release, ...]:
             builds=tuple(builds.values()),
         )
     return tuple(sorted(merged.values(), key=lambda r: r.version, reverse=True))
+
+
+def merge_releases(releases: Iterable[Release]) -> tuple[Release, ...]:
+    """One release per series, newest first: what several variant indexes (a channel's) serve."""
+    return _merge(releases)

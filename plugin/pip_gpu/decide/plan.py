@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Optional
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from ..config import ProjectConfig, check_index_url, load_project_config
+from ..config import ProjectConfig, check_channel, check_index_url, load_project_config
 from ..errors import UsageError
 from ..host import HostProfile
-from ..knowledge import Knowledge, load_knowledge
+from ..knowledge import Knowledge, Release, load_knowledge
 from ..pins import COMMAND_LINE, canonical_name, plain_pins
-from ..variant import Variant
+from ..variant import Variant, channel_index
 from .rules import (
     Decision,
     Policy,
@@ -123,6 +123,7 @@ def decide_for(
     offline: bool = False,
     context: Optional[ResolutionContext] = None,
     request_lines: Optional[RequestLines] = None,
+    channel: Optional[str] = None,
 ) -> Plan:
     """Read the requirements and settings, and decide for ``host``.
 
@@ -134,6 +135,10 @@ def decide_for(
     their own pins count). An open request also asks the index whether a torch series newer
     than the knowledge file exists (see :func:`_with_newer_release`); ``offline`` or
     ``PIP_GPU_OFFLINE=1`` skips it.
+
+    ``channel`` (else ``PIP_GPU_CHANNEL``, else ``[tool.pip-gpu] channel``): ``nightly`` or
+    ``test`` route to ``<index>/nightly/<variant>`` or ``<index>/test/<variant>`` and decide from
+    what that channel publishes, pre-releases included (:func:`_channel_releases`).
     """
     env = os.environ if env is None else env
     knowledge = knowledge or load_knowledge()
@@ -142,6 +147,8 @@ def decide_for(
     index = (
         pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
     ).rstrip("/")
+    channel = _channel(channel, env, config, index)
+    index = channel_index(index, channel)
     forced = variant or env.get("PIP_GPU_VARIANT") or None
     read_already = request_lines is not None
     pins = (
@@ -200,7 +207,9 @@ def decide_for(
         constraints = whole.constraints
         read_lines = partial(tuple, lines)
     policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
-    if _asks_for_a_newer_release(request, knowledge):
+    if channel != "stable":
+        knowledge = _channel_releases(knowledge, index, channel, request.forced_variant)
+    elif _asks_for_a_newer_release(request, knowledge):
         knowledge = _learn_from_index(knowledge, index, request.forced_variant)
 
     def decide_with(wanted: TorchRequest) -> Decision:
@@ -208,7 +217,7 @@ def decide_for(
         return decide(wanted, host, knowledge, pytorch_index=index, policy=policy)
 
     decision = decide_with(request)
-    if _is_open(request, knowledge):
+    if channel == "stable" and _is_open(request, knowledge):
         offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
         knowledge, decision = _with_newer_release(
             request, host, knowledge, decision, index, policy, offline, env
@@ -436,10 +445,9 @@ def _asks_for_a_newer_release(request: TorchRequest, knowledge: Knowledge) -> bo
     return any(request.torch_specifier.contains(v, prereleases=True) for v in _beyond(newest.version))
 
 
-def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional[str]) -> Knowledge:
-    """A torch release newer than the knowledge file: read the variant indexes themselves."""
-    from .discover import discover_releases, with_releases
-
+def _variants_beyond(knowledge: Knowledge, forced_variant: Optional[str]) -> set[str]:
+    """The variant indexes a newer release may fill: the newest known release's, and the next
+    CUDA minor versions after each of its CUDA builds."""
     newest = knowledge.releases[0]
     variants: set[str] = {b.variant for b in newest.builds if b.variant.has_index}
     for build in newest.builds:  # the next CUDA minor versions a newer release may add
@@ -449,6 +457,60 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
             variants.update(f"cu{major}{minor + step}" for step in (1, 2))
     if forced_variant is not None:
         variants.add(forced_variant)
+    return variants
+
+
+def _channel(flag: Optional[str], env: Mapping[str, str], config: ProjectConfig, index: str) -> str:
+    """``--channel``, else ``PIP_GPU_CHANNEL``, else ``[tool.pip-gpu] channel``, else the channel
+    whose folder the base already is (``.../whl/nightly``: a lock records that base), else stable."""
+    if flag:
+        return check_channel(flag, "--channel")
+    if env.get("PIP_GPU_CHANNEL", "").strip():
+        return check_channel(env["PIP_GPU_CHANNEL"].strip(), "PIP_GPU_CHANNEL")
+    if config.channel:
+        return config.channel
+    from urllib.parse import urlsplit
+
+    folder = urlsplit(index).path.rstrip("/").rsplit("/", 1)[-1]
+    return folder if folder in ("nightly", "test") else "stable"
+
+
+def _channel_releases(
+    knowledge: Knowledge, index: str, channel: str, forced_variant: Optional[str]
+) -> Knowledge:
+    """The nightly or test channel: the candidates are the releases that channel publishes.
+
+    Read from its variant indexes (pre-releases admitted here only), decided by the usual
+    rules; GPU architectures are assumed from the newest known build of the same CUDA, as for
+    any release the knowledge file lacks. A variant the channel does not serve is skipped.
+    """
+    from ..redact import redact_url
+    from .discover import discover_releases, merge_releases
+    from .index import IndexError_
+
+    found: list[Release] = []
+    problems: list[str] = []
+    for variant in sorted(_variants_beyond(knowledge, forced_variant), key=_variant_key):
+        try:
+            found += discover_releases(knowledge, index, [variant], prereleases=True, include_known=True)
+        except IndexError_ as error:
+            problems.append(error.message)
+    releases = merge_releases(found)
+    if not releases:
+        raise IndexError_(
+            f"the {channel} channel at {redact_url(index)} publishes no torch pip-gpu can read"
+            + (f" ({problems[0]})" if problems else ""),
+            "check --pytorch-index (the channel is its nightly/ or test/ folder), or use --channel stable",
+        )
+    return replace(knowledge, releases=releases)
+
+
+def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional[str]) -> Knowledge:
+    """A torch release newer than the knowledge file: read the variant indexes themselves."""
+    from .discover import discover_releases, with_releases
+
+    newest = knowledge.releases[0]
+    variants = _variants_beyond(knowledge, forced_variant)
     from .index import IndexError_
 
     try:
@@ -484,6 +546,9 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
         held: Optional[SpecifierSet] = None
         if member.name == "torch":
             held = SpecifierSet(f"=={decision.release.torch}.*")
+            if any(Version(v).is_prerelease for v in decision.release.versions):
+                # a channel's nightly or candidate: named in the pin, pip and uv admit pre-releases
+                held &= SpecifierSet(f">={decision.release.torch}.0.dev0")
         elif member.name in decision.release.companions:
             held = decision.release.companion_specifier(member.name)
         pins[canonical_name(member.name)] = RewritePin(

@@ -364,10 +364,11 @@ def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
     if build.variant.is_rocm:
         if not host.amd_gpus:
             return "runs, but this host has no AMD GPU"
-        if build.gfx is not None:
-            missing = sorted({g.gfx_target for g in host.amd_gpus} - set(build.gfx))
-            if missing:
-                return f"runs on the CPU only: {', '.join(missing)} not in this ROCm build"
+        if build.gfx is None:  # as for unknown CUDA architectures: not vouched for, not guessed
+            return "runs on the CPU only: the gfx targets of this ROCm build are not known"
+        missing = sorted({g.gfx_target for g in host.amd_gpus} - set(build.gfx))
+        if missing:
+            return f"runs on the CPU only: {', '.join(missing)} not in this ROCm build"
         return "ROCm build for the AMD GPU"
     if build.variant.is_xpu:
         return "XPU build for the Intel GPU" if _discrete_intel(host) else "runs, but no Intel GPU"
@@ -524,6 +525,8 @@ def _consider(
     if policy.allowed_variants is not None and build.variant not in policy.allowed_variants:
         return False, "not allowed by [tool.pip-gpu] variants"
     ok, why = build_runs_on(build, host, knowledge)
+    if build.variant.is_rocm and host.amd_gpus and "CPU only" in why:
+        ok = False  # the AMD GPU's gfx target is not in this build: asked for by name, it is refused
     if request.forced_variant is not None:
         # An explicit variant is what the user asked for: check it, and allow --force.
         if ok or request.force:
@@ -547,14 +550,16 @@ def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build
     """Among one release's runnable builds: the preferred one, else the newest CUDA/ROCm.
 
     Builds the knowledge file marks unconfirmed (unadvertised cu129 wheels, say) are taken
-    only when no confirmed build runs.
+    only when no confirmed build runs; the CPU build only when no GPU build does (an AMD
+    host gets an unconfirmed ROCm build before a confirmed CPU one).
     """
     if policy.preferred_variant is not None:
         for build in runnable:
             if build.variant == policy.preferred_variant:
                 return build
-    confirmed = [b for b in runnable if b.confidence != "unconfirmed"]
-    return max(confirmed or runnable, key=lambda b: b.variant.sort_key)
+    accelerated = [b for b in runnable if not b.variant.is_cpu] or list(runnable)
+    confirmed = [b for b in accelerated if b.confidence != "unconfirmed"]
+    return max(confirmed or accelerated, key=lambda b: b.variant.sort_key)
 
 
 def _exact_in(request: TorchRequest, release: Release) -> Optional[str]:

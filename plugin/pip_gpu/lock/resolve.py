@@ -74,7 +74,7 @@ from ..requirements import (
     redact_url,
 )
 from ..route import InstallerCommand, Routing, uv_command
-from ..variant import parse_variant, variant_index_url
+from ..variant import channel_index, parse_variant, variant_index_url
 from .choose import (
     combine_targets,
     environment_marker,
@@ -123,6 +123,7 @@ class LockOptions:
     python_versions: tuple[str, ...] = ()
     pytorch_index: Optional[str] = None
     host: HostFlags = field(default_factory=HostFlags)  # the GPU facts; targets come from above
+    channel: Optional[str] = None  # --channel: the locks' base is <index>/nightly or <index>/test
 
 
 def _variant_order(name: str) -> tuple[int, tuple[int, ...]]:
@@ -204,6 +205,10 @@ def lock(options: LockOptions) -> int:
     configured_index = os.environ.get("PIP_GPU_PYTORCH_INDEX") or load_project_config(cwd).pytorch_index
     if pytorch_index is None and not configured_index and recorded is not None and recorded.pytorch_index:
         pytorch_index = recorded.pytorch_index  # a re-lock reads the index it recorded
+    channel = options.channel or _recorded_channel(recorded.pytorch_index if recorded else None)
+    if channel not in (None, "stable"):  # the channel's folder is the base the locks record
+        base = pytorch_index or configured_index or load_knowledge().pytorch_index
+        pytorch_index = channel_index(base, channel)
     host = host_at(this_host, targets[0])
     knowledge = load_knowledge()
     if options.fleet:
@@ -273,6 +278,14 @@ def _lock_context(family_indexes: Sequence[str] = ()) -> Any:
 
 def _relative(path: Path, directory: Path) -> str:
     return Path(os.path.relpath(path.resolve(), directory.resolve())).as_posix()
+
+
+def _recorded_channel(recorded_index: Optional[str]) -> Optional[str]:
+    """The channel a lock was made on: its recorded base ends in ``/nightly`` or ``/test``."""
+    from urllib.parse import urlsplit
+
+    folder = urlsplit(recorded_index or "").path.rstrip("/").rsplit("/", 1)[-1]
+    return folder if folder in ("nightly", "test") else None
 
 
 def _variants_to_lock(
