@@ -81,17 +81,23 @@ def test_family_lines_keep_where_they_came_from() -> None:
 
 def test_uv_index_settings_become_pip_options_for_the_resolution() -> None:
     env = {"UV_DEFAULT_INDEX": "https://mirror/simple", "UV_INDEX": "team=https://team/simple"}
-    args = ["--index=extra=https://other/simple", "--find-links", "./wheels", "--no-index"]
+    args = ["--index=extra=https://other/simple", "--find-links", "./wheels"]
     assert index_args_for("uv", args, env) == (
         "--index-url", "https://mirror/simple",
         "--extra-index-url", "https://other/simple",
         "--find-links", "./wheels",
-        "--no-index",
         "--extra-index-url", "https://team/simple",
     )  # fmt: skip
-    assert index_args_for("pip", ["-i", "https://mirror/simple"], env) == (
-        "--index-url",
-        "https://mirror/simple",
+    # the one rule (config.user_indexes): uv's configuration counts whichever installer installs,
+    # and the command's own default index wins; --no-index leaves no default index
+    assert index_args_for("pip", ["-i", "https://mirror2/simple"], env) == (
+        "--index-url", "https://mirror2/simple",
+        "--extra-index-url", "https://team/simple",
+    )  # fmt: skip
+    assert index_args_for("uv", ["--no-index"], env) == (
+        "--no-index",
+        "--extra-index-url",
+        "https://team/simple",
     )
 
 

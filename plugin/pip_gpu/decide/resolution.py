@@ -347,9 +347,8 @@ def reading_environment(
     Index URLs may carry credentials (``user:token@``, ``?token=``): the environment is
     readable by the same user only, where a child's argv is readable by every local user.
     """
-    if not index_args:  # nothing given for this command: the indexes uv, else pip, is set up with
-        uses_uv = any(env.get(name) for name in _UV_INDEX_VARIABLES - {"UV_INDEX_STRATEGY"})
-        index_args = index_args_for("uv" if uses_uv else "pip", (), env)
+    if not index_args:  # nothing given for this command: the indexes the user set up
+        index_args = index_args_for("uv", (), env)
     child = {k: v for k, v in env.items() if k not in _UV_INDEX_VARIABLES}
     default: Optional[str] = None
     extras: list[str] = []
@@ -960,11 +959,9 @@ def settle(
 
 
 def index_args_for(installer: str, installer_args: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
-    """The user's indexes, as pip options, for the resolution that reads downstream requirements.
-
-    pip's own options and ``PIP_*`` variables reach that pip run as they are; uv's
-    (``--default-index``, ``--index``, ``UV_DEFAULT_INDEX``, ``UV_INDEX``...) are translated.
-    """
+    """The user's indexes, as pip-style options, for the reading of what the other requirements
+    need of torch: the command's options (pip's or uv's spelling), then the indexes the one
+    rule names (:func:`pip_gpu.config.user_indexes`), whichever ``installer`` installs."""
     out: list[str] = []
     tokens = list(installer_args)
     i = 0
@@ -988,25 +985,21 @@ def index_args_for(installer: str, installer_args: Sequence[str], env: Mapping[s
         elif name == "--no-index":
             out.append(name)
         i += 1
-    if installer == "pip":  # pip reads these itself; the reading (uv) is given them
-        if env.get("PIP_INDEX_URL") and "--index-url" not in out:
-            out = ["--index-url", env["PIP_INDEX_URL"], *out]
-        for entry in (env.get("PIP_EXTRA_INDEX_URL") or "").split():
-            out += ["--extra-index-url", entry]
-        for entry in (env.get("PIP_FIND_LINKS") or "").split():
-            out += ["--find-links", entry]
-        if (env.get("PIP_NO_INDEX") or "").lower() in ("1", "true", "yes", "on") and "--no-index" not in out:
+    # The one rule for where everything but the family comes from (config.user_indexes): uv's
+    # configuration, else pip's, else PyPI; the command's own default index wins.
+    from ..config import user_indexes
+
+    configured = user_indexes(env)
+    if "--index-url" not in out and "--no-index" not in out:
+        if configured.no_index:
             out.append("--no-index")
-    if installer == "uv":
-        default = env.get("UV_DEFAULT_INDEX") or env.get("UV_INDEX_URL")
-        if default and "--index-url" not in out:
-            out = ["--index-url", default, *out]
-        for variable in ("UV_INDEX", "UV_EXTRA_INDEX_URL"):
-            for entry in (env.get(variable) or "").split():
-                out += [
-                    "--extra-index-url",
-                    entry.partition("=")[2] if "=" in entry.split("://")[0] else entry,
-                ]
+        elif configured.index_url:
+            out = ["--index-url", configured.index_url, *out]
+    seen = set(zip(out, out[1:]))
+    for url in configured.extra_index_urls:
+        out += ["--extra-index-url", url] if ("--extra-index-url", url) not in seen else []
+    for place in configured.find_links:
+        out += ["--find-links", place] if ("--find-links", place) not in seen else []
     return tuple(out)
 
 

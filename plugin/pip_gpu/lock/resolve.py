@@ -87,7 +87,6 @@ from .choose import (
 __all__ = [
     "LockOptions",
     "lock",
-    "pip_index_settings",
     "published_variants",
     "relock",
     "user_index_args",
@@ -262,14 +261,9 @@ def _lock_context(family_indexes: Sequence[str] = ()) -> Any:
     serves every variant and target); nothing installed is preferred."""
     from ..decide.resolution import ResolutionContext, index_args_for
 
-    index_args = list(index_args_for("uv", (), os.environ))  # the lock resolves with uv's indexes,
-    settings = {} if index_args else pip_index_settings(os.environ)  # else with a pip user's
-    index_args += [arg for url in settings.get("index-url", [])[:1] for arg in ("--index-url", url)]
-    index_args += [arg for url in settings.get("extra-index-url", []) for arg in ("--extra-index-url", url)]
-    index_args += [arg for place in settings.get("find-links", []) for arg in ("--find-links", place)]
     return ResolutionContext(
         python=Path(sys.executable),
-        index_args=tuple(index_args),
+        index_args=index_args_for("uv", (), os.environ),  # the one rule: uv's indexes, else pip's
         prefer_installed=False,
         strict=False,  # uv's own resolution reports what does not resolve
         family_indexes=tuple(family_indexes),
@@ -832,71 +826,13 @@ def _annotated_indexes(
     return "", indexes
 
 
-_UV_INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS")
-
-
 def user_index_args(env: Mapping[str, str]) -> list[str]:
-    """uv options for the indexes a pip user has configured, when uv has none of its own.
+    """uv options for the user's indexes, by the one rule every command follows
+    (:func:`pip_gpu.config.user_indexes`): a team that installs with pip keeps its mirror in
+    ``PIP_INDEX_URL`` or ``pip.conf``, and the lock must come from that mirror, not pypi.org."""
+    from ..config import user_indexes
 
-    ``lock`` resolves with uv, but a team that installs with pip keeps its mirror in
-    ``PIP_INDEX_URL`` or ``pip.conf``; the lock must come from that mirror, not pypi.org.
-    uv's own settings (``UV_*`` variables, ``uv.toml``) win when present. pip merges all
-    its indexes and takes the best version from any of them, so the translation does too
-    (the torch family is routed by name and unaffected).
-    """
-    if any(env.get(name) for name in _UV_INDEX_VARIABLES):
-        return []
-    settings = pip_index_settings(env)
-    args: list[str] = []
-    if settings.get("index-url"):
-        args += ["--default-index", settings["index-url"][0]]
-    for url in settings.get("extra-index-url", []):
-        args += ["--index", url]
-    for link in settings.get("find-links", []):
-        args += ["--find-links", link]
-    if settings.get("extra-index-url"):
-        args += ["--index-strategy", "unsafe-best-match"]
-    return args
-
-
-def pip_index_settings(env: Mapping[str, str]) -> dict[str, list[str]]:
-    """pip's ``index-url``, ``extra-index-url`` and ``find-links``, from its files and variables.
-
-    Read as pip documents it (pip.pypa.io, "Configuration"): the global, user and
-    site files in that order, ``PIP_CONFIG_FILE`` last (``os.devnull``: none at all), each
-    file's ``[install]`` section over its ``[global]`` one, and ``PIP_*`` variables over all.
-    """
-    import configparser
-
-    chosen = env.get("PIP_CONFIG_FILE")
-    files: list[Path] = []
-    if chosen != os.devnull:
-        xdg_dirs = env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep)
-        files += [Path(d) / "pip" / "pip.conf" for d in xdg_dirs] + [Path("/etc/pip.conf")]
-        home = Path(env.get("HOME", str(Path.home())))
-        files += [home / ".pip" / "pip.conf"]
-        files += [Path(env.get("XDG_CONFIG_HOME", str(home / ".config"))) / "pip" / "pip.conf"]
-        if env.get("VIRTUAL_ENV"):
-            files.append(Path(env["VIRTUAL_ENV"]) / "pip.conf")
-        if chosen:
-            files.append(Path(chosen))
-    settings: dict[str, list[str]] = {}
-    for path in files:
-        parser = configparser.RawConfigParser()
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, OSError, UnicodeDecodeError):
-            continue
-        for section in ("global", "install"):
-            if parser.has_section(section):
-                for key in ("index-url", "extra-index-url", "find-links"):
-                    if parser.has_option(section, key):
-                        settings[key] = parser.get(section, key).split()
-    for key in ("index-url", "extra-index-url", "find-links"):
-        value = env.get("PIP_" + key.upper().replace("-", "_"))
-        if value:
-            settings[key] = value.split()
-    return settings
+    return user_indexes(env).args_for("uv")
 
 
 # --- pip-gpu install writes the decision back ------------------------------------------------
