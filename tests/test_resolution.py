@@ -299,3 +299,14 @@ def test_explain_of_a_file_whose_extra_index_cannot_be_reached_answers_and_names
     note = next(line for line in done.stdout.splitlines() if "not counted" in line)
     assert f"127.0.0.1:{port}" in note and "cannot be reached" in note, note
     assert "s3cr3t" not in done.stdout + done.stderr
+
+
+def test_torch_only_through_a_dependency_on_a_cpu_host_gets_the_newest_cpu_torch_the_index_has(  # type: ignore[no-untyped-def]
+    env, installer_venv
+) -> None:
+    """fixture-metrics asks torch>=2.0; the cpu index's newest torch is 2.6.0, far behind the
+    knowledge file's newest release: the reading and the decision take what the index has."""
+    done = install(installer_venv, "fixture-metrics", "--no-gpu", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "fixture-metrics==1.0.0 requires torch>=2.0" in done.stderr
+    assert installed_versions(installer_venv[1])["torch"] == "2.6.0+cpu"
