@@ -53,6 +53,7 @@ class IndexFile:
     sha256: Optional[str]
     requires_python: Optional[str]
     size: Optional[int] = None
+    core_metadata: bool = False  # PEP 658/714: ``<url>.metadata`` is served beside the file
 
 
 def _request(url: str) -> urllib.request.Request:
@@ -228,6 +229,7 @@ def _from_json(text: str, base: str) -> list[IndexFile]:
                 sha256=hashes.get("sha256"),
                 requires_python=item.get("requires-python"),
                 size=item.get("size"),
+                core_metadata=bool(item.get("core-metadata") or item.get("dist-info-metadata")),
             )
         )
     return files
@@ -237,12 +239,15 @@ class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.links: list[tuple[str, Optional[str]]] = []
+        self.with_metadata: set[str] = set()  # hrefs with PEP 658/714 metadata
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
         if tag == "a":
             values = dict(attrs)
             if values.get("href"):
                 self.links.append((values["href"] or "", values.get("data-requires-python")))
+                if values.get("data-core-metadata") or values.get("data-dist-info-metadata"):
+                    self.with_metadata.add(values["href"] or "")
 
 
 def _from_html(text: str, base: str) -> list[IndexFile]:
@@ -255,7 +260,7 @@ def _from_html(text: str, base: str) -> list[IndexFile]:
         path, _, fragment = url.partition("#")
         filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
         sha256 = fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
-        files.append(IndexFile(filename, path, sha256, requires_python))
+        files.append(IndexFile(filename, path, sha256, requires_python, None, href in parser.with_metadata))
     return files
 
 

@@ -76,7 +76,7 @@ from ..requirements import (
     redact_url,
 )
 from ..route import InstallerCommand, Routing, uv_command
-from ..variant import channel_index, parse_variant
+from ..variant import channel_index, parse_variant, variant_index_url
 from .choose import (
     combine_targets,
     environment_marker,
@@ -258,16 +258,18 @@ def lock(options: LockOptions) -> int:
     return EXIT_OK
 
 
-def _lock_context() -> Any:
-    """issue 13: what the other requirements need of torch counts for a lock too (read with the
-    pip next to pip-gpu and your pip settings); nothing installed is preferred."""
+def _lock_context(family_indexes: Sequence[str] = ()) -> Any:
+    """issue 13: what the other requirements need of torch counts for a lock too (read by uv,
+    the family from ``family_indexes``: the locked variants' indexes, so that one reading
+    serves every variant and target); nothing installed is preferred."""
     from ..decide.resolution import ResolutionContext, index_args_for
 
     return ResolutionContext(
         python=Path(sys.executable),
-        index_args=index_args_for("uv", (), os.environ),  # the lock resolves with uv's indexes
+        index_args=index_args_for("uv", (), os.environ),  # the one rule: uv's indexes, else pip's
         prefer_installed=False,
         strict=False,  # uv's own resolution reports what does not resolve
+        family_indexes=tuple(family_indexes),
     )
 
 
@@ -416,6 +418,8 @@ def relock(
     jobs: list[_Job] = []
     not_covered: dict[str, list[tuple[LockTarget, str]]] = {}
     refused: list[str] = []
+    base = decide_for((), (), host, pytorch_index=pytorch_index, cwd=cwd, knowledge=knowledge).pytorch_index
+    context = _lock_context([url for v in variants if (url := variant_index_url(base, v))])
     for variant in variants:
         for target in targets:
             plan = decide_for(
@@ -427,7 +431,7 @@ def relock(
                 pytorch_index=pytorch_index,
                 cwd=cwd,
                 knowledge=knowledge,
-                context=_lock_context(),
+                context=context,
                 request_lines=request,
             )
             if plan.decision.ok:
