@@ -254,3 +254,32 @@ def test_colour_on_a_terminal_only_and_never_with_no_color(env: dict[str, str], 
     assert "\x1b[" not in piped.stdout + piped.stderr
     status, error = on_a_terminal(["explain", "torch==", *NO_GPU], env, tmp_path)
     assert status == 2 and "\x1b[31mpip-gpu: error:\x1b[0m" in error
+
+
+def test_install_dry_run_says_what_each_resolution_does_on_a_terminal(
+    env: dict[str, str], tmp_path: Path, fixture_index: IndexServer
+) -> None:
+    """``install --dry-run`` resolves before it prints (pip's dry runs on your indexes and the
+    variant index): each step says what it is doing, as lock's resolutions do."""
+    shown_env = {**_lock_env(env, fixture_index, tmp_path), "PIP_INDEX_URL": fixture_index.pypi_url}
+    args = [
+        "install",
+        "--dry-run",
+        "torch==2.5.1",
+        "fixture-app",
+        "--installer",
+        "pip",
+        "--python",
+        sys.executable,
+    ]
+    args += ["--pytorch-index", fixture_index.pytorch_url, *NO_GPU]
+    status, shown = on_a_terminal(args, shown_env, tmp_path)
+    assert status == 0, shown
+    for step in (
+        "pip: resolving the other requirements to read what they need of torch (dry run)",
+        "pip: choosing the torch family's files on the variant index (dry run)",
+        "pip: checking what the other requirements pull in (dry run)",
+    ):
+        assert f"pip-gpu: {step} ..." in shown and f"pip-gpu: {step}: done in" in shown, shown
+    piped = pip_gpu(*args, env=shown_env, cwd=tmp_path)
+    assert piped.returncode == 0 and "(dry run) ..." not in piped.stderr

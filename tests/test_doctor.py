@@ -760,15 +760,45 @@ def test_host_flags_skip_nvml(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -
 # --- --import ------------------------------------------------------------------------------
 
 
-def test_a_torch_file_changed_in_place_is_damage(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
-    """Same size, other bytes: only the RECORD's sha256 tells; no lock is needed to see it."""
+def _torch_copy(envs: Envs, tmp_path: Path) -> Path:
+    """A venv holding a copy of the cu124 environment's packages, free to damage."""
     python = make_venv(tmp_path / "venv", with_pip=False)
     shutil.copytree(site_packages(envs.cu124), site_packages(python), dirs_exist_ok=True)
-    version_py = site_packages(python) / "torch" / "version.py"
-    text = version_py.read_bytes()
-    version_py.write_bytes(text.replace(b"12.4", b"11.8"))
-    assert len(version_py.read_bytes()) == len(text)
+    return python
 
+
+def _change_in_place(path: Path, old: bytes, new: bytes) -> None:
+    text = path.read_bytes()
+    assert old in text and len(old) == len(new)
+    path.write_bytes(text.replace(old, new))
+
+
+def test_a_torch_file_changed_in_place_is_damage(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
+    """Same size, other bytes: only the RECORD's sha256 tells; no lock is needed to see it.
+
+    By default the files that name the build (``version.py``) are hashed; any other file is
+    hashed with ``--verify-files`` only, and its size is compared always."""
+    python = _torch_copy(envs, tmp_path)
+    init = site_packages(python) / "torch" / "cuda" / "__init__.py"
+    _change_in_place(init, b"return False", b"return True ")
+    damaged = "torch 2.5.1+cu124 is damaged: 0 of its 8 files are missing and 1 differ from its RECORD"
+
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python)
+    assert out.rc == 0 and out.data["healthy"] is True, out.stdout
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python, args=["--verify-files"])
+    assert out.rc == 1 and out.verdict.startswith(damaged), out.verdict
+
+    init.write_bytes(init.read_bytes() + b"# grown\n")  # another size: seen without hashing
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python)
+    assert out.rc == 1 and out.verdict.startswith(damaged), out.verdict
+
+
+def test_a_build_file_changed_in_place_is_damage_by_default(
+    envs: Envs, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    """``version.py`` says which build this is: its sha256 is checked without ``--verify-files``."""
+    python = _torch_copy(envs, tmp_path)
+    _change_in_place(site_packages(python) / "torch" / "version.py", b"12.4", b"11.8")
     out = doctor_run(tmp_path, fake_nvml_dir, python=python)
     assert out.rc == 1
     assert out.verdict.startswith(

@@ -760,6 +760,26 @@ def test_a_container_without_gpus() -> None:
     )
 
 
+def test_a_container_without_gpus_checked_for_the_host_the_flags_describe() -> None:
+    """``doctor --driver ... --compute-capability ...`` in a CPU container (CI checking for a
+    fleet): the GPUs are the flags' host's, so the verdict is healthy without a "will run on
+    the CPU" beside it, and it says whose GPUs they are."""
+    without = container(nvidia_nodes=(), nvidia_pci=(), nvidia_visible_devices="void")
+    given = host(sources={"driver_version": "--driver", "nvidia_gpus": "--compute-capability"})
+    flagged = facts(host_profile=given, machine_facts=without)
+    assert seen(check_container(flagged)) == (
+        SKIPPED,
+        "in a container without GPUs; the NVIDIA facts come from flags, so this container is not the "
+        "host checked",
+        None,
+    )
+    report = diagnose(flagged)
+    assert report.healthy and "CPU" not in report.verdict
+    assert (
+        report.verdict == f"healthy: torch 2.5.1+cu124 runs on the host the flags describe, with {GPU_HOST}"
+    )
+
+
 # --- wsl ---------------------------------------------------------------------------------------
 
 

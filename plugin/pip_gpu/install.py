@@ -374,7 +374,7 @@ def _pip_family_files(plan: Plan, routing: Routing, pulled_in: Sequence[str]) ->
     if not any(not line.constraint for line in plan.family_lines()) and not pulled_in:
         return []
     report = routing.workdir / "family-report.json"
-    run_command(pip_family_probe(routing, plan.family_lines(), pulled_in, report), to_stderr=True)
+    _settle(pip_family_probe(routing, plan.family_lines(), pulled_in, report))
     return family_files_from_report(_read_report(report), plan.family_names)
 
 
@@ -383,14 +383,13 @@ def _pip_family_elsewhere(plan: Plan, routing: Routing, family: Sequence[FamilyF
     report = routing.workdir / "request-report.json"
     command = pip_command(routing, list(plan.lines), family)
     quiet = [a for a in command.argv if a not in ("-v", "--verbose")]
-    run_command(
+    _settle(
         InstallerCommand(
             argv=(*quiet, "--dry-run", "--quiet", "--report", str(report)),
             purpose="pip: checking what the other requirements pull in (dry run)",
             env=command.env,
             files=command.files,
-        ),
-        to_stderr=True,
+        )
     )
     routed = {file.url.split("#", 1)[0] for file in family}
     # A family wheel the user gave as a direct URL or path is installed as written, not pulled in.
@@ -429,16 +428,24 @@ def _uv_resolution(plan: Plan, routing: Routing, uv: str, log: Optional[Path] = 
         ],
     )
     command = uv_command(compile_routing, list(plan.lines), uv=uv, subcommand="compile")
-    run_command(
+    _settle(
         replace(
             command,
             argv=(*command.argv, "--emit-index-annotation", "-o", str(out)),
             purpose="uv: checking where each package would come from (resolution only)",
         ),
-        to_stderr=True,
         log=log,
     )
     return out.read_text(encoding="utf-8")
+
+
+def _settle(command: InstallerCommand, log: Optional[Path] = None) -> None:
+    """A read-only resolution (output to stderr or ``log``), saying what it does on a terminal
+    when it takes longer than a second."""
+    from .ui import progress
+
+    with progress(command.purpose):
+        run_command(command, to_stderr=True, log=log)
 
 
 # uv pip install options that uv pip compile does not take.

@@ -98,6 +98,12 @@ def add_lock_parsers(
     )
     _add_lock_dir(check)
     add_target_flags(check)
+    check.add_argument(
+        "--verify-files",
+        action="store_true",
+        help="check every installed file's sha256 against its RECORD (seconds per GB); by default "
+        "every file's presence and size, and the sha256 of the files that name the build",
+    )
     check.add_argument("--json", action="store_true", help="print JSON")
     add_host_flags(check)
     check.set_defaults(handler=run_check)
@@ -156,6 +162,7 @@ def run_check(args: argparse.Namespace) -> int:
             python=args.python,
             system=args.system,
             host=host_flags(args),
+            verify_files=args.verify_files,
         )
     )
     result, directory, target = report.result, report.directory, report.target

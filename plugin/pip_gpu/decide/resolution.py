@@ -333,7 +333,10 @@ def _resolve_closure(
             argv += ["-c", str(constraints)]
         env = dict(context.env)
         env.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, check=False)
+        from ..ui import progress
+
+        with progress("pip: resolving the other requirements to read what they need of torch (dry run)"):
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, check=False)
         try:
             report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):

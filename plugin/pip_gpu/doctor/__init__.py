@@ -38,6 +38,7 @@ class DoctorOptions:
     system: bool = False  # --system: the python3 on PATH
     run_import: bool = False  # --import: finally import torch in the target
     import_timeout_s: float = DEFAULT_IMPORT_TIMEOUT_S
+    verify_files: bool = False  # --verify-files: every installed file's sha256 against its RECORD
     cwd: Optional[Path] = None  # where the lock family is looked for; None: the current directory
     env: Optional[Mapping[str, str]] = None  # the environment the machine is read from; None: os.environ
 
@@ -56,7 +57,9 @@ def doctor(options: DoctorOptions) -> Report:
         flags = replace(flags, python_version=target.python_version)
     host = host_for(flags, env)
     knowledge = load_knowledge()
-    target_facts = gather_target(target, [m.name for m in knowledge.family], env=options.env)
+    target_facts = gather_target(
+        target, [m.name for m in knowledge.family], env=options.env, verify_files=options.verify_files
+    )
     torch = target_facts.torch
     facts = Facts(
         host=host,
@@ -66,7 +69,7 @@ def doctor(options: DoctorOptions) -> Report:
         python_flag=options.python,
         cwd=cwd,
         compiled_archs=compiled_archs_of(torch),
-        lock=gather_lock(cwd, target, host),
+        lock=gather_lock(cwd, target, host, verify_files=options.verify_files),
         torch_import=import_torch(target.python, options.import_timeout_s)
         if options.run_import and torch is not None
         else None,

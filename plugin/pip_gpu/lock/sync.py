@@ -92,6 +92,7 @@ class CheckOptions:
     python: Optional[str] = None
     system: bool = False
     host: HostFlags = field(default_factory=HostFlags)
+    verify_files: bool = False  # every installed file's sha256, not only sizes and build files
 
 
 def _say(message: str) -> None:
@@ -132,10 +133,19 @@ def _target_and_host(
 # --- the target environment ------------------------------------------------------------------
 
 
-def probe_installed(python: Path, verify: Sequence[str] = ()) -> Installed:
+def probe_installed(python: Path, verify: Sequence[str] = (), *, hash_all: bool = False) -> Installed:
     """Marker values and distributions of the target; ``verify``: those names' files are
-    checked against their RECORD (present, size, sha256)."""
-    return read_installed(python, verify)
+    checked against their RECORD (present and of the recorded size; the sha256 of the files
+    that name the build, or with ``hash_all`` of every file)."""
+    from ..ui import progress
+
+    what = (
+        f"checking the sha256 of every installed file of {len(verify)} packages against their RECORD"
+        if hash_all
+        else f"checking the installed files of {len(verify)} packages against their RECORD"
+    )
+    with progress(what):
+        return read_installed(python, verify, hash_all=hash_all)
 
 
 def _reread(target: TargetEnv, before: Installed) -> Installed:
@@ -577,8 +587,14 @@ class CheckReport:
     target: TargetEnv
 
 
-def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> LockCheck:
-    """Compare an environment with the lock chosen for ``host`` (``check`` and ``doctor``)."""
+def check_environment(
+    directory: Path, target: TargetEnv, host: HostProfile, *, verify_files: bool = False
+) -> LockCheck:
+    """Compare an environment with the lock chosen for ``host`` (``check`` and ``doctor``).
+
+    Installed files are compared with their RECORD by presence and size, and by sha256 for
+    the files that name the build; ``verify_files``: every file by sha256.
+    """
     if not find_lock_family(directory) and (directory / "uv.lock").is_file():
         from ..uv_lock import check_uv_project
 
@@ -588,7 +604,7 @@ def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> 
     knowledge = load_knowledge()
     family_names = frozenset(canonicalize_name(m.name) for m in knowledge.family)
     locked = {canonicalize_name(str(p.name)) for lock in family for p in lock.pylock.packages}
-    installed = probe_installed(target.python, verify=sorted(locked | family_names))
+    installed = probe_installed(target.python, verify=sorted(locked | family_names), hash_all=verify_files)
     problems = list(stale_reasons(family, directory))
     unfinished = _unfinished_sync(target.prefix)
     if unfinished:
@@ -640,7 +656,9 @@ def check(options: CheckOptions) -> CheckReport:
     """How the target environment differs from the lock chosen for the host."""
     directory = _directory(options.cwd, options.lock_dir)
     target, host = _target_and_host(options.python, options.system, options.host, options.cwd)
-    return CheckReport(check_environment(directory, target, host), directory, target)
+    return CheckReport(
+        check_environment(directory, target, host, verify_files=options.verify_files), directory, target
+    )
 
 
 def _lock_meant_for(family: Sequence[LockFile], installed: Installed, prefix: Path) -> Optional[LockFile]:
