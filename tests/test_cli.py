@@ -80,6 +80,15 @@ def test_no_nvidia_library_means_no_nvidia_gpu(host_env, no_nvml_dir: Path) -> N
     assert host["driver_version"] is None and host["nvidia_gpus"] == [] and host["problems"] == []
     decision = json.loads(pip_gpu("explain", "torch==2.5.1", "--json", env=env).stdout)
     assert decision["variant"] == "cpu"
+    procfs = env["PIP_GPU_PROCFS_ROOT"]
+    looked = (
+        "not found: looked in NVML (libnvidia-ml.so.1: not found), "
+        f"{procfs}/driver/nvidia/version (absent), nvidia-smi (not on PATH)"
+    )
+    assert host["sources"]["driver_version"] == looked
+    text = pip_gpu("detect", env=env).stdout.splitlines()
+    assert text[1] == f"Driver     no NVIDIA driver   [{looked}]"  # where it looked, in words
+    assert pip_gpu("detect", "--no-gpu", env=env).stdout.splitlines()[1] == "Driver     none   [--no-gpu]"
 
 
 # --- explain -------------------------------------------------------------------------------

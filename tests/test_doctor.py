@@ -955,6 +955,17 @@ def test_check_sync_and_doctor_agree_when_no_lock_runs_on_the_host(
     assert check.returncode == 1
     assert "no lock in" in check.stdout and "runs on this host" in check.stdout
     assert "the lock for this machine" not in check.stdout
+    as_json = run(
+        [*command, "check", "--json", "--python", str(envs.cu124), *old_driver],
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    data = json.loads(as_json.stdout)
+    assert data["schema_version"] == 1 and data["fix"].startswith(
+        "lock a build that runs here: pip-gpu lock --variants"
+    )
+    assert check.stdout.splitlines()[-1] == f"  fix: {data['fix']}"  # the text says what the JSON says
     sync = run(
         [*command, "sync", "--python", str(envs.cu124), *old_driver], env=env, cwd=tmp_path, check=False
     )

@@ -40,6 +40,10 @@ def render_host(host: HostProfile) -> str:
             + (f"; cuda: {src['cuda_driver_version']}" if "cuda_driver_version" in src else "")
             + "]"
         )
+    elif "driver_version" in src:  # where detection looked
+        lines.append(f"Driver     no NVIDIA driver   [{src['driver_version']}]")
+    elif src.get("nvidia_gpus", "").startswith(("--", "PIP_GPU_")):  # --no-gpu: not looked for
+        lines.append(f"Driver     none   [{src['nvidia_gpus']}]")
     else:
         lines.append("Driver     no NVIDIA driver found")
     if host.tegra:

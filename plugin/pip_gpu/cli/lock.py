@@ -168,6 +168,7 @@ def run_check(args: argparse.Namespace) -> int:
     result, directory, target = report.result, report.directory, report.target
     if args.json:
         data = {
+            "schema_version": 1,
             "ok": result.ok,
             "lock": result.lock_file.name if result.lock_file else None,
             "variant": result.variant,
@@ -179,14 +180,14 @@ def run_check(args: argparse.Namespace) -> int:
             "fix": None if result.ok else result.fix,
         }
         print(json.dumps(data, indent=2))
-    elif not result.runs_here:
-        print(f"pip-gpu check: no lock in {directory} runs on this host (pip-gpu sync refuses too):")
-        for problem in result.differences:
-            print(f"  - {problem}")
     elif not result.ok:
-        print(f"pip-gpu check: {target.prefix} does not match the lock for this machine:")
+        if not result.runs_here:
+            print(f"pip-gpu check: no lock in {directory} runs on this host (pip-gpu sync refuses too):")
+        else:
+            print(f"pip-gpu check: {target.prefix} does not match the lock for this machine:")
         for problem in result.differences:
             print(f"  - {problem}")
+        print(f"  fix: {result.fix}")  # what --json carries as "fix"
     else:
         assert result.lock_file is not None
         held = ", ".join(f"{name} {version}" for name, version in result.installed.items())
