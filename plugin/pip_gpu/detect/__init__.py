@@ -326,10 +326,12 @@ def _detect_nvidia(
         import shutil
 
         smi_path = shutil.which("nvidia-smi", path=env.get("PATH"))
-        smi = f"nvidia-smi ({'not on PATH' if smi_path is None else smi_path + ', not run without a driver'})"
+        looked_smi = "nvidia-smi (not on PATH)"
+        if smi_path is not None:
+            looked_smi = f"nvidia-smi ({smi_path}, not run without a driver)"
         sources["driver_version"] = (
             f"not found: looked in NVML ({library_name()}: not found), "
-            f"{proc_root}/driver/nvidia/version (absent), {smi}"
+            f"{proc_root}/driver/nvidia/version (absent), {looked_smi}"
         )
         return driver, cuda, gpus, sources, problems
 
