@@ -505,7 +505,8 @@ def test_the_build_covers_the_gpu() -> None:
 
 
 def test_a_gpu_too_new_for_the_build() -> None:
-    status, summary, fix = seen(check_gpu_architecture(facts(host_profile=host(nvidia_gpus=(RTX_5090,)))))
+    on_570 = host(nvidia_gpus=(RTX_5090,), driver_version="570.124.06", cuda_driver_version="12.8")
+    status, summary, fix = seen(check_gpu_architecture(facts(host_profile=on_570)))
     assert status == FAILURE
     assert summary.startswith(
         "NVIDIA GeForce RTX 5090 (sm_120) is too new for torch 2.5.1+cu124, which carries "

@@ -74,7 +74,7 @@ def kb():
 
 def _rows(raw: dict[str, Any]):
     """Every sourced row of the raw file, with a label for failure messages."""
-    for key in ("cuda_drivers", "driver_branches", "family", "gpus"):
+    for key in ("cuda_drivers", "driver_branches", "family", "gpus", "gpu_drivers"):
         for i, row in enumerate(raw[key]):
             yield f"{key}[{i}]", row
     for rel in raw["releases"]:
