@@ -849,7 +849,9 @@ def test_the_doctor_step_reads_the_target_and_the_machine_it_is_given(envs: Envs
     assert report.healthy and report.exit_status == 0, report.verdict
     assert report.target is not None and report.target.python == envs.cu124
     assert report.host is not None and report.host.python_version == report.target.python_version
-    assert report.verdict.startswith("healthy: torch 2.5.1+cu124 runs on this machine's 1 NVIDIA GPU")
+    assert report.verdict.startswith(
+        "healthy: torch 2.5.1+cu124 runs on the host the flags describe, with 1 NVIDIA GPU"
+    )
     assert "import" not in [f.check for f in report.findings]
     empty = doctor(DoctorOptions(host=flags, python=str(envs.empty), run_import=True, cwd=tmp_path, env=env))
     assert (empty.findings[-1].check, empty.findings[-1].status) == ("import", "skipped")

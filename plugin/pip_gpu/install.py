@@ -69,6 +69,11 @@ class InstallOptions:
     python: Optional[str] = None  # --python: the target interpreter or environment
     system: bool = False  # --system: the python3 on PATH
     dry_run: bool = False
+    # The installer's own dry run (a shim's `pip install --dry-run`): the routed commands run
+    # with --dry-run, so the installer prints its own "Would install" list; nothing is printed
+    # as a script and nothing is installed.
+    installer_dry_run: bool = False
+    python_from: Optional[str] = None  # how the target was chosen, when not by --python (a shim)
     no_lock: bool = False  # do not re-resolve the pylock.<variant>.toml files in ``cwd``
     # Options of :data:`pip_gpu.route.INSTALLER_OPTIONS` (long name, value or None for a flag).
     passthrough: tuple[tuple[str, Optional[str]], ...] = ()
@@ -108,6 +113,8 @@ def install(options: InstallOptions) -> InstallResult:
             "name them (pip-gpu install torch torchvision) or give a file (-r requirements.txt)",
         )
     target = find_target(options.python, cwd, os.environ, system=options.system, installing=True)
+    if options.python_from:
+        target = replace(target, chosen_by=options.python_from)
     flags = options.host
     if flags.python_version is None:
         flags = replace(flags, python_version=target.python_version)
@@ -165,7 +172,7 @@ def install(options: InstallOptions) -> InstallResult:
                 plan = decide(context)
         decision = plan.decision
         decision.chosen()  # NoBuildRuns, with the reason, when no build runs here
-        _announce(plan, target, installer)
+        _announce(plan, target, installer, dry_run=options.dry_run or options.installer_dry_run)
         routing = _routing(plan, target, passed, workdir, rewrite_pins(plan))
         say = _stderr if not _quiet() else _silent
         try:
@@ -183,6 +190,10 @@ def install(options: InstallOptions) -> InstallResult:
                     ),
                     dry_run_json=_dry_run_json(plan, host, target, installer, runs, workdir),
                 )
+            if options.installer_dry_run:
+                for run in runs:
+                    run_command(replace(run.command, argv=(*run.command.argv, "--dry-run")))
+                return InstallResult(decision=decision, target=target, installer=installer)
             before = _versions(_installed_family(target))
             for run in runs:
                 run_command(run.command)
@@ -207,21 +218,17 @@ def _quiet() -> bool:
     return bool(ui.settings().quiet)
 
 
-def _announce(plan: Plan, target: TargetEnv, installer: str) -> None:
+def _announce(plan: Plan, target: TargetEnv, installer: str, *, dry_run: bool = False) -> None:
     """The target, the decision and its notes (left out under -q)."""
     say = _stderr if not _quiet() else _silent
     decision = plan.decision
+    doing = f"a dry run: would install with {installer}" if dry_run else f"installing with {installer}"
     say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
     where = redact_url(decision.index_url) if decision.index_url else "PyPI"
     if any(not line.constraint for line in plan.family_lines()):
-        say(
-            f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; installing with {installer}"
-        )
+        say(f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; {doing}")
     else:
-        say(
-            f"pip-gpu: torch-family packages, if needed, come from {where} ({decision.variant}); "
-            f"installing with {installer}"
-        )
+        say(f"pip-gpu: torch-family packages, if needed, come from {where} ({decision.variant}); {doing}")
     for note in decision.notes:
         say(f"pip-gpu: note: {note}")
 

@@ -135,6 +135,8 @@ def ms(seconds: float) -> str:
 
 
 def cell(s: Samples) -> str:
+    if s.median >= 10:  # as ms() writes it: seconds
+        return f"{ms(s.median)} ({min(s.values):.1f}-{max(s.values):.1f} s)"
     return f"{ms(s.median)} ({s.spread(1000)})"
 
 

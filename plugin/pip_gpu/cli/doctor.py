@@ -67,7 +67,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     report = doctor(doctor_options(args))
     if args.json:
-        emit_json(report_json(report))
+        from ..ui import versioned
+
+        emit_json(versioned(report_json(report)))
     else:
         print(headline(render_text(report, verbose=args.verbose), report.healthy))
     return report.exit_status

@@ -99,7 +99,9 @@ def run_install(args: argparse.Namespace) -> int:
     result = install(install_options(args))
     if args.dry_run:
         if args.json:
-            print(json.dumps(result.dry_run_json, indent=2))
+            from ..ui import versioned
+
+            print(json.dumps(versioned(dict(result.dry_run_json or {})), indent=2))
         else:
             print(result.dry_run_script)
     return EXIT_OK

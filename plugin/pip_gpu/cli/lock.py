@@ -167,18 +167,21 @@ def run_check(args: argparse.Namespace) -> int:
     )
     result, directory, target = report.result, report.directory, report.target
     if args.json:
-        data = {
-            "schema_version": 1,
-            "ok": result.ok,
-            "lock": result.lock_file.name if result.lock_file else None,
-            "variant": result.variant,
-            "lock_dir": str(directory),
-            "target": str(target.python),
-            "installed": result.installed,
-            "problems": list(result.differences),
-            "lock_runs_here": result.runs_here,
-            "fix": None if result.ok else result.fix,
-        }
+        from ..ui import versioned
+
+        data = versioned(
+            {
+                "ok": result.ok,
+                "lock": result.lock_file.name if result.lock_file else None,
+                "variant": result.variant,
+                "lock_dir": str(directory),
+                "target": str(target.python),
+                "installed": result.installed,
+                "problems": list(result.differences),
+                "lock_runs_here": result.runs_here,
+                "fix": None if result.ok else result.fix,
+            }
+        )
         print(json.dumps(data, indent=2))
     elif not result.ok:
         if not result.runs_here:

@@ -366,14 +366,16 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
 def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
     if build.variant.is_rocm:
         if not host.amd_gpus:
-            return "runs, but this host has no AMD GPU"
+            return "for an AMD GPU, and this host has none (it would run on the CPU)"
         if build.gfx is not None:
             missing = sorted({g.gfx_target for g in host.amd_gpus} - set(build.gfx))
             if missing:
                 return f"runs on the CPU only: {', '.join(missing)} not in this ROCm build"
         return "ROCm build for the AMD GPU"
     if build.variant.is_xpu:
-        return "XPU build for the Intel GPU" if _discrete_intel(host) else "runs, but no Intel GPU"
+        if _discrete_intel(host):
+            return "XPU build for the Intel GPU"
+        return "for an Intel GPU, and this host has no discrete one (it would run on the CPU)"
     return "CPU build"
 
 
