@@ -253,8 +253,14 @@ def test_lock_shows_progress_per_variant_on_a_terminal_only(
     assert status == 0, shown
     assert "pip-gpu: resolving cu124 ..." in shown and "pip-gpu: resolving cpu ..." in shown
     assert "pip-gpu: resolving cpu: done in" in shown
-    piped = pip_gpu(*args, env=lock_env, cwd=tmp_path)
+    piped = pip_gpu(*args, "--json", env=lock_env, cwd=tmp_path)
     assert piped.returncode == 0 and "resolving" not in piped.stderr
+    written = json.loads(piped.stdout)  # lock --json: the files, as the notes on stderr name them
+    assert written["schema_version"] == 1
+    assert sorted((Path(f["file"]).name, f["variant"], f["torch"]) for f in written["locks"]) == [
+        ("pylock.cpu.toml", "cpu", "2.5.1"),
+        ("pylock.cu124.toml", "cu124", "2.5.1"),
+    ]
     status, quiet = on_a_terminal(["-q", *args], lock_env, tmp_path)
     assert status == 0 and "resolving" not in quiet
     verbose = pip_gpu(*args, "-v", env=lock_env, cwd=tmp_path)
@@ -300,3 +306,30 @@ def test_install_dry_run_says_what_each_resolution_does_on_a_terminal(
         assert f"pip-gpu: {step} ..." in shown and f"pip-gpu: {step}: done in" in shown, shown
     piped = pip_gpu(*args, env=shown_env, cwd=tmp_path)
     assert piped.returncode == 0 and "(dry run) ..." not in piped.stderr
+
+
+def test_sync_dry_run_and_json_say_what_changes_and_uv_says_no_preview_warning(
+    env: dict[str, str], tmp_path: Path, fixture_index: IndexServer
+) -> None:
+    fixture_lock(fixture_index, tmp_path, "cpu")
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    sync_env = {**_lock_env(env, fixture_index, tmp_path), "UV_PREVIEW_FEATURES": ""}
+    args = ["sync", "--python", str(python), "--installer", "uv", *NO_GPU]
+    dry = pip_gpu(*args, "--dry-run", env=sync_env, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "a dry run: would install pylock.cpu.toml with uv" in dry.stderr
+    assert dry.stdout.splitlines()[1:] == [
+        "  - filelock 3.13.1 is not installed; the lock for this machine (pylock.cpu.toml) wants it",
+        "  - torch 2.5.1+cpu is not installed; the lock for this machine (pylock.cpu.toml) wants it",
+    ], dry.stdout
+    as_json = json.loads(pip_gpu(*args, "--dry-run", "--json", env=sync_env, cwd=tmp_path).stdout)
+    assert (as_json["schema_version"], as_json["dry_run"], as_json["lock"]) == (1, True, "pylock.cpu.toml")
+    assert len(as_json["changes"]) == 2
+    assert pip_gpu("check", "--python", str(python), *NO_GPU, env=sync_env, cwd=tmp_path).returncode == 1
+    done = pip_gpu(*args, "--json", env=sync_env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)  # uv's own output went to stderr: stdout is the JSON alone
+    assert (report["dry_run"], report["torch"], report["variant"]) == (False, "2.5.1+cpu", "cpu")
+    assert "experimental" not in done.stderr and "preview" not in done.stderr, done.stderr
+    again = pip_gpu(*args, "--dry-run", env=sync_env, cwd=tmp_path)
+    assert again.stdout.startswith("pip-gpu sync --dry-run: nothing to change"), again.stdout

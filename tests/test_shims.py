@@ -58,6 +58,9 @@ def test_shim_install_init_status_uninstall(tmp_path: Path) -> None:
     assert path == f"{folder}:/usr/bin:/bin"
     status = pip_gpu("shim", "status", "--dir", str(folder)).stdout
     assert "installed: pip, pip3, uv, uvx" in status
+    bare = pip_gpu("shim", "status", "--dir", str(folder), env={**os.environ, "PATH": str(tmp_path)}).stdout
+    assert "  uvx: NOT shimmed (no uvx on PATH at all: put the shims folder on PATH)" in bare, bare
+    assert "None" not in bare  # never Python's None in words for a person
     pip_gpu("shim", "uninstall", "--dir", str(folder))
     assert not folder.exists()
 

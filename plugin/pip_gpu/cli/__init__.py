@@ -240,7 +240,8 @@ def _settle_global_options(args: argparse.Namespace) -> None:
         if not hasattr(args, "json"):
             raise UsageError(
                 f"--json does not apply to pip-gpu {_command_name(args)}",
-                "detect, explain, matrix, install --dry-run, check and doctor print JSON",
+                "detect, explain, matrix, install --dry-run, lock, sync, check, doctor and fleet plan "
+                "print JSON",
             )
         args.json = True
     quiet = args.global_quiet + int(getattr(args, "quiet", 0) or 0)

@@ -66,6 +66,7 @@ def add_lock_parsers(
         metavar="NAME",
         help="take the newest allowed version of this package only; repeat for several",
     )
+    lock.add_argument("--json", action="store_true", help="print the files written as JSON")
     add_host_flags(lock, many=True)
     add_decision_flags(lock)
     lock.set_defaults(handler=run_lock)
@@ -83,6 +84,14 @@ def add_lock_parsers(
     sync.add_argument("--installer", choices=("pip", "uv"), help="default: uv when the target has no pip")
     add_target_flags(sync)
     sync.add_argument("--locked", action="store_true", help="refuse a lock that its inputs no longer match")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="choose the lock and list what would change; install nothing"
+    )
+    sync.add_argument(
+        "--json",
+        action="store_true",
+        help="print what was (or would be) synced as JSON; installer output to stderr",
+    )
     add_host_flags(sync)
     sync.set_defaults(handler=run_sync)
 
@@ -116,7 +125,7 @@ def _add_lock_dir(parser: argparse.ArgumentParser) -> None:
 def run_lock(args: argparse.Namespace) -> int:
     from ..lock.resolve import LockOptions, lock
 
-    return lock(
+    report = lock(
         LockOptions(
             cwd=Path.cwd(),
             requirements=tuple(args.requirements),
@@ -134,12 +143,17 @@ def run_lock(args: argparse.Namespace) -> int:
             host=host_flags(args),
         )
     )
+    if args.json:
+        from ..ui import versioned
+
+        print(json.dumps(versioned(report.to_json()), indent=2))
+    return EXIT_OK
 
 
 def run_sync(args: argparse.Namespace) -> int:
     from ..lock.sync import SyncOptions, sync
 
-    return sync(
+    report = sync(
         SyncOptions(
             cwd=Path.cwd(),
             lock_dir=args.lock_dir,
@@ -148,8 +162,23 @@ def run_sync(args: argparse.Namespace) -> int:
             system=args.system,
             locked=args.locked,
             host=host_flags(args),
+            dry_run=args.dry_run,
+            installer_output_to_stderr=args.json,
         )
     )
+    if args.json:
+        from ..ui import versioned
+
+        print(json.dumps(versioned(report.to_json()), indent=2))
+    elif report.dry_run:
+        where = f"{report.target.prefix} to {report.lock_file.name}"
+        if not report.changes:
+            print(f"pip-gpu sync --dry-run: nothing to change: {where} already match")
+        else:
+            print(f"pip-gpu sync --dry-run: syncing {where} would change:")
+            for change in report.changes:
+                print(f"  - {change}")
+    return EXIT_OK
 
 
 def run_check(args: argparse.Namespace) -> int:
