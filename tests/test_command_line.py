@@ -333,3 +333,12 @@ def test_sync_dry_run_and_json_say_what_changes_and_uv_says_no_preview_warning(
     assert "experimental" not in done.stderr and "preview" not in done.stderr, done.stderr
     again = pip_gpu(*args, "--dry-run", env=sync_env, cwd=tmp_path)
     assert again.stdout.startswith("pip-gpu sync --dry-run: nothing to change"), again.stdout
+
+
+def test_install_help_says_what_each_pass_through_option_does(env: dict[str, str], tmp_path: Path) -> None:
+    from pip_gpu.route import INSTALLER_OPTIONS
+
+    shown = " ".join(pip_gpu("install", "--help", env=env, cwd=tmp_path).stdout.split())
+    for option in INSTALLER_OPTIONS:
+        assert option.help, option.long  # the one table says it, in a few words
+        assert f"{option.long} {'VALUE ' if option.takes_value else ''}{option.help}" in shown, option.long

@@ -52,9 +52,11 @@ def add_install_parser(commands: Any) -> None:
     passthrough = parser.add_argument_group("passed to the installer")
     for option in INSTALLER_OPTIONS:
         if option.takes_value:
-            passthrough.add_argument(*option.names, dest=_dest(option.long), action="append", metavar="VALUE")
+            passthrough.add_argument(
+                *option.names, dest=_dest(option.long), action="append", metavar="VALUE", help=option.help
+            )
         else:
-            passthrough.add_argument(*option.names, dest=_dest(option.long), action="count")
+            passthrough.add_argument(*option.names, dest=_dest(option.long), action="count", help=option.help)
     add_host_flags(parser)
     add_decision_flags(parser)
     parser.set_defaults(handler=run_install)
