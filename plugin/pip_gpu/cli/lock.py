@@ -124,6 +124,10 @@ def _add_lock_dir(parser: argparse.ArgumentParser) -> None:
 
 def run_lock(args: argparse.Namespace) -> int:
     from ..lock.resolve import LockOptions, lock
+    from .variants import run_variant_command, variant_index_of
+
+    if (variant_index := variant_index_of(args)) is not None:  # issue 26: PEP 825 variant wheels
+        return run_variant_command("lock", args, variant_index)
 
     report = lock(
         LockOptions(
@@ -141,6 +145,7 @@ def run_lock(args: argparse.Namespace) -> int:
             python_versions=tuple(args.python_version or ()),
             pytorch_index=args.pytorch_index,
             host=host_flags(args),
+            channel=args.channel,
         )
     )
     if args.json:
@@ -152,6 +157,10 @@ def run_lock(args: argparse.Namespace) -> int:
 
 def run_sync(args: argparse.Namespace) -> int:
     from ..lock.sync import SyncOptions, sync
+    from .variants import run_variant_command, variant_lock_in
+
+    if (variant_lock := variant_lock_in(args)) is not None:  # issue 26: a PEP 825 variant lock
+        return run_variant_command("sync", args, variant_lock)
 
     report = sync(
         SyncOptions(
@@ -183,6 +192,10 @@ def run_sync(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from ..lock.sync import CheckOptions, check
+    from .variants import run_variant_command, variant_lock_in
+
+    if (variant_lock := variant_lock_in(args)) is not None:  # issue 26: a PEP 825 variant lock
+        return run_variant_command("check", args, variant_lock)
 
     report = check(
         CheckOptions(

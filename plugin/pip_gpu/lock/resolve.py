@@ -73,7 +73,7 @@ from ..requirements import (
     redact_url,
 )
 from ..route import InstallerCommand, Routing, uv_command
-from ..variant import parse_variant
+from ..variant import channel_index, parse_variant
 from .choose import (
     combine_targets,
     environment_marker,
@@ -87,7 +87,6 @@ __all__ = [
     "LockOptions",
     "LockReport",
     "lock",
-    "pip_index_settings",
     "published_variants",
     "relock",
     "user_index_args",
@@ -123,6 +122,7 @@ class LockOptions:
     python_versions: tuple[str, ...] = ()
     pytorch_index: Optional[str] = None
     host: HostFlags = field(default_factory=HostFlags)  # the GPU facts; targets come from above
+    channel: Optional[str] = None  # --channel: the locks' base is <index>/nightly or <index>/test
 
 
 def _variant_order(name: str) -> tuple[int, tuple[int, ...]]:
@@ -229,6 +229,10 @@ def lock(options: LockOptions) -> LockReport:
     configured_index = os.environ.get("PIP_GPU_PYTORCH_INDEX") or load_project_config(cwd).pytorch_index
     if pytorch_index is None and not configured_index and recorded is not None and recorded.pytorch_index:
         pytorch_index = recorded.pytorch_index  # a re-lock reads the index it recorded
+    channel = options.channel or _recorded_channel(recorded.pytorch_index if recorded else None)
+    if channel not in (None, "stable"):  # the channel's folder is the base the locks record
+        base = pytorch_index or configured_index or load_knowledge().pytorch_index
+        pytorch_index = channel_index(base, channel)
     host = host_at(this_host, targets[0])
     knowledge = load_knowledge()
     if options.fleet:
@@ -291,6 +295,14 @@ def _lock_context() -> Any:
 
 def _relative(path: Path, directory: Path) -> str:
     return Path(os.path.relpath(path.resolve(), directory.resolve())).as_posix()
+
+
+def _recorded_channel(recorded_index: Optional[str]) -> Optional[str]:
+    """The channel a lock was made on: its recorded base ends in ``/nightly`` or ``/test``."""
+    from urllib.parse import urlsplit
+
+    folder = urlsplit(recorded_index or "").path.rstrip("/").rsplit("/", 1)[-1]
+    return folder if folder in ("nightly", "test") else None
 
 
 def _variants_to_lock(
@@ -835,71 +847,13 @@ def _annotated_indexes(
     return "", indexes
 
 
-_UV_INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS")
-
-
 def user_index_args(env: Mapping[str, str]) -> list[str]:
-    """uv options for the indexes a pip user has configured, when uv has none of its own.
+    """uv options for the user's indexes, by the one rule every command follows
+    (:func:`pip_gpu.config.user_indexes`): a team that installs with pip keeps its mirror in
+    ``PIP_INDEX_URL`` or ``pip.conf``, and the lock must come from that mirror, not pypi.org."""
+    from ..config import user_indexes
 
-    ``lock`` resolves with uv, but a team that installs with pip keeps its mirror in
-    ``PIP_INDEX_URL`` or ``pip.conf``; the lock must come from that mirror, not pypi.org.
-    uv's own settings (``UV_*`` variables, ``uv.toml``) win when present. pip merges all
-    its indexes and takes the best version from any of them, so the translation does too
-    (the torch family is routed by name and unaffected).
-    """
-    if any(env.get(name) for name in _UV_INDEX_VARIABLES):
-        return []
-    settings = pip_index_settings(env)
-    args: list[str] = []
-    if settings.get("index-url"):
-        args += ["--default-index", settings["index-url"][0]]
-    for url in settings.get("extra-index-url", []):
-        args += ["--index", url]
-    for link in settings.get("find-links", []):
-        args += ["--find-links", link]
-    if settings.get("extra-index-url"):
-        args += ["--index-strategy", "unsafe-best-match"]
-    return args
-
-
-def pip_index_settings(env: Mapping[str, str]) -> dict[str, list[str]]:
-    """pip's ``index-url``, ``extra-index-url`` and ``find-links``, from its files and variables.
-
-    Read as pip documents it (pip.pypa.io, "Configuration"): the global, user and
-    site files in that order, ``PIP_CONFIG_FILE`` last (``os.devnull``: none at all), each
-    file's ``[install]`` section over its ``[global]`` one, and ``PIP_*`` variables over all.
-    """
-    import configparser
-
-    chosen = env.get("PIP_CONFIG_FILE")
-    files: list[Path] = []
-    if chosen != os.devnull:
-        xdg_dirs = env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep)
-        files += [Path(d) / "pip" / "pip.conf" for d in xdg_dirs] + [Path("/etc/pip.conf")]
-        home = Path(env.get("HOME", str(Path.home())))
-        files += [home / ".pip" / "pip.conf"]
-        files += [Path(env.get("XDG_CONFIG_HOME", str(home / ".config"))) / "pip" / "pip.conf"]
-        if env.get("VIRTUAL_ENV"):
-            files.append(Path(env["VIRTUAL_ENV"]) / "pip.conf")
-        if chosen:
-            files.append(Path(chosen))
-    settings: dict[str, list[str]] = {}
-    for path in files:
-        parser = configparser.RawConfigParser()
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, OSError, UnicodeDecodeError):
-            continue
-        for section in ("global", "install"):
-            if parser.has_section(section):
-                for key in ("index-url", "extra-index-url", "find-links"):
-                    if parser.has_option(section, key):
-                        settings[key] = parser.get(section, key).split()
-    for key in ("index-url", "extra-index-url", "find-links"):
-        value = env.get("PIP_" + key.upper().replace("-", "_"))
-        if value:
-            settings[key] = value.split()
-    return settings
+    return user_indexes(env).args_for("uv")
 
 
 # --- pip-gpu install writes the decision back ------------------------------------------------
