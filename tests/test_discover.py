@@ -174,6 +174,24 @@ def test_a_pinned_request_reads_only_the_decided_index_once(  # type: ignore[no-
     assert not index_server.contacted("/whl/")
 
 
+def test_a_pinned_request_on_an_unreachable_index_decides_from_the_file_with_a_note(
+    old_knowledge: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        index = f"http://127.0.0.1:{closed.getsockname()[1]}/whl"
+    env = _old_knowledge_env(old_knowledge, tmp_path)
+    host = ("--pytorch-index", index, "--driver", "560.35.03", "--compute-capability", "8.0")
+    done = run("explain", "torch==2.4.1", *host, "--json", env=env)
+    decision = json.loads(done.stdout)
+    assert (done.returncode, decision["variant"]) == (0, "cu124")
+    (note,) = decision["notes"]
+    assert note.startswith(f"could not read what {index}/cu124 carries (cannot reach {index}/cu124/torch/")
+    assert note.endswith("; decided from the knowledge file")
+
+
 def test_unknown_future_variant_is_learned(tmp_path: Path) -> None:
     """A driver that runs CUDA 13.4 makes pip-gpu ask cu133 and cu134 too, and cu134 has torch 2.16."""
     from pip_gpu.decide.discover import look_for_newer, with_releases

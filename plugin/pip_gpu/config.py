@@ -143,8 +143,15 @@ def check_channel(channel: str, source: str) -> str:
 
 def check_index_url(url: str, source: str) -> str:
     """``url`` when it is an http(s) or file URL urllib can parse; else one error naming ``source``."""
-    from .redact import redact_url
+    from .redact import redact_url, userinfo_problem
 
+    problem = userinfo_problem(url)
+    if problem:
+        raise UsageError(
+            f"{source}: the user:password in {redact_url(url)!r} {problem}",
+            "percent-encode it (a space is %20, a double quote %22), or keep the credentials in "
+            "~/.netrc and give the URL without them",
+        )
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number

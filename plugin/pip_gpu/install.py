@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -167,7 +166,9 @@ def install(options: InstallOptions) -> InstallResult:
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
 
     try:
-        scratch_folder = tempfile.TemporaryDirectory(prefix="pip-gpu-")
+        from .children import private_scratch
+
+        scratch_folder = private_scratch("install")  # its files may name an index with credentials
     except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's
         raise environment_fault(exc, "pip-gpu's scratch folder") from None
     with scratch_folder as scratch:
@@ -506,6 +507,8 @@ def _missing_file(plan: Plan, host: HostProfile) -> Optional[str]:
     decision = plan.decision
     if decision.index_url is None or decision.torch is None:
         return None
+    if not any(not line.constraint for line in plan.family_lines()):
+        return None  # no torch-family file is installed: its absence explains nothing
     from .decide.discover import missing_torch_file
 
     return missing_torch_file(decision.index_url, decision.torch, host.platform_tag, host.python_version)
@@ -513,7 +516,7 @@ def _missing_file(plan: Plan, host: HostProfile) -> Optional[str]:
 
 def _with_missing_file(failure: InstallerFailed, why: Optional[str]) -> None:
     """An installer failure pip-gpu can explain ends with the fact and a hint, like its own errors."""
-    if why:
+    if why and not failure.hint:  # said once (a dry run's failure passes here twice)
         failure.message = f"{failure.message}: {why}"
         failure.hint = (
             "`pip-gpu explain` shows what was decided and why; pin a torch version the index carries, "

@@ -92,6 +92,7 @@ def add_lock_parsers(
         action="store_true",
         help="print what was (or would be) synced as JSON; installer output to stderr",
     )
+    _add_trust_lock_index(sync)
     add_host_flags(sync)
     sync.set_defaults(handler=run_sync)
 
@@ -114,8 +115,18 @@ def add_lock_parsers(
         "every file's presence and size, and the sha256 of the files that name the build",
     )
     check.add_argument("--json", action="store_true", help="print JSON")
+    _add_trust_lock_index(check)
     add_host_flags(check)
     check.set_defaults(handler=run_check)
+
+
+def _add_trust_lock_index(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-lock-index",
+        action="store_true",
+        help="accept locks recorded from another PyTorch index than PIP_GPU_PYTORCH_INDEX or "
+        "[tool.pip-gpu] pytorch-index names (refused by default)",
+    )
 
 
 def _add_lock_dir(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +184,7 @@ def run_sync(args: argparse.Namespace) -> int:
             host=host_flags(args),
             dry_run=args.dry_run,
             installer_output_to_stderr=args.json,
+            trust_lock_index=args.trust_lock_index,
         )
     )
     if args.json:
@@ -205,6 +217,7 @@ def run_check(args: argparse.Namespace) -> int:
             system=args.system,
             host=host_flags(args),
             verify_files=args.verify_files,
+            trust_lock_index=args.trust_lock_index,
         )
     )
     result, directory, target = report.result, report.directory, report.target

@@ -9,6 +9,9 @@ Two ways in: a pin past the newest known release must be looked up (``discover_r
 an open request (``torch``, ``torch>=2.14``) asks, within a few seconds, whether the variant
 index it would use serves a newer series (``look_for_newer``), and decides from the file when
 the index does not answer in time.
+
+The same cached pages say what a variant index carries (``read_offers``): the decision takes
+only builds the index in use publishes (a mirror a release behind, one without some variants).
 """
 
 from __future__ import annotations
