@@ -447,16 +447,19 @@ def _uv_compile(
             constraints.write_text(render_file(constraint_lines), encoding="utf-8")
             argv += ["--constraints", str(constraints)]
         env = reading_environment(context.index_args, context.env, family_index)
+        from ..ui import progress
+
         try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                timeout=600,
-                check=False,
-            )
+            with progress("uv: resolving the other requirements to read what they need of torch"):
+                done = subprocess.run(
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    timeout=600,
+                    check=False,
+                )
         except subprocess.TimeoutExpired:
             raise ResolutionFailed(
                 "reading what the other requirements need of torch: uv did not finish within 600 s",

@@ -49,7 +49,6 @@ from ..decide.plan import (
 from ..decide.rules import request_from_requirements
 from ..detect.target import find_target
 from ..errors import (
-    EXIT_OK,
     NoBuildRuns,
     PipGpuError,
     UsageError,
@@ -89,6 +88,7 @@ from .choose import (
 
 __all__ = [
     "LockOptions",
+    "LockReport",
     "lock",
     "published_variants",
     "relock",
@@ -169,7 +169,32 @@ def _lock_targets(
     return combine_targets(base, options.platforms, options.arches, options.python_versions, host)
 
 
-def lock(options: LockOptions) -> int:
+@dataclass(frozen=True)
+class LockReport:
+    """The lock files ``lock`` wrote (or found unchanged), one per variant."""
+
+    files: tuple[LockFile, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """``lock --json``: each file with its variant, torch, CUDA, packages and targets."""
+        return {
+            "locks": [
+                {
+                    "file": str(lock.path),
+                    "variant": lock.variant,
+                    "torch": lock.record.torch,
+                    "cuda": lock.record.cuda,
+                    "index": lock.record.index,
+                    "packages": len({p.name for p in lock.pylock.packages}),
+                    "targets": [str(t) for t in lock.record.covered],
+                    "not_covered": {str(t): why for t, why in lock.record.not_covered},
+                }
+                for lock in self.files
+            ]
+        }
+
+
+def lock(options: LockOptions) -> LockReport:
     """Resolve and write ``pylock.<variant>.toml`` for each variant the options name."""
     from ..detect import host_for
 
@@ -255,7 +280,7 @@ def lock(options: LockOptions) -> int:
                 f"pip-gpu: note: {other.path.name} was locked from other inputs and is now stale; "
                 f"add {other.variant} to --variants to re-resolve it"
             )
-    return EXIT_OK
+    return LockReport(tuple(written))
 
 
 def _lock_context(family_indexes: Sequence[str] = ()) -> Any:
