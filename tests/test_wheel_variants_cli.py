@@ -10,7 +10,12 @@ import pytest
 from support.cli import assert_one_line_error, pip_gpu
 from support.fake_nvml import A100
 from support.index import fixture_env, make_venv, serve, site_packages
-from support.variant_index import VariantIndex, build_variant_index, variant_index_fixture  # noqa: F401
+from support.variant_index import (  # noqa: F401
+    PLAIN_PROJECT,
+    VariantIndex,
+    build_variant_index,
+    variant_index_fixture,
+)
 
 PASCAL = ("--driver", "580.65.06", "--compute-capability", "6.1")
 A100_535 = ("--driver", "535.104.05", "--compute-capability", "8.0")
@@ -227,3 +232,49 @@ def test_only_the_family_comes_from_the_variant_index(
 ) -> None:
     done = pip_gpu("lock", "torch", "numpy", "--variant-index", variant_index.url, env=env)
     assert_one_line_error(done, "numpy is not a family package")
+
+
+# --- install: --dry-run, -r and -c ------------------------------------------------------------
+
+
+def test_a_dry_run_shows_the_label_and_the_runs_and_installs_nothing(
+    variant_index: VariantIndex, env: dict[str, str], tmp_path: Path
+) -> None:
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    (tmp_path / "requirements.txt").write_text(f"torch==2.9.0\n{PLAIN_PROJECT}\n")
+    args = ("install", "-r", "requirements.txt", "--python", str(python))
+    args += ("--variant-index", variant_index.url)
+    done = pip_gpu(*args, "--dry-run", *PASCAL, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    wheel = f"{variant_index.url}/torch/torch-2.9.0-py3-none-any-cu126.whl"
+    assert f"torch 2.9.0 variant cu126: {wheel}" in done.stdout
+    assert "torch @ file://$d/torch-2.9.0-py3-none-any.whl" in done.stdout
+    assert PLAIN_PROJECT in done.stdout  # the rest, in the requirements file the run reads
+    data = json.loads(pip_gpu(*args, "--dry-run", "--json", *A100_535, env=env, cwd=tmp_path).stdout)
+    assert data["dry_run"] is True and data["variant_label"] == "cu121"
+    (command,) = data["commands"]
+    assert command["argv"][:3] == [command["argv"][0], "pip", "install"]  # uv: the venv has no pip
+    assert any(PLAIN_PROJECT in text and "torch" not in text for text in command["files"].values())
+    assert not (site_packages(python) / "torch").exists()
+    # a family constraint narrows the choice: nothing is left
+    (tmp_path / "constraints.txt").write_text("torch!=2.9.0\n")
+    narrowed = pip_gpu(*args, "-c", "constraints.txt", "--dry-run", *PASCAL, env=env, cwd=tmp_path)
+    assert_one_line_error(narrowed, "the variant index has no torch wheel for torch!=2.9.0,==2.9.0")
+    refused = pip_gpu(*args, "--json", *PASCAL, env=env, cwd=tmp_path)
+    assert_one_line_error(refused, "--json prints the plan of a dry run")
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_a_requirements_file_takes_the_family_from_the_variant_index_and_the_rest_from_yours(
+    variant_index: VariantIndex, env: dict[str, str], tmp_path: Path, installer: str
+) -> None:
+    python = make_venv(tmp_path / "venv", with_pip=installer == "pip")
+    (tmp_path / "requirements.txt").write_text(f"{PLAIN_PROJECT}>=1.0\ntorch; sys_platform == 'linux'\n")
+    done = pip_gpu(
+        "install", "-r", "requirements.txt", "--installer", installer, "--python", str(python),
+        "--variant-index", variant_index.url, *B200, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "installed torch 2.9.0 variant cu130" in done.stderr
+    assert landed(python) == "cu130"
+    assert (site_packages(python) / PLAIN_PROJECT / "__init__.py").is_file()

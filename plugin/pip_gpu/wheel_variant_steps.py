@@ -41,6 +41,7 @@ from .detect.target import TargetEnv, find_target
 from .errors import BuildDidNotLand, NoBuildRuns, UsageError
 from .host import HostFlags, HostProfile
 from .redact import redact_url
+from .requirements import RequirementLine
 from .route import InstallerCommand
 from .wheel_variants import LabelVerdict, parse_variant_wheel_filename
 
@@ -72,6 +73,72 @@ class VariantInstallOptions:
     system: bool
     host: HostFlags
     cwd: Path
+    requirement_files: tuple[str, ...] = ()  # -r: the family from the variant index, the rest passed on
+    constraint_files: tuple[str, ...] = ()  # -c: family lines narrow the choice, the rest passed on
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class VariantRequest:
+    """One request, read once: the family's requirements (for the variant index, constraints
+    folded in, markers evaluated for the target) and every other line (for the installer)."""
+
+    family: tuple[str, ...]
+    rest: tuple[RequirementLine, ...]
+    global_options: tuple[tuple[str, ...], ...] = ()
+
+    def installer_files(self, folder: Path) -> tuple[list[str], dict[Path, str]]:
+        """The installer's arguments for the rest (``-r``/``-c`` files in ``folder``), and the files."""
+        from .requirements import render_file
+
+        args: list[str] = []
+        files: dict[Path, str] = {}
+        wanted = [line for line in self.rest if not line.constraint]
+        limits = [line for line in self.rest if line.constraint]
+        if wanted:
+            files[folder / "requirements.txt"] = render_file(wanted, self.global_options)
+            args += ["-r", str(folder / "requirements.txt")]
+        if limits:
+            files[folder / "constraints.txt"] = render_file(limits)
+            args += ["-c", str(folder / "constraints.txt")]
+        return args, files
+
+
+def read_variant_request(
+    requirements: Sequence[str],
+    requirement_files: Sequence[str],
+    constraint_files: Sequence[str],
+    cwd: Path,
+    host: HostProfile,
+) -> VariantRequest:
+    """Split the request: the torch family comes from the variant index, the rest from your indexes."""
+    from packaging.specifiers import SpecifierSet
+
+    from .decide.plan import marker_environment, read_request
+
+    family_names = _family_names()
+    request = read_request(list(requirements), list(requirement_files), cwd, list(constraint_files))
+    markers = marker_environment(host)
+    wanted: dict[str, SpecifierSet] = {}
+    limits: dict[str, SpecifierSet] = {}
+    rest: list[RequirementLine] = []
+    for line in request.lines:
+        if line.name not in family_names or line.requirement is None:
+            rest.append(line)
+            continue
+        if line.is_direct_url:
+            raise UsageError(
+                f"{line.text} ({line.origin}): a direct URL cannot come from --variant-index",
+                "drop the URL to take the family from the variant index, or drop --variant-index",
+            )
+        requirement = line.requirement
+        if requirement.marker is not None and not requirement.marker.evaluate(markers):
+            continue
+        table = limits if line.constraint else wanted
+        table[line.name] = table.get(line.name, SpecifierSet()) & requirement.specifier
+    family = tuple(f"{name}{spec & limits.get(name, SpecifierSet())}" for name, spec in wanted.items())
+    options = tuple(option for f in request.files for option in f.global_options)
+    return VariantRequest(family, tuple(rest), options)
 
 
 def _say(message: str) -> None:
@@ -89,11 +156,15 @@ def _target_and_host(
     return target, host_for(flags)
 
 
-def _split(requirements: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(family requirements, the rest): only the torch family comes from the variant index."""
+def _family_names() -> frozenset[str]:
     from .knowledge import load_knowledge
 
-    family = {canonicalize_name(m.name) for m in load_knowledge().family}
+    return frozenset(canonicalize_name(m.name) for m in load_knowledge().family)
+
+
+def _split(requirements: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(family requirements, the rest): only the torch family comes from the variant index."""
+    family = _family_names()
     ours: list[str] = []
     rest: list[str] = []
     for text in requirements:
@@ -185,12 +256,18 @@ def _fetch(package: str, version: str, wheel: IndexWheel, folder: Path) -> _Fetc
     return _Fetched(package, version, wheel.label, _download(wheel, folder))
 
 
-def _install_files(
-    target: TargetEnv, installer: Optional[str], files: Sequence[_Fetched], rest: Sequence[str], no_deps: bool
-) -> None:
-    from .installers import choose_installer, run_command, uv_binary
+def _install_commands(
+    target: TargetEnv,
+    chosen: str,
+    files: Sequence[_Fetched],
+    rest: tuple[list[str], dict[Path, str]],
+    no_deps: bool,
+) -> list[InstallerCommand]:
+    """The installer runs: the chosen wheels by direct reference, the rest (``-r``/``-c`` files)
+    as the installer resolves it from your indexes."""
+    from .installers import uv_binary
 
-    chosen = choose_installer(installer, None, target)
+    rest_args, rest_files = rest
     lines = [f"{f.package} @ {f.path.as_uri()}" for f in files]
     # The same version from another file: pip says "already installed" and keeps the old
     # label, uv may too; so a member whose installed label differs is reinstalled, alone.
@@ -198,24 +275,39 @@ def _install_files(
         f for f in files if installed_label(target, f.package) not in (None, (f.version, f.label))
     ]
     extra = ["--no-deps"] if no_deps else []
-    if chosen == "pip":
-        pip = [str(target.python), "-m", "pip", "install"]
-        if replace_label:
-            argv = [
-                *pip,
-                "--force-reinstall",
-                "--no-deps",
-                *(f"{f.package} @ {f.path.as_uri()}" for f in replace_label),
-            ]
-            run_command(InstallerCommand(tuple(argv), purpose="pip reinstall of the chosen variant wheels"))
-            if no_deps and not rest:
-                return
-        argv = [*pip, *extra, *lines, *rest]
-    else:
-        argv = [uv_binary(), "pip", "install", "--python", str(target.python), *extra, *lines, *rest]
+    purpose = f"{chosen} install of the chosen variant wheels"
+    if chosen == "uv":
+        argv = [uv_binary(), "pip", "install", "--python", str(target.python), *extra, *lines, *rest_args]
         for fetched in replace_label:
             argv += ["--reinstall-package", fetched.package]
-    run_command(InstallerCommand(tuple(argv), purpose=f"{chosen} install of the chosen variant wheels"))
+        return [InstallerCommand(tuple(argv), purpose=purpose, files=rest_files)]
+    pip = [str(target.python), "-m", "pip", "install"]
+    commands = []
+    if replace_label:
+        relabel = [f"{f.package} @ {f.path.as_uri()}" for f in replace_label]
+        commands.append(
+            InstallerCommand(
+                (*pip, "--force-reinstall", "--no-deps", *relabel),
+                purpose="pip reinstall of the chosen variant wheels",
+            )
+        )
+        if no_deps and not rest_args:
+            return commands
+    commands.append(InstallerCommand((*pip, *extra, *lines, *rest_args), purpose=purpose, files=rest_files))
+    return commands
+
+
+def _install_files(
+    target: TargetEnv,
+    installer: Optional[str],
+    files: Sequence[_Fetched],
+    rest: tuple[list[str], dict[Path, str]],
+    no_deps: bool,
+) -> None:
+    from .installers import choose_installer, run_command
+
+    for command in _install_commands(target, choose_installer(installer, None, target), files, rest, no_deps):
+        run_command(command)
 
 
 def _verify(target: TargetEnv, choices: Sequence[tuple[str, str, str]]) -> None:
@@ -232,30 +324,113 @@ def _verify(target: TargetEnv, choices: Sequence[tuple[str, str, str]]) -> None:
             )
 
 
-def install_variant_wheels(options: VariantInstallOptions) -> list[VariantChoice]:
-    """Choose, download and install the family's variant wheels; the rest passes through."""
-    target, host = _target_and_host(options.python, options.system, options.host, options.cwd, True)
-    ours, rest = _split(options.requirements)
-    if not ours:
+@dataclass(frozen=True)
+class VariantDryRun:
+    """What ``install --dry-run`` would do: the choices, and the installer runs."""
+
+    choices: tuple[VariantChoice, ...]
+    installer: str
+    python: Path
+    commands: tuple[InstallerCommand, ...]
+    host: HostProfile
+
+    def to_json(self, index_url: str) -> dict[str, Any]:
+        first = self.choices[0]
+        return {
+            "dry_run": True,
+            **first.to_json(),
+            "index_url": redact_url(index_url),
+            "installer": self.installer,
+            "python": str(self.python),
+            "host": self.host.to_json(),
+            "packages": [c.to_json() for c in self.choices],
+            "commands": [
+                {
+                    "purpose": c.purpose,
+                    "argv": [redact_url(a) for a in c.argv],
+                    "files": {str(path): redact_url(text) for path, text in c.files.items()},
+                }
+                for c in self.commands
+            ],
+        }
+
+    def script(self) -> str:
+        """The runs as a shell script; the wheels are downloaded (hash checked) to ``$d`` first."""
+        import shlex
+
+        lines = [f"# pip-gpu install --dry-run --variant-index: {len(self.commands)} installer run(s)"]
+        lines.append("d=$(mktemp -d)  # the chosen wheels, stored without their label, and the files")
+        for choice in self.choices:
+            wheel = choice.wheel
+            assert wheel is not None
+            lines.append(
+                f"# {choice.package} {choice.version} variant {choice.label or '(non-variant)'}: "
+                f"{redact_url(wheel.url)} (sha256 {wheel.sha256}) -> $d/{wheel.name.plain_filename}"
+            )
+        for command in self.commands:
+            lines.append(f"# {command.purpose}")
+            for path, text in command.files.items():
+                lines.append(f"cat > \"$d/{path.name}\" <<'PIP_GPU_EOF'")
+                lines.extend(redact_url(line) for line in text.splitlines())
+                lines.append("PIP_GPU_EOF")
+            words = [redact_url(a).replace(DRY_RUN_FOLDER.as_uri(), "file://$d") for a in command.argv]
+            lines.append(
+                " ".join(
+                    '"$d' + w[len(str(DRY_RUN_FOLDER)) :] + '"'
+                    if w.startswith(str(DRY_RUN_FOLDER))
+                    else shlex.quote(w)
+                    for w in words
+                )
+            )
+        return "\n".join(lines)
+
+
+DRY_RUN_FOLDER = Path(tempfile.gettempdir()) / "pip-gpu-variants-dry-run"  # shown as $d
+
+
+def install_variant_wheels(
+    options: VariantInstallOptions,
+) -> tuple[list[VariantChoice], Optional[VariantDryRun]]:
+    """Choose, download and install the family's variant wheels; the rest passes through.
+    A dry run chooses and returns the runs it would make, downloading and installing nothing."""
+    from .installers import choose_installer
+
+    target, host = _target_and_host(
+        options.python, options.system, options.host, options.cwd, not options.dry_run
+    )
+    request = read_variant_request(
+        options.requirements, options.requirement_files, options.constraint_files, options.cwd, host
+    )
+    if not request.family:
         raise UsageError(
             "--variant-index: no torch-family package in the request",
             "name torch (or another family member), or drop --variant-index",
         )
-    choices = [choose_variant_wheel(options.index_url, text, host) for text in ours]
+    choices = [choose_variant_wheel(options.index_url, text, host) for text in request.family]
     for choice in choices:
         if choice.wheel is None:
             raise _refuse(choice, host)
+    installer = choose_installer(options.installer, None, target)
+    if options.dry_run:
+        files = [
+            _Fetched(c.package, str(c.version), c.label or "", DRY_RUN_FOLDER / c.wheel.name.plain_filename)
+            for c in choices
+            if c.wheel is not None
+        ]
+        rest = request.installer_files(DRY_RUN_FOLDER)
+        commands = _install_commands(target, installer, files, rest, no_deps=False)
+        return choices, VariantDryRun(tuple(choices), installer, target.python, tuple(commands), host)
     with tempfile.TemporaryDirectory(prefix="pip-gpu-variants-") as folder:
         files = [
             _fetch(c.package, str(c.version), c.wheel, Path(folder)) for c in choices if c.wheel is not None
         ]
-        _install_files(target, options.installer, files, rest, no_deps=False)
+        _install_files(target, installer, files, request.installer_files(Path(folder)), no_deps=False)
     _verify(target, [(c.package, str(c.version), c.label or "") for c in choices])
     for choice in choices:
         _say(
             f"pip-gpu: installed {choice.package} {choice.version} variant {choice.label or '(non-variant)'}"
         )
-    return choices
+    return choices, None
 
 
 # --- the lock ---------------------------------------------------------------------------------
@@ -426,7 +601,7 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
             )
     with tempfile.TemporaryDirectory(prefix="pip-gpu-variants-") as folder:
         files = [_fetch(c.package, c.version, c.wheel, Path(folder)) for c in choices if c.wheel is not None]
-        _install_files(target, options.installer, files, (), no_deps=True)
+        _install_files(target, options.installer, files, ([], {}), no_deps=True)
     _verify(target, [(c.package, c.version, c.wheel.label if c.wheel else "") for c in choices])
     for choice in choices:
         label = choice.wheel.label if choice.wheel else ""

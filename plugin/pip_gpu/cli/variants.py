@@ -56,6 +56,9 @@ def _options(args: argparse.Namespace, index_url: str, cwd: Optional[Path] = Non
         system=bool(getattr(args, "system", False)),
         host=host_flags(args),
         cwd=cwd or Path.cwd(),
+        requirement_files=tuple(getattr(args, "requirement", ()) or ()),
+        constraint_files=tuple(getattr(args, "constraint", ()) or ()),
+        dry_run=bool(getattr(args, "dry_run", False)),
     )
 
 
@@ -132,12 +135,11 @@ def _install(args: argparse.Namespace, index_url: str) -> int:
     from ..errors import UsageError
     from ..wheel_variant_steps import install_variant_wheels
 
-    if args.dry_run or args.requirement or args.constraint:
-        raise UsageError(
-            "--variant-index installs named requirements only (no --dry-run, -r or -c yet)",
-            "use pip-gpu explain --variant-index URL to see the choice, and name the requirements",
-        )
-    install_variant_wheels(_options(args, index_url))
+    if args.json and not args.dry_run:
+        raise UsageError("--json prints the plan of a dry run", "add --dry-run, or drop --json")
+    _, dry_run = install_variant_wheels(_options(args, index_url))
+    if dry_run is not None:
+        print(json.dumps(dry_run.to_json(index_url), indent=2) if args.json else dry_run.script())
     return EXIT_OK
 
 
