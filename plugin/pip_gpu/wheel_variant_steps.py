@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Optional
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .decide.index import IndexError_
+from .decide.index import IndexError_, open_index_file
 from .decide.variant_wheels import (
     IndexWheel,
     VariantChoice,
@@ -36,11 +35,12 @@ from .decide.variant_wheels import (
     judge_for_host,
     pick,
     read_variants_json,
+    with_index_credentials,
 )
 from .detect.target import TargetEnv, find_target
 from .errors import BuildDidNotLand, NoBuildRuns, UsageError
 from .host import HostFlags, HostProfile
-from .redact import redact_url
+from .redact import redact_url, strip_credentials
 from .requirements import RequirementLine
 from .route import InstallerCommand
 from .wheel_variants import LabelVerdict, parse_variant_wheel_filename
@@ -200,7 +200,7 @@ def _download(wheel: IndexWheel, folder: Path) -> Path:
     digest = hashlib.sha256()
     shown = redact_url(wheel.url)
     try:
-        with urllib.request.urlopen(wheel.url, timeout=60) as response, path.open("wb") as out:
+        with open_index_file(wheel.url, timeout=60) as response, path.open("wb") as out:
             total = 0
             while chunk := response.read(1 << 20):
                 total += len(chunk)
@@ -453,16 +453,20 @@ def lock_variant_wheels(
     choices = choose_all(index_url, requirements, host)
     packages: list[dict[str, Any]] = []
     for choice in choices:
-        entry: dict[str, Any] = {"name": choice.package, "version": str(choice.version), "index": index_url}
+        entry: dict[str, Any] = {
+            "name": choice.package,
+            "version": str(choice.version),
+            "index": strip_credentials(index_url),
+        }
         if choice.variants_json_url:
             entry["variants-json"] = {
-                "url": choice.variants_json_url,
+                "url": strip_credentials(choice.variants_json_url),
                 "hashes": {"sha256": choice.variants_json_sha256},
             }
         entry["wheels"] = [
             {
                 "name": w.name.filename,
-                "url": w.url,
+                "url": strip_credentials(w.url),
                 **({"size": w.size} if w.size else {}),
                 "hashes": {"sha256": w.sha256},
             }
@@ -476,7 +480,10 @@ def lock_variant_wheels(
         "packages": packages,
         "tool": {
             "pip-gpu": {
-                TOOL_KEY: {"variant-index": index_url, "requirements": list(requirements) or ["torch"]}
+                TOOL_KEY: {
+                    "variant-index": strip_credentials(index_url),
+                    "requirements": [strip_credentials(r) for r in requirements] or ["torch"],
+                }
             }
         },
     }
@@ -552,17 +559,18 @@ class LockedChoice:
     verdicts: tuple[LabelVerdict, ...]
 
 
-def _choose_locked(document: Mapping[str, Any], host: HostProfile) -> list[LockedChoice]:
-    """Each locked package's wheel for ``host``, judged with the locked variants.json (hash checked)."""
+def _choose_locked(document: Mapping[str, Any], host: HostProfile, index_url: str) -> list[LockedChoice]:
+    """Each locked package's wheel for ``host``, judged with the locked variants.json (hash checked).
+    The lock holds no credentials: ``index_url`` (the variant index as configured) lends its
+    own to the URLs on its origin, else the netrc file's are sent."""
     chosen: list[LockedChoice] = []
     for package in document["packages"]:
         wheels = []
         for entry in package.get("wheels", []):
             parsed = parse_variant_wheel_filename(entry["name"])
             if host_tags_fit(parsed.tags, host):
-                wheels.append(
-                    IndexWheel(parsed, entry["url"], entry["hashes"].get("sha256"), entry.get("size"))
-                )
+                url = with_index_credentials(entry["url"], index_url)
+                wheels.append(IndexWheel(parsed, url, entry["hashes"].get("sha256"), entry.get("size")))
         table = package.get("variants-json")
         if table is None:
             chosen.append(
@@ -570,7 +578,9 @@ def _choose_locked(document: Mapping[str, Any], host: HostProfile) -> list[Locke
             )
             continue
         metadata, _ = read_variants_json(
-            table["url"], table["hashes"]["sha256"], f"the hash {LOCK_NAME} locks"
+            with_index_credentials(table["url"], index_url),
+            table["hashes"]["sha256"],
+            f"the hash {LOCK_NAME} locks",
         )
         verdicts = judge_for_host(metadata, wheels, host)
         chosen.append(
@@ -590,7 +600,7 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
             "write it with pip-gpu lock --variant-index URL",
         )
     target, host = _target_and_host(options.python, options.system, options.host, options.cwd, True)
-    choices = _choose_locked(document, host)
+    choices = _choose_locked(document, host, options.index_url)
     for choice in choices:
         if choice.wheel is None:
             reasons = "; ".join(f"{v.label or 'non-variant'}: {v.reason}" for v in choice.verdicts)
@@ -633,7 +643,7 @@ def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
     target, host = _target_and_host(options.python, options.system, options.host, options.cwd, False)
     problems: list[str] = []
     installed: dict[str, str] = {}
-    for choice in _choose_locked(document, host):
+    for choice in _choose_locked(document, host, options.index_url):
         landed = installed_label(target, choice.package)
         if landed is None:
             problems.append(f"{choice.package} is not installed; the lock wants {choice.version}")

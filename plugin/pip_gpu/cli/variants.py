@@ -172,14 +172,14 @@ def _lock(args: argparse.Namespace, index_url: str) -> int:
 def _sync(args: argparse.Namespace, directory: Path) -> int:
     from ..wheel_variant_steps import sync_variant_lock
 
-    sync_variant_lock(_options(args, "", cwd=directory))
+    sync_variant_lock(_options(args, variant_index_of(args) or "", cwd=directory))
     return EXIT_OK
 
 
 def _check(args: argparse.Namespace, directory: Path) -> int:
     from ..wheel_variant_steps import check_variant_lock
 
-    result = check_variant_lock(_options(args, "", cwd=directory))
+    result = check_variant_lock(_options(args, variant_index_of(args) or "", cwd=directory))
     if args.json:
         print(
             json.dumps(
