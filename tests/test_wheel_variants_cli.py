@@ -4,9 +4,15 @@ wheels from a torch-like index served on 127.0.0.1 (tests/support/variant_index.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 from support.cli import assert_one_line_error, pip_gpu
 from support.fake_nvml import A100
 from support.index import fixture_env, make_venv, serve, site_packages
@@ -230,8 +236,8 @@ def test_the_flag_is_refused_twice_and_a_bad_url_is_bad_input(env: dict[str, str
 def test_only_the_family_comes_from_the_variant_index(
     variant_index: VariantIndex, env: dict[str, str]
 ) -> None:
-    done = pip_gpu("lock", "torch", "numpy", "--variant-index", variant_index.url, env=env)
-    assert_one_line_error(done, "numpy is not a family package")
+    done = pip_gpu("lock", PLAIN_PROJECT, "--variant-index", variant_index.url, env=env)
+    assert_one_line_error(done, "--variant-index: no torch-family package in the request")
 
 
 # --- install: --dry-run, -r and -c ------------------------------------------------------------
@@ -278,3 +284,43 @@ def test_a_requirements_file_takes_the_family_from_the_variant_index_and_the_res
     assert "installed torch 2.9.0 variant cu130" in done.stderr
     assert landed(python) == "cu130"
     assert (site_packages(python) / PLAIN_PROJECT / "__init__.py").is_file()
+
+
+# --- lock: the other packages, the targets ----------------------------------------------------
+
+
+def test_lock_records_the_other_packages_and_the_targets_and_sync_installs_them(
+    variant_index: VariantIndex, env: dict[str, str], tmp_path: Path
+) -> None:
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "requirements.txt").write_text("torch==2.9.0\n")  # tinyutil: torch's dependency
+    done = pip_gpu(
+        "lock", "-r", "requirements.txt", "--variant-index", variant_index.url, *PASCAL,
+        "--platform", "linux,windows", "--python-version", f"{here},3.12", env=env, cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"covers linux-x86_64-{here}, linux-x86_64-3.12, windows-x86_64-{here}" in done.stderr
+    document = tomllib.loads((project / "pylock.toml").read_text())
+    packages = {p["name"]: p for p in document["packages"]}
+    assert set(packages) == {"torch", PLAIN_PROJECT}
+    assert packages[PLAIN_PROJECT]["version"] == "1.0"
+    assert packages[PLAIN_PROJECT]["index"] == variant_index.server.pypi_url
+    assert packages[PLAIN_PROJECT]["wheels"][0]["hashes"]["sha256"]
+    assert len(document["environments"]) == 4
+    assert document["tool"]["pip-gpu"]["wheel-variants"]["requirement-files"] == ["requirements.txt"]
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    synced = pip_gpu("sync", "--python", str(python), *PASCAL, env=env, cwd=project)
+    assert synced.returncode == 0, synced.stderr
+    assert landed(python) == "cu126"
+    assert (site_packages(python) / PLAIN_PROJECT / "__init__.py").is_file()
+    checked = pip_gpu("check", "--python", str(python), *PASCAL, env=env, cwd=project)
+    assert checked.returncode == 0, checked.stdout
+    # a target the lock does not cover: check fails, sync refuses, both saying which it covers
+    other = pip_gpu(
+        "check", "--python", str(python), *PASCAL, "--python-version", "3.9", env=env, cwd=project
+    )
+    assert other.returncode == 1 and "this host is linux-x86_64-3.9" in other.stdout
+    refused = pip_gpu("sync", "--python", str(python), *PASCAL, "--platform", "macos", env=env, cwd=project)
+    assert_one_line_error(refused, f"pylock.toml covers linux-x86_64-{here}", "this host is macos")

@@ -40,6 +40,7 @@ from .decide.variant_wheels import (
 from .detect.target import TargetEnv, find_target
 from .errors import BuildDidNotLand, NoBuildRuns, UsageError
 from .host import HostFlags, HostProfile
+from .lockfile import LockTarget
 from .redact import redact_url, strip_credentials
 from .requirements import RequirementLine
 from .route import InstallerCommand
@@ -250,10 +251,15 @@ class _Fetched:
     version: str
     label: str
     path: Path
+    sha256: str = ""
+
+    @property
+    def reference(self) -> str:
+        return f"{self.package} @ {self.path.as_uri()}"
 
 
 def _fetch(package: str, version: str, wheel: IndexWheel, folder: Path) -> _Fetched:
-    return _Fetched(package, version, wheel.label, _download(wheel, folder))
+    return _Fetched(package, version, wheel.label, _download(wheel, folder), wheel.sha256 or "")
 
 
 def _install_commands(
@@ -262,13 +268,15 @@ def _install_commands(
     files: Sequence[_Fetched],
     rest: tuple[list[str], dict[Path, str]],
     no_deps: bool,
+    named: bool = True,
 ) -> list[InstallerCommand]:
     """The installer runs: the chosen wheels by direct reference, the rest (``-r``/``-c`` files)
-    as the installer resolves it from your indexes."""
+    as the installer resolves it from your indexes. ``named``: the references go on the command
+    line (else the rest's files hold them, hash-checked with the rest: ``sync``)."""
     from .installers import uv_binary
 
     rest_args, rest_files = rest
-    lines = [f"{f.package} @ {f.path.as_uri()}" for f in files]
+    lines = [f.reference for f in files] if named else []
     # The same version from another file: pip says "already installed" and keeps the old
     # label, uv may too; so a member whose installed label differs is reinstalled, alone.
     replace_label = [
@@ -284,7 +292,7 @@ def _install_commands(
     pip = [str(target.python), "-m", "pip", "install"]
     commands = []
     if replace_label:
-        relabel = [f"{f.package} @ {f.path.as_uri()}" for f in replace_label]
+        relabel = [f.reference for f in replace_label]
         commands.append(
             InstallerCommand(
                 (*pip, "--force-reinstall", "--no-deps", *relabel),
@@ -303,10 +311,12 @@ def _install_files(
     files: Sequence[_Fetched],
     rest: tuple[list[str], dict[Path, str]],
     no_deps: bool,
+    named: bool = True,
 ) -> None:
     from .installers import choose_installer, run_command
 
-    for command in _install_commands(target, choose_installer(installer, None, target), files, rest, no_deps):
+    chosen = choose_installer(installer, None, target)
+    for command in _install_commands(target, chosen, files, rest, no_deps, named):
         run_command(command)
 
 
@@ -436,62 +446,223 @@ def install_variant_wheels(
 # --- the lock ---------------------------------------------------------------------------------
 
 
-def lock_variant_wheels(
-    index_url: str, requirements: Sequence[str], host: HostProfile, directory: Path
-) -> tuple[Path, list[VariantChoice]]:
-    """Write ``pylock.toml``: every wheel of each chosen version, and its variants.json by hash."""
-    import tomli_w
+@dataclass(frozen=True)
+class VariantLockOptions:
+    """``lock --variant-index``: what to lock, for which targets, and where."""
 
-    from .lockfile import write_atomically
+    index_url: str
+    requirements: tuple[str, ...]
+    host: HostFlags  # the GPU facts (the label this host takes is reported)
+    cwd: Path
+    directory: Path
+    requirement_files: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()  # every combination of these is a target, as plain ``lock``
+    arches: tuple[str, ...] = ()
+    python_versions: tuple[str, ...] = ()
 
-    _, rest = _split(requirements)
-    if rest:
+
+@dataclass(frozen=True)
+class VariantLock:
+    """What ``lock --variant-index`` wrote."""
+
+    path: Path
+    choices: tuple[VariantChoice, ...]  # the family, for the first target
+    targets: tuple[LockTarget, ...]
+    others: tuple[str, ...]  # the ordinary entries, "name version"
+
+
+def _lock_targets(options: VariantLockOptions, host: HostProfile) -> list[LockTarget]:
+    """The flags' combinations over ``[tool.pip-gpu] targets``, else this host with the target
+    interpreter's Python (plain ``lock``'s rule, less the targets other locks record)."""
+    from .config import load_project_config
+    from .lock.choose import combine_targets
+
+    configured = load_project_config(options.cwd).targets
+    if configured:
+        base = [LockTarget.parse(t, "[tool.pip-gpu] targets") for t in configured]
+    else:
+        python = find_target(None, options.cwd, os.environ).python_version
+        base = [LockTarget.make(host.os, host.arch, python, "this host")]
+    return combine_targets(base, options.platforms, options.arches, options.python_versions, host)
+
+
+def _family_entry(
+    package: str, choices: Sequence[tuple[LockTarget, VariantChoice]], index_url: str
+) -> dict[str, Any]:
+    """One family member's entry: every target's wheels of the one version, and variants.json."""
+    versions = {str(c.version) for _, c in choices}
+    if len(versions) > 1:
+        taken = ", ".join(f"{t}: {c.version}" for t, c in choices)
         raise UsageError(
-            f"--variant-index locks the torch family only; {', '.join(rest)} is not a family package",
-            "lock the other packages with pip-gpu lock without --variant-index",
+            f"--variant-index: the targets take different versions of {package} ({taken})",
+            f"pin one version ({package}==...) for every target",
         )
-    choices = choose_all(index_url, requirements, host)
-    packages: list[dict[str, Any]] = []
-    for choice in choices:
-        entry: dict[str, Any] = {
-            "name": choice.package,
-            "version": str(choice.version),
-            "index": strip_credentials(index_url),
-        }
-        if choice.variants_json_url:
-            entry["variants-json"] = {
-                "url": strip_credentials(choice.variants_json_url),
-                "hashes": {"sha256": choice.variants_json_sha256},
-            }
-        entry["wheels"] = [
-            {
-                "name": w.name.filename,
-                "url": strip_credentials(w.url),
-                **({"size": w.size} if w.size else {}),
-                "hashes": {"sha256": w.sha256},
-            }
-            for w in sorted(choice.wheels, key=lambda w: w.name.filename)
-            if w.sha256
-        ]
-        packages.append(entry)
-    document = {
-        "lock-version": "1.0",
-        "created-by": "pip-gpu",
-        "packages": packages,
-        "tool": {
-            "pip-gpu": {
-                TOOL_KEY: {
-                    "variant-index": strip_credentials(index_url),
-                    "requirements": [strip_credentials(r) for r in requirements] or ["torch"],
-                }
-            }
-        },
+    first = choices[0][1]
+    entry: dict[str, Any] = {
+        "name": package,
+        "version": str(first.version),
+        "index": strip_credentials(index_url),
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / LOCK_NAME
+    if first.variants_json_url:
+        entry["variants-json"] = {
+            "url": strip_credentials(first.variants_json_url),
+            "hashes": {"sha256": first.variants_json_sha256},
+        }
+    wheels = {w.name.filename: w for _, c in choices for w in c.wheels if w.sha256}
+    entry["wheels"] = [
+        {
+            "name": w.name.filename,
+            "url": strip_credentials(w.url),
+            **({"size": w.size} if w.size else {}),
+            "hashes": {"sha256": w.sha256},
+        }
+        for _, w in sorted(wheels.items())
+    ]
+    return entry
+
+
+def _family_dependencies(choice: VariantChoice, folder: Path) -> list[str]:
+    """What the chosen wheel (for a host no label fits: the first label's) requires of packages
+    outside the family: its PEP 658 metadata, else its own METADATA (downloaded, hash checked)."""
+    import email.parser
+    import zipfile
+
+    from .decide.index import index_timeout, read_index_file
+
+    wheel = choice.wheel or (choice.wheels[0] if choice.wheels else None)
+    if wheel is None:
+        return []
+    data = read_index_file(wheel.url + ".metadata", timeout=index_timeout())
+    if data is None or not data.startswith(b"Metadata-Version"):
+        folder = folder / (wheel.label or "non-variant")  # every label's file has the same plain name
+        path = folder / wheel.name.plain_filename
+        if not path.is_file():  # the same wheel for another target: read already
+            folder.mkdir(parents=True, exist_ok=True)
+            path = _download(wheel, folder)
+        with zipfile.ZipFile(path) as archive:
+            inside = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            data = archive.read(inside)
+    family = _family_names()
+    wanted = []
+    for text in email.parser.BytesParser().parsebytes(data).get_all("Requires-Dist") or []:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) in family or "extra" in str(requirement.marker or ""):
+            continue  # a family member comes from the variant index when named; extras are not asked for
+        wanted.append(str(requirement))
+    return wanted
+
+
+def _resolve_others(
+    target: LockTarget,
+    host: HostProfile,
+    request: VariantRequest,
+    dependencies: Sequence[str],
+    folder: Path,
+) -> Optional[tuple[tuple[str, str], dict[str, Any], dict[str, str]]]:
+    """uv's PEP 751 resolution of everything else (and the family's own dependencies) for one
+    target, from your indexes, as plain ``lock`` resolves it; None when there is nothing else."""
+    from .installers import run_command, uv_binary
+    from .lock.choose import platform_marker
+    from .lock.resolve import index_of_package, user_index_args, uv_python_platform
+    from .lockfile import load_toml
+
+    wanted = [line for line in request.rest if not line.constraint]
+    if not wanted and not dependencies:
+        return None
+    folder.mkdir(parents=True)
+    rest_args, rest_files = request.installer_files(folder)
+    if dependencies:
+        extra = folder / "family-dependencies.txt"
+        rest_files[extra] = "".join(f"{text}\n" for text in dependencies)
+        rest_args += ["-r", str(extra)]
+    out = folder / "pylock.toml"
+    argv = [
+        uv_binary(), "pip", "compile", "--quiet", "--no-header", "--format", "pylock.toml", "-o", str(out),
+        "--python-version", target.python_version, "--python-platform", uv_python_platform(target),
+        *user_index_args(os.environ), *(arg for arg in rest_args if arg != "-r"),  # sources: positional
+    ]  # fmt: skip
+    run_command(
+        InstallerCommand(tuple(argv), f"uv resolution of the other packages for {target}", files=rest_files),
+        to_stderr=True,
+    )
+    resolved = load_toml(out.read_text(encoding="utf-8"), "uv's lock output")
+    family = _family_names()
+    resolved["packages"] = [
+        p for p in resolved.get("packages", []) if canonicalize_name(str(p.get("name", ""))) not in family
+    ]
+    indexes = {}
+    for package in resolved["packages"]:
+        found = index_of_package(package, request.global_options)
+        if found:
+            indexes[str(package["name"])] = strip_credentials(found)
+    return (platform_marker(host), target.python_version), resolved, indexes
+
+
+def lock_variant_wheels(options: VariantLockOptions) -> VariantLock:
+    """Write ``pylock.toml``: for each family member every wheel of the chosen version (each
+    target's) and its variants.json by hash; every other package as plain ``lock`` locks it."""
+    from .detect import host_for
+    from .lock.choose import environment_marker, host_at
+    from .lockfile import merge_resolutions, render_lock, write_atomically
+
+    this_host = host_for(replace(options.host, platform=None, arch=None, python_version=None))
+    targets = _lock_targets(options, this_host)
+    files = [str(options.cwd / f) for f in options.requirement_files]
+    family: dict[str, list[tuple[LockTarget, VariantChoice]]] = {}
+    parts = []
+    environments = []
+    with tempfile.TemporaryDirectory(prefix="pip-gpu-variant-lock-") as scratch:
+        for number, target in enumerate(targets):
+            host = host_at(this_host, target)
+            environments.append(environment_marker(host))
+            request = read_variant_request(options.requirements, files, (), options.cwd, host)
+            if not request.family and request.rest:
+                raise UsageError(
+                    "--variant-index: no torch-family package in the request",
+                    "name torch (or another family member), or drop --variant-index",
+                )
+            choices = [
+                choose_variant_wheel(options.index_url, text, host) for text in request.family or ("torch",)
+            ]
+            dependencies: list[str] = []
+            for choice in choices:
+                family.setdefault(choice.package, []).append((target, choice))
+                dependencies += _family_dependencies(choice, Path(scratch) / "wheels")
+            part = _resolve_others(target, host, request, dependencies, Path(scratch) / f"resolve-{number}")
+            if part is not None:
+                parts.append(part)
+    others = merge_resolutions(parts) if parts else {"packages": []}
+    packages = [_family_entry(name, chosen, options.index_url) for name, chosen in family.items()]
+    packages += others["packages"]
+    packages.sort(key=lambda p: (str(p["name"]), str(p.get("version", ""))))
+    document: dict[str, Any] = {"lock-version": "1.0", "environments": environments}
+    if "requires-python" in others:
+        document["requires-python"] = others["requires-python"]
+    document["created-by"] = "pip-gpu"
+    document["packages"] = packages
+    document["tool"] = {
+        "pip-gpu": {
+            TOOL_KEY: {
+                "variant-index": strip_credentials(options.index_url),
+                "requirements": [strip_credentials(r) for r in options.requirements],
+                "requirement-files": list(options.requirement_files),
+                "targets": [str(t) for t in targets],
+            }
+        }
+    }
+    options.directory.mkdir(parents=True, exist_ok=True)
+    path = options.directory / LOCK_NAME
     _validate(document, path.name)
-    write_atomically(path, tomli_w.dumps(document).encode("utf-8"))
-    return path, choices
+    write_atomically(path, render_lock(document).encode("utf-8"))
+    return VariantLock(
+        path,
+        tuple(c for _, c in (chosen[0] for chosen in family.values())),
+        tuple(targets),
+        tuple(f"{p['name']} {p.get('version', '')}".strip() for p in others["packages"]),
+    )
 
 
 def is_variant_lock(directory: Path) -> bool:
@@ -565,6 +736,8 @@ def _choose_locked(document: Mapping[str, Any], host: HostProfile, index_url: st
     own to the URLs on its origin, else the netrc file's are sent."""
     chosen: list[LockedChoice] = []
     for package in document["packages"]:
+        if not _is_family_entry(package):
+            continue
         wheels = []
         for entry in package.get("wheels", []):
             parsed = parse_variant_wheel_filename(entry["name"])
@@ -589,6 +762,53 @@ def _choose_locked(document: Mapping[str, Any], host: HostProfile, index_url: st
     return chosen
 
 
+def _is_family_entry(package: Mapping[str, Any]) -> bool:
+    return "variants-json" in package or canonicalize_name(str(package.get("name", ""))) in _family_names()
+
+
+@dataclass(frozen=True)
+class _LockedOther:
+    """An ordinary locked package (not from the variant index) this host installs."""
+
+    name: str
+    version: str
+    hashes: tuple[str, ...]  # "sha256:..." of each of its files
+
+    @property
+    def line(self) -> str:
+        return " ".join([f"{self.name}=={self.version}", *(f"--hash={h}" for h in self.hashes)])
+
+
+def _locked_others(document: Mapping[str, Any], host: HostProfile) -> list[_LockedOther]:
+    """The lock's ordinary packages whose marker holds on ``host`` (PEP 751 ``marker``)."""
+    from packaging.markers import Marker
+
+    from .lock.choose import marker_values
+
+    values = dict(marker_values(host), extra="")
+    others = []
+    for package in document["packages"]:
+        if _is_family_entry(package) or (
+            package.get("marker") and not Marker(package["marker"]).evaluate(values)
+        ):
+            continue
+        files = [*package.get("wheels", []), *([package["sdist"]] if "sdist" in package else [])]
+        hashes = tuple(f"sha256:{f['hashes']['sha256']}" for f in files if f.get("hashes", {}).get("sha256"))
+        others.append(_LockedOther(str(package["name"]), str(package.get("version", "")), hashes))
+    return others
+
+
+def _not_covered(document: Mapping[str, Any], host: HostProfile) -> Optional[str]:
+    """Why the lock does not serve this host's platform and Python (None: it does, or it names no targets)."""
+    from .lock.choose import target_of
+
+    targets = document.get("tool", {}).get("pip-gpu", {}).get(TOOL_KEY, {}).get("targets")
+    here = str(target_of(host))
+    if not targets or here in targets:
+        return None
+    return f"{LOCK_NAME} covers {', '.join(targets)}; this host is {here}"
+
+
 def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
     """Install the label of each locked package that fits this host; refuse (exit 2, nothing
     changed) when none does or the locked variants.json changed."""
@@ -600,6 +820,13 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
             "write it with pip-gpu lock --variant-index URL",
         )
     target, host = _target_and_host(options.python, options.system, options.host, options.cwd, True)
+    uncovered = _not_covered(document, host)
+    if uncovered:
+        raise NoBuildRuns(
+            f"{uncovered}; nothing was changed",
+            f"add it: pip-gpu lock --variant-index URL --platform {host.os} --python-version "
+            f"{host.python_version} (with the other targets)",
+        )
     choices = _choose_locked(document, host, options.index_url)
     for choice in choices:
         if choice.wheel is None:
@@ -611,7 +838,12 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
             )
     with tempfile.TemporaryDirectory(prefix="pip-gpu-variants-") as folder:
         files = [_fetch(c.package, c.version, c.wheel, Path(folder)) for c in choices if c.wheel is not None]
-        _install_files(target, options.installer, files, ([], {}), no_deps=True)
+        # one hash-checked requirements file: the fetched wheels and the ordinary packages
+        locked = Path(folder) / "locked.txt"
+        lines = [f"{f.reference} --hash=sha256:{f.sha256}" for f in files]
+        lines += [other.line for other in _locked_others(document, host)]
+        text = "".join(f"{line}\n" for line in lines)
+        _install_files(target, options.installer, files, (["-r", str(locked)], {locked: text}), True, False)
     _verify(target, [(c.package, c.version, c.wheel.label if c.wheel else "") for c in choices])
     for choice in choices:
         label = choice.wheel.label if choice.wheel else ""
@@ -641,8 +873,17 @@ def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
     if document is None:
         raise UsageError(f"no {LOCK_NAME} written with --variant-index in {directory}")
     target, host = _target_and_host(options.python, options.system, options.host, options.cwd, False)
+    uncovered = _not_covered(document, host)
+    if uncovered:
+        return VariantCheck(directory / LOCK_NAME, (uncovered,), {})
     problems: list[str] = []
     installed: dict[str, str] = {}
+    for other in _locked_others(document, host):
+        found = installed_label(target, canonicalize_name(other.name))
+        if found is None:
+            problems.append(f"{other.name} is not installed; the lock wants {other.version}")
+        elif found[0] != other.version:
+            problems.append(f"{other.name} {found[0]} is installed; the lock wants {other.version}")
     for choice in _choose_locked(document, host, options.index_url):
         landed = installed_label(target, choice.package)
         if landed is None:

@@ -1,6 +1,7 @@
 """A torch-like index of PEP 825 variant wheels, built by the tests and served on 127.0.0.1.
 
-``torch`` 2.9.0 comes as three variant wheels and a non-variant CPU wheel, with the index-level
+``torch`` 2.9.0 (which requires ``tinyutil``, an ordinary package on the fixture "PyPI") comes
+as three variant wheels and a non-variant CPU wheel, with the index-level
 ``torch-2.9.0-variants.json`` linked from the project page like any file:
 
 - ``cu121``: nvidia :: cuda_version_lower_bound :: 12.1, sm_arch 50..90 real
@@ -97,7 +98,7 @@ def _wheel(label: str) -> tuple[str, bytes]:
     ]
     if label:
         files.append((f"{info}/variant.json", _variants_document({label: LABELS[label]}).decode()))
-    dist = pytorch_index._Dist("torch", VERSION, tuple(files))
+    dist = pytorch_index._Dist("torch", VERSION, tuple(files), requires=(f"{PLAIN_PROJECT}>=1.0",))
     name = dist.filename if not label else dist.filename[: -len(".whl")] + f"-{label}.whl"
     return name, dist.wheel_bytes()
 

@@ -146,26 +146,40 @@ def _install(args: argparse.Namespace, index_url: str) -> int:
 def _lock(args: argparse.Namespace, index_url: str) -> int:
     import sys
 
-    from ..detect import host_for
-    from ..errors import UsageError
-    from ..wheel_variant_steps import lock_variant_wheels
+    from ..wheel_variant_steps import VariantLockOptions, lock_variant_wheels
 
-    if args.requirement:
-        raise UsageError(
-            "--variant-index locks named requirements only (no -r yet)",
-            "name them: pip-gpu lock torch --variant-index URL",
+    cwd = Path.cwd()
+    written = lock_variant_wheels(
+        VariantLockOptions(
+            index_url=index_url,
+            requirements=tuple(args.requirements),
+            requirement_files=tuple(args.requirement),
+            host=host_flags(args),
+            cwd=cwd,
+            directory=cwd / (args.output_dir or ""),
+            platforms=tuple(args.platform or ()),
+            arches=tuple(args.arch or ()),
+            python_versions=tuple(args.python_version or ()),
         )
-    directory = Path.cwd() / (args.output_dir or "")
-    path, choices = lock_variant_wheels(index_url, args.requirements, host_for(host_flags(args)), directory)
-    for choice in choices:
+    )
+    for choice in written.choices:
         labels = sorted({w.label for w in choice.wheels if w.label})
         plain = any(not w.label for w in choice.wheels)
         print(
-            f"pip-gpu lock: wrote {path.name}: {choice.package} {choice.version}, variants "
+            f"pip-gpu lock: wrote {written.path.name}: {choice.package} {choice.version}, variants "
             f"{' '.join(labels) or 'none'}{' and the non-variant wheel' if plain else ''}; "
             f"this host takes {choice.label or '(non-variant)' if choice.wheel else 'none'}",
             file=sys.stderr,
         )
+    others = (
+        f"{len(written.others)} other package(s) ({', '.join(written.others)})"
+        if written.others
+        else "no other package"
+    )
+    print(
+        f"pip-gpu lock: {written.path.name} covers {', '.join(map(str, written.targets))}, with {others}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
