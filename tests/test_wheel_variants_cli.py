@@ -200,6 +200,22 @@ def test_lock_then_sync_picks_the_label_per_host_and_check_verifies_it(
         pip_gpu("check", "--json", "--python", str(python), *PASCAL, env=env, cwd=project).stdout
     )
     assert data["ok"] is False and data["installed"] == {"torch": "2.9.0 variant cu130"}
+    assert data["variants"][0]["best"] == "cu126" and data["fix"].startswith("pip-gpu sync")
+    # the same venv after a driver downgrade: the label, and the property that no longer fits
+    old_driver = pip_gpu("check", "--python", str(python), "--driver", "470.57.02", env=env, cwd=project)
+    assert old_driver.returncode == 1
+    assert (
+        "torch 2.9.0 variant cu130 does not fit this host: nvidia :: cuda_version_lower_bound :: 13.0 "
+        "needs CUDA >= 13.0; driver 470.57.02 supports CUDA 11.4" in old_driver.stdout
+    )
+    assert "fix: pip-gpu sync" in old_driver.stdout  # no GPU given: the non-variant wheel fits
+    data = json.loads(
+        pip_gpu("check", "--json", "--python", str(python), *KEPLER, env=env, cwd=project).stdout
+    )
+    (torch,) = data["variants"]
+    assert torch["variant_label"] == "cu130" and torch["fits"] is False and torch["best"] is None
+    assert [f["feature"] for f in torch["failing"]] == ["cuda_version_lower_bound", "sm_arch"]
+    assert data["fix"].startswith("no locked label fits this host: upgrade the NVIDIA driver")
     # nothing fits: sync refuses and changes nothing
     none = pip_gpu("sync", "--python", str(python), *KEPLER, env=env, cwd=project)
     assert_one_line_error(none, "no locked wheel of torch 2.9.0 fits this host", "nothing was changed")

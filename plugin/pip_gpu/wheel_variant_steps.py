@@ -34,6 +34,7 @@ from .decide.variant_wheels import (
     host_tags_fit,
     judge_for_host,
     pick,
+    providers_for,
     read_variants_json,
     with_index_credentials,
 )
@@ -221,26 +222,53 @@ def _download(wheel: IndexWheel, folder: Path) -> Path:
     return path
 
 
-def installed_label(target: TargetEnv, package: str) -> Optional[tuple[str, str]]:
-    """(version, label) of ``package`` in the target (label ``""``: a non-variant wheel)."""
+def _dist_info(target: TargetEnv, package: str) -> Optional[Path]:
+    """The installed ``*.dist-info`` folder of ``package`` (a canonical name) in the target."""
     for folder in target.site_packages:
         try:
             entries = sorted(folder.glob("*.dist-info"))
         except OSError:
             continue
         for entry in entries:
-            name, _, version = entry.name[: -len(".dist-info")].partition("-")
-            if canonicalize_name(name) != package:
-                continue
-            try:
-                data = json.loads((entry / "variant.json").read_text(encoding="utf-8"))
-                labels = list(data.get("variants", {}))
-            except FileNotFoundError:
-                labels = []
-            except (OSError, ValueError, AttributeError):
-                labels = ["?"]
-            return version, (labels[0] if len(labels) == 1 else ",".join(labels))
+            if canonicalize_name(entry.name[: -len(".dist-info")].partition("-")[0]) == package:
+                return entry
     return None
+
+
+def installed_label(target: TargetEnv, package: str) -> Optional[tuple[str, str]]:
+    """(version, label) of ``package`` in the target (label ``""``: a non-variant wheel)."""
+    entry = _dist_info(target, package)
+    if entry is None:
+        return None
+    version = entry.name[: -len(".dist-info")].partition("-")[2]
+    try:
+        data = json.loads((entry / "variant.json").read_text(encoding="utf-8"))
+        labels = list(data.get("variants", {}))
+    except FileNotFoundError:
+        labels = []
+    except (OSError, ValueError, AttributeError):
+        labels = ["?"]
+    return version, (labels[0] if len(labels) == 1 else ",".join(labels))
+
+
+def _installed_verdict(
+    target: TargetEnv, package: str, label: str, host: HostProfile
+) -> Optional[LabelVerdict]:
+    """The installed label judged for ``host`` from the wheel's own ``variant.json`` (what is on
+    disk, whether or not the lock knows the label); None without one that can be read."""
+    from .wheel_variants import VariantMetadataError, judge_labels, parse_variants_json
+
+    entry = _dist_info(target, package)
+    if entry is None or not label:
+        return None
+    try:
+        metadata = parse_variants_json((entry / "variant.json").read_bytes(), f"{entry.name}/variant.json")
+    except (OSError, VariantMetadataError):
+        return None
+    verdicts = judge_labels(
+        metadata, [label], providers_for(host), has_plain_wheel=False, gpu_host=bool(host.visible_nvidia_gpus)
+    )
+    return next((v for v in verdicts if v.label == label), None)
 
 
 @dataclass(frozen=True)
@@ -853,21 +881,60 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
 
 
 @dataclass(frozen=True)
+class LabelCheck:
+    """One installed family member's label, judged for the host ``check`` answers for."""
+
+    package: str
+    version: str
+    label: str
+    verdict: Optional[LabelVerdict]  # None: no verdict (not installed, or another version)
+    best: Optional[str]  # the locked label sync picks for this host; None when none fits
+
+    def to_json(self) -> dict[str, Any]:
+        failing = [] if self.verdict is None else [f for f in self.verdict.features if not f.fits]
+        return {
+            "package": self.package,
+            "version": self.version,
+            "variant_label": self.label,
+            "fits": None if self.verdict is None else self.verdict.fits,
+            "failing": [
+                {"namespace": f.namespace, "feature": f.feature, "reason": f.reason} for f in failing
+            ],
+            "best": self.best,
+        }
+
+
+@dataclass(frozen=True)
 class VariantCheck:
     """``check``'s answer for a variant lock."""
 
     lock_file: Path
     problems: tuple[str, ...]
     installed: Mapping[str, str]  # package -> "version variant label"
+    labels: tuple[LabelCheck, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def fix(self) -> Optional[str]:
+        """The way out: sync, unless no locked label fits this host."""
+        if self.ok:
+            return None
+        if any(c.best is None for c in self.labels):
+            return (
+                "no locked label fits this host: upgrade the NVIDIA driver, or re-lock a version "
+                "with a label that fits (pip-gpu lock --variant-index URL)"
+            )
+        return "pip-gpu sync (installs the locked label that fits this host)"
+
 
 def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
     """Each locked package installed at its version, with a label that fits the host and is the
-    one ``sync`` picks here."""
+    one ``sync`` picks here. A label that no longer fits (the driver or the GPU changed since
+    ``sync``) is named with the property that fails, read from the installed wheel's own
+    ``variant.json``."""
     directory = options.cwd
     document = _read_lock(directory)
     if document is None:
@@ -878,6 +945,7 @@ def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
         return VariantCheck(directory / LOCK_NAME, (uncovered,), {})
     problems: list[str] = []
     installed: dict[str, str] = {}
+    labels: list[LabelCheck] = []
     for other in _locked_others(document, host):
         found = installed_label(target, canonicalize_name(other.name))
         if found is None:
@@ -885,6 +953,7 @@ def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
         elif found[0] != other.version:
             problems.append(f"{other.name} {found[0]} is installed; the lock wants {other.version}")
     for choice in _choose_locked(document, host, options.index_url):
+        best = None if choice.wheel is None else choice.wheel.label
         landed = installed_label(target, choice.package)
         if landed is None:
             problems.append(f"{choice.package} is not installed; the lock wants {choice.version}")
@@ -894,17 +963,21 @@ def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
         installed[choice.package] = f"{version} variant {shown}"
         if version != choice.version:
             problems.append(f"{choice.package} {version} is installed; the lock wants {choice.version}")
+            labels.append(LabelCheck(choice.package, version, label, None, best))
             continue
-        verdict = next((v for v in choice.verdicts if v.label == label), None)
+        verdict = _installed_verdict(target, choice.package, label, host) or next(
+            (v for v in choice.verdicts if v.label == label), None
+        )
+        labels.append(LabelCheck(choice.package, version, label, verdict, best))
         if verdict is not None and not verdict.fits:
             problems.append(
                 f"{choice.package} {version} variant {shown} does not fit this host: {verdict.reason}"
             )
-        elif choice.wheel is not None and choice.wheel.label != label:
+        elif choice.wheel is not None and best != label:
             problems.append(
                 f"{choice.package} {version} variant {shown} is installed; for this host the lock's best is "
-                f"{choice.wheel.label or '(non-variant)'}"
+                f"{best or '(non-variant)'}"
             )
         elif choice.wheel is None:
             problems.append(f"no locked wheel of {choice.package} {choice.version} fits this host")
-    return VariantCheck(directory / LOCK_NAME, tuple(problems), installed)
+    return VariantCheck(directory / LOCK_NAME, tuple(problems), installed, tuple(labels))

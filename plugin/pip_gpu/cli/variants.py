@@ -203,7 +203,8 @@ def _check(args: argparse.Namespace, directory: Path) -> int:
                     "lock_dir": str(directory),
                     "installed": dict(result.installed),
                     "problems": list(result.problems),
-                    "fix": None if result.ok else "pip-gpu sync",
+                    "variants": [label.to_json() for label in result.labels],
+                    "fix": result.fix,
                 },
                 indent=2,
             )
@@ -217,4 +218,5 @@ def _check(args: argparse.Namespace, directory: Path) -> int:
         print(f"pip-gpu check: the environment does not match {result.lock_file.name} for this host:")
         for problem in result.problems:
             print(f"  - {problem}")
+        print(f"  fix: {result.fix}")
     return EXIT_OK if result.ok else EXIT_CHECK_FAILED
