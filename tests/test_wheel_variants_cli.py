@@ -254,6 +254,8 @@ def test_only_the_family_comes_from_the_variant_index(
 ) -> None:
     done = pip_gpu("lock", PLAIN_PROJECT, "--variant-index", variant_index.url, env=env)
     assert_one_line_error(done, "--variant-index: no torch-family package in the request")
+    flags = pip_gpu("lock", "torch", "--variant-index", variant_index.url, "--variants", "cu1", "-U", env=env)
+    assert_one_line_error(flags, "--variants, --upgrade does not apply")
 
 
 # --- install: --dry-run, -r and -c ------------------------------------------------------------

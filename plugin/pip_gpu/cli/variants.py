@@ -146,8 +146,25 @@ def _install(args: argparse.Namespace, index_url: str) -> int:
 def _lock(args: argparse.Namespace, index_url: str) -> int:
     import sys
 
+    from ..errors import UsageError
     from ..wheel_variant_steps import VariantLockOptions, lock_variant_wheels
 
+    given = [
+        flag
+        for flag, value in (
+            ("--variants", args.variants),
+            ("--variant", args.variant),
+            ("--fleet", args.fleet),
+            ("--upgrade", args.upgrade),
+            ("--upgrade-package", args.upgrade_package),
+        )
+        if value
+    ]
+    if given:  # the labels are the variants; a variant lock is always resolved afresh
+        raise UsageError(
+            f"--variant-index locks every label of the chosen version; {', '.join(given)} does not apply",
+            "drop " + ", ".join(given) + ", or lock without --variant-index",
+        )
     cwd = Path.cwd()
     written = lock_variant_wheels(
         VariantLockOptions(
