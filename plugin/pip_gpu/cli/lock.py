@@ -83,6 +83,7 @@ def add_lock_parsers(
     sync.add_argument("--installer", choices=("pip", "uv"), help="default: uv when the target has no pip")
     add_target_flags(sync)
     sync.add_argument("--locked", action="store_true", help="refuse a lock that its inputs no longer match")
+    _add_trust_lock_index(sync)
     add_host_flags(sync)
     sync.set_defaults(handler=run_sync)
 
@@ -99,8 +100,18 @@ def add_lock_parsers(
     _add_lock_dir(check)
     add_target_flags(check)
     check.add_argument("--json", action="store_true", help="print JSON")
+    _add_trust_lock_index(check)
     add_host_flags(check)
     check.set_defaults(handler=run_check)
+
+
+def _add_trust_lock_index(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-lock-index",
+        action="store_true",
+        help="accept locks recorded from another PyTorch index than PIP_GPU_PYTORCH_INDEX or "
+        "[tool.pip-gpu] pytorch-index names (refused by default)",
+    )
 
 
 def _add_lock_dir(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +162,7 @@ def run_sync(args: argparse.Namespace) -> int:
             system=args.system,
             locked=args.locked,
             host=host_flags(args),
+            trust_lock_index=args.trust_lock_index,
         )
     )
 
@@ -169,6 +181,7 @@ def run_check(args: argparse.Namespace) -> int:
             python=args.python,
             system=args.system,
             host=host_flags(args),
+            trust_lock_index=args.trust_lock_index,
         )
     )
     result, directory, target = report.result, report.directory, report.target

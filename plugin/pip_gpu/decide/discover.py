@@ -9,6 +9,9 @@ Two ways in: a pin past the newest known release must be looked up (``discover_r
 an open request (``torch``, ``torch>=2.14``) asks, within a few seconds, whether the variant
 index it would use serves a newer series (``look_for_newer``), and decides from the file when
 the index does not answer in time.
+
+The same cached pages say what a variant index carries (``read_offers``): the decision takes
+only builds the index in use publishes (a mirror a release behind, one without some variants).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -35,13 +39,17 @@ if TYPE_CHECKING:  # the index module (urllib, http) is imported only when the n
     from packaging.tags import Tag  # and packaging's wheel names only when a page is read
 
     from .index import IndexFile
+    from .rules import Offer
 
 __all__ = [
     "Freshness",
+    "Offers",
     "discover_releases",
     "look_for_newer",
     "merge_releases",
+    "missing_torch_file",
     "platforms_of",
+    "read_offers",
     "releases_from_files",
     "with_releases",
 ]
@@ -252,15 +260,22 @@ def _cached_summary(
 
 
 def _summary(
-    pytorch_index: str, variant: str, fetch: Fetch, cache_dir: Optional[Path], prereleases: bool = False
+    pytorch_index: str,
+    variant: str,
+    fetch: Fetch,
+    cache_dir: Optional[Path],
+    prereleases: bool = False,
+    project: str = "torch",
 ) -> Summary:
-    """What a variant index serves of torch, by series: cached for hours, as a small summary."""
-    cached = _cached_summary(pytorch_index, variant, cache_dir, prereleases)
+    """What a variant index serves of a project (torch), by series: cached for hours, as a small
+    summary."""
+    key = variant if project == "torch" else f"{variant}/{project}"
+    cached = _cached_summary(pytorch_index, key, cache_dir, prereleases)
     if cached is not None:
         return cached
-    files = fetch(append_path(pytorch_index, variant, "torch", ""))
+    files = fetch(append_path(pytorch_index, variant, project, ""))
     summary = releases_from_files(files, variant, prereleases)
-    path = _cache_path(pytorch_index, variant, cache_dir, prereleases)
+    path = _cache_path(pytorch_index, key, cache_dir, prereleases)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
@@ -389,6 +404,121 @@ def _merge(releases: Iterable[Release]) -> tuple[Release, ...]:
             builds=tuple(builds.values()),
         )
     return tuple(sorted(merged.values(), key=lambda r: r.version, reverse=True))
+
+
+@dataclass(frozen=True)
+class Offers:
+    """What the variant indexes read serve (see :class:`~.rules.Offer`); ``problem`` says why a
+    variant could not be read (the index did not answer: decide from the knowledge file)."""
+
+    offers: dict[Variant, Offer]
+    problem: str = ""
+    unreachable: str = ""  # the variant index that did not answer
+
+
+def read_offers(
+    pytorch_index: str,
+    variants: Iterable[Variant],
+    members: Iterable[str] = (),
+    *,
+    timeout_s: float = FRESHNESS_TIMEOUT_S,
+    fetch: Optional[Fetch] = None,
+    cache_dir: Optional[Path] = None,
+) -> Offers:
+    """Read what each variant index serves of torch and of the pinned ``members``.
+
+    Each page is cached for hours like the freshness look-up; an index that does not answer
+    is not asked again for a quarter of an hour (the same marker), and the reading stops there.
+    """
+    from .rules import Offer
+
+    if fetch is None:
+        fetch = partial(_fetch_within, timeout_s)  # the HTTP client only when a page is not cached
+    found: dict[Variant, Offer] = {}
+    wanted = tuple(dict.fromkeys(members))
+    for variant in dict.fromkeys(variants):
+        url = append_path(pytorch_index, variant)
+        marker = _cache_path(pytorch_index, variant, cache_dir).with_suffix(".unreachable")
+        try:
+            if time.time() - marker.stat().st_mtime < UNREACHABLE_TTL_S:
+                problem = marker.read_text(encoding="utf-8").strip() or "did not answer recently"
+                return Offers(found, problem, url)
+        except OSError:
+            pass
+        try:
+            torch = _summary(pytorch_index, variant, fetch, cache_dir)
+            served = (
+                {
+                    name: tuple(
+                        v
+                        for info in _summary(pytorch_index, variant, fetch, cache_dir, project=name).values()
+                        for v in info["versions"]
+                    )
+                    for name in wanted
+                }
+                if torch
+                else {}
+            )
+        except PipGpuError as error:  # the index module's IndexError_, without importing it here
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(error.message, encoding="utf-8")
+            except OSError:
+                pass
+            return Offers(found, error.message, url)
+        found[variant] = Offer(
+            url=redact_url(url),
+            torch={k: (tuple(v["versions"]), tuple(v["platforms"])) for k, v in torch.items()},
+            members=served,
+        )
+    return Offers(found)
+
+
+def _fetch_within(timeout_s: float, url: str) -> list[IndexFile]:
+    from .index import fetch_project_files
+
+    return fetch_project_files(url, timeout=timeout_s)
+
+
+def missing_torch_file(
+    variant_index: str, torch: str, platform: str, python: str, *, fetch: Optional[Fetch] = None
+) -> Optional[str]:
+    """After an installer failed: why the variant index has no torch file for this target, read
+    afresh (not from the cache); None when it has one, or cannot be read.
+
+    ``torch`` is a version (``2.5.1``) or a series (``2.5``).
+    """
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    if fetch is None:
+        from .index import fetch_project_files
+
+        fetch = fetch_project_files
+    try:
+        files = fetch(append_path(variant_index, "torch", ""))
+    except PipGpuError:
+        return None  # the unreachable index is said elsewhere
+    where = redact_url(variant_index)
+    wanted = Version(torch)
+    exact = len(torch.split(".")) > 2
+    release: list[str] = []
+    for file in files:
+        try:
+            _, version, _, tags = parse_wheel_filename(file.filename)
+        except InvalidWheelFilename:
+            continue
+        public = Version(version.public)
+        same = public == wanted if exact else (public.major, public.minor) == (wanted.major, wanted.minor)
+        if not same:
+            continue
+        release.append(str(version))
+        pythons = _pythons(tags, file.requires_python)
+        pure = python.endswith("t") and any(t.abi == "none" for t in tags) and python[:-1] in pythons
+        if platform in platforms_of(tags) and (python in pythons or pure):
+            return None
+    if not release:
+        return f"{where} has no torch {torch} file"
+    return f"{where} has torch {torch} ({len(release)} files) but none for Python {python} on {platform}"
 
 
 def merge_releases(releases: Iterable[Release]) -> tuple[Release, ...]:

@@ -21,10 +21,13 @@ from ..errors import UsageError
 from ..host import HostProfile
 from ..knowledge import Knowledge, Release, load_knowledge
 from ..pins import COMMAND_LINE, canonical_name, plain_pins
+from ..redact import redact_url
 from ..variant import Variant, channel_index
 from .rules import (
     Decision,
+    Offer,
     Policy,
+    Published,
     TorchConstraint,
     TorchRequest,
     decide,
@@ -53,6 +56,7 @@ class Plan:
     pytorch_index: str
     config: ProjectConfig
     torch_constraints: tuple[TorchConstraint, ...] = ()  # issue 13: who asks what of torch
+    index_unreachable: str = ""  # the variant index pip-gpu's own read found silent (issue 27)
 
     @cached_property
     def lines(self) -> tuple[RequirementLine, ...]:
@@ -168,6 +172,7 @@ def decide_for(
             if str(spec)
         )
         request = request_from_pins(family_pins or [_TORCH_PIN], knowledge, variant=forced, force=force)
+        asks_family = bool(family_pins)
         whole = None
     else:
         if request_lines is not None:
@@ -199,6 +204,7 @@ def decide_for(
         derived = whole.decision_requirements(_decided_names(knowledge))
         plain_request = _request(family_requirements, knowledge, forced, force)
         lines += whole.added_lines
+        asks_family = any(line.name in family_names for line in lines)
         request = _request(
             family_requirements + derived, knowledge, forced or _url_variant(whole.forced_variants()), force
         )
@@ -211,15 +217,30 @@ def decide_for(
     elif _asks_for_a_newer_release(request, knowledge):
         knowledge = _learn_from_index(knowledge, index, request.forced_variant)
 
+    published: Optional[Published] = None  # what the variant indexes serve, once read
+
     def decide_with(wanted: TorchRequest) -> Decision:
         assert knowledge is not None  # reassigned below when the index teaches a newer release
-        return decide(wanted, host, knowledge, pytorch_index=index, policy=policy)
+        return decide(wanted, host, knowledge, pytorch_index=index, policy=policy, published=published)
 
     decision = decide_with(request)
+    offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
     if channel == "stable" and _is_open(request, knowledge):
-        offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
         knowledge, decision = _with_newer_release(
             request, host, knowledge, decision, index, policy, offline, env
+        )
+    unreachable = ""
+    # Only where the torch family is installed (``install numpy`` needs no variant index), and
+    # not on a channel (its releases are what it publishes already).
+    if channel == "stable" and not offline and asks_family:
+        from .discover import freshness_timeout
+
+        published, decision, unreachable = _among_published(
+            decision,
+            lambda seen: decide(request, host, knowledge, pytorch_index=index, policy=policy, published=seen),
+            index,
+            _pinned_members(constraints),
+            freshness_timeout(dict(env)),
         )
     if whole is not None:
         from .resolution import settle
@@ -234,7 +255,73 @@ def decide_for(
         pytorch_index=index,
         config=config,
         torch_constraints=constraints,
+        index_unreachable=unreachable,
     )
+
+
+PUBLISHED_TRIES = 12  # variants read one after another before the decision is taken as it is
+
+
+def _among_published(
+    decision: Decision,
+    decide_among: Callable[[Published], Decision],
+    index: str,
+    pinned: tuple[tuple[str, str], ...],
+    timeout: float,
+) -> tuple[Optional[Published], Decision, str]:
+    """Decide among the builds the variant indexes publish (issue 27): read the index of the
+    build decided; when it lacks that build (a mirror a release behind, one without the
+    host's variant, a pinned xformers only the older indexes serve), decide again without it.
+
+    Returns what was read, the decision, and the index that did not answer (the decision is
+    then the knowledge file's, with a note).
+    """
+    from .discover import read_offers
+
+    first_notes = decision.notes  # the freshness look-up's, kept through the decisions below
+
+    def decide_again(seen: Published) -> Decision:
+        again = decide_among(seen)
+        return replace(again, notes=tuple(dict.fromkeys((*first_notes, *again.notes))))
+
+    offers: dict[Variant, Offer] = {}
+    members = [name for name, _ in pinned]
+    for _ in range(PUBLISHED_TRIES):
+        variant = decision.variant
+        if variant is None or not variant.has_index or variant in offers:
+            break
+        answer = read_offers(index, [variant], members, timeout_s=timeout)
+        offers.update(answer.offers)
+        if answer.problem:
+            note = (
+                f"could not read what {redact_url(answer.unreachable)} carries ({answer.problem}); "
+                "decided from the knowledge file"
+            )
+            said = any(answer.problem in n for n in decision.notes)  # the freshness look-up's note
+            notes = decision.notes if said else (*decision.notes, note)
+            return None, replace(decision, notes=notes), answer.unreachable
+        decision = decide_again(Published(dict(offers), pinned))
+    lacking = [c for c in decision.candidates if any(c.reason.startswith(o.url) for o in offers.values())]
+    if not decision.ok and lacking:
+        # Nothing it carries runs here: read the other variants too, so the error names them.
+        others = [c.variant for c in decision.candidates if c.variant.has_index and c.variant not in offers]
+        answer = read_offers(index, list(dict.fromkeys(others))[:PUBLISHED_TRIES], (), timeout_s=timeout)
+        offers.update(answer.offers)
+        decision = decide_again(Published(dict(offers), pinned))
+    return (Published(offers, pinned) if offers else None), decision, ""
+
+
+def _pinned_members(constraints: Sequence[TorchConstraint]) -> tuple[tuple[str, str], ...]:
+    """Family members other than torch pinned exactly (``xformers==0.0.28.post3``,
+    ``torchvision==0.20.1``): each must be on the variant index the decision picks."""
+    from ..pins import exact_version_in
+
+    pinned: dict[str, str] = {}
+    for constraint in constraints:
+        exact = exact_version_in(constraint.specifier)
+        if constraint.package != "torch" and exact is not None and constraint.kind != "family-member":
+            pinned[constraint.package] = exact.public
+    return tuple(sorted(pinned.items()))
 
 
 _TORCH_PIN = ("torch", SpecifierSet(), "torch")  # no family line given: torch, any version
@@ -357,7 +444,11 @@ def _with_newer_release(
             f"the {fresher.build.variant} index; {fresher.build.source.split('; ', 1)[-1]} (not confirmed)"
         )
         return learned, replace(fresher, notes=(*fresher.notes, note))
-    note = f"the index has torch {found}, newer than pip-gpu's knowledge, but no build of it runs here"
+    learned_series = {r.torch for r in answer.releases}
+    why = sorted({c.reason for c in fresher.candidates if c.torch in learned_series and not c.ok})
+    note = f"the index has torch {found}, newer than pip-gpu's knowledge, but no build of it runs here" + (
+        f" ({'; '.join(why)})" if why else ""
+    )
     return knowledge, replace(decision, notes=(*decision.notes, note))
 
 
