@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import PLUGIN, assert_one_line_error, pip_gpu
+from support.cli import cmdlines_with as _cmdlines_with
 from support.index import IndexServer, installed_versions, make_venv, pip_env, uv_env
 
 from pip_gpu.decide import index as index_module
@@ -66,21 +67,6 @@ def test_explain_json_and_errors_never_show_a_quoted_password(tmp_path: Path) ->
 
 
 # --- the installers' argv --------------------------------------------------------------------
-
-
-def _cmdlines_with(secret: str) -> list[str]:
-    """Every process on this machine whose argv holds ``secret`` (what ``ps`` shows)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if secret in argv:
-            found.append(argv)
-    return found
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """The package-index boundary: read a project's files from a simple index over HTTP.
 
 PEP 691 JSON first, PEP 503 HTML as the fallback, with a bounded timeout and errors that say
-which index failed and how. Credentials in URLs are sent (urllib handles ``user:pass@`` via
-the Authorization header) but never shown.
+which index failed and how. Credentials in URLs (``user:pass@``), else the netrc file's for the
+host, are sent as the Authorization header, but never shown.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "IndexFile",
     "fetch_project_files",
     "index_timeout",
+    "open_index_file",
     "read_index_file",
     "wheel_metadata",
 ]
@@ -70,12 +71,31 @@ def _request(url: str) -> urllib.request.Request:
         if parts.port:
             netloc += f":{parts.port}"
         request_url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    elif parts.hostname and (login := _netrc_login(parts.hostname)) is not None:
+        authorization = "Basic " + base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
     request = urllib.request.Request(request_url, headers=headers)
     if authorization:
         # An unredirected header is not copied to a redirect's request; _SameOriginRedirects
         # adds it back only when the redirect stays on the same scheme, host and port.
         request.add_unredirected_header("Authorization", authorization)
     return request
+
+
+def _netrc_login(host: str) -> Optional[tuple[str, str]]:
+    """(login, password) for ``host`` from ``$NETRC`` or ``~/.netrc``, as pip and uv read it."""
+    import netrc
+
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        found = netrc.netrc(path).authenticators(host) if os.path.isfile(path) else None
+    except (netrc.NetrcParseError, OSError, UnicodeDecodeError):
+        return None
+    return (found[0] or "", found[2] or "") if found else None
+
+
+def open_index_file(url: str, *, timeout: float) -> Any:
+    """A file an index serves, opened for streaming (a wheel): authenticated like the pages."""
+    return _OPENER.open(_request(url), timeout=timeout)
 
 
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):

@@ -999,3 +999,16 @@ def _merged(recorded: list[str], new: list[str]) -> list[str]:
 
     new_names = {name_of(text) for text in new}
     return [text for text in recorded if name_of(text) not in new_names] + list(dict.fromkeys(new))
+
+
+# --- for the wheel-variant lock (issue 26), which resolves its other packages the same way ----
+
+
+def uv_python_platform(target: LockTarget) -> str:
+    """uv's ``--python-platform`` for a lock target."""
+    return _UV_PLATFORMS[target.platform]
+
+
+def index_of_package(package: Mapping[str, Any], global_options: Sequence[tuple[str, ...]]) -> Optional[str]:
+    """The user index a resolved package's files live on (None: one pip-gpu does not know)."""
+    return _index_of(_file_urls(package), _user_indexes(user_index_args(os.environ), global_options))
