@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_NO_BUILD, EXIT_OK
-from ..ui import emit_json, headline, versioned
+from ..ui import emit_json, headline, print_sync_dry_run, versioned
 from .flags import host_flags
 
 __all__ = ["ENV_VARIABLE", "run_variant_command", "variant_index_of", "variant_lock_in"]
@@ -214,13 +214,7 @@ def _sync(args: argparse.Namespace, directory: Path) -> int:
     if getattr(args, "json", False):
         emit_json(versioned(report.to_json()))
     elif report.dry_run:
-        where = f"{report.prefix} to {report.lock_file.name}"
-        if not report.changes:
-            print(f"pip-gpu sync --dry-run: nothing to change: {where} already match")
-        else:
-            print(f"pip-gpu sync --dry-run: syncing {where} would change:")
-            for change in report.changes:
-                print(f"  - {change}")
+        print_sync_dry_run(report.prefix, report.lock_file, report.changes)
     return EXIT_OK
 
 
