@@ -166,7 +166,7 @@ def install(options: InstallOptions) -> InstallResult:
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
 
     try:
-        from .children import private_scratch
+        from .private import private_scratch
 
         scratch_folder = private_scratch("install")  # its files may name an index with credentials
     except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's

@@ -415,10 +415,12 @@ def _uv_compile(
 ) -> str:
     """``uv pip compile`` of ``lines`` for the target: pins, ``# via`` and ``# from`` lines."""
     import subprocess
-    import tempfile
+
+    from ..private import private_scratch
 
     uv = _uv_binary()
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-resolve-") as scratch:  # 0700: a private folder
+    # the requirements copy keeps the files' index options, credentials included
+    with private_scratch("resolve") as scratch:
         folder = Path(scratch)
         requirements = folder / "request.txt"
         # requirement files' own index options stay in the file, with any credentials in them
