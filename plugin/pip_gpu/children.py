@@ -21,7 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Optional
 
-from .errors import EXIT_CHECK_FAILED, PipGpuError, UsageError
+from .config import seconds_setting
+from .errors import EXIT_CHECK_FAILED, PipGpuError
 from .private import private_folder
 
 if TYPE_CHECKING:
@@ -135,19 +136,7 @@ class ChildTimedOut(PipGpuError):
 
 def child_timeout() -> float:
     """Seconds a child may run: ``PIP_GPU_CHILD_TIMEOUT``, else an hour."""
-    value = os.environ.get(CHILD_TIMEOUT_VARIABLE, "").strip()
-    if not value:
-        return DEFAULT_CHILD_TIMEOUT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0 or seconds == float("inf"):
-        raise UsageError(
-            f"{CHILD_TIMEOUT_VARIABLE}={value!r} is not a number of seconds",
-            f"set it to a positive number such as 7200, or unset it (default {DEFAULT_CHILD_TIMEOUT_S:g})",
-        )
-    return seconds
+    return seconds_setting(CHILD_TIMEOUT_VARIABLE, DEFAULT_CHILD_TIMEOUT_S, example=7200)
 
 
 def wait_within(
