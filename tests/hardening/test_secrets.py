@@ -69,6 +69,22 @@ def test_explain_json_and_errors_never_show_a_quoted_password(tmp_path: Path) ->
 # --- the installers' argv --------------------------------------------------------------------
 
 
+def _argvs_while_it_waits(
+    process: subprocess.Popen[str], secret: str, index_server: IndexServer, hanging: str, within_s: float
+) -> tuple[list[str], str]:
+    """Every process argv holding ``secret`` while ``process`` runs, the index hanging on
+    ``hanging`` until it is first asked for it; then the process's standard error."""
+    seen: list[str] = []
+    deadline = time.monotonic() + within_s
+    while process.poll() is None and time.monotonic() < deadline:
+        seen += _cmdlines_with(secret)
+        if index_server.contacted(hanging):
+            index_server.clear_failures()
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+    return seen, stderr
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
 @pytest.mark.parametrize("installer", ["uv", "pip"])
@@ -89,14 +105,7 @@ def test_a_token_in_the_pytorch_index_never_reaches_an_argv(
          "--installer", installer, "--no-gpu"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    seen: list[str] = []
-    deadline = time.monotonic() + 60
-    while process.poll() is None and time.monotonic() < deadline:
-        seen += _cmdlines_with(secret)
-        if index_server.contacted("/whl/cpu/torch-"):
-            index_server.clear_failures()
-        time.sleep(0.05)
-    _, stderr = process.communicate(timeout=120)
+    seen, stderr = _argvs_while_it_waits(process, secret, index_server, "/whl/cpu/torch-", within_s=60)
     assert index_server.contacted("/whl/cpu/torch"), stderr
     assert not seen, seen
     assert secret not in stderr
@@ -372,14 +381,9 @@ def test_the_users_index_credentials_never_reach_the_readings_argv(
          "--installer", "uv", "--python", str(python), *A100_ON_535],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    seen: list[str] = []
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        seen += _cmdlines_with(secret)
-        if index_server.contacted("/pypi/simple/fixture-llm"):
-            index_server.clear_failures()
-        time.sleep(0.05)
-    _, stderr = process.communicate(timeout=120)
+    seen, stderr = _argvs_while_it_waits(
+        process, secret, index_server, "/pypi/simple/fixture-llm", within_s=120
+    )
     assert index_server.contacted("/pypi/simple/fixture-llm"), stderr
     assert not seen, seen
     assert secret not in stderr
