@@ -572,7 +572,14 @@ def settle(
                 notes.append(f"keeping {where} {pref.version}: the request admits it and it runs here")
             return replace(kept, notes=(*kept.notes, *notes))
     installed = next((p for p in whole.preferences if p.source == "installed"), None)
-    if installed is not None and (installed.public, installed.variant) != (decision.torch, decision.variant):
+    # A request that asks nothing of the family (``install requests``) leaves the installed
+    # torch alone: it is not replaced, whatever this host's decision would be.
+    touches_family = bool(whole.constraints)
+    if (
+        installed is not None
+        and touches_family
+        and (installed.public, installed.variant) != (decision.torch, decision.variant)
+    ):
         why = [
             c.describe()
             for c in whole.constraints
