@@ -215,7 +215,8 @@ def decide_for(
     if whole is not None:
         from .resolution import settle
 
-        decision = settle(decision, request, whole, decide_with, plain_request)
+        asks = bool(family_requirements or derived or whole.added_lines)
+        decision = settle(decision, request, whole, decide_with, plain_request, asks_for_family=asks)
     return Plan(
         decision=decision,
         knowledge=knowledge,
