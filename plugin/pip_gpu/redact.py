@@ -15,7 +15,9 @@ __all__ = ["is_secret_key", "redact_url", "split_userinfo", "strip_credentials"]
 
 # The authority may hold any userinfo character, quotes included, up to the last "@" before
 # the path; the rest of the URL stops at white space, quotes or angle brackets.
-_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/?#]*@)?[^\s'\"<>]*")
+# A scheme starts where no scheme character precedes it: without that, a long run of letters
+# with no "://" was tried from each of its positions (100,000 characters: 35 s).
+_URL_RE = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/?#]*@)?[^\s'\"<>]*")
 _SECRET_KEY_RE = re.compile(
     r"token|key|pass|pw|secret|auth|sig|session|access|credential|cred|jwt|bearer|cookie",
     re.IGNORECASE,

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional, TextIO
 
-__all__ = ["Settings", "colour", "configure", "printable", "progress", "settings", "wants_colour"]
+__all__ = ["Settings", "colour", "configure", "printable", "progress", "settings", "shorten", "wants_colour"]
 
 # Progress appears only for work that takes longer than this (seconds); tests set it to 0.
 _PROGRESS_AFTER_S = 1.0
@@ -86,6 +86,13 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
         return char.encode("unicode_escape").decode("ascii")
 
     return _CONTROL.sub(escaped, text)
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for a message, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 3]}... ({len(text):,} characters)"
 
 
 def _progress_after() -> float:
