@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Optional
 
 from .errors import UsageError
 from .host import HostProfile, NvidiaGpu, parse_compute_capability
-from .ui import printable
+from .ui import printable, shorten
 from .variant import Variant
 
 __all__ = ["FleetNode", "FleetPlan", "NodePlan", "nodes_from_file", "nodes_from_json", "plan_fleet"]
@@ -161,13 +162,36 @@ def _labels_kind(item: Mapping[str, Any]) -> Optional[Hashable]:
     return tuple(sorted((str(k), str(v)) for k, v in labels.items() if k not in _PER_NODE_LABELS))
 
 
+# What GPU Feature Discovery and nvidia-smi write: ASCII digits, a few of them (a 5,000-digit
+# version once reached int()'s limit on digits and the catch-all error).
+_DIGITS = re.compile(r"[0-9]{1,6}")
+_DRIVER = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6}){0,2}")
+_RUNTIME = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){0,2}")
+_MOST_GPUS = 1024  # GPUs on one node: a count beyond is a typo, and costs memory per GPU
+_LABELS_HINT = "check the node's GPU Feature Discovery labels (kubectl get node NAME -o json)"
+
+
 def _node_from_detect(item: Mapping[str, Any], context: str, name: str) -> FleetNode:
     try:
         host = HostProfile.from_json(dict(item))
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(
-            f"{context}: not a valid detect report ({exc})", "re-run `pip-gpu detect --json`"
+            f"{context}: not a valid detect report ({shorten(str(exc), 80)})",
+            "re-run `pip-gpu detect --json`",
         ) from None
+    for field_name, value, pattern in (
+        ("driver_version", host.driver_version, _DRIVER),
+        ("cuda_driver_version", host.cuda_driver_version, _RUNTIME),
+    ):
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise UsageError(
+                f"{context}: {field_name} {shorten(str(value), 40)!r} is not a version",
+                "re-run `pip-gpu detect --json`",
+            )
+    if len(host.nvidia_gpus) > _MOST_GPUS:
+        raise UsageError(
+            f"{context}: {len(host.nvidia_gpus)} GPUs on one host", "re-run `pip-gpu detect --json`"
+        )
     product = host.nvidia_gpus[0].name if host.nvidia_gpus else None
     return FleetNode(name, host, product, len(host.nvidia_gpus))
 
@@ -199,10 +223,17 @@ def _node_from_kubernetes(item: Mapping[str, Any], context: str, python_version:
         labels.get(_RUNTIME_FULL) or _joined(labels, _RUNTIME_PARTS) or _joined(labels, _RUNTIME_PARTS_OLD)
     )
     product = labels.get(_PRODUCT)
-    try:
-        count = int(labels.get(_COUNT, "1"))
-    except ValueError:
-        raise UsageError(f"node {name}: {_COUNT}={labels[_COUNT]!r} is not a number", "") from None
+    count_text = labels.get(_COUNT, "1")
+    if not _DIGITS.fullmatch(count_text) or int(count_text) > _MOST_GPUS:
+        raise UsageError(
+            f"node {name}: {_COUNT}={shorten(count_text, 40)!r} is not a GPU count (0 to {_MOST_GPUS})",
+            _LABELS_HINT,
+        )
+    count = int(count_text)
+    for label, value, pattern in ((_DRIVER_FULL, driver, _DRIVER), (_RUNTIME_FULL, runtime, _RUNTIME)):
+        if value is not None and not pattern.fullmatch(value):
+            what = "an NVIDIA driver version" if pattern is _DRIVER else "a CUDA version"
+            raise UsageError(f"node {name}: {label}={shorten(value, 40)!r} is not {what}", _LABELS_HINT)
     missing = [label for label in (*_COMPUTE,) if label not in labels]
     if driver is None:
         missing.append(_DRIVER_FULL)
