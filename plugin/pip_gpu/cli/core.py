@@ -12,7 +12,7 @@ from typing import Any
 
 from ..detect import host_for
 from ..errors import EXIT_NO_BUILD, EXIT_OK, UsageError
-from ..ui import emit_json, headline
+from ..ui import emit_json, headline, printable
 from .flags import add_decision_flags, add_host_flags, host_flags
 
 __all__ = ["COMMANDS", "add_parsers"]
@@ -107,7 +107,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(blocker.message, blocker.hint)
     else:
         rendered = render_decision(decision, host, show_all=args.all, constraints=constraints)
-        print(headline(rendered, decision.ok))
+        print(headline(printable(rendered, keep_newlines=True), decision.ok))
     return EXIT_OK if outcome.decision.ok else EXIT_NO_BUILD
 
 

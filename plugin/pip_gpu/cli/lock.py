@@ -148,6 +148,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from ..lock.sync import CheckOptions, check
+    from ..ui import printable
 
     report = check(
         CheckOptions(
@@ -175,11 +176,11 @@ def run_check(args: argparse.Namespace) -> int:
     elif not result.runs_here:
         print(f"pip-gpu check: no lock in {directory} runs on this host (pip-gpu sync refuses too):")
         for problem in result.differences:
-            print(f"  - {problem}")
+            print(f"  - {printable(problem)}")
     elif not result.ok:
         print(f"pip-gpu check: {target.prefix} does not match the lock for this machine:")
         for problem in result.differences:
-            print(f"  - {problem}")
+            print(f"  - {printable(problem)}")
     else:
         assert result.lock_file is not None
         held = ", ".join(f"{name} {version}" for name, version in result.installed.items())
