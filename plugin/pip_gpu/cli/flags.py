@@ -7,12 +7,11 @@ here (:func:`host_flags`) and hands those to the step it runs.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any, Optional
 
 from ..host import HostFlags
 
-__all__ = ["add_decision_flags", "add_host_flags", "add_target_flags", "host_flags", "target_python"]
+__all__ = ["add_decision_flags", "add_host_flags", "add_target_flags", "host_flags"]
 
 
 class _Once(argparse.Action):
@@ -100,24 +99,11 @@ def add_target_flags(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--python",
         metavar="PYTHON",
-        type=target_python,
         help="target interpreter or virtual environment (default: $VIRTUAL_ENV, else ./.venv)",
     )
     where.add_argument(
         "--system", action="store_true", help="target the python3 on PATH, outside any virtual environment"
     )
-
-
-def target_python(value: str) -> str:
-    """``--python``: a value with a folder separator, or naming an existing file, is a path.
-
-    Kept relative, ``./python`` would reach a child as ``python`` (``Path`` drops the ``./``)
-    and run the ``python`` on PATH; so a path is made absolute here, where it enters.
-    """
-    separators = {os.sep, os.altsep or os.sep, "/"}
-    if value and (any(s in value for s in separators) or os.path.lexists(value)):
-        return os.path.abspath(value)
-    return value
 
 
 def add_decision_flags(parser: argparse.ArgumentParser) -> None:
