@@ -130,6 +130,45 @@ def test_explain_takes_host_facts_from_the_environment(host_env) -> None:  # typ
     assert json.loads(pip_gpu("explain", "torch==2.5.1", "--json", env=env).stdout)["variant"] == "cu121"
 
 
+def test_explain_for_an_amd_host_given_as_flags(host_env) -> None:  # type: ignore[no-untyped-def]
+    """--amd-gfx is the AMD counterpart of --compute-capability: this machine's NVIDIA GPU is not asked."""
+    env = host_env(driver="550.54.15", cuda=12040, gpus=[A100])  # the CI runner has an NVIDIA GPU
+    env["PIP_GPU_OFFLINE"] = "1"
+    decision = json.loads(
+        pip_gpu("explain", "torch==2.5.1", "--amd-gfx", "gfx1100", "--json", env=env).stdout
+    )
+    assert decision["variant"] == "rocm6.2"
+    assert decision["host"]["nvidia_gpus"] == [] and decision["host"]["driver_version"] is None
+    assert [(g["gfx_target"], g["source"]) for g in decision["host"]["amd_gpus"]] == [
+        ("gfx1100", "--amd-gfx")
+    ]
+    text = pip_gpu("explain", "torch", "--amd-gfx", "gfx1100", "--python-version", "3.12", env=env)
+    assert text.returncode == 0 and "-> rocm" in text.stdout.splitlines()[0]  # a ROCm build, not the CPU one
+    assert "AMD gfx1100" in text.stdout.splitlines()[1]
+    # A gfx target no ROCm build of the release lists: the CPU build, with the reason.
+    outside = json.loads(
+        pip_gpu("explain", "torch==2.5.1", "--json", env={**env, "PIP_GPU_AMD_GFX": "gfx1036"}).stdout
+    )
+    assert outside["variant"] == "cpu" and outside["host"]["amd_gpus"][0]["source"] == "PIP_GPU_AMD_GFX"
+    assert any("gfx1036" in note and "CPU build" in note for note in outside["notes"])
+    # ... or a refusal when that ROCm build is asked for by name (--force still installs it).
+    forced = pip_gpu("explain", "torch==2.5.1", "--amd-gfx", "gfx1036", "--variant", "rocm6.2", env=env)
+    assert forced.returncode == 2 and "gfx1036 not in this ROCm build" in forced.stdout.splitlines()[0]
+    several = json.loads(
+        pip_gpu("explain", "torch==2.5.1", "--json", env={**env, "PIP_GPU_AMD_GFX": "gfx90a, GFX942"}).stdout
+    )
+    assert [g["gfx_target"] for g in several["host"]["amd_gpus"]] == ["gfx90a", "gfx942"]
+
+
+def test_bad_amd_gfx_is_one_error_line() -> None:
+    from support.cli import assert_one_line_error
+
+    assert_one_line_error(pip_gpu("explain", "torch", "--amd-gfx", "navi31"), "'navi31'", "--amd-gfx gfx1100")
+    assert_one_line_error(
+        pip_gpu("explain", "torch", "--amd-gfx", "gfx1100", "--no-gpu"), "--no-gpu contradicts"
+    )
+
+
 def test_explain_reads_requirements_files(tmp_path: Path) -> None:
     (tmp_path / "base.txt").write_text("torchvision==0.20.1 ; python_version >= '3.9'\n")
     (tmp_path / "requirements.txt").write_text("# training stack\n-r base.txt\nfixture-app\n")
@@ -197,6 +236,8 @@ def test_help_explains_the_commands() -> None:
         assert command in done.stdout
     assert "exit status" in done.stdout
     assert "--compute-capability" in pip_gpu("explain", "--help").stdout
+    for command in ("explain", "install", "lock"):
+        assert "--amd-gfx" in pip_gpu(command, "--help").stdout, command
 
 
 def _clean_env() -> dict[str, str]:

@@ -451,6 +451,26 @@ def test_amd_gpu_outside_every_rocm_build_is_told() -> None:
     assert run("torch==2.5.1", on=host(amd=("gfx90a",))).variant == "rocm6.2"
 
 
+def test_rubin_runs_the_sm_100_kernels_of_a_cuda_13_build() -> None:
+    """Compute capability 10.7 needs no new wheels: sm_100 SASS runs on it (pytorch#190654)."""
+    decision = run("torch", on=host("615.71.09", ((10, 7),), python="3.12"))
+    assert decision.ok and decision.build is not None and decision.build.cuda is not None
+    assert decision.build.cuda.startswith("13.") and (10, 0) in (decision.build.sass or ())
+    assert "covers GPU0 (sm_107)" in next(c.reason for c in decision.candidates if c.ok)
+
+
+def test_amd_gpu_prefers_a_rocm_build_and_refuses_a_forced_one_without_its_gfx() -> None:
+    # 2.15's ROCm rows are unconfirmed (AUDIT-2026-12); they still come before the CPU build.
+    decision = run("torch", on=host(amd=("gfx1100",), python="3.12"))
+    assert decision.variant is not None and decision.variant.startswith("rocm") and decision.torch == "2.15"
+    # rocm7.14's gfx targets are not known: not vouched for, as unknown CUDA architectures are not.
+    unknown = run("torch==2.14.1", on=host(amd=("gfx1100",), python="3.12"), variant="rocm7.14")
+    assert not unknown.ok and unknown.blocker is not None and "not known" in unknown.blocker.message
+    refused = run("torch==2.5.1", on=host(amd=("gfx1036",)), variant="rocm6.2")
+    assert not refused.ok and refused.blocker is not None and "gfx1036" in refused.blocker.message
+    assert run("torch==2.5.1", on=host(amd=("gfx1036",)), variant="rocm6.2", force=True).variant == "rocm6.2"
+
+
 def test_companions_that_pin_a_range_pair_with_later_releases() -> None:
     on = host("580.65.06", (H100,), python="3.12")
     # torchvision 0.29.0 requires torch==2.14.0; 0.29.1 and later require torch>=2.14.0.

@@ -153,7 +153,7 @@ def test_offline_flag_and_setting_skip_the_question(  # type: ignore[no-untyped-
     assert not index_server.contacted("/whl/")
 
 
-def test_a_pinned_request_does_not_ask(  # type: ignore[no-untyped-def]
+def test_a_pinned_request_reads_only_the_decided_index_once(  # type: ignore[no-untyped-def]
     old_knowledge: Path, tmp_path: Path, index_server
 ) -> None:
     env = _old_knowledge_env(old_knowledge, tmp_path)
@@ -167,7 +167,29 @@ def test_a_pinned_request_does_not_ask(  # type: ignore[no-untyped-def]
     )
     done = run("explain", "torch==2.4.1", *host, "--json", env=env)
     assert json.loads(done.stdout)["notes"] == []
+    # No look for newer releases; only whether the decided index carries torch 2.4.1 (it does).
+    assert [r.path for r in index_server.requests if r.path.startswith("/whl/")] == ["/whl/cu124/torch/"]
+    index_server.clear_requests()  # cached like the freshness look-up
+    assert json.loads(run("explain", "torch==2.4.1", *host, "--json", env=env).stdout)["variant"] == "cu124"
     assert not index_server.contacted("/whl/")
+
+
+def test_a_pinned_request_on_an_unreachable_index_decides_from_the_file_with_a_note(
+    old_knowledge: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        index = f"http://127.0.0.1:{closed.getsockname()[1]}/whl"
+    env = _old_knowledge_env(old_knowledge, tmp_path)
+    host = ("--pytorch-index", index, "--driver", "560.35.03", "--compute-capability", "8.0")
+    done = run("explain", "torch==2.4.1", *host, "--json", env=env)
+    decision = json.loads(done.stdout)
+    assert (done.returncode, decision["variant"]) == (0, "cu124")
+    (note,) = decision["notes"]
+    assert note.startswith(f"could not read what {index}/cu124 carries (cannot reach {index}/cu124/torch/")
+    assert note.endswith("; decided from the knowledge file")
 
 
 def test_unknown_future_variant_is_learned(tmp_path: Path) -> None:
@@ -218,3 +240,81 @@ def test_unknown_future_variant_is_learned(tmp_path: Path) -> None:
     request = request_from_requirements([], knowledge)
     decision = decide(request, host, with_releases(knowledge, answer.releases))
     assert (decision.torch, decision.variant) == ("2.16", "cu134")
+
+
+# --- a CUDA version the knowledge file lacks, decided by rule (issue 23) ------------------------
+
+
+def _served_torch(root: Path, variant: str, filenames: list[str]) -> None:
+    """A variant folder with a torch page (PEP 691) listing these wheels: all a decision reads."""
+    page = root / "whl" / variant / "torch"
+    page.mkdir(parents=True)
+    files = [{"filename": n, "url": f"/whl/{variant}/{n}", "hashes": {}} for n in filenames]
+    (page / "index.json").write_text(
+        json.dumps({"meta": {"api-version": "1.1"}, "name": "torch", "files": files}), encoding="utf-8"
+    )
+
+
+def test_a_cu134_folder_with_an_unknown_torch_is_decided_for_an_r615_host(tmp_path: Path) -> None:
+    from pip_gpu.knowledge import load_knowledge
+
+    """The knowledge file has neither torch 2.16 nor a CUDA 13.4 row; the index's cu134 folder
+    has torch 2.16: decided by rule (13.x needs the R580 branch), with notes that say so."""
+    from support.index import serve
+
+    shipped = PLUGIN / "pip_gpu" / "data" / "knowledge.json"
+    data = json.loads(shipped.read_text())
+    data["cuda_drivers"] = [row for row in data["cuda_drivers"] if row["cuda"] not in ("13.4", "13.5")]
+    knowledge = tmp_path / "knowledge.json"
+    knowledge.write_text(json.dumps(data))
+    python = f"cp3{sys.version_info[1]}"
+    root = tmp_path / "index"
+    _served_torch(root, "cu134", [f"torch-2.16.0+cu134-{python}-{python}-manylinux_2_28_x86_64.whl"])
+    _served_torch(root, "cu132", [f"torch-2.15.0+cu132-{python}-{python}-manylinux_2_28_x86_64.whl"])
+    (root / "pypi").mkdir()
+    env = {**pip_env(), "PYTHONPATH": str(PLUGIN), "PIP_GPU_KNOWLEDGE": str(knowledge)}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    with serve(root) as server:
+        host = (
+            "--pytorch-index",
+            server.pytorch_url,
+            "--driver",
+            "615.71.09",
+            "--compute-capability",
+            "10.0",
+        )
+        done = run("explain", "torch", *host, "--json", env=env)
+    assert done.returncode == 0, done.stdout
+    decision = json.loads(done.stdout)
+    assert (decision["torch"], decision["variant"]) == ("2.16", "cu134")
+    notes = "\n".join(decision["notes"])
+    assert "torch 2.16 is newer than pip-gpu's knowledge (newest 2.15): found on the cu134 index" in notes
+    r580 = load_knowledge().minimum_driver_for_major(13, "linux")  # the R580 branch, as the file says
+    assert (
+        f"CUDA 13.4 is not in pip-gpu's knowledge: the driver it needs (>= {r580}) is inferred from the "
+        "rule for CUDA 13.x (minor-version compatibility), not confirmed"
+    ) in notes
+
+
+def test_a_cuda_major_the_file_does_not_know_is_refused_with_a_reason() -> None:
+    from pip_gpu.decide.rules import build_runs_on, minimum_driver_of_major
+    from pip_gpu.host import HostProfile, NvidiaGpu
+    from pip_gpu.knowledge import Build, load_knowledge
+
+    knowledge = load_knowledge()
+    host = HostProfile(
+        os="linux",
+        arch="x86_64",
+        python_version="3.12",
+        driver_version="700.10.01",
+        nvidia_gpus=(NvidiaGpu(0, "NVIDIA B200", (10, 0), "test"),),
+    )
+    r580 = knowledge.minimum_driver_for_major(13, "linux")
+    assert r580 is not None and minimum_driver_of_major(knowledge, "13.9", "linux") == r580
+    assert minimum_driver_of_major(knowledge, "14.0", "linux") is None
+    build = Build("cu140", "linux-x86_64", ((10, 0),), None, None, "unconfirmed", "test")
+    assert build_runs_on(build, host, knowledge) == (
+        False,
+        "CUDA 14.0 is of a CUDA major version pip-gpu does not know, so the driver it needs "
+        "cannot be inferred",
+    )

@@ -97,6 +97,42 @@ def test_a_gpu_node_with_incomplete_labels_is_unserved_not_guessed(tmp_path: Pat
     assert only["variant"] is None and "labels are incomplete" in only["reason"]
 
 
+def _amd_node(name: str, labels: dict[str, str], gpus: int = 1) -> dict[str, Any]:
+    return {
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "status": {"capacity": {"amd.com/gpu": str(gpus)}},
+    }
+
+
+def test_amd_nodes_from_the_gpu_operators_labels_and_detect_reports(tmp_path: Path) -> None:
+    """The AMD node labeller names no gfx target: its GC_X_Y_Z family or a known device ID gives it."""
+    nodes = [
+        _amd_node("mi300x", {"amd.com/gpu.family": "AI", "amd.com/gpu.device-id": "74a1"}, gpus=8),
+        _amd_node("w7900", {"beta.amd.com/gpu.family.GC_11_0_0": "1", "beta.amd.com/gpu.device-id": "7448"}),
+        _amd_node("strix", {"amd.com/gpu.family": "GC_11_5_1", "amd.com/gpu.product-name": "Radeon_8060S"}),
+        _amd_node("mystery", {"amd.com/gpu.family": "AI", "amd.com/gpu.device-id": "ffff"}),
+    ]
+    path = tmp_path / "nodes.json"
+    path.write_text(json.dumps({"kind": "List", "items": nodes}))
+    detect = pip_gpu("detect", "--json", "--amd-gfx", "gfx90a", "--platform", "linux", env=_env())
+    report = tmp_path / "mi210.json"
+    report.write_text(detect.stdout)
+    rc, plan = _plan("torch==2.5.1", "--nodes", str(path), "--nodes", str(report), cwd=tmp_path)
+    assert rc == 1
+    assert _variants(plan) == {
+        "mi300x": "rocm6.2",  # 74a1: MI300X, gfx942
+        "w7900": "rocm6.2",  # graphics core 11.0.0: gfx1100
+        "strix": "cpu",  # gfx1151 is in no ROCm build of torch 2.5
+        "mystery": None,  # no gfx target to decide by: unserved, not guessed
+        str(report): "rocm6.2",
+    }
+    gpu = {node["name"]: node["gpu"] for node in plan["nodes"]}
+    assert gpu["mi300x"] == "AMD Instinct MI300X x8 (gfx942)" and "(gfx1151)" in gpu["strix"]
+    [mystery] = [n for n in plan["nodes"] if n["name"] == "mystery"]
+    assert "name no gfx target" in mystery["reason"]
+
+
 def test_text_output_names_the_release_the_variants_and_the_unserved(tmp_path: Path) -> None:
     done = pip_gpu(
         "fleet",

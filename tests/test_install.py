@@ -7,11 +7,13 @@ holds the ordinary packages and planted attackers (``filelock 99.0.0`` and
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,6 +112,66 @@ def test_no_gpu_installs_the_cpu_build(env, tmp_path: Path) -> None:  # type: ig
     versions = installed_versions(python)
     assert (versions["torch"], versions["torchvision"]) == ("2.5.1+cpu", "0.20.1+cpu")
     assert "nvidia-cuda-runtime-cu12" not in versions
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_channel_nightly_installs_from_the_nightly_folder(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, pip_venv_template: Path, installer: str
+) -> None:
+    """--channel nightly: <index>/nightly/<variant>, decided from what it publishes (a dev
+    pre-release of a torch newer than pip-gpu's knowledge), admitted there and only there."""
+    python = fresh_pip_venv(pip_venv_template, tmp_path) if installer == "pip" else make_venv(tmp_path / "v")
+    env = {**env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = pip_gpu(
+        "torch",
+        "--channel",
+        "nightly",
+        "--no-gpu",
+        "--installer",
+        installer,
+        "--python",
+        str(python),
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert installed_versions(python)["torch"] == "2.16.0.dev20261207+cpu"
+    assert f"torch 2.16 -> cpu from {env['PIP_GPU_PYTORCH_INDEX']}/nightly/cpu" in done.stderr
+
+
+def test_channel_decides_from_what_it_publishes_and_stable_admits_no_pre_release(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path
+) -> None:
+    def explain(*args: str, cwd: Path = tmp_path, **extra: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip_gpu", "explain", *args, "--json"],
+            env={**env, "XDG_CACHE_HOME": str(tmp_path / "cache"), **extra},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    h100 = ("--driver", "580.65.06", "--compute-capability", "9.0")
+    nightly = explain("torch", *h100, PIP_GPU_CHANNEL="nightly")
+    assert (nightly["torch"], nightly["variant"]) == ("2.16", "cu130")
+    assert nightly["index_url"] == f"{env['PIP_GPU_PYTORCH_INDEX']}/nightly/cu130"
+    assert {c["torch"] for c in nightly["candidates"]} == {"2.16"}  # only what the channel publishes
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[tool.pip-gpu]\nchannel = "nightly"\n')
+    assert explain("torch", "--no-gpu", cwd=project)["index_url"].endswith("/whl/nightly/cpu")
+    stable = explain("torch>=2.6", "--no-gpu")  # the stable folders hold no 2.16 pre-release
+    assert stable["torch"] != "2.16" and "/nightly/" not in stable["index_url"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "pip_gpu", "explain", "torch", "--no-gpu"],
+        env={**env, "PIP_GPU_CHANNEL": "beta"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "PIP_GPU_CHANNEL: unknown channel 'beta'" in bad.stderr
 
 
 @pytest.mark.parametrize("installer", ["pip", "uv"])

@@ -74,7 +74,8 @@ def kb():
 
 def _rows(raw: dict[str, Any]):
     """Every sourced row of the raw file, with a label for failure messages."""
-    for key in ("cuda_drivers", "driver_branches", "family", "gpus"):
+    keys = ("cuda_drivers", "minor_version_compat", "driver_branches", "family", "gpus", "amd_device_ids")
+    for key in keys:
         for i, row in enumerate(raw[key]):
             yield f"{key}[{i}]", row
     for rel in raw["releases"]:
@@ -119,7 +120,7 @@ def test_version_strings_parse(raw) -> None:
     for row in raw["cuda_drivers"]:
         for field in (*fields, "windows_toolkit"):
             value = row[field]
-            if field == "windows_minor_compat" and value is not None and value.isdigit():
+            if field.endswith("minor_compat") and value is not None and value.isdigit():
                 assert row["cuda"].startswith("13."), row["cuda"]  # NVIDIA states only the branch
                 continue
             if value is not None:
@@ -153,7 +154,7 @@ def test_cuda_driver_rows_cover_11_0_to_13_2(kb) -> None:
     have = {row.cuda for row in kb.cuda_drivers}
     assert set(wanted) <= have
     for row in kb.cuda_drivers:
-        if Version(row.cuda) > Version("13.3"):
+        if Version(row.cuda) > Version("13.4"):  # 13.4 GA's driver is known (AUDIT-2026-12), 13.5's not
             assert row.confidence == "unconfirmed", row.cuda
         assert row.linux_minor_compat is not None, row.cuda
 
@@ -271,9 +272,47 @@ def test_driver_minimums(kb) -> None:
     assert kb.minimum_driver_for("13.0", "windows") == "580"  # NVIDIA states only the branch
     assert kb.minimum_driver_for("11.8", "linux") == "450.80.02"
     assert kb.minimum_driver_for("11.8", "windows") == "452.39"
-    assert kb.minimum_driver_for("13.0", "linux") == "580.65.06"
+    assert kb.minimum_driver_for("13.0", "linux") == "580"  # a branch on Linux too (AUDIT-2026-12)
     assert kb.cuda_row("12.4").linux_toolkit == "550.54.14"
     assert kb.minimum_driver_for("10.2", "linux") is None
+
+
+def test_minor_version_compat_per_cuda_major(kb, raw) -> None:
+    """Every row of a CUDA major carries its major's floor; a major NVIDIA does not list has none."""
+    assert kb.minimum_driver_for_major(13, "linux") == kb.minimum_driver_for_major(13, "windows") == "580"
+    assert kb.minimum_driver_for_major(12, "windows") == "528.33"
+    assert kb.minimum_driver_for_major(14, "linux") is None
+    for row in kb.cuda_drivers:
+        major = int(row.cuda.split(".")[0])
+        for os_name in ("linux", "windows"):
+            rule = kb.minimum_driver_for_major(major, os_name)
+            assert row.minimum_driver(os_name) == rule, (row.cuda, os_name)
+    assert all(rule["source"].strip() for rule in raw["minor_version_compat"])
+
+
+def test_a_branch_minimum_admits_every_driver_of_the_branch() -> None:
+    """R580 as a branch: the Jetson Thor's 580.00 meets it, R575 does not, R615 Windows (616.xx) does."""
+    from pip_gpu.host import driver_at_least
+
+    assert driver_at_least("580.00", "580") and driver_at_least("580.65.06", "580")
+    assert driver_at_least("616.92", "580") and not driver_at_least("575.57.08", "580")
+
+
+def test_december_2026_rows(kb) -> None:
+    """AUDIT-2026-12: 13.4 GA's driver, R615 -> 13.4, 13.5 known with its driver unknown, Rubin, Thor."""
+    row = kb.cuda_row("13.4")
+    assert (row.linux_toolkit, row.confidence) == ("615.71.09", "medium") and "13.4.1" in row.source
+    assert kb.cuda_row("13.5").linux_toolkit is None and "UNKNOWN" in kb.cuda_row("13.5").source
+    assert kb.max_cuda_for_driver("615.71.09") == "13.4" == kb.max_cuda_for_driver("616.92")
+    assert [b.confidence for b in kb.driver_branches if b.branch == 615] == ["high"]
+    assert any("Rubin" in name for name in kb.gpu_names_for((10, 7)))
+    assert any("NVIDIA Thor" in name for name in kb.gpu_names_for((11, 0)))
+    assert kb.tegra is not None and "sbsa/cu130" in kb.tegra.jetson_index_hint
+    r215 = kb.release("2.15")
+    assert r215 is not None
+    rocm = {str(b.variant): b.confidence for b in r215.builds if b.variant.is_rocm}
+    assert rocm == {"rocm7.2": "unconfirmed", "rocm7.14": "unconfirmed", "rocm10.0": "unconfirmed"}
+    assert "LIKELY WRONG" in next(b.source for b in r215.builds if str(b.variant) == "rocm7.2")
 
 
 def test_driver_branch_max_cuda(kb) -> None:

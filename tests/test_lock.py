@@ -195,6 +195,22 @@ def test_variants_all_is_every_build_the_release_publishes(tmp_path: Path) -> No
     assert {"cpu", "cu121", "cu124"} <= expected
 
 
+def test_lock_on_the_nightly_channel_records_it_and_a_relock_keeps_it(
+    project: Project, fixture_index: IndexServer, tmp_path: Path
+) -> None:
+    directory = tmp_path / "nightly"
+    directory.mkdir()
+    env = {**project.env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    args = ["lock", "torch", "--no-gpu", "--pytorch-index", fixture_index.pytorch_url]
+    _pip_gpu([*args, "--channel", "nightly"], env, directory)
+    lock = directory / "pylock.cpu.toml"
+    assert _locked_versions(lock)["torch"] == "2.16.0.dev20261207+cpu"
+    assert f"{fixture_index.pytorch_url}/nightly" in lock.read_text(encoding="utf-8")
+    written = lock.read_bytes()
+    _pip_gpu(args, env, directory)  # a re-lock without --channel stays on the recorded channel
+    assert lock.read_bytes() == written
+
+
 def test_a_lock_with_lock_version_2_is_refused_in_one_line(project: Project, tmp_path: Path) -> None:
     text = project.first_run["cu124"].decode().replace('lock-version = "1.0"', 'lock-version = "2.0"')
     (tmp_path / "pylock.cu124.toml").write_text(text, encoding="utf-8")

@@ -24,8 +24,9 @@ from support.index import (
     uv_env,
 )
 
+from pip_gpu.config import pip_index_settings
 from pip_gpu.detect.target import installed_family_in
-from pip_gpu.lock.resolve import pip_index_settings, user_index_args
+from pip_gpu.lock.resolve import user_index_args
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -310,6 +310,46 @@ def test_nvidia_smi_two_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     ]
 
 
+# Driver R610 on: "KMD Version" and "CUDA UMD Version"; the old fields deprecated in -q
+# (sglang#27487's banner "KMD Version: 610.43.02  CUDA UMD Version: 13.3").
+LOG_R610 = """
+==============NVSMI LOG==============
+
+Timestamp                                 : Sun Jun  7 08:16:57 2026
+Driver Version                            : [Deprecated; use KMD Version instead]
+KMD Version                               : 610.43.02
+CUDA Version                              : [Deprecated; will be removed in CUDA 14.0]
+CUDA UMD Version                          : 13.3
+
+Attached GPUs                             : 1
+GPU 00000000:63:00.0
+    Compute Mode                          : Default
+"""
+LOG_CUDA14 = "\n".join(line for line in LOG_R610.splitlines() if "Deprecated" not in line) + "\n"
+
+
+@posix_only
+@pytest.mark.parametrize("log", [LOG_R610, LOG_CUDA14], ids=["deprecated-fields", "old-fields-gone"])
+@pytest.mark.parametrize("query_driver", ["610.43.02", "[N/A]"])
+def test_nvidia_smi_r610_spellings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: str, query_driver: str
+) -> None:
+    query = f"0, NVIDIA B200, 10.0, 183359, GPU-1, {query_driver}\n"
+    fake_smi(tmp_path, monkeypatch, respond(query, log))
+    report = query_nvidia_smi()
+    assert (report.driver_version, report.cuda_driver_version, report.problem) == ("610.43.02", "13.3", None)
+    assert [(g.name, g.compute_capability) for g in report.gpus] == [("NVIDIA B200", (10, 0))]
+
+
+@posix_only
+def test_nvidia_smi_r610_without_compute_cap_reads_kmd_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_smi(tmp_path, monkeypatch, respond(NO_CC_FIELD, LOG_CUDA14, query_status=2))
+    report = query_nvidia_smi()
+    assert (report.driver_version, report.cuda_driver_version) == ("610.43.02", "13.3")
+
+
 @posix_only
 def test_nvidia_smi_hang_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_smi(tmp_path, monkeypatch, "sleep 30")

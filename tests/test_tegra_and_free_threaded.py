@@ -13,9 +13,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.fake_nvml import FakeGpu
 
 from pip_gpu.detect import HostOverrides, detect_host
 from pip_gpu.detect.platform import current_python_version
@@ -129,6 +131,43 @@ def test_explain_on_a_jetson_refuses_the_server_arm_wheels(tmp_path: Path) -> No
         text=True,
     )
     assert f"Jetson     a Tegra (L4T) board: {tree}/compatible: nvidia,tegra234" in detect.stdout
+
+
+THOR_L4T_RELEASE = "# R38 (release), REVISION: 2.0, GCID: 41844464, BOARD: generic, EABI: aarch64\n"
+
+
+def test_explain_on_a_jetson_thor_with_driver_580_00_decides_a_cuda_13_build(
+    tmp_path: Path, host_env: Callable[..., dict[str, str]]
+) -> None:
+    """JetPack 7's driver reports 580.00; CUDA 13.x needs the R580 branch, not 580.65.06 (AUDIT-2026-12)."""
+    thor = FakeGpu("NVIDIA Thor", "11.0", 125772, "GPU-7e1d0c2b-3a4f-4b5c-8d6e-9f0a1b2c3d4e")
+    env = host_env(driver="580.00", cuda=13000, gpus=[thor])
+    root = tmp_path / "fs"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "nv_tegra_release").write_text(THOR_L4T_RELEASE)
+    env.update(PIP_GPU_ROOT=str(root), PIP_GPU_OFFLINE="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    argv = [sys.executable, "-m", "pip_gpu", "explain", "torch", "--arch", "aarch64"]
+    argv += ["--python-version", "3.12"]
+    done = subprocess.run([*argv, "--json"], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    decision = json.loads(done.stdout)
+    assert decision["variant"].startswith("cu13"), decision
+    assert decision["host"]["tegra"] and "R38" in decision["host"]["tegra"]
+    assert decision["host"]["nvidia_gpus"][0]["name"] == "NVIDIA Thor"
+    chosen = next(c for c in decision["candidates"] if c["ok"] and c["variant"] == decision["variant"])
+    assert "driver 580.00 >= 580 (CUDA 13." in chosen["reason"]
+    older = subprocess.run(
+        [*argv, "--driver", "575.57.08", "--compute-capability", "11.0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert older.returncode == 2 and "older than 580, the minimum for CUDA 13." in older.stdout + older.stderr
+    older_torch = [*argv[:4], "torch==2.8.0", *argv[5:]]
+    without_sm110 = subprocess.run(older_torch, env=env, capture_output=True, text=True)
+    assert without_sm110.returncode == 2
+    assert "Jetson" in without_sm110.stdout and "sbsa/cu130" in without_sm110.stdout  # Thor's index
 
 
 # --- free-threaded Pythons -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import UsageError
-from .host import HostProfile, NvidiaGpu, parse_compute_capability
+from .host import AmdGpu, HostProfile, NvidiaGpu, parse_amd_gfx_target, parse_compute_capability
 from .ui import printable, shorten
 from .variant import Variant
 
@@ -38,6 +38,15 @@ _COMPUTE = ("nvidia.com/gpu.compute.major", "nvidia.com/gpu.compute.minor")
 _PRODUCT = "nvidia.com/gpu.product"
 _COUNT = "nvidia.com/gpu.count"
 _GPU_LABELS = (_COMPUTE[0], _COUNT, _DRIVER_FULL, _DRIVER_PARTS[0], _DRIVER_PARTS_OLD[0])
+# The AMD GPU operator's node labeller (ROCm/k8s-device-plugin, cmd/k8s-node-labeller): the
+# amd.com/ labels and their older beta.amd.com/ twins (also as "beta.amd.com/gpu.family.AI=1").
+# None names the gfx target outright: the family is an IP version on recent labellers
+# ("GC_11_0_0": graphics core 11.0.0, gfx1100), a two-letter acronym on older ones ("AI"), so the
+# PCI device ID ("74a1") is looked up in the knowledge file; a node labelled with a gfx target
+# itself (a family "gfx942") is read as it is.
+_AMD_PREFIXES = ("amd.com/gpu.", "beta.amd.com/gpu.")
+_AMD_GPU_LABELS = tuple(p + k for p in _AMD_PREFIXES for k in ("family", "device-id", "product-name"))
+_AMD_CAPACITY = "amd.com/gpu"
 # Kubernetes' well-known labels, in the host's own words.
 _K8S_OS = {"linux": "linux", "windows": "windows"}
 _K8S_ARCH = {"amd64": "x86_64", "arm64": "aarch64", "x86_64": "x86_64", "aarch64": "aarch64"}
@@ -52,6 +61,7 @@ class FleetNode:
     host: HostProfile
     gpu_product: Optional[str] = None
     gpu_count: int = 0
+    vendor: str = "nvidia"  # whose labels describe the GPUs ("amd": the AMD GPU operator's)
 
 
 @dataclass(frozen=True)
@@ -151,16 +161,22 @@ _PER_NODE_LABELS = frozenset(["kubernetes.io/hostname", "nvidia.com/gfd.timestam
 
 
 def _labels_kind(item: Mapping[str, Any]) -> Optional[Hashable]:
-    """Every label but the per-node ones: two nodes with the same are read alike. None when
-    the node is malformed (it is read on its own, and its error names it)."""
+    """Every label but the per-node ones, and the AMD GPU count of ``status.capacity``: two
+    nodes with the same are read alike. None when the node is malformed (it is read on its
+    own, and its error names it)."""
     metadata = item.get("metadata")
     if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str):
         return None
     labels = metadata.get("labels") or {}
     if not isinstance(labels, Mapping):
         return None
+    status = item.get("status")
+    capacity = status.get("capacity") if isinstance(status, Mapping) else None
+    gpus = capacity.get(_AMD_CAPACITY) if isinstance(capacity, Mapping) else None  # AMD's count
     try:
-        return frozenset(labels.items()) - _per_node_items(labels)
+        kind = (frozenset(labels.items()) - _per_node_items(labels), gpus)
+        hash(kind)
+        return kind
     except TypeError:  # a label value that is a list or an object: read on its own
         return None
 
@@ -231,6 +247,8 @@ def _node_from_kubernetes(item: Mapping[str, Any], context: str, python_version:
     sources = {"os": "kubernetes.io/os", "arch": "kubernetes.io/arch", "python_version": "--python-version"}
     base = HostProfile(os=os_name, arch=arch, python_version=python_version, sources=sources)
     if not any(label in labels for label in _GPU_LABELS):
+        if any(key.startswith(_AMD_PREFIXES) for key in labels):
+            return _amd_node(name, base, labels, item)
         return FleetNode(name, base)
 
     driver = labels.get(_DRIVER_FULL) or _joined(labels, _DRIVER_PARTS) or _joined(labels, _DRIVER_PARTS_OLD)
@@ -278,6 +296,53 @@ def _node_from_kubernetes(item: Mapping[str, Any], context: str, python_version:
     return FleetNode(name, host, product, count)
 
 
+def _amd_label(labels: Mapping[str, str], what: str) -> Optional[str]:
+    """``amd.com/gpu.<what>``, else its ``beta.amd.com/`` twin, else ``beta.amd.com/gpu.<what>.<value>=1``."""
+    for prefix in _AMD_PREFIXES:
+        if labels.get(prefix + what, "").strip():
+            return labels[prefix + what].strip()
+    flagged = f"{_AMD_PREFIXES[1]}{what}."
+    return next((key[len(flagged) :] for key in sorted(labels) if key.startswith(flagged)), None)
+
+
+def gfx_from_family(family: str) -> Optional[str]:
+    """``GC_11_0_0`` -> ``gfx1100``, ``GC_9_4_2`` -> ``gfx942``, ``gfx90a`` -> itself; None for "AI"."""
+    try:
+        return parse_amd_gfx_target(family)
+    except ValueError:
+        pass
+    parts = family.upper().removeprefix("GC_").split("_") if family.upper().startswith("GC_") else []
+    if len(parts) == 3 and all(p.isdigit() for p in parts) and int(parts[1]) <= 0xF and int(parts[2]) <= 0xF:
+        return f"gfx{int(parts[0])}{int(parts[1]):x}{int(parts[2]):x}"
+    return None
+
+
+def _amd_node(name: str, base: HostProfile, labels: Mapping[str, str], item: Mapping[str, Any]) -> FleetNode:
+    """An AMD GPU node from the node labeller's labels; without a gfx target it is left unserved."""
+    from .knowledge import load_knowledge
+
+    family, device = _amd_label(labels, "family"), _amd_label(labels, "device-id")
+    product = _amd_label(labels, "product-name")
+    gfx, source = (gfx_from_family(family), "amd.com/gpu.family") if family else (None, "")
+    known = load_knowledge().amd_gpu_for_device_id(device) if device else None
+    if gfx is None and known is not None:
+        gfx, source = known["gfx_target"], f"amd.com/gpu.device-id ({known['name']})"
+    status = item.get("status")
+    capacity = status.get("capacity") if isinstance(status, Mapping) else None
+    raw_count = capacity.get(_AMD_CAPACITY) if isinstance(capacity, Mapping) else None
+    count = int(raw_count) if isinstance(raw_count, (int, str)) and _DIGITS.fullmatch(str(raw_count)) else 1
+    if count > _MOST_GPUS:
+        raise UsageError(
+            f"node {name}: {_AMD_CAPACITY}={count} is not a GPU count (0 to {_MOST_GPUS})", _LABELS_HINT
+        )
+    product = (product or (known or {}).get("name") or "AMD GPU").replace("_", " ")
+    if gfx is None:
+        return FleetNode(name, base, product, max(count, 1), vendor="amd")
+    gpus = tuple(AmdGpu(gfx_target=gfx, name=product, source=source) for _ in range(max(count, 1)))
+    host = base.with_changes(amd_gpus=gpus, sources={**base.sources, "amd_gpus": source})
+    return FleetNode(name, host, product, len(gpus), vendor="amd")
+
+
 def _joined(labels: Mapping[str, str], names: Sequence[str]) -> Optional[str]:
     """``major``, ``.minor``, ``.revision`` labels joined as one version, when all are there."""
     prefix = names[0].rsplit(".", 1)[0]
@@ -310,7 +375,12 @@ def host_kind(host: HostProfile) -> Hashable:
 
 def gpu_summary(node: FleetNode) -> str:
     host = node.host
+    if host.amd_gpus:
+        targets = sorted({g.gfx_target for g in host.amd_gpus})
+        return f"{node.gpu_product or host.amd_gpus[0].name} x{len(host.amd_gpus)} ({', '.join(targets)})"
     if not host.nvidia_gpus:
+        if node.gpu_count and node.vendor == "amd":
+            return f"{node.gpu_product or 'AMD GPU'} x{node.gpu_count}, no gfx target in its labels"
         if node.gpu_count:
             return f"{node.gpu_product or 'NVIDIA GPU'} x{node.gpu_count}, labels incomplete"
         return "no GPU"
@@ -424,7 +494,13 @@ def options_from_candidates(
             runnable.setdefault(candidate.torch, {})[candidate.variant] = candidate.reason.removesuffix(
                 "; not the newest"
             )
-    if node.gpu_count and not node.host.nvidia_gpus:
+    if node.gpu_count and node.vendor == "amd" and not node.host.amd_gpus:
+        missing = (
+            "its AMD GPU labels name no gfx target (need amd.com/gpu.family=GC_X_Y_Z, or an "
+            "amd.com/gpu.device-id pip-gpu knows)"
+        )
+        return NodeOptions(node, {}, missing)
+    if node.gpu_count and not node.host.nvidia_gpus and not node.host.amd_gpus:
         missing = f"its GPU labels are incomplete (need {_COMPUTE[0]}, {_COMPUTE[1]} and {_DRIVER_FULL})"
         return NodeOptions(node, {}, missing)
     return NodeOptions(node, runnable, None if runnable else blocker)

@@ -18,6 +18,7 @@ __all__ = [
     "IntelGpu",
     "NvidiaGpu",
     "driver_at_least",
+    "parse_amd_gfx_target",
     "parse_compute_capability",
 ]
 
@@ -38,6 +39,7 @@ class HostFlags:
     platform: Optional[str] = None
     arch: Optional[str] = None
     python_version: Optional[str] = None
+    amd_gfx: tuple[str, ...] = ()  # AMD GPUs by LLVM gfx target (``--amd-gfx gfx1100``)
 
 
 def driver_at_least(driver: str, minimum: str) -> bool:
@@ -73,6 +75,20 @@ def parse_compute_capability(text: str) -> ComputeCapability:
     elif raw.isdigit() and 2 <= len(raw) <= 4:
         return int(raw[:-1]), int(raw[-1])
     raise ValueError(f"not a compute capability: {text!r} (expected MAJOR.MINOR such as 8.6)")
+
+
+def parse_amd_gfx_target(text: str) -> str:
+    """``"gfx1100"``, ``"GFX90a"`` or ``"gfx90a:sramecc+:xnack-"`` -> ``"gfx90a"``; ValueError otherwise.
+
+    An AMD GPU's LLVM processor name, as ``rocminfo`` and ``amd-smi`` print it (LLVM
+    AMDGPUUsage, "Processors"): ``gfx`` then the major version and two hex digits (minor,
+    stepping). Target features after ``:`` do not change which ROCm build lists it.
+    """
+    raw = text.strip().lower().split(":", 1)[0]
+    body = raw[3:] if raw.startswith("gfx") else ""
+    if 3 <= len(body) <= 4 and body[:-2].isdigit() and all(c in "0123456789abcdef" for c in body[-2:]):
+        return raw
+    raise ValueError(f"not an AMD gfx target: {text!r} (expected a name such as gfx1100 or gfx90a)")
 
 
 def format_compute_capability(cc: ComputeCapability) -> str:

@@ -11,9 +11,9 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,7 +34,7 @@ from .errors import (
     WrongBuildServed,
     environment_fault,
 )
-from .host import HostFlags
+from .host import HostFlags, HostProfile
 from .installers import choose_installer, run_command, uv_binary
 from .requirements import RewritePin, redact_url
 from .route import (
@@ -76,6 +76,7 @@ class InstallOptions:
     variant: Optional[str] = None
     force: bool = False  # accept a variant the host cannot run
     pytorch_index: Optional[str] = None
+    channel: Optional[str] = None  # --channel: stable, nightly or test (None: the environment's)
     uv_binary: Optional[str] = None  # the very uv a shim was asked to run
     installer_extra: tuple[str, ...] = ()  # a shim's user options, already checked, passed verbatim
     cwd: Optional[Path] = None  # None: the current directory
@@ -117,7 +118,12 @@ def install(options: InstallOptions) -> InstallResult:
     from .config import load_project_config
 
     installer = choose_installer(options.installer, load_project_config(cwd).installer, target)
+    from .config import user_indexes
+
     passed = options.installer_args()
+    # Everything but the family comes from the indexes the one rule names, whichever installer
+    # runs: uv is given pip's configuration, or pip uv's, where the installer would not read it.
+    passed += user_indexes(os.environ, cwd).args_for(installer, passed)
     context = context_for_install(
         target.python, target.site_packages, installer, passed, os.environ, cwd, options.dry_run
     )
@@ -133,6 +139,7 @@ def install(options: InstallOptions) -> InstallResult:
             cwd=cwd,
             constraint_files=options.constraint_files,
             context=context,
+            channel=options.channel,
         )
 
     # uv (issue 18): one resolution where it can answer both questions. Decided without
@@ -144,13 +151,17 @@ def install(options: InstallOptions) -> InstallResult:
     if one_resolution and not plan.decision.ok:
         plan = decide(context)  # its blocker may name what the other requirements need
     plan.decision.chosen()  # NoBuildRuns, with the reason, when no build runs here
+    if plan.index_unreachable and not options.dry_run:
+        _unreachable_variant_index(plan, None)  # found silent already: not after pip's retries
     if not options.dry_run and not options.no_lock:
         from .lockfile import find_lock_family
 
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
 
     try:
-        scratch_folder = tempfile.TemporaryDirectory(prefix="pip-gpu-")
+        from .children import private_scratch
+
+        scratch_folder = private_scratch("install")  # its files may name an index with credentials
     except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's
         raise environment_fault(exc, "pip-gpu's scratch folder") from None
     with scratch_folder as scratch:
@@ -171,7 +182,14 @@ def install(options: InstallOptions) -> InstallResult:
         try:
             # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
             runs = _planned_runs(
-                plan, routing, installer, uv, dry_run=options.dry_run, say=say, resolved=resolved
+                plan,
+                routing,
+                installer,
+                uv,
+                dry_run=options.dry_run,
+                say=say,
+                resolved=resolved,
+                missing=partial(_missing_file, plan, host),
             )
             if options.dry_run:
                 return InstallResult(
@@ -188,6 +206,7 @@ def install(options: InstallOptions) -> InstallResult:
                 run_command(run.command)
         except InstallerFailed as failure:
             _unreachable_variant_index(plan, failure)
+            _with_missing_file(failure, _missing_file(plan, host))
             raise
     installed = _verify(
         plan, target, before, lambda names: _roll_back(plan, target, installer, uv, before, names)
@@ -248,6 +267,7 @@ def _planned_runs(
     dry_run: bool,
     say: Callable[[str], None],
     resolved: Optional[str] = None,
+    missing: Callable[[], Optional[str]] = lambda: None,
 ) -> list[_DryRun]:
     """The installer runs that install the request, in order, with the resolution settled.
 
@@ -265,6 +285,10 @@ def _planned_runs(
             return _settled_runs(plan, routing, installer, uv, resolved)
         except InstallerFailed as failure:
             if not dry_run:
+                raise
+            # The index answers and lacks the file: the install would fail too, so say so (issue 27).
+            _with_missing_file(failure, missing())
+            if failure.hint:
                 raise
             unsettled = f"settling it failed ({failure.message})"
     say(f"pip-gpu: note: {unsettled}: the dry run shows the runs unsettled")
@@ -466,10 +490,33 @@ def _uv_resolution_args(installer_args: Sequence[str]) -> list[str]:
     return [a for a in installer_args if a.split("=", 1)[0] not in _INSTALL_ONLY and a not in chatter]
 
 
-def _unreachable_variant_index(plan: Plan, failure: InstallerFailed) -> None:
-    """After a failed run: when the variant index cannot be reached, say that, not the resolver's words."""
+def _missing_file(plan: Plan, host: HostProfile) -> Optional[str]:
+    """Why the variant index has no torch file of the decided build for the target, read afresh."""
+    decision = plan.decision
+    if decision.index_url is None or decision.torch is None:
+        return None
+    if not any(not line.constraint for line in plan.family_lines()):
+        return None  # no torch-family file is installed: its absence explains nothing
+    from .decide.discover import missing_torch_file
+
+    return missing_torch_file(decision.index_url, decision.torch, host.platform_tag, host.python_version)
+
+
+def _with_missing_file(failure: InstallerFailed, why: Optional[str]) -> None:
+    """An installer failure pip-gpu can explain ends with the fact and a hint, like its own errors."""
+    if why and not failure.hint:  # said once (a dry run's failure passes here twice)
+        failure.message = f"{failure.message}: {why}"
+        failure.hint = (
+            "`pip-gpu explain` shows what was decided and why; pin a torch version the index carries, "
+            "or point --pytorch-index (PIP_GPU_PYTORCH_INDEX) at an index that has it"
+        )
+
+
+def _unreachable_variant_index(plan: Plan, failure: Optional[InstallerFailed]) -> None:
+    """When the variant index cannot be reached, say that, not the resolver's words: after a
+    failed run, or before any when pip-gpu's own read found it silent (``failure`` None)."""
     index = plan.decision.index_url
-    where = _unreachable(index) if index else None
+    where = _unreachable(index, timeout=10 if failure else 3) if index else None
     if index is None or where is None:
         return
     raise PipGpuError(

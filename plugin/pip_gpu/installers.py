@@ -61,7 +61,7 @@ def run_command(command: InstallerCommand, *, to_stderr: bool = False, log: Opti
     ``to_stderr``: a resolution step's output goes to stderr (a dry run's stdout is the plan).
     ``log``: its output (stdout and stderr) goes to that file instead: a trial whose failure
     pip-gpu handles itself."""
-    from .children import Terminated, finished, private_command, signal_of, start
+    from .children import Terminated, finished, private_command, signal_of, start, wait_within
 
     for path, content in command.files.items():
         try:
@@ -84,7 +84,7 @@ def run_command(command: InstallerCommand, *, to_stderr: bool = False, log: Opti
             if log is not None:
                 output.close()  # the child holds its own copy
         try:
-            status = process.wait()
+            status = wait_within(process, command.purpose)[0]
         except KeyboardInterrupt as interrupt:
             # Ctrl-C in a terminal reaches the whole foreground group, but a signal sent to
             # pip-gpu alone must reach the installer too. Give it time to clean up, then make

@@ -13,6 +13,8 @@ File shape (``schema`` 1)::
          "linux_minor_compat": "525.60.13", "windows_minor_compat": "527.41",
          "linux_toolkit": "550.54.14", "windows_toolkit": "551.61",
          "confidence": "high", "source": "..."}],
+      "minor_version_compat": [  # the rule for a CUDA major: any minor runs on this driver
+        {"cuda_major": 13, "linux": "580", "windows": "580", "confidence": "high", "source": "..."}],
       "driver_branches": [       # driver branch -> newest CUDA it supports
         {"branch": 535, "max_cuda": "12.2", "confidence": "high", "source": "..."}],
       "family": [                # the packages pip-gpu routes to the PyTorch index
@@ -33,14 +35,19 @@ File shape (``schema`` 1)::
            {"variant": "cpu", "platform": "linux-x86_64", "confidence": "high", "source": "..."},
            {"variant": "rocm6.2", "platform": "linux-x86_64", "gfx": [], ...},
            {"variant": "default", "platform": "macos-arm64", ...}]}],
-      "gpus": [{"name": "NVIDIA A100", "compute_capability": "8.0",
+      "gpus": [{"name": "NVIDIA A100", "compute_capability": "8.0",    # names for messages
                 "architecture": "Ampere", "source": "..."}],
+      "amd_device_ids": [{"device_id": "74a1", "gfx_target": "gfx942", "name": "AMD Instinct MI300X",
+                          "source": "..."}],   # PCI device ID -> gfx target (Kubernetes labels)
       "tegra": {"compute_capabilities": ["5.3", "6.2", "7.2", "8.7", "11.0"],
                 "jetson_index_hint": "...", "source": "..."}
     }
 
 Pythons are ``"3.12"``; a free-threaded build is its own target, ``"3.14t"`` (wheels tagged
 ``cp314t``).
+
+A minimum driver of a bare branch (``"580"``) is what NVIDIA states for CUDA 13.x: any driver of
+that branch or newer (``580.00`` on a Jetson Thor, ``616.92`` on Windows R615) meets it.
 
 ``sass``/``ptx`` of ``null`` mean "not known"; the decision then refuses to vouch for the
 build on an NVIDIA GPU rather than guess.
@@ -68,6 +75,7 @@ __all__ = [
     "DriverBranch",
     "FamilyMember",
     "Knowledge",
+    "MinorVersionCompat",
     "Release",
     "Tegra",
     "cuda_of_variant",
@@ -105,6 +113,19 @@ class CudaDriverRow(NamedTuple):
     def minimum_driver(self, os: str) -> Optional[str]:
         """Minor-version compatibility minimum: what wheels bundling the CUDA runtime need."""
         return self.windows_minor_compat if os == "windows" else self.linux_minor_compat
+
+
+class MinorVersionCompat(NamedTuple):
+    """The oldest driver that runs every minor version of one CUDA major (NVIDIA's Table 1)."""
+
+    cuda_major: int
+    linux: str
+    windows: Optional[str]
+    confidence: str
+    source: str
+
+    def minimum_driver(self, os: str) -> Optional[str]:
+        return self.windows if os == "windows" else self.linux
 
 
 class DriverBranch(NamedTuple):
@@ -210,11 +231,18 @@ class Knowledge:
     releases: tuple[Release, ...]  # newest first
     gpus: tuple[dict[str, str], ...]
     tegra: Optional[Tegra] = None
+    minor_version_compat: tuple[MinorVersionCompat, ...] = ()
+    amd_device_ids: tuple[dict[str, str], ...] = ()
 
     def gpu_names_for(self, cc: ComputeCapability) -> tuple[str, ...]:
         """Product names with this compute capability, for messages (decisions use the number)."""
         wanted = f"{cc[0]}.{cc[1]}"
         return tuple(g["name"] for g in self.gpus if g.get("compute_capability") == wanted)
+
+    def amd_gpu_for_device_id(self, device_id: str) -> Optional[dict[str, str]]:
+        """The AMD GPU (``gfx_target``, ``name``) of a PCI device ID (``"74a1"``, ``"0x74A1"``)."""
+        wanted = device_id.strip().lower().removeprefix("0x")
+        return next((row for row in self.amd_device_ids if row["device_id"] == wanted), None)
 
     def cuda_row(self, cuda: str) -> Optional[CudaDriverRow]:
         for row in self.cuda_drivers:
@@ -225,6 +253,18 @@ class Knowledge:
     def minimum_driver_for(self, cuda: str, os: str) -> Optional[str]:
         row = self.cuda_row(cuda)
         return row.minimum_driver(os) if row else None
+
+    def minimum_driver_for_major(self, cuda_major: int, os: str) -> Optional[str]:
+        """The minor-version-compatibility floor of a CUDA major (13 -> ``"580"``, a branch).
+
+        The rule for a CUDA minor the file has no row for (``cu134`` on an index before the
+        file knows it); None for a major NVIDIA's table does not cover (CUDA 14), which is
+        refused rather than guessed.
+        """
+        for rule in self.minor_version_compat:
+            if rule.cuda_major == cuda_major:
+                return rule.minimum_driver(os)
+        return None
 
     def max_cuda_for_driver(self, driver_version: str) -> Optional[str]:
         """The newest CUDA a driver supports, from its branch (``535.104.05`` -> ``12.2``)."""
@@ -343,6 +383,17 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
         ),
         releases=tuple(releases),
         gpus=tuple(dict(g) for g in data.get("gpus", [])),
+        amd_device_ids=tuple(dict(row) for row in data.get("amd_device_ids", [])),
+        minor_version_compat=tuple(
+            MinorVersionCompat(
+                cuda_major=int(row["cuda_major"]),
+                linux=row["linux"],
+                windows=row.get("windows"),
+                confidence=row.get("confidence", "high"),
+                source=row["source"],
+            )
+            for row in data.get("minor_version_compat", [])
+        ),
         tegra=Tegra(
             compute_capabilities=tuple(
                 parse_compute_capability(c) for c in data["tegra"]["compute_capabilities"]

@@ -50,7 +50,7 @@ import re
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -61,7 +61,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import EnvironmentFault, PipGpuError, UsageError
-from .redact import redact_url, strip_credentials, url_origin
+from .redact import credentials_left, redact_url, strip_credentials, url_origin
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -700,19 +700,33 @@ def write_atomically(path: Path, data: bytes) -> None:
     write_files_atomically([(path, data)])
 
 
-def write_locks(locks: Sequence[tuple[Path, str]], family: Collection[str] = ()) -> list[bool]:
+def write_locks(
+    locks: Sequence[tuple[Path, str]],
+    family: Collection[str] = (),
+    more_problems: Optional[Callable[[Sequence[Package], LockRecord], list[str]]] = None,
+) -> list[bool]:
     """Validate every lock text, then put each at its path; False where a file already holds it.
 
     Nothing is written unless every text is a valid lock, and (with ``family``, the names
-    routed to the variant index) unless ``sync`` would install it: see :func:`lock_problems`.
+    routed to the variant index) unless ``sync`` would install it: see :func:`lock_problems`,
+    and ``more_problems``, the rules a layer above adds (markers that leave torch out).
     """
     from .requirements import read_regular_file
 
     for path, text in locks:
+        if credentials_left(text):  # strip_credentials ran on every URL: this is the backstop
+            raise PipGpuError(
+                f"refusing to write {path.name}: a URL in it would still carry credentials",
+                "give index credentials through ~/.netrc or the installers' own settings; "
+                "nothing was written",
+            )
         pylock = validate_lock_text(text, path.name)
         table = (pylock.tool or {}).get(TOOL)
         if family and table is not None:
-            problems = lock_problems(pylock.packages, LockRecord.from_toml(table, path.name), family)
+            record = LockRecord.from_toml(table, path.name)
+            problems = lock_problems(pylock.packages, record, family)
+            if more_problems is not None:
+                problems += more_problems(pylock.packages, record)
             if problems:
                 raise PipGpuError(
                     f"refusing to write {path.name}: " + "; ".join(problems[:3]),

@@ -11,13 +11,29 @@ import re
 import urllib.parse
 from typing import Optional
 
-__all__ = ["is_secret_key", "redact_url", "split_userinfo", "strip_credentials"]
+__all__ = [
+    "credentials_left",
+    "is_secret_key",
+    "redact_url",
+    "split_userinfo",
+    "strip_credentials",
+    "userinfo_problem",
+]
 
 # The authority may hold any userinfo character, quotes included, up to the last "@" before
-# the path; the rest of the URL stops at white space, quotes or angle brackets.
+# the path; the rest of the URL stops at white space, quotes or angle brackets. A userinfo
+# with white space in it is no valid URL, but a user may still type one
+# ("alice:s3cret word@host"): it is taken as userinfo too when an "@" and a host follow
+# before the path, so that it is hidden rather than printed (at worst more text is hidden).
 # A scheme starts where no scheme character precedes it: without that, a long run of letters
 # with no "://" was tried from each of its positions (100,000 characters: 35 s).
-_URL_RE = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/?#]*@)?[^\s'\"<>]*")
+_URL_RE = re.compile(
+    r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://"
+    r"(?:[^\s/?#]*@|[^/?#\"<>\n]*@(?=[^\s@/?#\"'<>]))?"
+    r"[^\s'\"<>]*"
+)
+# RFC 3986 section 3.2.1: userinfo = *( unreserved / pct-encoded / sub-delims / ":" )
+_USERINFO_RE = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:-]|%[0-9A-Fa-f]{2})*")
 _SECRET_KEY_RE = re.compile(
     r"token|key|pass|pw|secret|auth|sig|session|access|credential|cred|jwt|bearer|cookie",
     re.IGNORECASE,
@@ -130,3 +146,35 @@ def url_origin(url: str) -> tuple[str, str, Optional[int]]:
         port = None
     default = {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), port or default
+
+
+def userinfo_problem(url: str) -> Optional[str]:
+    """Why the ``user:password@`` of ``url`` is no valid URL userinfo (RFC 3986 3.2.1), in
+    words without the secret, or None. An installer would split or misread such a URL, and
+    pip-gpu would have to print or write it in pieces: it is refused where it enters."""
+    if "://" not in url:
+        return None
+    _, userinfo, _, _ = _parts(url)
+    if not userinfo or _USERINFO_RE.fullmatch(userinfo):
+        return None
+    bad = sorted(
+        {char for char in re.sub(r"%[0-9A-Fa-f]{2}", "", userinfo) if not _USERINFO_RE.fullmatch(char)}
+    )
+    named = ", ".join(
+        {" ": "a space", "\t": "a tab", '"': "a double quote"}.get(char, repr(char)) for char in bad
+    )
+    return f"holds {named}, which a URL cannot hold there"
+
+
+def credentials_left(text: str) -> bool:
+    """Whether any URL in ``text`` still carries a ``user:password@`` or a secret query or
+    fragment value: the last check before a file meant for a repository is written."""
+    for match in _URL_RE.finditer(text):
+        _, userinfo, _, tail = _parts(match.group(0))
+        before_fragment, _, fragment = tail.partition("#")
+        pairs = [*before_fragment.partition("?")[2].split("&"), *fragment.split("&")]
+        if userinfo or any(
+            key and value and is_secret_key(key) for key, _, value in (p.partition("=") for p in pairs)
+        ):
+            return True
+    return False

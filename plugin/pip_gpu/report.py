@@ -110,8 +110,11 @@ def render_decision(
         f"{g.name} (sm_{g.compute_capability[0]}{g.compute_capability[1]})" for g in host.visible_nvidia_gpus
     )
     driver = f"driver {host.driver_version}" if host.driver_version else "no NVIDIA driver"
+    amd = ", ".join(f"AMD {g.gfx_target}" for g in host.amd_gpus)
     lines = [
-        f"Host: {host.platform_tag}, Python {host.python_version}, {driver}" + (f", {gpus}" if gpus else "")
+        f"Host: {host.platform_tag}, Python {host.python_version}, {driver}"
+        + (f", {gpus}" if gpus else "")
+        + (f", {amd}" if amd else "")
     ]
     blocker = decision.blocked()
     if blocker is None:

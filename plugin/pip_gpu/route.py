@@ -318,7 +318,8 @@ def uv_command(
         # does), and the hashes decide what may be installed.
         if routing.variant_index is not None:
             argv += ["--index", f"{VARIANT_INDEX_NAME}={routing.variant_index}"]
-            argv += ["--index-strategy", "unsafe-best-match"]
+            if "--index-strategy" not in argv:  # uv takes the option once
+                argv += ["--index-strategy", "unsafe-best-match"]
         all_args, all_files = _requirement_files(
             routing, "requirements", lines, routing.global_options, positional=positional
         )

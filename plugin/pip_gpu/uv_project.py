@@ -155,6 +155,7 @@ class UvSetupResult:
     requirements: tuple[str, ...]
     host_extra: Optional[str]  # the extra this host runs; None when no variant runs here
     dry_run: bool
+    notes: tuple[str, ...] = ()  # what torch's metadata on an index changed in the routing
 
 
 def uv_setup(options: UvSetupOptions) -> UvSetupResult:
@@ -223,8 +224,14 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
 
     host = host_for(options.host)
     plan = decide_for(requirements, [], host, pytorch_index=options.pytorch_index, cwd=folder)
+    team = [str(v) for v in tool.get("pip-gpu", {}).get("variants", [])]
     if options.variants is not None:
         variants = list(options.variants)
+    elif team:
+        # The variants an earlier setup wrote for the team stay (a CPU laptop keeps the CUDA
+        # extras); this host's joins them when the project's policy lets a build run here.
+        here = [str(plan.decision.variant)] if plan.decision.ok else []
+        variants = list(dict.fromkeys([*team, *here]))
     else:
         if not plan.decision.ok:
             raise UsageError("no build runs on this host; name the variants", "--variants cu124,cpu")
@@ -241,20 +248,33 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
     new_sources = "sources" not in uv
     sources = uv.setdefault("sources", tomlkit.table())
     urls = {}
+    readable: dict[str, str] = {}  # with the credentials, to read torch's metadata there
     for variant in variants:
         # credentials stay in the user's configuration (netrc, UV_INDEX_*), never in the project
         url = variant_index_url(plan.pytorch_index, variant)
         urls[variant] = strip_credentials(url) if url else url
+        if url:
+            readable[variant] = url
     index_names = _merge_indexes(tomlkit, uv, urls)
 
     for variant in dropped:
         extras.pop(variant, None)
+    notes: list[str] = []
     for variant in variants:
         value = Variant.from_label(variant)  # every known variant parses; None serves no companion
         wanted = [r for r in requirements if _serves(canonicalize_name(Requirement(r).name), value)]
-        covered = [f"{name}; {marker}" for name, marker in _covered_dependencies(value, family_names)]
-        extras[variant] = _merge_extra(tomlkit, extras.get(variant), wanted, covered, replace=replace)
+        torch_specifier = ",".join(
+            str(Requirement(r).specifier) for r in wanted if canonicalize_name(Requirement(r).name) == "torch"
+        )
+        needs = _torch_needs_on_index(readable[variant], torch_specifier, family_names, value)
+        notes += [f"{variant}: {note}" for note in needs.notes]
+        current = extras.get(variant)
+        if variant in owned and isinstance(current, list):
+            # setup wrote the companion lines of its own extras: those torch no longer names go
+            _drop_stale_companions(current, needs, wanted)
+        extras[variant] = _merge_extra(tomlkit, current, wanted, needs.lines, replace=replace)
 
+    notes += _user_index_notes(folder)
     conflicts_before = conflicts.as_string()
     _merge_conflicts(tomlkit, conflicts, variants, dropped)
     if not conflicts:
@@ -268,6 +288,13 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
             name = canonicalize_name(Requirement(str(text)).name)
             if name in family_names:
                 served.setdefault(name, []).append(variant)
+    for source_name in [str(n) for n in sources if str(n) in _ALL_COMPANIONS]:
+        # a companion source of setup's own extra whose extra no longer asks for it goes
+        stale = [v for v in owned & set(variants) if v not in served.get(source_name, [])]
+        if isinstance(sources[source_name], Mapping) and _extra_of(sources[source_name]) in stale:
+            del sources[source_name]
+        else:
+            _drop_source_entries(sources[source_name], stale)
     dropping = {str(n) for n in sources if any(_extra_of(e) in dropped for e in _entries(sources[n]))}
     for source_name in sorted(set(served) | dropping):
         _merge_source(tomlkit, sources, source_name, served.get(source_name, []), index_names, dropped)
@@ -275,6 +302,7 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
         del sources[source_name]
     _drop_unused_indexes(tomlkit, uv, dropped, sources)
 
+    _without_empty_header(uv)
     settings = tool.setdefault("pip-gpu", tomlkit.table())
     settings["variants"] = variants
     # New tables end with a blank line, as people write them.
@@ -286,14 +314,81 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
     if not options.dry_run:
         path.write_text(written, encoding="utf-8")
     return UvSetupResult(
-        path, original, written, tuple(variants), tuple(requirements), host_extra, options.dry_run
+        path,
+        original,
+        written,
+        tuple(variants),
+        tuple(requirements),
+        host_extra,
+        options.dry_run,
+        tuple(notes),
     )
+
+
+def _user_index_notes(folder: Path) -> list[str]:
+    """pip-gpu's own commands take a pip user's mirror (README "Installing"); ``uv lock`` and
+    ``uv sync`` in the project read only uv's configuration, which setup does not write."""
+    from .config import user_indexes
+    from .redact import redact_url
+
+    indexes = user_indexes(os.environ, folder)
+    if indexes.source != "pip" or indexes.other_agrees or not indexes.urls:
+        return []
+    where = redact_url(indexes.urls[0])
+    return [
+        f"pip-gpu takes the packages outside the torch family from {where} ({indexes.origin}); "
+        f"uv lock and uv sync here read only uv's configuration: set UV_DEFAULT_INDEX={where}, or "
+        "add it to pyproject.toml as a [[tool.uv.index]] with default = true"
+    ]
+
+
+def _without_empty_header(uv: Any) -> None:
+    """``[tool.uv]`` holding only sub-tables (sources, indexes) is written without its own empty
+    header, as people write it; a header with the project's comments under it stays."""
+    import tomlkit.items
+
+    plain = [
+        item
+        for key, item in uv.value.body
+        if not isinstance(item, (tomlkit.items.Whitespace, tomlkit.items.Null))
+        and not isinstance(item, (tomlkit.items.Table, tomlkit.items.AoT))
+    ]
+    if not plain and hasattr(uv, "_is_super_table"):
+        uv._is_super_table = True  # tomlkit sets it only in the constructor
+
+
+def _drop_stale_companions(current: Any, needs: _TorchNeeds, wanted: Sequence[str]) -> None:
+    """Remove the Triton-companion lines of setup's own extra that torch's metadata no longer
+    names: the ``<name>; sys_platform == 'linux'`` line earlier versions wrote for every
+    extra, and any line for a companion the variant index does not host (uv lock fails on
+    it). Other lines the project wrote itself stay."""
+    from packaging.markers import Marker
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    keep = {str(Requirement(text)) for text in [*needs.lines, *wanted]}
+    for item in list(current):
+        try:
+            requirement = Requirement(str(item))
+        except InvalidRequirement:
+            continue
+        legacy = str(requirement.marker) == str(Marker(_LINUX)) and not str(requirement.specifier)
+        stale = legacy or requirement.name in needs.not_hosted
+        if requirement.name in _ALL_COMPANIONS and str(requirement) not in keep and stale:
+            current.remove(item)
+
+
+def _drop_source_entries(value: Any, extras: Sequence[str]) -> None:
+    if isinstance(value, list):
+        for entry in [e for e in value if _extra_of(e) in extras]:
+            value.remove(entry)
 
 
 # Triton companions: torch's GPU wheels require these from the variant index on Linux; a direct
 # requirement with a source keeps uv from taking a planted higher version from the default
 # index (the torchtriton dependency-confusion attack, pytorch.org/blog/compromised-nightly-
 # dependency). uv applies [tool.uv.sources] to direct requirements only, so each is named.
+# Which ones, and on which platforms, torch's own metadata on the variant index says
+# (:func:`_torch_needs_on_index`); these names are the guess when it cannot be read.
 _LINUX = "sys_platform == 'linux'"
 
 
@@ -321,8 +416,150 @@ def _serves(name: str, variant: Optional[Variant]) -> bool:
     )
 
 
-def _covered_dependencies(variant: Optional[Variant], family: set[str]) -> list[tuple[str, str]]:
-    return [(name, _LINUX) for name in _companions(variant) if name in family]
+@dataclass(frozen=True)
+class _TorchNeeds:
+    """The family members one variant's torch requires, as extra lines (``triton; <marker>``)."""
+
+    lines: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    not_hosted: tuple[str, ...] = ()  # members torch names that the index does not host
+
+
+# A wheel's platform tag -> the marker that selects it (uv forks its lock on these).
+_PLATFORM_MARKERS = (
+    ("win_amd64", "sys_platform == 'win32' and platform_machine == 'AMD64'"),
+    ("win_arm64", "sys_platform == 'win32' and platform_machine == 'ARM64'"),
+    ("x86_64", "sys_platform == 'linux' and platform_machine == 'x86_64'"),
+    ("aarch64", "sys_platform == 'linux' and platform_machine == 'aarch64'"),
+    ("macosx", "sys_platform == 'darwin'"),
+)
+
+
+def _platform_marker(platform_tag: str) -> Optional[str]:
+    if platform_tag == "any":
+        return None
+    if platform_tag.startswith("macosx"):
+        return "sys_platform == 'darwin'"
+    for suffix, marker in _PLATFORM_MARKERS:
+        if platform_tag.endswith(suffix) and (suffix.startswith("win") or "linux" in platform_tag):
+            return marker
+    return None
+
+
+def _quoted_once(marker: str) -> str:
+    """A marker as a TOML string inside double quotes reads best with single-quoted values."""
+    return marker.replace('"', "'") if "'" not in marker else marker
+
+
+def _torch_needs_on_index(
+    index: str, torch_specifier: str, family: set[str], variant: Optional[Variant]
+) -> _TorchNeeds:
+    """The family members torch's wheels on ``index`` require (their PEP 658 metadata), and
+    only those that ``index`` hosts, with the markers under which each wheel requires them.
+
+    The wheels read are those of the newest torch ``torch_specifier`` admits there, one per
+    platform: what ``uv lock`` takes for the extra. A member torch names but the index does not
+    host (a mirror of torch and torchvision only) is left to the project's other indexes, as
+    uv would take it without pip-gpu. When the index or the metadata cannot be read, the
+    variant's usual companion on Linux is routed if the index hosts it (the earlier rule).
+    """
+    from email.parser import HeaderParser
+
+    from packaging.markers import InvalidMarker, Marker
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+    from .decide.index import IndexError_, fetch_project_files, index_timeout, read_index_file
+    from .redact import redact_url
+    from .variant import append_path
+
+    timeout = index_timeout()
+    shown = redact_url(index)
+    hosted: dict[str, bool] = {}
+
+    def hosts(name: str) -> bool:
+        if name not in hosted:
+            try:
+                hosted[name] = bool(fetch_project_files(append_path(index, name, ""), timeout=timeout))
+            except IndexError_:
+                hosted[name] = True  # cannot tell: route it, as before
+        return hosted[name]
+
+    def guessed(why: str) -> _TorchNeeds:
+        names = [n for n in _companions(variant) if n in family and hosts(n)]
+        note = f"{why}; routing {', '.join(names)} for Linux as torch's builds there usually need it"
+        return _TorchNeeds(tuple(f"{n}; {_LINUX}" for n in names), (note,) if names else ())
+
+    try:
+        specifier = SpecifierSet(torch_specifier)
+    except InvalidSpecifier:
+        specifier = SpecifierSet()
+    try:
+        files = fetch_project_files(append_path(index, "torch", ""), timeout=timeout)
+    except IndexError_ as error:
+        return guessed(f"cannot read torch's page on {shown} ({error.message})")
+    wheels: dict[Any, list[tuple[str, str]]] = {}  # version -> [(platform tag, url)]
+    for file in files:
+        try:
+            _, version, _, tags = parse_wheel_filename(file.filename)
+        except InvalidWheelFilename:
+            continue
+        if specifier.contains(version, prereleases=True):
+            wheels.setdefault(version, []).extend((t.platform, file.url) for t in sorted(tags, key=str)[:1])
+    if not wheels:
+        asked = f"torch{torch_specifier}" if torch_specifier else "torch"
+        return _TorchNeeds((), (f"{shown} has no wheel of {asked}: uv lock will not find one there",))
+    newest = max(wheels)
+    needs: dict[str, list[tuple[Optional[str], Optional[str]]]] = {}  # name -> [(platform, marker)]
+    read = 0
+    for platform_tag, url in dict(wheels[newest]).items():
+        metadata = read_index_file(url.split("#", 1)[0] + ".metadata", timeout=timeout)
+        if metadata is None:
+            continue
+        read += 1
+        headers = HeaderParser().parsestr(metadata.decode("utf-8", errors="replace"))
+        for text in headers.get_all("Requires-Dist") or ():
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                continue
+            name = str(canonicalize_name(requirement.name))
+            marker = str(requirement.marker) if requirement.marker is not None else None
+            if name not in family or name == "torch" or (marker and "extra" in marker):
+                continue
+            needs.setdefault(name, []).append((_platform_marker(platform_tag), marker))
+    if not read:
+        return guessed(f"torch {newest}'s metadata on {shown} cannot be read")
+    lines: list[str] = []
+    notes: list[str] = []
+    for name, found in sorted(needs.items()):
+        if not hosts(name):
+            notes.append(
+                f"torch {newest} on {shown} requires {name}, which that index does not host: "
+                "uv takes it from the project's other indexes"
+            )
+            continue
+        markers = {marker for _, marker in found}
+        if len(found) == read and len(markers) == 1:
+            only = markers.pop()
+            lines.append(f"{name}; {_quoted_once(only)}" if only else name)
+            continue
+        parts = []
+        for platform, marker in found:
+            if platform is None or marker is None:
+                parts.append(f"({platform or marker})" if (platform or marker) else "")
+            else:
+                parts.append(f"({platform}) and ({marker})")
+        if "" in parts:
+            lines.append(name)
+            continue
+        try:
+            combined = str(Marker(" or ".join(dict.fromkeys(parts))))
+        except InvalidMarker:
+            combined = _LINUX
+        lines.append(f"{name}; {_quoted_once(combined)}")
+    return _TorchNeeds(tuple(lines), tuple(notes), tuple(n for n in needs if not hosts(n)))
 
 
 def _requirements_in_extras(extras: Mapping[str, Any], family: set[str]) -> list[str]:

@@ -18,7 +18,20 @@ from typing import Optional
 
 from .errors import UsageError
 
-__all__ = ["CPU", "DEFAULT", "Variant", "append_path", "parse_variant", "variant_index_url"]
+__all__ = [
+    "CHANNELS",
+    "CPU",
+    "DEFAULT",
+    "Variant",
+    "append_path",
+    "channel_index",
+    "parse_variant",
+    "variant_index_url",
+]
+
+CHANNELS = ("stable", "nightly", "test")
+"""PyTorch's channels: releases at ``<base>/<variant>``, nightlies at ``<base>/nightly/<variant>``,
+release candidates at ``<base>/test/<variant>`` (pytorch.org "Get started"; test-infra)."""
 
 _CUDA = re.compile(r"cu(?P<major>\d\d)(?P<minor>\d\d?)")  # cu118, cu130; cu92 and older: not served
 _ROCM = re.compile(r"rocm(?P<version>\d+\.\d+(?:\.\d+)?)")  # rocm6.2, rocm5.7, rocm6.2.4
@@ -144,6 +157,21 @@ def variant_index_url(pytorch_index: str, variant: str) -> Optional[str]:
     if not parse_variant(variant).has_index:
         return None
     return append_path(pytorch_index, variant)
+
+
+def channel_index(pytorch_index: str, channel: Optional[str]) -> str:
+    """The base a channel's variant indexes live under: ``<base>/nightly`` for ``nightly``.
+
+    So :func:`variant_index_url` of it is ``<base>/nightly/<variant>``. A base that already ends
+    in the channel's folder (a re-lock reads the base it recorded) is left as it is.
+    """
+    if channel in (None, "", "stable"):
+        return pytorch_index
+    from urllib.parse import urlsplit
+
+    if urlsplit(pytorch_index).path.rstrip("/").endswith(f"/{channel}"):
+        return pytorch_index
+    return append_path(pytorch_index, channel)
 
 
 def append_path(url: str, *segments: str) -> str:

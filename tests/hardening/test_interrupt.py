@@ -25,7 +25,8 @@ def test_sigint_reaches_the_installer_and_exits_130(  # type: ignore[no-untyped-
     before = installed_versions(python)
     env = {**pip_env(), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
     env.update(PIP_INDEX_URL=index_server.pypi_url, UV_DEFAULT_INDEX=index_server.pypi_url)
-    index_server.fail("/whl/cu124/torch", "hang", hang_s=20)  # the installer is mid-download
+    # the installer is mid-download (its files: pip-gpu's own read of the page must not hang)
+    index_server.fail("/whl/cu124/torch-", "hang", hang_s=20)
     process = subprocess.Popen(
         [sys.executable, "-m", "pip_gpu", "install", "torch==2.5.1", "--python", str(python),
          "--installer", installer, "--pytorch-index", index_server.pytorch_url,
@@ -33,9 +34,9 @@ def test_sigint_reaches_the_installer_and_exits_130(  # type: ignore[no-untyped-
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30
-    while not index_server.contacted("/whl/cu124/torch") and time.monotonic() < deadline:
+    while not index_server.contacted("/whl/cu124/torch-") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert index_server.contacted("/whl/cu124/torch"), "the installer never asked for torch"
+    assert index_server.contacted("/whl/cu124/torch-"), "the installer never asked for torch"
     os.kill(process.pid, signal.SIGINT)  # pip-gpu alone, as `kill -INT` would
     started = time.monotonic()
     _, stderr = process.communicate(timeout=30)

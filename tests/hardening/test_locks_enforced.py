@@ -339,3 +339,94 @@ def test_the_fixture_lock_still_syncs_with_pip(fixture_index: IndexServer, tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=tmp_path).returncode == 0
+
+
+# --- round 3: a lock that no longer installs the family, a lock moved to another host ---------
+
+
+def _torch_marked(text: str, marker: str) -> str:
+    """torch's entry limited by a ``marker`` added by hand."""
+    assert 'name = "torch"\n' in text
+    return text.replace('name = "torch"\n', f'name = "torch"\nmarker = "{marker}"\n', 1)
+
+
+def test_a_marker_that_drops_torch_is_refused_by_sync_and_fails_check(
+    fixture_index: IndexServer, tmp_path: Path
+) -> None:
+    """A lock pip-gpu wrote installs torch on every target it covers: one edited so that torch's
+    marker holds nowhere it covers would install filelock alone and call it synced."""
+    project = tmp_path / "project"
+    project.mkdir()
+    env = _env(fixture_index, tmp_path)
+    lock = project / "pylock.cu124.toml"
+    lock.write_text(_torch_marked(fixture_lock_text(fixture_index, "cu124"), "sys_platform == 'win32'"))
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    before = tree_snapshot(tmp_path / "venv")
+    done = pip_gpu("sync", "--python", str(python), *A100_ON_535, env=env, cwd=project, timeout=120)
+    assert_one_line_error(done, "pylock.cu124.toml", "torch's marker", 'sys_platform == "win32"')
+    assert tree_snapshot(tmp_path / "venv") == before
+    done = pip_gpu("check", "--python", str(python), *A100_ON_535, env=env, cwd=project)
+    assert done.returncode == 1 and "torch's marker" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_lock_moved_to_another_host_is_refused_while_the_real_index_is_configured(
+    fixture_index: IndexServer, tmp_path: Path
+) -> None:
+    """Every index, file URL and the recorded pytorch-index edited to another server: the lock
+    agrees with itself, but not with PIP_GPU_PYTORCH_INDEX; sync stops instead of warning."""
+    project = tmp_path / "project"
+    project.mkdir()
+    lock = fixture_lock(fixture_index, project)
+    lock.write_text(lock.read_text().replace(fixture_index.base_url, _elsewhere(fixture_index)))
+    env = {**_env(fixture_index, tmp_path), "PIP_GPU_PYTORCH_INDEX": fixture_index.pytorch_url}
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    before = tree_snapshot(tmp_path / "venv")
+    done = pip_gpu("sync", "--python", str(python), "--no-gpu", env=env, cwd=project, timeout=120)
+    assert_one_line_error(
+        done, "pylock.cpu.toml", _elsewhere(fixture_index), "PIP_GPU_PYTORCH_INDEX", "--trust-lock-index"
+    )
+    assert tree_snapshot(tmp_path / "venv") == before
+    done = pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=project)
+    assert done.returncode == 1 and "PIP_GPU_PYTORCH_INDEX names" in done.stdout, done.stdout
+    # the way out the hint names: the recorded index, on purpose
+    done = pip_gpu(
+        "sync", "--trust-lock-index", "--python", str(python), "--no-gpu", env=env, cwd=project, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert installed_versions(python)["torch"] == "2.5.1+cpu"
+
+
+@pytest.fixture
+def cpu_wheel_named_cu124(fixture_index: IndexServer, tmp_path: Path) -> Iterator[IndexServer]:
+    """A copy of the fixture index whose ``torch-2.5.1+cu124`` file holds the ``+cpu`` wheel: its
+    name, its page and its PEP 658 ``.metadata`` say cu124, its bytes (and the page's hash of
+    them, so installers accept it) are the CPU build's."""
+    from support.index import serve
+
+    assert fixture_index.tree is not None
+    root = tmp_path / "relabelled"
+    shutil.copytree(fixture_index.root, root)
+    cpu = next(w for w in fixture_index.tree.files_for("cpu", "torch") if w.version == "2.5.1+cpu")
+    pages = [root / "whl" / "cu124" / "torch" / page for page in ("index.html", "index.json")]
+    for gpu in (w for w in fixture_index.tree.files_for("cu124", "torch") if w.version == "2.5.1+cu124"):
+        shutil.copy(root / cpu.url_path.lstrip("/"), root / gpu.url_path.lstrip("/"))
+        for page in pages:
+            text = page.read_text().replace(gpu.sha256, cpu.sha256)
+            page.write_text(text.replace(f'"size": {gpu.size},', f'"size": {cpu.size},'))
+    with serve(root, tree=fixture_index.tree) as server:
+        yield server
+
+
+def test_lock_reads_the_family_wheels_own_metadata_before_writing(
+    cpu_wheel_named_cu124: IndexServer, tmp_path: Path
+) -> None:
+    """``sync --installer pip`` would refuse the file after downloading it; ``lock`` reads the
+    wheel's own METADATA first and writes nothing, naming the file."""
+    server = cpu_wheel_named_cu124
+    done = pip_gpu(
+        "lock", "torch==2.5.1", "--variants", "cu124", "--pytorch-index", server.pytorch_url,
+        "--python-version", f"{sys.version_info[0]}.{sys.version_info[1]}", *A100_ON_535,
+        env=_env(server, tmp_path), cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert_one_line_error(done, "torch-2.5.1+cu124", "holds torch 2.5.1+cpu", "nothing was written")
+    assert not list(tmp_path.glob("pylock.*"))

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support.cli import PLUGIN, pip_gpu
+from support.cli import PLUGIN, assert_one_line_error, pip_gpu
 from support.index import IndexServer, installed_versions, make_venv, pip_env, uv_env
 
 from pip_gpu.decide import index as index_module
@@ -283,3 +283,82 @@ def test_the_installers_read_the_credentials_pip_gpu_takes_out_of_argv(
         server.server_close()
     expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
     assert expected in seen, seen
+
+
+# --- round 3: a password with a space ---------------------------------------------------------
+
+
+def test_a_password_with_a_space_is_hidden_and_removed() -> None:
+    url = "http://alice:s3cret w0rd@mirror.example/whl/cu124"
+    for text in (url, f"see '{url}' here", f'"url": "{url}"', f"index = {url}"):
+        shown, written = redact_url(text), strip_credentials(text)
+        assert "s3cret" not in shown + written and "w0rd" not in shown + written, (shown, written)
+        assert "mirror.example/whl/cu124" in shown and "mirror.example/whl/cu124" in written
+
+
+@pytest.mark.parametrize("command", ["lock", "uv setup", "install --dry-run"])
+def test_a_password_with_a_space_is_refused_where_it_enters(
+    fixture_index: IndexServer, tmp_path: Path, command: str
+) -> None:
+    """Not valid userinfo (RFC 3986): refused before anything is printed or written, naming what
+    is wrong and never the password; no lock, and pyproject.toml unchanged."""
+    env = {**pip_env(tmp_path / "pip-cache"), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
+    env.update(PIP_INDEX_URL=fixture_index.pypi_url, UV_DEFAULT_INDEX=fixture_index.pypi_url)
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    index = fixture_index.pytorch_url.replace("http://", "http://alice:s3cret w0rd@")
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "app"\nversion = "1.0"\ndependencies = ["torch==2.5.1"]\n')
+    before = pyproject.read_text()
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    done = pip_gpu(
+        *command.split(), *(["torch==2.5.1"] if command != "uv setup" else []), "--pytorch-index", index,
+        "--no-gpu", *(["--python-version", python] if command == "lock" else []),
+        *(["--python", sys.executable] if command.startswith("install") else []),
+        env=env, cwd=tmp_path, timeout=180,
+    )  # fmt: skip
+    assert_one_line_error(done, "--pytorch-index", "a space", "percent-encode")
+    assert "s3cret" not in done.stdout + done.stderr and "w0rd" not in done.stdout + done.stderr
+    assert not list(tmp_path.glob("pylock.*")) and pyproject.read_text() == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX file modes")
+def test_credentials_a_killed_run_left_are_private_and_removed_by_the_next(
+    index_server: IndexServer, tmp_path: Path
+) -> None:
+    """SIGKILL gives pip-gpu no time to remove the netrc it handed the installer: it lies in a
+    folder only the user can enter (here $XDG_RUNTIME_DIR/pip-gpu), never in the shared
+    temporary folder, and the next run that needs one removes it."""
+    import signal
+
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    secret = f"kill-s3cr3t-{os.getpid()}"
+    runtime, shared = tmp_path / "run", tmp_path / "tmp"
+    runtime.mkdir(mode=0o700)
+    shared.mkdir()
+    env = {**pip_env(tmp_path / "pip-cache"), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
+    env.update(PIP_INDEX_URL=index_server.pypi_url, UV_DEFAULT_INDEX=index_server.pypi_url)
+    env.update(
+        PIP_GPU_PYTORCH_INDEX=index_server.pytorch_url.replace("http://", f"http://alice:{secret}@"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_RUNTIME_DIR=str(runtime), TMPDIR=str(shared),
+    )  # fmt: skip
+    argv = [sys.executable, "-m", "pip_gpu", "install", "torch==2.5.1", "--python", str(python), "--no-gpu"]
+    index_server.fail("/whl/cpu/torch-", "hang", hang_s=20)  # the installer waits on the wheel
+    process = subprocess.Popen(argv, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not index_server.contacted("/whl/cpu/torch-") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert index_server.contacted("/whl/cpu/torch-")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        index_server.clear_failures()
+    holding = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert holding and all(p.is_relative_to(runtime / "pip-gpu") for p in holding), holding
+    private = runtime / "pip-gpu"
+    for folder in {private, *(private / p.relative_to(private).parts[0] for p in holding)}:
+        assert (folder.stat().st_mode & 0o777) == 0o700, folder
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]

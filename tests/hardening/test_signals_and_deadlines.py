@@ -3,6 +3,7 @@ exits 128 + the signal once they stopped; an index that trickles bytes meets an 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -80,13 +81,14 @@ def test_sigterm_and_sighup_reach_the_installer(
 ) -> None:
     python = make_venv(tmp_path / "venv", with_pip=installer == "pip")
     before = installed_versions(python)
-    index_server.fail("/whl/cu124/torch", "hang", hang_s=30)  # the installer is mid-download
+    # the installer is mid-download (its files: pip-gpu's own read of the page must not hang)
+    index_server.fail("/whl/cu124/torch-", "hang", hang_s=30)
     process = subprocess.Popen(
         [sys.executable, "-m", "pip_gpu", "install", "torch==2.5.1", "--python", str(python),
          "--installer", installer, "--pytorch-index", index_server.pytorch_url, *A100_ON_535],
         env=_env(index_server, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert _wait_for(lambda: index_server.contacted("/whl/cu124/torch")), "the installer never asked"
+    assert _wait_for(lambda: index_server.contacted("/whl/cu124/torch-")), "the installer never asked"
     children = _children_of(process.pid)
     assert children
     os.kill(process.pid, signum)  # pip-gpu alone, as a service manager or a closed terminal does
@@ -105,8 +107,8 @@ def test_sigterm_and_sighup_reach_the_installer(
 def test_a_signal_stops_every_resolver_of_lock(
     index_server: IndexServer, tmp_path: Path, signum: int
 ) -> None:
-    index_server.fail("/whl/cpu/torch", "hang", hang_s=30)
-    index_server.fail("/whl/cu124/torch", "hang", hang_s=30)
+    index_server.fail("/whl/cpu/torch-", "hang", hang_s=30)  # the files: not pip-gpu's own page read
+    index_server.fail("/whl/cu124/torch-", "hang", hang_s=30)
     process = subprocess.Popen(
         [sys.executable, "-m", "pip_gpu", "lock", "torch==2.5.1", "--variants", "cpu,cu124",
          "--pytorch-index", index_server.pytorch_url, "--python-version", THIS_PYTHON, *A100_ON_535],
@@ -114,7 +116,7 @@ def test_a_signal_stops_every_resolver_of_lock(
         text=True,
     )  # fmt: skip
     assert _wait_for(
-        lambda: index_server.contacted("/whl/cpu/torch") and index_server.contacted("/whl/cu124/torch")
+        lambda: index_server.contacted("/whl/cpu/torch-") and index_server.contacted("/whl/cu124/torch-")
     ), "the resolvers never asked"
     resolvers = _children_of(process.pid)
     assert len(resolvers) >= 2
@@ -179,3 +181,87 @@ def test_explain_against_a_trickling_index_is_one_line_soon(
     done = pip_gpu("explain", "torch==2.6.0", "--pytorch-index", trickle + "/whl", "--no-gpu", env=env)
     assert time.monotonic() - started < 20
     assert_one_line_error(done, "did not send its page within")
+
+
+# --- round 3: every child has a deadline; probe requests do not go through argv -----------------
+
+
+@pytest.mark.slow
+def test_sync_stops_a_target_that_hangs_in_uv_s_interpreter_query_and_names_it(
+    fixture_index: IndexServer, tmp_path: Path
+) -> None:
+    """The target answers pip-gpu's own probe but hangs when uv queries it: the installer run is
+    stopped at its deadline (PIP_GPU_CHILD_TIMEOUT), and the error names the run and the way out."""
+    from support.locks import fixture_lock
+
+    from pip_gpu.children import CHILD_TIMEOUT_VARIABLE
+
+    project = tmp_path / "project"
+    project.mkdir()
+    fixture_lock(fixture_index, project)
+    real = make_venv(tmp_path / "venv", with_pip=False)
+    hung = tmp_path / "hung.pid"
+    wrapper = real.parent / "python-that-hangs-for-uv"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *get_interpreter_info*) echo $$ > {hung}; exec sleep 120;; esac\n'
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    env = {**_env(fixture_index, tmp_path), CHILD_TIMEOUT_VARIABLE: "3"}
+    started = time.monotonic()
+    try:
+        done = pip_gpu(
+            "sync",
+            "--installer",
+            "uv",
+            "--python",
+            str(wrapper),
+            "--no-gpu",
+            env=env,
+            cwd=project,
+            timeout=90,
+        )
+    finally:
+        if hung.exists():
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(hung.read_text()), signal.SIGKILL)
+    assert time.monotonic() - started < 60
+    assert hung.exists()  # it was uv's query that hung
+    assert_one_line_error(
+        done,
+        "installing exactly pylock.cpu.toml",
+        "did not finish within 3 s",
+        CHILD_TIMEOUT_VARIABLE,
+        status=1,
+    )
+    assert "torch" not in installed_versions(real)
+
+
+def test_check_answers_for_a_lock_too_large_for_one_argument(tmp_path: Path) -> None:
+    """The names to verify went into the probe's argv: past 128 KiB (Linux's limit for one
+    argument; a lock of 50,000 packages, here 6,000 long names) check failed with "Argument list
+    too long". They reach the probe on stdin, and check compares every one."""
+    from support.locks import THIS_PYTHON
+
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    index = "https://pypi.example/simple"
+    entries = "".join(
+        f'[[packages]]\nname = "locked-package-number-{i:05d}"\nversion = "1.0"\nindex = "{index}"\n'
+        f'[[packages.wheels]]\nurl = "https://pypi.example/f/locked_package_number_{i:05d}-1.0-py3-none-any.whl"\n'
+        f'hashes = {{sha256 = "{"0" * 64}"}}\n'
+        for i in range(6_000)
+    )
+    inputs = f'requirements = []\ntargets = ["linux-x86_64-{THIS_PYTHON}"]\npytorch-index = "https://pytorch.example/whl"\n'
+    (tmp_path / "pylock.cpu.toml").write_text(
+        'lock-version = "1.0"\ncreated-by = "pip-gpu"\n'
+        + entries
+        + '[tool.pip-gpu]\nvariant = "cpu"\nindex = "https://pytorch.example/whl/cpu"\n'
+        + 'torch-release = "2.5"\ninputs-digest = "sha256:x"\n'
+        + f'targets = ["linux-x86_64-{THIS_PYTHON}"]\n[tool.pip-gpu.inputs]\n{inputs}'
+    )
+    env = {**pip_env(), "PYTHONPATH": str(PLUGIN), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "Argument list too long" not in done.stdout + done.stderr
+    assert "locked-package-number-05999 1.0 is not installed" in done.stdout, done.stdout[-2000:]

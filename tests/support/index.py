@@ -198,6 +198,7 @@ def fixture_env(index: IndexServer, cache_dir: Path) -> dict[str, str]:
         PIP_INDEX_URL=index.pypi_url,
         UV_DEFAULT_INDEX=index.pypi_url,
         PIP_GPU_PYTORCH_INDEX=index.pytorch_url,
+        XDG_CACHE_HOME=str(cache_dir.parent / "pip-gpu-cache"),  # what pip-gpu read of the index
         PYTHONPATH=str(Path(__file__).resolve().parents[2] / "plugin"),
     )
     return environment

@@ -84,7 +84,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from ..decide.plan import decide_for
     from ..report import decision_json, render_decision
+    from .variants import run_variant_command, variant_index_of
 
+    if (variant_index := variant_index_of(args)) is not None:  # issue 26: PEP 825 variant wheels
+        return run_variant_command("explain", args, variant_index)
     host = host_for(host_flags(args))
     outcome = decide_for(
         args.requirements,
@@ -95,6 +98,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         pytorch_index=args.pytorch_index,
         cwd=Path.cwd(),
         offline=args.offline,
+        channel=args.channel,
         context=_explain_context(args.requirements, args.requirement),
     )
     decision = outcome.decision

@@ -10,6 +10,7 @@ import argparse
 from typing import Any, Optional
 
 from ..host import HostFlags
+from ..variant import CHANNELS
 
 __all__ = ["add_decision_flags", "add_host_flags", "add_target_flags", "host_flags"]
 
@@ -68,6 +69,13 @@ def add_host_flags(parser: argparse.ArgumentParser, many: bool = False) -> None:
         action="append",
         help="a GPU's compute capability; repeat for several GPUs [PIP_GPU_COMPUTE_CAPABILITY=8.0,9.0]",
     )
+    group.add_argument(
+        "--amd-gfx",
+        metavar="GFX",
+        action="append",
+        help="an AMD GPU's gfx target (rocminfo names it), the AMD counterpart of "
+        "--compute-capability; repeat for several GPUs [PIP_GPU_AMD_GFX=gfx1100,gfx90a]",
+    )
     group.add_argument("--no-gpu", action="store_true", help="the target has no GPU [PIP_GPU_NO_GPU=1]")
     platforms, arches = ("linux", "windows", "macos"), ("x86_64", "aarch64", "arm64")
     if many:
@@ -122,6 +130,20 @@ def add_decision_flags(parser: argparse.ArgumentParser) -> None:
         help="base of the PyTorch indexes, for mirrors; the variant index is URL/<variant> "
         "[PIP_GPU_PYTORCH_INDEX]",
     )
+    group.add_argument(
+        "--channel",
+        choices=CHANNELS,
+        action=_Once,
+        help="stable (default), or nightly / test: the variant index is URL/nightly/<variant> "
+        "(URL/test/<variant>), decided from what that channel publishes, pre-releases included "
+        "[PIP_GPU_CHANNEL; [tool.pip-gpu] channel]",
+    )
+    group.add_argument(  # issue 26: PEP 825 variant wheels (pip_gpu.cli.variants)
+        "--variant-index",
+        metavar="URL",
+        action=_Once,
+        help="an index serving the torch family as PEP 825 variant wheels [PIP_GPU_VARIANT_INDEX]",
+    )
 
 
 def host_flags(args: argparse.Namespace) -> HostFlags:
@@ -130,6 +152,7 @@ def host_flags(args: argparse.Namespace) -> HostFlags:
     return HostFlags(
         driver=getattr(args, "driver", None),
         compute_capabilities=tuple(ccs),
+        amd_gfx=tuple(getattr(args, "amd_gfx", None) or ()),
         no_gpu=bool(getattr(args, "no_gpu", False)),
         platform=_one(getattr(args, "platform", None)),
         arch=_one(getattr(args, "arch", None)),

@@ -88,11 +88,16 @@ def install_options(args: argparse.Namespace, cwd: Optional[Path] = None) -> Ins
         variant=args.variant,
         force=args.force,
         pytorch_index=args.pytorch_index,
+        channel=args.channel,
         cwd=cwd or Path.cwd(),
     )
 
 
 def run_install(args: argparse.Namespace) -> int:
+    from .variants import run_variant_command, variant_index_of
+
+    if (variant_index := variant_index_of(args)) is not None:  # issue 26: PEP 825 variant wheels
+        return run_variant_command("install", args, variant_index)
     # (without requirements, install() says there is nothing to install first)
     if args.json and not args.dry_run and (args.requirements or args.requirement):
         raise UsageError("--json prints the plan of a dry run", "add --dry-run, or drop --json")

@@ -83,6 +83,7 @@ def add_lock_parsers(
     sync.add_argument("--installer", choices=("pip", "uv"), help="default: uv when the target has no pip")
     add_target_flags(sync)
     sync.add_argument("--locked", action="store_true", help="refuse a lock that its inputs no longer match")
+    _add_trust_lock_index(sync)
     add_host_flags(sync)
     sync.set_defaults(handler=run_sync)
 
@@ -99,8 +100,18 @@ def add_lock_parsers(
     _add_lock_dir(check)
     add_target_flags(check)
     check.add_argument("--json", action="store_true", help="print JSON")
+    _add_trust_lock_index(check)
     add_host_flags(check)
     check.set_defaults(handler=run_check)
+
+
+def _add_trust_lock_index(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-lock-index",
+        action="store_true",
+        help="accept locks recorded from another PyTorch index than PIP_GPU_PYTORCH_INDEX or "
+        "[tool.pip-gpu] pytorch-index names (refused by default)",
+    )
 
 
 def _add_lock_dir(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +120,10 @@ def _add_lock_dir(parser: argparse.ArgumentParser) -> None:
 
 def run_lock(args: argparse.Namespace) -> int:
     from ..lock.resolve import LockOptions, lock
+    from .variants import run_variant_command, variant_index_of
+
+    if (variant_index := variant_index_of(args)) is not None:  # issue 26: PEP 825 variant wheels
+        return run_variant_command("lock", args, variant_index)
 
     return lock(
         LockOptions(
@@ -126,12 +141,17 @@ def run_lock(args: argparse.Namespace) -> int:
             python_versions=tuple(args.python_version or ()),
             pytorch_index=args.pytorch_index,
             host=host_flags(args),
+            channel=args.channel,
         )
     )
 
 
 def run_sync(args: argparse.Namespace) -> int:
     from ..lock.sync import SyncOptions, sync
+    from .variants import run_variant_command, variant_lock_in
+
+    if (variant_lock := variant_lock_in(args)) is not None:  # issue 26: a PEP 825 variant lock
+        return run_variant_command("sync", args, variant_lock)
 
     return sync(
         SyncOptions(
@@ -142,6 +162,7 @@ def run_sync(args: argparse.Namespace) -> int:
             system=args.system,
             locked=args.locked,
             host=host_flags(args),
+            trust_lock_index=args.trust_lock_index,
         )
     )
 
@@ -149,6 +170,10 @@ def run_sync(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from ..lock.sync import CheckOptions, check
     from ..ui import printable
+    from .variants import run_variant_command, variant_lock_in
+
+    if (variant_lock := variant_lock_in(args)) is not None:  # issue 26: a PEP 825 variant lock
+        return run_variant_command("check", args, variant_lock)
 
     report = check(
         CheckOptions(
@@ -157,6 +182,7 @@ def run_check(args: argparse.Namespace) -> int:
             python=args.python,
             system=args.system,
             host=host_flags(args),
+            trust_lock_index=args.trust_lock_index,
         )
     )
     result, directory, target = report.result, report.directory, report.target

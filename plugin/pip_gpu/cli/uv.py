@@ -30,6 +30,8 @@ def cmd_uv_setup(args: argparse.Namespace) -> int:
         )
     )
     path = result.path
+    for note in result.notes:
+        print(f"pip-gpu: note: {note}", file=sys.stderr)
     if result.dry_run:
         import difflib
 

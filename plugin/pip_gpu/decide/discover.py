@@ -9,6 +9,9 @@ Two ways in: a pin past the newest known release must be looked up (``discover_r
 an open request (``torch``, ``torch>=2.14``) asks, within a few seconds, whether the variant
 index it would use serves a newer series (``look_for_newer``), and decides from the file when
 the index does not answer in time.
+
+The same cached pages say what a variant index carries (``read_offers``): the decision takes
+only builds the index in use publishes (a mirror a release behind, one without some variants).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
@@ -35,12 +39,17 @@ if TYPE_CHECKING:  # the index module (urllib, http) is imported only when the n
     from packaging.tags import Tag  # and packaging's wheel names only when a page is read
 
     from .index import IndexFile
+    from .rules import Offer
 
 __all__ = [
     "Freshness",
+    "Offers",
     "discover_releases",
     "look_for_newer",
+    "merge_releases",
+    "missing_torch_file",
     "platforms_of",
+    "read_offers",
     "releases_from_files",
     "with_releases",
 ]
@@ -102,8 +111,11 @@ def _python_key(python: str) -> tuple[Version, bool]:
     return Version(python.rstrip("t")), python.endswith("t")
 
 
-def releases_from_files(files: Iterable[IndexFile], variant: str) -> Summary:
-    """Group one variant index's torch wheels by series: versions, Pythons, platforms."""
+def releases_from_files(files: Iterable[IndexFile], variant: str, prereleases: bool = False) -> Summary:
+    """Group one variant index's torch wheels by series: versions, Pythons, platforms.
+
+    Pre-releases count only where ``prereleases`` says so: on the nightly and test channels.
+    """
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
     series: dict[str, _Seen] = {}
@@ -112,7 +124,7 @@ def releases_from_files(files: Iterable[IndexFile], variant: str) -> Summary:
             _, version, _, tags = parse_wheel_filename(file.filename)
         except InvalidWheelFilename:
             continue
-        if version.is_prerelease or version.is_devrelease:
+        if (version.is_prerelease or version.is_devrelease) and not prereleases:
             continue
         label = version.local
         if label is not None and label != variant:
@@ -159,13 +171,19 @@ def discover_releases(
     fetch: Optional[Fetch] = None,
     cache_dir: Optional[Path] = None,
     newer_only: bool = False,
+    prereleases: bool = False,
+    include_known: bool = False,
 ) -> tuple[Release, ...]:
-    """Releases found on the variant indexes that the knowledge file does not have."""
+    """Releases found on the variant indexes that the knowledge file does not have.
+
+    ``include_known``: every series found, the known ones too (a channel's own releases);
+    ``prereleases``: dev and rc versions count (the nightly and test channels).
+    """
     if fetch is None:
         from .index import fetch_project_files
 
         fetch = fetch_project_files
-    known = {r.torch for r in knowledge.releases}
+    known = set() if include_known else {r.torch for r in knowledge.releases}
     newest = knowledge.releases[0].version if knowledge.releases else Version("0")
     found: dict[str, _Seen] = {}
     from ..ui import progress
@@ -173,7 +191,7 @@ def discover_releases(
     for name in variants:
         variant = Variant(name)  # an index name pip-gpu reads is a variant name
         with progress(f"reading the {variant} index"):
-            summary = _summary(pytorch_index, variant, fetch, cache_dir)
+            summary = _summary(pytorch_index, variant, fetch, cache_dir, prereleases)
         for series, info in summary.items():
             if series in known or (newer_only and Version(series) <= newest):
                 continue
@@ -218,16 +236,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "pip-gpu" / "discovered"
 
 
-def _cache_path(pytorch_index: str, variant: str, cache_dir: Optional[Path]) -> Path:
+def _cache_path(
+    pytorch_index: str, variant: str, cache_dir: Optional[Path], prereleases: bool = False
+) -> Path:
     folder = cache_dir or default_cache_dir()
     # Not the URL itself (it may hold a token); zlib, unlike hashlib, costs nothing to import.
-    raw = f"{pytorch_index}/{variant}".encode()
+    raw = f"{pytorch_index}/{variant}{' pre' if prereleases else ''}".encode()
     key = f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}"
     return folder / f"{key}.json"
 
 
-def _cached_summary(pytorch_index: str, variant: str, cache_dir: Optional[Path]) -> Optional[Summary]:
-    path = _cache_path(pytorch_index, variant, cache_dir)
+def _cached_summary(
+    pytorch_index: str, variant: str, cache_dir: Optional[Path], prereleases: bool = False
+) -> Optional[Summary]:
+    path = _cache_path(pytorch_index, variant, cache_dir, prereleases)
     try:
         if time.time() - path.stat().st_mtime < CACHE_TTL_S:
             data: Summary = json.loads(path.read_text(encoding="utf-8"))
@@ -237,13 +259,23 @@ def _cached_summary(pytorch_index: str, variant: str, cache_dir: Optional[Path])
     return None
 
 
-def _summary(pytorch_index: str, variant: str, fetch: Fetch, cache_dir: Optional[Path]) -> Summary:
-    """What a variant index serves of torch, by series: cached for hours, as a small summary."""
-    cached = _cached_summary(pytorch_index, variant, cache_dir)
+def _summary(
+    pytorch_index: str,
+    variant: str,
+    fetch: Fetch,
+    cache_dir: Optional[Path],
+    prereleases: bool = False,
+    project: str = "torch",
+) -> Summary:
+    """What a variant index serves of a project (torch), by series: cached for hours, as a small
+    summary."""
+    key = variant if project == "torch" else f"{variant}/{project}"
+    cached = _cached_summary(pytorch_index, key, cache_dir, prereleases)
     if cached is not None:
         return cached
-    summary = releases_from_files(fetch(append_path(pytorch_index, variant, "torch", "")), variant)
-    path = _cache_path(pytorch_index, variant, cache_dir)
+    files = fetch(append_path(pytorch_index, variant, project, ""))
+    summary = releases_from_files(files, variant, prereleases)
+    path = _cache_path(pytorch_index, key, cache_dir, prereleases)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
@@ -372,3 +404,123 @@ def _merge(releases: Iterable[Release]) -> tuple[Release, ...]:
             builds=tuple(builds.values()),
         )
     return tuple(sorted(merged.values(), key=lambda r: r.version, reverse=True))
+
+
+@dataclass(frozen=True)
+class Offers:
+    """What the variant indexes read serve (see :class:`~.rules.Offer`); ``problem`` says why a
+    variant could not be read (the index did not answer: decide from the knowledge file)."""
+
+    offers: dict[Variant, Offer]
+    problem: str = ""
+    unreachable: str = ""  # the variant index that did not answer
+
+
+def read_offers(
+    pytorch_index: str,
+    variants: Iterable[Variant],
+    members: Iterable[str] = (),
+    *,
+    timeout_s: float = FRESHNESS_TIMEOUT_S,
+    fetch: Optional[Fetch] = None,
+    cache_dir: Optional[Path] = None,
+) -> Offers:
+    """Read what each variant index serves of torch and of the pinned ``members``.
+
+    Each page is cached for hours like the freshness look-up; an index that does not answer
+    is not asked again for a quarter of an hour (the same marker), and the reading stops there.
+    """
+    from .rules import Offer
+
+    if fetch is None:
+        fetch = partial(_fetch_within, timeout_s)  # the HTTP client only when a page is not cached
+    found: dict[Variant, Offer] = {}
+    wanted = tuple(dict.fromkeys(members))
+    for variant in dict.fromkeys(variants):
+        url = append_path(pytorch_index, variant)
+        marker = _cache_path(pytorch_index, variant, cache_dir).with_suffix(".unreachable")
+        try:
+            if time.time() - marker.stat().st_mtime < UNREACHABLE_TTL_S:
+                problem = marker.read_text(encoding="utf-8").strip() or "did not answer recently"
+                return Offers(found, problem, url)
+        except OSError:
+            pass
+        try:
+            torch = _summary(pytorch_index, variant, fetch, cache_dir)
+            served = (
+                {
+                    name: tuple(
+                        v
+                        for info in _summary(pytorch_index, variant, fetch, cache_dir, project=name).values()
+                        for v in info["versions"]
+                    )
+                    for name in wanted
+                }
+                if torch
+                else {}
+            )
+        except PipGpuError as error:  # the index module's IndexError_, without importing it here
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(error.message, encoding="utf-8")
+            except OSError:
+                pass
+            return Offers(found, error.message, url)
+        found[variant] = Offer(
+            url=redact_url(url),
+            torch={k: (tuple(v["versions"]), tuple(v["platforms"])) for k, v in torch.items()},
+            members=served,
+        )
+    return Offers(found)
+
+
+def _fetch_within(timeout_s: float, url: str) -> list[IndexFile]:
+    from .index import fetch_project_files
+
+    return fetch_project_files(url, timeout=timeout_s)
+
+
+def missing_torch_file(
+    variant_index: str, torch: str, platform: str, python: str, *, fetch: Optional[Fetch] = None
+) -> Optional[str]:
+    """After an installer failed: why the variant index has no torch file for this target, read
+    afresh (not from the cache); None when it has one, or cannot be read.
+
+    ``torch`` is a version (``2.5.1``) or a series (``2.5``).
+    """
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    if fetch is None:
+        from .index import fetch_project_files
+
+        fetch = fetch_project_files
+    try:
+        files = fetch(append_path(variant_index, "torch", ""))
+    except PipGpuError:
+        return None  # the unreachable index is said elsewhere
+    where = redact_url(variant_index)
+    wanted = Version(torch)
+    exact = len(torch.split(".")) > 2
+    release: list[str] = []
+    for file in files:
+        try:
+            _, version, _, tags = parse_wheel_filename(file.filename)
+        except InvalidWheelFilename:
+            continue
+        public = Version(version.public)
+        same = public == wanted if exact else (public.major, public.minor) == (wanted.major, wanted.minor)
+        if not same:
+            continue
+        release.append(str(version))
+        pythons = _pythons(tags, file.requires_python)
+        pure = python.endswith("t") and any(t.abi == "none" for t in tags) and python[:-1] in pythons
+        if platform in platforms_of(tags) and (python in pythons or pure):
+            return None
+    if not release:
+        return f"{where} has no torch {torch} file"
+    return f"{where} has torch {torch} ({len(release)} files) but none for Python {python} on {platform}"
+
+
+def merge_releases(releases: Iterable[Release]) -> tuple[Release, ...]:
+    """One release per series, newest first: what several variant indexes (a channel's) serve."""
+    return _merge(releases)

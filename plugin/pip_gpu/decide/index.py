@@ -11,6 +11,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -22,7 +23,14 @@ from typing import Any, Optional
 from ..errors import PipGpuError, UsageError
 from ..redact import redact_url, url_origin
 
-__all__ = ["IndexError_", "IndexFile", "fetch_project_files", "index_timeout", "read_index_file"]
+__all__ = [
+    "IndexError_",
+    "IndexFile",
+    "fetch_project_files",
+    "index_timeout",
+    "read_index_file",
+    "wheel_metadata",
+]
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
@@ -249,3 +257,146 @@ def _from_html(text: str, base: str) -> list[IndexFile]:
         sha256 = fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
         files.append(IndexFile(filename, path, sha256, requires_python))
     return files
+
+
+# --- a wheel's own metadata, read from the index ---------------------------------------------
+
+_RANGE_CHUNK = 64 * 1024  # one request reads at least this much: the zip's tail, its directory
+MAX_WHEEL_READS = 32  # a wheel's METADATA is reached in 3 or 4 ranged reads
+_CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)")
+
+
+class _RemoteFile:
+    """A file on an index read with HTTP range requests, as :mod:`zipfile` reads a file: only
+    the zip's end, its central directory and one member travel, not a 2 GB torch wheel."""
+
+    def __init__(self, url: str, timeout: float, size: int, first: tuple[int, bytes]) -> None:
+        self.url, self.timeout, self.size = url, timeout, size
+        self.position = 0
+        self.chunks = [first]
+        self.reads = 1
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = {0: offset, 1: self.position + offset, 2: self.size + offset}[whence]
+        return self.position
+
+    def read(self, count: Optional[int] = -1) -> bytes:
+        start = self.position
+        end = self.size if count is None or count < 0 else min(self.size, start + count)
+        for begin, data in self.chunks:
+            if begin <= start and end <= begin + len(data):
+                self.position = end
+                return data[start - begin : end - begin]
+        if self.reads >= MAX_WHEEL_READS:
+            raise OSError(f"more than {MAX_WHEEL_READS} reads to find the wheel's METADATA")
+        self.reads += 1
+        stop = min(self.size, max(end, start + _RANGE_CHUNK))
+        status, _, data = _ranged(self.url, f"bytes={start}-{stop - 1}", self.timeout)
+        if status != 206 or len(data) != stop - start:
+            raise OSError(f"the index answered a range request with HTTP {status}")
+        self.chunks.append((start, data))
+        self.position = end
+        return data[: end - start]
+
+
+def _ranged(url: str, byte_range: str, timeout: float) -> tuple[int, Optional[int], bytes]:
+    """One GET with a ``Range`` header: status, the file's whole size (from Content-Range), body.
+    A server that ignores ``Range`` answers 200 with the whole file; its body is not read."""
+    request = _request(url)
+    request.add_header("Accept", "*/*")
+    request.add_header("Range", byte_range)
+    with _OPENER.open(request, timeout=timeout) as response:
+        status = int(response.status)
+        found = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
+        if status != 206 or found is None:
+            return status, None, b""
+        data: bytes = response.read(int(found.group(2)) - int(found.group(1)) + 1)
+        return status, int(found.group(3)), data
+
+
+def _downloaded(url: str, timeout: float, sha256: Optional[str]) -> Any:
+    """The whole file, from a server without range requests, its hash checked when known."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256()
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * 2**20)  # noqa: SIM115 - returned open
+    request = _request(url)
+    request.add_header("Accept", "*/*")
+    with _OPENER.open(request, timeout=timeout) as response:
+        while block := response.read(2**20):
+            digest.update(block)
+            spool.write(block)
+    if sha256 is not None and digest.hexdigest() != sha256.lower():
+        raise IndexError_(f"{redact_url(url)} does not have the sha256 its index lists")
+    spool.seek(0)
+    return spool
+
+
+def _metadata_of(url: str, timeout: float, sha256: Optional[str]) -> tuple[str, str]:
+    import zipfile
+    from email.parser import HeaderParser
+
+    status, size, tail = _ranged(url, f"bytes=-{_RANGE_CHUNK}", timeout)
+    source: Any
+    if status == 206 and size is not None:
+        source = _RemoteFile(url, timeout, size, (size - len(tail), tail))
+    else:
+        source = _downloaded(url, timeout, sha256)
+    with zipfile.ZipFile(source) as wheel:
+        entry = next(
+            (n for n in wheel.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None
+        )
+        if entry is None:
+            raise IndexError_(f"{redact_url(url)} holds no .dist-info/METADATA")
+        with wheel.open(entry) as member:
+            text = member.read(2**20).decode("utf-8", errors="replace")
+    headers = HeaderParser().parsestr(text)
+    return str(headers.get("Name", "")), str(headers.get("Version", ""))
+
+
+def wheel_metadata(
+    url: str, *, sha256: Optional[str] = None, timeout: Optional[float] = None
+) -> tuple[str, str]:
+    """``(Name, Version)`` from the wheel's own ``*.dist-info/METADATA`` at ``url``: what an
+    installer installs, which a file name or a PEP 658 ``.metadata`` twin may contradict.
+
+    Read with range requests (the zip's end, its directory, the one member); a server
+    without them sends the whole file, checked against ``sha256``. Raises :class:`IndexError_`
+    when the wheel cannot be read within the index deadline.
+    """
+    import zipfile
+
+    timeout = index_timeout() if timeout is None else timeout
+    outcome: list[Any] = []
+
+    def read() -> None:
+        try:
+            outcome.append(_metadata_of(url, timeout, sha256))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, name="pip-gpu-wheel-read", daemon=True)
+    reader.start()
+    reader.join(timeout * DEADLINE_FACTOR)
+    if not outcome:
+        raise IndexError_(
+            f"{redact_url(url)} did not send its metadata within {timeout * DEADLINE_FACTOR:g} s"
+        )
+    found = outcome[0]
+    if isinstance(found, IndexError_):
+        raise found
+    if isinstance(
+        found, (urllib.error.URLError, OSError, ValueError, zipfile.BadZipFile, http.client.HTTPException)
+    ):
+        raise IndexError_(f"cannot read the wheel {redact_url(url)}: {redact_url(str(found))}") from None
+    if isinstance(found, BaseException):
+        raise found
+    result: tuple[str, str] = found
+    return result

@@ -16,15 +16,18 @@ from typing import TYPE_CHECKING, Optional
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from ..config import ProjectConfig, check_index_url, load_project_config
+from ..config import ProjectConfig, check_channel, check_index_url, load_project_config
 from ..errors import UsageError
 from ..host import HostProfile
-from ..knowledge import Knowledge, load_knowledge
+from ..knowledge import Knowledge, Release, load_knowledge
 from ..pins import COMMAND_LINE, canonical_name, plain_pins
-from ..variant import Variant
+from ..redact import redact_url
+from ..variant import Variant, channel_index
 from .rules import (
     Decision,
+    Offer,
     Policy,
+    Published,
     TorchConstraint,
     TorchRequest,
     decide,
@@ -53,6 +56,7 @@ class Plan:
     pytorch_index: str
     config: ProjectConfig
     torch_constraints: tuple[TorchConstraint, ...] = ()  # issue 13: who asks what of torch
+    index_unreachable: str = ""  # the variant index pip-gpu's own read found silent (issue 27)
 
     @cached_property
     def lines(self) -> tuple[RequirementLine, ...]:
@@ -123,6 +127,7 @@ def decide_for(
     offline: bool = False,
     context: Optional[ResolutionContext] = None,
     request_lines: Optional[RequestLines] = None,
+    channel: Optional[str] = None,
 ) -> Plan:
     """Read the requirements and settings, and decide for ``host``.
 
@@ -134,6 +139,10 @@ def decide_for(
     their own pins count). An open request also asks the index whether a torch series newer
     than the knowledge file exists (see :func:`_with_newer_release`); ``offline`` or
     ``PIP_GPU_OFFLINE=1`` skips it.
+
+    ``channel`` (else ``PIP_GPU_CHANNEL``, else ``[tool.pip-gpu] channel``): ``nightly`` or
+    ``test`` route to ``<index>/nightly/<variant>`` or ``<index>/test/<variant>`` and decide from
+    what that channel publishes, pre-releases included (:func:`_channel_releases`).
     """
     env = os.environ if env is None else env
     knowledge = knowledge or load_knowledge()
@@ -142,6 +151,8 @@ def decide_for(
     index = (
         pytorch_index or env.get("PIP_GPU_PYTORCH_INDEX") or config.pytorch_index or knowledge.pytorch_index
     ).rstrip("/")
+    channel = _channel(channel, env, config, index)
+    index = channel_index(index, channel)
     forced = variant or env.get("PIP_GPU_VARIANT") or None
     read_already = request_lines is not None
     pins = (
@@ -161,6 +172,7 @@ def decide_for(
             if str(spec)
         )
         request = request_from_pins(family_pins or [_TORCH_PIN], knowledge, variant=forced, force=force)
+        asks_family = bool(family_pins)
         whole = None
     else:
         if request_lines is not None:
@@ -192,6 +204,7 @@ def decide_for(
         derived = whole.decision_requirements(_decided_names(knowledge))
         plain_request = _request(family_requirements, knowledge, forced, force)
         lines += whole.added_lines
+        asks_family = any(line.name in family_names for line in lines)
         request = _request(
             family_requirements + derived, knowledge, forced or _url_variant(whole.forced_variants()), force
         )
@@ -199,18 +212,35 @@ def decide_for(
         constraints = whole.constraints
         read_lines = partial(tuple, lines)
     policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
-    if _asks_for_a_newer_release(request, knowledge):
+    if channel != "stable":
+        knowledge = _channel_releases(knowledge, index, channel, request.forced_variant)
+    elif _asks_for_a_newer_release(request, knowledge):
         knowledge = _learn_from_index(knowledge, index, request.forced_variant)
+
+    published: Optional[Published] = None  # what the variant indexes serve, once read
 
     def decide_with(wanted: TorchRequest) -> Decision:
         assert knowledge is not None  # reassigned below when the index teaches a newer release
-        return decide(wanted, host, knowledge, pytorch_index=index, policy=policy)
+        return decide(wanted, host, knowledge, pytorch_index=index, policy=policy, published=published)
 
     decision = decide_with(request)
-    if _is_open(request, knowledge):
-        offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+    offline = offline or env.get(OFFLINE_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+    if channel == "stable" and _is_open(request, knowledge):
         knowledge, decision = _with_newer_release(
             request, host, knowledge, decision, index, policy, offline, env
+        )
+    unreachable = ""
+    # Only where the torch family is installed (``install numpy`` needs no variant index), and
+    # not on a channel (its releases are what it publishes already).
+    if channel == "stable" and not offline and asks_family:
+        from .discover import freshness_timeout
+
+        published, decision, unreachable = _among_published(
+            decision,
+            lambda seen: decide(request, host, knowledge, pytorch_index=index, policy=policy, published=seen),
+            index,
+            _pinned_members(constraints),
+            freshness_timeout(dict(env)),
         )
     if whole is not None:
         from .resolution import settle
@@ -226,7 +256,73 @@ def decide_for(
         pytorch_index=index,
         config=config,
         torch_constraints=constraints,
+        index_unreachable=unreachable,
     )
+
+
+PUBLISHED_TRIES = 12  # variants read one after another before the decision is taken as it is
+
+
+def _among_published(
+    decision: Decision,
+    decide_among: Callable[[Published], Decision],
+    index: str,
+    pinned: tuple[tuple[str, str], ...],
+    timeout: float,
+) -> tuple[Optional[Published], Decision, str]:
+    """Decide among the builds the variant indexes publish (issue 27): read the index of the
+    build decided; when it lacks that build (a mirror a release behind, one without the
+    host's variant, a pinned xformers only the older indexes serve), decide again without it.
+
+    Returns what was read, the decision, and the index that did not answer (the decision is
+    then the knowledge file's, with a note).
+    """
+    from .discover import read_offers
+
+    first_notes = decision.notes  # the freshness look-up's, kept through the decisions below
+
+    def decide_again(seen: Published) -> Decision:
+        again = decide_among(seen)
+        return replace(again, notes=tuple(dict.fromkeys((*first_notes, *again.notes))))
+
+    offers: dict[Variant, Offer] = {}
+    members = [name for name, _ in pinned]
+    for _ in range(PUBLISHED_TRIES):
+        variant = decision.variant
+        if variant is None or not variant.has_index or variant in offers:
+            break
+        answer = read_offers(index, [variant], members, timeout_s=timeout)
+        offers.update(answer.offers)
+        if answer.problem:
+            note = (
+                f"could not read what {redact_url(answer.unreachable)} carries ({answer.problem}); "
+                "decided from the knowledge file"
+            )
+            said = any(answer.problem in n for n in decision.notes)  # the freshness look-up's note
+            notes = decision.notes if said else (*decision.notes, note)
+            return None, replace(decision, notes=notes), answer.unreachable
+        decision = decide_again(Published(dict(offers), pinned))
+    lacking = [c for c in decision.candidates if any(c.reason.startswith(o.url) for o in offers.values())]
+    if not decision.ok and lacking:
+        # Nothing it carries runs here: read the other variants too, so the error names them.
+        others = [c.variant for c in decision.candidates if c.variant.has_index and c.variant not in offers]
+        answer = read_offers(index, list(dict.fromkeys(others))[:PUBLISHED_TRIES], (), timeout_s=timeout)
+        offers.update(answer.offers)
+        decision = decide_again(Published(dict(offers), pinned))
+    return (Published(offers, pinned) if offers else None), decision, ""
+
+
+def _pinned_members(constraints: Sequence[TorchConstraint]) -> tuple[tuple[str, str], ...]:
+    """Family members other than torch pinned exactly (``xformers==0.0.28.post3``,
+    ``torchvision==0.20.1``): each must be on the variant index the decision picks."""
+    from ..pins import exact_version_in
+
+    pinned: dict[str, str] = {}
+    for constraint in constraints:
+        exact = exact_version_in(constraint.specifier)
+        if constraint.package != "torch" and exact is not None and constraint.kind != "family-member":
+            pinned[constraint.package] = exact.public
+    return tuple(sorted(pinned.items()))
 
 
 _TORCH_PIN = ("torch", SpecifierSet(), "torch")  # no family line given: torch, any version
@@ -349,7 +445,11 @@ def _with_newer_release(
             f"the {fresher.build.variant} index; {fresher.build.source.split('; ', 1)[-1]} (not confirmed)"
         )
         return learned, replace(fresher, notes=(*fresher.notes, note))
-    note = f"the index has torch {found}, newer than pip-gpu's knowledge, but no build of it runs here"
+    learned_series = {r.torch for r in answer.releases}
+    why = sorted({c.reason for c in fresher.candidates if c.torch in learned_series and not c.ok})
+    note = f"the index has torch {found}, newer than pip-gpu's knowledge, but no build of it runs here" + (
+        f" ({'; '.join(why)})" if why else ""
+    )
     return knowledge, replace(decision, notes=(*decision.notes, note))
 
 
@@ -416,10 +516,9 @@ def _asks_for_a_newer_release(request: TorchRequest, knowledge: Knowledge) -> bo
     return any(request.torch_specifier.contains(v, prereleases=True) for v in _beyond(newest.version))
 
 
-def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional[str]) -> Knowledge:
-    """A torch release newer than the knowledge file: read the variant indexes themselves."""
-    from .discover import discover_releases, with_releases
-
+def _variants_beyond(knowledge: Knowledge, forced_variant: Optional[str]) -> set[str]:
+    """The variant indexes a newer release may fill: the newest known release's, and the next
+    CUDA minor versions after each of its CUDA builds."""
     newest = knowledge.releases[0]
     variants: set[str] = {b.variant for b in newest.builds if b.variant.has_index}
     for build in newest.builds:  # the next CUDA minor versions a newer release may add
@@ -429,6 +528,60 @@ def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional
             variants.update(f"cu{major}{minor + step}" for step in (1, 2))
     if forced_variant is not None:
         variants.add(forced_variant)
+    return variants
+
+
+def _channel(flag: Optional[str], env: Mapping[str, str], config: ProjectConfig, index: str) -> str:
+    """``--channel``, else ``PIP_GPU_CHANNEL``, else ``[tool.pip-gpu] channel``, else the channel
+    whose folder the base already is (``.../whl/nightly``: a lock records that base), else stable."""
+    if flag:
+        return check_channel(flag, "--channel")
+    if env.get("PIP_GPU_CHANNEL", "").strip():
+        return check_channel(env["PIP_GPU_CHANNEL"].strip(), "PIP_GPU_CHANNEL")
+    if config.channel:
+        return config.channel
+    from urllib.parse import urlsplit
+
+    folder = urlsplit(index).path.rstrip("/").rsplit("/", 1)[-1]
+    return folder if folder in ("nightly", "test") else "stable"
+
+
+def _channel_releases(
+    knowledge: Knowledge, index: str, channel: str, forced_variant: Optional[str]
+) -> Knowledge:
+    """The nightly or test channel: the candidates are the releases that channel publishes.
+
+    Read from its variant indexes (pre-releases admitted here only), decided by the usual
+    rules; GPU architectures are assumed from the newest known build of the same CUDA, as for
+    any release the knowledge file lacks. A variant the channel does not serve is skipped.
+    """
+    from ..redact import redact_url
+    from .discover import discover_releases, merge_releases
+    from .index import IndexError_
+
+    found: list[Release] = []
+    problems: list[str] = []
+    for variant in sorted(_variants_beyond(knowledge, forced_variant), key=_variant_key):
+        try:
+            found += discover_releases(knowledge, index, [variant], prereleases=True, include_known=True)
+        except IndexError_ as error:
+            problems.append(error.message)
+    releases = merge_releases(found)
+    if not releases:
+        raise IndexError_(
+            f"the {channel} channel at {redact_url(index)} publishes no torch pip-gpu can read"
+            + (f" ({problems[0]})" if problems else ""),
+            "check --pytorch-index (the channel is its nightly/ or test/ folder), or use --channel stable",
+        )
+    return replace(knowledge, releases=releases)
+
+
+def _learn_from_index(knowledge: Knowledge, index: str, forced_variant: Optional[str]) -> Knowledge:
+    """A torch release newer than the knowledge file: read the variant indexes themselves."""
+    from .discover import discover_releases, with_releases
+
+    newest = knowledge.releases[0]
+    variants = _variants_beyond(knowledge, forced_variant)
     from .index import IndexError_
 
     try:
@@ -464,6 +617,9 @@ def rewrite_pins(plan: Plan) -> dict[str, RewritePin]:
         held: Optional[SpecifierSet] = None
         if member.name == "torch":
             held = SpecifierSet(f"=={decision.release.torch}.*")
+            if any(Version(v).is_prerelease for v in decision.release.versions):
+                # a channel's nightly or candidate: named in the pin, pip and uv admit pre-releases
+                held &= SpecifierSet(f">={decision.release.torch}.0.dev0")
         elif member.name in decision.release.companions:
             held = decision.release.companion_specifier(member.name)
         pins[canonical_name(member.name)] = RewritePin(

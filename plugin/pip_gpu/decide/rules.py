@@ -25,7 +25,7 @@ Rules (see README "How pip-gpu decides"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
@@ -51,12 +51,15 @@ __all__ = [
     "Candidate",
     "ChosenBuild",
     "Decision",
+    "Offer",
     "Policy",
+    "Published",
     "TorchConstraint",
     "TorchRequest",
     "build_runs_on",
     "decide",
     "gpu_covered_by",
+    "minimum_driver_of_major",
     "request_from_pins",
     "request_from_requirements",
     "tegra_gpus",
@@ -101,6 +104,68 @@ class TorchRequest:
             if not any(spec.contains(v, prereleases=True) for v in pairing):
                 return False, f"{name}{spec} does not pair with torch {release.torch} ({name} {series}.x)"
         return True, ""
+
+
+class Offer(NamedTuple):
+    """What one variant index was seen to serve: torch by series, and pinned members' versions."""
+
+    url: str  # the variant index, credentials removed, for messages
+    torch: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]  # series -> (versions, platforms)
+    members: Mapping[str, tuple[str, ...]] = {}  # canonical name -> versions, for pinned members
+
+    def torch_versions(self, platform: Optional[str] = None) -> list[str]:
+        """Every torch version it serves (for ``platform``), oldest first."""
+        found = {
+            v
+            for versions, platforms in self.torch.values()
+            if platform in (None, *platforms)
+            for v in versions
+        }
+        return sorted(found, key=Version)
+
+    def carries(self) -> str:
+        """``torch 2.14.0, 2.14.1`` (the newest few), or ``no torch``: for messages."""
+        versions = self.torch_versions()
+        if not versions:
+            return "no torch"
+        shown = versions[-4:]
+        return f"torch {', '.join(shown)}" + (
+            f" (and {len(versions) - 4} older)" if len(versions) > 4 else ""
+        )
+
+    def lacks(
+        self, release: Release, platform: str, exact: Optional[str], pinned: Sequence[tuple[str, str]]
+    ) -> str:
+        """Why this index cannot serve the build (empty when it can), in words."""
+        if not self.torch:
+            return f"{self.url} does not carry torch"
+        series = self.torch.get(release.torch)
+        if series is None:
+            return f"{self.url} does not carry torch {exact or release.torch} (it has {self.carries()})"
+        versions, platforms = series
+        if platform not in platforms:
+            return f"{self.url} has no torch {release.torch} for {platform}"
+        if exact is not None and not any(Version(v) == Version(exact) for v in versions):
+            return f"{self.url} does not carry torch {exact} (it has torch {', '.join(versions)})"
+        for name, version in pinned:
+            served = self.members.get(name, ())
+            if not any(Version(v) == Version(version) or Version(v).public == version for v in served):
+                return f"{self.url} does not carry {name}=={version}"
+        return ""
+
+
+class Published(NamedTuple):
+    """What the variant indexes pip-gpu read publish: a build is a candidate only where it is
+    served. Variants not read (not asked, or the index did not answer) are taken on trust."""
+
+    offers: Mapping[Variant, Offer]
+    pinned: tuple[tuple[str, str], ...] = ()  # family members pinned exactly: (name, version)
+
+    def lacks(self, build: Build, release: Release, exact: Optional[str]) -> str:
+        offer = self.offers.get(build.variant)
+        if offer is None or not build.variant.has_index:
+            return ""
+        return offer.lacks(release, build.platform, exact, self.pinned)
 
 
 class TorchConstraint(NamedTuple):
@@ -341,8 +406,15 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
                 "server-ARM (SBSA) build without its exact architecture"
             )
     minimum = knowledge.minimum_driver_for(cuda, host.os)
-    if minimum is None:
-        return False, f"no known minimum driver for CUDA {cuda} on {host.os}"
+    inferred = ""
+    if minimum is None:  # a CUDA version newer than the file (cu134 on an index): by rule
+        minimum = minimum_driver_of_major(knowledge, cuda, host.os)
+        if minimum is None:
+            return False, (
+                f"CUDA {cuda} is of a CUDA major version pip-gpu does not know, so the driver it needs "
+                "cannot be inferred"
+            )
+        inferred = f" (inferred: CUDA {cuda.split('.')[0]}.x needs driver >= {minimum})"
     if host.driver_version is None:
         return False, "no NVIDIA driver (pass --driver for another host)"
     if not driver_at_least(host.driver_version, minimum):
@@ -357,17 +429,35 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
         if not covered:
             return False, f"{_describe_gpu(gpu)} is not covered ({_describe_archs(build)})"
     archs = ", ".join(sorted({_describe_gpu(g) for g in gpus})) or "no GPU given"
-    return True, f"driver {host.driver_version} >= {minimum} (CUDA {cuda}); covers {archs}"
+    return True, f"driver {host.driver_version} >= {minimum} (CUDA {cuda}){inferred}; covers {archs}"
+
+
+def minimum_driver_of_major(knowledge: Knowledge, cuda: str, os: str) -> Optional[str]:
+    """The driver minimum of a CUDA version the knowledge file does not list, by rule: under
+    minor-version compatibility every minor of a major needs the same driver (13.x: R580), as
+    the file's rule for that major says (else its rows of that major). None for a major the
+    file does not know."""
+    major = cuda.split(".")[0]
+    stated = knowledge.minimum_driver_for_major(int(major), os)  # NVIDIA's rule for the major
+    if stated is not None:
+        return stated
+    minimums = [
+        m
+        for row in knowledge.cuda_drivers
+        if row.cuda.split(".")[0] == major and (m := knowledge.minimum_driver_for(row.cuda, os))
+    ]
+    return min(minimums, key=Version) if minimums else None
 
 
 def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
     if build.variant.is_rocm:
         if not host.amd_gpus:
             return "runs, but this host has no AMD GPU"
-        if build.gfx is not None:
-            missing = sorted({g.gfx_target for g in host.amd_gpus} - set(build.gfx))
-            if missing:
-                return f"runs on the CPU only: {', '.join(missing)} not in this ROCm build"
+        if build.gfx is None:  # as for unknown CUDA architectures: not vouched for, not guessed
+            return "runs on the CPU only: the gfx targets of this ROCm build are not known"
+        missing = sorted({g.gfx_target for g in host.amd_gpus} - set(build.gfx))
+        if missing:
+            return f"runs on the CPU only: {', '.join(missing)} not in this ROCm build"
         return "ROCm build for the AMD GPU"
     if build.variant.is_xpu:
         return "XPU build for the Intel GPU" if _discrete_intel(host) else "runs, but no Intel GPU"
@@ -424,8 +514,13 @@ def decide(
     *,
     pytorch_index: Optional[str] = None,
     policy: Optional[Policy] = None,
+    published: Optional[Published] = None,
 ) -> Decision:
-    """Choose the build of torch that runs on ``host``, or say exactly why none does."""
+    """Choose the build of torch that runs on ``host``, or say exactly why none does.
+
+    ``published``: what the variant indexes were seen to serve; a build that runs but is not
+    served there is no candidate (a mirror one release behind, one without the host's variant).
+    """
     policy = policy or Policy()
     base = pytorch_index or knowledge.pytorch_index
     notes: list[str] = []
@@ -456,11 +551,16 @@ def decide(
         admitted.append(release)
 
     chosen: Optional[tuple[Release, Build]] = None
+    unpublished: list[tuple[Release, Build, str]] = []  # builds that run here but the index lacks
     for release in admitted:
         runnable: list[Build] = []
         builds = [b for b in release.builds if b.platform == host.platform_tag]
         for build in sorted(builds, key=lambda b: b.variant.sort_key, reverse=True):
             ok, why = _consider(build, request, host, knowledge, policy)
+            missing = published.lacks(build, release, _exact_in(request, release)) if ok and published else ""
+            if missing:
+                ok, why = False, missing
+                unpublished.append((release, build, missing))
             candidates.append(Candidate(build.variant, release.torch, build.platform, ok, why))
             if ok:
                 runnable.append(build)
@@ -469,12 +569,16 @@ def decide(
             # Keep listing older releases' builds only for explanation, marked as not chosen.
 
     if chosen is None:
-        blocker = _policy_blocker(request, host, knowledge, admitted, policy) or _blocker(
-            request, host, knowledge, admitted, candidates
+        blocker = (
+            _policy_blocker(request, host, knowledge, admitted, policy)
+            or _unpublished_blocker(request, host, unpublished, published)
+            or _blocker(request, host, knowledge, admitted, candidates)
         )
         return Decision.refused(blocker, candidates, notes)
 
     release, build = chosen
+    if published is not None:
+        notes += _lagging_notes(release, build, unpublished, published)
     if build.variant.is_cpu and host.amd_gpus:
         outside = sorted(
             {
@@ -487,6 +591,13 @@ def decide(
             notes.append(
                 f"no ROCm build of torch {release.torch} supports this AMD GPU ({outside[0]}); the CPU build"
             )
+    cuda = build.cuda
+    if cuda is not None and knowledge.minimum_driver_for(cuda, host.os) is None:
+        notes.append(
+            f"CUDA {cuda} is not in pip-gpu's knowledge: the driver it needs (>= "
+            f"{minimum_driver_of_major(knowledge, cuda, host.os)}) is inferred from the rule for CUDA "
+            f"{cuda.split('.')[0]}.x (minor-version compatibility), not confirmed"
+        )
     if request.force and request.forced_variant is not None:
         ok, why = build_runs_on(build, host, knowledge)
         if not ok:
@@ -516,6 +627,66 @@ def decide(
     )
 
 
+def _unpublished_blocker(
+    request: TorchRequest,
+    host: HostProfile,
+    unpublished: Sequence[tuple[Release, Build, str]],
+    published: Optional[Published],
+) -> Optional[Blocker]:
+    """Builds run here, but the index serves none of them: name the index and what it carries."""
+    if not unpublished or published is None:
+        return None
+    # The reason from a folder that carries some torch says the most (a 404 folder says least).
+    telling = [u for u in unpublished if not u[2].endswith("does not carry torch")]
+    _, build, why = (telling or unpublished)[0]
+    carried = sorted(
+        (v for v, offer in published.offers.items() if offer.torch_versions(host.platform_tag)),
+        key=lambda v: v.sort_key,
+        reverse=True,
+    )
+    runs = ", ".join(dict.fromkeys(b.variant for _, b, _ in unpublished))
+    index = published.offers[build.variant].url.rsplit("/", 1)[0]
+    carries = f"; {index} carries {', '.join(carried)}" if carried else ""
+    if request.exact_torch is not None or request.forced_variant is not None:
+        message = f"{request.described_as}: {why}"
+        others = [str(b.variant) for _, b, _ in unpublished if b.variant != build.variant]
+        if others:
+            message += f"; nor do its {', '.join(dict.fromkeys(others))} folders"
+        message += carries if why.endswith("does not carry torch") else ""
+    else:
+        message = f"no build of {request.described_as} that runs here ({runs}) is on {index}: {why}{carries}"
+    return Blocker(
+        message,
+        "choose a version or variant the index carries, or point --pytorch-index (PIP_GPU_PYTORCH_INDEX) "
+        "at an index that has it",
+    )
+
+
+def _lagging_notes(
+    release: Release, build: Build, unpublished: Sequence[tuple[Release, Build, str]], published: Published
+) -> list[str]:
+    """A newer release runs here but the index does not carry it (a mirror behind): say so."""
+    newer = [(r, b) for r, b, _ in unpublished if r.version > release.version]
+    if not newer:
+        return []
+    first = newer[0][0]
+    lacking: list[Variant] = sorted({b.variant for r, b in newer if r is first}, key=lambda v: v.sort_key)
+    variants = ", ".join(lacking)
+    offer = published.offers.get(build.variant)
+    series = offer.torch.get(release.torch) if offer is not None else None
+    installing = series[0][-1] if series and series[0] else release.torch
+    if offer is None or build.variant not in lacking:  # the variants it lacks are other folders
+        index = next(iter(published.offers.values())).url.rsplit("/", 1)[0]
+        return [
+            f"torch {first.torch} exists ({variants}) but {index} carries none of those builds; "
+            f"installing {installing} ({build.variant})"
+        ]
+    where = offer.url
+    return [
+        f"torch {first.torch} exists ({variants}) but {where} does not carry it yet; installing {installing}"
+    ]
+
+
 def _consider(
     build: Build, request: TorchRequest, host: HostProfile, knowledge: Knowledge, policy: Policy
 ) -> tuple[bool, str]:
@@ -526,6 +697,8 @@ def _consider(
     if policy.allowed_variants is not None and build.variant not in policy.allowed_variants:
         return False, "not allowed by [tool.pip-gpu] variants"
     ok, why = build_runs_on(build, host, knowledge)
+    if build.variant.is_rocm and host.amd_gpus and "CPU only" in why:
+        ok = False  # the AMD GPU's gfx target is not in this build: asked for by name, it is refused
     if request.forced_variant is not None:
         # An explicit variant is what the user asked for: check it, and allow --force.
         if ok or request.force:
@@ -549,14 +722,16 @@ def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build
     """Among one release's runnable builds: the preferred one, else the newest CUDA/ROCm.
 
     Builds the knowledge file marks unconfirmed (unadvertised cu129 wheels, say) are taken
-    only when no confirmed build runs.
+    only when no confirmed build runs; the CPU build only when no GPU build does (an AMD
+    host gets an unconfirmed ROCm build before a confirmed CPU one).
     """
     if policy.preferred_variant is not None:
         for build in runnable:
             if build.variant == policy.preferred_variant:
                 return build
-    confirmed = [b for b in runnable if b.confidence != "unconfirmed"]
-    return max(confirmed or runnable, key=lambda b: b.variant.sort_key)
+    accelerated = [b for b in runnable if not b.variant.is_cpu] or list(runnable)
+    confirmed = [b for b in accelerated if b.confidence != "unconfirmed"]
+    return max(confirmed or accelerated, key=lambda b: b.variant.sort_key)
 
 
 def _exact_in(request: TorchRequest, release: Release) -> Optional[str]:

@@ -15,11 +15,13 @@ from typing import Optional
 
 from ..errors import UsageError
 from ..host import (
+    AmdGpu,
     ComputeCapability,
     HostFlags,
     HostProblem,
     HostProfile,
     NvidiaGpu,
+    parse_amd_gfx_target,
     parse_compute_capability,
 )
 from ..knowledge import Knowledge
@@ -44,13 +46,14 @@ class HostOverrides:
     arch: Optional[str] = None
     python_version: Optional[str] = None
     origin: Mapping[str, str] = None  # type: ignore[assignment]  # fact -> "--driver" / "PIP_GPU_DRIVER"
+    amd_gfx: tuple[str, ...] = ()  # the target's AMD GPUs, by gfx target
 
     def __post_init__(self) -> None:
         if self.origin is None:
             object.__setattr__(self, "origin", {})
-        if self.no_gpu and (self.driver or self.compute_capabilities):
+        if self.no_gpu and (self.driver or self.compute_capabilities or self.amd_gfx):
             raise UsageError(
-                "--no-gpu contradicts --driver/--compute-capability",
+                "--no-gpu contradicts --driver/--compute-capability/--amd-gfx",
                 "give either --no-gpu, or the driver and GPUs of the target host",
             )
         if self.os is not None and self.os not in OS_NAMES:
@@ -78,6 +81,11 @@ class HostOverrides:
     def gives_nvidia_facts(self) -> bool:
         return self.no_gpu or self.driver is not None or bool(self.compute_capabilities)
 
+    @property
+    def gives_gpu_facts(self) -> bool:
+        """The target's GPUs are given (NVIDIA, AMD or none): this machine's are not looked at."""
+        return self.gives_nvidia_facts or bool(self.amd_gfx)
+
 
 def _number(text: str, digits: int) -> bool:
     """ASCII digits, at most ``digits`` of them."""
@@ -103,6 +111,22 @@ def parse_capabilities(values: list[str], origin: str) -> tuple[ComputeCapabilit
     return tuple(found)
 
 
+def parse_gfx_targets(values: list[str], origin: str) -> tuple[str, ...]:
+    """``["gfx1100,gfx90a", "gfx942"]`` -> each target once, in order; bad input is a UsageError."""
+    found: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            if not item.strip():
+                continue
+            try:
+                found.append(parse_amd_gfx_target(item))
+            except ValueError as exc:
+                raise UsageError(
+                    f"{origin}: {exc}", "rocminfo or amd-smi names it; for example: --amd-gfx gfx1100"
+                ) from None
+    return tuple(found)
+
+
 def _truthy(value: str, name: str) -> bool:
     word = value.strip().lower()
     if word in ("", "0", "false", "no", "off"):
@@ -121,16 +145,22 @@ def overrides_from_env(
     os_name: Optional[str] = None,
     arch: Optional[str] = None,
     python_version: Optional[str] = None,
+    amd_gfx: Optional[list[str]] = None,
 ) -> HostOverrides:
-    """Flags first, then ``PIP_GPU_DRIVER``, ``PIP_GPU_COMPUTE_CAPABILITY``, ``PIP_GPU_NO_GPU``.
+    """Flags first, then ``PIP_GPU_DRIVER``, ``PIP_GPU_COMPUTE_CAPABILITY``, ``PIP_GPU_AMD_GFX``,
+    ``PIP_GPU_NO_GPU``.
 
     Flags win over the environment: ``--no-gpu`` hides the variables' GPU facts, and
     ``--driver``/``--compute-capability`` hide ``PIP_GPU_NO_GPU``. Flags that contradict each
     other, or variables that do with no flag to settle it, are refused.
     """
     origin: dict[str, str] = {}
-    flag_gives_gpu = driver is not None or bool(compute_capabilities)
+    flag_gives_gpu = driver is not None or bool(compute_capabilities) or bool(amd_gfx)
     ccs: tuple[ComputeCapability, ...] = ()
+    gfx: tuple[str, ...] = ()
+    if amd_gfx:
+        gfx = parse_gfx_targets(amd_gfx, "--amd-gfx")
+        origin["amd_gpus"] = "--amd-gfx"
     if compute_capabilities:
         ccs = parse_capabilities(compute_capabilities, "--compute-capability")
         origin["nvidia_gpus"] = "--compute-capability"
@@ -146,15 +176,17 @@ def overrides_from_env(
         if not ccs and env.get("PIP_GPU_COMPUTE_CAPABILITY", "").strip():
             ccs = parse_capabilities([env["PIP_GPU_COMPUTE_CAPABILITY"]], "PIP_GPU_COMPUTE_CAPABILITY")
             origin["nvidia_gpus"] = "PIP_GPU_COMPUTE_CAPABILITY"
+        if not gfx and env.get("PIP_GPU_AMD_GFX", "").strip():
+            gfx = parse_gfx_targets([env["PIP_GPU_AMD_GFX"]], "PIP_GPU_AMD_GFX")
+            origin["amd_gpus"] = "PIP_GPU_AMD_GFX"
         if env_no_gpu and not flag_gives_gpu:
-            given = [
-                name for name in ("PIP_GPU_DRIVER", "PIP_GPU_COMPUTE_CAPABILITY") if name in origin.values()
-            ]
+            variables = ("PIP_GPU_DRIVER", "PIP_GPU_COMPUTE_CAPABILITY", "PIP_GPU_AMD_GFX")
+            given = [name for name in variables if name in origin.values()]
             if given:
                 raise UsageError(
                     f"PIP_GPU_NO_GPU={env['PIP_GPU_NO_GPU']} contradicts {' and '.join(given)}",
                     "unset one of them, or settle it with a flag (--no-gpu, or --driver and "
-                    "--compute-capability): flags win over the environment",
+                    "--compute-capability, or --amd-gfx): flags win over the environment",
                 )
             no_gpu = True
             origin["nvidia_gpus"] = "PIP_GPU_NO_GPU"
@@ -172,6 +204,7 @@ def overrides_from_env(
         arch=arch,
         python_version=python_version,
         origin=origin,
+        amd_gfx=gfx,
     )
 
 
@@ -234,7 +267,7 @@ def detect_host(
     cuda: Optional[str] = None
     gpus: tuple[NvidiaGpu, ...] = ()
     visible_env = env.get("CUDA_VISIBLE_DEVICES")
-    if not overrides.gives_nvidia_facts and not other_machine:
+    if not overrides.gives_gpu_facts and not other_machine:
         driver, cuda, gpus, nvidia_sources, nvidia_problems = _detect_nvidia(env)
         sources.update(nvidia_sources)
         problems.extend(nvidia_problems)
@@ -266,7 +299,11 @@ def detect_host(
 
     amd: tuple = ()  # type: ignore[type-arg]
     intel: tuple = ()  # type: ignore[type-arg]
-    if os_name == "linux" and not other_machine and not overrides.gives_nvidia_facts:
+    if overrides.amd_gfx:
+        origin = overrides.origin.get("amd_gpus", "--amd-gfx")
+        amd = tuple(AmdGpu(gfx_target=g, name="AMD GPU", source=origin) for g in overrides.amd_gfx)
+        sources["amd_gpus"] = origin
+    elif os_name == "linux" and not other_machine and not overrides.gives_nvidia_facts:
         from . import sysfs
 
         sys_root = Path(env.get("PIP_GPU_SYSFS_ROOT", "/sys"))
@@ -278,7 +315,7 @@ def detect_host(
         os_name == "linux"
         and arch in ("aarch64", "arm64")
         and not other_machine
-        and not overrides.gives_nvidia_facts
+        and not overrides.gives_gpu_facts
     ):
         from .tegra import find_tegra
 
@@ -371,5 +408,6 @@ def host_for(flags: Optional[HostFlags] = None, env: Optional[Mapping[str, str]]
         os_name=flags.platform,
         arch=flags.arch,
         python_version=flags.python_version,
+        amd_gfx=list(flags.amd_gfx) or None,
     )
     return detect_host(load_knowledge(), overrides, env)

@@ -25,8 +25,14 @@ __all__ = ["QUERY_FIELDS", "SmiReport", "query_nvidia_smi"]
 SOURCE = "nvidia-smi"
 QUERY_FIELDS = ("index", "name", "compute_cap", "memory.total", "uuid", "driver_version")
 _QUERY_ARGS = (f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,noheader,nounits")
-# The log's header carries "Driver Version" and "CUDA Version"; -d COMPUTE keeps the rest short.
+# The log's header carries the driver and CUDA versions; -d COMPUTE keeps the rest short.
 _LOG_ARGS = ("-q", "-d", "COMPUTE")
+# From driver R610 on nvidia-smi says "KMD Version" and "CUDA UMD Version"; "Driver Version" and
+# "CUDA Version" are deprecated in ``-q`` (to be removed in CUDA 14.0) and gone from the banner
+# (docs.nvidia.com/deploy/nvidia-smi: "deprecated Driver Version and CUDA Version in favor of KMD
+# Version and CUDA UMD Version"). The new spelling first, the old one for older drivers.
+_DRIVER_KEYS = ("KMD Version", "Driver Version")
+_CUDA_KEYS = ("CUDA UMD Version", "CUDA Version")
 _NOT_AVAILABLE = frozenset({"", "n/a", "[n/a]", "[not supported]", "not supported", "[unknown]"})
 _VERSION_RE = re.compile(r"^\d+\.\d+(?:\.\d+)*$")
 _KILL_GRACE_S = 1.0
@@ -210,11 +216,16 @@ def _parse_query(out: _Output) -> Union[_Parsed, HostProblem]:
     return _Parsed(tuple(gpus), driver, tuple(missing))
 
 
-def _log_field(text: str, key: str) -> Optional[str]:
-    """A ``Key : value`` line of ``nvidia-smi -q``, if it holds a version number."""
-    match = re.search(rf"^\s*{re.escape(key)}\s*:\s*(\S+)", text, re.MULTILINE)
-    if match and _VERSION_RE.match(match.group(1)):
-        return match.group(1)
+def _log_field(text: str, keys: tuple[str, ...]) -> Optional[str]:
+    """The first of ``keys`` whose ``Key : value`` line of ``nvidia-smi -q`` holds a version number.
+
+    A deprecated field may keep its name with a note for a value ("[Deprecated; ...]"): that
+    is no version, so the next spelling is read.
+    """
+    for key in keys:
+        match = re.search(rf"^\s*{re.escape(key)}\s*:\s*(\S+)", text, re.MULTILINE)
+        if match and _VERSION_RE.match(match.group(1)):
+            return match.group(1)
     return None
 
 
@@ -223,8 +234,8 @@ def _no_compute_cap(smi: str, timeout_s: float, missing: tuple[str, ...], driver
     log = _run([smi, *_LOG_ARGS], timeout_s)
     cuda = None
     if isinstance(log, _Output) and log.returncode == 0:
-        driver = driver or _log_field(log.stdout, "Driver Version")
-        cuda = _log_field(log.stdout, "CUDA Version")
+        driver = driver or _log_field(log.stdout, _DRIVER_KEYS)
+        cuda = _log_field(log.stdout, _CUDA_KEYS)
     which = f" ({'; '.join(missing)})" if missing else ""
     problem = HostProblem(
         "nvidia-smi-no-compute-cap",
@@ -254,8 +265,10 @@ def _query(smi: str, timeout_s: float) -> SmiReport:
     log = _run([smi, *_LOG_ARGS], timeout_s)
     cuda: Optional[str] = None
     problem: Optional[HostProblem] = None
+    driver = parsed.driver_version
     if isinstance(log, _Output) and log.returncode == 0:
-        cuda = _log_field(log.stdout, "CUDA Version")
+        cuda = _log_field(log.stdout, _CUDA_KEYS)
+        driver = driver or _log_field(log.stdout, _DRIVER_KEYS)
     if cuda is None:
         reason = log.message if isinstance(log, HostProblem) else log.first_line
         problem = HostProblem(
@@ -269,7 +282,7 @@ def _query(smi: str, timeout_s: float) -> SmiReport:
             f"{'; '.join(parsed.without_compute_cap)}, so it is not listed",
         )
     return SmiReport(
-        driver_version=parsed.driver_version,
+        driver_version=driver,
         cuda_driver_version=cuda,
         gpus=parsed.gpus,
         problem=problem,

@@ -44,7 +44,8 @@ FAMILY_WITH_BUILD_INFO = ("torch", "torchvision", "torchaudio")  # the ones that
 
 # The one program pip-gpu runs in a target interpreter. Standard library only (the target may
 # have nothing else) until the marker values, which come from packaging's own
-# default_environment() run there. argv[1] is a JSON object saying what to read:
+# default_environment() run there. Its stdin is a JSON object saying what to read (not argv: a
+# lock of 50,000 packages to verify is more than one argument may hold, 128 KiB on Linux):
 #   installed: the distributions (name -> version), skipping pip's "~orch" leftovers
 #   verify:    names whose files are checked against their RECORD (presence, size, sha256)
 #   family:    names read as the target would import them: location and version.py's cuda/hip
@@ -53,7 +54,7 @@ FAMILY_WITH_BUILD_INFO = ("torch", "torchvision", "torchaudio")  # the ones that
 _PROBE = r"""
 import ast, base64, hashlib, json, os, re, sys, sysconfig
 import importlib.metadata as md, importlib.util as u
-ask = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+ask = json.loads(sys.stdin.read() or "{}")
 paths = sysconfig.get_paths()
 out = {"version": "%d.%d" % sys.version_info[:2], "prefix": sys.prefix, "base_prefix": sys.base_prefix,
        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
@@ -248,9 +249,10 @@ def _ask(
     env: Optional[Mapping[str, str]] = None,
 ) -> dict[str, Any]:
     """Run the probe in ``python``; its JSON answer. Raises OSError, TimeoutExpired, ValueError."""
-    argv = [str(python), *(["-I"] if isolated else []), "-c", _PROBE, json.dumps(request)]
+    argv = [str(python), *(["-I"] if isolated else []), "-c", _PROBE]
     done = subprocess.run(
         argv,
+        input=json.dumps(request),
         capture_output=True,
         text=True,
         timeout=timeout,

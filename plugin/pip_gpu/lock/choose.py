@@ -7,13 +7,14 @@ values into targets. Nothing here reads a file, starts a process or asks the net
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
 from packaging.markers import default_environment
 from packaging.pylock import Package
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from ..decide.plan import marker_environment
 from ..decide.rules import Decision, Policy, decide, request_from_requirements
@@ -29,6 +30,7 @@ __all__ = [
     "combine_targets",
     "covers",
     "environment_marker",
+    "family_gaps",
     "host_at",
     "marker_values",
     "no_variant_runs",
@@ -113,6 +115,50 @@ def selected(lock: LockFile, env: Mapping[str, str]) -> list[Package]:
     """The lock's packages whose markers hold in the target environment."""
     values = dict(env, extra="")
     return [p for p in lock.pylock.packages if p.marker is None or p.marker.evaluate(values)]
+
+
+def family_gaps(
+    packages: Sequence[Package],
+    targets: Sequence[LockTarget],
+    family: Collection[str],
+    actual: Optional[Mapping[str, str]] = None,
+) -> list[str]:
+    """Where a lock would not install its torch family, in words (empty: it always does).
+
+    A lock pip-gpu wrote installs torch on every target it covers, and holds no family entry
+    whose ``marker`` excludes every one of them; a ``marker`` added by hand that drops torch
+    (``sys_platform == 'win32'`` in a Linux lock) would install the rest without it.
+    ``actual``: the target interpreter's own marker values, checked too.
+    """
+    names = {canonicalize_name(name) for name in family}
+    members = [p for p in packages if canonicalize_name(str(p.name)) in names]
+    torches = [p for p in members if canonicalize_name(str(p.name)) == "torch"]
+    places: list[tuple[str, dict[str, str]]] = [
+        (str(t), marker_values(HostProfile(os=t.os, arch=t.arch, python_version=t.python_version)))
+        for t in targets
+    ]
+    if actual is not None:
+        places.append(("the target environment", dict(actual)))
+
+    def holds(package: Package, values: Mapping[str, str]) -> bool:
+        return package.marker is None or package.marker.evaluate(dict(values, extra=""))
+
+    problems: list[str] = []
+    if torches:
+        for where, values in places:
+            if not any(holds(p, values) for p in torches):
+                markers = " / ".join(str(p.marker) for p in torches if p.marker is not None)
+                problems.append(
+                    f"torch's marker ({markers}) leaves it out on {where}, which the lock covers: "
+                    "sync would install the rest without torch"
+                )
+    for package in members:
+        if package.marker is not None and places and not any(holds(package, v) for _, v in places):
+            problems.append(
+                f"{canonicalize_name(str(package.name))}'s marker {package.marker} holds on none of the "
+                "targets the lock covers"
+            )
+    return problems
 
 
 # --- choosing the lock for a host ------------------------------------------------------------

@@ -26,15 +26,17 @@ from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
 from packaging.pylock import Package
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from .. import __version__
 from ..children import (
     finished,
     private_command,
+    private_scratch,
     signal_of,
     start,
     stop_all,
+    wait_within,
 )
 from ..config import load_project_config
 from ..decide.plan import (
@@ -74,10 +76,11 @@ from ..requirements import (
     redact_url,
 )
 from ..route import InstallerCommand, Routing, uv_command
-from ..variant import parse_variant
+from ..variant import channel_index, parse_variant
 from .choose import (
     combine_targets,
     environment_marker,
+    family_gaps,
     host_at,
     marker_values,
     platform_marker,
@@ -87,7 +90,6 @@ from .choose import (
 __all__ = [
     "LockOptions",
     "lock",
-    "pip_index_settings",
     "published_variants",
     "relock",
     "user_index_args",
@@ -123,6 +125,7 @@ class LockOptions:
     python_versions: tuple[str, ...] = ()
     pytorch_index: Optional[str] = None
     host: HostFlags = field(default_factory=HostFlags)  # the GPU facts; targets come from above
+    channel: Optional[str] = None  # --channel: the locks' base is <index>/nightly or <index>/test
 
 
 def _variant_order(name: str) -> tuple[int, tuple[int, ...]]:
@@ -204,6 +207,10 @@ def lock(options: LockOptions) -> int:
     configured_index = os.environ.get("PIP_GPU_PYTORCH_INDEX") or load_project_config(cwd).pytorch_index
     if pytorch_index is None and not configured_index and recorded is not None and recorded.pytorch_index:
         pytorch_index = recorded.pytorch_index  # a re-lock reads the index it recorded
+    channel = options.channel or _recorded_channel(recorded.pytorch_index if recorded else None)
+    if channel not in (None, "stable"):  # the channel's folder is the base the locks record
+        base = pytorch_index or configured_index or load_knowledge().pytorch_index
+        pytorch_index = channel_index(base, channel)
     host = host_at(this_host, targets[0])
     knowledge = load_knowledge()
     if options.fleet:
@@ -266,6 +273,14 @@ def _lock_context() -> Any:
 
 def _relative(path: Path, directory: Path) -> str:
     return Path(os.path.relpath(path.resolve(), directory.resolve())).as_posix()
+
+
+def _recorded_channel(recorded_index: Optional[str]) -> Optional[str]:
+    """The channel a lock was made on: its recorded base ends in ``/nightly`` or ``/test``."""
+    from urllib.parse import urlsplit
+
+    folder = urlsplit(recorded_index or "").path.rstrip("/").rsplit("/", 1)[-1]
+    return folder if folder in ("nightly", "test") else None
 
 
 def _variants_to_lock(
@@ -452,7 +467,7 @@ def relock(
     upgrade_args += [arg for name in upgrade_packages for arg in ("--upgrade-package", name)]
     uv = uv_binary()
     workers = max(1, min(len(jobs), 4))
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-lock-") as scratch, ThreadPoolExecutor(workers) as pool:
+    with private_scratch("lock") as scratch, ThreadPoolExecutor(workers) as pool:
         futures = [
             pool.submit(_resolve_shown, job, uv, upgrade_args, Path(scratch) / str(i))
             for i, job in enumerate(jobs)
@@ -491,7 +506,15 @@ def relock(
         texts.append((lock_path(directory, variant), render_lock(document)))
         merged_by_variant.append(merged)
     # every file, or (a full disk, or a lock sync would refuse) none
-    changed = write_locks(texts, [m.name for m in knowledge.family])
+    family = [m.name for m in knowledge.family]
+    _check_family_contents(
+        [(path, merged) for (path, _), merged in zip(texts, merged_by_variant)],
+        frozenset(canonicalize_name(name) for name in family),
+        [job.plan.pytorch_index for job in jobs],
+    )
+    changed = write_locks(
+        texts, family, lambda packages, record: family_gaps(packages, record.covered, family)
+    )
     written: list[LockFile] = []
     for (path, _), was_changed, merged in zip(texts, changed, merged_by_variant):
         torch = _version_of(merged, "torch")
@@ -505,6 +528,72 @@ def relock(
         )
         written.append(lock)
     return written
+
+
+def _with_credentials_of(url: str, indexes: Sequence[str]) -> str:
+    """``url`` with the user and password of the index on its origin (the lock holds none)."""
+    from urllib.parse import quote
+
+    from ..redact import split_userinfo, url_origin
+
+    for index in indexes:
+        bare, _, user, password = split_userinfo(index)
+        if (user or password) and url_origin(bare) == url_origin(url):
+            scheme, _, rest = url.partition("://")
+            return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+    return url
+
+
+def _check_family_contents(
+    documents: Sequence[tuple[Path, Mapping[str, Any]]], family: frozenset[str], indexes: Sequence[str]
+) -> None:
+    """Refuse to write a lock whose family wheels hold another project or version than their
+    entry says (a ``+cpu`` torch behind a ``+cu124`` file name), as ``sync --installer pip``
+    refuses it after downloading: each wheel's own METADATA is read from the index first
+    (range requests: a few kB of a 2 GB wheel)."""
+    from ..decide.index import IndexError_, wheel_metadata
+
+    wheels = [
+        (path, str(package["name"]), str(package.get("version", "")), wheel)
+        for path, document in documents
+        for package in document.get("packages", [])
+        if canonicalize_name(str(package.get("name", ""))) in family
+        for wheel in package.get("wheels", [])
+        if wheel.get("url")
+    ]
+
+    def read(item: tuple[Path, str, str, Mapping[str, Any]]) -> Optional[str]:
+        path, name, version, wheel = item
+        url = str(wheel["url"])
+        shown = str(wheel.get("name") or url.rsplit("/", 1)[-1])
+        try:
+            found_name, found_version = wheel_metadata(
+                _with_credentials_of(url, indexes), sha256=(wheel.get("hashes") or {}).get("sha256")
+            )
+        except IndexError_ as exc:
+            return f"{path.name}: {name}'s file {shown}: {exc.message}"
+        try:
+            same_version = Version(found_version) == Version(version)
+        except InvalidVersion:
+            same_version = False
+        if canonicalize_name(found_name) != canonicalize_name(name) or not same_version:
+            return (
+                f"{path.name}: {name}'s file {shown} holds {found_name or '?'} {found_version or '?'}, "
+                f"not {name} {version}"
+            )
+        return None
+
+    if not wheels:
+        return
+    with ThreadPoolExecutor(min(8, len(wheels))) as pool:
+        problems = [problem for problem in pool.map(read, wheels) if problem]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise PipGpuError(
+            f"refusing to write the locks: {shown}",
+            "the index serves files that are not what their names say (check the index and "
+            "--pytorch-index); nothing was written",
+        )
 
 
 def _version_of(pylock: Mapping[str, Any], name: str) -> Optional[str]:
@@ -649,7 +738,7 @@ def _resolve(
         with private_command(command.argv, os.environ) as (argv, env):
             process = start(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
-                stdout, stderr = process.communicate()
+                _, stdout, stderr = wait_within(process, f"resolving {job.variant}", capture=True)
             finally:
                 finished(process)
         if process.returncode != 0:
@@ -810,71 +899,13 @@ def _annotated_indexes(
     return "", indexes
 
 
-_UV_INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS")
-
-
 def user_index_args(env: Mapping[str, str]) -> list[str]:
-    """uv options for the indexes a pip user has configured, when uv has none of its own.
+    """uv options for the user's indexes, by the one rule every command follows
+    (:func:`pip_gpu.config.user_indexes`): a team that installs with pip keeps its mirror in
+    ``PIP_INDEX_URL`` or ``pip.conf``, and the lock must come from that mirror, not pypi.org."""
+    from ..config import user_indexes
 
-    ``lock`` resolves with uv, but a team that installs with pip keeps its mirror in
-    ``PIP_INDEX_URL`` or ``pip.conf``; the lock must come from that mirror, not pypi.org.
-    uv's own settings (``UV_*`` variables, ``uv.toml``) win when present. pip merges all
-    its indexes and takes the best version from any of them, so the translation does too
-    (the torch family is routed by name and unaffected).
-    """
-    if any(env.get(name) for name in _UV_INDEX_VARIABLES):
-        return []
-    settings = pip_index_settings(env)
-    args: list[str] = []
-    if settings.get("index-url"):
-        args += ["--default-index", settings["index-url"][0]]
-    for url in settings.get("extra-index-url", []):
-        args += ["--index", url]
-    for link in settings.get("find-links", []):
-        args += ["--find-links", link]
-    if settings.get("extra-index-url"):
-        args += ["--index-strategy", "unsafe-best-match"]
-    return args
-
-
-def pip_index_settings(env: Mapping[str, str]) -> dict[str, list[str]]:
-    """pip's ``index-url``, ``extra-index-url`` and ``find-links``, from its files and variables.
-
-    Read as pip documents it (pip.pypa.io, "Configuration"): the global, user and
-    site files in that order, ``PIP_CONFIG_FILE`` last (``os.devnull``: none at all), each
-    file's ``[install]`` section over its ``[global]`` one, and ``PIP_*`` variables over all.
-    """
-    import configparser
-
-    chosen = env.get("PIP_CONFIG_FILE")
-    files: list[Path] = []
-    if chosen != os.devnull:
-        xdg_dirs = env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep)
-        files += [Path(d) / "pip" / "pip.conf" for d in xdg_dirs] + [Path("/etc/pip.conf")]
-        home = Path(env.get("HOME", str(Path.home())))
-        files += [home / ".pip" / "pip.conf"]
-        files += [Path(env.get("XDG_CONFIG_HOME", str(home / ".config"))) / "pip" / "pip.conf"]
-        if env.get("VIRTUAL_ENV"):
-            files.append(Path(env["VIRTUAL_ENV"]) / "pip.conf")
-        if chosen:
-            files.append(Path(chosen))
-    settings: dict[str, list[str]] = {}
-    for path in files:
-        parser = configparser.RawConfigParser()
-        try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, OSError, UnicodeDecodeError):
-            continue
-        for section in ("global", "install"):
-            if parser.has_section(section):
-                for key in ("index-url", "extra-index-url", "find-links"):
-                    if parser.has_option(section, key):
-                        settings[key] = parser.get(section, key).split()
-    for key in ("index-url", "extra-index-url", "find-links"):
-        value = env.get("PIP_" + key.upper().replace("-", "_"))
-        if value:
-            settings[key] = value.split()
-    return settings
+    return user_indexes(env).args_for("uv")
 
 
 # --- pip-gpu install writes the decision back ------------------------------------------------

@@ -35,6 +35,7 @@ from ..lockfile import (
     find_lock_family,
     lock_problems,
     recorded_lines,
+    strip_credentials,
     write_atomically,
 )
 from ..requirements import read_regular_file, read_requirements_file
@@ -43,6 +44,7 @@ from ..variant import Variant
 from .choose import (
     choose_lock,
     covers,
+    family_gaps,
     no_variant_runs,
     not_covered,
     selected,
@@ -60,6 +62,7 @@ __all__ = [
     "check",
     "check_environment",
     "differences",
+    "index_moved",
     "probe_installed",
     "stale_reasons",
     "sync",
@@ -81,6 +84,7 @@ class SyncOptions:
     system: bool = False
     locked: bool = False  # refuse a lock its inputs no longer match
     host: HostFlags = field(default_factory=HostFlags)
+    trust_lock_index: bool = False  # install from the recorded PyTorch index, whatever is configured
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class CheckOptions:
     python: Optional[str] = None
     system: bool = False
     host: HostFlags = field(default_factory=HostFlags)
+    trust_lock_index: bool = False
 
 
 def _say(message: str) -> None:
@@ -242,22 +247,67 @@ def stale_reasons(family: Sequence[LockFile], directory: Path) -> list[str]:
     return list(dict.fromkeys(reasons))
 
 
-def _foreign_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> list[str]:
-    """Files that do not come from the indexes the lock records, in words: see
-    :func:`pip_gpu.lockfile.lock_problems`."""
-    return lock_problems(packages, lock.record, [m.name for m in knowledge.family])
+def _foreign_sources(
+    lock: LockFile,
+    packages: Sequence[Package],
+    knowledge: Knowledge,
+    markers: Optional[Mapping[str, str]] = None,
+) -> list[str]:
+    """Files that do not come from the indexes the lock records (see
+    :func:`pip_gpu.lockfile.lock_problems`), and markers that leave the torch family out of a
+    target the lock covers (:func:`pip_gpu.lock.choose.family_gaps`), in words."""
+    family = [m.name for m in knowledge.family]
+    return [
+        *lock_problems(packages, lock.record, family),
+        *family_gaps(packages, lock.record.covered, family, markers),
+    ]
 
 
-def _check_sources(lock: LockFile, packages: Sequence[Package], knowledge: Knowledge) -> None:
-    """Refuse, before installing, a lock that points outside the indexes it records."""
-    problems = _foreign_sources(lock, packages, knowledge)
+def _check_sources(
+    lock: LockFile, packages: Sequence[Package], knowledge: Knowledge, markers: Mapping[str, str]
+) -> None:
+    """Refuse, before installing, a lock that points outside the indexes it records or that
+    would leave torch out here."""
+    problems = _foreign_sources(lock, packages, knowledge, markers)
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise UsageError(
-            f"{lock.path.name} points outside the indexes it records: {shown}; nothing was installed",
+            f"{lock.path.name} is not what pip-gpu lock writes: {shown}; nothing was installed",
             "the file was edited or tampered with: restore it from version control, or re-resolve it "
             "with pip-gpu lock",
         )
+
+
+TRUST_LOCK_INDEX_FLAG = "--trust-lock-index"
+
+
+def index_moved(family: Sequence[LockFile], directory: Path) -> list[str]:
+    """Locks whose recorded PyTorch index is not the one configured here, in words.
+
+    ``PIP_GPU_PYTORCH_INDEX`` or ``[tool.pip-gpu] pytorch-index`` says where the torch family
+    comes from; a lock re-pointed at another server (every URL, hash and the recorded index
+    edited consistently) passes every check a lock makes of itself, so the configured index
+    is the one fact outside the file. Nothing configured: the recorded index is the lock's.
+    """
+    from ..redact import redact_url
+
+    variable = os.environ.get("PIP_GPU_PYTORCH_INDEX")
+    configured, source = (
+        (variable, "PIP_GPU_PYTORCH_INDEX")
+        if variable
+        else (load_project_config(directory).pytorch_index, "[tool.pip-gpu] pytorch-index")
+    )
+    if not configured:
+        return []
+    wanted = strip_credentials(configured).rstrip("/")
+    # a lock made with --channel nightly (or test) records that channel's folder of the index
+    same = {wanted, f"{wanted}/nightly", f"{wanted}/test"}
+    return [
+        f"{lock.path.name} was locked from the PyTorch index {redact_url(lock.record.inputs.pytorch_index)}, "
+        f"but {source} names {redact_url(configured)}"
+        for lock in family
+        if strip_credentials(lock.record.inputs.pytorch_index).rstrip("/") not in same
+    ]
 
 
 def _check_environments(lock: LockFile, installed: Installed) -> None:
@@ -291,6 +341,13 @@ def sync(options: SyncOptions) -> int:
         raise UsageError(
             "--locked: " + "; ".join(stale), "re-resolve with pip-gpu lock, or sync without --locked"
         )
+    moved = [] if options.trust_lock_index else index_moved(family, directory)
+    if moved:
+        raise UsageError(
+            "; ".join(moved) + "; nothing was installed",
+            "re-lock from the configured index with pip-gpu lock, or pass "
+            f"{TRUST_LOCK_INDEX_FLAG} to install from the index the lock records",
+        )
     for reason in stale:
         _say(f"pip-gpu: warning: {reason}")
     covering = [lock for lock in family if covers(lock, host)]
@@ -305,7 +362,7 @@ def sync(options: SyncOptions) -> int:
     installer = choose_installer(options.installer, config.installer, target)
     installed = probe_installed(target.python)
     _check_environments(lock, installed)
-    _check_sources(lock, lock.pylock.packages, knowledge)  # every package, before anything changes
+    _check_sources(lock, lock.pylock.packages, knowledge, installed.markers)  # before anything changes
     _say(
         f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})\n"
         f"pip-gpu: this host runs {lock.variant}: installing {lock.path.name} with {installer}"
@@ -577,7 +634,9 @@ class CheckReport:
     target: TargetEnv
 
 
-def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> LockCheck:
+def check_environment(
+    directory: Path, target: TargetEnv, host: HostProfile, *, trust_lock_index: bool = False
+) -> LockCheck:
     """Compare an environment with the lock chosen for ``host`` (``check`` and ``doctor``)."""
     if not find_lock_family(directory) and (directory / "uv.lock").is_file():
         from ..uv_lock import check_uv_project
@@ -590,6 +649,11 @@ def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> 
     locked = {canonicalize_name(str(p.name)) for lock in family for p in lock.pylock.packages}
     installed = probe_installed(target.python, verify=sorted(locked | family_names))
     problems = list(stale_reasons(family, directory))
+    if not trust_lock_index:
+        problems.extend(
+            f"{reason} (pip-gpu sync refuses it without {TRUST_LOCK_INDEX_FLAG})"
+            for reason in index_moved(family, directory)
+        )
     unfinished = _unfinished_sync(target.prefix)
     if unfinished:
         problems.append(unfinished)
@@ -618,7 +682,8 @@ def check_environment(directory: Path, target: TargetEnv, host: HostProfile) -> 
             problems.append(str(refusal.hint))
     if lock is not None:
         problems.extend(
-            f"{lock.path.name}: {p}" for p in _foreign_sources(lock, lock.pylock.packages, knowledge)
+            f"{lock.path.name}: {p}"
+            for p in _foreign_sources(lock, lock.pylock.packages, knowledge, installed.markers)
         )
         # every package: a removed dependency or an added one is a difference too
         problems.extend(differences(lock, installed, runs_here=runs_here))
@@ -640,7 +705,11 @@ def check(options: CheckOptions) -> CheckReport:
     """How the target environment differs from the lock chosen for the host."""
     directory = _directory(options.cwd, options.lock_dir)
     target, host = _target_and_host(options.python, options.system, options.host, options.cwd)
-    return CheckReport(check_environment(directory, target, host), directory, target)
+    return CheckReport(
+        check_environment(directory, target, host, trust_lock_index=options.trust_lock_index),
+        directory,
+        target,
+    )
 
 
 def _lock_meant_for(family: Sequence[LockFile], installed: Installed, prefix: Path) -> Optional[LockFile]:

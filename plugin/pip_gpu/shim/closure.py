@@ -267,19 +267,9 @@ _PIP_TRANSLATED = frozenset({"index-url", "extra-index-url", "find-links", "no-i
 
 def _pip_config_files(env: Mapping[str, str]) -> list[Path]:
     """The files pip reads its settings from, lowest priority first (pip's documented order)."""
-    given = env.get("PIP_CONFIG_FILE")
-    if given is not None and given in (os.devnull, ""):
-        return []
-    home = Path.home()
-    xdg_dirs = env.get("XDG_CONFIG_DIRS", "/etc/xdg").split(os.pathsep)
-    files = [Path(d) / "pip" / "pip.conf" for d in reversed(xdg_dirs)] + [Path("/etc/pip.conf")]
-    user_config = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
-    files += [home / ".pip" / "pip.conf", user_config / "pip" / "pip.conf"]
-    if env.get("VIRTUAL_ENV"):
-        files.append(Path(env["VIRTUAL_ENV"]) / "pip.conf")
-    if given:
-        files.append(Path(given))
-    return files
+    from ..config import pip_config_files
+
+    return pip_config_files(env)
 
 
 def pip_settings(env: Mapping[str, str], command: str = "install") -> Optional[dict[str, str]]:

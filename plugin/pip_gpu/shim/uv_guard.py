@@ -302,7 +302,7 @@ def _setup(
             own = [str(plan.decision.variant)] if plan.decision.ok else []
             variants = list(dict.fromkeys([*own, *configured]))
     # the host is this machine, detected; the step prints nothing
-    uv_setup(
+    result = uv_setup(
         UvSetupOptions(
             requirements=tuple(requirements),
             variants=tuple(variants) if variants else None,
@@ -315,6 +315,8 @@ def _setup(
         f"{', '.join(written)} for {', '.join(requirements)})",
         file=sys.stderr,
     )
+    for note in result.notes:  # a companion left to the other indexes, say
+        print(f"pip-gpu: note: {note}", file=sys.stderr)
     return written
 
 
