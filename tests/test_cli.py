@@ -80,6 +80,15 @@ def test_no_nvidia_library_means_no_nvidia_gpu(host_env, no_nvml_dir: Path) -> N
     assert host["driver_version"] is None and host["nvidia_gpus"] == [] and host["problems"] == []
     decision = json.loads(pip_gpu("explain", "torch==2.5.1", "--json", env=env).stdout)
     assert decision["variant"] == "cpu"
+    procfs = env["PIP_GPU_PROCFS_ROOT"]
+    looked = (
+        "not found: looked in NVML (libnvidia-ml.so.1: not found), "
+        f"{procfs}/driver/nvidia/version (absent), nvidia-smi (not on PATH)"
+    )
+    assert host["sources"]["driver_version"] == looked
+    text = pip_gpu("detect", env=env).stdout.splitlines()
+    assert text[1] == f"Driver     no NVIDIA driver   [{looked}]"  # where it looked, in words
+    assert pip_gpu("detect", "--no-gpu", env=env).stdout.splitlines()[1] == "Driver     none   [--no-gpu]"
 
 
 # --- explain -------------------------------------------------------------------------------
@@ -95,6 +104,32 @@ def test_explain_headline_case_from_the_readme() -> None:
     assert decision["host"]["driver_version"] == "535.104.05"
     assert {"variant", "torch", "ok", "reason"} <= set(decision["candidates"][0])
     assert "error" not in decision
+
+
+def test_explain_json_candidates_say_the_version_and_which_was_chosen() -> None:
+    decision = json.loads(pip_gpu("explain", "torch==2.5.1", *A100_ON_535, "--json").stdout)
+    assert decision["schema_version"] == 1
+    assert (decision["torch"], decision["release"]) == ("2.5.1", "2.5")
+    chosen = [c for c in decision["candidates"] if c["chosen"]]
+    assert [(c["variant"], c["torch"], c["release"]) for c in chosen] == [("cu124", "2.5.1", "2.5")]
+    assert all(c["torch"] == "2.5.1" for c in decision["candidates"])  # as the top level says
+
+
+def test_explain_says_when_nothing_in_the_request_needs_torch(tmp_path: Path) -> None:
+    text = pip_gpu("explain", "numpy", "--no-gpu", "--offline", cwd=tmp_path).stdout.splitlines()
+    assert text[1] == (
+        "Note: nothing in the request needs torch (no torch-family package, and none of the others "
+        "requires one): this is the build a torch-family package would get here"
+    ), text
+    notes = json.loads(pip_gpu("explain", "numpy", "--no-gpu", "--offline", "--json", cwd=tmp_path).stdout)[
+        "notes"
+    ]
+    assert any(n.startswith("nothing in the request needs torch") for n in notes)
+    asked = pip_gpu("explain", "torch==2.5.1", "--no-gpu", cwd=tmp_path).stdout
+    assert "nothing in the request needs torch" not in asked
+    # builds for another kind of GPU do not "run" on this one: no "runs" next to "no"
+    assert "runs, but" not in asked
+    assert "rocm6.2  no       for an AMD GPU, and this host has none (it would run on the CPU)" in asked
 
 
 def test_explain_decides_from_detected_gpus(host_env) -> None:  # type: ignore[no-untyped-def]

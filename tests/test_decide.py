@@ -183,6 +183,27 @@ def test_rtx_5090_is_not_given_a_build_without_blackwell_kernels() -> None:
     assert "torch==2.11.*" in decision.blocker.hint or "torch==2.1" in decision.blocker.hint
 
 
+def test_a_blackwell_board_on_a_driver_older_than_blackwell_is_told_the_driver_it_needs() -> None:
+    """No 535 driver drives an RTX 5090 (R570 came with CUDA 12.8, the first for sm_120): the
+    way out is the driver the GPU needs, never an older torch release."""
+    for request in ("torch==2.5.1", "torch"):
+        decision = run(request, on=host("535.104.05", (RTX5090,)))
+        assert not decision.ok and decision.blocker is not None
+        assert decision.blocker.message.startswith(f"no build of {request} runs on this host: ")
+        assert decision.blocker.message.endswith(
+            "(sm_120) needs an NVIDIA driver >= 570.26 on linux, the first for Blackwell (consumer) "
+            "GPUs (CUDA 12.8); driver 535.104.05 predates it"
+        )
+        assert decision.blocker.hint.startswith("upgrade the NVIDIA driver to >= 570.26")
+        assert "use torch" not in decision.blocker.hint
+    assert run("torch", on=host("570.26", (RTX5090,))).ok
+    # A driver too old for every build anyway keeps the builds' own minimum as the way out.
+    old = run("torch==2.5.1", on=host("440.33.01", (A100,)))
+    assert old.blocker is not None and old.blocker.hint.startswith(
+        "upgrade the NVIDIA driver to >= 450.80.02"
+    )
+
+
 def test_rtx_5090_open_requirement_gets_a_release_with_sm_120() -> None:
     decision = run("torch", on=host("570.124.06", (RTX5090,)))
     assert decision.ok and decision.build is not None and decision.build.sass is not None

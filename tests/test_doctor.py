@@ -760,15 +760,45 @@ def test_host_flags_skip_nvml(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -
 # --- --import ------------------------------------------------------------------------------
 
 
-def test_a_torch_file_changed_in_place_is_damage(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
-    """Same size, other bytes: only the RECORD's sha256 tells; no lock is needed to see it."""
+def _torch_copy(envs: Envs, tmp_path: Path) -> Path:
+    """A venv holding a copy of the cu124 environment's packages, free to damage."""
     python = make_venv(tmp_path / "venv", with_pip=False)
     shutil.copytree(site_packages(envs.cu124), site_packages(python), dirs_exist_ok=True)
-    version_py = site_packages(python) / "torch" / "version.py"
-    text = version_py.read_bytes()
-    version_py.write_bytes(text.replace(b"12.4", b"11.8"))
-    assert len(version_py.read_bytes()) == len(text)
+    return python
 
+
+def _change_in_place(path: Path, old: bytes, new: bytes) -> None:
+    text = path.read_bytes()
+    assert old in text and len(old) == len(new)
+    path.write_bytes(text.replace(old, new))
+
+
+def test_a_torch_file_changed_in_place_is_damage(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
+    """Same size, other bytes: only the RECORD's sha256 tells; no lock is needed to see it.
+
+    By default the files that name the build (``version.py``) are hashed; any other file is
+    hashed with ``--verify-files`` only, and its size is compared always."""
+    python = _torch_copy(envs, tmp_path)
+    init = site_packages(python) / "torch" / "cuda" / "__init__.py"
+    _change_in_place(init, b"return False", b"return True ")
+    damaged = "torch 2.5.1+cu124 is damaged: 0 of its 8 files are missing and 1 differ from its RECORD"
+
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python)
+    assert out.rc == 0 and out.data["healthy"] is True, out.stdout
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python, args=["--verify-files"])
+    assert out.rc == 1 and out.verdict.startswith(damaged), out.verdict
+
+    init.write_bytes(init.read_bytes() + b"# grown\n")  # another size: seen without hashing
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python)
+    assert out.rc == 1 and out.verdict.startswith(damaged), out.verdict
+
+
+def test_a_build_file_changed_in_place_is_damage_by_default(
+    envs: Envs, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    """``version.py`` says which build this is: its sha256 is checked without ``--verify-files``."""
+    python = _torch_copy(envs, tmp_path)
+    _change_in_place(site_packages(python) / "torch" / "version.py", b"12.4", b"11.8")
     out = doctor_run(tmp_path, fake_nvml_dir, python=python)
     assert out.rc == 1
     assert out.verdict.startswith(
@@ -819,7 +849,9 @@ def test_the_doctor_step_reads_the_target_and_the_machine_it_is_given(envs: Envs
     assert report.healthy and report.exit_status == 0, report.verdict
     assert report.target is not None and report.target.python == envs.cu124
     assert report.host is not None and report.host.python_version == report.target.python_version
-    assert report.verdict.startswith("healthy: torch 2.5.1+cu124 runs on this machine's 1 NVIDIA GPU")
+    assert report.verdict.startswith(
+        "healthy: torch 2.5.1+cu124 runs on the host the flags describe, with 1 NVIDIA GPU"
+    )
     assert "import" not in [f.check for f in report.findings]
     empty = doctor(DoctorOptions(host=flags, python=str(envs.empty), run_import=True, cwd=tmp_path, env=env))
     assert (empty.findings[-1].check, empty.findings[-1].status) == ("import", "skipped")
@@ -925,6 +957,17 @@ def test_check_sync_and_doctor_agree_when_no_lock_runs_on_the_host(
     assert check.returncode == 1
     assert "no lock in" in check.stdout and "runs on this host" in check.stdout
     assert "the lock for this machine" not in check.stdout
+    as_json = run(
+        [*command, "check", "--json", "--python", str(envs.cu124), *old_driver],
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    data = json.loads(as_json.stdout)
+    assert data["schema_version"] == 1 and data["fix"].startswith(
+        "lock a build that runs here: pip-gpu lock --variants"
+    )
+    assert check.stdout.splitlines()[-1] == f"  fix: {data['fix']}"  # the text says what the JSON says
     sync = run(
         [*command, "sync", "--python", str(envs.cu124), *old_driver], env=env, cwd=tmp_path, check=False
     )

@@ -505,7 +505,8 @@ def test_the_build_covers_the_gpu() -> None:
 
 
 def test_a_gpu_too_new_for_the_build() -> None:
-    status, summary, fix = seen(check_gpu_architecture(facts(host_profile=host(nvidia_gpus=(RTX_5090,)))))
+    on_570 = host(nvidia_gpus=(RTX_5090,), driver_version="570.124.06", cuda_driver_version="12.8")
+    status, summary, fix = seen(check_gpu_architecture(facts(host_profile=on_570)))
     assert status == FAILURE
     assert summary.startswith(
         "NVIDIA GeForce RTX 5090 (sm_120) is too new for torch 2.5.1+cu124, which carries "
@@ -757,6 +758,26 @@ def test_a_container_without_gpus() -> None:
         OK,
         "in a container without GPUs, with no CUDA build to use them",
         None,
+    )
+
+
+def test_a_container_without_gpus_checked_for_the_host_the_flags_describe() -> None:
+    """``doctor --driver ... --compute-capability ...`` in a CPU container (CI checking for a
+    fleet): the GPUs are the flags' host's, so the verdict is healthy without a "will run on
+    the CPU" beside it, and it says whose GPUs they are."""
+    without = container(nvidia_nodes=(), nvidia_pci=(), nvidia_visible_devices="void")
+    given = host(sources={"driver_version": "--driver", "nvidia_gpus": "--compute-capability"})
+    flagged = facts(host_profile=given, machine_facts=without)
+    assert seen(check_container(flagged)) == (
+        SKIPPED,
+        "in a container without GPUs; the NVIDIA facts come from flags, so this container is not the "
+        "host checked",
+        None,
+    )
+    report = diagnose(flagged)
+    assert report.healthy and "CPU" not in report.verdict
+    assert (
+        report.verdict == f"healthy: torch 2.5.1+cu124 runs on the host the flags describe, with {GPU_HOST}"
     )
 
 

@@ -47,6 +47,9 @@ def test_each_node_gets_a_build_that_runs_and_the_5090_is_named_unserved(tmp_pat
     assert plan["variants"] == ["cu124", "cu118", "cpu"]
     [unserved] = [n for n in plan["nodes"] if n["variant"] is None]
     assert "sm_120" in unserved["reason"] and "not covered" in unserved["reason"]
+    assert "use torch 2.13" in unserved["reason"]  # the ways out a fleet plan can take ...
+    assert "--variant" not in unserved["reason"]  # ... and not fleet plan's missing --variant
+    assert plan["schema_version"] == 1
 
 
 def test_fewest_serves_the_same_nodes_with_cu118_and_cpu(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ def kb():
 def _rows(raw: dict[str, Any]):
     """Every sourced row of the raw file, with a label for failure messages."""
     keys = ("cuda_drivers", "minor_version_compat", "driver_branches", "family", "gpus", "amd_device_ids")
-    for key in keys:
+    for key in (*keys, "gpu_drivers"):
         for i, row in enumerate(raw[key]):
             yield f"{key}[{i}]", row
     for rel in raw["releases"]:

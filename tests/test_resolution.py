@@ -223,3 +223,90 @@ def test_a_lock_of_a_package_that_pins_torch_locks_that_torch(env, fixture_index
         lock = tomllib.loads((tmp_path / f"pylock.{variant}.toml").read_text())
         torch = next(p for p in lock["packages"] if p["name"] == "torch")
         assert torch["version"] == f"2.5.1+{variant}"
+
+
+# --- the reading happens in the world the install uses (issue 27) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_without_torch(fixture_index) -> str:  # type: ignore[no-untyped-def]
+    """A default index with everything the stand-in PyPI has but torch."""
+    from support.index import pytorch_index
+
+    return fixture_index.base_url + pytorch_index.build_default_without_torch(fixture_index.tree)
+
+
+@pytest.fixture(scope="module")
+def torchaudio_behind(fixture_index) -> str:  # type: ignore[no-untyped-def]
+    """A PyTorch-index mirror whose only torchaudio is 2.4.1 (which requires torch==2.4.1)."""
+    from support.index import pytorch_index
+
+    base = pytorch_index.build_variant_mirror(fixture_index.tree, "audio-behind", {"torchaudio": ("2.4.1",)})
+    return fixture_index.base_url + base
+
+
+def test_a_default_index_without_torch_still_gets_the_torch_a_package_pins(  # type: ignore[no-untyped-def]
+    env, installer_venv, default_without_torch: str
+) -> None:
+    env = {**env, "PIP_INDEX_URL": default_without_torch, "UV_DEFAULT_INDEX": default_without_torch}
+    done = install(installer_venv, "fixture-llm==0.6.4.post1", *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "fixture-llm==0.6.4.post1 requires torch==2.5.1" in done.stderr
+    versions = installed_versions(installer_venv[1])
+    assert versions["torch"] == "2.5.1+cu124" and versions["fixture-llm"] == "0.6.4.post1"
+    explained = pip_gpu("explain", "fixture-llm==0.6.4.post1", *A100_ON_535, env=env)
+    assert explained.stdout.startswith("torch 2.5.1 -> cu124"), explained.stdout + explained.stderr
+    assert "not counted" not in explained.stdout + explained.stderr
+
+
+def test_a_companion_whose_metadata_needs_another_torch_is_one_error_line(  # type: ignore[no-untyped-def]
+    env, installer_venv, torchaudio_behind: str
+) -> None:
+    import time
+
+    started = time.monotonic()
+    done = install(
+        installer_venv,
+        "torch==2.5.1",
+        "torchaudio",
+        "--pytorch-index",
+        torchaudio_behind,
+        *A100_ON_535,
+        env=env,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("pip-gpu: error: ")]
+    assert len(errors) == 1, done.stderr
+    assert "torchaudio" in errors[0] and "torch==2.4.1" in errors[0] and "2.5.1" in errors[0], errors[0]
+    assert time.monotonic() - started < 60  # uv proves it; pip's backtracking is never waited on
+    assert "torch" not in installed_versions(installer_venv[1])
+
+
+def test_explain_of_a_file_whose_extra_index_cannot_be_reached_answers_and_names_it(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "common.txt").write_text("fixture-app\n")
+    (tmp_path / "cuda.txt").write_text(
+        f"-r common.txt\n--extra-index-url http://alice:s3cr3t@127.0.0.1:{port}/simple\nfixture-llm==0.6.4.post1\n"
+    )
+    done = pip_gpu("explain", "-r", "cuda.txt", *A100_ON_535, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    note = next(line for line in done.stdout.splitlines() if "not counted" in line)
+    assert f"127.0.0.1:{port}" in note and "cannot be reached" in note, note
+    assert "s3cr3t" not in done.stdout + done.stderr
+
+
+def test_torch_only_through_a_dependency_on_a_cpu_host_gets_the_newest_cpu_torch_the_index_has(  # type: ignore[no-untyped-def]
+    env, installer_venv
+) -> None:
+    """fixture-metrics asks torch>=2.0; the cpu index's newest torch is 2.6.0, far behind the
+    knowledge file's newest release: the reading and the decision take what the index has."""
+    done = install(installer_venv, "fixture-metrics", "--no-gpu", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "fixture-metrics==1.0.0 requires torch>=2.0" in done.stderr
+    assert installed_versions(installer_venv[1])["torch"] == "2.6.0+cpu"

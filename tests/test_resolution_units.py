@@ -81,17 +81,23 @@ def test_family_lines_keep_where_they_came_from() -> None:
 
 def test_uv_index_settings_become_pip_options_for_the_resolution() -> None:
     env = {"UV_DEFAULT_INDEX": "https://mirror/simple", "UV_INDEX": "team=https://team/simple"}
-    args = ["--index=extra=https://other/simple", "--find-links", "./wheels", "--no-index"]
+    args = ["--index=extra=https://other/simple", "--find-links", "./wheels"]
     assert index_args_for("uv", args, env) == (
         "--index-url", "https://mirror/simple",
         "--extra-index-url", "https://other/simple",
         "--find-links", "./wheels",
-        "--no-index",
         "--extra-index-url", "https://team/simple",
     )  # fmt: skip
-    assert index_args_for("pip", ["-i", "https://mirror/simple"], env) == (
-        "--index-url",
-        "https://mirror/simple",
+    # the one rule (config.user_indexes): uv's configuration counts whichever installer installs,
+    # and the command's own default index wins; --no-index leaves no default index
+    assert index_args_for("pip", ["-i", "https://mirror2/simple"], env) == (
+        "--index-url", "https://mirror2/simple",
+        "--extra-index-url", "https://team/simple",
+    )  # fmt: skip
+    assert index_args_for("uv", ["--no-index"], env) == (
+        "--no-index",
+        "--extra-index-url",
+        "https://team/simple",
     )
 
 
@@ -176,3 +182,54 @@ def test_pip_settings_become_uv_options_for_the_shims_quick_check(tmp_path: Path
     # a named config file is read last, after pip's usual places
     config = tmp_path / "pip.conf"
     assert _pip_config_files({"PIP_CONFIG_FILE": str(config), "HOME": str(tmp_path)})[-1] == config
+
+
+def test_the_users_indexes_go_to_uvs_environment_behind_the_family_index() -> None:
+    from pip_gpu.decide.resolution import reading_environment
+
+    args = ("--index-url", "https://alice:pw@mirror/simple", "--extra-index-url", "https://x/s?token=t")
+    env = reading_environment(
+        (*args, "--find-links", "./wheels"), {"UV_INDEX": "old=https://o"}, "file:///fam"
+    )
+    assert env["UV_DEFAULT_INDEX"] == "https://alice:pw@mirror/simple"
+    assert env["UV_INDEX"] == "pip-gpu-family=file:///fam https://x/s?token=t"  # the family first
+    assert env["UV_FIND_LINKS"] == "./wheels" and env["UV_INDEX_STRATEGY"] == "first-index"
+    # nothing given for the command: the indexes uv is set up with, else pip's
+    assert reading_environment((), {"PIP_INDEX_URL": "https://p/simple"}, None)["UV_DEFAULT_INDEX"] == (
+        "https://p/simple"
+    )
+
+
+def test_a_uv_resolution_says_who_brings_the_family_in() -> None:
+    from pip_gpu.decide.resolution import _parse_resolution
+
+    text = (
+        "fixture-llm==0.6.4.post1\n    # via -r request.txt\n    # from http://i/simple\n"
+        "./mylib-0.1-py3-none-any.whl\n    # via -r request.txt\n"
+        "torch==2.5.1+cu124\n    # via\n    #   fixture-llm\n    #   mylib\n    # from file:///fam\n"
+    )
+    entries = _parse_resolution(text)
+    assert entries[0] == ("fixture-llm", "==", "0.6.4.post1", ["-r request.txt"], "http://i/simple")
+    assert entries[1][:3] == ("", "@", "./mylib-0.1-py3-none-any.whl")
+    assert entries[2] == ("torch", "==", "2.5.1+cu124", ["fixture-llm", "mylib"], "file:///fam")
+
+
+def test_uvs_conflict_is_one_line_and_a_missing_index_is_named() -> None:
+    from pip_gpu.decide.resolution import ResolutionConflict, _failure
+
+    conflict = _failure(
+        "  \u00d7 No solution found when resolving dependencies:\n"
+        "  \u2570\u2500\u25b6 Because only torchaudio==2.4.1+cu124 is available and torchaudio==2.4.1+cu124 "
+        "depends on\n"
+        "      torch==2.4.1, we can conclude that all versions of torchaudio depend on torch==2.4.1.\n"
+        "      And because you require torch==2.5.1, we can conclude that your requirements are "
+        "unsatisfiable.\n"
+    )
+    assert isinstance(conflict, ResolutionConflict) and "\n" not in conflict.message
+    assert "torch==2.4.1" in conflict.message and "torch==2.5.1" in conflict.message
+    unreachable = _failure(
+        "error: Failed to fetch: `http://bob:pw@127.0.0.1:9/simple/x/`\n"
+        "  cause: Connection refused (os error 111)\n"
+    )
+    assert not isinstance(unreachable, ResolutionConflict)
+    assert "127.0.0.1:9" in unreachable.message and "pw" not in unreachable.message

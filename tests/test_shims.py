@@ -58,6 +58,9 @@ def test_shim_install_init_status_uninstall(tmp_path: Path) -> None:
     assert path == f"{folder}:/usr/bin:/bin"
     status = pip_gpu("shim", "status", "--dir", str(folder)).stdout
     assert "installed: pip, pip3, uv, uvx" in status
+    bare = pip_gpu("shim", "status", "--dir", str(folder), env={**os.environ, "PATH": str(tmp_path)}).stdout
+    assert "  uvx: NOT shimmed (no uvx on PATH at all: put the shims folder on PATH)" in bare, bare
+    assert "None" not in bare  # never Python's None in words for a person
     pip_gpu("shim", "uninstall", "--dir", str(folder))
     assert not folder.exists()
 
@@ -177,9 +180,11 @@ def test_pip_install_reads_requirements_files(
     (tmp_path / "requirements.txt").write_text("torch==2.5.1\n")
     env = shell_env([shims, real_bin(venv)], index_server, tmp_path, CPU_HOST)
     done = shell("pip install --dry-run -r requirements.txt", env, cwd=tmp_path)
-    assert (
-        "torch 2.5.1 -> cpu" in done.stderr and f"{index_server.pytorch_url}/cpu/torch-2.5.1" in done.stdout
-    )
+    assert "torch 2.5.1 -> cpu" in done.stderr
+    # pip's --dry-run keeps its meaning: pip's own list, of the routed files; nothing installed
+    assert "Would install" in done.stdout and "torch-2.5.1+cpu" in done.stdout, done.stdout
+    assert f"pip-gpu: target {venv.parent}/python" in done.stderr and "from the pip you ran)" in done.stderr
+    assert "torch" not in installed_versions(venv)
 
 
 def test_pip_unsupported_option_with_the_family_fails_closed(

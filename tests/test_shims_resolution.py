@@ -232,3 +232,17 @@ def test_uv_pip_compile_of_a_package_that_needs_torch_locks_the_host_build(  # t
     done = shell(f"uv pip compile {source} -o requirements.txt", env, cwd=folder)
     assert "the torch family comes from" in done.stderr
     assert "torch==2.5.1+cu124" in (folder / "requirements.txt").read_text()
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_a_dry_run_of_a_package_that_pulls_in_torch_and_torchvision_shows_the_build(  # type: ignore[no-untyped-def]
+    installer: str, shims: Path, index_server: IndexServer, tmp_path: Path
+) -> None:
+    """ultralytics-like (torchvision>=0.20, so torch too) on an A100 with driver 535: the dry run
+    shows the files it would install, settled, never "the dry run shows the runs unsettled"."""
+    env, python = user(installer, tmp_path, index_server, shims, CU124_HOST)
+    command = "pip install" if installer == "pip" else "uv pip install"
+    done = shell(f"{command} --dry-run fixture-vision-app", env, cwd=tmp_path)
+    assert "unsettled" not in done.stderr, done.stderr
+    assert re.search(r"torchvision(==0\.21\.\*| @ \S+/cu126/torchvision-0\.21\.0)", done.stdout), done.stdout
+    assert "torch" not in installed_versions(python)

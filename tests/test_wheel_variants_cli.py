@@ -4,13 +4,24 @@ wheels from a torch-like index served on 127.0.0.1 (tests/support/variant_index.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 from support.cli import assert_one_line_error, pip_gpu
 from support.fake_nvml import A100
 from support.index import fixture_env, make_venv, serve, site_packages
-from support.variant_index import VariantIndex, build_variant_index, variant_index_fixture  # noqa: F401
+from support.variant_index import (  # noqa: F401
+    PLAIN_PROJECT,
+    VariantIndex,
+    build_variant_index,
+    variant_index_fixture,
+)
 
 PASCAL = ("--driver", "580.65.06", "--compute-capability", "6.1")
 A100_535 = ("--driver", "535.104.05", "--compute-capability", "8.0")
@@ -189,6 +200,22 @@ def test_lock_then_sync_picks_the_label_per_host_and_check_verifies_it(
         pip_gpu("check", "--json", "--python", str(python), *PASCAL, env=env, cwd=project).stdout
     )
     assert data["ok"] is False and data["installed"] == {"torch": "2.9.0 variant cu130"}
+    assert data["variants"][0]["best"] == "cu126" and data["fix"].startswith("pip-gpu sync")
+    # the same venv after a driver downgrade: the label, and the property that no longer fits
+    old_driver = pip_gpu("check", "--python", str(python), "--driver", "470.57.02", env=env, cwd=project)
+    assert old_driver.returncode == 1
+    assert (
+        "torch 2.9.0 variant cu130 does not fit this host: nvidia :: cuda_version_lower_bound :: 13.0 "
+        "needs CUDA >= 13.0; driver 470.57.02 supports CUDA 11.4" in old_driver.stdout
+    )
+    assert "fix: pip-gpu sync" in old_driver.stdout  # no GPU given: the non-variant wheel fits
+    data = json.loads(
+        pip_gpu("check", "--json", "--python", str(python), *KEPLER, env=env, cwd=project).stdout
+    )
+    (torch,) = data["variants"]
+    assert torch["variant_label"] == "cu130" and torch["fits"] is False and torch["best"] is None
+    assert [f["feature"] for f in torch["failing"]] == ["cuda_version_lower_bound", "sm_arch"]
+    assert data["fix"].startswith("no locked label fits this host: upgrade the NVIDIA driver")
     # nothing fits: sync refuses and changes nothing
     none = pip_gpu("sync", "--python", str(python), *KEPLER, env=env, cwd=project)
     assert_one_line_error(none, "no locked wheel of torch 2.9.0 fits this host", "nothing was changed")
@@ -225,5 +252,93 @@ def test_the_flag_is_refused_twice_and_a_bad_url_is_bad_input(env: dict[str, str
 def test_only_the_family_comes_from_the_variant_index(
     variant_index: VariantIndex, env: dict[str, str]
 ) -> None:
-    done = pip_gpu("lock", "torch", "numpy", "--variant-index", variant_index.url, env=env)
-    assert_one_line_error(done, "numpy is not a family package")
+    done = pip_gpu("lock", PLAIN_PROJECT, "--variant-index", variant_index.url, env=env)
+    assert_one_line_error(done, "--variant-index: no torch-family package in the request")
+    flags = pip_gpu("lock", "torch", "--variant-index", variant_index.url, "--variants", "cu1", "-U", env=env)
+    assert_one_line_error(flags, "--variants, --upgrade does not apply")
+
+
+# --- install: --dry-run, -r and -c ------------------------------------------------------------
+
+
+def test_a_dry_run_shows_the_label_and_the_runs_and_installs_nothing(
+    variant_index: VariantIndex, env: dict[str, str], tmp_path: Path
+) -> None:
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    (tmp_path / "requirements.txt").write_text(f"torch==2.9.0\n{PLAIN_PROJECT}\n")
+    args = ("install", "-r", "requirements.txt", "--python", str(python))
+    args += ("--variant-index", variant_index.url)
+    done = pip_gpu(*args, "--dry-run", *PASCAL, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    wheel = f"{variant_index.url}/torch/torch-2.9.0-py3-none-any-cu126.whl"
+    assert f"torch 2.9.0 variant cu126: {wheel}" in done.stdout
+    assert "torch @ file://$d/torch-2.9.0-py3-none-any.whl" in done.stdout
+    assert PLAIN_PROJECT in done.stdout  # the rest, in the requirements file the run reads
+    data = json.loads(pip_gpu(*args, "--dry-run", "--json", *A100_535, env=env, cwd=tmp_path).stdout)
+    assert data["dry_run"] is True and data["variant_label"] == "cu121"
+    (command,) = data["commands"]
+    assert command["argv"][:3] == [command["argv"][0], "pip", "install"]  # uv: the venv has no pip
+    assert any(PLAIN_PROJECT in text and "torch" not in text for text in command["files"].values())
+    assert not (site_packages(python) / "torch").exists()
+    # a family constraint narrows the choice: nothing is left
+    (tmp_path / "constraints.txt").write_text("torch!=2.9.0\n")
+    narrowed = pip_gpu(*args, "-c", "constraints.txt", "--dry-run", *PASCAL, env=env, cwd=tmp_path)
+    assert_one_line_error(narrowed, "the variant index has no torch wheel for torch!=2.9.0,==2.9.0")
+    refused = pip_gpu(*args, "--json", *PASCAL, env=env, cwd=tmp_path)
+    assert_one_line_error(refused, "--json prints the plan of a dry run")
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_a_requirements_file_takes_the_family_from_the_variant_index_and_the_rest_from_yours(
+    variant_index: VariantIndex, env: dict[str, str], tmp_path: Path, installer: str
+) -> None:
+    python = make_venv(tmp_path / "venv", with_pip=installer == "pip")
+    (tmp_path / "requirements.txt").write_text(f"{PLAIN_PROJECT}>=1.0\ntorch; sys_platform == 'linux'\n")
+    done = pip_gpu(
+        "install", "-r", "requirements.txt", "--installer", installer, "--python", str(python),
+        "--variant-index", variant_index.url, *B200, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "installed torch 2.9.0 variant cu130" in done.stderr
+    assert landed(python) == "cu130"
+    assert (site_packages(python) / PLAIN_PROJECT / "__init__.py").is_file()
+
+
+# --- lock: the other packages, the targets ----------------------------------------------------
+
+
+def test_lock_records_the_other_packages_and_the_targets_and_sync_installs_them(
+    variant_index: VariantIndex, env: dict[str, str], tmp_path: Path
+) -> None:
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "requirements.txt").write_text("torch==2.9.0\n")  # tinyutil: torch's dependency
+    done = pip_gpu(
+        "lock", "-r", "requirements.txt", "--variant-index", variant_index.url, *PASCAL,
+        "--platform", "linux,windows", "--python-version", f"{here},3.12", env=env, cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"covers linux-x86_64-{here}, linux-x86_64-3.12, windows-x86_64-{here}" in done.stderr
+    document = tomllib.loads((project / "pylock.toml").read_text())
+    packages = {p["name"]: p for p in document["packages"]}
+    assert set(packages) == {"torch", PLAIN_PROJECT}
+    assert packages[PLAIN_PROJECT]["version"] == "1.0"
+    assert packages[PLAIN_PROJECT]["index"] == variant_index.server.pypi_url
+    assert packages[PLAIN_PROJECT]["wheels"][0]["hashes"]["sha256"]
+    assert len(document["environments"]) == 4
+    assert document["tool"]["pip-gpu"]["wheel-variants"]["requirement-files"] == ["requirements.txt"]
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    synced = pip_gpu("sync", "--python", str(python), *PASCAL, env=env, cwd=project)
+    assert synced.returncode == 0, synced.stderr
+    assert landed(python) == "cu126"
+    assert (site_packages(python) / PLAIN_PROJECT / "__init__.py").is_file()
+    checked = pip_gpu("check", "--python", str(python), *PASCAL, env=env, cwd=project)
+    assert checked.returncode == 0, checked.stdout
+    # a target the lock does not cover: check fails, sync refuses, both saying which it covers
+    other = pip_gpu(
+        "check", "--python", str(python), *PASCAL, "--python-version", "3.9", env=env, cwd=project
+    )
+    assert other.returncode == 1 and "this host is linux-x86_64-3.9" in other.stdout
+    refused = pip_gpu("sync", "--python", str(python), *PASCAL, "--platform", "macos", env=env, cwd=project)
+    assert_one_line_error(refused, f"pylock.toml covers linux-x86_64-{here}", "this host is macos")

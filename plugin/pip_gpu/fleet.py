@@ -461,6 +461,12 @@ def _variant_key(variant: str) -> tuple[int, tuple[int, ...]]:
     return Variant(variant).sort_key
 
 
+def _fleet_hint(hint: str) -> str:
+    """An install's ways out, as a fleet plan can take them: ``fleet plan`` (and ``lock
+    --fleet``) has no ``--variant``, so the way out that forces a CPU build is left out."""
+    return "; or ".join(way for way in hint.split("; or ") if "--variant cpu" not in way)
+
+
 def _unserved(option: NodeOptions, reason: str) -> NodePlan:
     return NodePlan(option.node.name, None, reason, gpu_summary(option.node))
 
@@ -579,7 +585,9 @@ def make_fleet_plan(options: FleetPlanOptions) -> FleetPlan:
                 knowledge = plan.knowledge  # releases learned from the index serve every node
                 decision = plan.decision
                 blocked = decision.blocked()
-                blocker = "; ".join(filter(None, (blocked.message, blocked.hint))) if blocked else None
+                blocker = (
+                    "; ".join(filter(None, (blocked.message, _fleet_hint(blocked.hint)))) if blocked else None
+                )
                 decided[kind] = (tuple(decision.candidates), blocker)
                 releases.extend(c.torch for c in decision.candidates if c.torch not in releases)
                 if decision.release is not None and decision.torch is not None:

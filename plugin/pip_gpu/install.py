@@ -69,6 +69,11 @@ class InstallOptions:
     python: Optional[str] = None  # --python: the target interpreter or environment
     system: bool = False  # --system: the python3 on PATH
     dry_run: bool = False
+    # The installer's own dry run (a shim's `pip install --dry-run`): the routed commands run
+    # with --dry-run, so the installer prints its own "Would install" list; nothing is printed
+    # as a script and nothing is installed.
+    installer_dry_run: bool = False
+    python_from: Optional[str] = None  # how the target was chosen, when not by --python (a shim)
     no_lock: bool = False  # do not re-resolve the pylock.<variant>.toml files in ``cwd``
     # Options of :data:`pip_gpu.route.INSTALLER_OPTIONS` (long name, value or None for a flag).
     passthrough: tuple[tuple[str, Optional[str]], ...] = ()
@@ -109,6 +114,8 @@ def install(options: InstallOptions) -> InstallResult:
             "name them (pip-gpu install torch torchvision) or give a file (-r requirements.txt)",
         )
     target = find_target(options.python, cwd, os.environ, system=options.system, installing=True)
+    if options.python_from:
+        target = replace(target, chosen_by=options.python_from)
     flags = options.host
     if flags.python_version is None:
         flags = replace(flags, python_version=target.python_version)
@@ -176,7 +183,7 @@ def install(options: InstallOptions) -> InstallResult:
                 plan = decide(context)
         decision = plan.decision
         decision.chosen()  # NoBuildRuns, with the reason, when no build runs here
-        _announce(plan, target, installer)
+        _announce(plan, target, installer, dry_run=options.dry_run or options.installer_dry_run)
         routing = _routing(plan, target, passed, workdir, rewrite_pins(plan))
         say = _stderr if not _quiet() else _silent
         try:
@@ -201,6 +208,10 @@ def install(options: InstallOptions) -> InstallResult:
                     ),
                     dry_run_json=_dry_run_json(plan, host, target, installer, runs, workdir),
                 )
+            if options.installer_dry_run:
+                for run in runs:
+                    run_command(replace(run.command, argv=(*run.command.argv, "--dry-run")))
+                return InstallResult(decision=decision, target=target, installer=installer)
             before = _versions(_installed_family(target))
             for run in runs:
                 run_command(run.command)
@@ -228,21 +239,17 @@ def _quiet() -> bool:
     return bool(ui.settings().quiet)
 
 
-def _announce(plan: Plan, target: TargetEnv, installer: str) -> None:
+def _announce(plan: Plan, target: TargetEnv, installer: str, *, dry_run: bool = False) -> None:
     """The target, the decision and its notes (left out under -q)."""
     say = _stderr if not _quiet() else _silent
     decision = plan.decision
+    doing = f"a dry run: would install with {installer}" if dry_run else f"installing with {installer}"
     say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
     where = redact_url(decision.index_url) if decision.index_url else "PyPI"
     if any(not line.constraint for line in plan.family_lines()):
-        say(
-            f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; installing with {installer}"
-        )
+        say(f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; {doing}")
     else:
-        say(
-            f"pip-gpu: torch-family packages, if needed, come from {where} ({decision.variant}); "
-            f"installing with {installer}"
-        )
+        say(f"pip-gpu: torch-family packages, if needed, come from {where} ({decision.variant}); {doing}")
     for note in decision.notes:
         say(f"pip-gpu: note: {note}")
 
@@ -400,7 +407,7 @@ def _pip_family_files(plan: Plan, routing: Routing, pulled_in: Sequence[str]) ->
     if not any(not line.constraint for line in plan.family_lines()) and not pulled_in:
         return []
     report = routing.workdir / "family-report.json"
-    run_command(pip_family_probe(routing, plan.family_lines(), pulled_in, report), to_stderr=True)
+    _settle(pip_family_probe(routing, plan.family_lines(), pulled_in, report))
     return family_files_from_report(_read_report(report), plan.family_names)
 
 
@@ -409,14 +416,13 @@ def _pip_family_elsewhere(plan: Plan, routing: Routing, family: Sequence[FamilyF
     report = routing.workdir / "request-report.json"
     command = pip_command(routing, list(plan.lines), family)
     quiet = [a for a in command.argv if a not in ("-v", "--verbose")]
-    run_command(
+    _settle(
         InstallerCommand(
             argv=(*quiet, "--dry-run", "--quiet", "--report", str(report)),
             purpose="pip: checking what the other requirements pull in (dry run)",
             env=command.env,
             files=command.files,
-        ),
-        to_stderr=True,
+        )
     )
     routed = {file.url.split("#", 1)[0] for file in family}
     # A family wheel the user gave as a direct URL or path is installed as written, not pulled in.
@@ -455,16 +461,24 @@ def _uv_resolution(plan: Plan, routing: Routing, uv: str, log: Optional[Path] = 
         ],
     )
     command = uv_command(compile_routing, list(plan.lines), uv=uv, subcommand="compile")
-    run_command(
+    _settle(
         replace(
             command,
             argv=(*command.argv, "--emit-index-annotation", "-o", str(out)),
             purpose="uv: checking where each package would come from (resolution only)",
         ),
-        to_stderr=True,
         log=log,
     )
     return out.read_text(encoding="utf-8")
+
+
+def _settle(command: InstallerCommand, log: Optional[Path] = None) -> None:
+    """A read-only resolution (output to stderr or ``log``), saying what it does on a terminal
+    when it takes longer than a second."""
+    from .ui import progress
+
+    with progress(command.purpose):
+        run_command(command, to_stderr=True, log=log)
 
 
 # uv pip install options that uv pip compile does not take.

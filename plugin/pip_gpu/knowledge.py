@@ -37,6 +37,8 @@ File shape (``schema`` 1)::
            {"variant": "default", "platform": "macos-arm64", ...}]}],
       "gpus": [{"name": "NVIDIA A100", "compute_capability": "8.0",    # names for messages
                 "architecture": "Ampere", "source": "..."}],
+      "gpu_drivers": [{"compute_capability": "12.0", "architecture": "Blackwell (consumer)",
+                       "first_cuda": "12.8", "linux": "570.26", "windows": "570.65", ...}],
       "amd_device_ids": [{"device_id": "74a1", "gfx_target": "gfx942", "name": "AMD Instinct MI300X",
                           "source": "..."}],   # PCI device ID -> gfx target (Kubernetes labels)
       "tegra": {"compute_capabilities": ["5.3", "6.2", "7.2", "8.7", "11.0"],
@@ -74,6 +76,7 @@ __all__ = [
     "CudaDriverRow",
     "DriverBranch",
     "FamilyMember",
+    "GpuDriverRow",
     "Knowledge",
     "MinorVersionCompat",
     "Release",
@@ -133,6 +136,22 @@ class DriverBranch(NamedTuple):
     max_cuda: str
     confidence: str
     source: str
+
+
+class GpuDriverRow(NamedTuple):
+    """The oldest driver that drives GPUs of a compute capability: the GA driver of the first
+    CUDA toolkit that supports the architecture (an older driver predates the GPU)."""
+
+    compute_capability: ComputeCapability
+    architecture: str
+    first_cuda: str
+    linux: str
+    windows: str
+    confidence: str
+    source: str
+
+    def minimum_driver(self, os: str) -> str:
+        return self.windows if os == "windows" else self.linux
 
 
 class FamilyMember(NamedTuple):
@@ -233,6 +252,11 @@ class Knowledge:
     tegra: Optional[Tegra] = None
     minor_version_compat: tuple[MinorVersionCompat, ...] = ()
     amd_device_ids: tuple[dict[str, str], ...] = ()
+    gpu_drivers: tuple[GpuDriverRow, ...] = ()
+
+    def gpu_driver_row(self, cc: ComputeCapability) -> Optional[GpuDriverRow]:
+        """The minimum driver for GPUs of exactly this compute capability; None when unknown."""
+        return next((row for row in self.gpu_drivers if row.compute_capability == cc), None)
 
     def gpu_names_for(self, cc: ComputeCapability) -> tuple[str, ...]:
         """Product names with this compute capability, for messages (decisions use the number)."""
@@ -403,6 +427,18 @@ def knowledge_from_dict(data: dict[str, Any]) -> Knowledge:
         )
         if "tegra" in data
         else None,
+        gpu_drivers=tuple(
+            GpuDriverRow(
+                compute_capability=parse_compute_capability(row["compute_capability"]),
+                architecture=row["architecture"],
+                first_cuda=row["first_cuda"],
+                linux=row["linux"],
+                windows=row["windows"],
+                confidence=row.get("confidence", "high"),
+                source=row["source"],
+            )
+            for row in data.get("gpu_drivers", [])
+        ),
     )
 
 

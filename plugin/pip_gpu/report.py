@@ -40,6 +40,10 @@ def render_host(host: HostProfile) -> str:
             + (f"; cuda: {src['cuda_driver_version']}" if "cuda_driver_version" in src else "")
             + "]"
         )
+    elif "driver_version" in src:  # where detection looked
+        lines.append(f"Driver     no NVIDIA driver   [{src['driver_version']}]")
+    elif src.get("nvidia_gpus", "").startswith(("--", "PIP_GPU_")):  # --no-gpu: not looked for
+        lines.append(f"Driver     none   [{src['nvidia_gpus']}]")
     else:
         lines.append("Driver     no NVIDIA driver found")
     if host.tegra:
@@ -84,14 +88,30 @@ def decision_json(
 
     ``constraints``: :class:`~pip_gpu.resolution.TorchConstraint` values, who asks what of torch.
     """
+    chosen_release = decision.release.torch if decision.release is not None else None
+
+    def version_of(series: str) -> str:
+        # A candidate of the chosen release installs what the decision says (2.5.1 for
+        # torch==2.5.1); one of another release is known by its series only.
+        return decision.torch if series == chosen_release and decision.torch else series
+
     data: dict[str, Any] = {
         "variant": decision.variant,
         "index_url": redact_url(decision.index_url) if decision.index_url else None,
         "torch": decision.torch,
+        "release": chosen_release,
         "cuda": decision.build.cuda if decision.build else None,
         "host": host.to_json(),
         "candidates": [
-            {"variant": c.variant, "torch": c.torch, "platform": c.platform, "ok": c.ok, "reason": c.reason}
+            {
+                "variant": c.variant,
+                "torch": version_of(c.torch),
+                "release": c.torch,
+                "platform": c.platform,
+                "ok": c.ok,
+                "chosen": (c.torch, c.variant) == (chosen_release, decision.variant),
+                "reason": c.reason,
+            }
             for c in decision.candidates
         ],
         "notes": list(decision.notes),

@@ -76,6 +76,7 @@ class InstallerOption:
 
     names: tuple[str, ...]  # the last one is the long name passed on
     takes_value: bool
+    help: str = ""  # what it does, in a few words, for ``pip-gpu install --help``
 
     @property
     def long(self) -> str:
@@ -86,35 +87,41 @@ class InstallerOption:
 # and the options the pip shim hands over. Rendered in this order (:func:`installer_args`).
 INSTALLER_OPTIONS: tuple[InstallerOption, ...] = (
     *(
-        InstallerOption(names, takes_value=True)
-        for names in (
-            ("-i", "--index-url"),
-            ("--extra-index-url",),
-            ("-f", "--find-links"),
-            ("--trusted-host",),
-            ("--upgrade-strategy",),
-            ("--no-binary",),
-            ("--only-binary",),
-            ("--config-settings",),
-            ("--cache-dir",),
-            ("--progress-bar",),
+        InstallerOption(names, takes_value=True, help=words)
+        for names, words in (
+            (
+                ("-i", "--index-url"),
+                "your default index (the torch family still comes from the variant index)",
+            ),
+            (("--extra-index-url",), "another index for everything but the torch family"),
+            (("-f", "--find-links"), "a folder or page of wheels to look in"),
+            (("--trusted-host",), "a host to trust without valid HTTPS"),
+            (("--upgrade-strategy",), "eager or only-if-needed, for dependencies with --upgrade"),
+            (("--no-binary",), "packages to build from source (:all: for every one)"),
+            (("--only-binary",), "packages to take as wheels only (:all: for every one)"),
+            (("--config-settings",), "KEY=VALUE for a package's build backend"),
+            (("--cache-dir",), "the installer's cache folder"),
+            (("--progress-bar",), "on or off: pip's download progress"),
         )
     ),
     *(
-        InstallerOption(names, takes_value=False)
-        for names in (
-            ("-U", "--upgrade"),
-            ("--force-reinstall",),
-            ("--no-deps",),
-            ("--pre",),
-            ("--no-cache-dir",),
-            ("--no-index",),
-            ("--prefer-binary",),
-            ("--require-hashes",),
-            ("--no-build-isolation",),
-            ("--break-system-packages",),
-            ("-q", "--quiet"),
-            ("-v", "--verbose"),
+        InstallerOption(names, takes_value=False, help=words)
+        for names, words in (
+            (
+                ("-U", "--upgrade"),
+                "take the newest allowed versions (drops the installed torch as a preference)",
+            ),
+            (("--force-reinstall",), "reinstall even what is already there"),
+            (("--no-deps",), "install the named packages without their dependencies"),
+            (("--pre",), "allow pre-releases"),
+            (("--no-cache-dir",), "do not use the installer's cache"),
+            (("--no-index",), "no index at all: only --find-links"),
+            (("--prefer-binary",), "prefer an older wheel over a newer source release"),
+            (("--require-hashes",), "hash-checking mode: every requirement pinned with --hash"),
+            (("--no-build-isolation",), "build in the target environment, not a fresh one"),
+            (("--break-system-packages",), "allow installing into an externally managed Python"),
+            (("-q", "--quiet"), "less installer output (and no pip-gpu notes)"),
+            (("-v", "--verbose"), "more installer output"),
         )
     ),
 )

@@ -17,7 +17,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional, TextIO
 
-__all__ = ["Settings", "colour", "configure", "printable", "progress", "settings", "shorten", "wants_colour"]
+__all__ = [
+    "JSON_SCHEMA_VERSION",
+    "Settings",
+    "colour",
+    "configure",
+    "printable",
+    "progress",
+    "settings",
+    "shorten",
+    "versioned",
+    "wants_colour",
+]
 
 # Progress appears only for work that takes longer than this (seconds); tests set it to 0.
 _PROGRESS_AFTER_S = 1.0
@@ -145,6 +156,17 @@ def _write(stream: TextIO, line: str) -> None:
         stream.flush()
     except (OSError, ValueError):
         pass  # a closed stderr must not stop the work
+
+
+# The version of every JSON document pip-gpu prints (detect, explain, install --dry-run, check,
+# doctor, fleet plan, lock, sync): raised when a key changes meaning or goes away, not when one
+# is added. README "JSON output" describes them.
+JSON_SCHEMA_VERSION = 1
+
+
+def versioned(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A command's JSON answer with ``schema_version`` first."""
+    return {"schema_version": JSON_SCHEMA_VERSION, **document}
 
 
 def emit_json(data: Any) -> None:

@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Optional
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from .decide.index import IndexError_
+from .decide.index import IndexError_, open_index_file
 from .decide.variant_wheels import (
     IndexWheel,
     VariantChoice,
@@ -35,12 +34,16 @@ from .decide.variant_wheels import (
     host_tags_fit,
     judge_for_host,
     pick,
+    providers_for,
     read_variants_json,
+    with_index_credentials,
 )
 from .detect.target import TargetEnv, find_target
 from .errors import BuildDidNotLand, NoBuildRuns, UsageError
 from .host import HostFlags, HostProfile
-from .redact import redact_url
+from .lockfile import LockTarget
+from .redact import redact_url, strip_credentials
+from .requirements import RequirementLine
 from .route import InstallerCommand
 from .wheel_variants import LabelVerdict, parse_variant_wheel_filename
 
@@ -72,6 +75,72 @@ class VariantInstallOptions:
     system: bool
     host: HostFlags
     cwd: Path
+    requirement_files: tuple[str, ...] = ()  # -r: the family from the variant index, the rest passed on
+    constraint_files: tuple[str, ...] = ()  # -c: family lines narrow the choice, the rest passed on
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class VariantRequest:
+    """One request, read once: the family's requirements (for the variant index, constraints
+    folded in, markers evaluated for the target) and every other line (for the installer)."""
+
+    family: tuple[str, ...]
+    rest: tuple[RequirementLine, ...]
+    global_options: tuple[tuple[str, ...], ...] = ()
+
+    def installer_files(self, folder: Path) -> tuple[list[str], dict[Path, str]]:
+        """The installer's arguments for the rest (``-r``/``-c`` files in ``folder``), and the files."""
+        from .requirements import render_file
+
+        args: list[str] = []
+        files: dict[Path, str] = {}
+        wanted = [line for line in self.rest if not line.constraint]
+        limits = [line for line in self.rest if line.constraint]
+        if wanted:
+            files[folder / "requirements.txt"] = render_file(wanted, self.global_options)
+            args += ["-r", str(folder / "requirements.txt")]
+        if limits:
+            files[folder / "constraints.txt"] = render_file(limits)
+            args += ["-c", str(folder / "constraints.txt")]
+        return args, files
+
+
+def read_variant_request(
+    requirements: Sequence[str],
+    requirement_files: Sequence[str],
+    constraint_files: Sequence[str],
+    cwd: Path,
+    host: HostProfile,
+) -> VariantRequest:
+    """Split the request: the torch family comes from the variant index, the rest from your indexes."""
+    from packaging.specifiers import SpecifierSet
+
+    from .decide.plan import marker_environment, read_request
+
+    family_names = _family_names()
+    request = read_request(list(requirements), list(requirement_files), cwd, list(constraint_files))
+    markers = marker_environment(host)
+    wanted: dict[str, SpecifierSet] = {}
+    limits: dict[str, SpecifierSet] = {}
+    rest: list[RequirementLine] = []
+    for line in request.lines:
+        if line.name not in family_names or line.requirement is None:
+            rest.append(line)
+            continue
+        if line.is_direct_url:
+            raise UsageError(
+                f"{line.text} ({line.origin}): a direct URL cannot come from --variant-index",
+                "drop the URL to take the family from the variant index, or drop --variant-index",
+            )
+        requirement = line.requirement
+        if requirement.marker is not None and not requirement.marker.evaluate(markers):
+            continue
+        table = limits if line.constraint else wanted
+        table[line.name] = table.get(line.name, SpecifierSet()) & requirement.specifier
+    family = tuple(f"{name}{spec & limits.get(name, SpecifierSet())}" for name, spec in wanted.items())
+    options = tuple(option for f in request.files for option in f.global_options)
+    return VariantRequest(family, tuple(rest), options)
 
 
 def _say(message: str) -> None:
@@ -89,11 +158,15 @@ def _target_and_host(
     return target, host_for(flags)
 
 
-def _split(requirements: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(family requirements, the rest): only the torch family comes from the variant index."""
+def _family_names() -> frozenset[str]:
     from .knowledge import load_knowledge
 
-    family = {canonicalize_name(m.name) for m in load_knowledge().family}
+    return frozenset(canonicalize_name(m.name) for m in load_knowledge().family)
+
+
+def _split(requirements: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(family requirements, the rest): only the torch family comes from the variant index."""
+    family = _family_names()
     ours: list[str] = []
     rest: list[str] = []
     for text in requirements:
@@ -129,7 +202,7 @@ def _download(wheel: IndexWheel, folder: Path) -> Path:
     digest = hashlib.sha256()
     shown = redact_url(wheel.url)
     try:
-        with urllib.request.urlopen(wheel.url, timeout=60) as response, path.open("wb") as out:
+        with open_index_file(wheel.url, timeout=60) as response, path.open("wb") as out:
             total = 0
             while chunk := response.read(1 << 20):
                 total += len(chunk)
@@ -149,26 +222,53 @@ def _download(wheel: IndexWheel, folder: Path) -> Path:
     return path
 
 
-def installed_label(target: TargetEnv, package: str) -> Optional[tuple[str, str]]:
-    """(version, label) of ``package`` in the target (label ``""``: a non-variant wheel)."""
+def _dist_info(target: TargetEnv, package: str) -> Optional[Path]:
+    """The installed ``*.dist-info`` folder of ``package`` (a canonical name) in the target."""
     for folder in target.site_packages:
         try:
             entries = sorted(folder.glob("*.dist-info"))
         except OSError:
             continue
         for entry in entries:
-            name, _, version = entry.name[: -len(".dist-info")].partition("-")
-            if canonicalize_name(name) != package:
-                continue
-            try:
-                data = json.loads((entry / "variant.json").read_text(encoding="utf-8"))
-                labels = list(data.get("variants", {}))
-            except FileNotFoundError:
-                labels = []
-            except (OSError, ValueError, AttributeError):
-                labels = ["?"]
-            return version, (labels[0] if len(labels) == 1 else ",".join(labels))
+            if canonicalize_name(entry.name[: -len(".dist-info")].partition("-")[0]) == package:
+                return entry
     return None
+
+
+def installed_label(target: TargetEnv, package: str) -> Optional[tuple[str, str]]:
+    """(version, label) of ``package`` in the target (label ``""``: a non-variant wheel)."""
+    entry = _dist_info(target, package)
+    if entry is None:
+        return None
+    version = entry.name[: -len(".dist-info")].partition("-")[2]
+    try:
+        data = json.loads((entry / "variant.json").read_text(encoding="utf-8"))
+        labels = list(data.get("variants", {}))
+    except FileNotFoundError:
+        labels = []
+    except (OSError, ValueError, AttributeError):
+        labels = ["?"]
+    return version, (labels[0] if len(labels) == 1 else ",".join(labels))
+
+
+def _installed_verdict(
+    target: TargetEnv, package: str, label: str, host: HostProfile
+) -> Optional[LabelVerdict]:
+    """The installed label judged for ``host`` from the wheel's own ``variant.json`` (what is on
+    disk, whether or not the lock knows the label); None without one that can be read."""
+    from .wheel_variants import VariantMetadataError, judge_labels, parse_variants_json
+
+    entry = _dist_info(target, package)
+    if entry is None or not label:
+        return None
+    try:
+        metadata = parse_variants_json((entry / "variant.json").read_bytes(), f"{entry.name}/variant.json")
+    except (OSError, VariantMetadataError):
+        return None
+    verdicts = judge_labels(
+        metadata, [label], providers_for(host), has_plain_wheel=False, gpu_host=bool(host.visible_nvidia_gpus)
+    )
+    return next((v for v in verdicts if v.label == label), None)
 
 
 @dataclass(frozen=True)
@@ -179,43 +279,73 @@ class _Fetched:
     version: str
     label: str
     path: Path
+    sha256: str = ""
+
+    @property
+    def reference(self) -> str:
+        return f"{self.package} @ {self.path.as_uri()}"
 
 
 def _fetch(package: str, version: str, wheel: IndexWheel, folder: Path) -> _Fetched:
-    return _Fetched(package, version, wheel.label, _download(wheel, folder))
+    return _Fetched(package, version, wheel.label, _download(wheel, folder), wheel.sha256 or "")
 
 
-def _install_files(
-    target: TargetEnv, installer: Optional[str], files: Sequence[_Fetched], rest: Sequence[str], no_deps: bool
-) -> None:
-    from .installers import choose_installer, run_command, uv_binary
+def _install_commands(
+    target: TargetEnv,
+    chosen: str,
+    files: Sequence[_Fetched],
+    rest: tuple[list[str], dict[Path, str]],
+    no_deps: bool,
+    named: bool = True,
+) -> list[InstallerCommand]:
+    """The installer runs: the chosen wheels by direct reference, the rest (``-r``/``-c`` files)
+    as the installer resolves it from your indexes. ``named``: the references go on the command
+    line (else the rest's files hold them, hash-checked with the rest: ``sync``)."""
+    from .installers import uv_binary
 
-    chosen = choose_installer(installer, None, target)
-    lines = [f"{f.package} @ {f.path.as_uri()}" for f in files]
+    rest_args, rest_files = rest
+    lines = [f.reference for f in files] if named else []
     # The same version from another file: pip says "already installed" and keeps the old
     # label, uv may too; so a member whose installed label differs is reinstalled, alone.
     replace_label = [
         f for f in files if installed_label(target, f.package) not in (None, (f.version, f.label))
     ]
     extra = ["--no-deps"] if no_deps else []
-    if chosen == "pip":
-        pip = [str(target.python), "-m", "pip", "install"]
-        if replace_label:
-            argv = [
-                *pip,
-                "--force-reinstall",
-                "--no-deps",
-                *(f"{f.package} @ {f.path.as_uri()}" for f in replace_label),
-            ]
-            run_command(InstallerCommand(tuple(argv), purpose="pip reinstall of the chosen variant wheels"))
-            if no_deps and not rest:
-                return
-        argv = [*pip, *extra, *lines, *rest]
-    else:
-        argv = [uv_binary(), "pip", "install", "--python", str(target.python), *extra, *lines, *rest]
+    purpose = f"{chosen} install of the chosen variant wheels"
+    if chosen == "uv":
+        argv = [uv_binary(), "pip", "install", "--python", str(target.python), *extra, *lines, *rest_args]
         for fetched in replace_label:
             argv += ["--reinstall-package", fetched.package]
-    run_command(InstallerCommand(tuple(argv), purpose=f"{chosen} install of the chosen variant wheels"))
+        return [InstallerCommand(tuple(argv), purpose=purpose, files=rest_files)]
+    pip = [str(target.python), "-m", "pip", "install"]
+    commands = []
+    if replace_label:
+        relabel = [f.reference for f in replace_label]
+        commands.append(
+            InstallerCommand(
+                (*pip, "--force-reinstall", "--no-deps", *relabel),
+                purpose="pip reinstall of the chosen variant wheels",
+            )
+        )
+        if no_deps and not rest_args:
+            return commands
+    commands.append(InstallerCommand((*pip, *extra, *lines, *rest_args), purpose=purpose, files=rest_files))
+    return commands
+
+
+def _install_files(
+    target: TargetEnv,
+    installer: Optional[str],
+    files: Sequence[_Fetched],
+    rest: tuple[list[str], dict[Path, str]],
+    no_deps: bool,
+    named: bool = True,
+) -> None:
+    from .installers import choose_installer, run_command
+
+    chosen = choose_installer(installer, None, target)
+    for command in _install_commands(target, chosen, files, rest, no_deps, named):
+        run_command(command)
 
 
 def _verify(target: TargetEnv, choices: Sequence[tuple[str, str, str]]) -> None:
@@ -232,84 +362,335 @@ def _verify(target: TargetEnv, choices: Sequence[tuple[str, str, str]]) -> None:
             )
 
 
-def install_variant_wheels(options: VariantInstallOptions) -> list[VariantChoice]:
-    """Choose, download and install the family's variant wheels; the rest passes through."""
-    target, host = _target_and_host(options.python, options.system, options.host, options.cwd, True)
-    ours, rest = _split(options.requirements)
-    if not ours:
+@dataclass(frozen=True)
+class VariantDryRun:
+    """What ``install --dry-run`` would do: the choices, and the installer runs."""
+
+    choices: tuple[VariantChoice, ...]
+    installer: str
+    python: Path
+    commands: tuple[InstallerCommand, ...]
+    host: HostProfile
+
+    def to_json(self, index_url: str) -> dict[str, Any]:
+        first = self.choices[0]
+        return {
+            "dry_run": True,
+            **first.to_json(),
+            "index_url": redact_url(index_url),
+            "installer": self.installer,
+            "python": str(self.python),
+            "host": self.host.to_json(),
+            "packages": [c.to_json() for c in self.choices],
+            "commands": [
+                {
+                    "purpose": c.purpose,
+                    "argv": [redact_url(a) for a in c.argv],
+                    "files": {str(path): redact_url(text) for path, text in c.files.items()},
+                }
+                for c in self.commands
+            ],
+        }
+
+    def script(self) -> str:
+        """The runs as a shell script; the wheels are downloaded (hash checked) to ``$d`` first."""
+        import shlex
+
+        lines = [f"# pip-gpu install --dry-run --variant-index: {len(self.commands)} installer run(s)"]
+        lines.append("d=$(mktemp -d)  # the chosen wheels, stored without their label, and the files")
+        for choice in self.choices:
+            wheel = choice.wheel
+            assert wheel is not None
+            lines.append(
+                f"# {choice.package} {choice.version} variant {choice.label or '(non-variant)'}: "
+                f"{redact_url(wheel.url)} (sha256 {wheel.sha256}) -> $d/{wheel.name.plain_filename}"
+            )
+        for command in self.commands:
+            lines.append(f"# {command.purpose}")
+            for path, text in command.files.items():
+                lines.append(f"cat > \"$d/{path.name}\" <<'PIP_GPU_EOF'")
+                lines.extend(redact_url(line) for line in text.splitlines())
+                lines.append("PIP_GPU_EOF")
+            words = [redact_url(a).replace(DRY_RUN_FOLDER.as_uri(), "file://$d") for a in command.argv]
+            lines.append(
+                " ".join(
+                    '"$d' + w[len(str(DRY_RUN_FOLDER)) :] + '"'
+                    if w.startswith(str(DRY_RUN_FOLDER))
+                    else shlex.quote(w)
+                    for w in words
+                )
+            )
+        return "\n".join(lines)
+
+
+DRY_RUN_FOLDER = Path(tempfile.gettempdir()) / "pip-gpu-variants-dry-run"  # shown as $d
+
+
+def install_variant_wheels(
+    options: VariantInstallOptions,
+) -> tuple[list[VariantChoice], Optional[VariantDryRun]]:
+    """Choose, download and install the family's variant wheels; the rest passes through.
+    A dry run chooses and returns the runs it would make, downloading and installing nothing."""
+    from .installers import choose_installer
+
+    target, host = _target_and_host(
+        options.python, options.system, options.host, options.cwd, not options.dry_run
+    )
+    request = read_variant_request(
+        options.requirements, options.requirement_files, options.constraint_files, options.cwd, host
+    )
+    if not request.family:
         raise UsageError(
             "--variant-index: no torch-family package in the request",
             "name torch (or another family member), or drop --variant-index",
         )
-    choices = [choose_variant_wheel(options.index_url, text, host) for text in ours]
+    choices = [choose_variant_wheel(options.index_url, text, host) for text in request.family]
     for choice in choices:
         if choice.wheel is None:
             raise _refuse(choice, host)
+    installer = choose_installer(options.installer, None, target)
+    if options.dry_run:
+        files = [
+            _Fetched(c.package, str(c.version), c.label or "", DRY_RUN_FOLDER / c.wheel.name.plain_filename)
+            for c in choices
+            if c.wheel is not None
+        ]
+        rest = request.installer_files(DRY_RUN_FOLDER)
+        commands = _install_commands(target, installer, files, rest, no_deps=False)
+        return choices, VariantDryRun(tuple(choices), installer, target.python, tuple(commands), host)
     with tempfile.TemporaryDirectory(prefix="pip-gpu-variants-") as folder:
         files = [
             _fetch(c.package, str(c.version), c.wheel, Path(folder)) for c in choices if c.wheel is not None
         ]
-        _install_files(target, options.installer, files, rest, no_deps=False)
+        _install_files(target, installer, files, request.installer_files(Path(folder)), no_deps=False)
     _verify(target, [(c.package, str(c.version), c.label or "") for c in choices])
     for choice in choices:
         _say(
             f"pip-gpu: installed {choice.package} {choice.version} variant {choice.label or '(non-variant)'}"
         )
-    return choices
+    return choices, None
 
 
 # --- the lock ---------------------------------------------------------------------------------
 
 
-def lock_variant_wheels(
-    index_url: str, requirements: Sequence[str], host: HostProfile, directory: Path
-) -> tuple[Path, list[VariantChoice]]:
-    """Write ``pylock.toml``: every wheel of each chosen version, and its variants.json by hash."""
-    import tomli_w
+@dataclass(frozen=True)
+class VariantLockOptions:
+    """``lock --variant-index``: what to lock, for which targets, and where."""
 
-    from .lockfile import write_atomically
+    index_url: str
+    requirements: tuple[str, ...]
+    host: HostFlags  # the GPU facts (the label this host takes is reported)
+    cwd: Path
+    directory: Path
+    requirement_files: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()  # every combination of these is a target, as plain ``lock``
+    arches: tuple[str, ...] = ()
+    python_versions: tuple[str, ...] = ()
 
-    _, rest = _split(requirements)
-    if rest:
+
+@dataclass(frozen=True)
+class VariantLock:
+    """What ``lock --variant-index`` wrote."""
+
+    path: Path
+    choices: tuple[VariantChoice, ...]  # the family, for the first target
+    targets: tuple[LockTarget, ...]
+    others: tuple[str, ...]  # the ordinary entries, "name version"
+
+
+def _lock_targets(options: VariantLockOptions, host: HostProfile) -> list[LockTarget]:
+    """The flags' combinations over ``[tool.pip-gpu] targets``, else this host with the target
+    interpreter's Python (plain ``lock``'s rule, less the targets other locks record)."""
+    from .config import load_project_config
+    from .lock.choose import combine_targets
+
+    configured = load_project_config(options.cwd).targets
+    if configured:
+        base = [LockTarget.parse(t, "[tool.pip-gpu] targets") for t in configured]
+    else:
+        python = find_target(None, options.cwd, os.environ).python_version
+        base = [LockTarget.make(host.os, host.arch, python, "this host")]
+    return combine_targets(base, options.platforms, options.arches, options.python_versions, host)
+
+
+def _family_entry(
+    package: str, choices: Sequence[tuple[LockTarget, VariantChoice]], index_url: str
+) -> dict[str, Any]:
+    """One family member's entry: every target's wheels of the one version, and variants.json."""
+    versions = {str(c.version) for _, c in choices}
+    if len(versions) > 1:
+        taken = ", ".join(f"{t}: {c.version}" for t, c in choices)
         raise UsageError(
-            f"--variant-index locks the torch family only; {', '.join(rest)} is not a family package",
-            "lock the other packages with pip-gpu lock without --variant-index",
+            f"--variant-index: the targets take different versions of {package} ({taken})",
+            f"pin one version ({package}==...) for every target",
         )
-    choices = choose_all(index_url, requirements, host)
-    packages: list[dict[str, Any]] = []
-    for choice in choices:
-        entry: dict[str, Any] = {"name": choice.package, "version": str(choice.version), "index": index_url}
-        if choice.variants_json_url:
-            entry["variants-json"] = {
-                "url": choice.variants_json_url,
-                "hashes": {"sha256": choice.variants_json_sha256},
-            }
-        entry["wheels"] = [
-            {
-                "name": w.name.filename,
-                "url": w.url,
-                **({"size": w.size} if w.size else {}),
-                "hashes": {"sha256": w.sha256},
-            }
-            for w in sorted(choice.wheels, key=lambda w: w.name.filename)
-            if w.sha256
-        ]
-        packages.append(entry)
-    document = {
-        "lock-version": "1.0",
-        "created-by": "pip-gpu",
-        "packages": packages,
-        "tool": {
-            "pip-gpu": {
-                TOOL_KEY: {"variant-index": index_url, "requirements": list(requirements) or ["torch"]}
-            }
-        },
+    first = choices[0][1]
+    entry: dict[str, Any] = {
+        "name": package,
+        "version": str(first.version),
+        "index": strip_credentials(index_url),
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / LOCK_NAME
+    if first.variants_json_url:
+        entry["variants-json"] = {
+            "url": strip_credentials(first.variants_json_url),
+            "hashes": {"sha256": first.variants_json_sha256},
+        }
+    wheels = {w.name.filename: w for _, c in choices for w in c.wheels if w.sha256}
+    entry["wheels"] = [
+        {
+            "name": w.name.filename,
+            "url": strip_credentials(w.url),
+            **({"size": w.size} if w.size else {}),
+            "hashes": {"sha256": w.sha256},
+        }
+        for _, w in sorted(wheels.items())
+    ]
+    return entry
+
+
+def _family_dependencies(choice: VariantChoice, folder: Path) -> list[str]:
+    """What the chosen wheel (for a host no label fits: the first label's) requires of packages
+    outside the family: its PEP 658 metadata, else its own METADATA (downloaded, hash checked)."""
+    import email.parser
+    import zipfile
+
+    from .decide.index import index_timeout, read_index_file
+
+    wheel = choice.wheel or (choice.wheels[0] if choice.wheels else None)
+    if wheel is None:
+        return []
+    data = read_index_file(wheel.url + ".metadata", timeout=index_timeout())
+    if data is None or not data.startswith(b"Metadata-Version"):
+        folder = folder / (wheel.label or "non-variant")  # every label's file has the same plain name
+        path = folder / wheel.name.plain_filename
+        if not path.is_file():  # the same wheel for another target: read already
+            folder.mkdir(parents=True, exist_ok=True)
+            path = _download(wheel, folder)
+        with zipfile.ZipFile(path) as archive:
+            inside = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            data = archive.read(inside)
+    family = _family_names()
+    wanted = []
+    for text in email.parser.BytesParser().parsebytes(data).get_all("Requires-Dist") or []:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) in family or "extra" in str(requirement.marker or ""):
+            continue  # a family member comes from the variant index when named; extras are not asked for
+        wanted.append(str(requirement))
+    return wanted
+
+
+def _resolve_others(
+    target: LockTarget,
+    host: HostProfile,
+    request: VariantRequest,
+    dependencies: Sequence[str],
+    folder: Path,
+) -> Optional[tuple[tuple[str, str], dict[str, Any], dict[str, str]]]:
+    """uv's PEP 751 resolution of everything else (and the family's own dependencies) for one
+    target, from your indexes, as plain ``lock`` resolves it; None when there is nothing else."""
+    from .installers import run_command, uv_binary
+    from .lock.choose import platform_marker
+    from .lock.resolve import index_of_package, user_index_args, uv_python_platform
+    from .lockfile import load_toml
+
+    wanted = [line for line in request.rest if not line.constraint]
+    if not wanted and not dependencies:
+        return None
+    folder.mkdir(parents=True)
+    rest_args, rest_files = request.installer_files(folder)
+    if dependencies:
+        extra = folder / "family-dependencies.txt"
+        rest_files[extra] = "".join(f"{text}\n" for text in dependencies)
+        rest_args += ["-r", str(extra)]
+    out = folder / "pylock.toml"
+    argv = [
+        uv_binary(), "pip", "compile", "--quiet", "--no-header", "--format", "pylock.toml", "-o", str(out),
+        "--python-version", target.python_version, "--python-platform", uv_python_platform(target),
+        *user_index_args(os.environ), *(arg for arg in rest_args if arg != "-r"),  # sources: positional
+    ]  # fmt: skip
+    run_command(
+        InstallerCommand(tuple(argv), f"uv resolution of the other packages for {target}", files=rest_files),
+        to_stderr=True,
+    )
+    resolved = load_toml(out.read_text(encoding="utf-8"), "uv's lock output")
+    family = _family_names()
+    resolved["packages"] = [
+        p for p in resolved.get("packages", []) if canonicalize_name(str(p.get("name", ""))) not in family
+    ]
+    indexes = {}
+    for package in resolved["packages"]:
+        found = index_of_package(package, request.global_options)
+        if found:
+            indexes[str(package["name"])] = strip_credentials(found)
+    return (platform_marker(host), target.python_version), resolved, indexes
+
+
+def lock_variant_wheels(options: VariantLockOptions) -> VariantLock:
+    """Write ``pylock.toml``: for each family member every wheel of the chosen version (each
+    target's) and its variants.json by hash; every other package as plain ``lock`` locks it."""
+    from .detect import host_for
+    from .lock.choose import environment_marker, host_at
+    from .lockfile import merge_resolutions, render_lock, write_atomically
+
+    this_host = host_for(replace(options.host, platform=None, arch=None, python_version=None))
+    targets = _lock_targets(options, this_host)
+    files = [str(options.cwd / f) for f in options.requirement_files]
+    family: dict[str, list[tuple[LockTarget, VariantChoice]]] = {}
+    parts = []
+    environments = []
+    with tempfile.TemporaryDirectory(prefix="pip-gpu-variant-lock-") as scratch:
+        for number, target in enumerate(targets):
+            host = host_at(this_host, target)
+            environments.append(environment_marker(host))
+            request = read_variant_request(options.requirements, files, (), options.cwd, host)
+            if not request.family and request.rest:
+                raise UsageError(
+                    "--variant-index: no torch-family package in the request",
+                    "name torch (or another family member), or drop --variant-index",
+                )
+            choices = [
+                choose_variant_wheel(options.index_url, text, host) for text in request.family or ("torch",)
+            ]
+            dependencies: list[str] = []
+            for choice in choices:
+                family.setdefault(choice.package, []).append((target, choice))
+                dependencies += _family_dependencies(choice, Path(scratch) / "wheels")
+            part = _resolve_others(target, host, request, dependencies, Path(scratch) / f"resolve-{number}")
+            if part is not None:
+                parts.append(part)
+    others = merge_resolutions(parts) if parts else {"packages": []}
+    packages = [_family_entry(name, chosen, options.index_url) for name, chosen in family.items()]
+    packages += others["packages"]
+    packages.sort(key=lambda p: (str(p["name"]), str(p.get("version", ""))))
+    document: dict[str, Any] = {"lock-version": "1.0", "environments": environments}
+    if "requires-python" in others:
+        document["requires-python"] = others["requires-python"]
+    document["created-by"] = "pip-gpu"
+    document["packages"] = packages
+    document["tool"] = {
+        "pip-gpu": {
+            TOOL_KEY: {
+                "variant-index": strip_credentials(options.index_url),
+                "requirements": [strip_credentials(r) for r in options.requirements],
+                "requirement-files": list(options.requirement_files),
+                "targets": [str(t) for t in targets],
+            }
+        }
+    }
+    options.directory.mkdir(parents=True, exist_ok=True)
+    path = options.directory / LOCK_NAME
     _validate(document, path.name)
-    write_atomically(path, tomli_w.dumps(document).encode("utf-8"))
-    return path, choices
+    write_atomically(path, render_lock(document).encode("utf-8"))
+    return VariantLock(
+        path,
+        tuple(c for _, c in (chosen[0] for chosen in family.values())),
+        tuple(targets),
+        tuple(f"{p['name']} {p.get('version', '')}".strip() for p in others["packages"]),
+    )
 
 
 def is_variant_lock(directory: Path) -> bool:
@@ -377,17 +758,20 @@ class LockedChoice:
     verdicts: tuple[LabelVerdict, ...]
 
 
-def _choose_locked(document: Mapping[str, Any], host: HostProfile) -> list[LockedChoice]:
-    """Each locked package's wheel for ``host``, judged with the locked variants.json (hash checked)."""
+def _choose_locked(document: Mapping[str, Any], host: HostProfile, index_url: str) -> list[LockedChoice]:
+    """Each locked package's wheel for ``host``, judged with the locked variants.json (hash checked).
+    The lock holds no credentials: ``index_url`` (the variant index as configured) lends its
+    own to the URLs on its origin, else the netrc file's are sent."""
     chosen: list[LockedChoice] = []
     for package in document["packages"]:
+        if not _is_family_entry(package):
+            continue
         wheels = []
         for entry in package.get("wheels", []):
             parsed = parse_variant_wheel_filename(entry["name"])
             if host_tags_fit(parsed.tags, host):
-                wheels.append(
-                    IndexWheel(parsed, entry["url"], entry["hashes"].get("sha256"), entry.get("size"))
-                )
+                url = with_index_credentials(entry["url"], index_url)
+                wheels.append(IndexWheel(parsed, url, entry["hashes"].get("sha256"), entry.get("size")))
         table = package.get("variants-json")
         if table is None:
             chosen.append(
@@ -395,13 +779,62 @@ def _choose_locked(document: Mapping[str, Any], host: HostProfile) -> list[Locke
             )
             continue
         metadata, _ = read_variants_json(
-            table["url"], table["hashes"]["sha256"], f"the hash {LOCK_NAME} locks"
+            with_index_credentials(table["url"], index_url),
+            table["hashes"]["sha256"],
+            f"the hash {LOCK_NAME} locks",
         )
         verdicts = judge_for_host(metadata, wheels, host)
         chosen.append(
             LockedChoice(package["name"], package["version"], pick(verdicts, wheels), tuple(verdicts))
         )
     return chosen
+
+
+def _is_family_entry(package: Mapping[str, Any]) -> bool:
+    return "variants-json" in package or canonicalize_name(str(package.get("name", ""))) in _family_names()
+
+
+@dataclass(frozen=True)
+class _LockedOther:
+    """An ordinary locked package (not from the variant index) this host installs."""
+
+    name: str
+    version: str
+    hashes: tuple[str, ...]  # "sha256:..." of each of its files
+
+    @property
+    def line(self) -> str:
+        return " ".join([f"{self.name}=={self.version}", *(f"--hash={h}" for h in self.hashes)])
+
+
+def _locked_others(document: Mapping[str, Any], host: HostProfile) -> list[_LockedOther]:
+    """The lock's ordinary packages whose marker holds on ``host`` (PEP 751 ``marker``)."""
+    from packaging.markers import Marker
+
+    from .lock.choose import marker_values
+
+    values = dict(marker_values(host), extra="")
+    others = []
+    for package in document["packages"]:
+        if _is_family_entry(package) or (
+            package.get("marker") and not Marker(package["marker"]).evaluate(values)
+        ):
+            continue
+        files = [*package.get("wheels", []), *([package["sdist"]] if "sdist" in package else [])]
+        hashes = tuple(f"sha256:{f['hashes']['sha256']}" for f in files if f.get("hashes", {}).get("sha256"))
+        others.append(_LockedOther(str(package["name"]), str(package.get("version", "")), hashes))
+    return others
+
+
+def _not_covered(document: Mapping[str, Any], host: HostProfile) -> Optional[str]:
+    """Why the lock does not serve this host's platform and Python (None: it does, or it names no targets)."""
+    from .lock.choose import target_of
+
+    targets = document.get("tool", {}).get("pip-gpu", {}).get(TOOL_KEY, {}).get("targets")
+    here = str(target_of(host))
+    if not targets or here in targets:
+        return None
+    return f"{LOCK_NAME} covers {', '.join(targets)}; this host is {here}"
 
 
 def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
@@ -415,7 +848,14 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
             "write it with pip-gpu lock --variant-index URL",
         )
     target, host = _target_and_host(options.python, options.system, options.host, options.cwd, True)
-    choices = _choose_locked(document, host)
+    uncovered = _not_covered(document, host)
+    if uncovered:
+        raise NoBuildRuns(
+            f"{uncovered}; nothing was changed",
+            f"add it: pip-gpu lock --variant-index URL --platform {host.os} --python-version "
+            f"{host.python_version} (with the other targets)",
+        )
+    choices = _choose_locked(document, host, options.index_url)
     for choice in choices:
         if choice.wheel is None:
             reasons = "; ".join(f"{v.label or 'non-variant'}: {v.reason}" for v in choice.verdicts)
@@ -426,7 +866,12 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
             )
     with tempfile.TemporaryDirectory(prefix="pip-gpu-variants-") as folder:
         files = [_fetch(c.package, c.version, c.wheel, Path(folder)) for c in choices if c.wheel is not None]
-        _install_files(target, options.installer, files, (), no_deps=True)
+        # one hash-checked requirements file: the fetched wheels and the ordinary packages
+        locked = Path(folder) / "locked.txt"
+        lines = [f"{f.reference} --hash=sha256:{f.sha256}" for f in files]
+        lines += [other.line for other in _locked_others(document, host)]
+        text = "".join(f"{line}\n" for line in lines)
+        _install_files(target, options.installer, files, (["-r", str(locked)], {locked: text}), True, False)
     _verify(target, [(c.package, c.version, c.wheel.label if c.wheel else "") for c in choices])
     for choice in choices:
         label = choice.wheel.label if choice.wheel else ""
@@ -436,29 +881,79 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
 
 
 @dataclass(frozen=True)
+class LabelCheck:
+    """One installed family member's label, judged for the host ``check`` answers for."""
+
+    package: str
+    version: str
+    label: str
+    verdict: Optional[LabelVerdict]  # None: no verdict (not installed, or another version)
+    best: Optional[str]  # the locked label sync picks for this host; None when none fits
+
+    def to_json(self) -> dict[str, Any]:
+        failing = [] if self.verdict is None else [f for f in self.verdict.features if not f.fits]
+        return {
+            "package": self.package,
+            "version": self.version,
+            "variant_label": self.label,
+            "fits": None if self.verdict is None else self.verdict.fits,
+            "failing": [
+                {"namespace": f.namespace, "feature": f.feature, "reason": f.reason} for f in failing
+            ],
+            "best": self.best,
+        }
+
+
+@dataclass(frozen=True)
 class VariantCheck:
     """``check``'s answer for a variant lock."""
 
     lock_file: Path
     problems: tuple[str, ...]
     installed: Mapping[str, str]  # package -> "version variant label"
+    labels: tuple[LabelCheck, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def fix(self) -> Optional[str]:
+        """The way out: sync, unless no locked label fits this host."""
+        if self.ok:
+            return None
+        if any(c.best is None for c in self.labels):
+            return (
+                "no locked label fits this host: upgrade the NVIDIA driver, or re-lock a version "
+                "with a label that fits (pip-gpu lock --variant-index URL)"
+            )
+        return "pip-gpu sync (installs the locked label that fits this host)"
+
 
 def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
     """Each locked package installed at its version, with a label that fits the host and is the
-    one ``sync`` picks here."""
+    one ``sync`` picks here. A label that no longer fits (the driver or the GPU changed since
+    ``sync``) is named with the property that fails, read from the installed wheel's own
+    ``variant.json``."""
     directory = options.cwd
     document = _read_lock(directory)
     if document is None:
         raise UsageError(f"no {LOCK_NAME} written with --variant-index in {directory}")
     target, host = _target_and_host(options.python, options.system, options.host, options.cwd, False)
+    uncovered = _not_covered(document, host)
+    if uncovered:
+        return VariantCheck(directory / LOCK_NAME, (uncovered,), {})
     problems: list[str] = []
     installed: dict[str, str] = {}
-    for choice in _choose_locked(document, host):
+    labels: list[LabelCheck] = []
+    for other in _locked_others(document, host):
+        found = installed_label(target, canonicalize_name(other.name))
+        if found is None:
+            problems.append(f"{other.name} is not installed; the lock wants {other.version}")
+        elif found[0] != other.version:
+            problems.append(f"{other.name} {found[0]} is installed; the lock wants {other.version}")
+    for choice in _choose_locked(document, host, options.index_url):
+        best = None if choice.wheel is None else choice.wheel.label
         landed = installed_label(target, choice.package)
         if landed is None:
             problems.append(f"{choice.package} is not installed; the lock wants {choice.version}")
@@ -468,17 +963,21 @@ def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
         installed[choice.package] = f"{version} variant {shown}"
         if version != choice.version:
             problems.append(f"{choice.package} {version} is installed; the lock wants {choice.version}")
+            labels.append(LabelCheck(choice.package, version, label, None, best))
             continue
-        verdict = next((v for v in choice.verdicts if v.label == label), None)
+        verdict = _installed_verdict(target, choice.package, label, host) or next(
+            (v for v in choice.verdicts if v.label == label), None
+        )
+        labels.append(LabelCheck(choice.package, version, label, verdict, best))
         if verdict is not None and not verdict.fits:
             problems.append(
                 f"{choice.package} {version} variant {shown} does not fit this host: {verdict.reason}"
             )
-        elif choice.wheel is not None and choice.wheel.label != label:
+        elif choice.wheel is not None and best != label:
             problems.append(
                 f"{choice.package} {version} variant {shown} is installed; for this host the lock's best is "
-                f"{choice.wheel.label or '(non-variant)'}"
+                f"{best or '(non-variant)'}"
             )
         elif choice.wheel is None:
             problems.append(f"no locked wheel of {choice.package} {choice.version} fits this host")
-    return VariantCheck(directory / LOCK_NAME, tuple(problems), installed)
+    return VariantCheck(directory / LOCK_NAME, tuple(problems), installed, tuple(labels))

@@ -279,6 +279,27 @@ def test_check_and_doctor_see_files_missing_from_an_installed_torch(
     _check_and_doctor(project, python, env, "torch 2.5.1+cpu is damaged")
 
 
+def test_check_hashes_every_file_with_verify_files(synced: tuple[Path, Path, dict[str, str]]) -> None:
+    """A dependency's file changed in place (same size): only its sha256 tells, which ``check``
+    reads for every file with ``--verify-files``; by default it compares presence and size."""
+    project, python, env = synced
+    module = next(p for p in (site_packages(python) / "filelock").rglob("*.py"))
+    text = module.read_bytes()
+    module.write_bytes(text[:-1] + (b"#" if text[-1:] != b"#" else b" "))
+    done = pip_gpu("check", "--python", str(python), "--no-gpu", env=env, cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = {**env, "PIP_GPU_PROGRESS_AFTER": "0"}  # -v: progress when piped too
+    done = pip_gpu(
+        "-v", "check", "--verify-files", "--python", str(python), "--no-gpu", env=shown, cwd=project
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pip-gpu: checking the sha256 of every installed file of" in done.stderr, done.stderr
+    assert "filelock 3.13.1 is damaged: 0 of its" in done.stdout and "1 differ from its RECORD" in done.stdout
+    assert done.stdout.splitlines()[-1] == "  fix: pip-gpu sync"  # as --json's "fix"
+    module.write_bytes(text + b"\n")  # another size: seen by default
+    _check_and_doctor(project, python, env, "filelock 3.13.1 is damaged")
+
+
 def test_check_sees_a_removed_dependency_and_an_added_package(
     synced: tuple[Path, Path, dict[str, str]],
 ) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import PLUGIN, assert_one_line_error, pip_gpu
+from support.cli import cmdlines_with as _cmdlines_with
 from support.index import IndexServer, installed_versions, make_venv, pip_env, uv_env
 
 from pip_gpu.decide import index as index_module
@@ -66,21 +67,6 @@ def test_explain_json_and_errors_never_show_a_quoted_password(tmp_path: Path) ->
 
 
 # --- the installers' argv --------------------------------------------------------------------
-
-
-def _cmdlines_with(secret: str) -> list[str]:
-    """Every process on this machine whose argv holds ``secret`` (what ``ps`` shows)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if secret in argv:
-            found.append(argv)
-    return found
 
 
 @pytest.mark.slow
@@ -362,3 +348,40 @@ def test_credentials_a_killed_run_left_are_private_and_removed_by_the_next(
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_the_users_index_credentials_never_reach_the_readings_argv(
+    index_server: IndexServer, tmp_path: Path
+) -> None:
+    """Reading what the other requirements need of torch (a uv resolution against the user's
+    indexes): a password in UV_DEFAULT_INDEX, and a token in a requirements file's
+    --extra-index-url, stay out of every argv while uv waits on the index."""
+    secret = f"reading-s3cr3t-{os.getpid()}"
+    default = index_server.pypi_url.replace("http://", f"http://alice:{secret}@")
+    extra = f"{index_server.pypi_url}?token={secret}"
+    (tmp_path / "requirements.txt").write_text(f"--extra-index-url {extra}\nfixture-llm==0.6.4.post1\n")
+    env = {**pip_env(tmp_path / "pip-cache"), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
+    env.update(UV_DEFAULT_INDEX=default, PIP_GPU_PYTORCH_INDEX=index_server.pytorch_url)
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    index_server.fail("/pypi/simple/fixture-llm", "hang", hang_s=3)  # uv waits on the index
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pip_gpu", "install", "--dry-run", "-r", "requirements.txt",
+         "--installer", "uv", "--python", str(python), *A100_ON_535],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        seen += _cmdlines_with(secret)
+        if index_server.contacted("/pypi/simple/fixture-llm"):
+            index_server.clear_failures()
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+    assert index_server.contacted("/pypi/simple/fixture-llm"), stderr
+    assert not seen, seen
+    assert secret not in stderr
+    assert process.returncode == 0, stderr
+    assert "fixture-llm==0.6.4.post1 requires torch==2.5.1" in stderr

@@ -11,7 +11,7 @@ from typing import Optional
 
 from support.index import run
 
-__all__ = ["PLUGIN", "assert_one_line_error", "pip_gpu", "tree_snapshot"]
+__all__ = ["PLUGIN", "assert_one_line_error", "cmdlines_with", "pip_gpu", "tree_snapshot"]
 
 PLUGIN = Path(__file__).resolve().parents[2] / "plugin"
 
@@ -54,3 +54,18 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
         elif path.is_file():
             out[str(path.relative_to(root))] = path.read_bytes()
     return out
+
+
+def cmdlines_with(secret: str) -> list[str]:
+    """Every process on this machine whose argv holds ``secret`` (what ``ps`` shows)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if secret in argv:
+            found.append(argv)
+    return found

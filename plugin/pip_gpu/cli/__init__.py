@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from .. import __version__
 from ..errors import EXIT_USAGE, PipGpuError, UsageError
@@ -57,6 +58,14 @@ class _Parser(argparse.ArgumentParser):
     def _print_message(self, message: str, file: Optional[Any] = None) -> None:
         if message:
             (file or sys.stderr).write(message)
+
+    def error(self, message: str) -> NoReturn:
+        """A usage error as every other error: one line and a hint, not argparse's usage block."""
+        hint = f"{self.prog} --help lists its options"
+        pair = re.fullmatch(r"argument (\S+): not allowed with argument (\S+)", message)
+        if pair:  # a mutually exclusive pair, as --python and --system
+            hint = f"give {pair.group(2)} or {pair.group(1)}, not both"
+        self.exit(2, render_error(UsageError(message, hint)) + "\n")
 
 
 def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
@@ -232,7 +241,8 @@ def _settle_global_options(args: argparse.Namespace) -> None:
         if not hasattr(args, "json"):
             raise UsageError(
                 f"--json does not apply to pip-gpu {_command_name(args)}",
-                "detect, explain, matrix, install --dry-run, check and doctor print JSON",
+                "detect, explain, matrix, install --dry-run, lock, sync, check, doctor and fleet plan "
+                "print JSON",
             )
         args.json = True
     quiet = args.global_quiet + int(getattr(args, "quiet", 0) or 0)

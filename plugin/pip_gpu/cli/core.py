@@ -70,7 +70,9 @@ def add_parsers(commands: Any) -> None:
 def cmd_detect(args: argparse.Namespace) -> int:
     host = host_for(host_flags(args))
     if args.json:
-        emit_json(host.to_json())
+        from ..ui import versioned
+
+        emit_json(versioned(host.to_json()))
     else:
         from ..report import render_host
 
@@ -84,6 +86,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from ..decide.plan import decide_for
     from ..report import decision_json, render_decision
+    from ..ui import versioned
     from .variants import run_variant_command, variant_index_of
 
     if (variant_index := variant_index_of(args)) is not None:  # issue 26: PEP 825 variant wheels
@@ -103,14 +106,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     decision = outcome.decision
     constraints = outcome.torch_constraints
+    unneeded = None
+    if not _asks_for_torch(args.requirements, args.requirement, outcome):
+        unneeded = (
+            "nothing in the request needs torch (no torch-family package, and none of the others "
+            "requires one): this is the build a torch-family package would get here"
+        )
     if args.json:
-        emit_json(decision_json(decision, host, constraints=constraints))
+        data = decision_json(decision, host, constraints=constraints)
+        if unneeded:
+            data["notes"].append(unneeded)
+        emit_json(versioned(data))
     elif (blocker := decision.blocked()) is not None and not decision.candidates:
         # Nothing was even considered (pins that contradict each other, a Python no release
         # supports): bad input, reported on stderr like every other error.
         raise UsageError(blocker.message, blocker.hint)
     else:
         rendered = render_decision(decision, host, show_all=args.all, constraints=constraints)
+        if unneeded:
+            first, _, rest = rendered.partition("\n")
+            rendered = f"{first}\nNote: {unneeded}\n{rest}"
         print(headline(printable(rendered, keep_newlines=True), decision.ok))
     return EXIT_OK if outcome.decision.ok else EXIT_NO_BUILD
 
@@ -123,6 +138,14 @@ def _explain_context(requirements: list[str], files: list[str]) -> Any:
     from ..decide.resolution import ResolutionContext
 
     return ResolutionContext(python=Path(sys.executable), prefer_installed=False, strict=False)
+
+
+def _asks_for_torch(requirements: list[str], files: list[str], outcome: Any) -> bool:
+    """Whether the request needs the torch family at all: a family name in it, or another
+    package that requires one (``explain numpy`` decides a build nobody asked for)."""
+    if outcome.torch_constraints or any(_names_only_family(text) for text in requirements):
+        return True
+    return bool(files) and any(not line.constraint for line in outcome.family_lines())
 
 
 def _names_only_family(text: str) -> bool:

@@ -38,6 +38,12 @@ def add_parsers(commands: Any) -> None:
         metavar="SECONDS",
         help=f"give up on --import after this long (default {DEFAULT_IMPORT_TIMEOUT_S:g})",
     )
+    parser.add_argument(
+        "--verify-files",
+        action="store_true",
+        help="check every installed file's sha256 against its RECORD (seconds per GB); by default "
+        "every file's presence and size, and the sha256 of the files that name the build",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the evidence of every check")
     add_host_flags(parser)
@@ -51,6 +57,7 @@ def doctor_options(args: argparse.Namespace) -> DoctorOptions:
         system=args.system,
         run_import=args.run_import,
         import_timeout_s=args.import_timeout,
+        verify_files=args.verify_files,
     )
 
 
@@ -60,7 +67,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     report = doctor(doctor_options(args))
     if args.json:
-        emit_json(report_json(report))
+        from ..ui import versioned
+
+        emit_json(versioned(report_json(report)))
     else:
         text = printable(render_text(report, verbose=args.verbose), keep_newlines=True)
         print(headline(text, report.healthy))

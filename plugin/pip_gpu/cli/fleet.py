@@ -67,7 +67,9 @@ def cmd_fleet_plan(args: argparse.Namespace) -> int:
     )
     plan = make_fleet_plan(options)
     if args.json:
-        print(_plan_json(plan.to_json()))
+        from ..ui import versioned
+
+        print(_plan_json(versioned(plan.to_json())))
     else:
         print(render_plan(plan))
     return EXIT_CHECK_FAILED if plan.unserved else EXIT_OK

@@ -52,9 +52,11 @@ def add_install_parser(commands: Any) -> None:
     passthrough = parser.add_argument_group("passed to the installer")
     for option in INSTALLER_OPTIONS:
         if option.takes_value:
-            passthrough.add_argument(*option.names, dest=_dest(option.long), action="append", metavar="VALUE")
+            passthrough.add_argument(
+                *option.names, dest=_dest(option.long), action="append", metavar="VALUE", help=option.help
+            )
         else:
-            passthrough.add_argument(*option.names, dest=_dest(option.long), action="count")
+            passthrough.add_argument(*option.names, dest=_dest(option.long), action="count", help=option.help)
     add_host_flags(parser)
     add_decision_flags(parser)
     parser.set_defaults(handler=run_install)
@@ -104,7 +106,9 @@ def run_install(args: argparse.Namespace) -> int:
     result = install(install_options(args))
     if args.dry_run:
         if args.json:
-            print(json.dumps(result.dry_run_json, indent=2))
+            from ..ui import versioned
+
+            print(json.dumps(versioned(dict(result.dry_run_json or {})), indent=2))
         else:
             print(result.dry_run_script)
     return EXIT_OK

@@ -66,6 +66,7 @@ def add_lock_parsers(
         metavar="NAME",
         help="take the newest allowed version of this package only; repeat for several",
     )
+    lock.add_argument("--json", action="store_true", help="print the files written as JSON")
     add_host_flags(lock, many=True)
     add_decision_flags(lock)
     lock.set_defaults(handler=run_lock)
@@ -83,6 +84,14 @@ def add_lock_parsers(
     sync.add_argument("--installer", choices=("pip", "uv"), help="default: uv when the target has no pip")
     add_target_flags(sync)
     sync.add_argument("--locked", action="store_true", help="refuse a lock that its inputs no longer match")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="choose the lock and list what would change; install nothing"
+    )
+    sync.add_argument(
+        "--json",
+        action="store_true",
+        help="print what was (or would be) synced as JSON; installer output to stderr",
+    )
     _add_trust_lock_index(sync)
     add_host_flags(sync)
     sync.set_defaults(handler=run_sync)
@@ -99,6 +108,12 @@ def add_lock_parsers(
     )
     _add_lock_dir(check)
     add_target_flags(check)
+    check.add_argument(
+        "--verify-files",
+        action="store_true",
+        help="check every installed file's sha256 against its RECORD (seconds per GB); by default "
+        "every file's presence and size, and the sha256 of the files that name the build",
+    )
     check.add_argument("--json", action="store_true", help="print JSON")
     _add_trust_lock_index(check)
     add_host_flags(check)
@@ -125,7 +140,7 @@ def run_lock(args: argparse.Namespace) -> int:
     if (variant_index := variant_index_of(args)) is not None:  # issue 26: PEP 825 variant wheels
         return run_variant_command("lock", args, variant_index)
 
-    return lock(
+    report = lock(
         LockOptions(
             cwd=Path.cwd(),
             requirements=tuple(args.requirements),
@@ -144,6 +159,11 @@ def run_lock(args: argparse.Namespace) -> int:
             channel=args.channel,
         )
     )
+    if args.json:
+        from ..ui import versioned
+
+        print(json.dumps(versioned(report.to_json()), indent=2))
+    return EXIT_OK
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -153,7 +173,7 @@ def run_sync(args: argparse.Namespace) -> int:
     if (variant_lock := variant_lock_in(args)) is not None:  # issue 26: a PEP 825 variant lock
         return run_variant_command("sync", args, variant_lock)
 
-    return sync(
+    report = sync(
         SyncOptions(
             cwd=Path.cwd(),
             lock_dir=args.lock_dir,
@@ -162,9 +182,24 @@ def run_sync(args: argparse.Namespace) -> int:
             system=args.system,
             locked=args.locked,
             host=host_flags(args),
+            dry_run=args.dry_run,
+            installer_output_to_stderr=args.json,
             trust_lock_index=args.trust_lock_index,
         )
     )
+    if args.json:
+        from ..ui import versioned
+
+        print(json.dumps(versioned(report.to_json()), indent=2))
+    elif report.dry_run:
+        where = f"{report.target.prefix} to {report.lock_file.name}"
+        if not report.changes:
+            print(f"pip-gpu sync --dry-run: nothing to change: {where} already match")
+        else:
+            print(f"pip-gpu sync --dry-run: syncing {where} would change:")
+            for change in report.changes:
+                print(f"  - {change}")
+    return EXIT_OK
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -182,31 +217,36 @@ def run_check(args: argparse.Namespace) -> int:
             python=args.python,
             system=args.system,
             host=host_flags(args),
+            verify_files=args.verify_files,
             trust_lock_index=args.trust_lock_index,
         )
     )
     result, directory, target = report.result, report.directory, report.target
     if args.json:
-        data = {
-            "ok": result.ok,
-            "lock": result.lock_file.name if result.lock_file else None,
-            "variant": result.variant,
-            "lock_dir": str(directory),
-            "target": str(target.python),
-            "installed": result.installed,
-            "problems": list(result.differences),
-            "lock_runs_here": result.runs_here,
-            "fix": None if result.ok else result.fix,
-        }
+        from ..ui import versioned
+
+        data = versioned(
+            {
+                "ok": result.ok,
+                "lock": result.lock_file.name if result.lock_file else None,
+                "variant": result.variant,
+                "lock_dir": str(directory),
+                "target": str(target.python),
+                "installed": result.installed,
+                "problems": list(result.differences),
+                "lock_runs_here": result.runs_here,
+                "fix": None if result.ok else result.fix,
+            }
+        )
         print(json.dumps(data, indent=2))
-    elif not result.runs_here:
-        print(f"pip-gpu check: no lock in {directory} runs on this host (pip-gpu sync refuses too):")
-        for problem in result.differences:
-            print(f"  - {printable(problem)}")
     elif not result.ok:
-        print(f"pip-gpu check: {target.prefix} does not match the lock for this machine:")
+        if not result.runs_here:
+            print(f"pip-gpu check: no lock in {directory} runs on this host (pip-gpu sync refuses too):")
+        else:
+            print(f"pip-gpu check: {target.prefix} does not match the lock for this machine:")
         for problem in result.differences:
             print(f"  - {printable(problem)}")
+        print(f"  fix: {result.fix}")  # what --json carries as "fix"
     else:
         assert result.lock_file is not None
         held = ", ".join(f"{name} {version}" for name, version in result.installed.items())

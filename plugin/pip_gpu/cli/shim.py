@@ -61,7 +61,12 @@ def cmd_shim_status(args: argparse.Namespace) -> int:
     if status.disabled:
         print("PIP_GPU_DISABLE is set: every shim passes through")
     for shim in status.shims:
-        state = "shimmed" if shim.active else f"NOT shimmed ({shim.found} comes first)"
+        if shim.active:
+            state = "shimmed"
+        elif shim.found is None:
+            state = f"NOT shimmed (no {shim.name} on PATH at all: put the shims folder on PATH)"
+        else:
+            state = f"NOT shimmed ({shim.found} comes first)"
         print(f"  {shim.name}: {state}; real {shim.real or 'none found'}")
     return EXIT_OK
 

@@ -56,6 +56,9 @@ def _options(args: argparse.Namespace, index_url: str, cwd: Optional[Path] = Non
         system=bool(getattr(args, "system", False)),
         host=host_flags(args),
         cwd=cwd or Path.cwd(),
+        requirement_files=tuple(getattr(args, "requirement", ()) or ()),
+        constraint_files=tuple(getattr(args, "constraint", ()) or ()),
+        dry_run=bool(getattr(args, "dry_run", False)),
     )
 
 
@@ -132,52 +135,82 @@ def _install(args: argparse.Namespace, index_url: str) -> int:
     from ..errors import UsageError
     from ..wheel_variant_steps import install_variant_wheels
 
-    if args.dry_run or args.requirement or args.constraint:
-        raise UsageError(
-            "--variant-index installs named requirements only (no --dry-run, -r or -c yet)",
-            "use pip-gpu explain --variant-index URL to see the choice, and name the requirements",
-        )
-    install_variant_wheels(_options(args, index_url))
+    if args.json and not args.dry_run:
+        raise UsageError("--json prints the plan of a dry run", "add --dry-run, or drop --json")
+    _, dry_run = install_variant_wheels(_options(args, index_url))
+    if dry_run is not None:
+        print(json.dumps(dry_run.to_json(index_url), indent=2) if args.json else dry_run.script())
     return EXIT_OK
 
 
 def _lock(args: argparse.Namespace, index_url: str) -> int:
     import sys
 
-    from ..detect import host_for
     from ..errors import UsageError
-    from ..wheel_variant_steps import lock_variant_wheels
+    from ..wheel_variant_steps import VariantLockOptions, lock_variant_wheels
 
-    if args.requirement:
-        raise UsageError(
-            "--variant-index locks named requirements only (no -r yet)",
-            "name them: pip-gpu lock torch --variant-index URL",
+    given = [
+        flag
+        for flag, value in (
+            ("--variants", args.variants),
+            ("--variant", args.variant),
+            ("--fleet", args.fleet),
+            ("--upgrade", args.upgrade),
+            ("--upgrade-package", args.upgrade_package),
         )
-    directory = Path.cwd() / (args.output_dir or "")
-    path, choices = lock_variant_wheels(index_url, args.requirements, host_for(host_flags(args)), directory)
-    for choice in choices:
+        if value
+    ]
+    if given:  # the labels are the variants; a variant lock is always resolved afresh
+        raise UsageError(
+            f"--variant-index locks every label of the chosen version; {', '.join(given)} does not apply",
+            "drop " + ", ".join(given) + ", or lock without --variant-index",
+        )
+    cwd = Path.cwd()
+    written = lock_variant_wheels(
+        VariantLockOptions(
+            index_url=index_url,
+            requirements=tuple(args.requirements),
+            requirement_files=tuple(args.requirement),
+            host=host_flags(args),
+            cwd=cwd,
+            directory=cwd / (args.output_dir or ""),
+            platforms=tuple(args.platform or ()),
+            arches=tuple(args.arch or ()),
+            python_versions=tuple(args.python_version or ()),
+        )
+    )
+    for choice in written.choices:
         labels = sorted({w.label for w in choice.wheels if w.label})
         plain = any(not w.label for w in choice.wheels)
         print(
-            f"pip-gpu lock: wrote {path.name}: {choice.package} {choice.version}, variants "
+            f"pip-gpu lock: wrote {written.path.name}: {choice.package} {choice.version}, variants "
             f"{' '.join(labels) or 'none'}{' and the non-variant wheel' if plain else ''}; "
             f"this host takes {choice.label or '(non-variant)' if choice.wheel else 'none'}",
             file=sys.stderr,
         )
+    others = (
+        f"{len(written.others)} other package(s) ({', '.join(written.others)})"
+        if written.others
+        else "no other package"
+    )
+    print(
+        f"pip-gpu lock: {written.path.name} covers {', '.join(map(str, written.targets))}, with {others}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
 def _sync(args: argparse.Namespace, directory: Path) -> int:
     from ..wheel_variant_steps import sync_variant_lock
 
-    sync_variant_lock(_options(args, "", cwd=directory))
+    sync_variant_lock(_options(args, variant_index_of(args) or "", cwd=directory))
     return EXIT_OK
 
 
 def _check(args: argparse.Namespace, directory: Path) -> int:
     from ..wheel_variant_steps import check_variant_lock
 
-    result = check_variant_lock(_options(args, "", cwd=directory))
+    result = check_variant_lock(_options(args, variant_index_of(args) or "", cwd=directory))
     if args.json:
         print(
             json.dumps(
@@ -187,7 +220,8 @@ def _check(args: argparse.Namespace, directory: Path) -> int:
                     "lock_dir": str(directory),
                     "installed": dict(result.installed),
                     "problems": list(result.problems),
-                    "fix": None if result.ok else "pip-gpu sync",
+                    "variants": [label.to_json() for label in result.labels],
+                    "fix": result.fix,
                 },
                 indent=2,
             )
@@ -201,4 +235,5 @@ def _check(args: argparse.Namespace, directory: Path) -> int:
         print(f"pip-gpu check: the environment does not match {result.lock_file.name} for this host:")
         for problem in result.problems:
             print(f"  - {problem}")
+        print(f"  fix: {result.fix}")
     return EXIT_OK if result.ok else EXIT_CHECK_FAILED

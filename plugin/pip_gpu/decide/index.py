@@ -1,8 +1,8 @@
 """The package-index boundary: read a project's files from a simple index over HTTP.
 
 PEP 691 JSON first, PEP 503 HTML as the fallback, with a bounded timeout and errors that say
-which index failed and how. Credentials in URLs are sent (urllib handles ``user:pass@`` via
-the Authorization header) but never shown.
+which index failed and how. Credentials in URLs (``user:pass@``), else the netrc file's for the
+host, are sent as the Authorization header, but never shown.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "IndexFile",
     "fetch_project_files",
     "index_timeout",
+    "open_index_file",
     "read_index_file",
     "wheel_metadata",
 ]
@@ -53,6 +54,7 @@ class IndexFile:
     sha256: Optional[str]
     requires_python: Optional[str]
     size: Optional[int] = None
+    core_metadata: bool = False  # PEP 658/714: ``<url>.metadata`` is served beside the file
 
 
 def _request(url: str) -> urllib.request.Request:
@@ -69,12 +71,31 @@ def _request(url: str) -> urllib.request.Request:
         if parts.port:
             netloc += f":{parts.port}"
         request_url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    elif parts.hostname and (login := _netrc_login(parts.hostname)) is not None:
+        authorization = "Basic " + base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
     request = urllib.request.Request(request_url, headers=headers)
     if authorization:
         # An unredirected header is not copied to a redirect's request; _SameOriginRedirects
         # adds it back only when the redirect stays on the same scheme, host and port.
         request.add_unredirected_header("Authorization", authorization)
     return request
+
+
+def _netrc_login(host: str) -> Optional[tuple[str, str]]:
+    """(login, password) for ``host`` from ``$NETRC`` or ``~/.netrc``, as pip and uv read it."""
+    import netrc
+
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        found = netrc.netrc(path).authenticators(host) if os.path.isfile(path) else None
+    except (netrc.NetrcParseError, OSError, UnicodeDecodeError):
+        return None
+    return (found[0] or "", found[2] or "") if found else None
+
+
+def open_index_file(url: str, *, timeout: float) -> Any:
+    """A file an index serves, opened for streaming (a wheel): authenticated like the pages."""
+    return _OPENER.open(_request(url), timeout=timeout)
 
 
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
@@ -228,6 +249,7 @@ def _from_json(text: str, base: str) -> list[IndexFile]:
                 sha256=hashes.get("sha256"),
                 requires_python=item.get("requires-python"),
                 size=item.get("size"),
+                core_metadata=bool(item.get("core-metadata") or item.get("dist-info-metadata")),
             )
         )
     return files
@@ -237,12 +259,15 @@ class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.links: list[tuple[str, Optional[str]]] = []
+        self.with_metadata: set[str] = set()  # hrefs with PEP 658/714 metadata
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
         if tag == "a":
             values = dict(attrs)
             if values.get("href"):
                 self.links.append((values["href"] or "", values.get("data-requires-python")))
+                if values.get("data-core-metadata") or values.get("data-dist-info-metadata"):
+                    self.with_metadata.add(values["href"] or "")
 
 
 def _from_html(text: str, base: str) -> list[IndexFile]:
@@ -255,7 +280,7 @@ def _from_html(text: str, base: str) -> list[IndexFile]:
         path, _, fragment = url.partition("#")
         filename = urllib.parse.unquote(path.rsplit("/", 1)[-1])
         sha256 = fragment[len("sha256=") :] if fragment.startswith("sha256=") else None
-        files.append(IndexFile(filename, path, sha256, requires_python))
+        files.append(IndexFile(filename, path, sha256, requires_python, None, href in parser.with_metadata))
     return files
 
 

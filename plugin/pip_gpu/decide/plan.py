@@ -184,15 +184,6 @@ def decide_for(
         # direct URLs, the installed build), with provenance; see resolution.py.
         from .resolution import describe_request, read_whole_request
 
-        whole = read_whole_request(
-            lines,
-            [opt for f in files for opt in f.global_options],
-            family_names,
-            _decided_names(knowledge),
-            _variant_indexes(index, knowledge, variant),
-            knowledge.variants(),
-            context,
-        )
         markers = marker_environment(host)
         family_requirements: list[Requirement] = [
             line.requirement
@@ -201,8 +192,18 @@ def decide_for(
             and line.name in family_names
             and (line.requirement.marker is None or line.requirement.marker.evaluate(markers))
         ]
-        derived = whole.decision_requirements(_decided_names(knowledge))
         plain_request = _request(family_requirements, knowledge, forced, force)
+        whole = read_whole_request(
+            lines,
+            [opt for f in files for opt in f.global_options],
+            family_names,
+            _decided_names(knowledge),
+            _variant_indexes(index, knowledge, variant),
+            knowledge.variants(),
+            context,
+            _reading_indexes(plain_request, host, knowledge, index, config) if context else (),
+        )
+        derived = whole.decision_requirements(_decided_names(knowledge))
         lines += whole.added_lines
         asks_family = any(line.name in family_names for line in lines)
         request = _request(
@@ -498,6 +499,26 @@ def _variant_indexes(index: str, knowledge: Knowledge, forced: Optional[str]) ->
     )
     # A family member lives on (nearly) every CUDA index; a few tries find it or nothing will.
     return [url for url in (variant_index_url(index, v) for v in ordered) if url][:MEMBER_INDEX_TRIES]
+
+
+READING_INDEXES = 6
+
+
+def _reading_indexes(
+    request: TorchRequest, host: HostProfile, knowledge: Knowledge, index: str, config: ProjectConfig
+) -> list[str]:
+    """Where the reading of the other requirements takes the torch family from: the variant
+    indexes of the builds that run here for the family lines, the one decided first."""
+    from ..variant import variant_index_url
+
+    policy = Policy(allowed_variants=config.variants, preferred_variant=config.preferred_variant)
+    decision = decide(request, host, knowledge, pytorch_index=index, policy=policy)
+    ordered = list(dict.fromkeys(c.variant for c in decision.candidates if c.ok))
+    if decision.variant in ordered:
+        ordered.remove(decision.variant)
+        ordered.insert(0, decision.variant)
+    urls = [variant_index_url(index, variant) for variant in ordered]
+    return [url for url in urls if url][:READING_INDEXES]
 
 
 def _asks_for_a_newer_release(request: TorchRequest, knowledge: Knowledge) -> bool:

@@ -82,6 +82,9 @@ class ResolutionContext:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     strict: bool = True  # a resolution that fails is an error (install); else a note (explain)
     lock_folder: Optional[Path] = None  # where pip-gpu's pylock.<variant>.toml files may be
+    # The variant indexes the reading takes the family from; empty: those of the builds that
+    # run here (``lock`` names its variants', so one reading serves every variant it locks).
+    family_indexes: tuple[str, ...] = ()
     # False: leave the other requirements unresolved (``install`` with uv reads the same answer
     # from its one ``uv pip compile`` and decides again with them only when they need torch).
     resolve_others: bool = True
@@ -206,14 +209,21 @@ def member_constraints(
                 continue  # an open range says nothing about one torch release
             # Here, not at the top: the index client (http.client, ssl, html.parser: about
             # 20 ms) stays off the decision path unless a family member is pinned.
+            from concurrent.futures import ThreadPoolExecutor
+
             from .index import IndexError_, fetch_project_files
 
-            for index in variant_indexes:
+            def page(index: str, name: str = line.name) -> list[Any]:
                 try:
                     # the project page keeps the index's query string (a mirror's token)
-                    files = fetch_project_files(append_path(index, line.name, ""), timeout=timeout)
+                    return fetch_project_files(append_path(index, name, ""), timeout=timeout)
                 except IndexError_:
-                    continue
+                    return []
+
+            # every variant index at once (most answer 404 quickly), then the first that has it
+            with ThreadPoolExecutor(max_workers=max(1, len(variant_indexes))) as pool:
+                pages = list(pool.map(page, variant_indexes))
+            for files in pages:
                 match = next((f for f in files if _wheel_version(f.filename) == pinned), None)
                 if match is None:
                     match = next((f for f in files if _wheel_public(f.filename) == pinned.public), None)
@@ -247,29 +257,18 @@ def _wheel_public(filename: str) -> Optional[str]:
 # --- downstream packages, through a resolution ---------------------------------------------------
 
 
-def _pip_command(context: ResolutionContext) -> Optional[list[str]]:
-    """A pip that can resolve for the target: its own, else pip-gpu's with ``--python``."""
-    import subprocess
-    import sys
-    from importlib.util import find_spec
+@dataclass(frozen=True)
+class Closure:
+    """What the other requirements need of the family, and a conflict the whole request has.
 
-    probe = subprocess.run(
-        [
-            str(context.python),
-            "-I",
-            "-c",
-            "import importlib.util as u; print(u.find_spec('pip') is not None)",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if probe.stdout.strip() == "True":
-        return [str(context.python), "-m", "pip"]
-    if find_spec("pip") is not None:
-        return [sys.executable, "-m", "pip", "--python", str(context.python)]
-    return None
+    ``conflict``: uv's explanation when the request with its family lines cannot be resolved
+    while the other requirements alone can (``torch==2.13.0`` with a torchaudio whose
+    metadata needs another torch): the request cannot be met whatever build is chosen.
+    """
+
+    constraints: tuple[TorchConstraint, ...]
+    conflict: str = ""
+    notes: tuple[str, ...] = ()
 
 
 def closure_requirements(
@@ -277,74 +276,428 @@ def closure_requirements(
     global_options: Sequence[tuple[str, ...]],
     family: Collection[str],
     context: ResolutionContext,
-) -> list[TorchConstraint]:
+    family_lines: Sequence[RequirementLine] = (),
+    family_indexes: Sequence[str] = (),
+) -> Closure:
     """What the packages the other requirements bring in require of the torch family.
 
-    One ``pip install --dry-run --ignore-installed --report`` of those requirements against the
-    user's indexes: pip resolves from metadata (PEP 658) and installs nothing. Only non-family
-    packages speak: the family packages pip happened to pick from the default index say nothing
-    about which torch the request needs.
+    One ``uv pip compile`` of the request in the world the install will use: every family
+    name from ``family_indexes`` (the variant indexes whose builds run here, through a local
+    index that serves only the family), everything else from the user's indexes. It works
+    when the user's default index has no torch at all, and uv's resolver answers a conflict
+    in seconds where pip would backtrack. Only non-family packages speak: their own
+    requirements, read from their core metadata (PEP 658), say what they need of the family.
     """
-
     wanted = [line for line in others if not line.constraint]
+    members = {line.name for line in family_lines if not line.constraint and line.requirement is not None}
+    if not wanted and len(members) < 2:
+        return Closure(())  # torch alone: the decision itself reads everything it needs
     if not wanted:
-        return []
+        # Family members together (torch==2.13.0 with torchaudio): their own metadata on the
+        # decided variant index may need another torch; uv says so in seconds, pip backtracks.
+        family_indexes = family_indexes[:1]
     key = (
-        render_file(wanted, global_options),
+        render_file([*family_lines, *wanted], global_options),
         render_file([line for line in others if line.constraint]),
         str(context.python),
         context.index_args,
+        tuple(family_indexes),
     )
     if key not in _RESOLVED:  # `lock` decides once per variant: one resolution serves them all
-        _RESOLVED[key] = _resolve_closure(others, wanted, global_options, family, context)
-    return list(_RESOLVED[key])
+        _RESOLVED[key] = _read_closure(others, family_lines, global_options, family, context, family_indexes)
+    return _RESOLVED[key]
 
 
-_RESOLVED: dict[tuple[str, str, str, tuple[str, ...]], list[TorchConstraint]] = {}
+_RESOLVED: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], Closure] = {}
+
+# The user's index settings as uv reads them from its environment: replaced in the reading's
+# environment by the ones pip-gpu passes (credentials stay out of the child's argv).
+_UV_INDEX_VARIABLES = frozenset(
+    {
+        "UV_INDEX",
+        "UV_DEFAULT_INDEX",
+        "UV_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "UV_FIND_LINKS",
+        "UV_NO_INDEX",
+        "UV_INDEX_STRATEGY",
+    }
+)
+FAMILY_INDEX_NAME = "pip-gpu-family"
 
 
-def _resolve_closure(
+def _uv_binary() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        raise ResolutionFailed(
+            "cannot tell whether the other requirements need torch: uv, which reads them, is not installed",
+            "pip install uv next to pip-gpu, or name torch's version yourself",
+        ) from None
+
+
+def reading_environment(
+    index_args: Sequence[str], env: Mapping[str, str], family_index: Optional[str]
+) -> dict[str, str]:
+    """uv's environment for the reading: the user's indexes (pip-style options, as
+    :func:`index_args_for` gives them) in uv's variables, the family index first.
+
+    Index URLs may carry credentials (``user:token@``, ``?token=``): the environment is
+    readable by the same user only, where a child's argv is readable by every local user.
+    """
+    if not index_args:  # nothing given for this command: the indexes the user set up
+        index_args = index_args_for("uv", (), env)
+    child = {k: v for k, v in env.items() if k not in _UV_INDEX_VARIABLES}
+    default: Optional[str] = None
+    extras: list[str] = []
+    links: list[str] = []
+    no_index = False
+    pairs = list(index_args)
+    i = 0
+    while i < len(pairs):
+        option = pairs[i]
+        if option == "--no-index":
+            no_index = True
+            i += 1
+            continue
+        value = pairs[i + 1] if i + 1 < len(pairs) else ""
+        if option == "--index-url":
+            default = value
+        elif option == "--extra-index-url":
+            extras.append(value)
+        elif option == "--find-links":
+            links.append(value)
+        i += 2
+    indexes = [f"{FAMILY_INDEX_NAME}={family_index}"] if family_index and not no_index else []
+    indexes += extras
+    if indexes:
+        child["UV_INDEX"] = " ".join(indexes)
+    if default:
+        child["UV_DEFAULT_INDEX"] = default
+    if links:
+        child["UV_FIND_LINKS"] = ",".join(links)
+    if no_index:
+        child["UV_NO_INDEX"] = "1"
+    # The family index answers for every family name; the rest falls through to the user's.
+    child["UV_INDEX_STRATEGY"] = "first-index"
+    child.setdefault("UV_HTTP_TIMEOUT", "30")  # an index that never answers is named, not waited on
+    return child
+
+
+def _read_closure(
     others: Sequence[RequirementLine],
-    wanted: Sequence[RequirementLine],
+    family_lines: Sequence[RequirementLine],
     global_options: Sequence[tuple[str, ...]],
     family: Collection[str],
     context: ResolutionContext,
-) -> list[TorchConstraint]:
-    import json
+    family_indexes: Sequence[str],
+) -> Closure:
+    family_index: Optional[str] = None
+    if family_indexes:
+        from .family_index import family_index as build
+        from .index import IndexError_
+
+        try:
+            family_index = build(family_indexes, family).as_uri()
+        except IndexError_ as failure:
+            raise ResolutionFailed(
+                f"reading what the other requirements need of torch: {failure.message}",
+                failure.hint or "check the network, or --pytorch-index for a mirror",
+            ) from None
+    try:
+        resolved = _uv_compile([*family_lines, *others], global_options, context, family_index)
+    except ResolutionConflict as whole_failure:
+        if not family_lines:
+            raise
+        if not any(not line.constraint for line in others):
+            return Closure((), whole_failure.message)
+        # The other requirements alone: when they resolve, the family lines are what conflicts.
+        resolved = _uv_compile(others, global_options, context, family_index)
+        found, notes = _constraints_of_resolution(resolved, family, others, context)
+        return Closure(tuple(found), whole_failure.message, tuple(notes))
+    found, notes = _constraints_of_resolution(resolved, family, others, context)
+    return Closure(tuple(found), "", tuple(notes))
+
+
+def _uv_compile(
+    lines: Sequence[RequirementLine],
+    global_options: Sequence[tuple[str, ...]],
+    context: ResolutionContext,
+    family_index: Optional[str],
+) -> str:
+    """``uv pip compile`` of ``lines`` for the target: pins, ``# via`` and ``# from`` lines."""
     import subprocess
     import tempfile
 
-    pip = _pip_command(context)
-    if pip is None:
-        raise ResolutionFailed(
-            "cannot tell whether the other requirements need torch: no pip to resolve them with",
-            "install pip into the target or next to pip-gpu, or name torch's version yourself",
-        )
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-resolve-") as scratch:
+    uv = _uv_binary()
+    with tempfile.TemporaryDirectory(prefix="pip-gpu-resolve-") as scratch:  # 0700: a private folder
         folder = Path(scratch)
-        requirements = folder / "others.txt"
+        requirements = folder / "request.txt"
+        # requirement files' own index options stay in the file, with any credentials in them
+        wanted = [line for line in lines if not line.constraint]
         requirements.write_text(render_file(wanted, global_options), encoding="utf-8")
-        argv = [*pip, "install", "--dry-run", "--ignore-installed", "--quiet"]
-        argv += ["--report", str(folder / "report.json"), *context.index_args, "-r", str(requirements)]
-        constraint_lines = [line for line in others if line.constraint]
+        argv = [uv, "pip", "compile", str(requirements), "--python", str(context.python)]
+        argv += ["--quiet", "--no-header", "--annotate", "--annotation-style", "split"]
+        argv += ["--emit-index-annotation", "--output-file", str(folder / "resolved.txt")]
+        constraint_lines = [line for line in lines if line.constraint]
         if constraint_lines:
             constraints = folder / "constraints.txt"
             constraints.write_text(render_file(constraint_lines), encoding="utf-8")
-            argv += ["-c", str(constraints)]
-        env = dict(context.env)
-        env.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600, check=False)
+            argv += ["--constraints", str(constraints)]
+        env = reading_environment(context.index_args, context.env, family_index)
+        from ..ui import progress
+
         try:
-            report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            report = None
-    if done.returncode != 0 or not isinstance(report, dict):
-        why = next((line.strip() for line in reversed(done.stderr.splitlines()) if line.strip()), "no output")
-        raise ResolutionFailed(
-            f"resolving the other requirements, to read what they need of torch, failed: {redact_url(why)}",
-            "check those requirements and your indexes (the same pip run fails without pip-gpu)",
+            with progress("uv: resolving the other requirements to read what they need of torch"):
+                done = subprocess.run(
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    timeout=600,
+                    check=False,
+                )
+        except subprocess.TimeoutExpired:
+            raise ResolutionFailed(
+                "reading what the other requirements need of torch: uv did not finish within 600 s",
+                "check your indexes (one may not answer), or name torch's version yourself",
+            ) from None
+        try:
+            resolved = (folder / "resolved.txt").read_text(encoding="utf-8")
+        except OSError:
+            resolved = ""
+    if done.returncode != 0:
+        raise _failure(done.stderr or done.stdout)
+    return resolved
+
+
+class ResolutionConflict(ResolutionFailed):
+    """uv proved the requirements cannot all be met (not a network or input failure)."""
+
+
+def _failure(output: str) -> ResolutionFailed:
+    """uv's error, in one line: a conflict names the demands, a fetch names the index."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    marks = "\u00d7\u2570\u2500\u25b6 "  # uv's error decoration
+    lines = [line.strip().lstrip(marks).strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("hint:", "warning:"))]
+    lines = [line[len("error:") :].strip() if line.startswith("error:") else line for line in lines]
+    missing = any("not found in the" in line or "no versions of" in line.lower() for line in lines)
+    if not missing and any("unsatisfiable" in line for line in lines):
+        reasons = [line for line in lines if not line.startswith(("No solution found", "Caused by"))]
+        return ResolutionConflict(
+            f"the request cannot be resolved: {redact_url(' '.join(reasons))}",
+            "change the requirements that conflict (the versions named are what the indexes offer)",
         )
-    return constraints_from_report(report, family)
+    fetched = re.search(r"(?:Failed to fetch:? |for url \()`?((?:https?|file)://[^`\s)]+)", text)
+    if fetched and any("Connect" in line or "connect" in line or "timed out" in line for line in lines):
+        return ResolutionFailed(
+            f"the index at {redact_url(fetched[1])} cannot be reached ({redact_url(lines[-1])})",
+            "check the network and that index's URL (a requirements file's --index-url or "
+            "--extra-index-url counts), or remove it",
+        )
+    why = redact_url(" ".join(lines[-3:]) if lines else "no output")
+    return ResolutionFailed(
+        f"resolving the other requirements, to read what they need of torch, failed: {why}",
+        "check those requirements and your indexes (the same uv pip compile fails without pip-gpu)",
+    )
+
+
+_PIN_RE = r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*(==|@)\s*(\S+)"
+
+
+def _parse_resolution(text: str) -> list[tuple[str, str, str, list[str], Optional[str]]]:
+    """``(name, "==" or "@", version or URL, via, index)`` for each package of a ``uv pip
+    compile`` output written with ``--annotation-style split`` and ``--emit-index-annotation``."""
+    import re
+
+    entries: list[tuple[str, str, str, list[str], Optional[str]]] = []
+    in_via = False
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        stripped = line.strip()
+        if not line.startswith((" ", "#")):
+            if stripped.startswith(("-e ", "--editable ")):
+                entries.append(("", "@", stripped.split(None, 1)[1], [], None))
+            else:
+                match = re.match(_PIN_RE, stripped)
+                if match:
+                    entries.append((canonical_name(match[1]), match[2], match[3], [], None))
+                else:  # a path or URL as the user wrote it: uv does not print its name
+                    entries.append(("", "@", stripped, [], None))
+            in_via = False
+            continue
+        if not entries or not stripped.startswith("#"):
+            continue
+        comment = stripped.lstrip("#").strip()
+        name, how, value, via, _ = entries[-1]
+        if comment.startswith("from "):
+            entries[-1] = (name, how, value, via, comment[5:].strip())
+            in_via = False
+        elif comment.startswith("via"):
+            rest = comment[3:].strip()
+            via.extend(part.strip() for part in rest.split(",") if part.strip())
+            in_via = not rest
+        elif in_via and stripped.startswith("#   "):
+            via.append(comment)
+    return entries
+
+
+def _constraints_of_resolution(
+    resolved: str, family: Collection[str], others: Sequence[RequirementLine], context: ResolutionContext
+) -> tuple[list[TorchConstraint], list[str]]:
+    """The family requirements of the packages that bring a family member in, from their own
+    core metadata; where it cannot be read, the version uv's resolution picks for them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    entries = _parse_resolution(resolved)
+    family_set = set(family)
+    by_name = {name: (how, value, index) for name, how, value, _, index in entries if name}
+    askers: dict[str, list[tuple[str, str]]] = {}  # parent -> [(family member, its resolved version)]
+    for name, how, value, via, _ in entries:
+        if name not in family_set:
+            continue
+        for source in via:
+            if source.startswith(("-r ", "-c ", "-e ", "--")):
+                continue
+            parent = canonical_name(source.split(" ", 1)[0])
+            if parent and parent not in family_set:
+                askers.setdefault(parent, []).append((name, value if how == "==" else ""))
+    extras_of = {
+        line.name: set(line.requirement.extras)
+        for line in others
+        if line.name is not None and line.requirement is not None
+    }
+
+    # a local wheel or project the user named by path: uv prints the path, not the name
+    links = {line.name: line.link for line in others if line.name is not None and line.link is not None}
+
+    def read(parent: str) -> tuple[list[TorchConstraint], Optional[str]]:
+        how, value, index = by_name.get(parent, ("@", links.get(parent) or "", None))
+        source = f"{parent}=={value}" if how == "==" else parent
+        metadata = _metadata_of(parent, how, value, index, context) if value else None
+        pulled = {member for member, _ in askers[parent]}
+        if metadata is not None:
+            found = _family_requirements(metadata, pulled, source, extras_of.get(parent, set()))
+            if found:
+                return found, None
+        # Its metadata could not be read (a local project, an index without PEP 658): it accepts
+        # at least what uv's resolution picks for it.
+        found = [
+            TorchConstraint(member, SpecifierSet(f"=={version.split('+', 1)[0]}"), source, "downstream")
+            for member, version in askers[parent]
+            if version
+        ]
+        note = f"{source}'s own requirements could not be read; counted as needing what uv's resolution picks"
+        return found, note
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(askers)))) as pool:
+        results = list(pool.map(read, sorted(askers)))
+    constraints = [c for found, _ in results for c in found]
+    notes = [note for _, note in results if note]
+    return constraints, notes
+
+
+def _family_requirements(
+    metadata: bytes, pulled: Collection[str], source: str, extras: Collection[str]
+) -> list[TorchConstraint]:
+    """The requirements in ``metadata`` on the family members it was seen to pull in."""
+    from packaging.markers import default_environment
+
+    environment = {k: str(v) for k, v in default_environment().items()}
+    found: list[TorchConstraint] = []
+    for requirement in _requires_dist(metadata):
+        name = canonical_name(requirement.name)
+        if name not in pulled:
+            continue
+        marker = requirement.marker
+        applies = marker is None or any(
+            marker.evaluate({**environment, "extra": extra}) for extra in ["", *extras]
+        )
+        if not applies and marker is not None and "extra" in str(marker):
+            applies = True  # an extra another package asks for: uv's resolution took it
+        if applies:
+            found.append(TorchConstraint(name, requirement.specifier, source, "downstream"))
+    return found
+
+
+def _metadata_of(
+    name: str, how: str, value: str, index: Optional[str], context: ResolutionContext
+) -> Optional[bytes]:
+    """A resolved package's core metadata: its file's PEP 658 twin on the index it came from,
+    or the wheel itself when it is a local file or a direct URL."""
+    if how == "@":
+        return _wheel_metadata(value, timeout=10.0)
+    if not index or index.startswith("file:"):
+        return _find_links_metadata(name, value, index)
+    from .index import IndexError_, fetch_project_files
+
+    base = _with_credentials(index, context)
+    try:
+        files = fetch_project_files(append_path(base, name, ""), timeout=10.0)
+    except IndexError_:
+        return None
+    matching = [f for f in files if _wheel_version_text(f.filename) == value]
+    for file in sorted(matching, key=lambda f: not f.core_metadata):
+        url = file.url.split("#", 1)[0]
+        metadata = _fetch(url + ".metadata", 10.0) if file.core_metadata else None
+        if metadata is None and (file.size or 0) <= 64 * 2**20:
+            metadata = _remote_wheel_metadata(url)
+        if metadata is not None:
+            return metadata
+    return None
+
+
+def _wheel_version_text(filename: str) -> Optional[str]:
+    version = _wheel_version(filename)
+    return None if version is None else str(version)
+
+
+def _remote_wheel_metadata(url: str) -> Optional[bytes]:
+    """METADATA out of a remote wheel (an index without PEP 658), for wheels of modest size."""
+    import io
+    import zipfile
+
+    data = _fetch(url, 30.0)
+    if data is None:
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as wheel:
+            name = next((n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")), None)
+            return wheel.read(name) if name else None
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def _find_links_metadata(name: str, version: str, index: Optional[str]) -> Optional[bytes]:
+    """A package from a local folder (``--find-links``, a local index): its wheel's METADATA."""
+    if not index:
+        return None
+    folder = Path(urllib.parse.unquote(urllib.parse.urlsplit(index).path))
+    if not folder.is_dir():
+        return None
+    for wheel in [*folder.glob("*.whl"), *folder.glob(f"{name}/*.whl")]:
+        if _wheel_version_text(wheel.name) == version and canonical_name(wheel.name.split("-")[0]) == name:
+            return _wheel_metadata(str(wheel), timeout=10.0)
+    return None
+
+
+def _with_credentials(index: str, context: ResolutionContext) -> str:
+    """The index URL as the user gave it (uv's ``# from`` annotation leaves credentials out)."""
+    from ..redact import strip_credentials
+
+    given = [v for v in context.index_args if "://" in v]
+    for url in given:
+        url = url.partition("=")[2] if "=" in url.split("://")[0] else url
+        if strip_credentials(url).rstrip("/") == strip_credentials(index).rstrip("/"):
+            return url
+    return index
 
 
 def constraints_from_report(report: Mapping[str, Any], family: Collection[str]) -> list[TorchConstraint]:
@@ -430,6 +783,7 @@ class WholeRequest:
     added_lines: tuple[RequirementLine, ...]
     preferences: tuple[Installed, ...] = ()  # the installed torch first, then the folder's locks
     notes: tuple[str, ...] = ()
+    conflict: str = ""  # uv's words when the request cannot be resolved whatever build is chosen
 
     def decision_requirements(self, direct: Collection[str]) -> list[Requirement]:
         """The derived constraints the decision reads: those on torch and its companions."""
@@ -457,8 +811,13 @@ def read_whole_request(
     variant_indexes: Sequence[str],
     variants: Collection[str],
     context: Optional[ResolutionContext],
+    reading_indexes: Sequence[str] = (),
 ) -> WholeRequest:
-    """All the request's torch-family constraints with their provenance (see the module doc)."""
+    """All the request's torch-family constraints with their provenance (see the module doc).
+
+    ``reading_indexes``: the variant indexes the family is read from when the other
+    requirements are resolved (those of the builds that run here).
+    """
     from packaging.requirements import Requirement
 
     constraints = constraints_of_lines(lines, family, variants)
@@ -466,15 +825,21 @@ def read_whole_request(
     added: list[RequirementLine] = []
     preferences: list[Installed] = []
     notes: list[str] = []
+    conflict = ""
     if context is not None:
         others = [line for line in lines if line.name not in family] if context.resolve_others else []
+        written = [line for line in lines if line.name in family]
         try:
-            downstream = closure_requirements(others, global_options, family, context)
+            where = context.family_indexes or tuple(reading_indexes)
+            closure = closure_requirements(others, global_options, family, context, written, where)
         except ResolutionFailed as failure:
-            if context.strict:
+            if context.strict or isinstance(failure, ResolutionConflict):
                 raise
             notes.append(f"not counted, what the other requirements need of torch: {failure.message}")
-            downstream = []
+            closure = Closure(())
+        downstream = list(closure.constraints)
+        notes += closure.notes
+        conflict = closure.conflict
         constraints += downstream
         # Family members other packages pin (vllm pins xformers): their torch, in turn.
         pinned_members = [
@@ -497,7 +862,7 @@ def read_whole_request(
         requirement = Requirement(f"{package}{specifier}")
         sources = ", ".join(sorted({c.source for c in mine}))
         added.append(RequirementLine(str(requirement), requirement, package, origin=f"required by {sources}"))
-    return WholeRequest(tuple(constraints), tuple(added), tuple(preferences), tuple(notes))
+    return WholeRequest(tuple(constraints), tuple(added), tuple(preferences), tuple(notes), conflict)
 
 
 def describe_request(request_text: str, whole: WholeRequest) -> str:
@@ -547,6 +912,9 @@ def settle(
             demands = "; ".join(c.describe() for c in whole.constraints if str(c.specifier))
             message = f"no torch release satisfies every torch requirement of this request: {demands}"
         return replace(decision, blocker=Blocker(message, hint), notes=(*decision.notes, *notes))
+    if whole.conflict:  # the decision's demands agree, but the packages' own metadata do not
+        hint = "change the requirements that conflict (the versions named are what the indexes offer)"
+        return replace(decision, blocker=Blocker(whole.conflict, hint), notes=(*decision.notes, *notes))
 
     def runs(pref: Installed) -> bool:
         series = ".".join(pref.public.split(".")[:2])
@@ -603,11 +971,9 @@ def settle(
 
 
 def index_args_for(installer: str, installer_args: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
-    """The user's indexes, as pip options, for the resolution that reads downstream requirements.
-
-    pip's own options and ``PIP_*`` variables reach that pip run as they are; uv's
-    (``--default-index``, ``--index``, ``UV_DEFAULT_INDEX``, ``UV_INDEX``...) are translated.
-    """
+    """The user's indexes, as pip-style options, for the reading of what the other requirements
+    need of torch: the command's options (pip's or uv's spelling), then the indexes the one
+    rule names (:func:`pip_gpu.config.user_indexes`), whichever ``installer`` installs."""
     out: list[str] = []
     tokens = list(installer_args)
     i = 0
@@ -631,16 +997,21 @@ def index_args_for(installer: str, installer_args: Sequence[str], env: Mapping[s
         elif name == "--no-index":
             out.append(name)
         i += 1
-    if installer == "uv":
-        default = env.get("UV_DEFAULT_INDEX") or env.get("UV_INDEX_URL")
-        if default and "--index-url" not in out:
-            out = ["--index-url", default, *out]
-        for variable in ("UV_INDEX", "UV_EXTRA_INDEX_URL"):
-            for entry in (env.get(variable) or "").split():
-                out += [
-                    "--extra-index-url",
-                    entry.partition("=")[2] if "=" in entry.split("://")[0] else entry,
-                ]
+    # The one rule for where everything but the family comes from (config.user_indexes): uv's
+    # configuration, else pip's, else PyPI; the command's own default index wins.
+    from ..config import user_indexes
+
+    configured = user_indexes(env)
+    if "--index-url" not in out and "--no-index" not in out:
+        if configured.no_index:
+            out.append("--no-index")
+        elif configured.index_url:
+            out = ["--index-url", configured.index_url, *out]
+    seen = set(zip(out, out[1:]))
+    for url in configured.extra_index_urls:
+        out += ["--extra-index-url", url] if ("--extra-index-url", url) not in seen else []
+    for place in configured.find_links:
+        out += ["--find-links", place] if ("--find-links", place) not in seen else []
     return tuple(out)
 
 

@@ -36,6 +36,7 @@ from ..errors import NoBuildRuns, UsageError
 from ..host import ComputeCapability, HostProfile, NvidiaGpu, driver_at_least
 from ..knowledge import (
     Build,
+    GpuDriverRow,
     Knowledge,
     Release,
 )
@@ -421,6 +422,8 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
         return False, (
             f"driver {host.driver_version} is older than {minimum}, the minimum for CUDA {cuda} on {host.os}"
         )
+    for gpu, needed in _gpus_the_driver_predates(host, knowledge):
+        return False, _predates(gpu, needed, host)
     gpus = _gpus_for_decision(host)
     for gpu in gpus:
         covered = gpu_covered_by(gpu.compute_capability, build)
@@ -452,7 +455,7 @@ def minimum_driver_of_major(knowledge: Knowledge, cuda: str, os: str) -> Optiona
 def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
     if build.variant.is_rocm:
         if not host.amd_gpus:
-            return "runs, but this host has no AMD GPU"
+            return "for an AMD GPU, and this host has none (it would run on the CPU)"
         if build.gfx is None:  # as for unknown CUDA architectures: not vouched for, not guessed
             return "runs on the CPU only: the gfx targets of this ROCm build are not known"
         missing = sorted({g.gfx_target for g in host.amd_gpus} - set(build.gfx))
@@ -460,7 +463,9 @@ def _why_non_cuda_runs(build: Build, host: HostProfile) -> str:
             return f"runs on the CPU only: {', '.join(missing)} not in this ROCm build"
         return "ROCm build for the AMD GPU"
     if build.variant.is_xpu:
-        return "XPU build for the Intel GPU" if _discrete_intel(host) else "runs, but no Intel GPU"
+        if _discrete_intel(host):
+            return "XPU build for the Intel GPU"
+        return "for an Intel GPU, and this host has no discrete one (it would run on the CPU)"
     return "CPU build"
 
 
@@ -800,6 +805,17 @@ def _blocker(
             f"the requested variant {request.forced_variant} cannot run here: {detail}",
             "choose another variant, or pass --force to install it anyway",
         )
+    predated = _gpus_the_driver_predates(host, knowledge)
+    gpu_minimum = max((Version(row.minimum_driver(host.os)) for _, row in predated), default=None)
+    build_minimum = _driver_that_would_help(admitted, host, knowledge)
+    if gpu_minimum is not None and (build_minimum is None or gpu_minimum > Version(build_minimum)):
+        # no torch release helps: the driver cannot drive the GPU at all
+        gpu, row = max(predated, key=lambda found: Version(found[1].minimum_driver(host.os)))
+        return Blocker(
+            f"no build of {request.described_as} runs on this host: {_predates(gpu, row, host)}",
+            f"upgrade the NVIDIA driver to >= {row.minimum_driver(host.os)} (no torch build runs on "
+            f"this GPU before that); or pass --variant cpu for a CPU-only build",
+        )
     ways: list[str] = []
     gpus = _gpus_for_decision(host)
     needed_driver = _driver_that_would_help(admitted, host, knowledge)
@@ -891,6 +907,29 @@ def _policy_blocker(
     if not ways:
         ways.append(f"name a variant that runs here in {_POLICY}, or remove the key")
     return Blocker(what, "; or ".join(ways))
+
+
+def _gpus_the_driver_predates(
+    host: HostProfile, knowledge: Knowledge
+) -> list[tuple[NvidiaGpu, GpuDriverRow]]:
+    """The GPUs this driver is too old to drive at all (a Blackwell board on driver 535): no
+    CUDA build of any release runs on them until the driver is upgraded."""
+    if host.driver_version is None:
+        return []
+    found = []
+    for gpu in _gpus_for_decision(host):
+        row = knowledge.gpu_driver_row(gpu.compute_capability)
+        if row is not None and not driver_at_least(host.driver_version, row.minimum_driver(host.os)):
+            found.append((gpu, row))
+    return found
+
+
+def _predates(gpu: NvidiaGpu, row: GpuDriverRow, host: HostProfile) -> str:
+    return (
+        f"{_describe_gpu(gpu)} needs an NVIDIA driver >= {row.minimum_driver(host.os)} on {host.os}, "
+        f"the first for {row.architecture} GPUs (CUDA {row.first_cuda}); driver {host.driver_version} "
+        "predates it"
+    )
 
 
 def _tegra_blocker(

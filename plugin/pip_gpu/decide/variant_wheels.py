@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
+from urllib.parse import quote
 
 from packaging.requirements import Requirement
 from packaging.tags import Tag
@@ -19,7 +20,7 @@ from packaging.version import Version
 
 from ..errors import UsageError
 from ..host import HostProfile
-from ..redact import redact_url
+from ..redact import redact_url, split_userinfo, url_origin
 from ..wheel_variants import (
     LabelVerdict,
     NvidiaProvider,
@@ -43,6 +44,7 @@ __all__ = [
     "pick",
     "providers_for",
     "read_variants_json",
+    "with_index_credentials",
 ]
 
 MAX_VARIANTS_JSON_BYTES = 4 * 2**20
@@ -139,6 +141,19 @@ def host_tags_fit(tags: frozenset[Tag], host: HostProfile) -> bool:
     return False
 
 
+def with_index_credentials(url: str, index_url: str) -> str:
+    """``url`` with the index URL's ``user:password@`` when it has none and lives on the index's
+    origin (scheme, host, port), as pip lends an index's credentials to its files; the index
+    page's links and a lock's URLs carry none (the lock must not)."""
+    if not index_url or split_userinfo(url)[2] or url_origin(url) != url_origin(index_url):
+        return url
+    _, _, user, password = split_userinfo(index_url)
+    if not user:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+
+
 def read_variants_json(url: str, sha256: Optional[str], where: str) -> tuple[VariantsJson, str]:
     """Fetch ``variants.json``; refuse it when its sha256 is not the one the page or lock names."""
     shown = redact_url(url)
@@ -199,16 +214,19 @@ def choose_variant_wheel(index_url: str, requirement: str, host: HostProfile) ->
             "check --variant-index, or install it without --variant-index",
         )
     by_version: dict[Version, list[IndexWheel]] = {}
-    metadata_files = {f.filename: f for f in files if f.filename.endswith("-variants.json")}
+    metadata_files = {
+        f.filename: replace(f, url=with_index_credentials(f.url, index_url))
+        for f in files
+        if f.filename.endswith("-variants.json")
+    }
     for file in files:
         try:
             parsed = parse_variant_wheel_filename(file.filename)
         except ValueError:
             continue
         if parsed.name == name and host_tags_fit(parsed.tags, host):
-            by_version.setdefault(parsed.version, []).append(
-                IndexWheel(parsed, file.url, file.sha256, file.size)
-            )
+            url = with_index_credentials(file.url, index_url)
+            by_version.setdefault(parsed.version, []).append(IndexWheel(parsed, url, file.sha256, file.size))
     versions = sorted((v for v in by_version if req.specifier.contains(v, prereleases=True)), reverse=True)
     if not versions:
         raise UsageError(

@@ -347,7 +347,7 @@ def _detect_nvidia(
     env: Mapping[str, str],
 ) -> tuple[Optional[str], Optional[str], tuple[NvidiaGpu, ...], dict[str, str], list[HostProblem]]:
     """NVML, then /proc and nvidia-smi when NVML cannot answer."""
-    from .nvml import query_nvml
+    from .nvml import library_name, query_nvml
 
     sources: dict[str, str] = {}
     problems: list[HostProblem] = []
@@ -372,7 +372,18 @@ def _detect_nvidia(
         driver = proc_driver
         sources["driver_version"] = f"procfs ({proc_root}/driver/nvidia/version)"
     if report.problem.code == "nvml-not-found" and not proc_driver:
-        return driver, cuda, gpus, sources, problems  # no NVIDIA driver: no NVIDIA GPU
+        # no NVIDIA driver: no NVIDIA GPU; nvidia-smi needs that driver too, so it is not run
+        import shutil
+
+        smi_path = shutil.which("nvidia-smi", path=env.get("PATH"))
+        looked_smi = "nvidia-smi (not on PATH)"
+        if smi_path is not None:
+            looked_smi = f"nvidia-smi ({smi_path}, not run without a driver)"
+        sources["driver_version"] = (
+            f"not found: looked in NVML ({library_name()}: not found), "
+            f"{proc_root}/driver/nvidia/version (absent), {looked_smi}"
+        )
+        return driver, cuda, gpus, sources, problems
 
     from .nvidia_smi import query_nvidia_smi
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from ..host import HostProblem, NvidiaGpu
 
-__all__ = ["NvmlReport", "query_nvml"]
+__all__ = ["NvmlReport", "library_name", "query_nvml"]
 
 # nvmlReturn_t values (nvml.h; stable ABI, so no need to read them off the binding).
 _NO_PERMISSION = 4
@@ -187,7 +187,8 @@ def _describe(exc: Any) -> str:
     return f"{text} (NVML error {code})" if code is not None else text
 
 
-def _library_name() -> str:
+def library_name() -> str:
+    """The NVML library the binding loads: where detection looks for the driver first."""
     return "nvml.dll" if sys.platform.startswith("win") else "libnvidia-ml.so.1"
 
 
@@ -197,7 +198,7 @@ def _problem(exc: Any, during: str) -> HostProblem:
     if code == _LIBRARY_NOT_FOUND:
         return HostProblem(
             "nvml-not-found",
-            f"the NVIDIA driver is not installed ({_library_name()} was not found), "
+            f"the NVIDIA driver is not installed ({library_name()} was not found), "
             "so this machine is treated as having no NVIDIA GPU",
             "if it has one, install the NVIDIA driver, which provides NVML",
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -38,6 +39,7 @@ class DoctorOptions:
     system: bool = False  # --system: the python3 on PATH
     run_import: bool = False  # --import: finally import torch in the target
     import_timeout_s: float = DEFAULT_IMPORT_TIMEOUT_S
+    verify_files: bool = False  # --verify-files: every installed file's sha256 against its RECORD
     cwd: Optional[Path] = None  # where the lock family is looked for; None: the current directory
     env: Optional[Mapping[str, str]] = None  # the environment the machine is read from; None: os.environ
 
@@ -56,8 +58,16 @@ def doctor(options: DoctorOptions) -> Report:
         flags = replace(flags, python_version=target.python_version)
     host = host_for(flags, env)
     knowledge = load_knowledge()
-    target_facts = gather_target(target, [m.name for m in knowledge.family], env=options.env)
-    torch = target_facts.torch
+    # The lock comparison runs its own probe of the target: side by side with the import view
+    # (each is a child process reading thousands of RECORD rows), it costs no extra wall time.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        lock = pool.submit(gather_lock, cwd, target, host, verify_files=options.verify_files)
+        target_facts = gather_target(
+            target, [m.name for m in knowledge.family], env=options.env, verify_files=options.verify_files
+        )
+        torch = target_facts.torch
+        compiled = compiled_archs_of(torch)
+        lock_facts = lock.result()
     facts = Facts(
         host=host,
         knowledge=knowledge,
@@ -65,8 +75,8 @@ def doctor(options: DoctorOptions) -> Report:
         target=target_facts,
         python_flag=options.python,
         cwd=cwd,
-        compiled_archs=compiled_archs_of(torch),
-        lock=gather_lock(cwd, target, host),
+        compiled_archs=compiled,
+        lock=lock_facts,
         torch_import=import_torch(target.python, options.import_timeout_s)
         if options.run_import and torch is not None
         else None,

@@ -727,6 +727,15 @@ def check_container(facts: Facts) -> Finding:
     torch = facts.target.torch
     cuda_build = torch is not None and torch.cuda_version is not None
     if not requested_gpus and not machine.nvidia_pci:
+        if cuda_build and facts.nvidia_facts_given:
+            # The GPUs come from flags: they describe another host, not this container.
+            return Finding(
+                "container",
+                SKIPPED,
+                "in a container without GPUs; the NVIDIA facts come from flags, so this container "
+                "is not the host checked",
+                evidence,
+            )
         if cuda_build:
             return Finding(
                 "container",
@@ -1026,6 +1035,8 @@ def _run_check(check: Callable[[Facts], Finding], facts: Facts) -> Finding:
 def _healthy_summary(facts: Facts) -> str:
     torch = facts.target.torch
     what = torch.describe() if torch else "torch"
+    given = facts.nvidia_facts_given
     if facts.host.nvidia_gpus:
-        return f"{what} runs on this machine's {_describe_host_gpus(facts.host)}"
-    return f"{what}, and this machine has no NVIDIA GPU"
+        where = "the host the flags describe, with" if given else "this machine's"
+        return f"{what} runs on {where} {_describe_host_gpus(facts.host)}"
+    return f"{what}, and {'the host the flags describe' if given else 'this machine'} has no NVIDIA GPU"

@@ -167,16 +167,29 @@ class Facts:
 
 
 def gather_target(
-    target: TargetEnv, family: Sequence[str], env: Optional[Mapping[str, str]] = None
+    target: TargetEnv,
+    family: Sequence[str],
+    env: Optional[Mapping[str, str]] = None,
+    *,
+    verify_files: bool = False,
 ) -> TargetFacts:
     """Ask the target interpreter what it would import, as the user runs it, and whether the
-    family's files are what their RECORD lists.
+    family's files are what their RECORD lists (present and of their size, the build's own
+    files by sha256; ``verify_files``: every file by sha256).
 
     Not isolated (no ``-I``): PYTHONPATH and the user site are exactly what puts a second
     torch in front of the environment's own.
     """
+    from ..ui import progress
+
     names = [str(canonicalize_name(name)) for name in family]
-    view = read_import_view(target.python, names, env=env, verify=names)
+    what = (
+        "checking the sha256 of every installed file of the torch family"
+        if verify_files
+        else ("reading the installed torch family")
+    )
+    with progress(what):
+        view = read_import_view(target.python, names, env=env, verify=names, hash_all=verify_files)
     return TargetFacts(
         target=target,
         packages=dict(view.family),
@@ -330,7 +343,9 @@ def compiled_archs_of(torch: Optional[Package]) -> Optional[CompiledArchs]:
         return None
 
 
-def gather_lock(directory: Path, target: TargetEnv, host: HostProfile) -> Optional[LockFacts]:
+def gather_lock(
+    directory: Path, target: TargetEnv, host: HostProfile, *, verify_files: bool = False
+) -> Optional[LockFacts]:
     """The lock family in ``directory`` compared with the environment, as ``pip-gpu check`` does.
 
     None when there is no lock (``pylock.<variant>.toml`` or ``uv.lock``) there.
@@ -342,7 +357,7 @@ def gather_lock(directory: Path, target: TargetEnv, host: HostProfile) -> Option
     from ..lock.sync import check_environment
 
     try:
-        return LockFacts(files, check_environment(directory, target, host))
+        return LockFacts(files, check_environment(directory, target, host, verify_files=verify_files))
     except PipGpuError as error:
         return LockFacts(files, error=error.message, error_hint=error.hint or None)
     except Exception as error:  # doctor runs on broken machines: keep going

@@ -49,7 +49,6 @@ from ..decide.plan import (
 from ..decide.rules import request_from_requirements
 from ..detect.target import find_target
 from ..errors import (
-    EXIT_OK,
     NoBuildRuns,
     PipGpuError,
     UsageError,
@@ -76,7 +75,7 @@ from ..requirements import (
     redact_url,
 )
 from ..route import InstallerCommand, Routing, uv_command
-from ..variant import channel_index, parse_variant
+from ..variant import channel_index, parse_variant, variant_index_url
 from .choose import (
     combine_targets,
     environment_marker,
@@ -89,6 +88,7 @@ from .choose import (
 
 __all__ = [
     "LockOptions",
+    "LockReport",
     "lock",
     "published_variants",
     "relock",
@@ -169,7 +169,32 @@ def _lock_targets(
     return combine_targets(base, options.platforms, options.arches, options.python_versions, host)
 
 
-def lock(options: LockOptions) -> int:
+@dataclass(frozen=True)
+class LockReport:
+    """The lock files ``lock`` wrote (or found unchanged), one per variant."""
+
+    files: tuple[LockFile, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """``lock --json``: each file with its variant, torch, CUDA, packages and targets."""
+        return {
+            "locks": [
+                {
+                    "file": str(lock.path),
+                    "variant": lock.variant,
+                    "torch": lock.record.torch,
+                    "cuda": lock.record.cuda,
+                    "index": lock.record.index,
+                    "packages": len({p.name for p in lock.pylock.packages}),
+                    "targets": [str(t) for t in lock.record.covered],
+                    "not_covered": {str(t): why for t, why in lock.record.not_covered},
+                }
+                for lock in self.files
+            ]
+        }
+
+
+def lock(options: LockOptions) -> LockReport:
     """Resolve and write ``pylock.<variant>.toml`` for each variant the options name."""
     from ..detect import host_for
 
@@ -255,19 +280,21 @@ def lock(options: LockOptions) -> int:
                 f"pip-gpu: note: {other.path.name} was locked from other inputs and is now stale; "
                 f"add {other.variant} to --variants to re-resolve it"
             )
-    return EXIT_OK
+    return LockReport(tuple(written))
 
 
-def _lock_context() -> Any:
-    """issue 13: what the other requirements need of torch counts for a lock too (read with the
-    pip next to pip-gpu and your pip settings); nothing installed is preferred."""
+def _lock_context(family_indexes: Sequence[str] = ()) -> Any:
+    """issue 13: what the other requirements need of torch counts for a lock too (read by uv,
+    the family from ``family_indexes``: the locked variants' indexes, so that one reading
+    serves every variant and target); nothing installed is preferred."""
     from ..decide.resolution import ResolutionContext, index_args_for
 
     return ResolutionContext(
         python=Path(sys.executable),
-        index_args=index_args_for("uv", (), os.environ),  # the lock resolves with uv's indexes
+        index_args=index_args_for("uv", (), os.environ),  # the one rule: uv's indexes, else pip's
         prefer_installed=False,
         strict=False,  # uv's own resolution reports what does not resolve
+        family_indexes=tuple(family_indexes),
     )
 
 
@@ -416,6 +443,8 @@ def relock(
     jobs: list[_Job] = []
     not_covered: dict[str, list[tuple[LockTarget, str]]] = {}
     refused: list[str] = []
+    base = decide_for((), (), host, pytorch_index=pytorch_index, cwd=cwd, knowledge=knowledge).pytorch_index
+    context = _lock_context([url for v in variants if (url := variant_index_url(base, v))])
     for variant in variants:
         for target in targets:
             plan = decide_for(
@@ -427,7 +456,7 @@ def relock(
                 pytorch_index=pytorch_index,
                 cwd=cwd,
                 knowledge=knowledge,
-                context=_lock_context(),
+                context=context,
                 request_lines=request,
             )
             if plan.decision.ok:
@@ -970,3 +999,16 @@ def _merged(recorded: list[str], new: list[str]) -> list[str]:
 
     new_names = {name_of(text) for text in new}
     return [text for text in recorded if name_of(text) not in new_names] + list(dict.fromkeys(new))
+
+
+# --- for the wheel-variant lock (issue 26), which resolves its other packages the same way ----
+
+
+def uv_python_platform(target: LockTarget) -> str:
+    """uv's ``--python-platform`` for a lock target."""
+    return _UV_PLATFORMS[target.platform]
+
+
+def index_of_package(package: Mapping[str, Any], global_options: Sequence[tuple[str, ...]]) -> Optional[str]:
+    """The user index a resolved package's files live on (None: one pip-gpu does not know)."""
+    return _index_of(_file_urls(package), _user_indexes(user_index_args(os.environ), global_options))

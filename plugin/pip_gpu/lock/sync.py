@@ -27,7 +27,7 @@ from packaging.version import InvalidVersion, Version
 from .. import __version__
 from ..config import load_project_config
 from ..detect.target import Installed, TargetEnv, find_target, read_installed
-from ..errors import EXIT_OK, PipGpuError, UsageError
+from ..errors import PipGpuError, UsageError
 from ..host import HostFlags, HostProfile
 from ..knowledge import Knowledge, load_knowledge
 from ..lockfile import (
@@ -59,6 +59,7 @@ __all__ = [
     "Installed",
     "LockCheck",
     "SyncOptions",
+    "SyncReport",
     "check",
     "check_environment",
     "differences",
@@ -85,6 +86,33 @@ class SyncOptions:
     locked: bool = False  # refuse a lock its inputs no longer match
     host: HostFlags = field(default_factory=HostFlags)
     trust_lock_index: bool = False  # install from the recorded PyTorch index, whatever is configured
+    dry_run: bool = False  # choose the lock and say what would change; install nothing
+    installer_output_to_stderr: bool = False  # stdout is for a --json answer
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What ``sync`` did (or, for a dry run, would do), for the command line to render."""
+
+    lock_file: Path
+    variant: str
+    target: TargetEnv
+    installer: str
+    changes: tuple[str, ...]  # how the environment differed from the lock before the sync
+    dry_run: bool
+    torch: Optional[str] = None  # the locked torch this host gets
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lock": self.lock_file.name,
+            "variant": self.variant,
+            "target": str(self.target.python),
+            "prefix": str(self.target.prefix),
+            "installer": self.installer,
+            "dry_run": self.dry_run,
+            "torch": self.torch,
+            "changes": list(self.changes),
+        }
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,7 @@ class CheckOptions:
     python: Optional[str] = None
     system: bool = False
     host: HostFlags = field(default_factory=HostFlags)
+    verify_files: bool = False  # every installed file's sha256, not only sizes and build files
     trust_lock_index: bool = False
 
 
@@ -137,10 +166,19 @@ def _target_and_host(
 # --- the target environment ------------------------------------------------------------------
 
 
-def probe_installed(python: Path, verify: Sequence[str] = ()) -> Installed:
+def probe_installed(python: Path, verify: Sequence[str] = (), *, hash_all: bool = False) -> Installed:
     """Marker values and distributions of the target; ``verify``: those names' files are
-    checked against their RECORD (present, size, sha256)."""
-    return read_installed(python, verify)
+    checked against their RECORD (present and of the recorded size; the sha256 of the files
+    that name the build, or with ``hash_all`` of every file)."""
+    from ..ui import progress
+
+    what = (
+        f"checking the sha256 of every installed file of {len(verify)} packages against their RECORD"
+        if hash_all
+        else f"checking the installed files of {len(verify)} packages against their RECORD"
+    )
+    with progress(what):
+        return read_installed(python, verify, hash_all=hash_all)
 
 
 def _reread(target: TargetEnv, before: Installed) -> Installed:
@@ -326,9 +364,14 @@ def _check_environments(lock: LockFile, installed: Installed) -> None:
 # --- sync ------------------------------------------------------------------------------------
 
 
-def sync(options: SyncOptions) -> int:
-    """Install exactly the lock this host runs; 0 when the installed result matches it."""
-    from ..installers import choose_installer, run_command
+def sync(options: SyncOptions) -> SyncReport:
+    """Install exactly the lock this host runs (a dry run: only say what would change); raises
+    when the installed result does not match it."""
+    from ..installers import choose_installer
+    from ..installers import run_command as run_installer
+
+    def run_command(command: InstallerCommand) -> None:
+        run_installer(command, to_stderr=options.installer_output_to_stderr)
 
     directory = _directory(options.cwd, options.lock_dir)
     family = _read_family(directory)
@@ -363,10 +406,24 @@ def sync(options: SyncOptions) -> int:
     installed = probe_installed(target.python)
     _check_environments(lock, installed)
     _check_sources(lock, lock.pylock.packages, knowledge, installed.markers)  # before anything changes
+    doing = "a dry run: would install" if options.dry_run else "installing"
     _say(
         f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})\n"
-        f"pip-gpu: this host runs {lock.variant}: installing {lock.path.name} with {installer}"
+        f"pip-gpu: this host runs {lock.variant}: {doing} {lock.path.name} with {installer}"
     )
+    changes = tuple(differences(lock, installed))
+    locked_torch = next((p for p in selected(lock, installed.markers) if p.name == "torch"), None)
+    report = SyncReport(
+        lock_file=lock.path,
+        variant=lock.variant,
+        target=target,
+        installer=installer,
+        changes=changes,
+        dry_run=options.dry_run,
+        torch=str(locked_torch.version) if locked_torch is not None and locked_torch.version else None,
+    )
+    if options.dry_run:
+        return report
     record = {
         "lock-dir": str(directory.resolve()),
         "lock-file": lock.path.name,
@@ -388,6 +445,7 @@ def sync(options: SyncOptions) -> int:
                 InstallerCommand(
                     argv=(uv_binary(), "pip", "sync", "--python", str(target.python), str(lock.path)),
                     purpose=f"uv: installing exactly {lock.path.name}",
+                    env=_uv_pylock_preview(),
                 )
             )
         else:
@@ -410,7 +468,7 @@ def sync(options: SyncOptions) -> int:
     torch = next((p for p in selected(lock, after.markers) if p.name == "torch"), None)
     what = f"torch {torch.version}" if torch is not None else lock.variant
     _say(f"pip-gpu: synced {target.prefix} to {lock.path.name} ({what})")
-    return EXIT_OK
+    return report
 
 
 def _write_sync_record(prefix: Path, record: Mapping[str, Any]) -> None:
@@ -606,6 +664,14 @@ def _best_wheel(wheels: Sequence[PackageWheel], env: Mapping[str, str]) -> Optio
     return best[1] if best else None
 
 
+def _uv_pylock_preview() -> dict[str, str]:
+    """uv reads pylock.toml as a preview feature and warns on every sync unless it is named
+    (uv 0.13: "Pass `--preview-features pylock` to disable this warning"); as a variable, a uv
+    that does not know it ignores it. The user's own preview features are kept."""
+    features = [f for f in os.environ.get("UV_PREVIEW_FEATURES", "").split(",") if f.strip()]
+    return {"UV_PREVIEW_FEATURES": ",".join([*features, *([] if "pylock" in features else ["pylock"])])}
+
+
 # --- check -----------------------------------------------------------------------------------
 
 
@@ -635,9 +701,18 @@ class CheckReport:
 
 
 def check_environment(
-    directory: Path, target: TargetEnv, host: HostProfile, *, trust_lock_index: bool = False
+    directory: Path,
+    target: TargetEnv,
+    host: HostProfile,
+    *,
+    trust_lock_index: bool = False,
+    verify_files: bool = False,
 ) -> LockCheck:
-    """Compare an environment with the lock chosen for ``host`` (``check`` and ``doctor``)."""
+    """Compare an environment with the lock chosen for ``host`` (``check`` and ``doctor``).
+
+    Installed files are compared with their RECORD by presence and size, and by sha256 for
+    the files that name the build; ``verify_files``: every file by sha256.
+    """
     if not find_lock_family(directory) and (directory / "uv.lock").is_file():
         from ..uv_lock import check_uv_project
 
@@ -647,7 +722,7 @@ def check_environment(
     knowledge = load_knowledge()
     family_names = frozenset(canonicalize_name(m.name) for m in knowledge.family)
     locked = {canonicalize_name(str(p.name)) for lock in family for p in lock.pylock.packages}
-    installed = probe_installed(target.python, verify=sorted(locked | family_names))
+    installed = probe_installed(target.python, verify=sorted(locked | family_names), hash_all=verify_files)
     problems = list(stale_reasons(family, directory))
     if not trust_lock_index:
         problems.extend(
@@ -706,7 +781,13 @@ def check(options: CheckOptions) -> CheckReport:
     directory = _directory(options.cwd, options.lock_dir)
     target, host = _target_and_host(options.python, options.system, options.host, options.cwd)
     return CheckReport(
-        check_environment(directory, target, host, trust_lock_index=options.trust_lock_index),
+        check_environment(
+            directory,
+            target,
+            host,
+            trust_lock_index=options.trust_lock_index,
+            verify_files=options.verify_files,
+        ),
         directory,
         target,
     )

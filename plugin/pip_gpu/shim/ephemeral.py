@@ -17,11 +17,8 @@ the user's indexes.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
@@ -109,54 +106,11 @@ def uv_with_variant_index(
 
 
 def family_index(variant_index: str) -> Path:
-    """A local simple index with the variant index's pages of every torch-family name.
+    """A local simple index with the variant index's pages of every torch-family name
+    (see :mod:`pip_gpu.decide.family_index`)."""
+    from ..decide.family_index import family_index as build
 
-    Kept in pip-gpu's cache under a digest of its content (so concurrent shims never write
-    the same folder, and an unchanged index is written once), readable only by the user: a
-    variant index URL may carry a token, and so may its file URLs.
-    """
-    import hashlib
-    import html
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..decide.index import IndexFile, fetch_project_files
-
-    base = variant_index.rstrip("/")
-    names = sorted(family_names())
-
-    def page(name: str) -> str:
-        files: list[IndexFile] = fetch_project_files(f"{base}/{name}/")
-        links = "".join(
-            f'<a href="{html.escape(f.url + (f"#sha256={f.sha256}" if f.sha256 else ""))}"'
-            + (f' data-requires-python="{html.escape(f.requires_python)}"' if f.requires_python else "")
-            + f">{html.escape(f.filename)}</a><br/>\n"
-            for f in files
-        )
-        return f"<!DOCTYPE html>\n<html><body>\n<h1>Links for {name}</h1>\n{links}</body></html>\n"
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        pages = dict(zip(names, pool.map(page, names)))
-    digest = hashlib.sha256("".join(f"{n}\0{p}\0" for n, p in pages.items()).encode()).hexdigest()[:24]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip-gpu" / "family-index"
-    folder = cache / digest
-    if (folder / "index.html").is_file():
-        return folder
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))  # 0700, as mkdtemp makes it
-    except OSError:  # no writable cache (a read-only home): a folder of its own in /tmp
-        cache = Path(tempfile.mkdtemp(prefix="pip-gpu-family-index-"))
-        folder, scratch = cache / digest, Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))
-    for name, text in pages.items():
-        (scratch / name).mkdir()
-        (scratch / name / "index.html").write_text(text, encoding="utf-8")
-    root = "".join(f'<a href="{name}/">{name}</a><br/>\n' for name in names)
-    (scratch / "index.html").write_text(f"<!DOCTYPE html>\n<html><body>\n{root}</body></html>\n", "utf-8")
-    try:
-        scratch.rename(folder)
-    except OSError:  # another shim wrote the same index first
-        shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+    return build([variant_index], family_names())
 
 
 _SCRIPT_METADATA = re.compile(r"(?m)^# /// script$\s(?P<content>(^#(| .*)$\s)+)^# ///$")

@@ -256,7 +256,8 @@ def pip_action(real: str, args: list[str]) -> Action:
         constraint_files=tuple(files["--constraint"]),
         installer="pip",
         python=str(target),
-        dry_run=parsed.has("--dry-run"),
+        python_from=None if parsed.has("--python") else "the pip you ran",
+        installer_dry_run=parsed.has("--dry-run"),
         passthrough=tuple(passthrough),
     )
     return RoutedInstall(request, environment)

@@ -259,7 +259,8 @@ def _uv_pip_install(real: str, tokens: list[str]) -> Action:
         constraint_files=tuple(constraint_files),
         installer="uv",
         python=str(target),
-        dry_run=parsed.has("--dry-run"),
+        python_from=None if parsed.has("--python") else "the environment uv chose",
+        installer_dry_run=parsed.has("--dry-run"),
         uv_binary=real,
         installer_extra=tuple(extra),
     )
