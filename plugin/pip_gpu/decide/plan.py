@@ -563,7 +563,10 @@ def _channel(flag: Optional[str], env: Mapping[str, str], config: ProjectConfig,
         return config.channel
     from urllib.parse import urlsplit
 
-    folder = urlsplit(index).path.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        folder = urlsplit(index).path.rstrip("/").rsplit("/", 1)[-1]
+    except ValueError:  # "http://[::1": check_index_url names it, with its source
+        return "stable"
     return folder if folder in ("nightly", "test") else "stable"
 
 
