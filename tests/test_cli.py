@@ -195,6 +195,24 @@ def test_explain_for_an_amd_host_given_as_flags(host_env) -> None:  # type: igno
     assert [g["gfx_target"] for g in several["host"]["amd_gpus"]] == ["gfx90a", "gfx942"]
 
 
+def test_explain_for_a_rubin_gpu_names_it_and_the_kernels_that_run() -> None:
+    """Rubin (10.7) runs the sm_100 kernels of a CUDA 13 build: the reason says so, text and JSON."""
+    rubin = ("--compute-capability", "10.7", "--driver", "615.71.09", "--offline")
+    done = pip_gpu("explain", *rubin, "--json")
+    assert done.returncode == 0, done.stderr
+    decision = json.loads(done.stdout)
+    assert (
+        decision["cuda"].startswith("13.")
+        and decision["host"]["nvidia_gpus"][0]["compute_capability"] == "10.7"
+    )
+    chosen = next(c for c in decision["candidates"] if c["variant"] == decision["variant"] and c["ok"])
+    coverage = "covers GPU 0 (sm_107, Rubin) through sm_100 kernels"
+    assert chosen["reason"] == f"driver 615.71.09 >= 580 (CUDA {decision['cuda']}); {coverage}"
+    text = pip_gpu("explain", *rubin)
+    row = next(line for line in text.stdout.splitlines() if "CHOSEN" in line)
+    assert row.endswith("covers GPU 0 (sm_107, Rubin) through sm_100 kernels"), text.stdout
+
+
 def test_bad_amd_gfx_is_one_error_line() -> None:
     from support.cli import assert_one_line_error
 

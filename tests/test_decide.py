@@ -6,6 +6,7 @@ way out). Boundaries are tested on both sides.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import pytest
@@ -477,19 +478,57 @@ def test_rubin_runs_the_sm_100_kernels_of_a_cuda_13_build() -> None:
     decision = run("torch", on=host("615.71.09", ((10, 7),), python="3.12"))
     assert decision.ok and decision.build is not None and decision.build.cuda is not None
     assert decision.build.cuda.startswith("13.") and (10, 0) in (decision.build.sass or ())
-    assert "covers GPU0 (sm_107)" in next(c.reason for c in decision.candidates if c.ok)
+    assert "covers GPU0 (sm_107, Rubin) through sm_100 kernels" in next(
+        c.reason for c in decision.candidates if c.ok
+    )
+
+
+def test_coverage_reason_names_the_generation_and_the_kernels_that_run() -> None:
+    """The GPU table names the generation; code for another architecture says which."""
+    ada = run("torch==2.5.1", on=host("550.54.15", (RTX4090,)))
+    assert (
+        ada.variant == "cu124"
+        and "covers GPU0 (sm_89, Ada Lovelace) through sm_86 kernels" in ada.candidates[0].reason
+    )
+    exact = run("torch==2.5.1", on=host("550.54.15", (A100,)))
+    assert exact.candidates[0].reason.endswith("covers GPU0 (sm_80, Ampere)")
+    unnamed = run("torch==2.5.1", on=host("550.54.15", ((8, 8),)))  # no row of the GPU table: no name
+    assert unnamed.candidates[0].reason.endswith("covers GPU0 (sm_88) through sm_86 kernels")
 
 
 def test_amd_gpu_prefers_a_rocm_build_and_refuses_a_forced_one_without_its_gfx() -> None:
-    # 2.15's ROCm rows are unconfirmed (AUDIT-2026-12); they still come before the CPU build.
-    decision = run("torch", on=host(amd=("gfx1100",), python="3.12"))
-    assert decision.variant is not None and decision.variant.startswith("rocm") and decision.torch == "2.15"
+    # 2.15's ROCm rows are unconfirmed (AUDIT-2026-12); with a pin they still come before the CPU build.
+    decision = run("torch==2.15.0", on=host(amd=("gfx1100",), python="3.12"))
+    assert decision.variant is not None and decision.variant.startswith("rocm") and decision.torch == "2.15.0"
     # rocm7.14's gfx targets are not known: not vouched for, as unknown CUDA architectures are not.
     unknown = run("torch==2.14.1", on=host(amd=("gfx1100",), python="3.12"), variant="rocm7.14")
     assert not unknown.ok and unknown.blocker is not None and "not known" in unknown.blocker.message
     refused = run("torch==2.5.1", on=host(amd=("gfx1036",)), variant="rocm6.2")
     assert not refused.ok and refused.blocker is not None and "gfx1036" in refused.blocker.message
     assert run("torch==2.5.1", on=host(amd=("gfx1036",)), variant="rocm6.2", force=True).variant == "rocm6.2"
+
+
+def test_an_unconfirmed_row_does_not_beat_a_confirmed_one_of_an_older_release() -> None:
+    """2.15 rocm7.2 is marked likely wrong: offline, open torch on gfx1100 takes 2.14's confirmed
+    rocm7.2 and says why; once the index is seen to serve 2.15 rocm7.2, it wins."""
+    gfx1100 = host(amd=("gfx1100",), python="3.12")
+    decision = run("torch", on=gfx1100)
+    assert (decision.variant, decision.torch) == ("rocm7.2", "2.14")
+    assert "torch 2.15 rocm7.2 is not confirmed in pip-gpu's knowledge" in decision.notes[0]
+    passed = next(c for c in decision.candidates if (c.torch, c.variant) == ("2.15", "rocm7.2"))
+    assert passed.ok and passed.reason.endswith("; not confirmed")
+    seen = replace(
+        KNOWLEDGE,
+        releases=tuple(
+            replace(r, builds=tuple(replace(b, seen_on_index=b.variant == "rocm7.2") for b in r.builds))
+            for r in KNOWLEDGE.releases
+        ),
+    )
+    request = request_from_requirements([Requirement("torch")], seen)
+    confirmed = decide(request, gfx1100, seen)
+    assert (confirmed.variant, confirmed.torch) == ("rocm7.2", "2.15") and not confirmed.notes
+    # A GPU build is not given up for an older CPU build, nor a confirmed newest build for anything.
+    assert (run("torch", on=host("615.71.09", (H100,), python="3.12")).torch) == "2.15"
 
 
 def test_companions_that_pin_a_range_pair_with_later_releases() -> None:

@@ -242,6 +242,47 @@ def test_unknown_future_variant_is_learned(tmp_path: Path) -> None:
     assert (decision.torch, decision.variant) == ("2.16", "cu134")
 
 
+def test_an_unconfirmed_row_is_taken_once_its_index_serves_it(tmp_path: Path) -> None:
+    """2.15 rocm7.2 is marked likely wrong: offline (or where the index lacks it) open torch on
+    gfx1100 takes 2.14's confirmed rocm7.2; an index that serves 2.15 rocm7.2 decides for it."""
+    from support.index import serve
+
+    wheel = "torch-2.15.0+rocm7.2-cp312-cp312-manylinux_2_28_x86_64.whl"
+    page = tmp_path / "index" / "whl" / "rocm7.2" / "torch" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(f'<html><body><a href="/whl/rocm7.2/{wheel}">{wheel}</a></body></html>')
+    files = [{"filename": wheel, "url": f"/whl/rocm7.2/{wheel}", "hashes": {}}]
+    page.with_name("index.json").write_text(
+        json.dumps({"meta": {"api-version": "1.1"}, "name": "torch", "files": files})
+    )
+    older = "torch-2.14.1+rocm7.2-cp312-cp312-manylinux_2_28_x86_64.whl"
+    _served_torch(tmp_path / "index", "mirror/rocm7.2", [older])  # a mirror with 2.14 only
+    (tmp_path / "index" / "pypi").mkdir()
+
+    def explain(index: str, cache: str, *extra: str) -> dict[str, object]:
+        env = {**pip_env(), "PYTHONPATH": str(PLUGIN), "XDG_CACHE_HOME": str(tmp_path / cache)}
+        args = ("explain", "torch", "--amd-gfx", "gfx1100", "--python-version", "3.12", "--json", *extra)
+        done = run(*args, "--pytorch-index", index, env=env)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    with serve(tmp_path / "index") as server:
+        served = explain(server.pytorch_url, "served")
+        assert (served["torch"], served["variant"]) == ("2.15", "rocm7.2")
+        taken = (
+            f"torch 2.15 rocm7.2 is not confirmed in pip-gpu's knowledge, but {server.pytorch_url}/rocm7.2"
+        )
+        assert f"{taken} serves it" in served["notes"]  # type: ignore[operator]
+        offline = explain(server.pytorch_url, "offline", "--offline")
+        assert (offline["torch"], offline["variant"]) == ("2.14", "rocm7.2")
+        assert any("torch 2.15 rocm7.2 is not confirmed" in n for n in offline["notes"])  # type: ignore[union-attr]
+        lacking = explain(server.pytorch_url + "/mirror", "lacking")
+        assert (lacking["torch"], lacking["variant"]) == ("2.14", "rocm7.2")
+        assert any(
+            n.endswith("/mirror/rocm7.2 does not serve torch 2.15 for linux-x86_64") for n in lacking["notes"]
+        )  # type: ignore[union-attr]
+
+
 # --- a CUDA version the knowledge file lacks, decided by rule (issue 23) ------------------------
 
 

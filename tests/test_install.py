@@ -138,6 +138,38 @@ def test_channel_nightly_installs_from_the_nightly_folder(  # type: ignore[no-un
     assert f"torch 2.16 -> cpu from {env['PIP_GPU_PYTORCH_INDEX']}/nightly/cpu" in done.stderr
 
 
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_amd_gfx_installs_the_rocm_build_with_its_triton(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, pip_venv_template: Path, installer: str
+) -> None:
+    """--amd-gfx gfx1100: torch 2.5.1+rocm6.2 from /whl/rocm6.2 with the pytorch-triton-rocm it
+    pins from there too, never the planted one on "PyPI"."""
+    python = fresh_pip_venv(pip_venv_template, tmp_path) if installer == "pip" else make_venv(tmp_path / "v")
+    amd = ("--amd-gfx", "gfx1100", "--installer", installer, "--python", str(python))
+    done = pip_gpu("torch==2.5.1", *amd, env=env)
+    assert done.returncode == 0, done.stderr
+    versions = installed_versions(python)
+    assert (versions["torch"], versions["pytorch-triton-rocm"]) == ("2.5.1+rocm6.2", "3.1.0")
+    assert f"torch 2.5.1 -> rocm6.2 from {env['PIP_GPU_PYTORCH_INDEX']}/rocm6.2" in done.stderr
+    assert "verified: torch 2.5.1+rocm6.2 (ROCm 6.2.41133-dd7f95766)" in done.stderr
+    assert not (site_packages(python) / "pytorch_triton_rocm" / "PWNED").exists()
+
+
+def test_amd_gfx_outside_every_rocm_build_gets_the_cpu_build_or_a_refusal(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from support.cli import assert_one_line_error
+
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    done = pip_gpu("torch==2.5.1", "--amd-gfx", "gfx1036", "--python", str(python), env=env)
+    assert done.returncode == 0, done.stderr
+    assert installed_versions(python)["torch"] == "2.5.1+cpu"
+    assert "no ROCm build of torch 2.5 supports this AMD GPU (gfx1036 not in this ROCm build)" in done.stderr
+    forced = pip_gpu(
+        "torch==2.5.1", "--amd-gfx", "gfx1036", "--variant", "rocm6.2", "--python", str(python), env=env
+    )
+    assert_one_line_error(forced, "rocm6.2 cannot run here", "gfx1036 not in this ROCm build", "--force")
+    assert installed_versions(python)["torch"] == "2.5.1+cpu"  # nothing changed
+
+
 def test_channel_decides_from_what_it_publishes_and_stable_admits_no_pre_release(  # type: ignore[no-untyped-def]
     env, tmp_path: Path
 ) -> None:

@@ -114,7 +114,7 @@ def test_a_forced_variant_the_mirror_lacks_is_refused_before_installing(  # type
     assert done.returncode == 2, done.stderr
     (first, _hint) = done.stderr.strip().splitlines()
     base = index_server.pytorch_url
-    assert f": {base}/cu121 does not carry torch; {base} carries cu124, cu118, cpu" in first, first
+    assert f": {base}/cu121 does not carry torch; {base} carries cu124, cu118, rocm6.2, cpu" in first, first
 
 
 # --- a mirror that carries only some variants ---------------------------------------------------

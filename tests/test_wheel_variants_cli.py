@@ -175,14 +175,23 @@ def test_lock_then_sync_picks_the_label_per_host_and_check_verifies_it(
 ) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    done = pip_gpu("lock", "torch", "--variant-index", variant_index.url, *PASCAL, env=env, cwd=project)
+    done = pip_gpu(
+        "lock", "torch", "--json", "--variant-index", variant_index.url, *PASCAL, env=env, cwd=project
+    )
     assert done.returncode == 0, done.stderr
     assert "this host takes cu126" in done.stderr
+    (written,) = json.loads(done.stdout)["locks"]
+    assert written["packages"][0]["variant_label"] == "cu126"
+    assert written["packages"][0]["variant_labels"] == ["", "cu121", "cu126", "cu130"]
     lock = (project / "pylock.toml").read_text()
     assert "[packages.variants-json]" in lock and "torch-2.9.0-variants.json" in lock
     for label in ("cu121", "cu126", "cu130"):
         assert f"torch-2.9.0-py3-none-any-{label}.whl" in lock
     python = make_venv(tmp_path / "venv", with_pip=False)
+    would = pip_gpu("sync", "--dry-run", "--python", str(python), *PASCAL, env=env, cwd=project)
+    assert would.returncode == 0, would.stderr
+    assert "would change:\n  - install torch 2.9.0 variant cu126\n  - install tinyutil 1.0" in would.stdout
+    assert not (site_packages(python) / "torch").exists()
     for flags, label in HOSTS:
         synced = pip_gpu("sync", "--python", str(python), *flags, env=env, cwd=project)
         assert synced.returncode == 0, synced.stderr
@@ -216,6 +225,11 @@ def test_lock_then_sync_picks_the_label_per_host_and_check_verifies_it(
     assert torch["variant_label"] == "cu130" and torch["fits"] is False and torch["best"] is None
     assert [f["feature"] for f in torch["failing"]] == ["cuda_version_lower_bound", "sm_arch"]
     assert data["fix"].startswith("no locked label fits this host: upgrade the NVIDIA driver")
+    planned = json.loads(
+        pip_gpu("sync", "--dry-run", "--json", "--python", str(python), *PASCAL, env=env, cwd=project).stdout
+    )
+    assert planned["changes"] == ["torch 2.9.0 variant cu130 -> 2.9.0 variant cu126"]
+    assert planned["dry_run"] is True and landed(python) == "cu130"
     # nothing fits: sync refuses and changes nothing
     none = pip_gpu("sync", "--python", str(python), *KEPLER, env=env, cwd=project)
     assert_one_line_error(none, "no locked wheel of torch 2.9.0 fits this host", "nothing was changed")
@@ -275,7 +289,7 @@ def test_a_dry_run_shows_the_label_and_the_runs_and_installs_nothing(
     assert "torch @ file://$d/torch-2.9.0-py3-none-any.whl" in done.stdout
     assert PLAIN_PROJECT in done.stdout  # the rest, in the requirements file the run reads
     data = json.loads(pip_gpu(*args, "--dry-run", "--json", *A100_535, env=env, cwd=tmp_path).stdout)
-    assert data["dry_run"] is True and data["variant_label"] == "cu121"
+    assert data["dry_run"] is True and data["variant_label"] == "cu121" and data["schema_version"]
     (command,) = data["commands"]
     assert command["argv"][:3] == [command["argv"][0], "pip", "install"]  # uv: the venv has no pip
     assert any(PLAIN_PROJECT in text and "torch" not in text for text in command["files"].values())

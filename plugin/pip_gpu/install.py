@@ -177,14 +177,14 @@ def install(options: InstallOptions) -> InstallResult:
         resolved: Optional[str] = None
         if one_resolution and plan.decision.index_url and plan.installs_something_else():
             resolved = _uv_resolution_if_alone(
-                plan, _routing(plan, target, passed, workdir, rewrite_pins(plan)), uv
+                plan, _routing(plan, target, passed, workdir, rewrite_pins(plan), uv_routed=True), uv
             )
             if resolved is None:
                 plan = decide(context)
         decision = plan.decision
         decision.chosen()  # NoBuildRuns, with the reason, when no build runs here
         _announce(plan, target, installer, dry_run=options.dry_run or options.installer_dry_run)
-        routing = _routing(plan, target, passed, workdir, rewrite_pins(plan))
+        routing = _routing(plan, target, passed, workdir, rewrite_pins(plan), uv_routed=installer == "uv")
         say = _stderr if not _quiet() else _silent
         try:
             # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
@@ -565,7 +565,12 @@ def _global_options(plan: Plan) -> list[tuple[str, ...]]:
 
 
 def _routing(
-    plan: Plan, target: TargetEnv, installer_args: Sequence[str], workdir: Path, pins: dict[str, RewritePin]
+    plan: Plan,
+    target: TargetEnv,
+    installer_args: Sequence[str],
+    workdir: Path,
+    pins: dict[str, RewritePin],
+    uv_routed: bool = False,
 ) -> Routing:
     return Routing(
         python=target.python,
@@ -574,7 +579,69 @@ def _routing(
         pins=pins,
         installer_args=installer_args,
         workdir=workdir,
+        required_by_build=_family_the_build_requires(plan, target.python_version)
+        if uv_routed and any(not line.constraint for line in plan.family_lines())
+        else (),  # ``install numpy`` reads nothing of the variant index
     )
+
+
+def _family_the_build_requires(plan: Plan, python_version: str) -> tuple[str, ...]:
+    """Family members a ROCm or XPU torch requires on this target, from its metadata on the
+    variant index (PEP 658): ``pytorch-triton-rocm``, ``pytorch-triton-xpu``.
+
+    uv's sources route direct requirements only, and a resolution against the user's indexes
+    cannot find what only the variant index has (PyPI has no ``pytorch-triton-rocm`` 3.x and no
+    ``pytorch-triton-xpu``); named up front, they are routed like the rest. Empty when the
+    metadata cannot be read.
+    """
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+    from packaging.version import Version
+
+    from .decide.discover import freshness_timeout
+    from .decide.index import IndexError_, fetch_project_files, read_index_file
+    from .decide.resolution import requires_dist
+    from .pins import canonical_name
+
+    decision = plan.decision.chosen()
+    if decision.index_url is None or not (decision.variant.is_rocm or decision.variant.is_xpu):
+        return ()  # a CUDA torch's triton is on PyPI too: the resolution below finds and routes it
+    key = (decision.index_url, decision.torch, str(decision.variant), python_version)
+    if key in _BUILD_REQUIRES:
+        return _BUILD_REQUIRES[key]
+    wanted = Version(decision.torch)  # "2.5.1" when pinned, else the series "2.15"
+    timeout = freshness_timeout()  # bounded like the freshness look-up: without it, uv finds less
+    try:
+        files = fetch_project_files(f"{decision.index_url.rstrip('/')}/torch/", timeout=timeout)
+    except IndexError_:
+        return ()  # the install's own run says what is wrong with the index
+    builds: list[tuple[Version, str]] = []
+    for file in files:
+        try:
+            version = parse_wheel_filename(file.filename)[1]
+        except InvalidWheelFilename:
+            continue
+        public = Version(version.public)
+        same = public == wanted if len(wanted.release) > 2 else public.release[:2] == wanted.release[:2]
+        if same and version.local == decision.variant:
+            builds.append((version, file.url.split("#", 1)[0]))
+    metadata = read_index_file(max(builds)[1] + ".metadata", timeout=timeout) if builds else None
+    plain = python_version.rstrip("t")
+    environment = {"python_version": plain, "python_full_version": f"{plain}.0", "extra": ""}
+    found = tuple(
+        sorted(
+            {
+                canonical_name(r.name)
+                for r in requires_dist(metadata or b"")
+                if canonical_name(r.name) in plan.family_names
+                and (r.marker is None or r.marker.evaluate(environment))
+            }
+        )
+    )
+    _BUILD_REQUIRES[key] = found
+    return found
+
+
+_BUILD_REQUIRES: dict[tuple[str, str, str, str], tuple[str, ...]] = {}  # read once per install
 
 
 def _silent(message: str) -> None:

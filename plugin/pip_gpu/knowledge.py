@@ -171,6 +171,7 @@ class Build:
     gfx: Optional[tuple[str, ...]]
     confidence: str
     source: str
+    seen_on_index: bool = False  # its variant index was seen to serve it: unconfirmed rows then count
 
     def __post_init__(self) -> None:
         if type(self.variant) is not Variant:  # a name given by hand: parsed here, junk refused
@@ -179,6 +180,12 @@ class Build:
     @property
     def cuda(self) -> Optional[str]:
         return self.variant.cuda
+
+    @property
+    def confirmed(self) -> bool:
+        """Confirmed by a source, or seen on its index; a row marked unconfirmed (or likely
+        wrong) is neither, and does not beat a confirmed build (README "How pip-gpu decides")."""
+        return self.confidence != "unconfirmed" or self.seen_on_index
 
 
 @dataclass(frozen=True)
@@ -262,6 +269,17 @@ class Knowledge:
         """Product names with this compute capability, for messages (decisions use the number)."""
         wanted = f"{cc[0]}.{cc[1]}"
         return tuple(g["name"] for g in self.gpus if g.get("compute_capability") == wanted)
+
+    def gpu_generation_for(self, cc: ComputeCapability) -> Optional[str]:
+        """The architecture the GPU table names for this capability (``(10, 7)`` -> ``Rubin``),
+        for messages; the shortest where rows differ (12.0: ``Blackwell``); None when unknown."""
+        wanted = f"{cc[0]}.{cc[1]}"
+        names = {
+            g["architecture"]
+            for g in self.gpus
+            if g.get("compute_capability") == wanted and g.get("architecture")
+        }
+        return min(names, key=lambda n: (len(n), n)) if names else None
 
     def amd_gpu_for_device_id(self, device_id: str) -> Optional[dict[str, str]]:
         """The AMD GPU (``gfx_target``, ``name``) of a PCI device ID (``"74a1"``, ``"0x74A1"``)."""

@@ -184,6 +184,7 @@ class Routing:
     pins: dict[str, RewritePin]  # how family requirements are rewritten
     installer_args: Sequence[str]  # the user's own installer options
     workdir: Path  # where the generated requirements files go
+    required_by_build: tuple[str, ...] = ()  # family members the decided torch itself requires (uv)
 
 
 _FROM_RE = re.compile(r"^\s+#\s+from\s+(\S+)")
@@ -336,7 +337,7 @@ def uv_command(
     dependencies = [str(line.requirement) for line in routed if line.requirement is not None]
     dependencies += [
         str(rewrite_line(parse_requirement_args([name])[0], routing.pins).requirement)
-        for name in pulled_in
+        for name in dict.fromkeys((*pulled_in, *routing.required_by_build))
         if canonicalize_name(name) not in named
     ]
     others = [line for line in lines if not _routed(line, family_names)]

@@ -12,9 +12,10 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, TextIO
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Settings",
     "colour",
     "configure",
+    "print_sync_dry_run",
     "printable",
     "progress",
     "settings",
@@ -180,3 +182,14 @@ def headline(text: str, ok: bool) -> str:
     """The first line (a verdict) in green or red on a terminal that wants colour."""
     first, newline, rest = text.partition("\n")
     return colour(first, "green" if ok else "red") + newline + rest
+
+
+def print_sync_dry_run(prefix: Path, lock_file: Path, changes: Sequence[str]) -> None:
+    """``sync --dry-run``'s answer, for a lock family or a wheel-variant lock."""
+    where = f"{prefix} to {lock_file.name}"
+    if not changes:
+        print(f"pip-gpu sync --dry-run: nothing to change: {where} already match")
+    else:
+        print(f"pip-gpu sync --dry-run: syncing {where} would change:")
+        for change in changes:
+            print(f"  - {change}")

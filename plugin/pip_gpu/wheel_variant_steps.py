@@ -78,6 +78,7 @@ class VariantInstallOptions:
     requirement_files: tuple[str, ...] = ()  # -r: the family from the variant index, the rest passed on
     constraint_files: tuple[str, ...] = ()  # -c: family lines narrow the choice, the rest passed on
     dry_run: bool = False
+    installer_output_to_stderr: bool = False  # stdout carries JSON (sync --json)
 
 
 @dataclass(frozen=True)
@@ -340,12 +341,13 @@ def _install_files(
     rest: tuple[list[str], dict[Path, str]],
     no_deps: bool,
     named: bool = True,
+    to_stderr: bool = False,
 ) -> None:
     from .installers import choose_installer, run_command
 
     chosen = choose_installer(installer, None, target)
     for command in _install_commands(target, chosen, files, rest, no_deps, named):
-        run_command(command)
+        run_command(command, to_stderr=to_stderr)
 
 
 def _verify(target: TargetEnv, choices: Sequence[tuple[str, str, str]]) -> None:
@@ -497,6 +499,27 @@ class VariantLock:
     choices: tuple[VariantChoice, ...]  # the family, for the first target
     targets: tuple[LockTarget, ...]
     others: tuple[str, ...]  # the ordinary entries, "name version"
+
+    def to_json(self) -> dict[str, Any]:
+        """``lock --json``: the file, its targets, each family member's labels and this host's."""
+        return {
+            "locks": [
+                {
+                    "file": str(self.path),
+                    "targets": [str(t) for t in self.targets],
+                    "packages": [
+                        {
+                            "package": c.package,
+                            "version": c.version,
+                            "variant_labels": sorted(w.label for w in c.wheels),
+                            "variant_label": c.label,  # this host's (None: none fits)
+                        }
+                        for c in self.choices
+                    ],
+                    "others": list(self.others),
+                }
+            ]
+        }
 
 
 def _lock_targets(options: VariantLockOptions, host: HostProfile) -> list[LockTarget]:
@@ -837,9 +860,51 @@ def _not_covered(document: Mapping[str, Any], host: HostProfile) -> Optional[str
     return f"{LOCK_NAME} covers {', '.join(targets)}; this host is {here}"
 
 
-def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
+@dataclass(frozen=True)
+class VariantSync:
+    """What ``sync`` did with a variant lock (or, for a dry run, would do)."""
+
+    lock_file: Path
+    prefix: Path
+    dry_run: bool
+    chosen: tuple[tuple[str, str, str], ...]  # (package, version, label) for this host
+    changes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lock": self.lock_file.name,
+            "prefix": str(self.prefix),
+            "dry_run": self.dry_run,
+            "packages": [{"package": p, "version": v, "variant_label": label} for p, v, label in self.chosen],
+            "changes": list(self.changes),
+        }
+
+
+def _changes(
+    target: TargetEnv, chosen: Sequence[tuple[str, str, str]], others: Sequence[_LockedOther]
+) -> list[str]:
+    """What syncing would change in the target, in words."""
+    changes = []
+    for package, version, label in chosen:
+        wanted = f"{version} variant {label or '(non-variant)'}"
+        landed = installed_label(target, package)
+        if landed is None:
+            changes.append(f"install {package} {wanted}")
+        elif landed != (version, label):
+            changes.append(f"{package} {landed[0]} variant {landed[1] or '(non-variant)'} -> {wanted}")
+    for other in others:
+        found = installed_label(target, canonicalize_name(other.name))
+        if found is None:
+            changes.append(f"install {other.name} {other.version}")
+        elif found[0] != other.version:
+            changes.append(f"{other.name} {found[0]} -> {other.version}")
+    return changes
+
+
+def sync_variant_lock(options: VariantInstallOptions) -> VariantSync:
     """Install the label of each locked package that fits this host; refuse (exit 2, nothing
-    changed) when none does or the locked variants.json changed."""
+    changed) when none does or the locked variants.json changed. A dry run says what would
+    change and installs nothing."""
     directory = options.cwd
     document = _read_lock(directory)
     if document is None:
@@ -847,7 +912,9 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
             f"no {LOCK_NAME} written with --variant-index in {directory}",
             "write it with pip-gpu lock --variant-index URL",
         )
-    target, host = _target_and_host(options.python, options.system, options.host, options.cwd, True)
+    target, host = _target_and_host(
+        options.python, options.system, options.host, options.cwd, not options.dry_run
+    )
     uncovered = _not_covered(document, host)
     if uncovered:
         raise NoBuildRuns(
@@ -864,20 +931,28 @@ def sync_variant_lock(options: VariantInstallOptions) -> list[LockedChoice]:
                 "nothing was changed",
                 "re-lock a newer version (pip-gpu lock --variant-index URL), or upgrade the NVIDIA driver",
             )
+    chosen = tuple((c.package, c.version, c.wheel.label if c.wheel else "") for c in choices)
+    others = _locked_others(document, host)
+    report = VariantSync(
+        directory / LOCK_NAME, target.prefix, options.dry_run, chosen, tuple(_changes(target, chosen, others))
+    )
+    if options.dry_run:
+        return report
     with tempfile.TemporaryDirectory(prefix="pip-gpu-variants-") as folder:
         files = [_fetch(c.package, c.version, c.wheel, Path(folder)) for c in choices if c.wheel is not None]
         # one hash-checked requirements file: the fetched wheels and the ordinary packages
         locked = Path(folder) / "locked.txt"
         lines = [f"{f.reference} --hash=sha256:{f.sha256}" for f in files]
-        lines += [other.line for other in _locked_others(document, host)]
+        lines += [other.line for other in others]
         text = "".join(f"{line}\n" for line in lines)
-        _install_files(target, options.installer, files, (["-r", str(locked)], {locked: text}), True, False)
-    _verify(target, [(c.package, c.version, c.wheel.label if c.wheel else "") for c in choices])
-    for choice in choices:
-        label = choice.wheel.label if choice.wheel else ""
-        shown = label or "(non-variant)"
-        _say(f"pip-gpu: synced {choice.package} {choice.version} variant {shown} from {LOCK_NAME}")
-    return choices
+        rest = (["-r", str(locked)], {locked: text})
+        _install_files(
+            target, options.installer, files, rest, True, False, options.installer_output_to_stderr
+        )
+    _verify(target, chosen)
+    for package, version, label in chosen:
+        _say(f"pip-gpu: synced {package} {version} variant {label or '(non-variant)'} from {LOCK_NAME}")
+    return report
 
 
 @dataclass(frozen=True)

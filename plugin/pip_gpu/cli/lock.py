@@ -192,13 +192,9 @@ def run_sync(args: argparse.Namespace) -> int:
 
         print(json.dumps(versioned(report.to_json()), indent=2))
     elif report.dry_run:
-        where = f"{report.target.prefix} to {report.lock_file.name}"
-        if not report.changes:
-            print(f"pip-gpu sync --dry-run: nothing to change: {where} already match")
-        else:
-            print(f"pip-gpu sync --dry-run: syncing {where} would change:")
-            for change in report.changes:
-                print(f"  - {change}")
+        from ..ui import print_sync_dry_run
+
+        print_sync_dry_run(report.target.prefix, report.lock_file, report.changes)
     return EXIT_OK
 
 

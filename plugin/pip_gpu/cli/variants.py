@@ -11,11 +11,12 @@ import argparse
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_NO_BUILD, EXIT_OK
-from ..ui import emit_json, headline
+from ..ui import emit_json, headline, print_sync_dry_run, versioned
 from .flags import host_flags
 
 __all__ = ["ENV_VARIABLE", "run_variant_command", "variant_index_of", "variant_lock_in"]
@@ -124,7 +125,7 @@ def _explain(args: argparse.Namespace, index_url: str) -> int:
             failed = next(c for c in choices if c.wheel is None)
             data["error"] = f"no wheel of {failed.requirement} fits this host: {failed.problem}"
             data["hint"] = "upgrade the NVIDIA driver, pin another version, or drop --variant-index"
-        emit_json(data)
+        emit_json(versioned(data))
     else:
         rendered = "\n\n".join(_render(c, host, index_url) for c in choices)
         print(headline(rendered, ok))
@@ -139,7 +140,7 @@ def _install(args: argparse.Namespace, index_url: str) -> int:
         raise UsageError("--json prints the plan of a dry run", "add --dry-run, or drop --json")
     _, dry_run = install_variant_wheels(_options(args, index_url))
     if dry_run is not None:
-        print(json.dumps(dry_run.to_json(index_url), indent=2) if args.json else dry_run.script())
+        print(json.dumps(versioned(dry_run.to_json(index_url)), indent=2) if args.json else dry_run.script())
     return EXIT_OK
 
 
@@ -197,13 +198,23 @@ def _lock(args: argparse.Namespace, index_url: str) -> int:
         f"pip-gpu lock: {written.path.name} covers {', '.join(map(str, written.targets))}, with {others}",
         file=sys.stderr,
     )
+    if args.json:
+        emit_json(versioned(written.to_json()))
     return EXIT_OK
 
 
 def _sync(args: argparse.Namespace, directory: Path) -> int:
+    from ..ui import versioned
     from ..wheel_variant_steps import sync_variant_lock
 
-    sync_variant_lock(_options(args, variant_index_of(args) or "", cwd=directory))
+    options = _options(args, variant_index_of(args) or "", cwd=directory)
+    report = sync_variant_lock(
+        replace(options, installer_output_to_stderr=bool(getattr(args, "json", False)))
+    )
+    if getattr(args, "json", False):
+        emit_json(versioned(report.to_json()))
+    elif report.dry_run:
+        print_sync_dry_run(report.prefix, report.lock_file, report.changes)
     return EXIT_OK
 
 
@@ -212,8 +223,8 @@ def _check(args: argparse.Namespace, directory: Path) -> int:
 
     result = check_variant_lock(_options(args, variant_index_of(args) or "", cwd=directory))
     if args.json:
-        print(
-            json.dumps(
+        emit_json(
+            versioned(
                 {
                     "ok": result.ok,
                     "lock": result.lock_file.name,
@@ -222,8 +233,7 @@ def _check(args: argparse.Namespace, directory: Path) -> int:
                     "problems": list(result.problems),
                     "variants": [label.to_json() for label in result.labels],
                     "fix": result.fix,
-                },
-                indent=2,
+                }
             )
         )
     elif result.ok:

@@ -45,6 +45,7 @@ __all__ = [
     "Freshness",
     "Offers",
     "discover_releases",
+    "index_serves",
     "look_for_newer",
     "merge_releases",
     "missing_torch_file",
@@ -208,6 +209,7 @@ def discover_releases(
                         ptx=template.ptx if template else None,
                         gfx=None,
                         confidence="unconfirmed",
+                        seen_on_index=True,
                         source=f"discovered on {variant} index"
                         + (f"; architectures assumed from {origin}" if origin else ""),
                     )
@@ -386,6 +388,40 @@ def look_for_newer(
         return Freshness((), False, problem)
     found = [*outcome["releases"], *outcome.get("extra", ())]  # type: ignore[misc]  # extras still out: left
     return Freshness(_merge(found), True)
+
+
+def index_serves(
+    pytorch_index: str,
+    variant: str,
+    series: str,
+    platform: str,
+    *,
+    timeout_s: float = FRESHNESS_TIMEOUT_S,
+    fetch: Optional[Fetch] = None,
+    cache_dir: Optional[Path] = None,
+) -> tuple[Optional[bool], str]:
+    """Whether the variant index serves torch ``series`` for ``platform``, read (and cached) as
+    the freshness look-up reads it; ``(None, why)`` when it does not answer."""
+    marker = _cache_path(pytorch_index, variant, cache_dir).with_suffix(".unreachable")
+    try:
+        if time.time() - marker.stat().st_mtime < UNREACHABLE_TTL_S:
+            return None, marker.read_text(encoding="utf-8").strip() or "did not answer recently"
+    except OSError:
+        pass
+    if fetch is None:
+        from .index import fetch_project_files
+
+        fetch = partial(fetch_project_files, timeout=timeout_s)
+    try:
+        summary = _summary(pytorch_index, variant, fetch, cache_dir)
+    except PipGpuError as error:  # the index module's IndexError_, without importing it here
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(error.message, encoding="utf-8")
+        except OSError:
+            pass
+        return None, error.message
+    return platform in summary.get(series, {}).get("platforms", []), ""
 
 
 def _merge(releases: Iterable[Release]) -> tuple[Release, ...]:

@@ -22,7 +22,7 @@ from ..host import HostProfile
 from ..knowledge import Knowledge, Release, load_knowledge
 from ..pins import COMMAND_LINE, canonical_name, plain_pins
 from ..redact import redact_url
-from ..variant import Variant, channel_index
+from ..variant import Variant, append_path, channel_index
 from .rules import (
     Decision,
     Offer,
@@ -230,6 +230,8 @@ def decide_for(
         knowledge, decision = _with_newer_release(
             request, host, knowledge, decision, index, policy, offline, env
         )
+    if channel == "stable" and not offline:
+        knowledge, decision = _unconfirmed_on_index(request, host, knowledge, decision, index, policy, env)
     unreachable = ""
     # Only where the torch family is installed (``install numpy`` needs no variant index), and
     # not on a channel (its releases are what it publishes already).
@@ -452,6 +454,81 @@ def _with_newer_release(
         f" ({'; '.join(why)})" if why else ""
     )
     return knowledge, replace(decision, notes=(*decision.notes, note))
+
+
+def _unconfirmed_on_index(
+    request: TorchRequest,
+    host: HostProfile,
+    knowledge: Knowledge,
+    decision: Decision,
+    index: str,
+    policy: Policy,
+    env: Mapping[str, str],
+) -> tuple[Knowledge, Decision]:
+    """A newer build the knowledge file marks unconfirmed was passed over for a confirmed one
+    (2.15 ``rocm7.2``): ask its variant index, and let the index decide. When it serves that
+    release the build counts as confirmed and the decision is made again; otherwise it stands,
+    with a note saying what the index said."""
+    chosen = decision.release
+    if chosen is None:
+        return knowledge, decision
+    unconfirmed = {
+        (release.torch, build.variant, build.platform)
+        for release in knowledge.releases
+        if release.version > chosen.version
+        for build in release.builds
+        if not build.confirmed
+    }
+    passed = {
+        (c.torch, c.variant, c.platform)
+        for c in decision.candidates
+        if c.ok and (c.torch, c.variant, c.platform) in unconfirmed
+    }
+    if not passed:
+        return knowledge, decision
+    from .discover import freshness_timeout, index_serves
+
+    timeout = freshness_timeout(dict(env))
+    seen: set[tuple[str, str, str]] = set()
+    notes: list[str] = []
+    for series, variant, platform in sorted(passed):
+        served, problem = index_serves(index, variant, series, platform, timeout_s=timeout)
+        where = redact_url(append_path(index, variant))
+        if served:
+            seen.add((series, variant, platform))
+        elif served is None:
+            if any(problem in note for note in decision.notes):
+                continue  # the freshness look-up said so already
+            notes.append(f"could not ask {where} whether it serves torch {series} ({problem})")
+        else:
+            notes.append(f"{where} does not serve torch {series} for {platform}")
+    if not seen:
+        return knowledge, replace(decision, notes=(*decision.notes, *notes))
+    confirmed = replace(
+        knowledge,
+        releases=tuple(
+            replace(
+                release,
+                builds=tuple(
+                    replace(b, seen_on_index=True) if (release.torch, b.variant, b.platform) in seen else b
+                    for b in release.builds
+                ),
+            )
+            if any(release.torch == s for s, _, _ in seen)
+            else release
+            for release in knowledge.releases
+        ),
+    )
+    again = decide(request, host, confirmed, pytorch_index=index, policy=policy)
+    said = [
+        f"torch {series} {variant} is not confirmed in pip-gpu's knowledge, but "
+        f"{redact_url(append_path(index, variant))} serves it"
+        for series, variant, _ in sorted(seen)
+    ]
+    kept = [
+        n for n in decision.notes if n not in again.notes and "not confirmed in pip-gpu's knowledge" not in n
+    ]
+    return confirmed, replace(again, notes=(*kept, *again.notes, *notes, *said))
 
 
 def _variants_to_ask(variant: Variant, host: HostProfile) -> list[str]:

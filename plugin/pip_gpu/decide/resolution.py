@@ -147,7 +147,7 @@ def _fetch(url: str, timeout: float) -> Optional[bytes]:
     return read_index_file(url, timeout=timeout)
 
 
-def _requires_dist(metadata: bytes) -> list[Requirement]:
+def requires_dist(metadata: bytes) -> list[Requirement]:
     from email.parser import HeaderParser
 
     from packaging.requirements import InvalidRequirement, Requirement
@@ -233,7 +233,7 @@ def member_constraints(
                         break
         if metadata is None:
             continue
-        for requirement in _requires_dist(metadata):
+        for requirement in requires_dist(metadata):
             name = canonical_name(requirement.name)
             if name in direct and str(requirement.specifier) and requirement.marker is None:
                 found.append(TorchConstraint(name, requirement.specifier, source, "family-member"))
@@ -612,7 +612,7 @@ def _family_requirements(
 
     environment = {k: str(v) for k, v in default_environment().items()}
     found: list[TorchConstraint] = []
-    for requirement in _requires_dist(metadata):
+    for requirement in requires_dist(metadata):
         name = canonical_name(requirement.name)
         if name not in pulled:
             continue

@@ -11,9 +11,10 @@ Rules (see README "How pip-gpu decides"):
    for the build's CUDA on this OS (minor-version compatibility), and every visible GPU's
    compute capability is covered by SASS of the same major and a minor <= the GPU's, or by
    PTX for an architecture <= the GPU's (PTX is JIT-compiled forward).
-3. Take the newest release with a build that runs; among its builds the newest CUDA. With
-   no NVIDIA GPU: ``cpu``, or the ROCm/XPU build when such a device is there and published.
-   macOS: the ``default`` variant (PyPI's wheels).
+3. Take the newest release with a build that runs; among its builds the newest CUDA. A
+   build the knowledge marks unconfirmed does not beat a confirmed one of an older release
+   unless its index was seen to serve it. With no NVIDIA GPU: ``cpu``, or the ROCm/XPU build
+   when such a device is there and published. macOS: the ``default`` variant (PyPI's wheels).
 4. A forced variant (``--variant`` or a ``+cu121`` label in a pin) is still checked and
    refused when it cannot run, unless forced.
 5. Nothing runs: no decision, an error naming the blocking fact and the ways out. Never a
@@ -431,7 +432,7 @@ def build_runs_on(build: Build, host: HostProfile, knowledge: Knowledge) -> tupl
             return False, f"the GPU architectures compiled into this {build.variant} build are not known"
         if not covered:
             return False, f"{_describe_gpu(gpu)} is not covered ({_describe_archs(build)})"
-    archs = ", ".join(sorted({_describe_gpu(g) for g in gpus})) or "no GPU given"
+    archs = ", ".join(sorted({_describe_coverage(g, build, knowledge) for g in gpus})) or "no GPU given"
     return True, f"driver {host.driver_version} >= {minimum} (CUDA {cuda}){inferred}; covers {archs}"
 
 
@@ -495,6 +496,21 @@ def _describe_gpu(gpu: NvidiaGpu, knowledge: Optional[Knowledge] = None) -> str:
     return f"{name} (sm_{gpu.compute_capability[0]}{gpu.compute_capability[1]})"
 
 
+def _describe_coverage(gpu: NvidiaGpu, build: Build, knowledge: Knowledge) -> str:
+    """``GPU 0 (sm_107, Rubin) through sm_100 kernels``: the GPU, its generation where the GPU
+    table knows it, and the code that runs on it when that is not its own architecture."""
+    cc = gpu.compute_capability
+    generation = knowledge.gpu_generation_for(cc)
+    text = f"{gpu.name} (sm_{cc[0]}{cc[1]}" + (f", {generation})" if generation else ")")
+    if cc in (build.sass or ()):
+        return text
+    sass = [s for s in build.sass or () if s[0] == cc[0] and s[1] <= cc[1]]
+    if sass:
+        return text + f" through sm_{max(sass)[0]}{max(sass)[1]} kernels"
+    ptx = max(p for p in build.ptx or () if p <= cc)
+    return text + f" through PTX compute_{ptx[0]}{ptx[1]} (compiled when first run)"
+
+
 def _describe_archs(build: Build) -> str:
     sass = " ".join(f"sm_{a}{b}" for a, b in build.sass or ())
     ptx = " ".join(f"compute_{a}{b}" for a, b in build.ptx or ())
@@ -555,7 +571,7 @@ def decide(
             continue
         admitted.append(release)
 
-    chosen: Optional[tuple[Release, Build]] = None
+    picks: list[tuple[Release, Build]] = []  # each release's pick, newest release first
     unpublished: list[tuple[Release, Build, str]] = []  # builds that run here but the index lacks
     for release in admitted:
         runnable: list[Build] = []
@@ -569,10 +585,10 @@ def decide(
             candidates.append(Candidate(build.variant, release.torch, build.platform, ok, why))
             if ok:
                 runnable.append(build)
-        if runnable and chosen is None:
-            chosen = (release, _pick(runnable, host, policy))
-            # Keep listing older releases' builds only for explanation, marked as not chosen.
+        if runnable:  # older releases' builds are listed for explanation, marked as not chosen
+            picks.append((release, _pick(runnable, host, policy)))
 
+    chosen, passed_over = _newest_confirmed(picks)
     if chosen is None:
         blocker = (
             _policy_blocker(request, host, knowledge, admitted, policy)
@@ -582,6 +598,11 @@ def decide(
         return Decision.refused(blocker, candidates, notes)
 
     release, build = chosen
+    if passed_over is not None:
+        notes.append(
+            f"torch {passed_over[0].torch} {passed_over[1].variant} is not confirmed in pip-gpu's knowledge; "
+            f"torch {release.torch} {build.variant} is the newest confirmed build that runs here"
+        )
     if published is not None:
         notes += _lagging_notes(release, build, unpublished, published)
     if build.variant.is_cpu and host.amd_gpus:
@@ -615,10 +636,17 @@ def decide(
                 f"torch {torch_version} is not confirmed in pip-gpu's knowledge; "
                 f"deciding from what is known of torch {release.torch}"
             )
+    unconfirmed = (passed_over[0].torch, passed_over[1].variant) if passed_over else None
     candidates = [
         c
         if not (c.ok and (c.torch, c.variant) != (release.torch, build.variant))
-        else Candidate(c.variant, c.torch, c.platform, True, c.reason + "; not the newest")
+        else Candidate(
+            c.variant,
+            c.torch,
+            c.platform,
+            True,
+            c.reason + ("; not confirmed" if (c.torch, c.variant) == unconfirmed else "; not the newest"),
+        )
         for c in candidates
     ]
     return Decision(
@@ -723,6 +751,26 @@ def _consider(
     return ok, why
 
 
+def _newest_confirmed(
+    picks: Sequence[tuple[Release, Build]],
+) -> tuple[Optional[tuple[Release, Build]], Optional[tuple[Release, Build]]]:
+    """The newest release's pick, unless it is unconfirmed and an older release has a confirmed
+    one of the same kind (a GPU build for a GPU build): then that, and the one passed over.
+
+    A row the knowledge file marks unconfirmed or likely wrong (2.15 ``rocm7.2``) does not beat
+    a confirmed row; once its index is seen to serve it, it counts as confirmed.
+    """
+    if not picks:
+        return None, None
+    newest = picks[0]
+    if newest[1].confirmed:
+        return newest, None
+    for older in picks[1:]:
+        if older[1].confirmed and (newest[1].variant.is_cpu or not older[1].variant.is_cpu):
+            return older, newest
+    return newest, None
+
+
 def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build:
     """Among one release's runnable builds: the preferred one, else the newest CUDA/ROCm.
 
@@ -735,7 +783,7 @@ def _pick(runnable: Sequence[Build], host: HostProfile, policy: Policy) -> Build
             if build.variant == policy.preferred_variant:
                 return build
     accelerated = [b for b in runnable if not b.variant.is_cpu] or list(runnable)
-    confirmed = [b for b in accelerated if b.confidence != "unconfirmed"]
+    confirmed = [b for b in accelerated if b.confirmed]
     return max(confirmed or accelerated, key=lambda b: b.variant.sort_key)
 
 
