@@ -219,7 +219,9 @@ def install(options: InstallOptions) -> InstallResult:
             _unreachable_variant_index(plan, failure)
             _with_missing_file(failure, _missing_file(plan, host))
             raise
-    installed = _verify(plan, target, lambda names: _roll_back(plan, target, installer, uv, before, names))
+    installed = _verify(
+        plan, target, before, lambda names: _roll_back(plan, target, installer, uv, before, names)
+    )
     # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
     if not options.no_lock:
         from .lock.resolve import write_back_after_install
@@ -757,16 +759,28 @@ def _versions(installed: Mapping[str, Mapping[str, Optional[str]]]) -> dict[str,
 
 
 def _verify(
-    plan: Plan, target: TargetEnv, roll_back: Callable[[Sequence[str]], list[str]]
+    plan: Plan,
+    target: TargetEnv,
+    before: Mapping[str, str],
+    roll_back: Callable[[Sequence[str]], list[str]],
 ) -> tuple[tuple[str, str], ...]:
     """Read back what landed and compare it with the decision; the family as it landed.
 
-    A member whose label contradicts the decision is rolled back (``roll_back`` gets the
-    names and says what it did) and the install fails naming what is left (exit 1).
+    A member this install put in place whose label contradicts the decision is rolled back
+    (``roll_back`` gets the names and says what it did) and the install fails naming what is
+    left (exit 1). A member it left as it was ``before`` did not land now: a note, not a failure.
     """
     decision = plan.decision
     installed = _installed_family(target)
-    wrong = _contradicting(plan, _versions(installed))
+    versions = _versions(installed)
+    landed = {name: version for name, version in versions.items() if before.get(name) != version}
+    for entry in _contradicting(plan, {n: v for n, v in versions.items() if n not in landed}):
+        _stderr(
+            f"pip-gpu: note: {entry} was installed before and this install left it alone; "
+            f"it is not the {decision.variant} build decided here (pip-gpu install "
+            f"{entry.split(' ', 1)[0]} replaces it)"
+        )
+    wrong = _contradicting(plan, landed)
     if wrong:
         done = roll_back([entry.split(" ", 1)[0] for entry in wrong])
         now = _versions(_installed_family(target))
@@ -780,7 +794,7 @@ def _verify(
             "(torch==X.Y.Z) or check the --pytorch-index mirror",
         )
     torch_info = installed.get("torch")
-    if torch_info:
+    if torch_info and not _contradicting(plan, {k: v for k, v in versions.items() if k == "torch"}):
         cuda = torch_info.get("cuda")
         detail = (
             f"CUDA {cuda}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import resource
@@ -767,6 +768,65 @@ def row_scale(s: Setting, rounds: int, lock_rounds: int) -> list[Row]:
     return rows
 
 
+def write_fleet(folder: Path, count: int) -> Path:
+    """``kubectl get nodes -o json`` for ``count`` nodes of three kinds (A100/535, V100/470, CPU)."""
+    kinds: list[dict[str, str]] = [
+        {
+            "nvidia.com/cuda.driver-version.full": "535.104.05",
+            "nvidia.com/gpu.compute.major": "8",
+            "nvidia.com/gpu.compute.minor": "0",
+            "nvidia.com/gpu.count": "8",
+        },
+        {
+            "nvidia.com/cuda.driver-version.full": "470.82.01",
+            "nvidia.com/gpu.compute.major": "7",
+            "nvidia.com/gpu.compute.minor": "0",
+            "nvidia.com/gpu.count": "4",
+        },
+        {},
+    ]
+    items = [
+        {
+            "kind": "Node",
+            "metadata": {
+                "name": f"node-{i}",
+                "labels": {"kubernetes.io/hostname": f"node-{i}", **kinds[i % 3]},
+            },
+        }
+        for i in range(count)
+    ]
+    path = folder / f"nodes-{count}.json"
+    path.write_text(json.dumps({"kind": "List", "items": items}), encoding="utf-8")
+    return path
+
+
+def row_fleet(s: Setting, rounds: int) -> Row:
+    """7c (optional: not in the default run). `fleet plan` over 1,000 and 100,000 nodes."""
+    folder = s.fresh("fleet")
+    try:
+        files = {n: write_fleet(folder, n) for n in (1_000, 100_000)}
+        samples = {n: Samples() for n in files}
+        for i in range(rounds + 1):
+            for n, path in files.items():
+                elapsed = run(
+                    [*PIP_GPU, "fleet", "plan", "torch==2.5.1", "--nodes", path, "--json"], s.env, folder
+                )
+                if i:
+                    samples[n].values.append(elapsed)
+        small, large = samples[1_000].median, samples[100_000].median
+        return Row(
+            "7c",
+            "scale: `fleet plan` over 1,000 / 100,000 nodes of 3 kinds (decided once per kind)",
+            "1,000 nodes: " + cell(samples[1_000]),
+            "100,000 nodes: " + cell(samples[100_000]),
+            f"100x the nodes: {large / small:.1f}x the time",
+            "100,000 nodes within a few seconds",
+            "met" if large < 10 else "MISSED",
+        )
+    except NotMeasurable as error:
+        return Row("7c", "scale: fleet plan over 1,000 / 100,000 nodes", error=str(error))
+
+
 # --- 10. memory ----------------------------------------------------------------------------
 
 RSS_PROBE = r"""
@@ -1224,6 +1284,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ("11", lambda: row_real(setting, args.real_rounds)),
                 ("12", lambda: row_project(setting, args.install_rounds)),
             ]
+            if "7c" in only:  # optional: asked for by number only
+                steps.append(("7c", lambda: [row_fleet(setting, max(3, args.rounds // 5))]))
             for number, step in steps:
                 if not wanted(number):
                     continue
