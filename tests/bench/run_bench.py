@@ -498,6 +498,52 @@ def row_install(s: Setting, rounds: int, installer: str) -> Row:
     return ratio_row(number, what, base, cand, limit)
 
 
+def row_install_static_mirror(s: Setting, rounds: int) -> Row:
+    """4b. Row 4 on a mirror without PEP 658 metadata (a plain static-file mirror, issue 25).
+
+    pip must download a wheel there to read its dependencies; the pip route resolves first,
+    and must still fetch each torch-family file once. The torch wheel GETs of the last
+    round of each side are counted and shown."""
+    assert s.server is not None
+    server = s.server
+    variant = f"{s.pytorch_url}/cu124"
+    torch_gets: dict[str, int] = {}
+    # The caches of the other rows hold pages that announce metadata this mirror lacks.
+    env = {**s.env, "UV_CACHE_DIR": str(s.fresh("uv-cache")), "XDG_CACHE_HOME": str(s.fresh("cache"))}
+
+    def counted(side: str, cmd: list[str], cwd: Path) -> Callable[[], float]:
+        def timed() -> float:
+            server.clear_requests()
+            elapsed = run(cmd, env, cwd)
+            wheels = [r for r in server.requests if r.method == "GET" and "/torch-" in r.path]
+            torch_gets[side] = len([r for r in wheels if r.path.endswith(".whl")])
+            return elapsed
+
+        return timed
+
+    def baseline() -> Callable[[], float]:
+        python = s.pip_venv()
+        cmd = [str(python), "-m", "pip", "install", "--index-url", variant, "torch==2.5.1+cu124"]
+        return counted("pip", cmd, python.parent)
+
+    def candidate() -> Callable[[], float]:
+        python = s.pip_venv()
+        cmd = [*PIP_GPU, "install", "torch==2.5.1", "--python", str(python)]
+        return counted("pip-gpu", [*cmd, "--installer", "pip"], s.fresh("install-cwd"))
+
+    what = "install, pip engine, static mirror without PEP 658 metadata: torch==2.5.1 into a fresh venv"
+    server.no_metadata = True
+    try:
+        base, cand = interleaved(baseline, candidate, rounds)
+    except NotMeasurable as error:
+        return Row("4b", what, target="<= 1.10x", error=str(error))
+    finally:
+        server.no_metadata = False
+    row = ratio_row("4b", what, base, cand, 1.10)
+    row.result += f"; torch wheel GETs: pip {torch_gets.get('pip')}, pip-gpu {torch_gets.get('pip-gpu')}"
+    return row
+
+
 def write_requirements(folder: Path) -> Path:
     path = folder / "requirements.in"
     path.write_text(REQUIREMENTS_IN, encoding="utf-8")
@@ -1274,6 +1320,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ("2", lambda: row_decision(setting, args.rounds)),
                 ("3", lambda: [row_install(setting, args.install_rounds, "uv")]),
                 ("4", lambda: [row_install(setting, args.install_rounds, "pip")]),
+                ("4b", lambda: [row_install_static_mirror(setting, args.install_rounds)]),
                 ("5", lambda: [row_lock(setting, args.install_rounds)]),
                 ("5b", lambda: [row_lock_slow_index(setting, args.install_rounds)]),
                 ("6", lambda: [row_sync(setting, args.install_rounds)]),
