@@ -432,3 +432,20 @@ def test_a_build_that_did_not_land_is_a_failed_check_not_the_installers_status()
 
     assert BuildDidNotLand("x").exit_code == EXIT_CHECK_FAILED == 1
     assert not issubclass(BuildDidNotLand, InstallerFailed)
+
+
+def test_pip_on_a_mirror_without_pep658_metadata_downloads_torch_once(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, pip_venv_template: Path, index_server
+) -> None:
+    """A static mirror serves no ``.metadata``: the dry run that picks the family's files
+    must read torch's wheel, and the install must not fetch it a second time (issue 25)."""
+    index_server.no_metadata = True
+    python = fresh_pip_venv(pip_venv_template, tmp_path)
+    done = pip_gpu("torch==2.5.1", "--installer", "pip", "--python", str(python), *A100_ON_535, env=env)
+    assert done.returncode == 0, done.stderr
+    assert installed_versions(python)["torch"] == "2.5.1+cu124"
+    gets = [r.path for r in index_server.requests if r.method == "GET"]
+    assert not [p for p in gets if p.endswith(".metadata")]  # the mirror really serves none
+    torch_wheels = [p for p in gets if p.rsplit("/", 1)[-1].startswith("torch-") and p.endswith(".whl")]
+    assert len(torch_wheels) == 1, torch_wheels
+    assert "verified: torch 2.5.1+cu124" in done.stderr

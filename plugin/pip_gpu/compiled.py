@@ -31,13 +31,14 @@ import shutil
 import struct
 import tempfile
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
 
-from .errors import UsageError
+from .errors import UsageError, environment_fault
 from .host import ComputeCapability, format_compute_capability
 
 __all__ = [
@@ -162,14 +163,45 @@ def _fatbin_section(stream: BinaryIO) -> tuple[int, int]:
     raise NotACudaLibrary(f"no {FATBIN_SECTION} section (no CUDA device code)")
 
 
+# Padding between containers is skipped by searching this much at a time for the next magic.
+_SCAN_CHUNK = 1024 * 1024
+_MAGIC_BYTES = struct.pack("<I", FATBIN_MAGIC)
+
+
+def _next_container(stream: BinaryIO, position: int, start: int, end: int) -> Optional[int]:
+    """The first container magic at or after ``position`` (before ``end``), 8-byte aligned
+    from the section's ``start``.
+
+    Padding (zeros, or anything that is not a container) is searched a chunk at a time,
+    never walked 8 bytes per read: a section of 512 MiB of zeros is 512 reads.
+    """
+    while position + _CONTAINER.size <= end:
+        stream.seek(position)
+        chunk = stream.read(min(_SCAN_CHUNK, end - position))
+        if len(chunk) < 4:
+            return None  # the section claims more than the file holds
+        found = chunk.find(_MAGIC_BYTES)
+        while found >= 0 and (position + found - start) % 8:
+            found = chunk.find(_MAGIC_BYTES, found + 1)
+        if found >= 0:
+            return position + found
+        # The magic may straddle two chunks: the next one starts at the last aligned offset
+        # that could still begin it.
+        step = max(len(chunk) - 3, 1)
+        position += step + (-(position + step - start) % 8)
+    return None
+
+
 def _entries(stream: BinaryIO, start: int, size: int) -> Iterator[tuple[int, int]]:
     """(kind, arch number) of every entry of every fatbin container in the section."""
-    position, end = start, start + size
+    stream.seek(0, os.SEEK_END)
+    position, end = start, min(start + size, stream.tell())  # a section past the file's end stops there
     while position + _CONTAINER.size <= end:
-        magic, _, header_size, fat_size = _CONTAINER.unpack(_read_exact(stream, position, _CONTAINER.size))
-        if magic != FATBIN_MAGIC:
-            position += 8  # padding between 8-byte aligned containers
-            continue
+        found = _next_container(stream, position, start, end)
+        if found is None:
+            return
+        position = found
+        _, _, header_size, fat_size = _CONTAINER.unpack(_read_exact(stream, position, _CONTAINER.size))
         entry = position + header_size
         container_end = min(entry + fat_size, end)
         while entry + _ENTRY.size <= container_end:
@@ -181,7 +213,7 @@ def _entries(stream: BinaryIO, start: int, size: int) -> Iterator[tuple[int, int
             yield kind, arch
             entry += entry_header_size + payload
         position = max(container_end, position + 8)
-        position += -position % 8
+        position += -(position - start) % 8
 
 
 def read_compiled_archs(path: Path) -> CompiledArchs:
@@ -246,11 +278,40 @@ def read_wheel(wheel: Path) -> WheelFacts:
         metadata = next((n for n in names if n.endswith(".dist-info/METADATA") and n.count("/") == 1), None)
         if version_py is None or metadata is None:
             raise UsageError(f"{wheel}: no torch/version.py or METADATA", "pass a torch wheel")
-        values = read_version_py(archive.read(version_py).decode("utf-8"))
-        headers = HeaderParser().parsestr(archive.read(metadata).decode("utf-8"))
-        compiled: Optional[CompiledArchs] = None
-        if CUDA_LIBRARY_IN_WHEEL in names:
-            compiled = _archs_in_member(archive, CUDA_LIBRARY_IN_WHEEL)
+        member = version_py
+        try:
+            values = read_version_py(_small_text(archive, version_py))
+            member = metadata
+            headers = HeaderParser().parsestr(_small_text(archive, metadata))
+            compiled: Optional[CompiledArchs] = None
+            if CUDA_LIBRARY_IN_WHEEL in names:
+                member = CUDA_LIBRARY_IN_WHEEL
+                compiled = _archs_in_member(archive, CUDA_LIBRARY_IN_WHEEL)
+        except OSError as error:  # the scratch copy of the library (a full disk), or the read
+            if member == CUDA_LIBRARY_IN_WHEEL and error.errno is not None:
+                raise environment_fault(error, f"a scratch copy of {member}") from None
+            raise UsageError(
+                f"{wheel}: cannot read {member} ({error})", "pass an intact torch wheel"
+            ) from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
+            # a bad CRC, a truncated or encrypted member, a compression zipfile cannot read
+            raise UsageError(
+                f"{wheel}: cannot read {member} ({type(error).__name__}: {error})",
+                "pass an intact torch wheel",
+            ) from None
+        except UnicodeDecodeError as error:
+            raise UsageError(
+                f"{wheel}: {member} is not UTF-8 ({error.reason})", "pass a torch wheel"
+            ) from None
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+            raise UsageError(
+                f"{wheel}: {member} cannot be read ({type(error).__name__}: {str(error)[:200]})",
+                "pass a torch wheel",
+            ) from None
+        except NotACudaLibrary as error:
+            raise UsageError(
+                f"{wheel}: {member} is not a CUDA library pip-gpu can read ({error})", "pass a torch wheel"
+            ) from None
 
     def text(name: str) -> Optional[str]:
         value = values.get(name)
@@ -265,6 +326,19 @@ def read_wheel(wheel: Path) -> WheelFacts:
         requires_dist=tuple(headers.get_all("Requires-Dist") or ()),
         compiled=compiled,
     )
+
+
+# version.py and METADATA are a few kilobytes; a member that says it is larger is not read.
+_SMALL_MEMBER_BYTES = 4 * 1024 * 1024
+
+
+def _small_text(archive: zipfile.ZipFile, member: str) -> str:
+    """A small text member, read with a bound whatever its header claims (a zip bomb)."""
+    with archive.open(member) as source:
+        data = source.read(_SMALL_MEMBER_BYTES + 1)
+    if len(data) > _SMALL_MEMBER_BYTES:
+        raise ValueError(f"{member} is larger than {_SMALL_MEMBER_BYTES // 2**20} MiB")
+    return data.decode("utf-8")
 
 
 def _archs_in_member(archive: zipfile.ZipFile, member: str) -> CompiledArchs:

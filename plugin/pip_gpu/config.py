@@ -83,7 +83,12 @@ def load_project_config(start: Path) -> ProjectConfig:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path} is not valid TOML: {exc}", "fix the file, or run from elsewhere") from None
     tool = data.get("tool", {})
-    table = tool.get("pip-gpu") if isinstance(tool, dict) else None
+    if not isinstance(tool, dict):  # `tool = 1`: every tool's settings are lost, pip-gpu's too
+        raise UsageError(
+            f"{path}: tool must be a table, not {type(tool).__name__}",
+            "write tool settings as [tool.NAME] sections, or remove the key",
+        )
+    table = tool.get("pip-gpu")
     if table is None:
         return ProjectConfig(path=path)
     if not isinstance(table, dict):
@@ -115,6 +120,11 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
         isinstance(variants, list) and all(isinstance(v, str) for v in variants)
     ):
         raise UsageError(f'{where}: variants must be a list of strings, e.g. ["cu124", "cpu"]')
+    for name in [
+        *(variants or ()),
+        *([preferred] if isinstance(preferred := table.get("preferred-variant"), str) else []),
+    ]:
+        _check_variant_name(name, where)
     preferred = table.get("preferred-variant")
     index = table.get("pytorch-index")
     installer = table.get("installer")
@@ -146,6 +156,20 @@ def _config_from_table(path: Path, table: Mapping[str, Any]) -> ProjectConfig:
         channel=channel,
         variant_index=variant_index,
     )
+
+
+def _check_variant_name(name: str, where: str) -> None:
+    """A name shaped like a variant (``cu124``, ``rocm6.2``, ``cpu``); whether a release is built
+    so is the decision's to say, since the index may know newer ones than the knowledge file."""
+    from .variant import Variant
+
+    try:
+        Variant(name)
+    except UsageError:
+        raise UsageError(
+            f"{where}: {name!r} is not a PyTorch build variant",
+            "name variants as the PyTorch indexes do: cu130, cu126, rocm6.4, xpu, cpu",
+        ) from None
 
 
 def check_channel(channel: str, source: str) -> str:

@@ -10,15 +10,18 @@ variant each node gets.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
 from .errors import UsageError
 from .host import AmdGpu, HostProfile, NvidiaGpu, parse_amd_gfx_target, parse_compute_capability
+from .ui import printable, shorten
 from .variant import Variant
 
 __all__ = ["FleetNode", "FleetPlan", "NodePlan", "nodes_from_file", "nodes_from_json", "plan_fleet"]
@@ -121,6 +124,7 @@ def nodes_from_json(data: Any, *, where: str, python_version: str) -> list[Fleet
     else:
         items = [data]
     nodes: list[FleetNode] = []
+    read: dict[Hashable, FleetNode] = {}  # nodes with the same labels are read once
     for position, item in enumerate(items):
         context = f"{where}: item {position}"
         if not isinstance(item, Mapping):
@@ -128,7 +132,13 @@ def nodes_from_json(data: Any, *, where: str, python_version: str) -> list[Fleet
                 f"{context} is not an object", "expected Kubernetes Node objects or detect reports"
             )
         if item.get("kind") == "Node" or "metadata" in item:
+            same = _labels_kind(item)
+            if same is not None and same in read:
+                nodes.append(_renamed(read[same], item["metadata"]["name"]))
+                continue
             nodes.append(_node_from_kubernetes(item, context, python_version))
+            if same is not None:
+                read[same] = nodes[-1]
         elif "os" in item and "nvidia_gpus" in item:
             nodes.append(
                 _node_from_detect(item, context, where if len(items) == 1 else f"{where}[{position}]")
@@ -140,11 +150,56 @@ def nodes_from_json(data: Any, *, where: str, python_version: str) -> list[Fleet
             )
     if not nodes:
         raise UsageError(f"{where}: no nodes", "the node list is empty")
-    names = [n.name for n in nodes]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = _twice(n.name for n in nodes)
     if duplicates:
         raise UsageError(f"{where}: node names appear twice: {', '.join(duplicates)}", "")
     return nodes
+
+
+# Labels that name one node, not its kind (GPU Feature Discovery stamps each node's run).
+_PER_NODE_LABELS = frozenset(["kubernetes.io/hostname", "nvidia.com/gfd.timestamp"])
+
+
+def _labels_kind(item: Mapping[str, Any]) -> Optional[Hashable]:
+    """Every label but the per-node ones, and the AMD GPU count of ``status.capacity``: two
+    nodes with the same are read alike. None when the node is malformed (it is read on its
+    own, and its error names it)."""
+    metadata = item.get("metadata")
+    if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str):
+        return None
+    labels = metadata.get("labels") or {}
+    if not isinstance(labels, Mapping):
+        return None
+    status = item.get("status")
+    capacity = status.get("capacity") if isinstance(status, Mapping) else None
+    gpus = capacity.get(_AMD_CAPACITY) if isinstance(capacity, Mapping) else None  # AMD's count
+    try:
+        kind = (frozenset(labels.items()) - _per_node_items(labels), gpus)
+        hash(kind)
+        return kind
+    except TypeError:  # a label value that is a list or an object: read on its own
+        return None
+
+
+def _per_node_items(labels: Mapping[str, Any]) -> frozenset[tuple[str, Any]]:
+    return frozenset((key, labels[key]) for key in _PER_NODE_LABELS if key in labels)
+
+
+def _renamed(node: FleetNode, name: str) -> FleetNode:
+    """A copy of ``node`` with another name (``dataclasses.replace`` costs 10 times more)."""
+    clone = object.__new__(FleetNode)
+    clone.__dict__.update(node.__dict__)
+    object.__setattr__(clone, "name", name)
+    return clone
+
+
+# What GPU Feature Discovery and nvidia-smi write: ASCII digits, a few of them (a 5,000-digit
+# version once reached int()'s limit on digits and the catch-all error).
+_DIGITS = re.compile(r"[0-9]{1,6}")
+_DRIVER = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6}){0,2}")
+_RUNTIME = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){0,2}")
+_MOST_GPUS = 1024  # GPUs on one node: a count beyond is a typo, and costs memory per GPU
+_LABELS_HINT = "check the node's GPU Feature Discovery labels (kubectl get node NAME -o json)"
 
 
 def _node_from_detect(item: Mapping[str, Any], context: str, name: str) -> FleetNode:
@@ -152,8 +207,22 @@ def _node_from_detect(item: Mapping[str, Any], context: str, name: str) -> Fleet
         host = HostProfile.from_json(dict(item))
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(
-            f"{context}: not a valid detect report ({exc})", "re-run `pip-gpu detect --json`"
+            f"{context}: not a valid detect report ({shorten(str(exc), 80)})",
+            "re-run `pip-gpu detect --json`",
         ) from None
+    for field_name, value, pattern in (
+        ("driver_version", host.driver_version, _DRIVER),
+        ("cuda_driver_version", host.cuda_driver_version, _RUNTIME),
+    ):
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            raise UsageError(
+                f"{context}: {field_name} {shorten(str(value), 40)!r} is not a version",
+                "re-run `pip-gpu detect --json`",
+            )
+    if len(host.nvidia_gpus) > _MOST_GPUS:
+        raise UsageError(
+            f"{context}: {len(host.nvidia_gpus)} GPUs on one host", "re-run `pip-gpu detect --json`"
+        )
     product = host.nvidia_gpus[0].name if host.nvidia_gpus else None
     return FleetNode(name, host, product, len(host.nvidia_gpus))
 
@@ -187,10 +256,17 @@ def _node_from_kubernetes(item: Mapping[str, Any], context: str, python_version:
         labels.get(_RUNTIME_FULL) or _joined(labels, _RUNTIME_PARTS) or _joined(labels, _RUNTIME_PARTS_OLD)
     )
     product = labels.get(_PRODUCT)
-    try:
-        count = int(labels.get(_COUNT, "1"))
-    except ValueError:
-        raise UsageError(f"node {name}: {_COUNT}={labels[_COUNT]!r} is not a number", "") from None
+    count_text = labels.get(_COUNT, "1")
+    if not _DIGITS.fullmatch(count_text) or int(count_text) > _MOST_GPUS:
+        raise UsageError(
+            f"node {name}: {_COUNT}={shorten(count_text, 40)!r} is not a GPU count (0 to {_MOST_GPUS})",
+            _LABELS_HINT,
+        )
+    count = int(count_text)
+    for label, value, pattern in ((_DRIVER_FULL, driver, _DRIVER), (_RUNTIME_FULL, runtime, _RUNTIME)):
+        if value is not None and not pattern.fullmatch(value):
+            what = "an NVIDIA driver version" if pattern is _DRIVER else "a CUDA version"
+            raise UsageError(f"node {name}: {label}={shorten(value, 40)!r} is not {what}", _LABELS_HINT)
     missing = [label for label in (*_COMPUTE,) if label not in labels]
     if driver is None:
         missing.append(_DRIVER_FULL)
@@ -254,7 +330,11 @@ def _amd_node(name: str, base: HostProfile, labels: Mapping[str, str], item: Map
     status = item.get("status")
     capacity = status.get("capacity") if isinstance(status, Mapping) else None
     raw_count = capacity.get(_AMD_CAPACITY) if isinstance(capacity, Mapping) else None
-    count = int(raw_count) if isinstance(raw_count, (int, str)) and str(raw_count).isdigit() else 1
+    count = int(raw_count) if isinstance(raw_count, (int, str)) and _DIGITS.fullmatch(str(raw_count)) else 1
+    if count > _MOST_GPUS:
+        raise UsageError(
+            f"node {name}: {_AMD_CAPACITY}={count} is not a GPU count (0 to {_MOST_GPUS})", _LABELS_HINT
+        )
     product = (product or (known or {}).get("name") or "AMD GPU").replace("_", " ")
     if gfx is None:
         return FleetNode(name, base, product, max(count, 1), vendor="amd")
@@ -270,6 +350,27 @@ def _joined(labels: Mapping[str, str], names: Sequence[str]) -> Optional[str]:
     if not all(key in labels for key in keys):
         return None
     return ".".join(labels[key] for key in keys)
+
+
+def _twice(names: Iterable[str]) -> list[str]:
+    """The names that appear more than once, sorted (in one pass: fleets have 100,000 nodes)."""
+    from collections import Counter
+
+    return sorted(name for name, count in Counter(names).items() if count > 1)
+
+
+def host_kind(host: HostProfile) -> Hashable:
+    """What a decision reads of a host, as a key: nodes of one kind get one decision.
+
+    Every field but ``sources`` (where a fact came from does not change what runs): the
+    platform, Python, driver, every GPU with its capability, and anything a later field adds.
+    """
+    kind = tuple(getattr(host, f.name) for f in fields(host) if f.name != "sources")
+    try:
+        hash(kind)
+    except TypeError:  # a field of a type that cannot be hashed: its text stands for it
+        return repr(kind)
+    return kind
 
 
 def gpu_summary(node: FleetNode) -> str:
@@ -319,11 +420,22 @@ def plan_fleet(
         reasons = (o.blocker or "no build of the requested torch runs here" for o in options)
         return FleetPlan(None, (), tuple(_unserved(o, why) for o, why in zip(options, reasons)))
 
-    per_node = {o.node.name: dict(o.runnable.get(release, {})) for o in options}
+    per_node = {o.node.name: o.runnable.get(release, {}) for o in options}
     every = {v for runs in per_node.values() for v in runs}
     allowed = _fewest_variants(per_node) if fewest else every
     nodes: list[NodePlan] = []
+    # Nodes of one kind share their options (one object): their answer is worked out once.
+    answers: dict[tuple[int, Optional[str]], tuple[Optional[str], str]] = {}
+    summaries: dict[tuple[int, Optional[str], int], str] = {}
     for option in options:
+        same = (id(option.runnable), option.blocker)
+        known = answers.get(same)
+        if known is not None:
+            node = option.node
+            look = (id(node.host), node.gpu_product, node.gpu_count)
+            gpu = summaries.get(look) or summaries.setdefault(look, gpu_summary(node))
+            nodes.append(NodePlan(node.name, known[0], known[1], gpu))
+            continue
         runs = {v: why for v, why in per_node[option.node.name].items() if v in allowed}
         if not runs:
             reason = option.blocker or (
@@ -334,13 +446,16 @@ def plan_fleet(
                 newest = next(r for r in releases_newest_first if option.runnable.get(r))
                 reason += f"; torch {newest} would"
             nodes.append(_unserved(option, reason))
+            answers[same] = (None, reason)
             continue
         variant = max(runs, key=_variant_key)
         nodes.append(NodePlan(option.node.name, variant, runs[variant], gpu_summary(option.node)))
+        answers[same] = (variant, runs[variant])
     variants = tuple(sorted({n.variant for n in nodes if n.variant}, key=_variant_key, reverse=True))
     return FleetPlan(release, variants, tuple(nodes))
 
 
+@functools.cache
 def _variant_key(variant: str) -> tuple[int, tuple[int, ...]]:
     """Newer CUDA last: a variant name (from a decision's candidates) parsed as a Variant."""
     return Variant(variant).sort_key
@@ -362,13 +477,13 @@ def _fewest_variants(per_node: Mapping[str, Mapping[str, str]]) -> set[str]:
     Exact (the variants of one release are few); among equally small sets, the one whose
     variants are newest wins.
     """
-    servable = {name: set(runs) for name, runs in per_node.items() if runs}
-    every = sorted({v for runs in servable.values() for v in runs}, key=_variant_key, reverse=True)
+    servable = {frozenset(runs) for runs in per_node.values() if runs}  # one per kind of node
+    every = sorted({v for runs in servable for v in runs}, key=_variant_key, reverse=True)
     for size in range(1, len(every) + 1):
         covers = [
             set(combo)
             for combo in itertools.combinations(every, size)
-            if all(runs & set(combo) for runs in servable.values())
+            if all(runs & set(combo) for runs in servable)
         ]
         if covers:
             return max(covers, key=lambda c: sorted((_variant_key(v) for v in c), reverse=True))
@@ -400,7 +515,7 @@ def options_from_candidates(
 def render_plan(plan: FleetPlan) -> str:
     """The plan as a table, then the set of variants and the unserved nodes."""
     rows = [["node", "gpu", "variant", "reason"]]
-    rows += [[n.name, n.gpu, n.variant or "-", n.reason] for n in plan.nodes]
+    rows += [[printable(n.name), printable(n.gpu), n.variant or "-", printable(n.reason)] for n in plan.nodes]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         "  ".join(cell.ljust(widths[i]) if i < 3 else cell for i, cell in enumerate(row)).rstrip()
@@ -410,7 +525,10 @@ def render_plan(plan: FleetPlan) -> str:
     head += ", ".join(plan.variants) if plan.variants else "no variant"
     out = [head, "", *lines]
     if plan.unserved:
-        out += ["", f"{len(plan.unserved)} node(s) unserved: " + ", ".join(n.name for n in plan.unserved)]
+        out += [
+            "",
+            f"{len(plan.unserved)} node(s) unserved: " + ", ".join(printable(n.name) for n in plan.unserved),
+        ]
     return "\n".join(out)
 
 
@@ -440,31 +558,45 @@ def make_fleet_plan(options: FleetPlanOptions) -> FleetPlan:
     nodes: list[FleetNode] = []
     for path in options.node_files:
         nodes.extend(nodes_from_file(path, python_version=options.python_version))
-    names = [n.name for n in nodes]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = _twice(n.name for n in nodes)
     if twice:
         raise UsageError(f"node names appear in more than one file: {', '.join(twice)}", "")
     knowledge = load_knowledge()
     per_node: list[NodeOptions] = []
     releases: list[str] = []
     spelled: dict[str, str] = {}  # series -> the version decided ("2.5" -> "2.5.1" when pinned)
+    # Decided once per kind of host (a fleet is many copies of a few machines), then mapped.
+    decided: dict[Hashable, tuple[tuple[Any, ...], Optional[str]]] = {}
+    # Nodes read alike share one host object, and so one NodeOptions' runnable and blocker.
+    shared: dict[tuple[int, bool], NodeOptions] = {}
     for node in nodes:
-        plan = decide_for(
-            options.requirements,
-            options.requirement_files,
-            node.host,
-            pytorch_index=options.pytorch_index,
-            cwd=options.cwd,
-            knowledge=knowledge,
-        )
-        knowledge = plan.knowledge  # releases learned from the index serve every node
-        decision = plan.decision
-        blocked = decision.blocked()
-        blocker = "; ".join(filter(None, (blocked.message, _fleet_hint(blocked.hint)))) if blocked else None
-        per_node.append(options_from_candidates(node, decision.candidates, blocker))
-        releases.extend(c.torch for c in decision.candidates if c.torch not in releases)
-        if decision.release is not None and decision.torch is not None:
-            spelled[decision.release.torch] = decision.torch
+        known = shared.get((id(node.host), bool(node.gpu_count)))
+        if known is None:
+            kind = host_kind(node.host)
+            if kind not in decided:
+                plan = decide_for(
+                    options.requirements,
+                    options.requirement_files,
+                    node.host,
+                    pytorch_index=options.pytorch_index,
+                    cwd=options.cwd,
+                    knowledge=knowledge,
+                )
+                knowledge = plan.knowledge  # releases learned from the index serve every node
+                decision = plan.decision
+                blocked = decision.blocked()
+                blocker = (
+                    "; ".join(filter(None, (blocked.message, _fleet_hint(blocked.hint)))) if blocked else None
+                )
+                decided[kind] = (tuple(decision.candidates), blocker)
+                releases.extend(c.torch for c in decision.candidates if c.torch not in releases)
+                if decision.release is not None and decision.torch is not None:
+                    spelled[decision.release.torch] = decision.torch
+            candidates, blocker = decided[kind]
+            known = shared[id(node.host), bool(node.gpu_count)] = options_from_candidates(
+                node, candidates, blocker
+            )
+        per_node.append(NodeOptions(node, known.runnable, known.blocker))
     newest_first = [r.torch for r in knowledge.releases if r.torch in releases]
     fleet = plan_fleet(per_node, newest_first, fewest=options.fewest)
     if fleet.torch is None:

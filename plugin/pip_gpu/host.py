@@ -59,18 +59,20 @@ def driver_at_least(driver: str, minimum: str) -> bool:
 def parse_compute_capability(text: str) -> ComputeCapability:
     """``"8.6"``, ``"sm_86"`` or ``"86"`` -> ``(8, 6)``; ValueError otherwise."""
     raw = text.strip().lower()
+    if len(raw) > 16 or not raw.isascii():  # "sm_120a" is 7; a 5,000-digit major is no GPU
+        raise ValueError(f"not a compute capability: {text[:20]!r}{'...' if len(text) > 20 else ''}")
     for prefix in ("sm_", "compute_"):
         if raw.startswith(prefix):
             raw = raw[len(prefix) :]
             raw = raw[:-1] if raw.endswith(("a", "f")) else raw
-            if raw.isdigit() and len(raw) >= 2:
+            if raw.isdigit() and 2 <= len(raw) <= 4:
                 return int(raw[:-1]), int(raw[-1])
             raise ValueError(f"not a compute capability: {text!r}")
     if "." in raw:
         major, _, minor = raw.partition(".")
-        if major.isdigit() and minor.isdigit() and len(minor) == 1:
+        if major.isdigit() and len(major) <= 3 and minor.isdigit() and len(minor) == 1:
             return int(major), int(minor)
-    elif raw.isdigit() and len(raw) >= 2:
+    elif raw.isdigit() and 2 <= len(raw) <= 4:
         return int(raw[:-1]), int(raw[-1])
     raise ValueError(f"not a compute capability: {text!r} (expected MAJOR.MINOR such as 8.6)")
 

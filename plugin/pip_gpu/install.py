@@ -47,6 +47,7 @@ from .route import (
     installer_args,
     pinned_versions,
     pip_command,
+    pip_family_download,
     pip_family_probe,
     pip_hashed_command,
     reinstall_command,
@@ -219,7 +220,9 @@ def install(options: InstallOptions) -> InstallResult:
             _unreachable_variant_index(plan, failure)
             _with_missing_file(failure, _missing_file(plan, host))
             raise
-    installed = _verify(plan, target, lambda names: _roll_back(plan, target, installer, uv, before, names))
+    installed = _verify(
+        plan, target, before, lambda names: _roll_back(plan, target, installer, uv, before, names)
+    )
     # issue 4: inside a folder with a pip-gpu lock family, the new requirements join the locks.
     if not options.no_lock:
         from .lock.resolve import write_back_after_install
@@ -287,7 +290,7 @@ def _planned_runs(
         unsettled = f"{where} does not answer" if where else None
     if unsettled is None:
         try:
-            return _settled_runs(plan, routing, installer, uv, resolved)
+            return _settled_runs(plan, routing, installer, uv, resolved, keep_files=not dry_run)
         except InstallerFailed as failure:
             if not dry_run:
                 raise
@@ -310,9 +313,16 @@ def _planned_runs(
 
 
 def _settled_runs(
-    plan: Plan, routing: Routing, installer: str, uv: str, resolved: Optional[str] = None
+    plan: Plan,
+    routing: Routing,
+    installer: str,
+    uv: str,
+    resolved: Optional[str] = None,
+    *,
+    keep_files: bool = False,
 ) -> list[_DryRun]:
-    """``resolved``: uv's resolution of this very plan, when it already ran."""
+    """``resolved``: uv's resolution of this very plan, when it already ran. ``keep_files``:
+    the runs happen now, so files pip downloads to resolve may be kept for them."""
     lines = list(plan.lines)
     if installer == "uv":
         pulled_in: list[str] = []
@@ -329,7 +339,7 @@ def _settled_runs(
         return [_DryRun(command, before=_resolved_note(pulled_in))]
     if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
         return [_DryRun(pip_hashed_command(routing, lines))]
-    family = _pip_family_files(plan, routing, [])
+    family = _pip_family_files(plan, routing, [], keep_files=keep_files)
     elsewhere: list[str] = []
     if plan.installs_something_else():
         # Something else may bring in a family member (a library that needs torchvision):
@@ -340,7 +350,7 @@ def _settled_runs(
                 f"pip-gpu: {', '.join(elsewhere)} pulled in by other requirements: "
                 "routed to the variant index"
             )
-            family = _pip_family_files(plan, routing, elsewhere)
+            family = _pip_family_files(plan, routing, elsewhere, keep_files=keep_files)
     _refuse_contradicting(plan, _wheel_versions(family), "pip's dry run on the variant index")
     before = "the torch family's files were chosen on the variant index by a pip dry run"
     return [_DryRun(pip_command(routing, lines, family), before=before + _resolved_note(elsewhere, sep="; "))]
@@ -400,13 +410,55 @@ def _resolved_note(pulled_in: Sequence[str], sep: str = "") -> str:
     return f"{sep}routed because other requirements pull them in: {', '.join(pulled_in)}"
 
 
-def _pip_family_files(plan: Plan, routing: Routing, pulled_in: Sequence[str]) -> list[FamilyFile]:
-    """The files pip takes for the family on the variant index, found by a dry run there."""
-    if not any(not line.constraint for line in plan.family_lines()) and not pulled_in:
+def _pip_family_files(
+    plan: Plan, routing: Routing, pulled_in: Sequence[str], *, keep_files: bool = False
+) -> list[FamilyFile]:
+    """The files pip takes for the family on the variant index, found by a dry run there.
+
+    ``keep_files``, on an index without PEP 658 metadata (a static mirror), where the dry run
+    would download every wheel to read it and the install would download the family again:
+    the files are downloaded once into the private scratch folder, the dry run reads them
+    there, and the install takes the family's files from there by path and hash (issue 25).
+    """
+    family = plan.family_lines()
+    if not any(not line.constraint for line in family) and not pulled_in:
         return []
     report = routing.workdir / "family-report.json"
-    _settle(pip_family_probe(routing, plan.family_lines(), pulled_in, report))
-    return family_files_from_report(_read_report(report), plan.family_names)
+    downloaded: Optional[Path] = None
+    names = [line.name for line in family if line.name and not line.constraint] + list(pulled_in)
+    if keep_files and routing.variant_index and not _announces_metadata(routing.variant_index, names[0]):
+        downloaded = routing.workdir / "family-files"
+        downloaded.mkdir(mode=0o700, exist_ok=True)
+        _settle(pip_family_download(routing, family, pulled_in, downloaded))
+    _settle(pip_family_probe(routing, family, pulled_in, report, downloaded=downloaded))
+    files = family_files_from_report(_read_report(report), plan.family_names)
+    return files if downloaded is None else [_hashed_here(file) for file in files]
+
+
+def _announces_metadata(index: str, name: str) -> bool:
+    """Whether the index serves PEP 658 metadata beside ``name``'s files (unknown: yes)."""
+    from .decide.index import IndexError_, fetch_project_files
+
+    try:
+        files = fetch_project_files(f"{index.rstrip('/')}/{name}/")
+    except IndexError_:
+        return True
+    return not files or any(file.core_metadata for file in files)
+
+
+def _hashed_here(file: FamilyFile) -> FamilyFile:
+    """A kept file with the hash of the bytes on disk, which the install then checks."""
+    import hashlib
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    if not file.url.startswith("file:"):
+        return file
+    digest = hashlib.sha256()
+    with open(url2pathname(urlsplit(file.url).path), "rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return replace(file, sha256=digest.hexdigest())
 
 
 def _pip_family_elsewhere(plan: Plan, routing: Routing, family: Sequence[FamilyFile]) -> list[str]:
@@ -757,16 +809,28 @@ def _versions(installed: Mapping[str, Mapping[str, Optional[str]]]) -> dict[str,
 
 
 def _verify(
-    plan: Plan, target: TargetEnv, roll_back: Callable[[Sequence[str]], list[str]]
+    plan: Plan,
+    target: TargetEnv,
+    before: Mapping[str, str],
+    roll_back: Callable[[Sequence[str]], list[str]],
 ) -> tuple[tuple[str, str], ...]:
     """Read back what landed and compare it with the decision; the family as it landed.
 
-    A member whose label contradicts the decision is rolled back (``roll_back`` gets the
-    names and says what it did) and the install fails naming what is left (exit 1).
+    A member this install put in place whose label contradicts the decision is rolled back
+    (``roll_back`` gets the names and says what it did) and the install fails naming what is
+    left (exit 1). A member it left as it was ``before`` did not land now: a note, not a failure.
     """
     decision = plan.decision
     installed = _installed_family(target)
-    wrong = _contradicting(plan, _versions(installed))
+    versions = _versions(installed)
+    landed = {name: version for name, version in versions.items() if before.get(name) != version}
+    for entry in _contradicting(plan, {n: v for n, v in versions.items() if n not in landed}):
+        _stderr(
+            f"pip-gpu: note: {entry} was installed before and this install left it alone; "
+            f"it is not the {decision.variant} build decided here (pip-gpu install "
+            f"{entry.split(' ', 1)[0]} replaces it)"
+        )
+    wrong = _contradicting(plan, landed)
     if wrong:
         done = roll_back([entry.split(" ", 1)[0] for entry in wrong])
         now = _versions(_installed_family(target))
@@ -780,7 +844,7 @@ def _verify(
             "(torch==X.Y.Z) or check the --pytorch-index mirror",
         )
     torch_info = installed.get("torch")
-    if torch_info:
+    if torch_info and not _contradicting(plan, {k: v for k, v in versions.items() if k == "torch"}):
         cuda = torch_info.get("cuda")
         detail = (
             f"CUDA {cuda}"

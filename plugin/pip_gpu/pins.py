@@ -26,6 +26,11 @@ _PLAIN = re.compile(
 )
 
 
+# Longer than any plain pin: requirements.py refuses it with its reason (a 100,000-character name).
+_LONGEST_PLAIN = 256
+_LONG_NUMBER = re.compile(r"[0-9]{40,}")
+
+
 def canonical_name(name: str) -> str:
     """PEP 503 normalisation (``Torch_Vision`` -> ``torch-vision``), exactly as
     ``packaging.utils.canonicalize_name`` does, without importing ``packaging.tags``."""
@@ -38,6 +43,8 @@ def plain_pins(args: Sequence[str]) -> Optional[list[tuple[str, SpecifierSet, st
     wrong, if anything). ``text`` is written as ``str(Requirement)`` writes it."""
     pins: list[tuple[str, SpecifierSet, str]] = []
     for arg in args:
+        if len(arg) > _LONGEST_PLAIN or _LONG_NUMBER.search(arg):
+            return None  # packaging's parser is not needed, but the bounds and their error are
         match = _PLAIN.fullmatch(arg)
         if match is None:
             return None

@@ -25,8 +25,10 @@ __all__ = [
 # with white space in it is no valid URL, but a user may still type one
 # ("alice:s3cret word@host"): it is taken as userinfo too when an "@" and a host follow
 # before the path, so that it is hidden rather than printed (at worst more text is hidden).
+# A scheme starts where no scheme character precedes it: without that, a long run of letters
+# with no "://" was tried from each of its positions (100,000 characters: 35 s).
 _URL_RE = re.compile(
-    r"[A-Za-z][A-Za-z0-9+.-]*://"
+    r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://"
     r"(?:[^\s/?#]*@|[^/?#\"<>\n]*@(?=[^\s@/?#\"'<>]))?"
     r"[^\s'\"<>]*"
 )

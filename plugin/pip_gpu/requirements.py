@@ -388,6 +388,43 @@ def _invalid(text: str, origin: str, exc: Exception) -> UsageError:
     )
 
 
+# Bounds on one requirement: the longest project names on PyPI are under 100 characters and
+# real requirements (a direct URL with a signed query included) a few kilobytes. Longer input is
+# a mistake or an attack, and costs time in every parser and installer it reaches.
+MAX_NAME_CHARS = 256
+MAX_REQUIREMENT_CHARS = 8 * 1024
+
+
+# A version or marker number this long is no release (Python's int() stops at 4,300 digits,
+# deep inside packaging, where the error would be "unexpected").
+_LONG_NUMBER = re.compile(r"[0-9]{40,}")
+
+
+def _in_url(text: str, position: int) -> bool:
+    """Whether ``position`` falls in the URL of ``name @ URL ; marker`` (its digits are its own)."""
+    at = text.find("@")
+    if at == -1 or position < at:
+        return False
+    marker = text.find(";", at)
+    return marker == -1 or position < marker
+
+
+def _shorten(text: str) -> str:
+    from .ui import shorten
+
+    return shorten(text, 60)
+
+
+def _too_long(what: str, text: str, limit: int, origin: str) -> UsageError:
+    from .ui import shorten
+
+    return UsageError(
+        f"{origin}: {what} ({redact_url(shorten(text, 60))!r}) is longer than any real one "
+        f"(at most {limit:,} characters)",
+        _REQUIREMENT_HINT,
+    )
+
+
 def _direct(
     name: str | None, extras: str, url: str, marker: str | None, text: str, origin: str
 ) -> Requirement | None:
@@ -421,7 +458,19 @@ def _make_line(
     """Classify one requirement the way pip's ``install_req_from_line`` does."""
 
     def line(requirement: Requirement | None, name: str | None, link: str | None) -> RequirementLine:
+        if name is not None and len(name) > MAX_NAME_CHARS:
+            raise _too_long("a project name", name, MAX_NAME_CHARS, origin)
         return RequirementLine(text, requirement, name, hashes, options, origin, constraint, editable, link)
+
+    if len(text) > MAX_REQUIREMENT_CHARS:
+        raise _too_long("a requirement", text, MAX_REQUIREMENT_CHARS, origin)
+    number = _LONG_NUMBER.search(text if not _is_url(text) else (_split_marker(text, "; ")[1] or ""))
+    if number is not None and not _in_url(text, number.start()):
+        raise UsageError(
+            f"{origin}: a version number of {len(number.group()):,} digits in "
+            f"{redact_url(_shorten(text))!r}: no release is numbered so",
+            _REQUIREMENT_HINT,
+        )
 
     if editable:
         if constraint:
@@ -483,6 +532,9 @@ def parse_requirement_args(args: Sequence[str]) -> list[RequirementLine]:
 
 MAX_REQUIREMENTS_BYTES = 16 * 2**20  # real requirements files are kilobytes; /dev/zero is endless
 MAX_INCLUDE_DEPTH = 100  # nested -r/-c files; a deeper chain is a mistake or an attack
+# Requirement lines in one read (nested files included): a large project lists hundreds; each
+# costs a parse here and a resolution in the installer (13.7 MB of lines once took 615 s).
+MAX_REQUIREMENT_LINES = 10_000
 
 
 class NotARegularFile(OSError):
@@ -659,6 +711,12 @@ class _Reader:
                 self.global_options.append((name,) if value is None else (name, value))
 
     def _add(self, line: RequirementLine) -> None:
+        if len(self.lines) >= MAX_REQUIREMENT_LINES:
+            raise UsageError(
+                f"{line.origin}: more than {MAX_REQUIREMENT_LINES:,} requirements "
+                f"(in {', '.join(str(f) for f in self.files[:3])}{', ...' if len(self.files) > 3 else ''})",
+                "a requirements file this large is not one; check the path, or split the install",
+            )
         if line.constraint and line.name is None:
             raise UsageError(
                 f"{line.origin}: unnamed requirement {redact_url(line.text)!r} cannot be a constraint",

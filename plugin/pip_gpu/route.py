@@ -60,6 +60,7 @@ __all__ = [
     "installer_args",
     "pinned_versions",
     "pip_command",
+    "pip_family_download",
     "pip_family_probe",
     "pip_hashed_command",
     "reinstall_command",
@@ -379,22 +380,23 @@ def _variant_only(routing: Routing) -> tuple[list[str], dict[str, str], list[tup
 
 
 def pip_family_probe(
-    routing: Routing, family: Sequence[RequirementLine], pulled_in: Sequence[str], report: Path
+    routing: Routing,
+    family: Sequence[RequirementLine],
+    pulled_in: Sequence[str],
+    report: Path,
+    *,
+    downloaded: Optional[Path] = None,
 ) -> InstallerCommand:
     """A pip dry run against the variant index alone: which files the family would be.
 
     pip resolves the family with its dependencies for the target interpreter, as if nothing
     were installed, and writes its choice to ``report`` (``--report``, pip >= 22.2). Only
     the family members among it are used; everything else is left to the user's indexes.
+    ``downloaded``: the folder :func:`pip_family_download` filled; the dry run reads only it.
     """
-    index_args, env, options = _variant_only(routing)
-    _, other_args = split_installer_args(routing.installer_args)
-    keep = [a for a in other_args if a not in ("-v", "--verbose", "-q", "--quiet")]
-    lines = [line for line in family if _routed(line, routing.pins.keys())]
-    lines += [
-        line for line in parse_requirement_args(list(pulled_in)) if line.name not in {ln.name for ln in lines}
-    ]
-    file_args, files = _requirement_files(routing, "family", lines, options)
+    index_args, env, keep, file_args, files = _family_run_parts(routing, family, pulled_in)
+    if downloaded is not None:
+        index_args = ["--no-index", "--find-links", str(downloaded)]
     argv = [str(routing.python), "-m", "pip", "install", *index_args, *keep, *file_args]
     argv += ["--dry-run", "--ignore-installed", "--quiet", "--report", str(report)]
     return InstallerCommand(
@@ -403,6 +405,56 @@ def pip_family_probe(
         env=env,
         files=files,
     )
+
+
+# pip install options ``pip download`` does not take: they say how to install, not what.
+_INSTALL_ONLY = frozenset({"-U", "--upgrade", "--force-reinstall", "--break-system-packages"})
+
+
+def pip_family_download(
+    routing: Routing, family: Sequence[RequirementLine], pulled_in: Sequence[str], dest: Path
+) -> InstallerCommand:
+    """``pip download`` of what :func:`pip_family_probe` resolves, into ``dest``.
+
+    On an index without PEP 658 metadata pip must download every wheel to read its
+    dependencies; kept here, the dry run then reads them from ``dest`` and the install takes
+    the family's files from there, so each is fetched once.
+    """
+    index_args, env, keep, file_args, files = _family_run_parts(routing, family, pulled_in)
+    args: list[str] = []
+    skip_value = False
+    for arg in keep:
+        name = arg.split("=", 1)[0]
+        if skip_value:
+            skip_value = False
+        elif name == "--upgrade-strategy":
+            skip_value = "=" not in arg
+        elif name not in _INSTALL_ONLY:
+            args.append(arg)
+    argv = [str(routing.python), "-m", "pip", "download", *index_args, *args, *file_args]
+    argv += ["--quiet", "--dest", str(dest)]
+    return InstallerCommand(
+        argv=tuple(argv),
+        purpose="pip: downloading the torch family's files from the variant index (once)",
+        env=env,
+        files=files,
+    )
+
+
+def _family_run_parts(
+    routing: Routing, family: Sequence[RequirementLine], pulled_in: Sequence[str]
+) -> tuple[list[str], dict[str, str], list[str], list[str], dict[Path, str]]:
+    """Index arguments, environment, the user's other options, ``-r`` arguments
+    and files of a pip run that resolves the family on the variant index alone."""
+    index_args, env, options = _variant_only(routing)
+    _, other_args = split_installer_args(routing.installer_args)
+    keep = [a for a in other_args if a not in ("-v", "--verbose", "-q", "--quiet")]
+    lines = [line for line in family if _routed(line, routing.pins.keys())]
+    lines += [
+        line for line in parse_requirement_args(list(pulled_in)) if line.name not in {ln.name for ln in lines}
+    ]
+    file_args, files = _requirement_files(routing, "family", lines, options)
+    return index_args, env, keep, file_args, files
 
 
 def family_files_from_report(report: Mapping[str, Any], family_names: Collection[str]) -> list[FamilyFile]:

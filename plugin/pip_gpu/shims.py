@@ -2,7 +2,8 @@
 
 A shim is a POSIX shell script. It finds the real program as the next one on PATH that is
 not in a pip-gpu shims directory (each holds a marker file, so the directory is skipped
-however it is reached: twice on PATH, through a symlink, another copy), and hands over to it
+however it is reached: twice on PATH, through a symlink, another copy) and is not the shim
+itself reached through a link from another folder, and hands over to it
 with ``exec``. Only a command that may install the torch family starts Python: the script
 looks for the subcommand words that can (``install`` for pip, ``run`` for uv, ...) and
 otherwise never leaves the shell. ``pip_gpu.shim.run`` then decides precisely.
@@ -82,6 +83,8 @@ while [ -n "$_pg_rest" ]; do
   _pg_rest=${{_pg_rest#*:}}
   [ -n "$_pg_dir" ] || _pg_dir=.
   [ -f "$_pg_dir/{marker}" ] && continue
+  # a link to this shim from a folder without the marker would run this script again
+  [ "$_pg_dir/$_pg_name" -ef "$0" ] && continue
   if [ -f "$_pg_dir/$_pg_name" ] && [ -x "$_pg_dir/$_pg_name" ]; then
     _pg_real=$_pg_dir/$_pg_name
     break

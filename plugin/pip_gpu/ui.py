@@ -8,6 +8,7 @@ colour with ``NO_COLOR`` (https://no-color.org).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -23,8 +24,10 @@ __all__ = [
     "colour",
     "configure",
     "print_sync_dry_run",
+    "printable",
     "progress",
     "settings",
+    "shorten",
     "versioned",
     "wants_colour",
 ]
@@ -73,6 +76,36 @@ def colour(text: str, name: str, stream: Optional[TextIO] = None) -> str:
     if not text or not wants_colour(stream or sys.stdout):
         return text
     return f"\033[{_CODES[name]}m{text}\033[0m"
+
+
+# C0 and C1 control characters, DEL, and the bidirectional overrides and isolates: text from
+# outside (a node name, a label, a file name, a requirement) that holds them could clear the
+# screen, move the cursor, or print a line that is not there ("cu124  OK").
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` from outside pip-gpu, safe for a terminal: control characters escaped (``\\x1b``).
+
+    ``keep_newlines``: line breaks stay (a message of several lines pip-gpu itself wrote).
+    """
+    if not _CONTROL.search(text):
+        return text
+
+    def escaped(match: re.Match[str]) -> str:
+        char = match.group()
+        if keep_newlines and char == "\n":
+            return char
+        return char.encode("unicode_escape").decode("ascii")
+
+    return _CONTROL.sub(escaped, text)
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for a message, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 3]}... ({len(text):,} characters)"
 
 
 def _progress_after() -> float:

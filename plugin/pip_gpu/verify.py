@@ -127,8 +127,12 @@ def check_wheel(wheel: Path, knowledge: Knowledge) -> WheelCheck:
     facts = read_wheel(wheel)
     try:
         version = Version(facts.version)
-    except InvalidVersion:
-        raise UsageError(f"{wheel}: version.py says {facts.version!r}, not a version") from None
+    except (InvalidVersion, ValueError):  # ValueError: more digits than int() takes
+        from .ui import shorten
+
+        raise UsageError(
+            f"{wheel}: version.py says {shorten(facts.version, 60)!r}, not a version", "pass a torch wheel"
+        ) from None
     variant = _variant(facts)
     platform, pythons = _platform_and_pythons(facts.filename)
     runtime = next(

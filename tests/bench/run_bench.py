@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import resource
@@ -497,6 +498,52 @@ def row_install(s: Setting, rounds: int, installer: str) -> Row:
     return ratio_row(number, what, base, cand, limit)
 
 
+def row_install_static_mirror(s: Setting, rounds: int) -> Row:
+    """4b. Row 4 on a mirror without PEP 658 metadata (a plain static-file mirror, issue 25).
+
+    pip must download a wheel there to read its dependencies; the pip route resolves first,
+    and must still fetch each torch-family file once. The torch wheel GETs of the last
+    round of each side are counted and shown."""
+    assert s.server is not None
+    server = s.server
+    variant = f"{s.pytorch_url}/cu124"
+    torch_gets: dict[str, int] = {}
+    # The caches of the other rows hold pages that announce metadata this mirror lacks.
+    env = {**s.env, "UV_CACHE_DIR": str(s.fresh("uv-cache")), "XDG_CACHE_HOME": str(s.fresh("cache"))}
+
+    def counted(side: str, cmd: list[str], cwd: Path) -> Callable[[], float]:
+        def timed() -> float:
+            server.clear_requests()
+            elapsed = run(cmd, env, cwd)
+            wheels = [r for r in server.requests if r.method == "GET" and "/torch-" in r.path]
+            torch_gets[side] = len([r for r in wheels if r.path.endswith(".whl")])
+            return elapsed
+
+        return timed
+
+    def baseline() -> Callable[[], float]:
+        python = s.pip_venv()
+        cmd = [str(python), "-m", "pip", "install", "--index-url", variant, "torch==2.5.1+cu124"]
+        return counted("pip", cmd, python.parent)
+
+    def candidate() -> Callable[[], float]:
+        python = s.pip_venv()
+        cmd = [*PIP_GPU, "install", "torch==2.5.1", "--python", str(python)]
+        return counted("pip-gpu", [*cmd, "--installer", "pip"], s.fresh("install-cwd"))
+
+    what = "install, pip engine, static mirror without PEP 658 metadata: torch==2.5.1 into a fresh venv"
+    server.no_metadata = True
+    try:
+        base, cand = interleaved(baseline, candidate, rounds)
+    except NotMeasurable as error:
+        return Row("4b", what, target="<= 1.10x", error=str(error))
+    finally:
+        server.no_metadata = False
+    row = ratio_row("4b", what, base, cand, 1.10)
+    row.result += f"; torch wheel GETs: pip {torch_gets.get('pip')}, pip-gpu {torch_gets.get('pip-gpu')}"
+    return row
+
+
 def write_requirements(folder: Path) -> Path:
     path = folder / "requirements.in"
     path.write_text(REQUIREMENTS_IN, encoding="utf-8")
@@ -765,6 +812,65 @@ def row_scale(s: Setting, rounds: int, lock_rounds: int) -> list[Row]:
     except NotMeasurable as error:
         rows.append(Row("7b", "scale: lock over 1 / 2 / 4 variants", error=str(error)))
     return rows
+
+
+def write_fleet(folder: Path, count: int) -> Path:
+    """``kubectl get nodes -o json`` for ``count`` nodes of three kinds (A100/535, V100/470, CPU)."""
+    kinds: list[dict[str, str]] = [
+        {
+            "nvidia.com/cuda.driver-version.full": "535.104.05",
+            "nvidia.com/gpu.compute.major": "8",
+            "nvidia.com/gpu.compute.minor": "0",
+            "nvidia.com/gpu.count": "8",
+        },
+        {
+            "nvidia.com/cuda.driver-version.full": "470.82.01",
+            "nvidia.com/gpu.compute.major": "7",
+            "nvidia.com/gpu.compute.minor": "0",
+            "nvidia.com/gpu.count": "4",
+        },
+        {},
+    ]
+    items = [
+        {
+            "kind": "Node",
+            "metadata": {
+                "name": f"node-{i}",
+                "labels": {"kubernetes.io/hostname": f"node-{i}", **kinds[i % 3]},
+            },
+        }
+        for i in range(count)
+    ]
+    path = folder / f"nodes-{count}.json"
+    path.write_text(json.dumps({"kind": "List", "items": items}), encoding="utf-8")
+    return path
+
+
+def row_fleet(s: Setting, rounds: int) -> Row:
+    """7c (optional: not in the default run). `fleet plan` over 1,000 and 100,000 nodes."""
+    folder = s.fresh("fleet")
+    try:
+        files = {n: write_fleet(folder, n) for n in (1_000, 100_000)}
+        samples = {n: Samples() for n in files}
+        for i in range(rounds + 1):
+            for n, path in files.items():
+                elapsed = run(
+                    [*PIP_GPU, "fleet", "plan", "torch==2.5.1", "--nodes", path, "--json"], s.env, folder
+                )
+                if i:
+                    samples[n].values.append(elapsed)
+        small, large = samples[1_000].median, samples[100_000].median
+        return Row(
+            "7c",
+            "scale: `fleet plan` over 1,000 / 100,000 nodes of 3 kinds (decided once per kind)",
+            "1,000 nodes: " + cell(samples[1_000]),
+            "100,000 nodes: " + cell(samples[100_000]),
+            f"100x the nodes: {large / small:.1f}x the time",
+            "100,000 nodes within a few seconds",
+            "met" if large < 10 else "MISSED",
+        )
+    except NotMeasurable as error:
+        return Row("7c", "scale: fleet plan over 1,000 / 100,000 nodes", error=str(error))
 
 
 # --- 10. memory ----------------------------------------------------------------------------
@@ -1214,6 +1320,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ("2", lambda: row_decision(setting, args.rounds)),
                 ("3", lambda: [row_install(setting, args.install_rounds, "uv")]),
                 ("4", lambda: [row_install(setting, args.install_rounds, "pip")]),
+                ("4b", lambda: [row_install_static_mirror(setting, args.install_rounds)]),
                 ("5", lambda: [row_lock(setting, args.install_rounds)]),
                 ("5b", lambda: [row_lock_slow_index(setting, args.install_rounds)]),
                 ("6", lambda: [row_sync(setting, args.install_rounds)]),
@@ -1224,6 +1331,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ("11", lambda: row_real(setting, args.real_rounds)),
                 ("12", lambda: row_project(setting, args.install_rounds)),
             ]
+            if "7c" in only:  # optional: asked for by number only
+                steps.append(("7c", lambda: [row_fleet(setting, max(3, args.rounds // 5))]))
             for number, step in steps:
                 if not wanted(number):
                     continue

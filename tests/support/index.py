@@ -108,6 +108,7 @@ def index_server_fixture(fixture_index: IndexServer) -> Iterator[IndexServer]:
     fixture_index.clear_requests()
     yield fixture_index
     fixture_index.clear_failures()
+    fixture_index.no_metadata = False
 
 
 @pytest.fixture

@@ -212,9 +212,10 @@ def _main(arguments: list[str]) -> int:
         if args.debug:
             raise
         from ..redact import redact_url
+        from ..ui import printable
 
         print(
-            f"pip-gpu: error: unexpected {type(error).__name__}: {redact_url(str(error))}\n"
+            f"pip-gpu: error: unexpected {type(error).__name__}: {printable(redact_url(str(error)))}\n"
             "  hint: this is a bug in pip-gpu; --debug shows the traceback to report",
             file=sys.stderr,
         )
@@ -223,9 +224,9 @@ def _main(arguments: list[str]) -> int:
 
 def render_error(error: PipGpuError) -> str:
     """The error and its hint; "error:" in red on a terminal that wants colour."""
-    from ..ui import colour
+    from ..ui import colour, printable
 
-    text = error.render()
+    text = printable(error.render(), keep_newlines=True)  # what the error quotes came from outside
     head = "pip-gpu: error:"
     return colour(head, "red", sys.stderr) + text[len(head) :] if text.startswith(head) else text
 

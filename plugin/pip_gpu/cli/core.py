@@ -12,7 +12,7 @@ from typing import Any
 
 from ..detect import host_for
 from ..errors import EXIT_NO_BUILD, EXIT_OK, UsageError
-from ..ui import emit_json, headline
+from ..ui import emit_json, headline, printable
 from .flags import add_decision_flags, add_host_flags, host_flags
 
 __all__ = ["COMMANDS", "add_parsers"]
@@ -126,7 +126,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if unneeded:
             first, _, rest = rendered.partition("\n")
             rendered = f"{first}\nNote: {unneeded}\n{rest}"
-        print(headline(rendered, decision.ok))
+        print(headline(printable(rendered, keep_newlines=True), decision.ok))
     return EXIT_OK if outcome.decision.ok else EXIT_NO_BUILD
 
 

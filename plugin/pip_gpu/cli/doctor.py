@@ -63,7 +63,7 @@ def doctor_options(args: argparse.Namespace) -> DoctorOptions:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..doctor.render import render_text, report_json
-    from ..ui import emit_json, headline
+    from ..ui import emit_json, headline, printable
 
     report = doctor(doctor_options(args))
     if args.json:
@@ -71,5 +71,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
         emit_json(versioned(report_json(report)))
     else:
-        print(headline(render_text(report, verbose=args.verbose), report.healthy))
+        text = printable(render_text(report, verbose=args.verbose), keep_newlines=True)
+        print(headline(text, report.healthy))
     return report.exit_status

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK
-from ..ui import emit_json
 
 __all__ = ["add_parsers"]
 
@@ -70,7 +69,27 @@ def cmd_fleet_plan(args: argparse.Namespace) -> int:
     if args.json:
         from ..ui import versioned
 
-        emit_json(versioned(plan.to_json()))
+        print(_plan_json(versioned(plan.to_json())))
     else:
         print(render_plan(plan))
     return EXIT_CHECK_FAILED if plan.unserved else EXIT_OK
+
+
+def _plan_json(data: dict[str, Any]) -> str:
+    """The plan as JSON, one node a line: json's indenting encoder is pure Python and took most
+    of the time for 100,000 nodes; one compact ``dumps`` per node runs in C."""
+    import json
+
+    lines = ["{"]
+    items = list(data.items())
+    for position, (key, value) in enumerate(items):
+        comma = "," if position < len(items) - 1 else ""
+        if key == "nodes" and isinstance(value, list) and value:
+            lines.append(f"  {json.dumps(key)}: [")
+            lines.extend(f"    {json.dumps(node)}," for node in value[:-1])
+            lines.append(f"    {json.dumps(value[-1])}")
+            lines.append(f"  ]{comma}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}{comma}")
+    lines.append("}")
+    return "\n".join(lines)

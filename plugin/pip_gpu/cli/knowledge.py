@@ -34,6 +34,7 @@ def add_parsers(commands: Any) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..knowledge import load_knowledge
+    from ..ui import printable
     from ..verify import check_wheels, render_check, verify_json
 
     checks = check_wheels(args.wheels, load_knowledge())
@@ -41,5 +42,5 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print("\n".join(render_check(c) for c in checks))
+        print(printable("\n".join(render_check(c) for c in checks), keep_newlines=True))
     return EXIT_OK if report["agrees"] else EXIT_CHECK_FAILED

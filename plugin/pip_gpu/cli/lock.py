@@ -200,6 +200,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from ..lock.sync import CheckOptions, check
+    from ..ui import printable
     from .variants import run_variant_command, variant_lock_in
 
     if (variant_lock := variant_lock_in(args)) is not None:  # issue 26: a PEP 825 variant lock
@@ -240,7 +241,7 @@ def run_check(args: argparse.Namespace) -> int:
         else:
             print(f"pip-gpu check: {target.prefix} does not match the lock for this machine:")
         for problem in result.differences:
-            print(f"  - {problem}")
+            print(f"  - {printable(problem)}")
         print(f"  fix: {result.fix}")  # what --json carries as "fix"
     else:
         assert result.lock_file is not None

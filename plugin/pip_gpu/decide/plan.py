@@ -248,7 +248,8 @@ def decide_for(
     if whole is not None:
         from .resolution import settle
 
-        decision = settle(decision, request, whole, decide_with, plain_request)
+        asks = bool(family_requirements or derived or whole.added_lines)
+        decision = settle(decision, request, whole, decide_with, plain_request, asks_for_family=asks)
     return Plan(
         decision=decision,
         knowledge=knowledge,
@@ -639,7 +640,10 @@ def _channel(flag: Optional[str], env: Mapping[str, str], config: ProjectConfig,
         return config.channel
     from urllib.parse import urlsplit
 
-    folder = urlsplit(index).path.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        folder = urlsplit(index).path.rstrip("/").rsplit("/", 1)[-1]
+    except ValueError:  # "http://[::1": check_index_url names it, with its source
+        return "stable"
     return folder if folder in ("nightly", "test") else "stable"
 
 

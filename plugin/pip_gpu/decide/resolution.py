@@ -867,8 +867,13 @@ def settle(
     whole: WholeRequest,
     decide_with: Callable[[TorchRequest], Decision],
     plain_request: TorchRequest,
+    *,
+    asks_for_family: bool = True,
 ) -> Decision:
     """Apply what is installed as a preference, and name the constraints in notes and errors.
+
+    ``asks_for_family``: False when nothing in the request names or pulls in the torch family
+    (``install requests``): the installed torch is left alone, so no note says it is replaced.
 
     The installed torch is kept when the request admits it and the usual rules say its build
     runs here (as uv keeps installed packages that satisfy a request). When the request needs
@@ -928,7 +933,11 @@ def settle(
                 notes.append(f"keeping {where} {pref.version}: the request admits it and it runs here")
             return replace(kept, notes=(*kept.notes, *notes))
     installed = next((p for p in whole.preferences if p.source == "installed"), None)
-    if installed is not None and (installed.public, installed.variant) != (decision.torch, decision.variant):
+    if (
+        installed is not None
+        and asks_for_family
+        and (installed.public, installed.variant) != (decision.torch, decision.variant)
+    ):
         why = [
             c.describe()
             for c in whole.constraints

@@ -330,7 +330,7 @@ def request_from_pins(
     if forced_name is not None and (forced_variant is None or forced_variant not in knowledge.variants()):
         known = ", ".join(knowledge.variants())
         raise UsageError(
-            f"unknown variant {forced_name!r}",
+            f"unknown variant {forced_name[:40]!r}{'...' if len(forced_name) > 40 else ''}",
             f"pip-gpu knows these variants: {known}",
         )
     return TorchRequest(
@@ -590,8 +590,10 @@ def decide(
 
     chosen, passed_over = _newest_confirmed(picks)
     if chosen is None:
-        blocker = _unpublished_blocker(request, host, unpublished, published) or _blocker(
-            request, host, knowledge, admitted, candidates
+        blocker = (
+            _policy_blocker(request, host, knowledge, admitted, policy)
+            or _unpublished_blocker(request, host, unpublished, published)
+            or _blocker(request, host, knowledge, admitted, candidates)
         )
         return Decision.refused(blocker, candidates, notes)
 
@@ -884,6 +886,75 @@ def _blocker(
     if gpus:
         what += f" ({', '.join(sorted({_describe_gpu(g) for g in gpus}))}, driver {host.driver_version})"
     return Blocker(f"{what}: {fact}", "; or ".join(ways))
+
+
+_POLICY = "[tool.pip-gpu] variants"
+
+
+def _policy_blocker(
+    request: TorchRequest,
+    host: HostProfile,
+    knowledge: Knowledge,
+    admitted: Sequence[Release],
+    policy: Policy,
+) -> Optional[Blocker]:
+    """Nothing the project's ``variants`` allows runs: say so, name the variants pip-gpu does not
+    know, and offer only ways out the policy allows (``--variant`` cannot step outside it)."""
+    allowed = policy.allowed_variants
+    if allowed is None or request.forced_variant is not None or not admitted:
+        return None
+    unrestricted = Policy(preferred_variant=policy.preferred_variant)
+
+    def runnable(releases: Sequence[Release], within: Policy) -> list[tuple[str, str]]:
+        return [
+            (release.torch, str(build.variant))
+            for release in releases
+            for build in release.builds
+            if build.platform == host.platform_tag and _consider(build, request, host, knowledge, within)[0]
+        ]
+
+    would_run = sorted({v for _, v in runnable(admitted, unrestricted)}, key=lambda v: Variant(v).sort_key)
+    known = {str(v) for v in knowledge.variants()}
+    built = sorted(
+        {b.variant for r in admitted for b in r.builds if b.platform == host.platform_tag},
+        key=lambda v: v.sort_key,
+        reverse=True,
+    )
+    unknown = sorted(v for v in allowed if v not in known)
+    if not would_run and not unknown:
+        return None  # the policy is not what blocks: the usual blocker names the host's fact
+    listed = ", ".join(sorted(allowed))
+    what = f"no build of {request.described_as} that {_POLICY} allows ({listed}) runs on this host"
+    if unknown:
+        names = ", ".join(unknown)
+        what += f": {names} {'is not a variant' if len(unknown) == 1 else 'are not variants'} pip-gpu knows"
+        what += f" (torch {admitted[0].torch} is built as {', '.join(map(str, built))})"
+    else:
+        what += f": only {', '.join(reversed(would_run))} would"
+    ways: list[str] = []
+    if would_run:
+        runs = ", ".join(reversed(would_run))
+        ways.append(f"add {would_run[-1]} to {_POLICY} (of this request's builds, {runs} run here)")
+    outside = [
+        r
+        for r in knowledge.releases
+        if not request.admits(r)[0]
+        and r.has_python(host.python_version)
+        and any(
+            b.platform == host.platform_tag
+            and b.variant in allowed
+            and _consider(b, TorchRequest(), host, knowledge, policy)[0]
+            for b in r.builds
+        )
+    ]
+    if outside:
+        newest = outside[0].torch
+        ways.append(
+            f"use torch {newest} (torch=={newest}.*), the newest release with a build it allows that runs"
+        )
+    if not ways:
+        ways.append(f"name a variant that runs here in {_POLICY}, or remove the key")
+    return Blocker(what, "; or ".join(ways))
 
 
 def _gpus_the_driver_predates(

@@ -62,16 +62,18 @@ class HostOverrides:
             raise UsageError(f"unknown architecture {self.arch!r}", f"use one of: {', '.join(ARCH_NAMES)}")
         if self.driver is not None:
             parts = self.driver.split(".")
-            if not (1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)):
+            # ASCII digits, as nvidia-smi prints them; 6 each at most (a 5,000-digit part once
+            # reached int()'s limit on digits and the catch-all error)
+            if not (1 <= len(parts) <= 3 and all(_number(p, 6) for p in parts)):
                 raise UsageError(
-                    f"{self.driver!r} is not an NVIDIA driver version",
+                    f"{_shorten(self.driver)!r} is not an NVIDIA driver version",
                     "write it as nvidia-smi does: 535.104.05",
                 )
         if self.python_version is not None:
             parts = self.python_version.removesuffix("t").split(".")
-            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            if len(parts) != 2 or not all(_number(p, 3) for p in parts):
                 raise UsageError(
-                    f"{self.python_version!r} is not a Python version",
+                    f"{_shorten(self.python_version)!r} is not a Python version",
                     "write it as 3.11, or 3.14t for a free-threaded Python",
                 )
 
@@ -83,6 +85,17 @@ class HostOverrides:
     def gives_gpu_facts(self) -> bool:
         """The target's GPUs are given (NVIDIA, AMD or none): this machine's are not looked at."""
         return self.gives_nvidia_facts or bool(self.amd_gfx)
+
+
+def _number(text: str, digits: int) -> bool:
+    """ASCII digits, at most ``digits`` of them."""
+    return 0 < len(text) <= digits and text.isascii() and text.isdigit()
+
+
+def _shorten(text: str) -> str:
+    from ..ui import shorten
+
+    return shorten(text, 40)
 
 
 def parse_capabilities(values: list[str], origin: str) -> tuple[ComputeCapability, ...]:

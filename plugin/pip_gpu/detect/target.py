@@ -10,6 +10,7 @@ environment (``check``, ``doctor``) fall back to the interpreter running pip-gpu
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -228,7 +229,9 @@ def find_target(
             raise UsageError("--system: no python3 on PATH", "pass --python PATH to an interpreter")
         return probe(Path(on_path), "--system")
     if python:
-        given = Path(python)
+        # ``--python ./python``: kept relative, Path drops the ./ and a child runs the python on
+        # PATH; absolute, a value with a separator or naming an existing file is that file.
+        given = Path(os.path.abspath(python))
         if given.is_dir():
             found = _interpreter_in(given)
             if found is None:

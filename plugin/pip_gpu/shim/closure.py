@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..private import private_folder, private_scratch
+from .options import reads_stdin
 
 __all__ = [
     "CannotTell",
@@ -103,14 +104,14 @@ def stage_inputs(args: Sequence[str], staged: Staged, requirement_options: Colle
     i = 0
     while i < len(args):
         token = args[i]
-        if token in requirement_options and i + 1 < len(args) and args[i + 1] == "-":
+        if token in requirement_options and i + 1 < len(args) and reads_stdin(args[i + 1]):
             out += [token, staged.stdin_file()]
             i += 2
             continue
         name, equals, value = token.partition("=")
-        if equals and name in requirement_options and value == "-":
+        if equals and name in requirement_options and reads_stdin(value):
             out.append(f"{name}={staged.stdin_file()}")
-        elif not token.startswith("--") and token[:2] in requirement_options and token[2:] == "-":
+        elif not token.startswith("--") and token[:2] in requirement_options and reads_stdin(token[2:]):
             out += [token[:2], staged.stdin_file()]
         else:
             out.append(token)

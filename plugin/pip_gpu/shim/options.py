@@ -28,8 +28,28 @@ __all__ = [
     "first_word",
     "names_family",
     "parse_options",
+    "reads_stdin",
     "unparse",
 ]
+
+
+# Names of standard input as a path: pip and uv open them like any file, and read the pipe.
+_STDIN_PATHS = frozenset(["-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"])
+
+
+def reads_stdin(path: str) -> bool:
+    """Whether a ``-r``/``-c`` value is standard input: ``-``, ``/dev/stdin`` and its aliases,
+    or any other name of the pipe or terminal on file descriptor 0."""
+    if path in _STDIN_PATHS:
+        return True
+    import os
+    import stat
+
+    try:
+        named, ours = os.stat(path), os.fstat(0)
+    except (OSError, ValueError):
+        return False
+    return not stat.S_ISREG(named.st_mode) and (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 class Refused(Exception):
@@ -194,7 +214,7 @@ def names_family(
         except Exception:
             continue  # not a requirement pip-gpu understands: the installer reports it
     for path, constraint in [*((f, False) for f in files), *((f, True) for f in constraints)]:
-        if path == "-" or not Path(path).is_file():
+        if reads_stdin(path) or not Path(path).is_file():
             continue  # stdin, a URL or a missing file: the installer reports it
         if not path.endswith((".txt", ".in")) and not re.search(r"\.(txt|in)$|requirements", path):
             # pyproject.toml, setup.cfg, ...: not a requirements file; look for the names

@@ -26,6 +26,7 @@ from .options import (
     first_word,
     names_family,
     parse_options,
+    reads_stdin,
     unparse,
 )
 
@@ -204,7 +205,12 @@ def pip_action(real: str, args: list[str]) -> Action:
     staged = _staged_stdin(parsed.values("--requirement", "--constraint"))
     if staged is not None:  # issue 13: `-r -` read once, into a file both runs read
         options = [
-            (n, staged.stdin_file() if v == "-" and n in ("--requirement", "--constraint") else v)
+            (
+                n,
+                staged.stdin_file()
+                if v is not None and reads_stdin(v) and n in ("--requirement", "--constraint")
+                else v,
+            )
             for n, v in options
         ]
         parsed = Parsed(options, parsed.positionals)
@@ -258,8 +264,8 @@ def pip_action(real: str, args: list[str]) -> Action:
 
 
 def _staged_stdin(values: list[str]) -> Optional[Staged]:
-    """Requirements from standard input (``-r -``): read once, kept in a file."""
-    if "-" not in values:
+    """Requirements from standard input (``-r -``, ``-r /dev/stdin``): read once, kept in a file."""
+    if not any(reads_stdin(value) for value in values):
         return None
     from .closure import Staged
 

@@ -58,7 +58,9 @@ def main(argv: Sequence[str]) -> int:
             return _run_install(action.request, action.environment)
         return action()
     except Refused as refusal:
-        print(f"pip-gpu: {refusal}; {_DISABLE_HINT.format(prog=prog)}", file=sys.stderr)
+        from ..ui import printable
+
+        print(f"pip-gpu: {printable(str(refusal))}; {_DISABLE_HINT.format(prog=prog)}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # the reader of our output went away: exit as after SIGPIPE, quietly
         with contextlib.suppress(OSError, ValueError):
@@ -69,14 +71,16 @@ def main(argv: Sequence[str]) -> int:
         return exit_status_for(interrupt)
     except Exception as error:
         from ..errors import PipGpuError
+        from ..ui import printable
 
         if isinstance(error, PipGpuError):
-            print(error.render(), file=sys.stderr)
+            print(printable(error.render(), keep_newlines=True), file=sys.stderr)
             return error.exit_code
         if os.environ.get("PIP_GPU_DEBUG"):
             raise
         print(
-            f"pip-gpu: unexpected failure in the {name} shim ({type(error).__name__}: {error}); "
+            f"pip-gpu: unexpected failure in the {name} shim "
+            f"({type(error).__name__}: {printable(str(error))}); "
             f"nothing was installed. {_DISABLE_HINT.format(prog=prog).capitalize()}.",
             file=sys.stderr,
         )
@@ -136,7 +140,9 @@ def _run_install(request: InstallOptions, environment: Mapping[str, str]) -> int
     try:
         result = install(request)
     except PipGpuError as error:
-        print(error.render(), file=sys.stderr)
+        from ..ui import printable
+
+        print(printable(error.render(), keep_newlines=True), file=sys.stderr)
         return error.exit_code
     if request.dry_run:
         print(result.dry_run_script)

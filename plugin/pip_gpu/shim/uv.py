@@ -25,6 +25,7 @@ from .options import (
     first_word,
     names_family,
     parse_options,
+    reads_stdin,
     unparse,
 )
 
@@ -177,7 +178,7 @@ def _uv_compile_needs_family(real: str, files: Sequence[str], parsed: Parsed) ->
     """Whether ``uv pip compile`` of these files brings in a torch-family package."""
     if not files:
         return False
-    if any(f == "-" for f in files):
+    if any(reads_stdin(f) for f in files):
         raise Refused("`uv pip compile -` (standard input) is not routed by the shim yet; pass a file")
     from .closure import CannotTell, uv_closure_family
 
@@ -208,11 +209,16 @@ def _uv_pip_install(real: str, tokens: list[str]) -> Action:
         return None  # --torch-backend: the user chose uv's own selection
     named = ("--requirements", "--requirement", "--constraints", "--constraint")
     staged = None
-    if "-" in parsed.values(*named):  # issue 13: `-r -` read once, into a file both runs read
+    if any(
+        reads_stdin(v) for v in parsed.values(*named)
+    ):  # issue 13: `-r -` read once, into a file both runs read
         from .closure import Staged
 
         staged = Staged()
-        options = [(n, staged.stdin_file() if v == "-" and n in named else v) for n, v in parsed.options]
+        options = [
+            (n, staged.stdin_file() if v is not None and n in named and reads_stdin(v) else v)
+            for n, v in parsed.options
+        ]
         parsed = Parsed(options, parsed.positionals)
     if not names_family(
         parsed.positionals, parsed.values("--requirements", "--requirement"), parsed.values("--constraints")
@@ -304,8 +310,8 @@ def _uv_target(real: str, parsed: Parsed) -> Optional[Path]:
         given = Path(requested)
         if given.is_dir():
             return _venv_python(given)
-        if given.exists():
-            return given
+        if given.exists() and ("/" in requested or os.sep in requested):
+            return given.absolute()  # kept relative, ./python would reach uv as `python`: a name
         return _uv_python_find(real, [requested] + (["--system"] if system else []))
     if system:
         return _uv_python_find(real, ["--system"])
