@@ -319,3 +319,19 @@ def test_uv_extra_index_url_is_searched_first(index_server: IndexServer, tmp_pat
     assert installed_versions(python)["torchvision"] == "99.0.0"
     assert (site_packages(python) / "torchvision" / "PWNED").is_file()
     assert not index_server.contacted("/whl/cu124/torchvision/")
+
+
+@pytest.mark.parametrize(("option", "status"), [("--help", 0), ("--no-such-option", 2)])
+def test_the_script_answers_an_option_and_builds_nothing(option: str, status: int, tmp_path: Path) -> None:
+    """``python fixtures/pytorch_index.py --help`` shows its usage; an option it does not know
+    is refused. Neither builds an index into a folder named after the option."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "fixtures" / "pytorch_index.py"
+    done = subprocess.run(
+        [sys.executable, str(script), option], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == status, done.stderr
+    assert "usage: pytorch_index.py" in done.stdout + done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import cli
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,15 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 def pip_gpu(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pip_gpu", "install", *args],
-        env=dict(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    """``pip-gpu install ARGS``."""
+    return cli.pip_gpu("install", *args, env=env, cwd=cwd, timeout=300)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from support import cli
 from support.index import IndexServer, fixture_env, installed_versions
 
 H100_ON_580 = ("--driver", "580.65.06", "--compute-capability", "9.0")
@@ -24,15 +25,7 @@ A100_ON_560 = ("--driver", "560.35.03", "--compute-capability", "8.0")
 
 
 def pip_gpu(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pip_gpu", *args],
-        env=dict(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return cli.pip_gpu(*args, env=env, cwd=cwd, timeout=300)
 
 
 @pytest.fixture

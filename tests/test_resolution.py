@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from support import cli
 from support.index import fixture_env, installed_versions
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
@@ -27,15 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 def pip_gpu(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pip_gpu", *args],
-        env=dict(env),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return cli.pip_gpu(*args, env=env, cwd=cwd, timeout=300)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@
   every user of the machine. :func:`private_command` takes it out of the argv and hands it
   to pip and uv through a private netrc file (``NETRC``, mode 0600, removed afterwards),
   which both read for index authentication. Such files live in a folder only the user can
-  enter, and the next run removes what a killed run left there.
+  enter, and the next run removes what a killed run left there (:mod:`pip_gpu.private`).
 * SIGTERM and SIGHUP, like SIGINT, must reach every running child (``lock`` runs several uv
   resolvers at once) and pip-gpu must wait for them before it exits 128 + the signal.
 """
@@ -21,11 +21,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Optional
 
-from .errors import EXIT_CHECK_FAILED, PipGpuError, UsageError
+from .config import seconds_setting
+from .errors import EXIT_CHECK_FAILED, PipGpuError
+from .private import private_folder
 
 if TYPE_CHECKING:
     import subprocess
-    import tempfile
 
 __all__ = [
     "ChildTimedOut",
@@ -34,7 +35,6 @@ __all__ = [
     "exit_status_for",
     "forward_termination",
     "private_command",
-    "private_scratch",
     "signal_of",
     "start",
     "stop_all",
@@ -136,19 +136,7 @@ class ChildTimedOut(PipGpuError):
 
 def child_timeout() -> float:
     """Seconds a child may run: ``PIP_GPU_CHILD_TIMEOUT``, else an hour."""
-    value = os.environ.get(CHILD_TIMEOUT_VARIABLE, "").strip()
-    if not value:
-        return DEFAULT_CHILD_TIMEOUT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0 or seconds == float("inf"):
-        raise UsageError(
-            f"{CHILD_TIMEOUT_VARIABLE}={value!r} is not a number of seconds",
-            f"set it to a positive number such as 7200, or unset it (default {DEFAULT_CHILD_TIMEOUT_S:g})",
-        )
-    return seconds
+    return seconds_setting(CHILD_TIMEOUT_VARIABLE, DEFAULT_CHILD_TIMEOUT_S, example=7200)
 
 
 def wait_within(
@@ -308,78 +296,6 @@ def _next(argv: Sequence[str], i: int) -> str:
     return argv[i + 1] if i + 1 < len(argv) else ""
 
 
-def _private_root() -> Optional[Path]:
-    """Where pip-gpu keeps files that hold credentials: ``$XDG_RUNTIME_DIR/pip-gpu`` (the
-    user's own tmpfs), else ``<cache>/pip-gpu/private``; mode 0700, owned by this user. None
-    when neither can be made so (a read-only home): the system's temporary folder then."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for root in ([Path(runtime) / "pip-gpu"] if runtime and os.path.isabs(runtime) else []) + [
-        Path(cache) / "pip-gpu" / "private"
-    ]:
-        try:
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            status = os.lstat(root)
-            if not os.path.isdir(root) or os.path.islink(root) or status.st_uid != os.getuid():
-                continue
-            if status.st_mode & 0o077:
-                os.chmod(root, 0o700)
-            return root
-        except (OSError, AttributeError):  # AttributeError: no os.getuid (Windows)
-            continue
-    return None
-
-
-_PRIVATE_RE = re.compile(r"^[a-z]+-([0-9]+)-")  # <what>-<pid>-<random>
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
-
-
-def _private_dir() -> Optional[Path]:
-    """:func:`_private_root`, after removing the folders of runs that were killed before they
-    could remove their own (SIGKILL, a crash): each is named ``<what>-<pid>-...`` after its
-    process, and a process that is gone needs none."""
-    import shutil
-
-    root = _private_root()
-    if root is None:
-        return None
-    with contextlib.suppress(OSError):
-        for entry in root.iterdir():
-            found = _PRIVATE_RE.match(entry.name)
-            if found and int(found.group(1)) != os.getpid() and not _alive(int(found.group(1))):
-                shutil.rmtree(entry, ignore_errors=True)
-    return root
-
-
-def _private_folder() -> str:
-    """A new folder (mode 0700) for one child's credentials."""
-    import tempfile
-
-    root = _private_dir()
-    return tempfile.mkdtemp(prefix=f"auth-{os.getpid()}-" if root else "pip-gpu-auth-", dir=root)
-
-
-def private_scratch(what: str) -> tempfile.TemporaryDirectory[str]:
-    """A scratch folder for files that may hold the user's index credentials (a generated
-    ``pyproject.toml`` naming the variant index): private to the user, removed on exit, and
-    by the next run when this one is killed first."""
-    import tempfile
-
-    root = _private_dir()
-    return tempfile.TemporaryDirectory(
-        prefix=f"{what}-{os.getpid()}-" if root else f"pip-gpu-{what}-", dir=root
-    )
-
-
 @contextlib.contextmanager
 def private_command(
     argv: Sequence[str], env: Mapping[str, str]
@@ -410,7 +326,7 @@ def private_command(
         return
     import shutil
 
-    folder = _private_folder()
+    folder = private_folder()
     try:
         child_env = dict(env)
         if unsafe_left and installer is not None:

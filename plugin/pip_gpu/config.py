@@ -20,6 +20,7 @@ __all__ = [
     "load_project_config",
     "pip_config_files",
     "pip_index_settings",
+    "seconds_setting",
     "user_indexes",
 ]
 
@@ -37,6 +38,24 @@ class ProjectConfig(NamedTuple):
     targets: Optional[tuple[str, ...]] = None  # lock targets, "linux-x86_64-3.11"
     channel: Optional[str] = None  # "stable", "nightly" or "test"
     variant_index: Optional[str] = None  # PEP 825 variant wheels (issue 26)
+
+
+def seconds_setting(variable: str, default: float, example: int) -> float:
+    """Seconds from the environment variable ``variable`` (``default`` when unset); a value that
+    is no positive finite number is refused, naming ``example`` as one that would do."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(
+            f"{variable}={value!r} is not a number of seconds",
+            f"set it to a positive number such as {example}, or unset it (default {default:g})",
+        )
+    return seconds
 
 
 def find_pyproject(start: Path) -> Optional[Path]:

@@ -167,7 +167,7 @@ def install(options: InstallOptions) -> InstallResult:
         find_lock_family(cwd)  # a broken lock here is refused now, not after installing
 
     try:
-        from .children import private_scratch
+        from .private import private_scratch
 
         scratch_folder = private_scratch("install")  # its files may name an index with credentials
     except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's
@@ -644,12 +644,11 @@ def _family_the_build_requires(plan: Plan, python_version: str) -> tuple[str, ..
     ``pytorch-triton-xpu``); named up front, they are routed like the rest. Empty when the
     metadata cannot be read.
     """
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
     from packaging.version import Version
 
     from .decide.discover import freshness_timeout
-    from .decide.index import IndexError_, fetch_project_files, read_index_file
-    from .decide.resolution import requires_dist
+    from .decide.index import IndexError_
+    from .decide.torch_requires import torch_requires_on_index
     from .pins import canonical_name
 
     decision = plan.decision.chosen()
@@ -659,31 +658,32 @@ def _family_the_build_requires(plan: Plan, python_version: str) -> tuple[str, ..
     if key in _BUILD_REQUIRES:
         return _BUILD_REQUIRES[key]
     wanted = Version(decision.torch)  # "2.5.1" when pinned, else the series "2.15"
-    timeout = freshness_timeout()  # bounded like the freshness look-up: without it, uv finds less
-    try:
-        files = fetch_project_files(f"{decision.index_url.rstrip('/')}/torch/", timeout=timeout)
-    except IndexError_:
-        return ()  # the install's own run says what is wrong with the index
-    builds: list[tuple[Version, str]] = []
-    for file in files:
-        try:
-            version = parse_wheel_filename(file.filename)[1]
-        except InvalidWheelFilename:
-            continue
+    label = str(decision.variant)
+
+    def this_build(version: Version) -> bool:
         public = Version(version.public)
         same = public == wanted if len(wanted.release) > 2 else public.release[:2] == wanted.release[:2]
-        if same and version.local == decision.variant:
-            builds.append((version, file.url.split("#", 1)[0]))
-    metadata = read_index_file(max(builds)[1] + ".metadata", timeout=timeout) if builds else None
+        return same and version.local == label
+
+    try:
+        read = torch_requires_on_index(
+            decision.index_url,
+            plan.family_names,
+            accepts=this_build,
+            timeout=freshness_timeout(),  # bounded like the freshness look-up: without it, uv finds less
+            per_platform=False,
+        )
+    except IndexError_:
+        return ()  # the install's own run says what is wrong with the index
     plain = python_version.rstrip("t")
     environment = {"python_version": plain, "python_full_version": f"{plain}.0", "extra": ""}
     found = tuple(
         sorted(
             {
                 canonical_name(r.name)
-                for r in requires_dist(metadata or b"")
-                if canonical_name(r.name) in plan.family_names
-                and (r.marker is None or r.marker.evaluate(environment))
+                for wheel in read.wheels
+                for r in wheel.requirements
+                if r.marker is None or r.marker.evaluate(environment)
             }
         )
     )

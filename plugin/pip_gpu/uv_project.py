@@ -463,14 +463,12 @@ def _torch_needs_on_index(
     uv would take it without pip-gpu. When the index or the metadata cannot be read, the
     variant's usual companion on Linux is routed if the index hosts it (the earlier rule).
     """
-    from email.parser import HeaderParser
-
     from packaging.markers import InvalidMarker, Marker
-    from packaging.requirements import InvalidRequirement, Requirement
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
-    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+    from packaging.utils import canonicalize_name
 
-    from .decide.index import IndexError_, fetch_project_files, index_timeout, read_index_file
+    from .decide.index import IndexError_, fetch_project_files, index_timeout
+    from .decide.torch_requires import torch_requires_on_index
     from .redact import redact_url
     from .variant import append_path
 
@@ -496,39 +494,27 @@ def _torch_needs_on_index(
     except InvalidSpecifier:
         specifier = SpecifierSet()
     try:
-        files = fetch_project_files(append_path(index, "torch", ""), timeout=timeout)
+        found_on_index = torch_requires_on_index(
+            index,
+            family,
+            accepts=lambda version: specifier.contains(version, prereleases=True),
+            timeout=timeout,
+            per_platform=True,
+        )
     except IndexError_ as error:
         return guessed(f"cannot read torch's page on {shown} ({error.message})")
-    wheels: dict[Any, list[tuple[str, str]]] = {}  # version -> [(platform tag, url)]
-    for file in files:
-        try:
-            _, version, _, tags = parse_wheel_filename(file.filename)
-        except InvalidWheelFilename:
-            continue
-        if specifier.contains(version, prereleases=True):
-            wheels.setdefault(version, []).extend((t.platform, file.url) for t in sorted(tags, key=str)[:1])
-    if not wheels:
+    newest = found_on_index.version
+    if newest is None:
         asked = f"torch{torch_specifier}" if torch_specifier else "torch"
         return _TorchNeeds((), (f"{shown} has no wheel of {asked}: uv lock will not find one there",))
-    newest = max(wheels)
     needs: dict[str, list[tuple[Optional[str], Optional[str]]]] = {}  # name -> [(platform, marker)]
-    read = 0
-    for platform_tag, url in dict(wheels[newest]).items():
-        metadata = read_index_file(url.split("#", 1)[0] + ".metadata", timeout=timeout)
-        if metadata is None:
-            continue
-        read += 1
-        headers = HeaderParser().parsestr(metadata.decode("utf-8", errors="replace"))
-        for text in headers.get_all("Requires-Dist") or ():
-            try:
-                requirement = Requirement(text)
-            except InvalidRequirement:
-                continue
-            name = str(canonicalize_name(requirement.name))
+    read = len(found_on_index.wheels)
+    for wheel in found_on_index.wheels:
+        for requirement in wheel.requirements:
             marker = str(requirement.marker) if requirement.marker is not None else None
-            if name not in family or name == "torch" or (marker and "extra" in marker):
-                continue
-            needs.setdefault(name, []).append((_platform_marker(platform_tag), marker))
+            needs.setdefault(str(canonicalize_name(requirement.name)), []).append(
+                (_platform_marker(wheel.platform), marker)
+            )
     if not read:
         return guessed(f"torch {newest}'s metadata on {shown} cannot be read")
     lines: list[str] = []

@@ -69,6 +69,22 @@ def test_explain_json_and_errors_never_show_a_quoted_password(tmp_path: Path) ->
 # --- the installers' argv --------------------------------------------------------------------
 
 
+def _argvs_while_it_waits(
+    process: subprocess.Popen[str], secret: str, index_server: IndexServer, hanging: str, within_s: float
+) -> tuple[list[str], str]:
+    """Every process argv holding ``secret`` while ``process`` runs, the index hanging on
+    ``hanging`` until it is first asked for it; then the process's standard error."""
+    seen: list[str] = []
+    deadline = time.monotonic() + within_s
+    while process.poll() is None and time.monotonic() < deadline:
+        seen += _cmdlines_with(secret)
+        if index_server.contacted(hanging):
+            index_server.clear_failures()
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+    return seen, stderr
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
 @pytest.mark.parametrize("installer", ["uv", "pip"])
@@ -89,14 +105,7 @@ def test_a_token_in_the_pytorch_index_never_reaches_an_argv(
          "--installer", installer, "--no-gpu"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    seen: list[str] = []
-    deadline = time.monotonic() + 60
-    while process.poll() is None and time.monotonic() < deadline:
-        seen += _cmdlines_with(secret)
-        if index_server.contacted("/whl/cpu/torch-"):
-            index_server.clear_failures()
-        time.sleep(0.05)
-    _, stderr = process.communicate(timeout=120)
+    seen, stderr = _argvs_while_it_waits(process, secret, index_server, "/whl/cpu/torch-", within_s=60)
     assert index_server.contacted("/whl/cpu/torch"), stderr
     assert not seen, seen
     assert secret not in stderr
@@ -372,16 +381,67 @@ def test_the_users_index_credentials_never_reach_the_readings_argv(
          "--installer", "uv", "--python", str(python), *A100_ON_535],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    seen: list[str] = []
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        seen += _cmdlines_with(secret)
-        if index_server.contacted("/pypi/simple/fixture-llm"):
-            index_server.clear_failures()
-        time.sleep(0.05)
-    _, stderr = process.communicate(timeout=120)
+    seen, stderr = _argvs_while_it_waits(
+        process, secret, index_server, "/pypi/simple/fixture-llm", within_s=120
+    )
     assert index_server.contacted("/pypi/simple/fixture-llm"), stderr
     assert not seen, seen
     assert secret not in stderr
     assert process.returncode == 0, stderr
     assert "fixture-llm==0.6.4.post1 requires torch==2.5.1" in stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX file modes")
+def test_a_killed_readings_requirements_copy_is_private_and_removed_by_the_next(
+    index_server: IndexServer, tmp_path: Path
+) -> None:
+    """The reading's copy of a requirements file keeps its ``--extra-index-url`` token: killed
+    while uv waits on the index, the copy lies in the private folder, never in the shared
+    temporary folder, and the next run removes it."""
+    import signal
+
+    secret = f"copy-s3cr3t-{os.getpid()}"
+    (tmp_path / "requirements.txt").write_text(
+        f"--extra-index-url {index_server.pypi_url}?token={secret}\nfixture-llm==0.6.4.post1\n"
+    )
+    runtime, shared = tmp_path / "run", tmp_path / "tmp"
+    runtime.mkdir(mode=0o700)
+    shared.mkdir()
+    env = {**pip_env(tmp_path / "pip-cache"), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
+    env.update(UV_DEFAULT_INDEX=index_server.pypi_url, PIP_GPU_PYTORCH_INDEX=index_server.pytorch_url)
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), XDG_RUNTIME_DIR=str(runtime), TMPDIR=str(shared))
+    python = make_venv(tmp_path / "venv", with_pip=False)
+    argv = [sys.executable, "-m", "pip_gpu", "install", "--dry-run", "-r", "requirements.txt",
+            "--installer", "uv", "--python", str(python), *A100_ON_535]  # fmt: skip
+    index_server.fail("/pypi/simple/fixture-llm", "hang", hang_s=20)  # uv waits on the index
+    process = subprocess.Popen(argv, env=env, cwd=tmp_path, start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not index_server.contacted("/pypi/simple/fixture-llm") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert index_server.contacted("/pypi/simple/fixture-llm")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        index_server.clear_failures()
+
+    def holding() -> list[Path]:
+        mine = [tmp_path / "requirements.txt", tmp_path / "uv-cache"]  # the user's file, uv's cache
+        return [
+            p
+            for p in tmp_path.rglob("*")
+            if p.is_file()
+            and not any(p == m or p.is_relative_to(m) for m in mine)
+            and secret.encode() in p.read_bytes()
+        ]
+
+    left = holding()
+    private = runtime / "pip-gpu"
+    assert any(p.parent.name.startswith("resolve-") for p in left), left
+    assert all(p.is_relative_to(private) for p in left), left
+    for folder in {private, *(private / p.relative_to(private).parts[0] for p in left)}:
+        assert (folder.stat().st_mode & 0o777) == 0o700, folder
+    done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert not holding()

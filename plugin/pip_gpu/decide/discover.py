@@ -328,13 +328,9 @@ def look_for_newer(
         return Freshness((), False, "no variant index to ask")
     primary = wanted[0]
     marker = _cache_path(pytorch_index, primary, cache_dir).with_suffix(".unreachable")
-    try:
-        if time.time() - marker.stat().st_mtime < UNREACHABLE_TTL_S:
-            return Freshness(
-                (), False, marker.read_text(encoding="utf-8").strip() or "did not answer recently"
-            )
-    except OSError:
-        pass
+    recent = _recent_failure(marker)
+    if recent is not None:
+        return Freshness((), False, recent)
 
     def bounded(url: str) -> list[IndexFile]:
         if fetch is not None:
@@ -380,14 +376,29 @@ def look_for_newer(
             outcome.get("error")
             or f"{redact_url(append_path(pytorch_index, primary))} did not answer within {timeout_s:g} s"
         )
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(problem, encoding="utf-8")
-        except OSError:
-            pass
+        _remember_failure(marker, problem)
         return Freshness((), False, problem)
     found = [*outcome["releases"], *outcome.get("extra", ())]  # type: ignore[misc]  # extras still out: left
     return Freshness(_merge(found), True)
+
+
+def _recent_failure(marker: Path) -> Optional[str]:
+    """Why the index did not answer, when it failed less than UNREACHABLE_TTL_S ago."""
+    try:
+        if time.time() - marker.stat().st_mtime < UNREACHABLE_TTL_S:
+            return marker.read_text(encoding="utf-8").strip() or "did not answer recently"
+    except OSError:
+        pass
+    return None
+
+
+def _remember_failure(marker: Path, problem: str) -> None:
+    """The index failed: it is not asked again for UNREACHABLE_TTL_S (best effort)."""
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(problem, encoding="utf-8")
+    except OSError:
+        pass
 
 
 def index_serves(
@@ -403,11 +414,9 @@ def index_serves(
     """Whether the variant index serves torch ``series`` for ``platform``, read (and cached) as
     the freshness look-up reads it; ``(None, why)`` when it does not answer."""
     marker = _cache_path(pytorch_index, variant, cache_dir).with_suffix(".unreachable")
-    try:
-        if time.time() - marker.stat().st_mtime < UNREACHABLE_TTL_S:
-            return None, marker.read_text(encoding="utf-8").strip() or "did not answer recently"
-    except OSError:
-        pass
+    recent = _recent_failure(marker)
+    if recent is not None:
+        return None, recent
     if fetch is None:
         from .index import fetch_project_files
 
@@ -415,11 +424,7 @@ def index_serves(
     try:
         summary = _summary(pytorch_index, variant, fetch, cache_dir)
     except PipGpuError as error:  # the index module's IndexError_, without importing it here
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(error.message, encoding="utf-8")
-        except OSError:
-            pass
+        _remember_failure(marker, error.message)
         return None, error.message
     return platform in summary.get(series, {}).get("platforms", []), ""
 
@@ -475,12 +480,9 @@ def read_offers(
     for variant in dict.fromkeys(variants):
         url = append_path(pytorch_index, variant)
         marker = _cache_path(pytorch_index, variant, cache_dir).with_suffix(".unreachable")
-        try:
-            if time.time() - marker.stat().st_mtime < UNREACHABLE_TTL_S:
-                problem = marker.read_text(encoding="utf-8").strip() or "did not answer recently"
-                return Offers(found, problem, url)
-        except OSError:
-            pass
+        recent = _recent_failure(marker)
+        if recent is not None:
+            return Offers(found, recent, url)
         try:
             torch = _summary(pytorch_index, variant, fetch, cache_dir)
             served = (
@@ -496,11 +498,7 @@ def read_offers(
                 else {}
             )
         except PipGpuError as error:  # the index module's IndexError_, without importing it here
-            try:
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.write_text(error.message, encoding="utf-8")
-            except OSError:
-                pass
+            _remember_failure(marker, error.message)
             return Offers(found, error.message, url)
         found[variant] = Offer(
             url=redact_url(url),

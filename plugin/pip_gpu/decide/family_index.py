@@ -38,6 +38,7 @@ def family_index(
     import time
     from concurrent.futures import ThreadPoolExecutor
 
+    from ..private import private_folder
     from .index import IndexFile, fetch_project_files
 
     bases = [index.rstrip("/") for index in dict.fromkeys(variant_indexes)]
@@ -91,8 +92,8 @@ def family_index(
     try:
         cache.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))  # 0700, as mkdtemp makes it
-    except OSError:  # no writable cache (a read-only home): a folder of its own in /tmp
-        cache = Path(tempfile.mkdtemp(prefix="pip-gpu-family-index-"))
+    except OSError:  # no writable cache (a read-only home): a private folder of its own
+        cache = Path(private_folder("familyindex"))
         folder, scratch = cache / digest, Path(tempfile.mkdtemp(prefix=".writing-", dir=cache))
     for name, text in pages.items():
         (scratch / name).mkdir()

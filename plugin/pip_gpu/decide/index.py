@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any, Optional
 
-from ..errors import PipGpuError, UsageError
+from ..config import seconds_setting
+from ..errors import PipGpuError
 from ..redact import redact_url, url_origin
 
 __all__ = [
@@ -130,19 +131,7 @@ def read_index_file(url: str, *, timeout: float, limit: int = 16 * 1024 * 1024) 
 
 def index_timeout() -> float:
     """Seconds an index may stay silent (connect, or between bytes): ``PIP_GPU_INDEX_TIMEOUT``."""
-    value = os.environ.get(TIMEOUT_VARIABLE, "").strip()
-    if not value:
-        return DEFAULT_TIMEOUT_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0 or seconds == float("inf"):
-        raise UsageError(
-            f"{TIMEOUT_VARIABLE}={value!r} is not a number of seconds",
-            f"set it to a positive number such as 30, or unset it (default {DEFAULT_TIMEOUT_S:g})",
-        )
-    return seconds
+    return seconds_setting(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S, example=30)
 
 
 def fetch_project_files(project_url: str, *, timeout: Optional[float] = None) -> list[IndexFile]:

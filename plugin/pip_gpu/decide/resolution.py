@@ -36,6 +36,7 @@ from ..requirements import (
 )
 from ..variant import Variant, append_path
 from .rules import Blocker, Decision, TorchConstraint, TorchRequest
+from .torch_requires import requires_dist
 
 # packaging's requirement, marker and wheel-name parsers (with packaging.tags: ~15 ms) load in the
 # functions that read metadata and URLs; a plain request's decision needs none of them.
@@ -145,21 +146,6 @@ def _fetch(url: str, timeout: float) -> Optional[bytes]:
     from .index import read_index_file  # the HTTP client only when a member's metadata is read
 
     return read_index_file(url, timeout=timeout)
-
-
-def requires_dist(metadata: bytes) -> list[Requirement]:
-    from email.parser import HeaderParser
-
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    headers = HeaderParser().parsestr(metadata.decode("utf-8", errors="replace"))
-    out: list[Requirement] = []
-    for text in headers.get_all("Requires-Dist") or ():
-        try:
-            out.append(Requirement(text))
-        except InvalidRequirement:
-            continue
-    return out
 
 
 def _wheel_metadata(link: str, timeout: float) -> Optional[bytes]:
@@ -429,10 +415,12 @@ def _uv_compile(
 ) -> str:
     """``uv pip compile`` of ``lines`` for the target: pins, ``# via`` and ``# from`` lines."""
     import subprocess
-    import tempfile
+
+    from ..private import private_scratch
 
     uv = _uv_binary()
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-resolve-") as scratch:  # 0700: a private folder
+    # the requirements copy keeps the files' index options, credentials included
+    with private_scratch("resolve") as scratch:
         folder = Path(scratch)
         requirements = folder / "request.txt"
         # requirement files' own index options stay in the file, with any credentials in them

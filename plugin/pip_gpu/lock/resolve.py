@@ -32,7 +32,6 @@ from .. import __version__
 from ..children import (
     finished,
     private_command,
-    private_scratch,
     signal_of,
     start,
     stop_all,
@@ -71,6 +70,7 @@ from ..lockfile import (
     strip_credentials,
     write_locks,
 )
+from ..private import private_scratch
 from ..requirements import (
     redact_url,
 )

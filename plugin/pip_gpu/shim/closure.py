@@ -19,11 +19,11 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
+from ..private import private_folder, private_scratch
 from .options import reads_stdin
 
 __all__ = [
@@ -62,9 +62,9 @@ class Staged:
     def __init__(self) -> None:
         import atexit
 
-        self.folder = Path(tempfile.mkdtemp(prefix="pip-gpu-shim-"))
+        self.folder = Path(private_folder("shim"))  # standard input may name an index with a token
         self.stdin: Optional[str] = None
-        atexit.register(self.close)  # after the routed install (an exec leaves it: /tmp keeps it)
+        atexit.register(self.close)  # after the routed install (an exec leaves it to the next run)
 
     def stdin_file(self) -> str:
         if self.stdin is None:
@@ -135,7 +135,7 @@ def pip_closure_family(
 ) -> list[str]:
     """The family packages ``pip install <command_args>`` would install, read from pip's own
     dry-run report (nothing is installed; installed packages are ignored so all show)."""
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-closure-") as scratch:
+    with private_scratch("closure") as scratch:  # pip's report names the indexes' file URLs
         report = Path(scratch) / "report.json"
         argv = [real, *general, "install", "--dry-run", "--ignore-installed", "--quiet"]
         argv += ["--report", str(report), *command_args]  # the user's own options come last, as given
@@ -200,7 +200,7 @@ def uv_closure_family(
 ) -> list[str]:
     """The family packages ``uv pip install`` would install, from ``uv pip compile`` of the same
     requirements with the user's resolution options (output to a scratch file, nothing installed)."""
-    with tempfile.TemporaryDirectory(prefix="pip-gpu-closure-") as scratch:
+    with private_scratch("closure") as scratch:  # requirements and pins may name an index
         folder = Path(scratch)
         sources = list(files)  # requirements files, pyproject.toml, setup.cfg...: as uv reads them
         lines = [_absolute(r) for r in requirements] + [f"-e {_quote(_absolute(e))}" for e in editables]
