@@ -415,8 +415,11 @@ def test_a_scratch_folder_that_cannot_be_made_is_exit_74_and_installs_nothing(  
     blocker.write_text("not a folder\n")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    # The scratch folder goes under a regular file: the OS refuses (ENOTDIR), as it would a
-    # full or read-only TMPDIR.
+    # Every folder pip-gpu would make its private scratch folder in goes under a regular file:
+    # the OS refuses (ENOTDIR), as it would a full or read-only disk. $XDG_RUNTIME_DIR/pip-gpu
+    # and <cache>/pip-gpu/private are tried first (private.py), then TMPDIR, which is named.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(blocker / "run"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))
     monkeypatch.setattr("tempfile.tempdir", str(blocker / "tmp"))
     status = main(["install", "torch==2.5.1", "--python", str(python), *A100_ON_535])
     monkeypatch.setattr("tempfile.tempdir", None)

@@ -198,6 +198,15 @@ def test_the_users_indexes_go_to_uvs_environment_behind_the_family_index() -> No
     assert reading_environment((), {"PIP_INDEX_URL": "https://p/simple"}, None)["UV_DEFAULT_INDEX"] == (
         "https://p/simple"
     )
+    # pip's indexes are merged (pip takes the best version of all), as the one rule gives them
+    # to uv; uv's own indexes keep uv's first-index, the family index first either way
+    pip_merges = {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "https://p/simple"}
+    pip_merges["PIP_EXTRA_INDEX_URL"] = "https://e/simple"
+    merged = reading_environment((), pip_merges, "file:///fam")
+    assert merged["UV_INDEX"] == "pip-gpu-family=file:///fam https://e/simple"
+    assert merged["UV_INDEX_STRATEGY"] == "unsafe-best-match"
+    uvs = {"UV_NO_CONFIG": "1", "UV_DEFAULT_INDEX": "https://p/simple", "UV_INDEX": "https://e/simple"}
+    assert reading_environment((), uvs, "file:///fam")["UV_INDEX_STRATEGY"] == "first-index"
 
 
 def test_a_uv_resolution_says_who_brings_the_family_in() -> None:

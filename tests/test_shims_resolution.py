@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 from support.index import (
     IndexServer,
     fixture_index_fixture,  # noqa: F401  (registers the fixture "fixture_index")
@@ -239,10 +240,28 @@ def test_a_dry_run_of_a_package_that_pulls_in_torch_and_torchvision_shows_the_bu
     installer: str, shims: Path, index_server: IndexServer, tmp_path: Path
 ) -> None:
     """ultralytics-like (torchvision>=0.20, so torch too) on an A100 with driver 535: the dry run
-    shows the files it would install, settled, never "the dry run shows the runs unsettled"."""
+    is the real installer's own (issue 25), and its list shows the build it would install, torch
+    2.6.0+cu126 and torchvision 0.21.0+cu126 from the cu126 index, settled, nothing installed."""
     env, python = user(installer, tmp_path, index_server, shims, CU124_HOST)
     command = "pip install" if installer == "pip" else "uv pip install"
     done = shell(f"{command} --dry-run fixture-vision-app", env, cwd=tmp_path)
-    assert "unsettled" not in done.stderr, done.stderr
-    assert re.search(r"torchvision(==0\.21\.\*| @ \S+/cu126/torchvision-0\.21\.0)", done.stdout), done.stdout
+    shown = done.stdout + done.stderr  # uv prints its list on stderr
+    assert "unsettled" not in shown and "settling it failed" not in shown, shown
+    would_install = would_install_list(installer, shown)
+    assert would_install.get("torch") == "2.6.0+cu126", shown
+    assert would_install.get("torchvision") == "0.21.0+cu126", shown
+    assert would_install.get("fixture-vision-app") == "1.0.0", shown
+    if installer == "pip":  # uv names no URLs; the +cu126 local version is the cu126 index's alone
+        for name, version in (("torch", "2.6.0"), ("torchvision", "0.21.0")):
+            assert re.search(rf"{name} ?@ \S+/cu126/{name}-{version}%2Bcu126-", shown), shown
     assert "torch" not in installed_versions(python)
+
+
+def would_install_list(installer: str, output: str) -> dict[str, str]:
+    """{name: version} from pip's "Would install a-1 b-2" line or uv's " + a==1" lines."""
+    if installer == "pip":
+        line = next((x for x in output.splitlines() if x.startswith("Would install ")), "")
+        pairs = [word.rsplit("-", 1) for word in line.split()[2:]]
+    else:
+        pairs = [x[3:].split("==", 1) for x in output.splitlines() if x.startswith(" + ")]
+    return {canonicalize_name(name): version for name, version in pairs}

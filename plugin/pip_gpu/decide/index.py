@@ -27,6 +27,7 @@ from ..redact import redact_url, url_origin
 __all__ = [
     "IndexError_",
     "IndexFile",
+    "IndexUnreachable",
     "fetch_project_files",
     "index_timeout",
     "open_index_file",
@@ -46,6 +47,15 @@ TIMEOUT_VARIABLE = "PIP_GPU_INDEX_TIMEOUT"
 
 class IndexError_(PipGpuError):
     """An index could not be read (network, status, or a page that is not an index page)."""
+
+
+class IndexUnreachable(IndexError_):
+    """No connection to the index at all (refused, no route, no such host): ``where`` is its
+    ``host:port`` without credentials, for a message that names it and the way out."""
+
+    def __init__(self, message: str, hint: str, where: str) -> None:
+        super().__init__(message, hint)
+        self.where = where
 
 
 @dataclass(frozen=True)
@@ -164,9 +174,10 @@ def fetch_project_files(project_url: str, *, timeout: Optional[float] = None) ->
                 f"{shown} did not answer within {timeout:g} s",
                 f"check the network, raise {TIMEOUT_VARIABLE}, or --pytorch-index for a mirror",
             ) from None
-        raise IndexError_(
+        raise IndexUnreachable(
             f"cannot reach {shown}: {redact_url(str(reason))}",
             "check the network, or --pytorch-index for a mirror",
+            parts.netloc.rpartition("@")[2],
         ) from None
     except http.client.HTTPException as exc:  # IncompleteRead: the connection closed mid-page
         raise IndexError_(

@@ -30,6 +30,7 @@ from .rules import (
     Published,
     TorchConstraint,
     TorchRequest,
+    contradiction,
     decide,
     request_from_pins,
     request_from_requirements,
@@ -193,6 +194,10 @@ def decide_for(
             and (line.requirement.marker is None or line.requirement.marker.evaluate(markers))
         ]
         plain_request = _request(family_requirements, knowledge, forced, force)
+        if context is not None and contradiction(plain_request, knowledge) is not None:
+            # Pins that contradict each other are the request's own fault: said before any
+            # index is read (the decision below names them), not after a failed resolution.
+            context = None
         whole = read_whole_request(
             lines,
             [opt for f in files for opt in f.global_options],

@@ -370,7 +370,17 @@ def reading_environment(
     if no_index:
         child["UV_NO_INDEX"] = "1"
     # The family index answers for every family name; the rest falls through to the user's.
-    child["UV_INDEX_STRATEGY"] = "first-index"
+    # Where the user's own indexes are several and pip's merging reads them (pip's
+    # configuration, or pip's options for pip), uv takes the best version of all of them as
+    # the one rule gives it to uv (config.UserIndexes.args_for): first-index would take
+    # sympy from whichever index lists it first, even one without the version torch pins.
+    # The family index still comes first, and a variant index's build (``+cu124``) sorts
+    # above the same release elsewhere; a family name the variant indexes lack may then come
+    # from those indexes (the install itself routes the family either way).
+    from ..config import user_indexes
+
+    merged = bool(extras) and user_indexes(env).source != "uv"
+    child["UV_INDEX_STRATEGY"] = "unsafe-best-match" if merged else "first-index"
     child.setdefault("UV_HTTP_TIMEOUT", "30")  # an index that never answers is named, not waited on
     return child
 
@@ -386,10 +396,19 @@ def _read_closure(
     family_index: Optional[str] = None
     if family_indexes:
         from .family_index import family_index as build
-        from .index import IndexError_
+        from .index import IndexError_, IndexUnreachable
 
         try:
             family_index = build(family_indexes, family).as_uri()
+        except IndexUnreachable as failure:
+            # As install says it when the installer cannot reach the index: the last line
+            # names host and port (no credentials) and the way out.
+            raise ResolutionFailed(
+                f"the variant index at {failure.where} cannot be reached, so what the other "
+                f"requirements need of torch cannot be read ({failure.message})",
+                f"check the network and the proxy settings (HTTPS_PROXY, NO_PROXY) for {failure.where}, "
+                "or pass --pytorch-index URL of a mirror that can be reached",
+            ) from None
         except IndexError_ as failure:
             raise ResolutionFailed(
                 f"{_READING}: {failure.message}",

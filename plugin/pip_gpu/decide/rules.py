@@ -59,6 +59,7 @@ __all__ = [
     "TorchConstraint",
     "TorchRequest",
     "build_runs_on",
+    "contradiction",
     "decide",
     "gpu_covered_by",
     "minimum_driver_of_major",
@@ -820,9 +821,9 @@ def _blocker(
                 f"Python {host.python_version}",
                 "use another Python (--python-version for another host) or another torch version",
             )
-        contradiction = _contradiction(request, knowledge)
-        if contradiction is not None:
-            return contradiction
+        contradicting = contradiction(request, knowledge)
+        if contradicting is not None:
+            return contradicting
         newest = knowledge.releases[0].torch if knowledge.releases else "?"
         return Blocker(
             f"no torch release pip-gpu knows satisfies {request.described_as}",
@@ -1008,8 +1009,10 @@ def _tegra_blocker(
     )
 
 
-def _contradiction(request: TorchRequest, knowledge: Knowledge) -> Optional[Blocker]:
-    """Pins that each name a real release, but not the same one: say which pairs with which."""
+def contradiction(request: TorchRequest, knowledge: Knowledge) -> Optional[Blocker]:
+    """Pins that each name a real release, but not the same one: say which pairs with which.
+
+    A fault of the request itself, known without reading any index."""
     torch_only = TorchRequest(torch_specifier=request.torch_specifier)
     torch_series = [r.torch for r in knowledge.releases if torch_only.admits(r)[0]]
     if not torch_series or not request.companion_specifiers:
