@@ -296,6 +296,9 @@ def closure_requirements(
 
 _RESOLVED: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], Closure] = {}
 
+# The step's name in its errors; a note that already says what was not counted drops it.
+_READING = "reading what the other requirements need of torch"
+
 # The user's index settings as uv reads them from its environment: replaced in the reading's
 # environment by the ones pip-gpu passes (credentials stay out of the child's argv).
 _UV_INDEX_VARIABLES = frozenset(
@@ -408,7 +411,7 @@ def _read_closure(
             ) from None
         except IndexError_ as failure:
             raise ResolutionFailed(
-                f"reading what the other requirements need of torch: {failure.message}",
+                f"{_READING}: {failure.message}",
                 failure.hint or "check the network, or --pytorch-index for a mirror",
             ) from None
     try:
@@ -469,7 +472,7 @@ def _uv_compile(
                 )
         except subprocess.TimeoutExpired:
             raise ResolutionFailed(
-                "reading what the other requirements need of torch: uv did not finish within 600 s",
+                f"{_READING}: uv did not finish within 600 s",
                 "check your indexes (one may not answer), or name torch's version yourself",
             ) from None
         try:
@@ -842,7 +845,8 @@ def read_whole_request(
         except ResolutionFailed as failure:
             if context.strict or isinstance(failure, ResolutionConflict):
                 raise
-            notes.append(f"not counted, what the other requirements need of torch: {failure.message}")
+            reason = failure.message.removeprefix(f"{_READING}: ")
+            notes.append(f"not counted, what the other requirements need of torch: {reason}")
             closure = Closure(())
         downstream = list(closure.constraints)
         notes += closure.notes
