@@ -28,6 +28,7 @@ __all__ = [
     "progress",
     "settings",
     "shorten",
+    "some_of",
     "versioned",
     "wants_colour",
 ]
@@ -99,6 +100,12 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
         return char.encode("unicode_escape").decode("ascii")
 
     return _CONTROL.sub(escaped, text)
+
+
+def some_of(problems: Sequence[str], shown: int = 3) -> str:
+    """The first ``shown`` problems for one error line, and how many more there are."""
+    more = len(problems) - shown
+    return "; ".join(problems[:shown]) + (f"; and {more} more" if more > 0 else "")
 
 
 def shorten(text: str, limit: int = 80) -> str:

@@ -617,7 +617,9 @@ def _check_family_contents(
     with ThreadPoolExecutor(min(8, len(wheels))) as pool:
         problems = [problem for problem in pool.map(read, wheels) if problem]
     if problems:
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        from ..ui import some_of
+
+        shown = some_of(problems)
         raise PipGpuError(
             f"refusing to write the locks: {shown}",
             "the index serves files that are not what their names say (check the index and "

@@ -308,7 +308,9 @@ def _check_sources(
     would leave torch out here."""
     problems = _foreign_sources(lock, packages, knowledge, markers)
     if problems:
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        from ..ui import some_of
+
+        shown = some_of(problems)
         raise UsageError(
             f"{lock.path.name} is not what pip-gpu lock writes: {shown}; nothing was installed",
             "the file was edited or tampered with: restore it from version control, or re-resolve it "
