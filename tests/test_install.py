@@ -445,9 +445,12 @@ def test_pip_on_a_mirror_without_pep658_metadata_downloads_every_file_once(  # t
     torch's dependencies, which the user's index serves byte for byte (issue 25)."""
     index_server.no_metadata = True
     python = fresh_pip_venv(pip_venv_template, tmp_path)
+    (tmp_path / "tmp").mkdir()
+    env = {**env, "TMPDIR": str(tmp_path / "tmp")}  # where the downloads go: on disk, not the private tmpfs
     done = pip_gpu("torch==2.5.1", "--installer", "pip", "--python", str(python), *A100_ON_535, env=env)
     assert done.returncode == 0, done.stderr
     assert installed_versions(python)["torch"] == "2.5.1+cu124"
+    assert not list((tmp_path / "tmp").iterdir())  # and removed afterwards
     gets = [r.path for r in index_server.requests if r.method == "GET"]
     assert not [p for p in gets if p.endswith(".metadata")]  # the mirror really serves none
     wheels = [p.rsplit("/", 1)[-1] for p in gets if p.endswith(".whl")]

@@ -220,10 +220,10 @@ def install(options: InstallOptions) -> InstallResult:
             before = _versions(_installed_family(target))
             for run in runs:
                 run_command(run.command)
-            if plan.decision.index_url and any(workdir.glob("family-files-*")):
+            if kept is not None and kept.downloaded and plan.decision.index_url:
                 from .kept_downloads import restore_origins
 
-                restore_origins(target.site_packages, workdir, plan.decision.index_url)
+                restore_origins(target.site_packages, kept.downloads, plan.decision.index_url)
         except InstallerFailed as failure:
             _unreachable_variant_index(plan, failure)
             _with_missing_file(failure, _missing_file(plan, host))
@@ -351,7 +351,7 @@ def _settled_runs(
         return [_DryRun(command, before=_resolved_note(pulled_in))]
     if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
         return [_DryRun(pip_hashed_command(routing, lines))]
-    family, downloaded = _pip_family_files(plan, routing, [], keep_files=kept is not None)
+    family, downloaded = _pip_family_files(plan, routing, [], kept=kept)
     same_files = _same_files(plan, routing, downloaded, kept)
     elsewhere: list[str] = []
     if plan.installs_something_else():
@@ -363,7 +363,7 @@ def _settled_runs(
                 f"pip-gpu: {', '.join(elsewhere)} pulled in by other requirements: "
                 "routed to the variant index"
             )
-            family, downloaded = _pip_family_files(plan, routing, elsewhere, keep_files=kept is not None)
+            family, downloaded = _pip_family_files(plan, routing, elsewhere, kept=kept)
             same_files = _same_files(plan, routing, downloaded, kept) or same_files
     _refuse_contradicting(plan, _wheel_versions(family), "pip's dry run on the variant index")
     before = "the torch family's files were chosen on the variant index by a pip dry run"
@@ -426,28 +426,33 @@ def _resolved_note(pulled_in: Sequence[str], sep: str = "") -> str:
 
 
 def _pip_family_files(
-    plan: Plan, routing: Routing, pulled_in: Sequence[str], *, keep_files: bool = False
+    plan: Plan, routing: Routing, pulled_in: Sequence[str], *, kept: Optional[KeptIndex] = None
 ) -> tuple[list[FamilyFile], Optional[Path]]:
     """The files pip takes for the family on the variant index, and the folder they were
     downloaded into (None: found by a dry run, left on the index).
 
-    ``keep_files``, on an index without PEP 658 metadata (a static mirror), where a dry run
-    would download every wheel to read it and the install would download them again: pip
-    downloads the family with its dependencies once into the private scratch folder, and the
-    install takes the files from there (:mod:`pip_gpu.kept_downloads`, issue 25).
+    ``kept``, when the runs happen now, on an index without PEP 658 metadata (a static
+    mirror), where a dry run would download every wheel to read it and the install would
+    download them again: pip downloads the family with its dependencies once into ``kept``'s
+    folder, and the install takes the files from there (:mod:`pip_gpu.kept_downloads`, issue 25).
     """
     family = plan.family_lines()
     if not any(not line.constraint for line in family) and not pulled_in:
         return [], None
     names = [line.name for line in family if line.name and not line.constraint] + list(pulled_in)
-    if keep_files and routing.variant_index and not _announces_metadata(routing.variant_index, names[0]):
+    if (
+        kept is not None
+        and routing.variant_index
+        and not _announces_metadata(routing.variant_index, names[0])
+    ):
         from .kept_downloads import family_in
 
-        earlier = sorted(routing.workdir.glob("family-files-*"))
-        downloaded = routing.workdir / f"family-files-{len(earlier) + 1}"
-        downloaded.mkdir(mode=0o700)
+        try:
+            earlier, downloaded = kept.new_download()
+        except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's
+            raise environment_fault(exc, "pip-gpu's download folder") from None
         _settle(pip_family_download(routing, family, pulled_in, downloaded, earlier=earlier))
-        return family_in(downloaded, plan.family_names), downloaded
+        return family_in(downloaded, routing.variant_index, plan.family_names), downloaded
     report = routing.workdir / "family-report.json"
     _settle(pip_family_probe(routing, family, pulled_in, report))
     return family_files_from_report(_read_report(report), plan.family_names), None

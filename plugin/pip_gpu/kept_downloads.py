@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import os
 import secrets
 import threading
 from collections.abc import Collection, Sequence
@@ -78,15 +77,40 @@ def user_places(index_args: Sequence[str], global_options: Sequence[Sequence[str
 _PLACE_OPTIONS = frozenset({"-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links"})
 
 
-def family_in(folder: Path, family_names: Collection[str]) -> list[FamilyFile]:
+def family_in(folder: Path, variant_index: str, family_names: Collection[str]) -> list[FamilyFile]:
     """The family's files ``pip download`` left in ``folder``: pip saves the files of its
-    final resolution only, so these are the ones it chose; each with the sha256 of its bytes."""
+    final resolution only, so these are the ones it chose. Each carries the sha256 the variant
+    index lists for it (pip checked the download against it), else that of its bytes."""
     found: list[FamilyFile] = []
+    paths: dict[Path, str] = {}
     for path in sorted(folder.iterdir()):
         name = _project(path.name)
         if name is not None and name in family_names:
-            found.append(FamilyFile(name=name, url=path.as_uri(), sha256=_sha256(path)))
+            paths[path] = name
+    listed = _listings(variant_index, sorted(set(paths.values())))
+    for path, name in paths.items():
+        sha256 = (listed.get(name) or {}).get(path.name) or _sha256(path)
+        found.append(FamilyFile(name=name, url=path.as_uri(), sha256=sha256))
     return found
+
+
+def _listings(
+    index: str, projects: Sequence[str], timeout: Optional[float] = None
+) -> dict[str, Optional[dict[str, Optional[str]]]]:
+    """``project -> {filename: sha256}`` of each project page on ``index``, read at once
+    (None: the page could not be read)."""
+
+    def listed(project: str) -> Optional[dict[str, Optional[str]]]:
+        try:
+            files: list[IndexFile] = fetch_project_files(append_path(index, project, ""), timeout=timeout)
+        except IndexError_:
+            return None
+        return {file.filename: file.sha256 for file in files}
+
+    if not projects:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(projects))) as pool:
+        return dict(zip(projects, pool.map(listed, projects)))
 
 
 def same_files_folder(
@@ -98,8 +122,9 @@ def same_files_folder(
     *,
     timeout: Optional[float] = None,
 ) -> list[str]:
-    """Hard-link (else copy) into ``into`` each non-family file of ``downloaded`` that the
-    user's indexes serve byte for byte; the names of the files put there.
+    """Under ``into``, a page per project (``<project>/index.html``) listing each non-family
+    file of ``downloaded`` that the user's indexes serve byte for byte, by its ``file:`` URL;
+    the names of the files listed. Pages of an earlier download of the same install are kept.
 
     The bytes are known without hashing them again: pip checked each download against the
     sha256 the variant index lists for it, so a file is the user's when every user index
@@ -116,45 +141,30 @@ def same_files_folder(
     if not others:
         return []
     projects = sorted(set(others.values()))
-    pages = [(index, project) for project in projects for index in (variant_index, *places.indexes)]
-
-    def listed(page: tuple[str, str]) -> Optional[dict[str, Optional[str]]]:
-        index, project = page
-        try:
-            files: list[IndexFile] = fetch_project_files(append_path(index, project, ""), timeout=timeout)
-        except IndexError_:
-            return None
-        return {file.filename: file.sha256 for file in files}
-
-    with ThreadPoolExecutor(max_workers=min(16, len(pages))) as pool:
-        read = dict(zip(pages, pool.map(listed, pages)))
+    indexes = list(dict.fromkeys([variant_index, *places.indexes]))
+    with ThreadPoolExecutor(max_workers=len(indexes)) as pool:
+        read = dict(zip(indexes, pool.map(lambda index: _listings(index, projects, timeout), indexes)))
     into.mkdir(mode=0o700, exist_ok=True)
     kept: list[str] = []
     for path, project in others.items():
-        variant = read[(variant_index, project)]
+        variant = read[variant_index][project]
         sha256 = variant.get(path.name) if variant is not None else None
-        users = [read[(index, project)] for index in places.indexes]
+        users = [read[index][project] for index in places.indexes]
         if sha256 is None or any(listing is None for listing in users):
             continue
         hashes = {listing[path.name] for listing in users if listing is not None and path.name in listing}
         if hashes != {sha256}:
             continue
-        _link(path, into / project / path.name)
+        page = into / project / "index.html"
+        page.parent.mkdir(mode=0o700, exist_ok=True)
+        # No hash in the link: pip checked the file when it downloaded it, and hashing the CUDA
+        # libraries again would cost seconds.
+        link = f'<a href="{html.escape(path.as_uri())}">{html.escape(path.name)}</a>\n'
+        if not page.is_file() or f">{html.escape(path.name)}<" not in page.read_text(encoding="utf-8"):
+            with page.open("a", encoding="utf-8") as out:
+                out.write(link)
         kept.append(path.name)
-    _write_pages(into)
     return kept
-
-
-def _write_pages(root: Path) -> None:
-    """A PEP 503 page for each project folder under ``root``, so that pip reads ``root`` as
-    an index. Its links carry no hash: pip checked each file when it downloaded it, and
-    hashing the CUDA libraries again would cost seconds."""
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        links = "".join(
-            f'<a href="{html.escape(path.as_uri())}">{html.escape(path.name)}</a>\n'
-            for path in sorted(folder.glob("*.whl"))
-        )
-        (folder / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
 
 
 def _project(filename: str) -> Optional[str]:
@@ -174,18 +184,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(mode=0o700, exist_ok=True)
-    if target.exists():  # an earlier download of this install kept it already
-        return
-    try:
-        os.link(source, target)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(source, target)
-
-
 class KeptIndex:
     """A simple index on 127.0.0.1 whose pages are the project folders under ``root``, started
     on first use (:attr:`url`) and stopped by :meth:`close`; its path carries a random token."""
@@ -194,6 +192,31 @@ class KeptIndex:
         self.root = root
         self._server: Optional[ThreadingHTTPServer] = None
         self._token = secrets.token_hex(8)
+        self._downloads: Optional[Path] = None
+
+    @property
+    def downloaded(self) -> bool:
+        """Whether :meth:`new_download` gave a folder."""
+        return self._downloads is not None
+
+    @property
+    def downloads(self) -> Path:
+        """Where the downloads go: a new folder (0700) in the system's temporary folder, on disk
+        where pip's own downloads go, not in the private folder, which may be a small tmpfs
+        (``$XDG_RUNTIME_DIR``) that the CUDA libraries (several GB) would fill. The files hold no
+        credentials."""
+        if self._downloads is None:
+            import tempfile
+
+            self._downloads = Path(tempfile.mkdtemp(prefix="pip-gpu-downloads-"))
+        return self._downloads
+
+    def new_download(self) -> tuple[list[Path], Path]:
+        """(the folders of this install's earlier downloads, a new empty one)."""
+        earlier = sorted(self.downloads.iterdir())
+        folder = self.downloads / f"{len(earlier) + 1}"
+        folder.mkdir(mode=0o700)
+        return earlier, folder
 
     @property
     def url(self) -> str:
@@ -229,6 +252,11 @@ class KeptIndex:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._downloads is not None:
+            import shutil
+
+            shutil.rmtree(self._downloads, ignore_errors=True)
+            self._downloads = None
 
     def __enter__(self) -> KeptIndex:
         return self
