@@ -156,6 +156,11 @@ def test_explain_shows_where_each_torch_constraint_came_from(env, fixture_index)
     assert done.stdout.startswith("torch 2.5.1 -> cu124")
     assert "xformers==0.0.28.post2 requires torch==2.5.1" in done.stdout
     assert "fixture-llm==0.6.4.post1 requires torch==2.5.1" in done.stdout
+    # Two packages pull torch in: one sentence, its verb agreeing with the list.
+    assert (
+        "\nNote: torch pulled in by other requirements: "
+        "fixture-llm==0.6.4.post1 and xformers==0.0.28.post2 require torch==2.5.1\n"
+    ) in done.stdout
     as_json = pip_gpu("explain", "fixture-llm==0.6.4.post1", "--json", *A100_ON_535, env=env)
     data = json.loads(as_json.stdout)
     assert data["torch"] == "2.5.1" and data["variant"] == "cu124"
@@ -167,6 +172,23 @@ def test_explain_shows_where_each_torch_constraint_came_from(env, fixture_index)
         "variant": None,
         "text": "fixture-llm==0.6.4.post1 requires torch==2.5.1",
     } in data["constraints"]
+
+
+def test_explain_names_every_demand_and_what_would_run_without_them(env, fixture_index) -> None:  # type: ignore[no-untyped-def]
+    done = pip_gpu(
+        "explain", "torch==2.6.0", "fixture-llm==0.6.4.post1", "xformers==0.0.28.post2", *A100_ON_535, env=env
+    )
+    assert done.returncode == 2, done.stderr
+    error, hint = done.stderr.splitlines()
+    assert error == (
+        "pip-gpu: error: no torch release satisfies every torch requirement of this request: "
+        "command line asks torch==2.6.0; command line asks xformers==0.0.28.post2; "
+        "xformers==0.0.28.post2 requires torch==2.5.1; fixture-llm==0.6.4.post1 requires torch==2.5.1"
+    )
+    assert hint.startswith(
+        "  hint: without what fixture-llm==0.6.4.post1 and xformers==0.0.28.post2 require, "
+        "torch 2.6.0 (cu126) would run here; "
+    ), hint
 
 
 def test_the_folders_lock_is_a_preference(env, installer_venv, index_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

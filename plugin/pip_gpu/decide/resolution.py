@@ -871,9 +871,22 @@ def read_whole_request(
         mine = [c for c in derived if c.package == package]
         specifier = SpecifierSet(",".join(str(c.specifier) for c in mine if str(c.specifier)))
         requirement = Requirement(f"{package}{specifier}")
-        sources = ", ".join(sorted({c.source for c in mine}))
-        added.append(RequirementLine(str(requirement), requirement, package, origin=f"required by {sources}"))
+        sources = {c.source for c in mine}
+        origin = f"required by {_listed(sources)}"
+        added.append(RequirementLine(str(requirement), requirement, package, origin=origin))
+        notes.append(f"{package} pulled in by other requirements: {_who_requires(sources)} {requirement}")
     return WholeRequest(tuple(constraints), tuple(added), tuple(preferences), tuple(notes), conflict)
+
+
+def _listed(names: Collection[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: sorted, as a sentence names them."""
+    ordered = sorted(names)
+    return ordered[0] if len(ordered) == 1 else f"{', '.join(ordered[:-1])} and {ordered[-1]}"
+
+
+def _who_requires(names: Collection[str]) -> str:
+    """``a requires`` or ``a and b require``: the verb agrees with the list."""
+    return f"{_listed(names)} {'requires' if len(set(names)) == 1 else 'require'}"
 
 
 def describe_request(request_text: str, whole: WholeRequest) -> str:
@@ -902,21 +915,16 @@ def settle(
     runs here (as uv keeps installed packages that satisfy a request). When the request needs
     another torch, a note says so, printed before anything changes.
     """
-    notes = [*whole.notes] + [
-        f"{line.name} pulled in by other requirements: {line.origin[len('required by ') :]} "
-        f"requires {line.text}"
-        for line in whole.added_lines
-    ]
+    notes = list(whole.notes)
     blocker = decision.blocked()
     if blocker is not None:
         hint = blocker.hint
         if whole.derived() and plain_request != request:
             without = decide_with(plain_request)
             if without.ok:
-                askers = ", ".join(sorted({c.source for c in whole.derived()}))
+                askers = _who_requires({c.source for c in whole.derived()})
                 hint = (
-                    f"without what {askers} requires, torch {without.torch} ({without.variant}) "
-                    f"would run here; {hint}"
+                    f"without what {askers}, torch {without.torch} ({without.variant}) would run here; {hint}"
                 )
         message = blocker.message
         if whole.derived() and not decision.candidates:  # no release admits every demand
