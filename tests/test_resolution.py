@@ -315,6 +315,37 @@ def test_explain_of_a_file_whose_extra_index_cannot_be_reached_answers_and_names
     assert "s3cr3t" not in done.stdout + done.stderr
 
 
+def test_explain_whose_variant_index_cannot_be_reached_does_not_say_nothing_needs_torch(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path
+) -> None:
+    """fixture-llm pins torch==2.5.1, but the reading cannot reach the variant index: the note
+    says what was not counted (once), and no note claims that nothing in the request needs torch;
+    fixture-app, which brings in no family member, is still read without the variant index."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gone = {**env, "PIP_GPU_PYTORCH_INDEX": f"http://127.0.0.1:{port}/whl"}
+    done = pip_gpu("explain", "fixture-llm==0.6.4.post1", *A100_ON_535, env=gone, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stdout.splitlines() if line.startswith("Note: ")]
+    assert not any("nothing in the request needs torch" in note for note in notes), notes
+    (unread,) = [note for note in notes if "not counted" in note]
+    assert unread.startswith(
+        "Note: not counted, what the other requirements need of torch: "
+        f"the variant index at 127.0.0.1:{port} cannot be reached (cannot reach http://127.0.0.1:{port}/whl/"
+    ), unread
+    assert unread.count("what the other requirements need of torch") == 1, unread
+    as_json = pip_gpu("explain", "fixture-llm==0.6.4.post1", "--json", *A100_ON_535, env=gone)
+    json_notes = json.loads(as_json.stdout)["notes"]
+    assert not any("nothing in the request needs torch" in note for note in json_notes), json_notes
+    # fixture-app brings in no family member: that needs no variant index to know
+    unneeded = pip_gpu("explain", "fixture-app", *A100_ON_535, env=gone, cwd=tmp_path).stdout
+    assert "\nNote: nothing in the request needs torch" in unneeded, unneeded
+    assert "not counted" not in unneeded, unneeded
+
+
 def test_torch_only_through_a_dependency_on_a_cpu_host_gets_the_newest_cpu_torch_the_index_has(  # type: ignore[no-untyped-def]
     env, installer_venv
 ) -> None:
