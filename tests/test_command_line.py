@@ -305,6 +305,8 @@ def test_install_dry_run_says_what_each_resolution_does_on_a_terminal(
         "pip: checking what the other requirements pull in (dry run)",
     ):
         assert f"pip-gpu: {step} ..." in shown and f"pip-gpu: {step}: done in" in shown, shown
+    # the family's pages of each variant index, for that uv run: megabytes for torch's alone
+    assert "pip-gpu: reading the torch family's pages on 1 variant index: done in" in shown, shown
     piped = pip_gpu(*args, env=shown_env, cwd=tmp_path)
     assert piped.returncode == 0 and "(dry run) ..." not in piped.stderr
 
