@@ -916,6 +916,9 @@ def test_a_cuda_build_on_a_host_without_gpus_is_not_healthy(
     assert out.rc == 1 and out.data["healthy"] is False
     assert "will run on the CPU" in out.verdict and "healthy" not in out.verdict
     assert "Fix: pip-gpu install" in out.verdict  # the build this host gets instead
+    # NVML was not asked: the skipped checks say the flags' host has none, not "see nvml"
+    assert out.finding("driver")["summary"] == "the flags describe a host without an NVIDIA driver"
+    assert out.finding("gpu-arch")["summary"] == "the flags describe a host without an NVIDIA GPU"
 
 
 def test_cuda_visible_devices_is_reported_when_the_gpus_come_from_flags(
