@@ -8,6 +8,8 @@ trees so that this machine's own hardware never leaks into an answer.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 from support.cli import PLUGIN, pip_gpu
@@ -113,6 +115,26 @@ def test_explain_json_candidates_say_the_version_and_which_was_chosen() -> None:
     chosen = [c for c in decision["candidates"] if c["chosen"]]
     assert [(c["variant"], c["torch"], c["release"]) for c in chosen] == [("cu124", "2.5.1", "2.5")]
     assert all(c["torch"] == "2.5.1" for c in decision["candidates"])  # as the top level says
+
+
+def test_a_blackwell_gpu_on_driver_535_is_told_the_driver_it_needs(tmp_path: Path) -> None:
+    """No 535 driver drives an sm_120 board: explain and install name the driver, not torch 2.13."""
+    blackwell_on_535 = ("--driver", "535.104.05", "--compute-capability", "12.0", "--offline")
+    needs = (
+        "GPU 0 (sm_120) needs an NVIDIA driver >= 570.26 on linux, the first for Blackwell (consumer) GPUs"
+    )
+    text = pip_gpu("explain", "torch==2.5.1", *blackwell_on_535, cwd=tmp_path)
+    assert text.returncode == 2 and needs in text.stdout.splitlines()[0], text.stdout
+    assert text.stdout.splitlines()[1] == (
+        "  ways out: upgrade the NVIDIA driver to >= 570.26 (no torch build runs on this GPU before that); "
+        "or pass --variant cpu for a CPU-only build"
+    )
+    assert "use torch" not in text.stdout
+    offline = {**os.environ, "PIP_GPU_OFFLINE": "1"}
+    install = pip_gpu(
+        "install", "--dry-run", "torch", "--python", sys.executable, *blackwell_on_535[:-1], env=offline
+    )
+    assert install.returncode == 2 and needs in install.stderr and "use torch" not in install.stderr
 
 
 def test_explain_says_when_nothing_in_the_request_needs_torch(tmp_path: Path) -> None:

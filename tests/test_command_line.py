@@ -253,6 +253,7 @@ def test_lock_shows_progress_per_variant_on_a_terminal_only(
     assert status == 0, shown
     assert "pip-gpu: resolving cu124 ..." in shown and "pip-gpu: resolving cpu ..." in shown
     assert "pip-gpu: resolving cpu: done in" in shown
+    assert "torch-family wheels from the variant index: done in" in shown  # lock's check of each file
     piped = pip_gpu(*args, "--json", env=lock_env, cwd=tmp_path)
     assert piped.returncode == 0 and "resolving" not in piped.stderr
     written = json.loads(piped.stdout)  # lock --json: the files, as the notes on stderr name them
@@ -304,6 +305,8 @@ def test_install_dry_run_says_what_each_resolution_does_on_a_terminal(
         "pip: checking what the other requirements pull in (dry run)",
     ):
         assert f"pip-gpu: {step} ..." in shown and f"pip-gpu: {step}: done in" in shown, shown
+    # the family's pages of each variant index, for that uv run: megabytes for torch's alone
+    assert "pip-gpu: reading the torch family's pages on 1 variant index: done in" in shown, shown
     piped = pip_gpu(*args, env=shown_env, cwd=tmp_path)
     assert piped.returncode == 0 and "(dry run) ..." not in piped.stderr
 

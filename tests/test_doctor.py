@@ -186,6 +186,7 @@ class Outcome:
     rc: int
     data: dict[str, Any]
     stdout: str
+    stderr: str = ""
 
     @property
     def verdict(self) -> str:
@@ -236,7 +237,7 @@ def doctor_run(
     done = subprocess.run(argv, env=full, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode in (0, 1), done.stderr
     data = json.loads(done.stdout) if as_json else {}
-    return Outcome(done.returncode, data, done.stdout)
+    return Outcome(done.returncode, data, done.stdout, done.stderr)
 
 
 # --- healthy -------------------------------------------------------------------------------
@@ -785,8 +786,10 @@ def test_a_torch_file_changed_in_place_is_damage(envs: Envs, fake_nvml_dir: Path
 
     out = doctor_run(tmp_path, fake_nvml_dir, python=python)
     assert out.rc == 0 and out.data["healthy"] is True, out.stdout
-    out = doctor_run(tmp_path, fake_nvml_dir, python=python, args=["--verify-files"])
+    shown = {"PIP_GPU_PROGRESS_AFTER": "0"}  # -v: the progress of a terminal, piped
+    out = doctor_run(tmp_path, fake_nvml_dir, python=python, args=["-v", "--verify-files"], env=shown)
     assert out.rc == 1 and out.verdict.startswith(damaged), out.verdict
+    assert "pip-gpu: checking the sha256 of every installed file of the torch family: done in" in out.stderr
 
     init.write_bytes(init.read_bytes() + b"# grown\n")  # another size: seen without hashing
     out = doctor_run(tmp_path, fake_nvml_dir, python=python)
@@ -913,6 +916,9 @@ def test_a_cuda_build_on_a_host_without_gpus_is_not_healthy(
     assert out.rc == 1 and out.data["healthy"] is False
     assert "will run on the CPU" in out.verdict and "healthy" not in out.verdict
     assert "Fix: pip-gpu install" in out.verdict  # the build this host gets instead
+    # NVML was not asked: the skipped checks say the flags' host has none, not "see nvml"
+    assert out.finding("driver")["summary"] == "the flags describe a host without an NVIDIA driver"
+    assert out.finding("gpu-arch")["summary"] == "the flags describe a host without an NVIDIA GPU"
 
 
 def test_cuda_visible_devices_is_reported_when_the_gpus_come_from_flags(

@@ -100,6 +100,24 @@ def test_a_gpu_node_with_incomplete_labels_is_unserved_not_guessed(tmp_path: Pat
     assert only["variant"] is None and "labels are incomplete" in only["reason"]
 
 
+def test_a_report_without_a_driver_version_is_unserved_in_words(tmp_path: Path) -> None:
+    """A detect report whose driver could not be read: "driver unknown", never Python's None,
+    and no way out through ``--variant``, which fleet plan does not have."""
+    report = {"os": "linux", "arch": "x86_64", "python_version": "3.11", "driver_version": None}
+    report["nvidia_gpus"] = [{"index": 0, "name": "NVIDIA A100", "compute_capability": "8.0"}]
+    path = tmp_path / "no-driver.json"
+    path.write_text(json.dumps(report))
+    rc, plan = _plan("torch==2.5.1", "--nodes", str(path), cwd=tmp_path)
+    [node] = plan["nodes"]
+    assert rc == 1 and node["variant"] is None and node["gpu"] == "NVIDIA A100 x1 (sm_80), driver unknown"
+    assert (
+        node["reason"].startswith("the NVIDIA driver version is not known")
+        and "--variant" not in node["reason"]
+    )
+    text = pip_gpu("fleet", "plan", "torch==2.5.1", "--nodes", str(path), env=_env(), cwd=tmp_path).stdout
+    assert "driver unknown" in text and "None" not in text, text
+
+
 def _amd_node(name: str, labels: dict[str, str], gpus: int = 1) -> dict[str, Any]:
     return {
         "kind": "Node",

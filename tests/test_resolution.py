@@ -156,6 +156,11 @@ def test_explain_shows_where_each_torch_constraint_came_from(env, fixture_index)
     assert done.stdout.startswith("torch 2.5.1 -> cu124")
     assert "xformers==0.0.28.post2 requires torch==2.5.1" in done.stdout
     assert "fixture-llm==0.6.4.post1 requires torch==2.5.1" in done.stdout
+    # Two packages pull torch in: one sentence, its verb agreeing with the list.
+    assert (
+        "\nNote: torch pulled in by other requirements: "
+        "fixture-llm==0.6.4.post1 and xformers==0.0.28.post2 require torch==2.5.1\n"
+    ) in done.stdout
     as_json = pip_gpu("explain", "fixture-llm==0.6.4.post1", "--json", *A100_ON_535, env=env)
     data = json.loads(as_json.stdout)
     assert data["torch"] == "2.5.1" and data["variant"] == "cu124"
@@ -167,6 +172,23 @@ def test_explain_shows_where_each_torch_constraint_came_from(env, fixture_index)
         "variant": None,
         "text": "fixture-llm==0.6.4.post1 requires torch==2.5.1",
     } in data["constraints"]
+
+
+def test_explain_names_every_demand_and_what_would_run_without_them(env, fixture_index) -> None:  # type: ignore[no-untyped-def]
+    done = pip_gpu(
+        "explain", "torch==2.6.0", "fixture-llm==0.6.4.post1", "xformers==0.0.28.post2", *A100_ON_535, env=env
+    )
+    assert done.returncode == 2, done.stderr
+    error, hint = done.stderr.splitlines()
+    assert error == (
+        "pip-gpu: error: no torch release satisfies every torch requirement of this request: "
+        "command line asks torch==2.6.0; command line asks xformers==0.0.28.post2; "
+        "xformers==0.0.28.post2 requires torch==2.5.1; fixture-llm==0.6.4.post1 requires torch==2.5.1"
+    )
+    assert hint.startswith(
+        "  hint: without what fixture-llm==0.6.4.post1 and xformers==0.0.28.post2 require, "
+        "torch 2.6.0 (cu126) would run here; "
+    ), hint
 
 
 def test_the_folders_lock_is_a_preference(env, installer_venv, index_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -291,6 +313,37 @@ def test_explain_of_a_file_whose_extra_index_cannot_be_reached_answers_and_names
     note = next(line for line in done.stdout.splitlines() if "not counted" in line)
     assert f"127.0.0.1:{port}" in note and "cannot be reached" in note, note
     assert "s3cr3t" not in done.stdout + done.stderr
+
+
+def test_explain_whose_variant_index_cannot_be_reached_does_not_say_nothing_needs_torch(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path
+) -> None:
+    """fixture-llm pins torch==2.5.1, but the reading cannot reach the variant index: the note
+    says what was not counted (once), and no note claims that nothing in the request needs torch;
+    fixture-app, which brings in no family member, is still read without the variant index."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gone = {**env, "PIP_GPU_PYTORCH_INDEX": f"http://127.0.0.1:{port}/whl"}
+    done = pip_gpu("explain", "fixture-llm==0.6.4.post1", *A100_ON_535, env=gone, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stdout.splitlines() if line.startswith("Note: ")]
+    assert not any("nothing in the request needs torch" in note for note in notes), notes
+    (unread,) = [note for note in notes if "not counted" in note]
+    assert unread.startswith(
+        "Note: not counted, what the other requirements need of torch: "
+        f"the variant index at 127.0.0.1:{port} cannot be reached (cannot reach http://127.0.0.1:{port}/whl/"
+    ), unread
+    assert unread.count("what the other requirements need of torch") == 1, unread
+    as_json = pip_gpu("explain", "fixture-llm==0.6.4.post1", "--json", *A100_ON_535, env=gone)
+    json_notes = json.loads(as_json.stdout)["notes"]
+    assert not any("nothing in the request needs torch" in note for note in json_notes), json_notes
+    # fixture-app brings in no family member: that needs no variant index to know
+    unneeded = pip_gpu("explain", "fixture-app", *A100_ON_535, env=gone, cwd=tmp_path).stdout
+    assert "\nNote: nothing in the request needs torch" in unneeded, unneeded
+    assert "not counted" not in unneeded, unneeded
 
 
 def test_torch_only_through_a_dependency_on_a_cpu_host_gets_the_newest_cpu_torch_the_index_has(  # type: ignore[no-untyped-def]

@@ -213,6 +213,19 @@ def test_uv_pip_install_torch_gets_the_host_build(
     assert installed_versions(python)["torch"] == f"2.5.1+{label}"
 
 
+def test_uv_pip_install_into_the_venv_whose_python_is_first_on_path_is_routed(
+    shims: Path, venv: Path, index_server: IndexServer, tmp_path: Path
+) -> None:
+    """No VIRTUAL_ENV, no .venv: uv takes the first ``python`` on PATH when it is a venv's (a
+    venv's bin/ put on PATH by direnv or a wrapper), and so does the shim, or uv's own torch
+    would go in unchecked."""
+    env = shell_env([shims, real_bin(venv), venv.parent], index_server, tmp_path, CPU_HOST)
+    env.pop("VIRTUAL_ENV", None)
+    done = shell("uv pip install --dry-run torch==2.5.1", env, cwd=tmp_path)
+    assert f"pip-gpu: target {venv.parent}/python" in done.stderr, done.stderr
+    assert "torch 2.5.1 -> cpu" in done.stderr and " + torch==2.5.1+cpu" in done.stderr, done.stderr
+
+
 # --- uv projects -------------------------------------------------------------------------------
 
 PYPROJECT = """\

@@ -386,7 +386,7 @@ def gpu_summary(node: FleetNode) -> str:
         return "no GPU"
     ccs = sorted({f"sm_{g.compute_capability[0]}{g.compute_capability[1]}" for g in host.nvidia_gpus})
     product = node.gpu_product or host.nvidia_gpus[0].name
-    return f"{product} x{len(host.nvidia_gpus)} ({', '.join(ccs)}), driver {host.driver_version}"
+    return f"{product} x{len(host.nvidia_gpus)} ({', '.join(ccs)}), driver {host.driver_version or 'unknown'}"
 
 
 # --- planning ------------------------------------------------------------------------------

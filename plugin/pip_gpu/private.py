@@ -4,6 +4,9 @@ A requirements copy with ``--index-url https://user:token@...``, a generated ``p
 or netrc naming the variant index: such files live in a folder only the user can enter
 (``$XDG_RUNTIME_DIR/pip-gpu``, the user's own tmpfs, else ``<cache>/pip-gpu/private``), each
 run's folders named after its process, and the next run removes what a killed run left there.
+A folder that cannot be made there (a full tmpfs, a read-only disk) is the machine's fault: one
+:class:`~pip_gpu.errors.EnvironmentFault` (exit 74) whose hint names the variable that put the
+folder where it is, whichever step asked for it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
+
+from .errors import EnvironmentFault
 
 if TYPE_CHECKING:
     import tempfile
@@ -72,13 +77,45 @@ def _private_dir() -> Optional[Path]:
     return root
 
 
+def _cannot_make(exc: OSError, root: Optional[Path]) -> EnvironmentFault:
+    """The scratch folder could not be made under ``root`` (None: the system's temporary
+    folder): what failed, and the variable that moves the folder elsewhere."""
+    import errno
+    import tempfile
+
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if root is None:
+        variable = "TMPDIR"
+        try:
+            folder = tempfile.gettempdir()
+        except OSError:
+            folder = "the temporary folder"
+    else:  # $XDG_RUNTIME_DIR/pip-gpu, else <cache>/pip-gpu/private (_private_root)
+        variable = "XDG_RUNTIME_DIR" if runtime and root == Path(runtime) / "pip-gpu" else "XDG_CACHE_HOME"
+        folder = str(root)
+    elsewhere = f"point {variable} at a folder pip-gpu can write"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = f"{folder} is full: free some space there (or raise the quota), or {elsewhere}"
+    elif exc.errno == errno.EROFS:
+        hint = f"{folder} is on a read-only filesystem: {elsewhere}"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = f"fix the permissions of {folder}, or {elsewhere}"
+    else:
+        hint = f"check {folder} and its filesystem, or {elsewhere}"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return EnvironmentFault(f"cannot write pip-gpu's scratch folder{where}: {exc.strerror or exc}", hint)
+
+
 def private_folder(what: str = "auth") -> str:
     """A new folder (mode 0700) for files with credentials, removed by the caller (or by the
     next run when this one is killed first)."""
     import tempfile
 
     root = _private_dir()
-    return tempfile.mkdtemp(prefix=f"{what}-{os.getpid()}-" if root else f"pip-gpu-{what}-", dir=root)
+    try:
+        return tempfile.mkdtemp(prefix=f"{what}-{os.getpid()}-" if root else f"pip-gpu-{what}-", dir=root)
+    except OSError as exc:
+        raise _cannot_make(exc, root) from None
 
 
 def private_scratch(what: str) -> tempfile.TemporaryDirectory[str]:
@@ -88,6 +125,9 @@ def private_scratch(what: str) -> tempfile.TemporaryDirectory[str]:
     import tempfile
 
     root = _private_dir()
-    return tempfile.TemporaryDirectory(
-        prefix=f"{what}-{os.getpid()}-" if root else f"pip-gpu-{what}-", dir=root
-    )
+    try:
+        return tempfile.TemporaryDirectory(
+            prefix=f"{what}-{os.getpid()}-" if root else f"pip-gpu-{what}-", dir=root
+        )
+    except OSError as exc:
+        raise _cannot_make(exc, root) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -161,6 +162,55 @@ def test_a_read_only_environment_is_left_as_it_was(
     assert done.stderr.strip().splitlines()[-1].startswith(f"pip-gpu: error: {installer}")
     assert "the installer exited with status" in done.stderr and "Traceback" not in done.stderr
     assert (installed_versions(python), tree_snapshot(venv)) == before
+
+
+# --- pip-gpu's private scratch folder cannot be made -----------------------------------------
+
+# The shim as its shell script runs it: the shim's name, the real program, the user's arguments.
+_SHIM = ["-c", "import sys; from pip_gpu.shim.run import main; sys.exit(main(sys.argv[1:]))", "uv", "{uv}"]
+
+
+@needs_userns
+@pytest.mark.parametrize(
+    ("step", "args", "root"),
+    [
+        ("lock", ["lock", "torch==2.5.1", "--variants", "cpu"], "XDG_RUNTIME_DIR"),
+        ("resolution", ["explain", "torch", "fixture-app"], "XDG_RUNTIME_DIR"),
+        ("install", ["install", "torch==2.5.1", "--python", "{python}"], "XDG_RUNTIME_DIR"),
+        ("install", ["install", "torch==2.5.1", "--python", "{python}"], "XDG_CACHE_HOME"),
+        ("shim closure", [*_SHIM, "pip", "install", "fixture-app", "--python={python}"], "XDG_RUNTIME_DIR"),
+        ("shim stdin", [*_SHIM, "pip", "install", "-r", "-", "--python", "{python}"], "XDG_RUNTIME_DIR"),
+    ],
+)
+def test_a_private_folder_that_takes_no_file_is_exit_74_from_every_step(
+    step: str, args: list[str], root: str, env: dict[str, str], venv: Path, tmp_path: Path
+) -> None:
+    """Every step that makes pip-gpu's private scratch folder (lock, the resolution of what the
+    other requirements need, install, the shim's look at the closure and at standard input)
+    fails as install does: one line, a hint naming the variable that put the folder on that
+    read-only filesystem (a full or read-only tmpfs at $XDG_RUNTIME_DIR), exit 74."""
+    from support.index import uv_bin
+
+    if root == "XDG_RUNTIME_DIR":
+        env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")
+        folder = tmp_path / "run" / "pip-gpu"
+    else:
+        env.pop("XDG_RUNTIME_DIR", None)
+        folder = Path(env["XDG_CACHE_HOME"]) / "pip-gpu" / "private"
+    folder.mkdir(parents=True, mode=0o700)
+    python = venv / "bin" / "python"
+    argv = [sys.executable, *(a.format(python=python, uv=uv_bin()) for a in args)]
+    if argv[1] != "-c":
+        argv[1:1] = ["-m", "pip_gpu"]
+    command = f"mount --bind -o ro {folder} {folder} && exec {shlex.join(argv)}"
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", command],
+        env=env, input="torch==2.5.1\n", capture_output=True, text=True, timeout=120, check=False,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line_error(done, f"cannot write pip-gpu's scratch folder ({folder}/", status=74)
+    assert "Read-only file system" in done.stderr and f"point {root} at a folder" in done.stderr, step
+    assert "TMPDIR" not in done.stderr and not (tmp_path / "pylock.cpu.toml").exists()
 
 
 # --- a full disk while writing a lock --------------------------------------------------------

@@ -107,7 +107,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     decision = outcome.decision
     constraints = outcome.torch_constraints
     unneeded = None
-    if not _asks_for_torch(args.requirements, args.requirement, outcome):
+    # Only when the other requirements were read: a failed reading (its note says so) proves nothing.
+    if not outcome.others_unread and not _asks_for_torch(args.requirements, args.requirement, outcome):
         unneeded = (
             "nothing in the request needs torch (no torch-family package, and none of the others "
             "requires one): this is the build a torch-family package would get here"

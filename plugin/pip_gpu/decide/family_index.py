@@ -59,8 +59,12 @@ def family_index(
         base, name = job
         return fetch_project_files(f"{base}/{name}/", timeout=timeout)
 
+    from ..ui import progress
+
     jobs = [(base, name) for name in ordered for base in bases]
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(jobs)))) as pool:
+    # torch's page alone is megabytes on the real index: seconds for a few variant indexes
+    what = f"reading the torch family's pages on {len(bases)} variant index{'es' if len(bases) != 1 else ''}"
+    with progress(what), ThreadPoolExecutor(max_workers=min(16, max(1, len(jobs)))) as pool:
         found = dict(zip(jobs, pool.map(files_of, jobs)))
 
     def page(name: str) -> str:

@@ -58,6 +58,7 @@ class Plan:
     config: ProjectConfig
     torch_constraints: tuple[TorchConstraint, ...] = ()  # issue 13: who asks what of torch
     index_unreachable: str = ""  # the variant index pip-gpu's own read found silent (issue 27)
+    others_unread: bool = False  # what the other requirements need of torch could not be read
 
     @cached_property
     def lines(self) -> tuple[RequirementLine, ...]:
@@ -265,6 +266,7 @@ def decide_for(
         config=config,
         torch_constraints=constraints,
         index_unreachable=unreachable,
+        others_unread=whole is not None and whole.others_unread,
     )
 
 

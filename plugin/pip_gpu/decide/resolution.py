@@ -401,11 +401,13 @@ def _read_closure(
         try:
             family_index = build(family_indexes, family).as_uri()
         except IndexUnreachable as failure:
-            # As install says it when the installer cannot reach the index: the last line
-            # names host and port (no credentials) and the way out.
+            # Requirements that bring in no family member at all (``numpy``) need no variant
+            # index to say so; for the others, as install says it when the installer cannot
+            # reach the index: host and port (no credentials) and the way out.
+            if not family_lines and _brings_no_family(others, global_options, family, context):
+                return Closure(())
             raise ResolutionFailed(
-                f"the variant index at {failure.where} cannot be reached, so what the other "
-                f"requirements need of torch cannot be read ({failure.message})",
+                f"{_READING}: the variant index at {failure.where} cannot be reached ({failure.message})",
                 f"check the network and the proxy settings (HTTPS_PROXY, NO_PROXY) for {failure.where}, "
                 "or pass --pytorch-index URL of a mirror that can be reached",
             ) from None
@@ -427,6 +429,21 @@ def _read_closure(
         return Closure(tuple(found), whole_failure.message, tuple(notes))
     found, notes = _constraints_of_resolution(resolved, family, others, context)
     return Closure(tuple(found), "", tuple(notes))
+
+
+def _brings_no_family(
+    others: Sequence[RequirementLine],
+    global_options: Sequence[tuple[str, ...]],
+    family: Collection[str],
+    context: ResolutionContext,
+) -> bool:
+    """Whether the other requirements, resolved from the user's indexes alone, bring in no
+    torch-family package (and nothing named only by a path or URL, which could)."""
+    try:
+        resolved = _uv_compile(others, global_options, context, None)
+    except ResolutionFailed:
+        return False
+    return all(name and name not in family for name, *_ in _parse_resolution(resolved))
 
 
 def _uv_compile(
@@ -794,6 +811,7 @@ class WholeRequest:
     preferences: tuple[Installed, ...] = ()  # the installed torch first, then the folder's locks
     notes: tuple[str, ...] = ()
     conflict: str = ""  # uv's words when the request cannot be resolved whatever build is chosen
+    others_unread: bool = False  # the reading failed: what the other requirements need is unknown
 
     def decision_requirements(self, direct: Collection[str]) -> list[Requirement]:
         """The derived constraints the decision reads: those on torch and its companions."""
@@ -836,6 +854,7 @@ def read_whole_request(
     preferences: list[Installed] = []
     notes: list[str] = []
     conflict = ""
+    unread = False
     if context is not None:
         others = [line for line in lines if line.name not in family] if context.resolve_others else []
         written = [line for line in lines if line.name in family]
@@ -848,6 +867,7 @@ def read_whole_request(
             reason = failure.message.removeprefix(f"{_READING}: ")
             notes.append(f"not counted, what the other requirements need of torch: {reason}")
             closure = Closure(())
+            unread = True
         downstream = list(closure.constraints)
         notes += closure.notes
         conflict = closure.conflict
@@ -871,9 +891,22 @@ def read_whole_request(
         mine = [c for c in derived if c.package == package]
         specifier = SpecifierSet(",".join(str(c.specifier) for c in mine if str(c.specifier)))
         requirement = Requirement(f"{package}{specifier}")
-        sources = ", ".join(sorted({c.source for c in mine}))
-        added.append(RequirementLine(str(requirement), requirement, package, origin=f"required by {sources}"))
-    return WholeRequest(tuple(constraints), tuple(added), tuple(preferences), tuple(notes), conflict)
+        sources = {c.source for c in mine}
+        origin = f"required by {_listed(sources)}"
+        added.append(RequirementLine(str(requirement), requirement, package, origin=origin))
+        notes.append(f"{package} pulled in by other requirements: {_who_requires(sources)} {requirement}")
+    return WholeRequest(tuple(constraints), tuple(added), tuple(preferences), tuple(notes), conflict, unread)
+
+
+def _listed(names: Collection[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: sorted, as a sentence names them."""
+    ordered = sorted(names)
+    return ordered[0] if len(ordered) == 1 else f"{', '.join(ordered[:-1])} and {ordered[-1]}"
+
+
+def _who_requires(names: Collection[str]) -> str:
+    """``a requires`` or ``a and b require``: the verb agrees with the list."""
+    return f"{_listed(names)} {'requires' if len(set(names)) == 1 else 'require'}"
 
 
 def describe_request(request_text: str, whole: WholeRequest) -> str:
@@ -902,21 +935,16 @@ def settle(
     runs here (as uv keeps installed packages that satisfy a request). When the request needs
     another torch, a note says so, printed before anything changes.
     """
-    notes = [*whole.notes] + [
-        f"{line.name} pulled in by other requirements: {line.origin[len('required by ') :]} "
-        f"requires {line.text}"
-        for line in whole.added_lines
-    ]
+    notes = list(whole.notes)
     blocker = decision.blocked()
     if blocker is not None:
         hint = blocker.hint
         if whole.derived() and plain_request != request:
             without = decide_with(plain_request)
             if without.ok:
-                askers = ", ".join(sorted({c.source for c in whole.derived()}))
+                askers = _who_requires({c.source for c in whole.derived()})
                 hint = (
-                    f"without what {askers} requires, torch {without.torch} ({without.variant}) "
-                    f"would run here; {hint}"
+                    f"without what {askers}, torch {without.torch} ({without.variant}) would run here; {hint}"
                 )
         message = blocker.message
         if whole.derived() and not decision.candidates:  # no release admits every demand

@@ -457,6 +457,8 @@ def check_driver(facts: Facts) -> Finding:
         return Finding("driver", SKIPPED, "no CUDA build of torch is installed")
     cuda = torch.cuda_version
     if host.driver_version is None:
+        if facts.nvidia_facts_given:  # NVML was not asked: "see nvml" would point nowhere
+            return Finding("driver", SKIPPED, "the flags describe a host without an NVIDIA driver")
         return Finding("driver", SKIPPED, "no NVIDIA driver was found (see nvml)")
     minimum = facts.knowledge.minimum_driver_for(cuda, host.os)
     if minimum is None:
@@ -514,6 +516,8 @@ def check_gpu_architecture(facts: Facts) -> Finding:
         return Finding("gpu-arch", SKIPPED, "no CUDA build of torch is installed")
     gpus = host.visible_nvidia_gpus or host.nvidia_gpus
     if not gpus:
+        if facts.nvidia_facts_given:
+            return Finding("gpu-arch", SKIPPED, "the flags describe a host without an NVIDIA GPU")
         return Finding("gpu-arch", SKIPPED, "no NVIDIA GPU could be read")
     build, origin = _build_from_binary(facts, _known_build(facts, torch), torch)
     if build is None or build.sass is None:

@@ -614,7 +614,11 @@ def _check_family_contents(
 
     if not wheels:
         return
-    with ThreadPoolExecutor(min(8, len(wheels))) as pool:
+    from ..ui import progress
+
+    # A few kB each by range; a whole wheel from a server that takes no ranges: it can take a while.
+    what = f"reading the metadata of {len(wheels)} torch-family wheels from the variant index"
+    with progress(what), ThreadPoolExecutor(min(8, len(wheels))) as pool:
         problems = [problem for problem in pool.map(read, wheels) if problem]
     if problems:
         from ..ui import some_of

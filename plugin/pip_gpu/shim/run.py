@@ -78,10 +78,11 @@ def main(argv: Sequence[str]) -> int:
             return error.exit_code
         if os.environ.get("PIP_GPU_DEBUG"):
             raise
+        disable = _DISABLE_HINT.format(prog=prog)  # not str.capitalize(): PIP_GPU_DISABLE stays as typed
         print(
             f"pip-gpu: unexpected failure in the {name} shim "
             f"({type(error).__name__}: {printable(str(error))}); "
-            f"nothing was installed. {_DISABLE_HINT.format(prog=prog).capitalize()}.",
+            f"nothing was installed. {disable[:1].upper()}{disable[1:]}.",
             file=sys.stderr,
         )
         return EXIT_FAILED

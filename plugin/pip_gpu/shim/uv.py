@@ -322,6 +322,11 @@ def _uv_target(real: str, parsed: Parsed) -> Optional[Path]:
         found = _venv_python(folder / ".venv")
         if found is not None:
             return found
+    # uv also takes the first `python` on PATH when it is a virtual environment's (its bin/ on
+    # PATH without VIRTUAL_ENV: direnv, a wrapper script); missing it, the install went unrouted.
+    first = _uv_python_find(real, [])
+    if first is not None and (first.parent.parent / "pyvenv.cfg").is_file():
+        return first
     return None
 
 
