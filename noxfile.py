@@ -61,7 +61,7 @@ def bench(session: nox.Session) -> None:
 
     Prints one Markdown table and writes it to .nox/bench-results.md (or --output FILE after --).
     Fewer rounds: nox -s bench -- --rounds 7 --install-rounds 3 --real-rounds 1
-    (rows 11a/11b install the real torch 2.14.1 wheel set, about 3 GB, when it is on this machine).
+    (rows 4c and 11a/11b install the real torch 2.14.1 wheel set, about 3 GB, when it is on this machine).
     """
     session.install("-e", ".[test]")
     args = list(session.posargs)

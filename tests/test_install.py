@@ -437,18 +437,89 @@ def test_a_build_that_did_not_land_is_a_failed_check_not_the_installers_status()
     assert not issubclass(BuildDidNotLand, InstallerFailed)
 
 
-def test_pip_on_a_mirror_without_pep658_metadata_downloads_torch_once(  # type: ignore[no-untyped-def]
+def test_pip_on_a_mirror_without_pep658_metadata_downloads_every_file_once(  # type: ignore[no-untyped-def]
     env, tmp_path: Path, pip_venv_template: Path, index_server
 ) -> None:
-    """A static mirror serves no ``.metadata``: the dry run that picks the family's files
-    must read torch's wheel, and the install must not fetch it a second time (issue 25)."""
+    """A static mirror serves no ``.metadata``: choosing the family's files must read the
+    wheels, and the install must not fetch any of them a second time: not torch, and not
+    torch's dependencies, which the user's index serves byte for byte (issue 25)."""
     index_server.no_metadata = True
     python = fresh_pip_venv(pip_venv_template, tmp_path)
+    (tmp_path / "tmp").mkdir()
+    env = {**env, "TMPDIR": str(tmp_path / "tmp")}  # where the downloads go: on disk, not the private tmpfs
     done = pip_gpu("torch==2.5.1", "--installer", "pip", "--python", str(python), *A100_ON_535, env=env)
     assert done.returncode == 0, done.stderr
     assert installed_versions(python)["torch"] == "2.5.1+cu124"
+    assert not list((tmp_path / "tmp").iterdir())  # and removed afterwards
     gets = [r.path for r in index_server.requests if r.method == "GET"]
     assert not [p for p in gets if p.endswith(".metadata")]  # the mirror really serves none
-    torch_wheels = [p for p in gets if p.rsplit("/", 1)[-1].startswith("torch-") and p.endswith(".whl")]
-    assert len(torch_wheels) == 1, torch_wheels
-    assert "verified: torch 2.5.1+cu124" in done.stderr
+    wheels = [p.rsplit("/", 1)[-1] for p in gets if p.endswith(".whl")]
+    assert (
+        "torch-2.5.1+cu124-py3-none-any.whl" in wheels
+        and "nvidia_cuda_runtime_cu12-12.4.127-py3-none-any.whl" in wheels
+    )
+    assert sorted(wheels) == sorted(set(wheels)), wheels  # each file once
+    assert "verified: torch 2.5.1+cu124 (CUDA 12.4)" in done.stderr
+    assert "WARNING" not in done.stderr
+    # pip freeze names the variant index's file, not the deleted scratch copy it was installed from
+    frozen = subprocess.run(
+        [str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True
+    ).stdout
+    torch_line = next(line for line in frozen.splitlines() if line.startswith("torch"))
+    assert torch_line.startswith(
+        f"torch @ {index_server.variant_url('cu124')}/torch-2.5.1%2Bcu124-py3-none-any.whl"
+    )
+    assert "file:" not in frozen
+    checked = subprocess.run([str(python), "-m", "pip", "check"], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_pip_on_a_static_mirror_downloads_again_what_the_users_indexes_serve_otherwise(  # type: ignore[no-untyped-def]
+    env, tmp_path: Path, pip_venv_template: Path, index_server
+) -> None:
+    """A file the user's indexes do not serve byte for byte (another index lists other bytes
+    under its name) comes from the user's indexes, as without pip-gpu: only the same bytes
+    are taken from the variant index's download."""
+    import hashlib
+    import uuid
+    import zipfile
+
+    index_server.no_metadata = True
+    name = "filelock-3.13.1-py3-none-any.whl"
+    rebuilt = index_server.root / "pypi" / f"rebuilt-{uuid.uuid4().hex[:8]}"
+    (rebuilt / "simple" / "filelock").mkdir(parents=True)
+    original = index_server.root / "pypi" / "packages" / name
+    with zipfile.ZipFile(original) as old, zipfile.ZipFile(rebuilt / name, "w") as new:
+        for item in old.infolist():
+            new.writestr(item, old.read(item))
+        new.comment = b"rebuilt by another mirror"
+    digest = hashlib.sha256((rebuilt / name).read_bytes()).hexdigest()
+    url_path = f"/pypi/{rebuilt.name}/{name}"
+    page = rebuilt / "simple" / "filelock"
+    (page / "index.html").write_text(f'<a href="{url_path}#sha256={digest}">{name}</a>\n')
+    listed = {"filename": name, "url": url_path, "hashes": {"sha256": digest}}
+    (page / "index.json").write_text(
+        json.dumps({"meta": {"api-version": "1.0"}, "name": "filelock", "files": [listed]})
+    )
+    extra = f"{index_server.base_url}/pypi/{rebuilt.name}/simple"
+    python = fresh_pip_venv(pip_venv_template, tmp_path)
+    done = pip_gpu(
+        "torch==2.5.1",
+        "--installer",
+        "pip",
+        "--extra-index-url",
+        extra,
+        "--python",
+        str(python),
+        *A100_ON_535,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    gets = [r.path for r in index_server.requests if r.method == "GET" and r.path.endswith(".whl")]
+    filelock = [p for p in gets if p.endswith(name)]
+    assert filelock[0] == f"/whl/{name}" and len(filelock) == 2, (
+        filelock
+    )  # the variant index's, then the user's
+    assert filelock[1] in (f"/pypi/packages/{name}", url_path)
+    others = [p.rsplit("/", 1)[-1] for p in gets if not p.endswith(name)]
+    assert sorted(others) == sorted(set(others)), others  # the rest once

@@ -36,6 +36,7 @@ from .errors import (
 )
 from .host import HostFlags, HostProfile
 from .installers import choose_installer, run_command, uv_binary
+from .kept_downloads import KeptIndex
 from .requirements import RewritePin, redact_url
 from .route import (
     FamilyFile,
@@ -187,6 +188,8 @@ def install(options: InstallOptions) -> InstallResult:
         _announce(plan, target, installer, dry_run=options.dry_run or options.installer_dry_run)
         routing = _routing(plan, target, passed, workdir, rewrite_pins(plan), uv_routed=installer == "uv")
         say = _stderr if not _quiet() else _silent
+        # The files a resolution downloads are kept for the install runs (pip on a static mirror).
+        kept = KeptIndex(workdir / "same-files") if installer == "pip" and not options.dry_run else None
         try:
             # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
             runs = _planned_runs(
@@ -198,6 +201,7 @@ def install(options: InstallOptions) -> InstallResult:
                 say=say,
                 resolved=resolved,
                 missing=partial(_missing_file, plan, host),
+                kept=kept,
             )
             if options.dry_run:
                 return InstallResult(
@@ -216,10 +220,17 @@ def install(options: InstallOptions) -> InstallResult:
             before = _versions(_installed_family(target))
             for run in runs:
                 run_command(run.command)
+            if kept is not None and kept.downloaded and plan.decision.index_url:
+                from .kept_downloads import restore_origins
+
+                restore_origins(target.site_packages, kept.downloads, plan.decision.index_url)
         except InstallerFailed as failure:
             _unreachable_variant_index(plan, failure)
             _with_missing_file(failure, _missing_file(plan, host))
             raise
+        finally:
+            if kept is not None:
+                kept.close()
     installed = _verify(
         plan, target, before, lambda names: _roll_back(plan, target, installer, uv, before, names)
     )
@@ -276,6 +287,7 @@ def _planned_runs(
     say: Callable[[str], None],
     resolved: Optional[str] = None,
     missing: Callable[[], Optional[str]] = lambda: None,
+    kept: Optional[KeptIndex] = None,
 ) -> list[_DryRun]:
     """The installer runs that install the request, in order, with the resolution settled.
 
@@ -290,7 +302,7 @@ def _planned_runs(
         unsettled = f"{where} does not answer" if where else None
     if unsettled is None:
         try:
-            return _settled_runs(plan, routing, installer, uv, resolved, keep_files=not dry_run)
+            return _settled_runs(plan, routing, installer, uv, resolved, kept=kept)
         except InstallerFailed as failure:
             if not dry_run:
                 raise
@@ -319,10 +331,10 @@ def _settled_runs(
     uv: str,
     resolved: Optional[str] = None,
     *,
-    keep_files: bool = False,
+    kept: Optional[KeptIndex] = None,
 ) -> list[_DryRun]:
-    """``resolved``: uv's resolution of this very plan, when it already ran. ``keep_files``:
-    the runs happen now, so files pip downloads to resolve may be kept for them."""
+    """``resolved``: uv's resolution of this very plan, when it already ran. ``kept``: the
+    runs happen now, so files pip downloads to resolve may be kept for them, there."""
     lines = list(plan.lines)
     if installer == "uv":
         pulled_in: list[str] = []
@@ -339,21 +351,24 @@ def _settled_runs(
         return [_DryRun(command, before=_resolved_note(pulled_in))]
     if routing.variant_index is None or uses_hashes(lines, routing.installer_args, routing.global_options):
         return [_DryRun(pip_hashed_command(routing, lines))]
-    family = _pip_family_files(plan, routing, [], keep_files=keep_files)
+    family, downloaded = _pip_family_files(plan, routing, [], kept=kept)
+    same_files = _same_files(plan, routing, downloaded, kept)
     elsewhere: list[str] = []
     if plan.installs_something_else():
         # Something else may bring in a family member (a library that needs torchvision):
         # resolve the whole request first, and route what it would take from elsewhere.
-        elsewhere = _pip_family_elsewhere(plan, routing, family)
+        elsewhere = _pip_family_elsewhere(plan, routing, family, same_files)
         if elsewhere:
             _stderr(
                 f"pip-gpu: {', '.join(elsewhere)} pulled in by other requirements: "
                 "routed to the variant index"
             )
-            family = _pip_family_files(plan, routing, elsewhere, keep_files=keep_files)
+            family, downloaded = _pip_family_files(plan, routing, elsewhere, kept=kept)
+            same_files = _same_files(plan, routing, downloaded, kept) or same_files
     _refuse_contradicting(plan, _wheel_versions(family), "pip's dry run on the variant index")
     before = "the torch family's files were chosen on the variant index by a pip dry run"
-    return [_DryRun(pip_command(routing, lines, family), before=before + _resolved_note(elsewhere, sep="; "))]
+    command = pip_command(routing, lines, family, same_files=same_files)
+    return [_DryRun(command, before=before + _resolved_note(elsewhere, sep="; "))]
 
 
 def _contradicting(plan: Plan, versions: Mapping[str, str]) -> list[str]:
@@ -411,28 +426,54 @@ def _resolved_note(pulled_in: Sequence[str], sep: str = "") -> str:
 
 
 def _pip_family_files(
-    plan: Plan, routing: Routing, pulled_in: Sequence[str], *, keep_files: bool = False
-) -> list[FamilyFile]:
-    """The files pip takes for the family on the variant index, found by a dry run there.
+    plan: Plan, routing: Routing, pulled_in: Sequence[str], *, kept: Optional[KeptIndex] = None
+) -> tuple[list[FamilyFile], Optional[Path]]:
+    """The files pip takes for the family on the variant index, and the folder they were
+    downloaded into (None: found by a dry run, left on the index).
 
-    ``keep_files``, on an index without PEP 658 metadata (a static mirror), where the dry run
-    would download every wheel to read it and the install would download the family again:
-    the files are downloaded once into the private scratch folder, the dry run reads them
-    there, and the install takes the family's files from there by path and hash (issue 25).
+    ``kept``, when the runs happen now, on an index without PEP 658 metadata (a static
+    mirror), where a dry run would download every wheel to read it and the install would
+    download them again: pip downloads the family with its dependencies once into ``kept``'s
+    folder, and the install takes the files from there (:mod:`pip_gpu.kept_downloads`, issue 25).
     """
     family = plan.family_lines()
     if not any(not line.constraint for line in family) and not pulled_in:
-        return []
-    report = routing.workdir / "family-report.json"
-    downloaded: Optional[Path] = None
+        return [], None
     names = [line.name for line in family if line.name and not line.constraint] + list(pulled_in)
-    if keep_files and routing.variant_index and not _announces_metadata(routing.variant_index, names[0]):
-        downloaded = routing.workdir / "family-files"
-        downloaded.mkdir(mode=0o700, exist_ok=True)
-        _settle(pip_family_download(routing, family, pulled_in, downloaded))
-    _settle(pip_family_probe(routing, family, pulled_in, report, downloaded=downloaded))
-    files = family_files_from_report(_read_report(report), plan.family_names)
-    return files if downloaded is None else [_hashed_here(file) for file in files]
+    if (
+        kept is not None
+        and routing.variant_index
+        and not _announces_metadata(routing.variant_index, names[0])
+    ):
+        from .kept_downloads import family_in
+
+        try:
+            earlier, downloaded = kept.new_download()
+        except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's
+            raise environment_fault(exc, "pip-gpu's download folder") from None
+        _settle(pip_family_download(routing, family, pulled_in, downloaded, earlier=earlier))
+        return family_in(downloaded, routing.variant_index, plan.family_names), downloaded
+    report = routing.workdir / "family-report.json"
+    _settle(pip_family_probe(routing, family, pulled_in, report))
+    return family_files_from_report(_read_report(report), plan.family_names), None
+
+
+def _same_files(
+    plan: Plan, routing: Routing, downloaded: Optional[Path], kept: Optional[KeptIndex]
+) -> Optional[str]:
+    """The URL of the local index of downloaded files the user's indexes serve byte for byte
+    (None: there are none)."""
+    if downloaded is None or kept is None or routing.variant_index is None:
+        return None
+    from .decide.resolution import index_args_for
+    from .kept_downloads import same_files_folder, user_places
+
+    places = user_places(index_args_for("pip", routing.installer_args, os.environ), routing.global_options)
+    if places is None:
+        return None
+    if not same_files_folder(downloaded, routing.variant_index, places, plan.family_names, kept.root):
+        return None
+    return kept.url
 
 
 def _announces_metadata(index: str, name: str) -> bool:
@@ -446,25 +487,12 @@ def _announces_metadata(index: str, name: str) -> bool:
     return not files or any(file.core_metadata for file in files)
 
 
-def _hashed_here(file: FamilyFile) -> FamilyFile:
-    """A kept file with the hash of the bytes on disk, which the install then checks."""
-    import hashlib
-    from urllib.parse import urlsplit
-    from urllib.request import url2pathname
-
-    if not file.url.startswith("file:"):
-        return file
-    digest = hashlib.sha256()
-    with open(url2pathname(urlsplit(file.url).path), "rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    return replace(file, sha256=digest.hexdigest())
-
-
-def _pip_family_elsewhere(plan: Plan, routing: Routing, family: Sequence[FamilyFile]) -> list[str]:
+def _pip_family_elsewhere(
+    plan: Plan, routing: Routing, family: Sequence[FamilyFile], same_files: Optional[str] = None
+) -> list[str]:
     """Family members the whole request would take from an index other than the variant index."""
     report = routing.workdir / "request-report.json"
-    command = pip_command(routing, list(plan.lines), family)
+    command = pip_command(routing, list(plan.lines), family, same_files=same_files)
     quiet = [a for a in command.argv if a not in ("-v", "--verbose")]
     _settle(
         InstallerCommand(

@@ -412,15 +412,23 @@ _INSTALL_ONLY = frozenset({"-U", "--upgrade", "--force-reinstall", "--break-syst
 
 
 def pip_family_download(
-    routing: Routing, family: Sequence[RequirementLine], pulled_in: Sequence[str], dest: Path
+    routing: Routing,
+    family: Sequence[RequirementLine],
+    pulled_in: Sequence[str],
+    dest: Path,
+    *,
+    earlier: Sequence[Path] = (),
 ) -> InstallerCommand:
     """``pip download`` of what :func:`pip_family_probe` resolves, into ``dest``.
 
     On an index without PEP 658 metadata pip must download every wheel to read its
-    dependencies; kept here, the dry run then reads them from ``dest`` and the install takes
-    the family's files from there, so each is fetched once.
+    dependencies; kept here, the install takes the files from ``dest``, so each is fetched
+    once. ``earlier``: folders of an earlier download of this install, read first (pip takes
+    a local file over the same file on an index), so a second resolution fetches nothing twice.
     """
     index_args, env, keep, file_args, files = _family_run_parts(routing, family, pulled_in)
+    for folder in earlier:
+        index_args = [*index_args, "--find-links", str(folder)]
     args: list[str] = []
     skip_value = False
     for arg in keep:
@@ -483,9 +491,17 @@ def _direct_reference(line: Optional[RequirementLine], file: FamilyFile) -> Requ
 
 
 def pip_command(
-    routing: Routing, lines: Sequence[RequirementLine], family_files: Sequence[FamilyFile]
+    routing: Routing,
+    lines: Sequence[RequirementLine],
+    family_files: Sequence[FamilyFile],
+    *,
+    same_files: Optional[str] = None,
 ) -> InstallerCommand:
-    """One pip run with the user's indexes: the family as direct references to the variant index."""
+    """One pip run with the user's indexes: the family as direct references to the variant index.
+
+    ``same_files``: a local index of files already downloaded that the user's indexes serve
+    byte for byte (:mod:`pip_gpu.kept_downloads`), added last so pip does not fetch them again.
+    """
     chosen = {file.name: file for file in family_files}
     out: list[RequirementLine] = []
     for line in lines:
@@ -494,6 +510,8 @@ def pip_command(
     out += [_direct_reference(None, file) for file in chosen.values()]  # brought in by the family
     file_args, files = _requirement_files(routing, "requirements", out, routing.global_options)
     argv = [str(routing.python), "-m", "pip", "install", *routing.installer_args, *file_args]
+    if same_files is not None:
+        argv += ["--extra-index-url", same_files]
     return InstallerCommand(
         argv=tuple(argv),
         purpose="pip: the torch family from the variant index's files, everything else from your indexes",

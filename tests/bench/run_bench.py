@@ -1058,6 +1058,56 @@ def row_real(s: Setting, rounds: int) -> list[Row]:
     return rows
 
 
+def row_real_static_mirror(s: Setting, rounds: int) -> Row:
+    """4c. Row 4b at real size (issue 25): the real torch 2.14.1+cu130 wheel set (about 3 GB)
+    from a static-file mirror without PEP 658 metadata, pip engine, a fresh venv and a cold pip
+    cache each round, against the plain pip one-liner on that mirror's variant index."""
+    what = (
+        "real size, pip, static mirror without PEP 658 metadata: `pip-gpu install torch==2.14.1` vs "
+        "`pip install torch==2.14.1+cu130 --index-url <mirror>/cu130`, fresh venv, cold cache"
+    )
+    missing = real_wheel_available()
+    if missing is not None:
+        return Row("4c", what, target="<= 1.10x", skipped=missing)
+    from support.realwheels import LABEL, TORCH, real_index
+
+    with real_index() as real:
+        env = dict(s.env, PIP_INDEX_URL=real.static_default_url)
+        env["PIP_GPU_PYTORCH_INDEX"] = real.static_pytorch_url
+        env.pop("UV_DEFAULT_INDEX", None)
+        done: list[Path] = []
+
+        def fresh() -> tuple[Path, dict[str, str]]:
+            for folder in done:  # about 5.5 GB installed and 3 GB cached a round
+                shutil.rmtree(folder, ignore_errors=True)
+            done.clear()
+            folder = s.fresh("real-static")
+            done.append(folder)
+            shutil.copytree(s.pip_template, folder / "venv", symlinks=True)
+            return venv_python(folder / "venv"), dict(env, PIP_CACHE_DIR=str(folder / "pip-cache"))
+
+        def plain_pip() -> Callable[[], float]:
+            python, round_env = fresh()
+            cmd = [str(python), "-m", "pip", "install", "--quiet", f"torch=={TORCH}+{LABEL}"]
+            cmd += ["--index-url", f"{real.static_pytorch_url}/{LABEL}"]
+            return lambda: run(cmd, round_env, python.parent, timeout=1800)
+
+        def pip_gpu_install() -> Callable[[], float]:
+            python, round_env = fresh()
+            cmd = [*PIP_GPU, "install", "--quiet", f"torch=={TORCH}", "--python", str(python)]
+            cmd += ["--installer", "pip", *REAL_HOST, "--variant", LABEL]
+            return lambda: run(cmd, round_env, python.parent.parent.parent, timeout=1800)
+
+        try:
+            base, cand = interleaved(plain_pip, pip_gpu_install, rounds)
+        except NotMeasurable as error:
+            return Row("4c", what, target="<= 1.10x", error=str(error))
+        finally:
+            for folder in done:
+                shutil.rmtree(folder, ignore_errors=True)
+    return ratio_row("4c", what, base, cand, 1.10)
+
+
 def _real_doctor_and_check(
     s: Setting, env: dict[str, str], locks: Path, python: Path, rounds: int
 ) -> list[Row]:
@@ -1289,7 +1339,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=15, help="rounds for the cheap commands (1, 2, 7a)")
     parser.add_argument("--install-rounds", type=int, default=5, help="rounds for 3-6 and 7b")
     parser.add_argument(
-        "--real-rounds", type=int, default=2, help="rounds for the real-size rows 11a/11b (about 3 GB each)"
+        "--real-rounds", type=int, default=2, help="rounds for the real-size rows 4c, 11a and 11b (3 GB each)"
     )
     parser.add_argument("--only", default="", help="comma-separated row numbers to run (default: all)")
     args = parser.parse_args(argv)
@@ -1329,6 +1379,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 ("9", lambda: [row_unanswered_index(setting, max(3, args.rounds // 3))]),
                 ("10", lambda: row_memory(setting, 3)),
                 ("11", lambda: row_real(setting, args.real_rounds)),
+                ("4c", lambda: [row_real_static_mirror(setting, args.real_rounds)]),
                 ("12", lambda: row_project(setting, args.install_rounds)),
             ]
             if "7c" in only:  # optional: asked for by number only

@@ -187,8 +187,11 @@ def _metadata_of(wheel: Path) -> bytes:
         return archive.read(name)
 
 
-def _write_simple(root: Path, files: list[Path], url_prefix: str, hashes: dict[str, str]) -> None:
-    """PEP 503 pages with PEP 658 metadata for ``files`` (served from ``url_prefix``)."""
+def _write_simple(
+    root: Path, files: list[Path], url_prefix: str, hashes: dict[str, str], metadata: bool = True
+) -> None:
+    """PEP 503 pages with PEP 658 metadata for ``files`` (served from ``url_prefix``); without
+    it (``metadata=False``) as a plain static-file mirror writes them."""
     projects: dict[str, list[Path]] = {}
     for path in files:
         projects.setdefault(str(parse_wheel_filename(path.name)[0]), []).append(path)
@@ -198,10 +201,11 @@ def _write_simple(root: Path, files: list[Path], url_prefix: str, hashes: dict[s
     for project, paths in projects.items():
         rows = []
         for path in sorted(paths):
-            metadata = path.parent / (path.name + ".metadata")
+            twin = path.parent / (path.name + ".metadata")
             attrs = f'href="{url_prefix}/{html.escape(path.name)}#sha256={_sha256(path, hashes)}"'
-            attrs += f' data-dist-info-metadata="sha256={hashlib.sha256(metadata.read_bytes()).hexdigest()}"'
-            attrs += f' data-core-metadata="sha256={hashlib.sha256(metadata.read_bytes()).hexdigest()}"'
+            if metadata:
+                digest = hashlib.sha256(twin.read_bytes()).hexdigest()
+                attrs += f' data-dist-info-metadata="sha256={digest}" data-core-metadata="sha256={digest}"'
             rows.append(f"<a {attrs}>{html.escape(path.name)}</a>\n")
         (root / project).mkdir(exist_ok=True)
         (root / project / "index.html").write_text(
@@ -215,6 +219,8 @@ class RealIndex:
     default_url: str  # the stand-in PyPI
     uv_cache: Path  # kept between runs: a warm install only links files
     pip_cache: Path
+    static_pytorch_url: str = ""  # both indexes again, without PEP 658 metadata
+    static_default_url: str = ""
 
 
 def _prepare(cache: Path) -> Path:
@@ -249,6 +255,9 @@ def _prepare(cache: Path) -> Path:
     default = [*common, served(plain_torch), served(new_numpy), served(old_numpy)]
     _write_simple(index / "whl" / LABEL, variant, "/files", hashes)
     _write_simple(index / "pypi" / "simple", default, "/files", hashes)
+    # The same indexes as a plain static-file mirror serves them: no PEP 658 metadata (issue 25).
+    _write_simple(index / "static" / "whl" / LABEL, variant, "/files", hashes, metadata=False)
+    _write_simple(index / "static" / "pypi" / "simple", default, "/files", hashes, metadata=False)
     hashes_file.write_text(json.dumps(hashes))
     return index
 
@@ -292,6 +301,8 @@ def real_index() -> Iterator[RealIndex]:
             default_url=f"{base}/pypi/simple",
             uv_cache=cache / "uv-cache",
             pip_cache=cache / "pip-cache",
+            static_pytorch_url=f"{base}/static/whl",
+            static_default_url=f"{base}/static/pypi/simple",
         )
     finally:
         server.shutdown()
