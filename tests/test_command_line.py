@@ -144,6 +144,16 @@ def test_a_dry_run_says_it_would_install_and_every_json_document_has_a_schema_ve
         assert json.loads(out.stdout)["schema_version"] == 1, command
 
 
+def test_a_dry_run_of_a_request_without_torch_does_not_say_a_torch_build_was_chosen(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    args = ("install", "numpy", "--dry-run", "--installer", "pip", "--python", sys.executable, *NO_GPU)
+    script = pip_gpu(*args, env=env, cwd=tmp_path).stdout
+    assert script.startswith("# pip-gpu install --dry-run: torch-family packages, if needed, from "), script
+    assert "chosen on the variant index" not in script and "torch 2." not in script.splitlines()[0]
+    assert "# pip: everything from your indexes (no torch-family package)" in script
+
+
 def test_quiet_leaves_out_the_notes_of_install(env: dict[str, str], tmp_path: Path) -> None:
     args = ("install", "torch==2.5.1", "--dry-run", "--python", sys.executable, *NO_GPU)
     loud = pip_gpu(*args, env=env, cwd=tmp_path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -343,6 +344,14 @@ def test_explain_whose_variant_index_cannot_be_reached_does_not_say_nothing_need
     # fixture-app brings in no family member: that needs no variant index to know
     unneeded = pip_gpu("explain", "fixture-app", *A100_ON_535, env=gone, cwd=tmp_path).stdout
     assert "\nNote: nothing in the request needs torch" in unneeded, unneeded
+    # only family members: what could not be checked is what they need of each other
+    pair = pip_gpu(
+        "install", "--dry-run", "torch", "torchvision", "--python", sys.executable, *A100_ON_535, env=gone
+    ).stderr
+    (unread,) = [line for line in pair.splitlines() if "not counted" in line]
+    assert unread.startswith("pip-gpu: note: not counted, what torch and torchvision need of each other: "), (
+        unread
+    )
     assert "not counted" not in unneeded, unneeded
 
 

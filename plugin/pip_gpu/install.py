@@ -258,7 +258,7 @@ def _announce(plan: Plan, target: TargetEnv, installer: str, *, dry_run: bool = 
     doing = f"a dry run: would install with {installer}" if dry_run else f"installing with {installer}"
     say(f"pip-gpu: target {target.python} (Python {target.python_version}, from {target.chosen_by})")
     where = redact_url(decision.index_url) if decision.index_url else "PyPI"
-    if any(not line.constraint for line in plan.family_lines()):
+    if _names_family(plan):
         say(f"pip-gpu: torch {decision.torch} -> {decision.variant} from {where}; {doing}")
     else:
         say(f"pip-gpu: torch-family packages, if needed, come from {where} ({decision.variant}); {doing}")
@@ -316,6 +316,11 @@ def _planned_runs(
     note = f"not settled ({unsettled})"
     if installer == "uv":
         return [_DryRun(uv_command(routing, lines, uv=uv), before=note)]
+    if not _names_family(plan):  # no family file to choose: nothing for a dry run on the variant index
+        command = replace(pip_command(routing, lines, []), purpose=_EVERYTHING_FROM_YOURS)
+        return [
+            _DryRun(command, before=f"{note}: a torch-family package another requirement pulls in is routed")
+        ]
     probe = pip_family_probe(routing, plan.family_lines(), [], routing.workdir / "family-report.json")
     note += (
         ": pip-gpu replaces each torch-family line with a direct reference to the file the dry run "
@@ -366,9 +371,14 @@ def _settled_runs(
             family, downloaded = _pip_family_files(plan, routing, elsewhere, kept=kept)
             same_files = _same_files(plan, routing, downloaded, kept) or same_files
     _refuse_contradicting(plan, _wheel_versions(family), "pip's dry run on the variant index")
-    before = "the torch family's files were chosen on the variant index by a pip dry run"
     command = pip_command(routing, lines, family, same_files=same_files)
+    if not family:  # nothing of the family to install: no file was chosen on the variant index
+        return [_DryRun(replace(command, purpose=_EVERYTHING_FROM_YOURS))]
+    before = "the torch family's files were chosen on the variant index by a pip dry run"
     return [_DryRun(command, before=before + _resolved_note(elsewhere, sep="; "))]
+
+
+_EVERYTHING_FROM_YOURS = "pip: everything from your indexes (no torch-family package)"
 
 
 def _contradicting(plan: Plan, versions: Mapping[str, str]) -> list[str]:
@@ -739,9 +749,17 @@ class _DryRun:
 
 
 def _decision_line(plan: Plan, installer: str) -> str:
+    """The script's first line, worded as :func:`_announce` words the decision."""
     decision = plan.decision
     where = redact_url(decision.index_url) if decision.index_url else "PyPI"
+    if not _names_family(plan):
+        return f"torch-family packages, if needed, from {where} ({decision.variant}), with {installer}"
     return f"torch {decision.torch} -> {decision.variant} from {where}, with {installer}"
+
+
+def _names_family(plan: Plan) -> bool:
+    """Whether the request itself names a torch-family package (not only as a constraint)."""
+    return any(not line.constraint for line in plan.family_lines())
 
 
 def _in_dir(text: str, workdir: Path) -> str:

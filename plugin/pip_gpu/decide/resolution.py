@@ -865,7 +865,14 @@ def read_whole_request(
             if context.strict or isinstance(failure, ResolutionConflict):
                 raise
             reason = failure.message.removeprefix(f"{_READING}: ")
-            notes.append(f"not counted, what the other requirements need of torch: {reason}")
+            # Without other requirements the reading checks the named family members against
+            # each other (torchvision's own torch pin): say that, not "the other requirements".
+            unchecked = (
+                "what the other requirements need of torch"
+                if others
+                else f"what {_listed({line.name or '' for line in written})} need of each other"
+            )
+            notes.append(f"not counted, {unchecked}: {reason}")
             closure = Closure(())
             unread = True
         downstream = list(closure.constraints)
