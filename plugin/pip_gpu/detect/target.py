@@ -55,9 +55,13 @@ FAMILY_WITH_BUILD_INFO = ("torch", "torchvision", "torchaudio")  # the ones that
 #   copies:    sys.path, the user site, conda, and every folder holding a torch package
 #   markers:   the folder to import packaging from (pip-gpu's own), for the PEP 508 values
 _PROBE = r"""
-import ast, base64, csv, hashlib, json, os, re, sys, sysconfig
-import importlib.metadata as md, importlib.util as u
+import json, os, sys, sysconfig
+import importlib.util as u
 ask = json.loads(sys.stdin.read() or "{}")
+if ask.get("installed") or ask.get("family") or ask.get("copies"):
+    # only where asked: importlib.metadata and ast are most of a bare probe's start-up
+    import ast, base64, csv, hashlib, re
+    import importlib.metadata as md
 paths = sysconfig.get_paths()
 out = {"version": "%d.%d" % sys.version_info[:2], "prefix": sys.prefix, "base_prefix": sys.base_prefix,
        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
