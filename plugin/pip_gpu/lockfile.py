@@ -785,15 +785,18 @@ def read_lock(path: Path) -> Optional[LockFile]:
     return LockFile(path=path, pylock=pylock, record=record, sha256=hashlib.sha256(data).hexdigest())
 
 
-def find_lock_family(directory: Path) -> list[LockFile]:
-    """Every pip-gpu lock in ``directory`` (``pylock.<variant>.toml``), by file name."""
+def find_lock_family(directory: Path, known: Sequence[LockFile] = ()) -> list[LockFile]:
+    """Every pip-gpu lock in ``directory`` (``pylock.<variant>.toml``), by file name.
+
+    ``known``: locks this process has just written and read; not parsed again."""
     family: list[LockFile] = []
+    already = {lock.path: lock for lock in known}
     try:
         names = sorted(entry.name for entry in directory.iterdir() if _LOCK_NAME_RE.match(entry.name))
     except OSError:
         return []
     for name in names:
-        lock = read_lock(directory / name)
+        lock = already.get(directory / name) or read_lock(directory / name)
         if lock is not None:
             family.append(lock)
     return family
