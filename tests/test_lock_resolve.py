@@ -138,3 +138,34 @@ def test_a_guess_from_the_reading_the_lock_does_not_bear_out_is_taken_back(
     assert _runs(counted_uv) == ["pip compile"] * 3  # the guess, then the two runs without it
     guessed = (tmp_path / "guessed" / "pylock.cu124.toml").read_bytes()
     assert (tmp_path / "taken-back" / "pylock.cu124.toml").read_bytes() == guessed
+
+
+def test_after_a_lock_only_the_variants_it_left_alone_are_named_stale(
+    fixture_index: IndexServer,
+    counted_uv: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The locks just written are not read again to find the stale ones: the note names the
+    variant locked from the old inputs, never one written now."""
+    _isolated(fixture_index, tmp_path, monkeypatch)
+    folder = tmp_path / "project"
+    assert _lock_in(folder, "cu124,cpu", fixture_index, monkeypatch) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    (folder / "requirements.in").write_text("torch==2.5.1\nfixture-app\n")
+    lock = [
+        "lock",
+        "-r",
+        "requirements.in",
+        "--variants",
+        "cu124",
+        "--pytorch-index",
+        fixture_index.pytorch_url,
+    ]
+    assert cli.main([*lock, "--python-version", PYTHON, "--no-gpu"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "stale" in line]
+    assert notes == [
+        "pip-gpu: note: pylock.cpu.toml was locked from other inputs and is now stale; "
+        "add cpu to --variants to re-resolve it"
+    ], notes
