@@ -46,7 +46,7 @@ from ..decide.plan import (
     rewrite_pins,
 )
 from ..decide.rules import request_from_requirements
-from ..detect.target import find_target
+from ..detect.target import target_python_version
 from ..errors import (
     NoBuildRuns,
     PipGpuError,
@@ -168,7 +168,7 @@ def _lock_targets(
     elif recorded is not None:
         base = list(recorded.targets)
     else:
-        python = find_target(None, options.cwd, os.environ).python_version
+        python = target_python_version(options.cwd, os.environ)
         base = [LockTarget.make(host.os, host.arch, python, "this host")]
     return combine_targets(base, options.platforms, options.arches, options.python_versions, host)
 
