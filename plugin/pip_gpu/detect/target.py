@@ -240,10 +240,9 @@ def target_python_version(cwd: Path, env: Mapping[str, str]) -> str:
         same = False
     if not same:
         return probe(python, chosen_by).python_version
-    import sysconfig
+    from .platform import current_python_version
 
-    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-    return f"{sys.version_info[0]}.{sys.version_info[1]}" + ("t" if free_threaded else "")
+    return current_python_version()
 
 
 def _chosen_interpreter(
