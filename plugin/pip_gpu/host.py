@@ -41,6 +41,26 @@ class HostFlags:
     python_version: Optional[str] = None
     amd_gfx: tuple[str, ...] = ()  # AMD GPUs by LLVM gfx target (``--amd-gfx gfx1100``)
 
+    def as_argv(self) -> tuple[str, ...]:
+        """The flags that give these facts again: a command pip-gpu suggests describes the same host."""
+        argv: list[str] = []
+        if self.driver is not None:
+            argv += ["--driver", self.driver]
+        for value in self.compute_capabilities:
+            argv += ["--compute-capability", value]
+        for value in self.amd_gfx:
+            argv += ["--amd-gfx", value]
+        if self.no_gpu:
+            argv.append("--no-gpu")
+        for flag, given in (
+            ("--platform", self.platform),
+            ("--arch", self.arch),
+            ("--python-version", self.python_version),
+        ):
+            if given is not None:
+                argv += [flag, given]
+        return tuple(argv)
+
 
 def driver_at_least(driver: str, minimum: str) -> bool:
     """Whether NVIDIA driver ``driver`` is ``minimum`` or newer (535.104.05 >= 525.60.13).
