@@ -493,6 +493,21 @@ def test_container_without_devices_on_a_gpu_host(envs: Envs, no_nvml_dir: Path, 
     assert quiet.status("container") == "warning"
 
 
+def test_a_container_whose_gpus_nvml_reads_is_healthy_without_a_cpu_warning(
+    envs: Envs, fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    # issue 25: NVML read the A100 in a container where doctor saw no /dev/nvidia*, and the verdict
+    # was "healthy: ... (1 warning: in a container without GPUs: ... will run on the CPU)". NVML
+    # reaches the GPUs through the driver's device nodes, as CUDA does: the GPUs were passed in.
+    machine = fake_machine(tmp_path / "m", nodes=(), nvidia_pci_driver=None, dockerenv=True)
+    out = doctor_run(tmp_path, fake_nvml_dir, python=envs.cu124, machine=machine)
+    gpus = "1 NVIDIA GPU (NVIDIA A100-SXM4-80GB, driver 535.104.05)"
+    assert (out.rc, out.verdict) == (0, f"healthy: torch 2.5.1+cu124 runs on this machine's {gpus}")
+    container = out.finding("container")
+    assert container["summary"] == f"in a container, and nvml reads {gpus}: the GPUs were passed in"
+    assert "CPU" not in out.stdout
+
+
 def test_container_with_gpu_devices_passes(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
     machine = fake_machine(tmp_path / "m", dockerenv=True)
     out = doctor_run(
@@ -657,7 +672,7 @@ def test_stale_lock(envs: Envs, tmp_path: Path, fixture_index: IndexServer) -> N
     assert report.exit_status == 1
     assert report.verdict.startswith("the environment does not match the lock: pylock.cu124.toml is stale")
     assert "requirements.in changed" in report.verdict
-    assert report.verdict.endswith("Fix: pip-gpu sync")
+    assert report.verdict.endswith(f"Fix: pip-gpu sync --python {envs.cu124}")  # the target checked
 
 
 def test_lock_of_another_build_fails(envs: Envs, tmp_path: Path, fixture_index: IndexServer) -> None:
@@ -919,6 +934,41 @@ def test_a_cuda_build_on_a_host_without_gpus_is_not_healthy(
     # NVML was not asked: the skipped checks say the flags' host has none, not "see nvml"
     assert out.finding("driver")["summary"] == "the flags describe a host without an NVIDIA driver"
     assert out.finding("gpu-arch")["summary"] == "the flags describe a host without an NVIDIA GPU"
+
+
+def test_amd_host_flags_name_the_host_they_describe(envs: Envs, fake_nvml_dir: Path, tmp_path: Path) -> None:
+    # issue 25: --amd-gfx was answered with "this machine has no NVIDIA GPU", and the fix left the
+    # flags out (run as printed, it would decide for this machine)
+    amd = "the host the flags describe has 1 AMD GPU (gfx1100) and no NVIDIA GPU"
+    cpu = doctor_run(tmp_path, fake_nvml_dir, python=envs.cpu, args=["--amd-gfx", "gfx1100"])
+    assert (cpu.rc, cpu.verdict) == (0, f"healthy: torch 2.5.1+cpu, and {amd}")
+    assert cpu.finding("nvml")["summary"] == "the driver and GPUs were given as flags; NVML was not asked"
+    cuda = doctor_run(tmp_path, fake_nvml_dir, python=envs.cu124, args=["--amd-gfx", "gfx1100"])
+    assert cuda.rc == 1
+    assert cuda.verdict == (
+        f"torch 2.5.1+cu124 is a CUDA 12.4 build but {amd}: it will run on the CPU. "
+        f"Fix: pip-gpu install --amd-gfx gfx1100 --python {envs.cu124} --force-reinstall torch==2.5.1 "
+        "torchvision==0.20.1"
+    )
+
+
+def test_fixes_repeat_the_host_flags(
+    envs: Envs, fake_nvml_dir: Path, tmp_path: Path, fixture_index: IndexServer
+) -> None:
+    # issue 25: a fix the user copies must describe the host doctor checked
+    flags = ["--driver", "535.104.05", "--compute-capability", "8.0"]
+    out = doctor_run(tmp_path, fake_nvml_dir, python=envs.cpu, args=flags)
+    assert out.verdict == (
+        "torch 2.5.1+cpu is a CPU-only build; the host the flags describe has 1 NVIDIA GPU (GPU 0, "
+        f"driver 535.104.05). Fix: pip-gpu install {' '.join(flags)} --python {envs.cpu} "
+        "--force-reinstall torch==2.5.1"
+    )
+    _lock_here(fixture_index, tmp_path, "torch==2.5.1\n")
+    (tmp_path / "requirements.in").write_text("torch==2.5.1\ntorchaudio\n")  # the lock is stale
+    stale = doctor_run(tmp_path, fake_nvml_dir, python=envs.cu124, args=flags, as_json=False)
+    assert stale.rc == 1
+    assert stale.stdout.splitlines()[0].endswith(f"Fix: pip-gpu sync --python {envs.cu124} {' '.join(flags)}")
+    assert f"fix: pip-gpu sync --python {envs.cu124} {' '.join(flags)}" in stale.stdout
 
 
 def test_cuda_visible_devices_is_reported_when_the_gpus_come_from_flags(

@@ -197,6 +197,24 @@ def test_a_missing_node_file_is_a_usage_error(tmp_path: Path) -> None:
     assert_one_line_error(done, "absent.json")
 
 
+def test_an_unreachable_variant_index_is_noted_once(tmp_path: Path) -> None:
+    # issue 25: explain says it decided from the knowledge file; fleet plan said nothing
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        index = f"http://127.0.0.1:{closed.getsockname()[1]}/whl"
+    env = {**_env(), "PIP_GPU_PYTORCH_INDEX": index}
+    done = pip_gpu("fleet", "plan", "torch==2.5.1", "--nodes", str(GFD_NODES), "--python-version", "3.11",
+                   "--json", env=env, cwd=tmp_path)  # fmt: skip
+    plan = json.loads(done.stdout)
+    assert (done.returncode, plan["torch"]) == (1, "2.5.1")  # decided all the same
+    [note] = plan["notes"]
+    assert note.startswith(f"could not read what {index}/cu124 carries (cannot reach {index}/cu124/torch/")
+    assert note.endswith(", nor 2 other variant indexes; the plan is decided from the knowledge file")
+    assert done.stderr.splitlines() == [f"pip-gpu: note: {note}"]
+
+
 def test_a_fleet_nothing_runs_on_has_no_release(tmp_path: Path) -> None:
     doc = json.loads(GFD_NODES.read_text())
     doc["items"] = [n for n in doc["items"] if n["metadata"]["name"] == "rtx5090-570"]

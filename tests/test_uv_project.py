@@ -191,6 +191,24 @@ def test_dry_run_prints_the_diff_and_writes_nothing(
     assert "uv sync --extra cu124" in out
 
 
+def test_a_new_setup_puts_one_blank_line_between_tables(
+    project: Path, index_server: IndexServer, tmp_path: Path
+) -> None:
+    # issue 25: a project without any [tool] table got a doubled blank line before [tool.uv]
+    # (and between the [[tool.uv.index]] entries)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\nversion = "0.1.0"\ndependencies = ["torch==2.5.1", "numpy"]\n'
+    )
+    status, out, err = setup(
+        project, env_for(index_server, tmp_path, CU124_HOST), "--variants", "cpu,cu124", "--dry-run"
+    )
+    assert status == 0, err
+    added = [line[1:] for line in out.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    assert added[added.index("[tool.uv]") - 1 :][:2] == ["", "[tool.uv]"]
+    assert added.count("[[tool.uv.index]]") == 2
+    assert not any(a == b == "" for a, b in zip(added, added[1:])), "\n".join(added)
+
+
 def test_the_extra_suggested_is_the_one_this_host_runs(
     project: Path, index_server: IndexServer, tmp_path: Path
 ) -> None:

@@ -318,6 +318,33 @@ def test_a_requirements_file_takes_the_family_from_the_variant_index_and_the_res
     assert (site_packages(python) / PLAIN_PROJECT / "__init__.py").is_file()
 
 
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_install_passes_the_installer_options_on(
+    variant_index: VariantIndex, env: dict[str, str], tmp_path: Path, installer: str
+) -> None:
+    """``--index-url`` and ``--pre`` reach the run that installs the rest: the configured
+    default index does not answer, the one given on the command line does."""
+    python = make_venv(tmp_path / "venv", with_pip=installer == "pip")
+    closed = {k: v for k, v in env.items() if k != "UV_DEFAULT_INDEX"}  # it would beat uv's --index-url
+    closed.update(PIP_INDEX_URL="http://127.0.0.1:9/simple", UV_INDEX_URL="http://127.0.0.1:9/simple")
+    args = ("install", "torch", PLAIN_PROJECT, "--installer", installer, "--python", str(python))
+    args += (
+        "--variant-index",
+        variant_index.url,
+        "--index-url",
+        variant_index.server.pypi_url,
+        "--pre",
+        *B200,
+    )
+    plan = json.loads(pip_gpu(*args, "--dry-run", "--json", env=closed, cwd=tmp_path).stdout)
+    (command,) = plan["commands"]
+    assert "--pre" in command["argv"] and variant_index.server.pypi_url in command["argv"], command["argv"]
+    done = pip_gpu(*args, env=closed, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert landed(python) == "cu130"
+    assert (site_packages(python) / PLAIN_PROJECT / "__init__.py").is_file()
+
+
 # --- lock: the other packages, the targets ----------------------------------------------------
 
 

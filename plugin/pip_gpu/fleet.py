@@ -81,6 +81,7 @@ class FleetPlan:
     torch: Optional[str]
     variants: tuple[str, ...]
     nodes: tuple[NodePlan, ...]
+    notes: tuple[str, ...] = ()  # how it was decided: a variant index that did not answer
 
     @property
     def unserved(self) -> tuple[NodePlan, ...]:
@@ -90,6 +91,7 @@ class FleetPlan:
         return {
             "torch": self.torch,
             "variants": list(self.variants),
+            "notes": list(self.notes),
             "nodes": [
                 {"name": n.name, "variant": n.variant, "reason": n.reason, "gpu": n.gpu} for n in self.nodes
             ],
@@ -569,6 +571,7 @@ def make_fleet_plan(options: FleetPlanOptions) -> FleetPlan:
     decided: dict[Hashable, tuple[tuple[Any, ...], Optional[str]]] = {}
     # Nodes read alike share one host object, and so one NodeOptions' runnable and blocker.
     shared: dict[tuple[int, bool], NodeOptions] = {}
+    from_file: list[str] = []  # the decisions' notes that an index did not answer
     for node in nodes:
         known = shared.get((id(node.host), bool(node.gpu_count)))
         if known is None:
@@ -584,6 +587,7 @@ def make_fleet_plan(options: FleetPlanOptions) -> FleetPlan:
                 )
                 knowledge = plan.knowledge  # releases learned from the index serve every node
                 decision = plan.decision
+                from_file += [n for n in decision.notes if n.endswith(_FROM_FILE) and n not in from_file]
                 blocked = decision.blocked()
                 blocker = (
                     "; ".join(filter(None, (blocked.message, _fleet_hint(blocked.hint)))) if blocked else None
@@ -599,6 +603,18 @@ def make_fleet_plan(options: FleetPlanOptions) -> FleetPlan:
         per_node.append(NodeOptions(node, known.runnable, known.blocker))
     newest_first = [r.torch for r in knowledge.releases if r.torch in releases]
     fleet = plan_fleet(per_node, newest_first, fewest=options.fewest)
-    if fleet.torch is None:
-        return fleet
-    return FleetPlan(spelled.get(fleet.torch, fleet.torch), fleet.variants, fleet.nodes)
+    notes = (_from_file_note(from_file),) if from_file else ()
+    torch = None if fleet.torch is None else spelled.get(fleet.torch, fleet.torch)
+    return FleetPlan(torch, fleet.variants, fleet.nodes, notes)
+
+
+_FROM_FILE = "; decided from the knowledge file"
+
+
+def _from_file_note(notes: Sequence[str]) -> str:
+    """One note for the whole plan where the decisions fell back on the knowledge file: the
+    first index's own words, and how many others did not answer either."""
+    first = notes[0].removesuffix(_FROM_FILE)
+    others = len(notes) - 1
+    more = f", nor {others} other variant index{'es' if others > 1 else ''}" if others else ""
+    return f"{first}{more}; the plan is decided from the knowledge file"

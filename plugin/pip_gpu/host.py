@@ -7,6 +7,7 @@ and the decision core reads them. Every fact names where it came from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Optional
 
 __all__ = [
@@ -41,12 +42,34 @@ class HostFlags:
     python_version: Optional[str] = None
     amd_gfx: tuple[str, ...] = ()  # AMD GPUs by LLVM gfx target (``--amd-gfx gfx1100``)
 
+    def as_argv(self) -> tuple[str, ...]:
+        """The flags that give these facts again: a command pip-gpu suggests describes the same host."""
+        argv: list[str] = []
+        if self.driver is not None:
+            argv += ["--driver", self.driver]
+        for value in self.compute_capabilities:
+            argv += ["--compute-capability", value]
+        for value in self.amd_gfx:
+            argv += ["--amd-gfx", value]
+        if self.no_gpu:
+            argv.append("--no-gpu")
+        for flag, given in (
+            ("--platform", self.platform),
+            ("--arch", self.arch),
+            ("--python-version", self.python_version),
+        ):
+            if given is not None:
+                argv += [flag, given]
+        return tuple(argv)
 
+
+@lru_cache(maxsize=256)
 def driver_at_least(driver: str, minimum: str) -> bool:
     """Whether NVIDIA driver ``driver`` is ``minimum`` or newer (535.104.05 >= 525.60.13).
 
     Driver versions are dotted numbers, so PEP 440 ordering compares them correctly; one
-    that does not parse is never new enough.
+    that does not parse is never new enough. Remembered: a decision asks it of every
+    candidate build (hundreds for ``explain torch``), of a handful of pairs.
     """
     from packaging.version import InvalidVersion, Version
 

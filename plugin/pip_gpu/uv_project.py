@@ -309,6 +309,7 @@ def _uv_setup(options: UvSetupOptions) -> UvSetupResult:
     for table, new in ((extras, new_extras), (sources, new_sources)):
         if new:
             table.add(tomlkit.nl())
+    _one_blank_line_before_new_tables(tomlkit, document)
     written = tomlkit.dumps(document)
     host_extra = _host_extra(written, requirements, host, options.pytorch_index)
     if not options.dry_run:
@@ -355,6 +356,35 @@ def _without_empty_header(uv: Any) -> None:
     ]
     if not plain and hasattr(uv, "_is_super_table"):
         uv._is_super_table = True  # tomlkit sets it only in the constructor
+
+
+def _one_blank_line_before_new_tables(tomlkit: Any, document: Any) -> None:
+    """tomlkit starts a table it adds with a newline even where the text before already ends in
+    a blank line (setup's new tables end with one): drop that newline, so one blank line stays
+    between tables. Tables read from the file start with no newline and are left as they are."""
+    import tomlkit.items
+
+    def tables(container: Any) -> Any:
+        for _, item in container.body:
+            if isinstance(item, tomlkit.items.Table):
+                yield item
+                yield from tables(item.value)
+            elif isinstance(item, tomlkit.items.AoT):
+                for entry in item.body:
+                    yield entry
+                    yield from tables(entry.value)
+
+    for table in list(tables(document)):
+        indent = table.trivia.indent
+        if not indent.startswith("\n"):
+            continue
+        with_it = tomlkit.dumps(document)
+        table.trivia.indent = indent[1:]
+        without = tomlkit.dumps(document)
+        # the first place the two differ is where the newline goes; what comes before is the same
+        at = next((i for i, (a, b) in enumerate(zip(with_it, without)) if a != b), len(without))
+        if not without[:at].endswith("\n\n"):
+            table.trivia.indent = indent
 
 
 def _drop_stale_companions(current: Any, needs: _TorchNeeds, wanted: Sequence[str]) -> None:

@@ -79,6 +79,8 @@ class VariantInstallOptions:
     constraint_files: tuple[str, ...] = ()  # -c: family lines narrow the choice, the rest passed on
     dry_run: bool = False
     installer_output_to_stderr: bool = False  # stdout carries JSON (sync --json)
+    # ``install``'s pass-through options (``--pre``, ``--index-url``, ...), as installer arguments
+    installer_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -298,10 +300,12 @@ def _install_commands(
     rest: tuple[list[str], dict[Path, str]],
     no_deps: bool,
     named: bool = True,
+    installer_args: Sequence[str] = (),
 ) -> list[InstallerCommand]:
     """The installer runs: the chosen wheels by direct reference, the rest (``-r``/``-c`` files)
     as the installer resolves it from your indexes. ``named``: the references go on the command
-    line (else the rest's files hold them, hash-checked with the rest: ``sync``)."""
+    line (else the rest's files hold them, hash-checked with the rest: ``sync``).
+    ``installer_args``: the user's pass-through options, given to the run that resolves the rest."""
     from .installers import uv_binary
 
     rest_args, rest_files = rest
@@ -311,7 +315,7 @@ def _install_commands(
     replace_label = [
         f for f in files if installed_label(target, f.package) not in (None, (f.version, f.label))
     ]
-    extra = ["--no-deps"] if no_deps else []
+    extra = ["--no-deps", *installer_args] if no_deps else list(installer_args)
     purpose = f"{chosen} install of the chosen variant wheels"
     if chosen == "uv":
         argv = [uv_binary(), "pip", "install", "--python", str(target.python), *extra, *lines, *rest_args]
@@ -342,11 +346,12 @@ def _install_files(
     no_deps: bool,
     named: bool = True,
     to_stderr: bool = False,
+    installer_args: Sequence[str] = (),
 ) -> None:
     from .installers import choose_installer, run_command
 
     chosen = choose_installer(installer, None, target)
-    for command in _install_commands(target, chosen, files, rest, no_deps, named):
+    for command in _install_commands(target, chosen, files, rest, no_deps, named, installer_args):
         run_command(command, to_stderr=to_stderr)
 
 
@@ -451,6 +456,12 @@ def install_variant_wheels(
         if choice.wheel is None:
             raise _refuse(choice, host)
     installer = choose_installer(options.installer, None, target)
+    from .config import user_indexes
+
+    # As plain install: everything but the family from the indexes the one rule names, whichever
+    # installer runs (uv is given pip's configuration, or pip uv's).
+    passed = [*options.installer_args]
+    passed += user_indexes(os.environ, options.cwd).args_for(installer, passed)
     if options.dry_run:
         files = [
             _Fetched(c.package, str(c.version), c.label or "", DRY_RUN_FOLDER / c.wheel.name.plain_filename)
@@ -458,13 +469,20 @@ def install_variant_wheels(
             if c.wheel is not None
         ]
         rest = request.installer_files(DRY_RUN_FOLDER)
-        commands = _install_commands(target, installer, files, rest, no_deps=False)
+        commands = _install_commands(target, installer, files, rest, no_deps=False, installer_args=passed)
         return choices, VariantDryRun(tuple(choices), installer, target.python, tuple(commands), host)
     with tempfile.TemporaryDirectory(prefix="pip-gpu-variants-") as folder:
         files = [
             _fetch(c.package, str(c.version), c.wheel, Path(folder)) for c in choices if c.wheel is not None
         ]
-        _install_files(target, installer, files, request.installer_files(Path(folder)), no_deps=False)
+        _install_files(
+            target,
+            installer,
+            files,
+            request.installer_files(Path(folder)),
+            no_deps=False,
+            installer_args=passed,
+        )
     _verify(target, [(c.package, str(c.version), c.label or "") for c in choices])
     for choice in choices:
         _say(

@@ -165,3 +165,23 @@ def _one(value: Any) -> Optional[str]:
     if isinstance(value, list):
         return str(value[0]) if value else None
     return None if value is None else str(value)
+
+
+def passthrough_dest(long: str) -> str:
+    """``pt_--quiet``: the global -q/-v are merged into these (:mod:`pip_gpu.cli`)."""
+    return f"pt_{long}"
+
+
+def passed_options(args: argparse.Namespace) -> list[tuple[str, Optional[str]]]:
+    """The pass-through installer options ``install`` was given (long name, value or None for
+    a flag); none for a command without them."""
+    from ..route import INSTALLER_OPTIONS
+
+    passed: list[tuple[str, Optional[str]]] = []
+    for option in INSTALLER_OPTIONS:
+        given = getattr(args, passthrough_dest(option.long), None)
+        if option.takes_value:
+            passed += [(option.long, value) for value in given or ()]
+        else:
+            passed += [(option.long, None)] * (given or 0)
+    return passed

@@ -66,6 +66,8 @@ def cmd_fleet_plan(args: argparse.Namespace) -> int:
         cwd=Path.cwd(),
     )
     plan = make_fleet_plan(options)
+    for note in plan.notes:
+        print(f"pip-gpu: note: {note}", file=sys.stderr)
     if args.json:
         from ..ui import versioned
 

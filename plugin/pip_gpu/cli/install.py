@@ -10,7 +10,16 @@ from typing import Any, Optional
 from ..errors import EXIT_OK, UsageError
 from ..install import InstallOptions, install
 from ..route import INSTALLER_OPTIONS
-from .flags import add_decision_flags, add_host_flags, add_target_flags, host_flags
+from .flags import (
+    add_decision_flags,
+    add_host_flags,
+    add_target_flags,
+    host_flags,
+    passed_options,
+)
+from .flags import (
+    passthrough_dest as _dest,
+)
 
 __all__ = ["add_install_parser", "install_options", "run_install"]
 
@@ -62,20 +71,9 @@ def add_install_parser(commands: Any) -> None:
     parser.set_defaults(handler=run_install)
 
 
-def _dest(long: str) -> str:
-    """``pt_--quiet``: the global -q/-v are merged into these (:mod:`pip_gpu.cli`)."""
-    return f"pt_{long}"
-
-
 def install_options(args: argparse.Namespace, cwd: Optional[Path] = None) -> InstallOptions:
     """The ``Namespace`` of ``pip-gpu install`` as typed options."""
-    passed: list[tuple[str, Optional[str]]] = []
-    for option in INSTALLER_OPTIONS:
-        given = getattr(args, _dest(option.long))
-        if option.takes_value:
-            passed += [(option.long, value) for value in given or ()]
-        else:
-            passed += [(option.long, None)] * (given or 0)
+    passed = passed_options(args)
     return InstallOptions(
         requirements=tuple(args.requirements),
         requirement_files=tuple(args.requirement),

@@ -60,7 +60,16 @@ def _options(args: argparse.Namespace, index_url: str, cwd: Optional[Path] = Non
         requirement_files=tuple(getattr(args, "requirement", ()) or ()),
         constraint_files=tuple(getattr(args, "constraint", ()) or ()),
         dry_run=bool(getattr(args, "dry_run", False)),
+        installer_args=tuple(_installer_args(args)),
     )
+
+
+def _installer_args(args: argparse.Namespace) -> list[str]:
+    """``install``'s pass-through options (none for the other commands)."""
+    from ..route import installer_args
+    from .flags import passed_options
+
+    return installer_args(passed_options(args))
 
 
 def run_variant_command(command: str, args: argparse.Namespace, where: Any) -> int:

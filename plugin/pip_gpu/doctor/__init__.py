@@ -74,6 +74,7 @@ def doctor(options: DoctorOptions) -> Report:
         machine=gather_machine(env),
         target=target_facts,
         python_flag=options.python,
+        host_argv=options.host.as_argv(),
         cwd=cwd,
         compiled_archs=compiled,
         lock=lock_facts,

@@ -9,6 +9,7 @@ returns a :class:`Finding`; the report's verdict is the first failure's cause an
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -138,6 +139,28 @@ def _describe_host_gpus(host: HostProfile) -> str:
     if count == 0:
         return f"an NVIDIA driver ({driver}) but no readable GPU"
     return f"{count} NVIDIA GPU{'s' if count > 1 else ''} ({_gpu_list(host.nvidia_gpus)}, {driver})"
+
+
+def _the_host(facts: Facts) -> str:
+    """Whose GPUs doctor speaks of: this machine's, or those of the host the flags describe."""
+    return "the host the flags describe" if facts.gpu_facts_given else "this machine"
+
+
+def _without_nvidia(facts: Facts) -> str:
+    """``this machine has no NVIDIA GPU``; for flags, what the host they describe has instead."""
+    amd = facts.host.amd_gpus if facts.gpu_facts_given else ()
+    if not amd:
+        return f"{_the_host(facts)} has no NVIDIA GPU"
+    targets = ", ".join(dict.fromkeys(gpu.gfx_target for gpu in amd))
+    many = "s" if len(amd) > 1 else ""
+    return f"{_the_host(facts)} has {len(amd)} AMD GPU{many} ({targets}) and no NVIDIA GPU"
+
+
+def _not_found(facts: Facts) -> str:
+    """Why a CUDA build has no NVIDIA GPU to run on, in words."""
+    if facts.gpu_facts_given:
+        return _without_nvidia(facts)
+    return "the NVIDIA GPUs could not be read" if facts.host.driver_version else "no NVIDIA GPU was found"
 
 
 def _sm(gpu: NvidiaGpu) -> str:
@@ -373,14 +396,15 @@ def check_torch(facts: Facts) -> Finding:
         return Finding(
             "torch",
             FAILURE,
-            f"{torch.describe()} is {kind} build; this machine has {_describe_host_gpus(host)}",
+            f"{torch.describe()} is {kind} build; {_the_host(facts)} has {_describe_host_gpus(host)}",
             (*evidence, why),
             command,
         )
     if not variant.is_cuda:
-        return Finding("torch", OK, f"{torch.describe()} ({variant} build); no NVIDIA GPU here", evidence)
+        here = _without_nvidia(facts) if facts.gpu_facts_given else "no NVIDIA GPU here"
+        return Finding("torch", OK, f"{torch.describe()} ({variant} build); {here}", evidence)
     if not has_nvidia:
-        where = "the NVIDIA GPUs could not be read" if host.driver_version else "no NVIDIA GPU was found"
+        where = _not_found(facts)
         return Finding(
             "torch",
             WARNING,
@@ -457,7 +481,7 @@ def check_driver(facts: Facts) -> Finding:
         return Finding("driver", SKIPPED, "no CUDA build of torch is installed")
     cuda = torch.cuda_version
     if host.driver_version is None:
-        if facts.nvidia_facts_given:  # NVML was not asked: "see nvml" would point nowhere
+        if facts.gpu_facts_given:  # NVML was not asked: "see nvml" would point nowhere
             return Finding("driver", SKIPPED, "the flags describe a host without an NVIDIA driver")
         return Finding("driver", SKIPPED, "no NVIDIA driver was found (see nvml)")
     minimum = facts.knowledge.minimum_driver_for(cuda, host.os)
@@ -516,7 +540,7 @@ def check_gpu_architecture(facts: Facts) -> Finding:
         return Finding("gpu-arch", SKIPPED, "no CUDA build of torch is installed")
     gpus = host.visible_nvidia_gpus or host.nvidia_gpus
     if not gpus:
-        if facts.nvidia_facts_given:
+        if facts.gpu_facts_given:
             return Finding("gpu-arch", SKIPPED, "the flags describe a host without an NVIDIA GPU")
         return Finding("gpu-arch", SKIPPED, "no NVIDIA GPU could be read")
     build, origin = _build_from_binary(facts, _known_build(facts, torch), torch)
@@ -552,7 +576,7 @@ def check_nvml(facts: Facts) -> Finding:
     """NVML answers: the driver is installed, loaded, matches its library, and may be used."""
     host = facts.host
     machine = facts.machine
-    if facts.nvidia_facts_given:
+    if facts.gpu_facts_given:
         return Finding("nvml", SKIPPED, "the driver and GPUs were given as flags; NVML was not asked")
     problem = next((p for p in host.problems if p.code.startswith("nvml-")), None)
     evidence = tuple(
@@ -666,7 +690,7 @@ def check_cuda_visible_devices(facts: Facts) -> Finding:
     gpus = facts.host.nvidia_gpus
     if value is None:
         return Finding("cuda-visible-devices", OK, "CUDA_VISIBLE_DEVICES is not set")
-    if facts.nvidia_facts_given:
+    if facts.gpu_facts_given:
         # The GPUs come from flags, but the variable is this environment's, and torch reads it
         # whatever told pip-gpu about the GPUs: apply it to the GPUs given.
         from ..detect import apply_cuda_visible_devices
@@ -727,11 +751,22 @@ def check_container(facts: Facts) -> Finding:
         return Finding(
             "container", OK, f"in a container with {len(machine.nvidia_nodes)} /dev/nvidia* nodes", evidence
         )
+    host = facts.host
+    if host.nvidia_gpus and not facts.gpu_facts_given:
+        # NVML (or nvidia-smi) reaches the GPUs through the driver's device nodes, as CUDA does: the
+        # GPUs were passed in, wherever the nodes are. "Will run on the CPU" would contradict it.
+        source = host.sources.get("nvidia_gpus", "NVML")
+        return Finding(
+            "container",
+            OK,
+            f"in a container, and {source} reads {_describe_host_gpus(host)}: the GPUs were passed in",
+            evidence,
+        )
     requested_gpus = requested is not None and requested.strip().lower() not in _NO_GPU_REQUESTED
     torch = facts.target.torch
     cuda_build = torch is not None and torch.cuda_version is not None
     if not requested_gpus and not machine.nvidia_pci:
-        if cuda_build and facts.nvidia_facts_given:
+        if cuda_build and facts.gpu_facts_given:
             # The GPUs come from flags: they describe another host, not this container.
             return Finding(
                 "container",
@@ -902,7 +937,7 @@ def check_cuda_build_has_a_gpu(facts: Facts) -> Finding:
         return Finding("cuda-build", OK, "no CUDA build of torch to run")
     if host.nvidia_gpus:
         return Finding("cuda-build", OK, f"the CUDA build has {_describe_host_gpus(host)} to run on")
-    where = "the NVIDIA GPUs could not be read" if host.driver_version else "no NVIDIA GPU was found"
+    where = _not_found(facts)
     command, why, _ = _replacement(facts) if not host.driver_version else (None, "", None)
     return Finding(
         "cuda-build",
@@ -1022,9 +1057,28 @@ def diagnose(
     findings = [_run_check(check, facts) for check in checks]
     if run_import:
         findings.append(_run_check(check_import, facts))
+    findings = [replace(f, fix=_for_the_same_host(facts, f.fix)) if f.fix else f for f in findings]
     return Report(
         tuple(findings), _healthy_summary(facts), facts.target.target, facts.host, facts.compiled_archs
     )
+
+
+# pip-gpu's commands that decide for a host (all take the host flags); sync and check also read
+# the target interpreter (--python)
+_HOST_COMMAND = re.compile(r"\bpip-gpu (install|sync|check|lock)\b")
+
+
+def _for_the_same_host(facts: Facts, fix: str) -> str:
+    """A fix names the host and the interpreter doctor checked: the host flags as given (a
+    command without them would decide for this machine), and --python where doctor had it."""
+
+    def same(match: re.Match[str]) -> str:
+        argv = list(facts.host_argv)
+        if facts.python_flag and match.group(1) in ("sync", "check") and "--python" not in fix:
+            argv = ["--python", facts.python_flag, *argv]
+        return " ".join([match.group(0), *map(shlex.quote, argv)])
+
+    return _HOST_COMMAND.sub(same, fix)
 
 
 def _run_check(check: Callable[[Facts], Finding], facts: Facts) -> Finding:
@@ -1039,8 +1093,7 @@ def _run_check(check: Callable[[Facts], Finding], facts: Facts) -> Finding:
 def _healthy_summary(facts: Facts) -> str:
     torch = facts.target.torch
     what = torch.describe() if torch else "torch"
-    given = facts.nvidia_facts_given
     if facts.host.nvidia_gpus:
-        where = "the host the flags describe, with" if given else "this machine's"
+        where = "the host the flags describe, with" if facts.gpu_facts_given else "this machine's"
         return f"{what} runs on {where} {_describe_host_gpus(facts.host)}"
-    return f"{what}, and {'the host the flags describe' if given else 'this machine'} has no NVIDIA GPU"
+    return f"{what}, and {_without_nvidia(facts)}"

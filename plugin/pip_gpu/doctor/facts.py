@@ -149,17 +149,19 @@ class Facts:
     machine: MachineFacts
     target: TargetFacts
     python_flag: Optional[str] = None  # --python as given, repeated in fix commands
+    host_argv: tuple[str, ...] = ()  # the host flags as given (--driver ...), repeated in fix commands
     cwd: Path = field(default_factory=Path.cwd)
     compiled_archs: Optional[CompiledArchs] = None  # the GPU code torch's CUDA library really has
     lock: Optional[LockFacts] = None  # None: no lock in cwd
     torch_import: Optional[TorchImport] = None  # None: torch was not imported
 
     @property
-    def nvidia_facts_given(self) -> bool:
-        """The driver/GPUs came from flags or PIP_GPU_* variables, not from NVML."""
+    def gpu_facts_given(self) -> bool:
+        """The driver/GPUs (NVIDIA or AMD) came from flags or PIP_GPU_* variables: they describe
+        the host the flags name, and NVML was not asked."""
         return any(
             self.host.sources.get(key, "").startswith(("--", "PIP_GPU_"))
-            for key in ("driver_version", "nvidia_gpus")
+            for key in ("driver_version", "nvidia_gpus", "amd_gpus")
         )
 
 
