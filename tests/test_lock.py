@@ -7,6 +7,7 @@ fixture's PyTorch-like ``/whl/<variant>`` (``--pytorch-index``) and its stand-in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -229,6 +230,21 @@ def test_an_invalid_lock_is_never_written(tmp_path: Path) -> None:
         lockfile.write_lock(path, 'lock-version = "1.0"\ncreated-by = "pip-gpu"\n')
     assert path.read_text(encoding="utf-8") == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["pylock.cu124.toml"]
+
+
+def test_a_lock_read_back_in_the_same_process_is_the_text_on_disk(project: Project, tmp_path: Path) -> None:
+    """Texts validated before writing are not parsed again when read back; a file changed
+    since (the same process reading it again) is read as it now is, and refused when invalid."""
+    path = tmp_path / "pylock.cu124.toml"
+    text = project.first_run["cu124"].decode()
+    assert lockfile.write_lock(path, text)
+    read = lockfile.read_lock(path)
+    assert read is not None and read.pylock == lockfile.validate_lock_text(text, "fresh")
+    assert read.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    newer = text.replace('lock-version = "1.0"', 'lock-version = "2.0"')
+    path.write_text(newer, encoding="utf-8")
+    with pytest.raises(lockfile.UsageError, match=r"lock-version 2\.0 is not supported"):
+        lockfile.read_lock(path)
 
 
 # --- sync and check --------------------------------------------------------------------------

@@ -210,14 +210,14 @@ def test_the_users_indexes_go_to_uvs_environment_behind_the_family_index() -> No
 
 
 def test_a_uv_resolution_says_who_brings_the_family_in() -> None:
-    from pip_gpu.decide.resolution import _parse_resolution
+    from pip_gpu.decide.resolution import parse_resolution
 
     text = (
         "fixture-llm==0.6.4.post1\n    # via -r request.txt\n    # from http://i/simple\n"
         "./mylib-0.1-py3-none-any.whl\n    # via -r request.txt\n"
         "torch==2.5.1+cu124\n    # via\n    #   fixture-llm\n    #   mylib\n    # from file:///fam\n"
     )
-    entries = _parse_resolution(text)
+    entries = parse_resolution(text)
     assert entries[0] == ("fixture-llm", "==", "0.6.4.post1", ["-r request.txt"], "http://i/simple")
     assert entries[1][:3] == ("", "@", "./mylib-0.1-py3-none-any.whl")
     assert entries[2] == ("torch", "==", "2.5.1+cu124", ["fixture-llm", "mylib"], "file:///fam")

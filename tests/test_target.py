@@ -137,3 +137,33 @@ def test_something_that_is_not_python(tmp_path: Path) -> None:
     with pytest.raises(PipGpuError, match="could not read the installed packages"):
         read_installed(fake)
     assert read_import_view(fake, ["torch"]).family == {}
+
+
+def test_lock_target_version_is_known_here_for_this_interpreter_and_asked_of_any_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lock`` needs only the target's Python version: the interpreter running pip-gpu (the
+    same file, whatever link leads to it) is not started to say it; any other one is asked."""
+    import subprocess
+
+    from pip_gpu.detect.target import target_python_version
+
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    wrapper = tmp_path / "env" / "bin" / "python"  # another program: a script that runs a python
+    wrapper.parent.mkdir(parents=True)
+    asked = tmp_path / "asked"
+    wrapper.write_text(f'#!/bin/sh\ntouch {asked}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    linked = tmp_path / "linked" / "bin" / "python"  # a venv's link to this very interpreter
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(sys.executable)
+
+    assert target_python_version(tmp_path, {"VIRTUAL_ENV": str(wrapper.parent.parent)}) == here
+    assert asked.exists()  # the probe ran in it
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    assert target_python_version(tmp_path, {"VIRTUAL_ENV": str(linked.parent.parent)}) == here
+    assert target_python_version(tmp_path, {}) == here  # no venv: pip-gpu's own interpreter

@@ -59,6 +59,7 @@ class Plan:
     torch_constraints: tuple[TorchConstraint, ...] = ()  # issue 13: who asks what of torch
     index_unreachable: str = ""  # the variant index pip-gpu's own read found silent (issue 27)
     others_unread: bool = False  # what the other requirements need of torch could not be read
+    reading: str = ""  # that reading's resolution of the whole request (WholeRequest.reading)
 
     @cached_property
     def lines(self) -> tuple[RequirementLine, ...]:
@@ -268,6 +269,7 @@ def decide_for(
         torch_constraints=constraints,
         index_unreachable=unreachable,
         others_unread=whole is not None and whole.others_unread,
+        reading=whole.reading if whole is not None else "",
     )
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "constraints_of_lines",
     "installed_preference",
     "member_constraints",
+    "parse_resolution",
     "variant_of_link",
 ]
 
@@ -255,6 +256,8 @@ class Closure:
     constraints: tuple[TorchConstraint, ...]
     conflict: str = ""
     notes: tuple[str, ...] = ()
+    # The whole request's resolution (``uv pip compile`` output, annotated), when it resolved.
+    resolution: str = ""
 
 
 def closure_requirements(
@@ -428,7 +431,7 @@ def _read_closure(
         found, notes = _constraints_of_resolution(resolved, family, others, context)
         return Closure(tuple(found), whole_failure.message, tuple(notes))
     found, notes = _constraints_of_resolution(resolved, family, others, context)
-    return Closure(tuple(found), "", tuple(notes))
+    return Closure(tuple(found), "", tuple(notes), resolved)
 
 
 def _brings_no_family(
@@ -443,7 +446,7 @@ def _brings_no_family(
         resolved = _uv_compile(others, global_options, context, None)
     except ResolutionFailed:
         return False
-    return all(name and name not in family for name, *_ in _parse_resolution(resolved))
+    return all(name and name not in family for name, *_ in parse_resolution(resolved))
 
 
 def _uv_compile(
@@ -538,7 +541,7 @@ def _failure(output: str) -> ResolutionFailed:
 _PIN_RE = r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*(==|@)\s*(\S+)"
 
 
-def _parse_resolution(text: str) -> list[tuple[str, str, str, list[str], Optional[str]]]:
+def parse_resolution(text: str) -> list[tuple[str, str, str, list[str], Optional[str]]]:
     """``(name, "==" or "@", version or URL, via, index)`` for each package of a ``uv pip
     compile`` output written with ``--annotation-style split`` and ``--emit-index-annotation``."""
     import re
@@ -583,7 +586,7 @@ def _constraints_of_resolution(
     core metadata; where it cannot be read, the version uv's resolution picks for them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    entries = _parse_resolution(resolved)
+    entries = parse_resolution(resolved)
     family_set = set(family)
     by_name = {name: (how, value, index) for name, how, value, _, index in entries if name}
     askers: dict[str, list[tuple[str, str]]] = {}  # parent -> [(family member, its resolved version)]
@@ -812,6 +815,9 @@ class WholeRequest:
     notes: tuple[str, ...] = ()
     conflict: str = ""  # uv's words when the request cannot be resolved whatever build is chosen
     others_unread: bool = False  # the reading failed: what the other requirements need is unknown
+    # The reading's resolution of the whole request (Closure.resolution): ``lock`` routes the
+    # family members it shows coming with exactly pinned ones before its own first uv run.
+    reading: str = ""
 
     def decision_requirements(self, direct: Collection[str]) -> list[Requirement]:
         """The derived constraints the decision reads: those on torch and its companions."""
@@ -855,6 +861,7 @@ def read_whole_request(
     notes: list[str] = []
     conflict = ""
     unread = False
+    reading = ""
     if context is not None:
         others = [line for line in lines if line.name not in family] if context.resolve_others else []
         written = [line for line in lines if line.name in family]
@@ -878,6 +885,7 @@ def read_whole_request(
         downstream = list(closure.constraints)
         notes += closure.notes
         conflict = closure.conflict
+        reading = closure.resolution
         constraints += downstream
         # Family members other packages pin (vllm pins xformers): their torch, in turn.
         pinned_members = [
@@ -902,7 +910,9 @@ def read_whole_request(
         origin = f"required by {_listed(sources)}"
         added.append(RequirementLine(str(requirement), requirement, package, origin=origin))
         notes.append(f"{package} pulled in by other requirements: {_who_requires(sources)} {requirement}")
-    return WholeRequest(tuple(constraints), tuple(added), tuple(preferences), tuple(notes), conflict, unread)
+    return WholeRequest(
+        tuple(constraints), tuple(added), tuple(preferences), tuple(notes), conflict, unread, reading
+    )
 
 
 def _listed(names: Collection[str]) -> str:

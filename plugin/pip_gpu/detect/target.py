@@ -37,6 +37,7 @@ __all__ = [
     "probe",
     "read_import_view",
     "read_installed",
+    "target_python_version",
 ]
 
 PROBE_TIMEOUT_S = 60
@@ -55,9 +56,13 @@ FAMILY_WITH_BUILD_INFO = ("torch", "torchvision", "torchaudio")  # the ones that
 #   copies:    sys.path, the user site, conda, and every folder holding a torch package
 #   markers:   the folder to import packaging from (pip-gpu's own), for the PEP 508 values
 _PROBE = r"""
-import ast, base64, csv, hashlib, json, os, re, sys, sysconfig
-import importlib.metadata as md, importlib.util as u
+import json, os, sys, sysconfig
+import importlib.util as u
 ask = json.loads(sys.stdin.read() or "{}")
+if ask.get("installed") or ask.get("family") or ask.get("copies"):
+    # only where asked: importlib.metadata and ast are most of a bare probe's start-up
+    import ast, base64, csv, hashlib, re
+    import importlib.metadata as md
 paths = sysconfig.get_paths()
 out = {"version": "%d.%d" % sys.version_info[:2], "prefix": sys.prefix, "base_prefix": sys.base_prefix,
        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
@@ -221,13 +226,41 @@ def find_target(
     ``installing``: refuse when none of them says where; otherwise (a command that only
     reads) take the interpreter running pip-gpu.
     """
+    return probe(*_chosen_interpreter(python, cwd, env, system=system, installing=installing))
+
+
+def target_python_version(cwd: Path, env: Mapping[str, str]) -> str:
+    """The Python version of the interpreter :func:`find_target` takes for a command that only
+    reads (``lock``'s own target), not started when it is the very program running pip-gpu
+    (the same file: the same version, so the probe would only say what is known here)."""
+    python, chosen_by = _chosen_interpreter(None, cwd, env)
+    try:
+        same = os.path.samefile(python, sys.executable)
+    except OSError:
+        same = False
+    if not same:
+        return probe(python, chosen_by).python_version
+    from .platform import current_python_version
+
+    return current_python_version()
+
+
+def _chosen_interpreter(
+    python: Optional[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    *,
+    system: bool = False,
+    installing: bool = False,
+) -> tuple[Path, str]:
+    """The interpreter :func:`find_target` asks, and what chose it."""
     if system and not python:
         on_path = shutil.which("python3", path=env.get("PATH")) or shutil.which(
             "python", path=env.get("PATH")
         )
         if on_path is None:
             raise UsageError("--system: no python3 on PATH", "pass --python PATH to an interpreter")
-        return probe(Path(on_path), "--system")
+        return Path(on_path), "--system"
     if python:
         # ``--python ./python``: kept relative, Path drops the ./ and a child runs the python on
         # PATH; absolute, a value with a separator or naming an existing file is that file.
@@ -238,20 +271,20 @@ def find_target(
                 raise UsageError(
                     f"--python {python}: no interpreter in that folder", "point at a venv or a python"
                 )
-            return probe(found, "--python")
+            return found, "--python"
         if not given.exists():
             raise UsageError(f"--python {python}: no such file", "point at a Python interpreter or a venv")
-        return probe(given, "--python")
+        return given, "--python"
     if env.get("VIRTUAL_ENV"):
         found = _interpreter_in(Path(env["VIRTUAL_ENV"]))
         if found is not None:
-            return probe(found, "VIRTUAL_ENV")
+            return found, "VIRTUAL_ENV"
     local = _interpreter_in(cwd / ".venv")
     if local is not None:
-        return probe(local, "./.venv")
+        return local, "./.venv"
     if installing:
         raise _no_target_error()
-    return probe(Path(sys.executable), "pip-gpu's interpreter")
+    return Path(sys.executable), "pip-gpu's interpreter"
 
 
 def _ask(

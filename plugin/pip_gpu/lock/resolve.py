@@ -46,7 +46,7 @@ from ..decide.plan import (
     rewrite_pins,
 )
 from ..decide.rules import request_from_requirements
-from ..detect.target import find_target
+from ..detect.target import target_python_version
 from ..errors import (
     NoBuildRuns,
     PipGpuError,
@@ -150,6 +150,10 @@ class _Job:
     previous: Optional[LockFile] = None  # the variant's current lock: its versions are preferred
     one_of_several: bool = False  # the variant is resolved for several targets
     pre_routed: tuple[str, ...] = ()  # family members to route before the resolution shows them
+    # Family members the reading's resolution shows coming with exactly pinned ones (torch's
+    # triton), each with (the pinned member, its version there): routed in the first uv run,
+    # kept only when the lock holds those versions too (:func:`_from_the_reading`).
+    from_reading: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
 
 def _lock_targets(
@@ -164,7 +168,7 @@ def _lock_targets(
     elif recorded is not None:
         base = list(recorded.targets)
     else:
-        python = find_target(None, options.cwd, os.environ).python_version
+        python = target_python_version(options.cwd, os.environ)
         base = [LockTarget.make(host.os, host.arch, python, "this host")]
     return combine_targets(base, options.platforms, options.arches, options.python_versions, host)
 
@@ -274,7 +278,7 @@ def lock(options: LockOptions) -> LockReport:
         request=request,
     )
     new_digest = written[0].record.inputs_digest if written else None
-    for other in find_lock_family(directory):
+    for other in find_lock_family(directory, known=written):
         if other.variant not in variants and other.record.inputs_digest != new_digest:
             _say(
                 f"pip-gpu: note: {other.path.name} was locked from other inputs and is now stale; "
@@ -492,6 +496,15 @@ def relock(
             else job
             for job in jobs
         ]
+    # The reading (one uv run, for the whole request) already shows which family members torch
+    # brings in: where it read this very variant index for this very environment, they are
+    # routed at once, not found from a first lock run and resolved again.
+    jobs = [
+        replace(job, from_reading=_from_the_reading(job, context.family_indexes))
+        if not job.pre_routed
+        else job
+        for job in jobs
+    ]
     upgrade_args = ["--upgrade"] if upgrade else []
     upgrade_args += [arg for name in upgrade_packages for arg in ("--upgrade-package", name)]
     uv = uv_binary()
@@ -704,6 +717,78 @@ def _family_locked_for(job: _Job) -> tuple[str, ...]:
     return tuple(sorted(names & job.plan.family_names))
 
 
+def _from_the_reading(
+    job: _Job, reading_indexes: Sequence[str]
+) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    """The family members the reading's resolution (``Plan.reading``) takes from the variant
+    index only because exactly pinned family members require them (torch==2.5.1+cu124 ->
+    triton), with those members' versions there.
+
+    Only where that reading is this lock's own question: the family from this variant's index
+    alone, for the environment of the interpreter that ran it (the job's platform, machine and
+    Python). A member pinned to one version requires the same packages in the same
+    environment, so the lock's first run would find them taken from elsewhere and run again
+    with them routed (:func:`_resolve`); routed at once, that second run is the only one.
+    """
+    from packaging.markers import default_environment
+
+    from ..decide.resolution import parse_resolution
+    from ..requirements import exact_version_of, rewrite_line
+
+    plan = job.plan
+    if not plan.reading or tuple(reading_indexes) != (plan.decision.index_url,):
+        return ()
+    here = default_environment()
+    systems = {"linux": "Linux", "macos": "Darwin", "windows": "Windows"}
+    if (
+        here["python_version"] != job.target.python_version
+        or here["platform_system"] != systems.get(job.target.os)
+        or here["platform_machine"] != job.target.arch
+    ):
+        return ()
+    pins = rewrite_pins(plan)
+    named = {line.name for line in plan.lines if line.name in plan.family_names and not line.constraint}
+    exact: dict[str, Version] = {}
+    for line in plan.lines:
+        if line.name in named and line.requirement is not None and line.link is None:
+            version = exact_version_of(rewrite_line(line, pins).requirement or line.requirement)
+            if version is not None:
+                exact[line.name] = version
+    found: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    entries = parse_resolution(plan.reading)
+    versions = {name: version for name, how, version, _, _ in entries if name and how == "=="}
+    for name, _, _, via, _ in entries:
+        if not name or name not in plan.family_names or name in named:
+            continue
+        requirers = [canonicalize_name(v.split(" ", 1)[0]) for v in via]
+        if not requirers or any(r not in exact or r not in versions for r in requirers):
+            continue  # brought in by something not pinned to one version: the lock's run says
+        try:
+            if any(Version(versions[r]) != exact[r] for r in requirers):
+                continue
+        except InvalidVersion:
+            continue
+        found.append((name, tuple((r, versions[r]) for r in requirers)))
+    return tuple(found)
+
+
+def _reading_held(job: _Job, pylock: Mapping[str, Any]) -> bool:
+    """Whether the lock holds every member the reading's family members came with at the
+    version the reading had (then the lock needs them as the reading did)."""
+    locked: dict[str, Optional[str]] = {
+        canonicalize_name(str(p.get("name", ""))): p.get("version") for p in pylock.get("packages", [])
+    }
+    for _, requirers in job.from_reading:
+        for name, version in requirers:
+            held = locked.get(name)
+            try:
+                if held is None or Version(str(held)) != Version(version):
+                    return False
+            except InvalidVersion:
+                return False
+    return True
+
+
 def _seed_preferences(job: _Job, pylock_out: Path) -> None:
     """Put what the variant's lock holds for this target where uv writes, so that uv keeps
     those versions (uv reads an existing ``-o`` file, a ``pylock.toml`` included, as
@@ -783,13 +868,26 @@ def _resolve(
 
     lock_out = workdir / "pylock.toml"
     _seed_preferences(job, lock_out)
-    pulled_in: list[str] = list(job.pre_routed)
-    for _ in range(3):  # each round can only add family members; a few suffice
+    seeded = lock_out.read_bytes() if lock_out.exists() else None
+    speculative = sorted({name for name, _ in job.from_reading} - set(job.pre_routed))
+    pulled_in: list[str] = sorted({*job.pre_routed, *speculative})
+    # each round can only add family members; a few suffice (and one more to take back a guess)
+    for _ in range(4 if speculative else 3):
         command = compile_command(["--format", "pylock.toml", "-o", str(lock_out)], pulled_in)
         failure = run(command)
-        if failure:
+        if failure and not speculative:
             return None, failure
-        pylock = load_toml(lock_out.read_text(encoding="utf-8"), "uv's lock output")
+        pylock = load_toml(lock_out.read_text(encoding="utf-8"), "uv's lock output") if not failure else {}
+        if speculative:
+            held = not failure and _reading_held(job, pylock)
+            speculative = []
+            if not held:  # not the reading's question after all: resolved as without it
+                pulled_in = list(job.pre_routed)
+                if seeded is not None:
+                    lock_out.write_bytes(seeded)
+                else:
+                    lock_out.unlink(missing_ok=True)
+                continue
         routed = _routed_names(command, plan.family_names)
         if routed is None:  # nothing routed by name: the variant index is one of the indexes
             break
