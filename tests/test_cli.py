@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -313,6 +314,31 @@ def test_help_explains_the_commands() -> None:
     assert "--compute-capability" in pip_gpu("explain", "--help").stdout
     for command in ("explain", "install", "lock"):
         assert "--amd-gfx" in pip_gpu(command, "--help").stdout, command
+
+
+def test_detect_and_explain_load_only_what_their_answer_needs(host_env) -> None:  # type: ignore[no-untyped-def]
+    """The decision path stays light (bench rows 2-2c): no parser of the other commands, no
+    terminal-width look-up (shutil, with bz2 and lzma), no platform, sysconfig, subprocess or
+    tempfile (ctypes.util's, imported by the NVML binding and never called)."""
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['pip-gpu', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('pip_gpu', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "unwanted = ('shutil', 'platform', 'sysconfig', 'subprocess', 'tempfile', 'ctypes.util',"
+        " 'pip_gpu.cli.install', 'pip_gpu.cli.lock', 'pip_gpu.install')\n"
+        "print('LOADED', sorted(m for m in unwanted if m in sys.modules))\n"
+    )
+    env = host_env(gpus=[A100])
+    for args in (("detect", "--json"), ("explain", "torch==2.5.1", "--json", "--offline")):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert "8.0" in done.stdout and "LOADED []" in done.stdout, (args, done.stdout[-300:])
+    # the parsers left out are still there for their commands' help
+    assert "pip-gpu matrix" in pip_gpu("matrix", "--help", env=env).stdout
+    assert "pip-gpu detect" in pip_gpu("detect", "--help", env=env).stdout
 
 
 def _clean_env() -> dict[str, str]:

@@ -396,3 +396,24 @@ def test_missing_binding_is_a_problem_not_a_traceback(fake_nvml_dir: Path) -> No
         "r = query_nvml(); print(r.problem.code, r.gpus, r.driver_version)"
     )
     assert _run_python(code, nvml_env(fake_nvml_dir, None)) == "nvml-error () None"
+
+
+def test_the_binding_loads_without_ctypes_util_and_leaves_the_real_one_for_later(
+    fake_nvml_dir: Path, tmp_path: Path
+) -> None:
+    """pynvml imports ``ctypes.util`` (and with it subprocess, tempfile, shutil) and never calls
+    it: detection goes without them, and a later ``import ctypes.util`` is the real module."""
+    code = (
+        "import sys\n"
+        "from pip_gpu.detect.nvml import query_nvml\n"
+        "r = query_nvml()\n"
+        "print(r.driver_version, len(r.gpus), r.problem)\n"
+        "print(sorted(m for m in ('ctypes.util', 'subprocess', 'tempfile', 'shutil') if m in sys.modules))\n"
+        "import ctypes, ctypes.util\n"
+        "print(ctypes.util is sys.modules['ctypes.util'], ctypes.util.find_library('c'))\n"
+    )
+    profile = write_nvml_profile(tmp_path / "nvml.txt", gpus=[A100])
+    driver, loaded, real = _run_python(code, nvml_env(fake_nvml_dir, profile)).splitlines()
+    assert driver == "535.104.05 1 None"
+    assert loaded == "[]"
+    assert real.startswith("True libc.so")

@@ -196,6 +196,12 @@ def test_running_interpreter_free_threaded(monkeypatch: pytest.MonkeyPatch) -> N
     import sysconfig
 
     assert not current_python_version().endswith("t")
+    sysconfig.get_config_vars()  # read (and kept) before the ABI flags are changed under it
+    monkeypatch.setattr(sys, "abiflags", "t", raising=False)  # POSIX: the ABI flags say it
+    assert current_python_version() == f"3.{sys.version_info[1]}t"
+    # Windows has no sys.abiflags: the build's configuration says it
+    monkeypatch.delattr(sys, "abiflags")
+    assert current_python_version() == f"3.{sys.version_info[1]}"
     real = sysconfig.get_config_var
     monkeypatch.setattr(
         sysconfig, "get_config_var", lambda name: 1 if name == "Py_GIL_DISABLED" else real(name)

@@ -21,9 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Optional
 
-from .config import seconds_setting
 from .errors import EXIT_CHECK_FAILED, PipGpuError
-from .private import private_folder
 
 if TYPE_CHECKING:
     import subprocess
@@ -136,6 +134,8 @@ class ChildTimedOut(PipGpuError):
 
 def child_timeout() -> float:
     """Seconds a child may run: ``PIP_GPU_CHILD_TIMEOUT``, else an hour."""
+    from .config import seconds_setting  # here: every command loads this module, detect too
+
     return seconds_setting(CHILD_TIMEOUT_VARIABLE, DEFAULT_CHILD_TIMEOUT_S, example=7200)
 
 
@@ -325,6 +325,8 @@ def private_command(
         yield list(argv), dict(env)
         return
     import shutil
+
+    from .private import private_folder
 
     folder = private_folder()
     try:

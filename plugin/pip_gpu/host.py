@@ -7,6 +7,7 @@ and the decision core reads them. Every fact names where it came from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Optional
 
 __all__ = [
@@ -62,11 +63,13 @@ class HostFlags:
         return tuple(argv)
 
 
+@lru_cache(maxsize=256)
 def driver_at_least(driver: str, minimum: str) -> bool:
     """Whether NVIDIA driver ``driver`` is ``minimum`` or newer (535.104.05 >= 525.60.13).
 
     Driver versions are dotted numbers, so PEP 440 ordering compares them correctly; one
-    that does not parse is never new enough.
+    that does not parse is never new enough. Remembered: a decision asks it of every
+    candidate build (hundreds for ``explain torch``), of a handful of pairs.
     """
     from packaging.version import InvalidVersion, Version
 

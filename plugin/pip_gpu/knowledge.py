@@ -60,7 +60,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
@@ -273,13 +273,17 @@ class Knowledge:
     def gpu_generation_for(self, cc: ComputeCapability) -> Optional[str]:
         """The architecture the GPU table names for this capability (``(10, 7)`` -> ``Rubin``),
         for messages; the shortest where rows differ (12.0: ``Blackwell``); None when unknown."""
-        wanted = f"{cc[0]}.{cc[1]}"
-        names = {
-            g["architecture"]
-            for g in self.gpus
-            if g.get("compute_capability") == wanted and g.get("architecture")
-        }
-        return min(names, key=lambda n: (len(n), n)) if names else None
+        return self._gpu_generations.get(f"{cc[0]}.{cc[1]}")
+
+    @cached_property
+    def _gpu_generations(self) -> dict[str, str]:
+        """Compute capability (``"10.7"``) -> :meth:`gpu_generation_for`'s answer, read from the
+        GPU table once: a decision asks it of every candidate build."""
+        names: dict[str, set[str]] = {}
+        for g in self.gpus:
+            if g.get("compute_capability") and g.get("architecture"):
+                names.setdefault(g["compute_capability"], set()).add(g["architecture"])
+        return {cc: min(found, key=lambda n: (len(n), n)) for cc, found in names.items()}
 
     def amd_gpu_for_device_id(self, device_id: str) -> Optional[dict[str, str]]:
         """The AMD GPU (``gfx_target``, ``name``) of a PCI device ID (``"74a1"``, ``"0x74A1"``)."""

@@ -14,9 +14,8 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, NamedTuple, Optional, TextIO
 
 __all__ = [
     "JSON_SCHEMA_VERSION",
@@ -37,8 +36,7 @@ __all__ = [
 _PROGRESS_AFTER_S = 1.0
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):  # a NamedTuple: a dataclass costs every command its creation
     quiet: int = 0
     verbose: int = 0
 

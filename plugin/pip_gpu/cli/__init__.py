@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn, Optional, cast
 
 from .. import __version__
 from ..errors import EXIT_USAGE, PipGpuError, UsageError
@@ -48,6 +48,9 @@ EX_IOERR); otherwise the installer's own exit status; 130 interrupted;
 141 the output was closed early (as after SIGPIPE: `pip-gpu matrix | head`).
 """
 
+# The width of the formatter that only checks a new argument's metavar (its text is dropped).
+_CHECK_WIDTH = 80
+
 # A process whose reader went away exits as one killed by SIGPIPE would: 128 + 13.
 EXIT_CLOSED_OUTPUT = 128 + 13
 
@@ -59,6 +62,22 @@ class _Parser(argparse.ArgumentParser):
         if message:
             (file or sys.stderr).write(message)
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        # argparse formats every new argument once, to check its metavar; that check needs no
+        # terminal width, and asking for one imports shutil (with bz2, lzma, fnmatch): time
+        # every command paid, its help printed or not.
+        self._checking_argument = True
+        try:
+            return super().add_argument(*args, **kwargs)
+        finally:
+            self._checking_argument = False
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        if getattr(self, "_checking_argument", False):
+            formatter_class = cast("type[argparse.HelpFormatter]", self.formatter_class)
+            return formatter_class(prog=self.prog, width=_CHECK_WIDTH)
+        return super()._get_formatter()
+
     def error(self, message: str) -> NoReturn:
         """A usage error as every other error: one line and a hint, not argparse's usage block."""
         hint = f"{self.prog} --help lists its options"
@@ -68,11 +87,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, render_error(UsageError(message, hint)) + "\n")
 
 
-def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
-    """The whole command line; ``core_only``: only detect, explain and matrix.
+def build_parser(core_command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole command line; ``core_command``: only that one of detect, explain and matrix.
 
-    ``core_only`` is for a run of one of those three: the other commands' modules (install,
-    lock, shim, uv, doctor) import most of the package, and a decision need not pay for them.
+    ``core_command`` is for a run of one of those three: the other commands' modules (install,
+    lock, shim, uv, doctor) import most of the package, and a decision need not pay for them,
+    nor for building the parsers of the two it does not run.
     """
     parser = _Parser(
         prog="pip-gpu",
@@ -91,12 +111,14 @@ def build_parser(core_only: bool = False) -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", dest="global_json", action="store_true", help="print JSON (commands that can)"
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # prog given: argparse would otherwise format the usage to find it, which asks the terminal
+    # its width (see _Parser.add_argument); it is the usage's first word either way.
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", prog=parser.prog)
 
     from . import core
 
-    core.add_parsers(commands)
-    if core_only:
+    core.add_parsers(commands, only=core_command)
+    if core_command is not None:
         _add_global_options(commands)
         return parser
 
@@ -150,12 +172,12 @@ def _leaf_parsers(commands: Any) -> list[argparse.ArgumentParser]:
 _GLOBAL_FLAGS = frozenset({"--debug", "-q", "--quiet", "-v", "--verbose", "--json", "-qq", "-vv"})
 
 
-def _is_core_command(argv: Sequence[str]) -> bool:
-    """Whether the command is detect, explain or matrix (global flags may come before it)."""
+def _core_command(argv: Sequence[str]) -> Optional[str]:
+    """The command when it is detect, explain or matrix (global flags may come before it)."""
     for token in argv:
         if token not in _GLOBAL_FLAGS:
-            return token in _CORE_COMMANDS
-    return False
+            return token if token in _CORE_COMMANDS else None
+    return None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -186,7 +208,7 @@ def _closed_output() -> int:
 
 
 def _main(arguments: list[str]) -> int:
-    parser = build_parser(core_only=_is_core_command(arguments))
+    parser = build_parser(core_command=_core_command(arguments))
     args = parser.parse_args(arguments)
     args.debug = bool(getattr(args, "debug", False) or args.global_debug)
     from ..children import forward_termination

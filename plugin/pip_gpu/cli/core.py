@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ..detect import host_for
 from ..errors import EXIT_NO_BUILD, EXIT_OK, UsageError
@@ -18,8 +18,14 @@ from .flags import add_decision_flags, add_host_flags, host_flags
 __all__ = ["COMMANDS", "add_parsers"]
 
 
-def add_parsers(commands: Any) -> None:
-    """detect, explain and matrix."""
+def add_parsers(commands: Any, only: Optional[str] = None) -> None:
+    """detect, explain and matrix; ``only``: that one of them (the command being run)."""
+    for name, add in (("detect", _add_detect), ("explain", _add_explain), ("matrix", _add_matrix)):
+        if only is None or only == name:
+            add(commands)
+
+
+def _add_detect(commands: Any) -> None:
     detect = commands.add_parser(
         "detect",
         help="show what this host has: OS, Python, NVIDIA driver, GPUs",
@@ -29,6 +35,8 @@ def add_parsers(commands: Any) -> None:
     detect.set_defaults(handler=cmd_detect)
     add_host_flags(detect)
 
+
+def _add_explain(commands: Any) -> None:
     explain = commands.add_parser(
         "explain",
         help="show which torch build runs here, and why the others do not",
@@ -55,6 +63,8 @@ def add_parsers(commands: Any) -> None:
     add_host_flags(explain)
     add_decision_flags(explain)
 
+
+def _add_matrix(commands: Any) -> None:
     matrix = commands.add_parser(
         "matrix",
         help="print pip-gpu's knowledge: CUDA drivers, torch releases and their builds",

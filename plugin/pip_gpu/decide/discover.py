@@ -22,10 +22,10 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
@@ -98,14 +98,17 @@ def _pythons(tags: Iterable[Tag], requires_python: Optional[str]) -> set[str]:
     return found
 
 
-@dataclass
 class _Seen:
-    """What one variant index shows of one torch series."""
+    """What one variant index shows of one torch series (a plain class: a dataclass costs
+    every ``explain`` its creation when the module loads)."""
 
-    versions: set[str] = field(default_factory=set)
-    python: set[str] = field(default_factory=set)
-    platforms: set[str] = field(default_factory=set)
-    builds: list[Build] = field(default_factory=list)
+    __slots__ = ("builds", "platforms", "python", "versions")
+
+    def __init__(self) -> None:
+        self.versions: set[str] = set()
+        self.python: set[str] = set()
+        self.platforms: set[str] = set()
+        self.builds: list[Build] = []
 
 
 def _python_key(python: str) -> tuple[Version, bool]:
@@ -288,8 +291,7 @@ def _summary(
     return summary
 
 
-@dataclass(frozen=True)
-class Freshness:
+class Freshness(NamedTuple):
     """What the index said about torch series newer than the knowledge file's newest."""
 
     releases: tuple[Release, ...]  # newer series found (architectures assumed, unconfirmed)
@@ -447,8 +449,7 @@ def _merge(releases: Iterable[Release]) -> tuple[Release, ...]:
     return tuple(sorted(merged.values(), key=lambda r: r.version, reverse=True))
 
 
-@dataclass(frozen=True)
-class Offers:
+class Offers(NamedTuple):
     """What the variant indexes read serve (see :class:`~.rules.Offer`); ``problem`` says why a
     variant could not be read (the index did not answer: decide from the knowledge file)."""
 

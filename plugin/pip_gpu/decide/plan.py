@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -78,9 +78,10 @@ class Plan:
         return any(not line.constraint for line in self.other_lines())
 
 
-@dataclass(frozen=True)
-class RequestLines:
-    """The requirements of one request, read once: the command line's, then each file's."""
+class RequestLines(NamedTuple):
+    """The requirements of one request, read once: the command line's, then each file's.
+
+    A NamedTuple: a frozen dataclass costs every ``explain`` its creation when the module loads."""
 
     lines: tuple[RequirementLine, ...]  # command line, then each file's lines (flattened)
     files: tuple[RequirementFile, ...]

@@ -50,7 +50,7 @@ def query_nvml(timeout_s: float = 2.0) -> NvmlReport:
     the deadline (typically the driver version) is still reported.
     """
     try:
-        import pynvml  # type: ignore[import-untyped]  # imported here: start-up time
+        pynvml = _import_binding()
     except ImportError as exc:
         return NvmlReport(
             None,
@@ -76,6 +76,43 @@ def query_nvml(timeout_s: float = 2.0) -> NvmlReport:
             )
         )
     return progress.report()
+
+
+def _import_binding() -> Any:
+    """``import pynvml`` (here, not at the top: start-up time), without ``ctypes.util``.
+
+    The binding imports ``ctypes.util.find_library`` and never calls it on Linux; that module
+    imports subprocess, tempfile and shutil (with random, bz2, lzma), a third of the binding's
+    cost on every ``detect`` and ``explain``. A stand-in whose ``find_library`` loads the real
+    module when called takes its place during the import only: any later ``import ctypes.util``
+    gets the real module.
+    """
+    if "pynvml" in sys.modules or "ctypes.util" in sys.modules:
+        import pynvml  # type: ignore[import-untyped]
+
+        return pynvml
+    import ctypes
+    import importlib
+    import types
+
+    stand_in = types.ModuleType("ctypes.util", "pip-gpu's stand-in while pynvml loads")
+
+    def find_library(name: str) -> Optional[str]:
+        if sys.modules.get("ctypes.util") is stand_in:
+            del sys.modules["ctypes.util"]
+        found: Optional[str] = importlib.import_module("ctypes.util").find_library(name)
+        return found
+
+    stand_in.find_library = find_library  # type: ignore[attr-defined]
+    sys.modules["ctypes.util"] = stand_in
+    try:
+        import pynvml
+    finally:
+        if sys.modules.get("ctypes.util") is stand_in:
+            del sys.modules["ctypes.util"]
+        if getattr(ctypes, "util", None) is stand_in:
+            delattr(ctypes, "util")
+    return pynvml
 
 
 class _Progress:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Optional
@@ -32,6 +31,12 @@ def normalize_arch(machine: str, os_name: str) -> str:
 
 
 def current_arch() -> str:
+    # os.uname() is what platform.machine() reads on POSIX; the platform module itself (a
+    # dozen regular expressions compiled on import) is left to the systems without it.
+    if hasattr(os, "uname"):
+        return normalize_arch(os.uname().machine, current_os())
+    import platform
+
     return normalize_arch(platform.machine(), current_os())
 
 
@@ -52,7 +57,12 @@ def current_libc() -> Optional[str]:
 
 def current_python_version() -> str:
     """``"3.12"``, or ``"3.14t"`` for a free-threaded build (its wheels are tagged ``cp314t``)."""
-    import sysconfig
+    abiflags = getattr(sys, "abiflags", None)  # POSIX: "t" marks the free-threaded build
+    if abiflags is not None:
+        free_threaded = "t" in abiflags
+    else:  # Windows: the build's configuration says it (reading it costs a module load)
+        import sysconfig
 
-    suffix = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+        free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    suffix = "t" if free_threaded else ""
     return f"{sys.version_info[0]}.{sys.version_info[1]}{suffix}"
