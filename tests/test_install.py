@@ -461,6 +461,10 @@ def test_pip_on_a_mirror_without_pep658_metadata_downloads_every_file_once(  # t
     assert sorted(wheels) == sorted(set(wheels)), wheels  # each file once
     assert "verified: torch 2.5.1+cu124 (CUDA 12.4)" in done.stderr
     assert "WARNING" not in done.stderr
+    assert (
+        "pip-gpu: note: 9 files downloaded from the variant index are the very files your indexes serve"
+        in (done.stderr)
+    )
     # pip freeze names the variant index's file, not the deleted scratch copy it was installed from
     frozen = subprocess.run(
         [str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True

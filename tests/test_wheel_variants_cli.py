@@ -376,6 +376,17 @@ def test_lock_records_the_other_packages_and_the_targets_and_sync_installs_them(
     assert (site_packages(python) / PLAIN_PROJECT / "__init__.py").is_file()
     checked = pip_gpu("check", "--python", str(python), *PASCAL, env=env, cwd=project)
     assert checked.returncode == 0, checked.stdout
+    # a locked file changed in place (same size): only --verify-files reads every file's sha256
+    module = site_packages(python) / PLAIN_PROJECT / "__init__.py"
+    text = module.read_bytes()
+    module.write_bytes(text[:-1] + (b"#" if text[-1:] != b"#" else b" "))
+    assert pip_gpu("check", "--python", str(python), *PASCAL, env=env, cwd=project).returncode == 0
+    damaged = pip_gpu("check", "--verify-files", "--python", str(python), *PASCAL, env=env, cwd=project)
+    assert damaged.returncode == 1 and f"{PLAIN_PROJECT} 1.0 is damaged: " in damaged.stdout, damaged.stdout
+    module.write_bytes(text + b"\n")  # another size: seen by default
+    resized = pip_gpu("check", "--python", str(python), *PASCAL, env=env, cwd=project)
+    assert resized.returncode == 1 and f"{PLAIN_PROJECT} 1.0 is damaged: " in resized.stdout, resized.stdout
+    module.write_bytes(text)
     # a target the lock does not cover: check fails, sync refuses, both saying which it covers
     other = pip_gpu(
         "check", "--python", str(python), *PASCAL, "--python-version", "3.9", env=env, cwd=project

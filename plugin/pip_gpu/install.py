@@ -481,8 +481,14 @@ def _same_files(
     places = user_places(index_args_for("pip", routing.installer_args, os.environ), routing.global_options)
     if places is None:
         return None
-    if not same_files_folder(downloaded, routing.variant_index, places, plan.family_names, kept.root):
+    same = same_files_folder(downloaded, routing.variant_index, places, plan.family_names, kept.root)
+    if not same:
         return None
+    if not _quiet():  # pip names the local index among its own ("Looking in indexes: ...")
+        _stderr(
+            f"pip-gpu: note: {len(same)} files downloaded from the variant index are the very files "
+            f"your indexes serve (same sha256): pip takes them from disk through {kept.url}"
+        )
     return kept.url
 
 

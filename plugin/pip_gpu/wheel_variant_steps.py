@@ -81,6 +81,7 @@ class VariantInstallOptions:
     installer_output_to_stderr: bool = False  # stdout carries JSON (sync --json)
     # ``install``'s pass-through options (``--pre``, ``--index-url``, ...), as installer arguments
     installer_args: tuple[str, ...] = ()
+    verify_files: bool = False  # ``check --verify-files``: every installed file by sha256
 
 
 @dataclass(frozen=True)
@@ -1023,6 +1024,30 @@ class VariantCheck:
         return "pip-gpu sync (installs the locked label that fits this host)"
 
 
+def _damaged(target: TargetEnv, document: Mapping[str, Any], host: HostProfile, hash_all: bool) -> list[str]:
+    """Locked packages whose installed files differ from their RECORD, as plain ``check`` reads
+    them: present and of the recorded size, the files that name the build by sha256; with
+    ``hash_all`` (``--verify-files``) every file by sha256."""
+    from .detect.target import read_installed
+    from .ui import progress
+
+    names = sorted(
+        {canonicalize_name(other.name) for other in _locked_others(document, host)}
+        | {
+            canonicalize_name(str(p.get("name", "")))
+            for p in document.get("packages", [])
+            if _is_family_entry(p)
+        }
+    )
+    how = "the sha256 of every installed file" if hash_all else "the installed files"
+    with progress(f"checking {how} of {len(names)} packages against their RECORD"):
+        found = read_installed(target.python, names, hash_all=hash_all)
+    return [
+        f"{name} {found.dists.get(name, '')} is damaged: {why}; reinstall it with pip-gpu sync"
+        for name, why in sorted(found.broken.items())
+    ]
+
+
 def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
     """Each locked package installed at its version, with a label that fits the host and is the
     one ``sync`` picks here. A label that no longer fits (the driver or the GPU changed since
@@ -1039,6 +1064,7 @@ def check_variant_lock(options: VariantInstallOptions) -> VariantCheck:
     problems: list[str] = []
     installed: dict[str, str] = {}
     labels: list[LabelCheck] = []
+    problems += _damaged(target, document, host, options.verify_files)
     for other in _locked_others(document, host):
         found = installed_label(target, canonicalize_name(other.name))
         if found is None:

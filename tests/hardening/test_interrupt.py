@@ -26,7 +26,7 @@ def test_sigint_reaches_the_installer_and_exits_130(  # type: ignore[no-untyped-
     env = {**pip_env(), **uv_env(tmp_path / "uv-cache"), "PYTHONPATH": str(PLUGIN)}
     env.update(PIP_INDEX_URL=index_server.pypi_url, UV_DEFAULT_INDEX=index_server.pypi_url)
     # the installer is mid-download (its files: pip-gpu's own read of the page must not hang)
-    index_server.fail("/whl/cu124/torch-", "hang", hang_s=20)
+    index_server.fail("/whl/cu124/torch-", "hang", hang_s=30)
     process = subprocess.Popen(
         [sys.executable, "-m", "pip_gpu", "install", "torch==2.5.1", "--python", str(python),
          "--installer", installer, "--pytorch-index", index_server.pytorch_url,
@@ -39,8 +39,9 @@ def test_sigint_reaches_the_installer_and_exits_130(  # type: ignore[no-untyped-
     assert index_server.contacted("/whl/cu124/torch-"), "the installer never asked for torch"
     os.kill(process.pid, signal.SIGINT)  # pip-gpu alone, as `kill -INT` would
     started = time.monotonic()
-    _, stderr = process.communicate(timeout=30)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert time.monotonic() - started < 15  # the installer stopped, it was not waited out
+    # the installer stopped, it was not waited out (30 s); the margin is for a loaded machine
+    assert time.monotonic() - started < 25
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert installed_versions(python) == before

@@ -305,7 +305,8 @@ def test_check_hashes_every_file_with_verify_files(synced: tuple[Path, Path, dic
     assert done.returncode == 1, done.stdout + done.stderr
     assert "pip-gpu: checking the sha256 of every installed file of" in done.stderr, done.stderr
     assert "filelock 3.13.1 is damaged: 0 of its" in done.stdout and "1 differ from its RECORD" in done.stdout
-    assert done.stdout.splitlines()[-1] == "  fix: pip-gpu sync"  # as --json's "fix"
+    # as --json's "fix", for the environment and host that were checked
+    assert done.stdout.splitlines()[-1] == f"  fix: pip-gpu sync --python {python} --no-gpu"
     module.write_bytes(text + b"\n")  # another size: seen by default
     _check_and_doctor(project, python, env, "filelock 3.13.1 is damaged")
 

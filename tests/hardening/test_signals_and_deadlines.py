@@ -93,9 +93,9 @@ def test_sigterm_and_sighup_reach_the_installer(
     assert children
     os.kill(process.pid, signum)  # pip-gpu alone, as a service manager or a closed terminal does
     started = time.monotonic()
-    _, stderr = process.communicate(timeout=30)
+    _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, stderr
-    assert time.monotonic() - started < 15  # the installer was told, not waited out
+    assert time.monotonic() - started < 25  # the installer was told, not waited out (30 s)
     assert not [pid for pid in children if _alive(pid)], "an installer outlived pip-gpu"
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert installed_versions(python) == before
@@ -124,7 +124,7 @@ def test_a_signal_stops_every_resolver_of_lock(
     started = time.monotonic()
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, stderr
-    assert time.monotonic() - started < 15, "lock waited for its resolvers to give up"
+    assert time.monotonic() - started < 25, "lock waited for its resolvers to give up (30 s)"
     assert not [pid for pid in resolvers if _alive(pid)], "a resolver outlived pip-gpu lock"
     assert "Traceback" not in stderr and not list(tmp_path.glob("pylock.*"))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 from typing import Any, Callable
 
@@ -198,6 +199,21 @@ def run_sync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def same_target(fix: str, args: argparse.Namespace) -> str:
+    """A ``pip-gpu sync`` fix with the environment, lock folder and host flags ``check`` was
+    given, so the command copied acts on what was checked."""
+    if fix != "pip-gpu sync":
+        return fix
+    argv = ["pip-gpu", "sync"]
+    for flag, given in (("--python", args.python), ("--lock-dir", args.lock_dir)):
+        if given:
+            argv += [flag, str(given)]
+    if args.system:
+        argv.append("--system")
+    argv += host_flags(args).as_argv()
+    return shlex.join(argv)
+
+
 def run_check(args: argparse.Namespace) -> int:
     from ..lock.sync import CheckOptions, check
     from ..ui import printable
@@ -218,6 +234,7 @@ def run_check(args: argparse.Namespace) -> int:
         )
     )
     result, directory, target = report.result, report.directory, report.target
+    fix = same_target(result.fix, args)
     if args.json:
         from ..ui import versioned
 
@@ -231,7 +248,7 @@ def run_check(args: argparse.Namespace) -> int:
                 "installed": result.installed,
                 "problems": list(result.differences),
                 "lock_runs_here": result.runs_here,
-                "fix": None if result.ok else result.fix,
+                "fix": None if result.ok else fix,
             }
         )
         print(json.dumps(data, indent=2))
@@ -242,7 +259,7 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"pip-gpu check: {target.prefix} does not match the lock for this machine:")
         for problem in result.differences:
             print(f"  - {printable(problem)}")
-        print(f"  fix: {result.fix}")  # what --json carries as "fix"
+        print(f"  fix: {fix}")  # what --json carries as "fix"
     else:
         assert result.lock_file is not None
         held = ", ".join(f"{name} {version}" for name, version in result.installed.items())

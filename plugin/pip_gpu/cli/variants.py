@@ -61,6 +61,7 @@ def _options(args: argparse.Namespace, index_url: str, cwd: Optional[Path] = Non
         constraint_files=tuple(getattr(args, "constraint", ()) or ()),
         dry_run=bool(getattr(args, "dry_run", False)),
         installer_args=tuple(_installer_args(args)),
+        verify_files=bool(getattr(args, "verify_files", False)),
     )
 
 
