@@ -77,6 +77,17 @@ def test_xformers_pinned_to_torch_2_5_1_gets_torch_2_5_1_cu124(env, installer_ve
     assert versions["xformers"] == "0.0.28.post2"
 
 
+def test_a_pinned_member_is_read_from_the_named_variant_first_and_elsewhere_when_it_lacks_it(  # type: ignore[no-untyped-def]
+    env,
+) -> None:
+    """--variant cu124 carries xformers==0.0.28.post2 (read there alone); the cpu index does
+    not, so the other variant indexes are read: either way its torch pin is counted."""
+    for variant, code in (("cu124", 0), ("cpu", 2)):
+        done = pip_gpu("explain", "xformers==0.0.28.post2", "--variant", variant, *A100_ON_535, env=env)
+        assert done.returncode == code, done.stderr
+        assert "  xformers==0.0.28.post2 requires torch==2.5.1\n" in done.stdout, done.stdout
+
+
 def test_a_package_with_an_open_torch_range_gets_a_cuda_build(  # type: ignore[no-untyped-def]
     env, installer_venv, knowledge_up_to_2_6: Path
 ) -> None:

@@ -210,6 +210,8 @@ def decide_for(
             knowledge.variants(),
             context,
             _reading_indexes(plain_request, host, knowledge, index, config) if context else (),
+            forced_first=variant is not None
+            and any(v == variant and v.has_index for v in knowledge.variants()),
         )
         derived = whole.decision_requirements(_decided_names(knowledge))
         lines += whole.added_lines

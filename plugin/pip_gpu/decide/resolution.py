@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -176,11 +176,15 @@ def member_constraints(
     variant_indexes: Sequence[str],
     *,
     timeout: float = 10.0,
+    forced_first: bool = False,
 ) -> list[TorchConstraint]:
     """What exact pins and wheels of other family members (xformers, torchao, fbgemm-gpu...)
     require of torch and its companions, read from their metadata on the variant indexes.
 
     ``direct``: the names the decision reads itself (torch and its companions).
+    ``forced_first``: the first index is the variant the command names (``--variant``, a
+    lock's variant): read alone first, as it nearly always has the member; the others (read
+    at once) only when it does not.
     """
     found: list[TorchConstraint] = []
     for line in lines:
@@ -208,9 +212,15 @@ def member_constraints(
                     return []
 
             # every variant index at once (most answer 404 quickly), then the first that has it
-            with ThreadPoolExecutor(max_workers=max(1, len(variant_indexes))) as pool:
-                pages = list(pool.map(page, variant_indexes))
-            for files in pages:
+            alone = list(variant_indexes[:1]) if forced_first else []
+            rest = variant_indexes[len(alone) :]
+
+            def pages_of(first: Sequence[str], others: Sequence[str]) -> Iterator[list[Any]]:
+                yield from (page(index) for index in first)
+                with ThreadPoolExecutor(max_workers=max(1, len(others))) as pool:
+                    yield from list(pool.map(page, others))
+
+            for files in pages_of(alone, rest):
                 match = next((f for f in files if _wheel_version(f.filename) == pinned), None)
                 if match is None:
                     match = next((f for f in files if _wheel_public(f.filename) == pinned.public), None)
@@ -846,6 +856,8 @@ def read_whole_request(
     variants: Collection[str],
     context: Optional[ResolutionContext],
     reading_indexes: Sequence[str] = (),
+    *,
+    forced_first: bool = False,
 ) -> WholeRequest:
     """All the request's torch-family constraints with their provenance (see the module doc).
 
@@ -855,7 +867,7 @@ def read_whole_request(
     from packaging.requirements import Requirement
 
     constraints = constraints_of_lines(lines, family, variants)
-    constraints += member_constraints(lines, family, direct, variant_indexes)
+    constraints += member_constraints(lines, family, direct, variant_indexes, forced_first=forced_first)
     added: list[RequirementLine] = []
     preferences: list[Installed] = []
     notes: list[str] = []
@@ -893,7 +905,9 @@ def read_whole_request(
             for c in downstream
             if c.package not in direct
         ]
-        constraints += member_constraints(pinned_members, family, direct, variant_indexes)
+        constraints += member_constraints(
+            pinned_members, family, direct, variant_indexes, forced_first=forced_first
+        )
         if context.prefer_installed:
             installed = installed_preference(context.site_packages, variants)
             preferences += [installed] if installed is not None else []
