@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .decide.plan import Plan, decide_for, rewrite_pins
 from .decide.resolution import ResolutionContext, context_for_install
@@ -36,7 +36,6 @@ from .errors import (
 )
 from .host import HostFlags, HostProfile
 from .installers import choose_installer, run_command, uv_binary
-from .kept_downloads import KeptIndex
 from .requirements import RewritePin, redact_url
 from .route import (
     FamilyFile,
@@ -56,6 +55,9 @@ from .route import (
     uses_hashes,
     uv_command,
 )
+
+if TYPE_CHECKING:
+    from .kept_downloads import KeptIndex
 
 __all__ = ["InstallOptions", "InstallResult", "install"]
 
@@ -189,7 +191,11 @@ def install(options: InstallOptions) -> InstallResult:
         routing = _routing(plan, target, passed, workdir, rewrite_pins(plan), uv_routed=installer == "uv")
         say = _stderr if not _quiet() else _silent
         # The files a resolution downloads are kept for the install runs (pip on a static mirror).
-        kept = KeptIndex(workdir / "same-files") if installer == "pip" and not options.dry_run else None
+        kept = None
+        if installer == "pip" and not options.dry_run:
+            from .kept_downloads import KeptIndex
+
+            kept = KeptIndex(workdir / "same-files")
         try:
             # What runs is settled first (read-only resolutions), so a dry run shows it exactly.
             runs = _planned_runs(

@@ -3,7 +3,7 @@
 Where an index serves no ``.metadata`` twins (a plain static-file mirror), pip downloads each
 wheel to read its dependencies, so choosing the family's files and then installing would fetch
 the whole CUDA stack twice. Instead ``pip download`` fetches the family with its dependencies
-from the variant index once, into the private scratch folder, and the install takes:
+from the variant index once, into a temporary folder on disk, and the install takes:
 
 * the family's own files from there, by path and sha256 (still no other index can supply them);
 * every other file of that download (torch's nvidia-* libraries, sympy, ...) from there too,
@@ -25,11 +25,9 @@ import html
 import secrets
 import threading
 from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -38,9 +36,14 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from .decide.index import IndexError_, IndexFile, fetch_project_files
 from .route import FamilyFile
 from .variant import append_path
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
+# The index client (http.client, ssl, email) and the server (http.server) load when a static
+# mirror is met: every other install, and every other command, starts without them.
 
 __all__ = ["KeptIndex", "UserPlaces", "family_in", "restore_origins", "same_files_folder", "user_places"]
 
@@ -99,10 +102,13 @@ def _listings(
 ) -> dict[str, Optional[dict[str, Optional[str]]]]:
     """``project -> {filename: sha256}`` of each project page on ``index``, read at once
     (None: the page could not be read)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .decide.index import IndexError_, fetch_project_files
 
     def listed(project: str) -> Optional[dict[str, Optional[str]]]:
         try:
-            files: list[IndexFile] = fetch_project_files(append_path(index, project, ""), timeout=timeout)
+            files = fetch_project_files(append_path(index, project, ""), timeout=timeout)
         except IndexError_:
             return None
         return {file.filename: file.sha256 for file in files}
@@ -142,6 +148,8 @@ def same_files_folder(
         return []
     projects = sorted(set(others.values()))
     indexes = list(dict.fromkeys([variant_index, *places.indexes]))
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=len(indexes)) as pool:
         read = dict(zip(indexes, pool.map(lambda index: _listings(index, projects, timeout), indexes)))
     into.mkdir(mode=0o700, exist_ok=True)
@@ -221,6 +229,8 @@ class KeptIndex:
     @property
     def url(self) -> str:
         if self._server is None:
+            from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
             root, token = self.root, self._token
 
             class Pages(BaseHTTPRequestHandler):
@@ -275,6 +285,7 @@ def restore_origins(site_packages: Sequence[Path], scratch: Path, variant_index:
     import json
     from urllib.parse import unquote, urlsplit
 
+    from .decide.index import IndexError_, fetch_project_files
     from .redact import strip_credentials
 
     prefix = scratch.as_uri()
