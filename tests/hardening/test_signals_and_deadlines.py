@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support.cli import PLUGIN, assert_one_line_error, pip_gpu
+from support.cli import PLUGIN, assert_one_line_error, pip_gpu, pip_gpu_argv_with_default_signals
 from support.index import IndexServer, installed_versions, make_venv, pip_env, uv_env
 
 from pip_gpu.decide import index as index_module
@@ -84,8 +84,8 @@ def test_sigterm_and_sighup_reach_the_installer(
     # the installer is mid-download (its files: pip-gpu's own read of the page must not hang)
     index_server.fail("/whl/cu124/torch-", "hang", hang_s=30)
     process = subprocess.Popen(
-        [sys.executable, "-m", "pip_gpu", "install", "torch==2.5.1", "--python", str(python),
-         "--installer", installer, "--pytorch-index", index_server.pytorch_url, *A100_ON_535],
+        pip_gpu_argv_with_default_signals("install", "torch==2.5.1", "--python", str(python),
+         "--installer", installer, "--pytorch-index", index_server.pytorch_url, *A100_ON_535),
         env=_env(index_server, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert _wait_for(lambda: index_server.contacted("/whl/cu124/torch-")), "the installer never asked"
@@ -93,9 +93,9 @@ def test_sigterm_and_sighup_reach_the_installer(
     assert children
     os.kill(process.pid, signum)  # pip-gpu alone, as a service manager or a closed terminal does
     started = time.monotonic()
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=30)
     assert process.returncode == 128 + signum, stderr
-    assert time.monotonic() - started < 25  # the installer was told, not waited out (30 s)
+    assert time.monotonic() - started < 15  # the installer was told, not waited out
     assert not [pid for pid in children if _alive(pid)], "an installer outlived pip-gpu"
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert installed_versions(python) == before
@@ -110,8 +110,8 @@ def test_a_signal_stops_every_resolver_of_lock(
     index_server.fail("/whl/cpu/torch-", "hang", hang_s=30)  # the files: not pip-gpu's own page read
     index_server.fail("/whl/cu124/torch-", "hang", hang_s=30)
     process = subprocess.Popen(
-        [sys.executable, "-m", "pip_gpu", "lock", "torch==2.5.1", "--variants", "cpu,cu124",
-         "--pytorch-index", index_server.pytorch_url, "--python-version", THIS_PYTHON, *A100_ON_535],
+        pip_gpu_argv_with_default_signals("lock", "torch==2.5.1", "--variants", "cpu,cu124",
+         "--pytorch-index", index_server.pytorch_url, "--python-version", THIS_PYTHON, *A100_ON_535),
         env=_env(index_server, tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
@@ -124,7 +124,7 @@ def test_a_signal_stops_every_resolver_of_lock(
     started = time.monotonic()
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, stderr
-    assert time.monotonic() - started < 25, "lock waited for its resolvers to give up (30 s)"
+    assert time.monotonic() - started < 15, "lock waited for its resolvers to give up"
     assert not [pid for pid in resolvers if _alive(pid)], "a resolver outlived pip-gpu lock"
     assert "Traceback" not in stderr and not list(tmp_path.glob("pylock.*"))
 

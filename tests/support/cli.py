@@ -69,3 +69,20 @@ def cmdlines_with(secret: str) -> list[str]:
         if secret in argv:
             found.append(argv)
     return found
+
+
+# A background job of a non-interactive shell starts with SIGINT ignored, and nohup ignores
+# SIGHUP: a pip-gpu started from such a run inherits that, and rightly keeps ignoring them. A
+# test that sends them starts pip-gpu with their default handling, as a terminal would.
+_DEFAULT_SIGNALS_THEN_EXEC = (
+    "import os, signal, sys\n"
+    "for name in ('SIGINT', 'SIGHUP', 'SIGTERM'):\n"
+    "    signal.signal(getattr(signal, name), signal.SIG_DFL)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+)
+
+
+def pip_gpu_argv_with_default_signals(*args: str) -> list[str]:
+    """``python -m pip_gpu ARGS`` started with SIGINT, SIGHUP and SIGTERM at their defaults
+    (the same process: ``execv`` keeps its pid)."""
+    return [sys.executable, "-c", _DEFAULT_SIGNALS_THEN_EXEC, "-m", "pip_gpu", *args]
