@@ -27,8 +27,7 @@ from pip_gpu.kept_downloads import KeptIndex, user_places
     ],
 )
 def test_the_places_whose_pages_decide_what_is_reused(index_args, global_options, indexes) -> None:  # type: ignore[no-untyped-def]
-    places = user_places(index_args, global_options)
-    assert (places.indexes if places else None) == indexes
+    assert user_places(index_args, global_options) == indexes
 
 
 def test_the_local_index_serves_its_pages_only_under_its_token(tmp_path: Path) -> None:

@@ -226,10 +226,10 @@ def install(options: InstallOptions) -> InstallResult:
             before = _versions(_installed_family(target))
             for run in runs:
                 run_command(run.command)
-            if kept is not None and kept.downloaded and plan.decision.index_url:
+            if kept is not None and kept.downloaded:
                 from .kept_downloads import restore_origins
 
-                restore_origins(target.site_packages, kept.downloads, plan.decision.index_url)
+                restore_origins(target.site_packages, kept.downloads, kept.origins)
         except InstallerFailed as failure:
             _unreachable_variant_index(plan, failure)
             _with_missing_file(failure, _missing_file(plan, host))
@@ -468,7 +468,9 @@ def _pip_family_files(
         except OSError as exc:  # a full or read-only TMPDIR: the machine's fault, not the input's
             raise environment_fault(exc, "pip-gpu's download folder") from None
         _settle(pip_family_download(routing, family, pulled_in, downloaded, earlier=earlier))
-        return family_in(downloaded, routing.variant_index, plan.family_names), downloaded
+        files, origins = family_in(downloaded, routing.variant_index, plan.family_names)
+        kept.origins.update(origins)
+        return files, downloaded
     report = routing.workdir / "family-report.json"
     _settle(pip_family_probe(routing, family, pulled_in, report))
     return family_files_from_report(_read_report(report), plan.family_names), None

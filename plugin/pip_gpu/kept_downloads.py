@@ -24,8 +24,7 @@ import hashlib
 import html
 import secrets
 import threading
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -42,25 +41,23 @@ from .variant import append_path
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
+    from .decide.index import IndexFile
+
 # The index client (http.client, ssl, email) and the server (http.server) load when a static
 # mirror is met: every other install, and every other command, starts without them.
 
-__all__ = ["KeptIndex", "UserPlaces", "family_in", "restore_origins", "same_files_folder", "user_places"]
+__all__ = ["KeptIndex", "family_in", "restore_origins", "same_files_folder", "user_places"]
 
 PYPI = "https://pypi.org/simple"
 
 
-@dataclass(frozen=True)
-class UserPlaces:
-    """The indexes pip's install run reads for everything but the family."""
-
-    indexes: tuple[str, ...]
-
-
-def user_places(index_args: Sequence[str], global_options: Sequence[Sequence[str]]) -> Optional[UserPlaces]:
-    """The user's indexes from pip-style options (:func:`~pip_gpu.decide.resolution.index_args_for`),
-    or None where a file could come from somewhere no page lists (``--find-links``,
-    ``--no-index``) or the requirements files choose indexes themselves: then nothing is reused."""
+def user_places(
+    index_args: Sequence[str], global_options: Sequence[Sequence[str]]
+) -> Optional[tuple[str, ...]]:
+    """The indexes pip's install run reads for everything but the family, from pip-style
+    options (:func:`~pip_gpu.decide.resolution.index_args_for`), or None where a file could
+    come from somewhere no page lists (``--find-links``, ``--no-index``) or the requirements
+    files choose indexes themselves: then nothing is reused."""
     if any(option and option[0].split("=", 1)[0] in _PLACE_OPTIONS for option in global_options):
         return None
     default: Optional[str] = PYPI
@@ -74,17 +71,21 @@ def user_places(index_args: Sequence[str], global_options: Sequence[Sequence[str
             default = value
         elif token == "--extra-index-url":
             extras.append(value)
-    return UserPlaces(tuple(dict.fromkeys([u for u in (default, *extras) if u])))
+    return tuple(dict.fromkeys([u for u in (default, *extras) if u]))
 
 
 _PLACE_OPTIONS = frozenset({"-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links"})
 
 
-def family_in(folder: Path, variant_index: str, family_names: Collection[str]) -> list[FamilyFile]:
-    """The family's files ``pip download`` left in ``folder``: pip saves the files of its
-    final resolution only, so these are the ones it chose. Each carries the sha256 the variant
+def family_in(
+    folder: Path, variant_index: str, family_names: Collection[str]
+) -> tuple[list[FamilyFile], dict[str, str]]:
+    """The family's files ``pip download`` left in ``folder`` (pip saves the files of its
+    final resolution only, so these are the ones it chose), and the variant index's URL of
+    each by file name (for :func:`restore_origins`). Each file carries the sha256 the variant
     index lists for it (pip checked the download against it), else that of its bytes."""
     found: list[FamilyFile] = []
+    origins: dict[str, str] = {}
     paths: dict[Path, str] = {}
     for path in sorted(folder.iterdir()):
         name = _project(path.name)
@@ -92,26 +93,30 @@ def family_in(folder: Path, variant_index: str, family_names: Collection[str]) -
             paths[path] = name
     listed = _listings(variant_index, sorted(set(paths.values())))
     for path, name in paths.items():
-        sha256 = (listed.get(name) or {}).get(path.name) or _sha256(path)
-        found.append(FamilyFile(name=name, url=path.as_uri(), sha256=sha256))
-    return found
+        on_index = (listed.get(name) or {}).get(path.name)
+        found.append(
+            FamilyFile(name=name, url=path.as_uri(), sha256=(on_index and on_index.sha256) or _sha256(path))
+        )
+        if on_index is not None:
+            origins[path.name] = on_index.url.split("#", 1)[0]
+    return found, origins
 
 
 def _listings(
     index: str, projects: Sequence[str], timeout: Optional[float] = None
-) -> dict[str, Optional[dict[str, Optional[str]]]]:
-    """``project -> {filename: sha256}`` of each project page on ``index``, read at once
+) -> dict[str, Optional[dict[str, IndexFile]]]:
+    """``project -> {filename: file}`` of each project page on ``index``, read at once
     (None: the page could not be read)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .decide.index import IndexError_, fetch_project_files
 
-    def listed(project: str) -> Optional[dict[str, Optional[str]]]:
+    def listed(project: str) -> Optional[dict[str, IndexFile]]:
         try:
             files = fetch_project_files(append_path(index, project, ""), timeout=timeout)
         except IndexError_:
             return None
-        return {file.filename: file.sha256 for file in files}
+        return {file.filename: file for file in files}
 
     if not projects:
         return {}
@@ -122,7 +127,7 @@ def _listings(
 def same_files_folder(
     downloaded: Path,
     variant_index: str,
-    places: UserPlaces,
+    places: Sequence[str],
     family_names: Collection[str],
     into: Path,
     *,
@@ -147,7 +152,7 @@ def same_files_folder(
     if not others:
         return []
     projects = sorted(set(others.values()))
-    indexes = list(dict.fromkeys([variant_index, *places.indexes]))
+    indexes = list(dict.fromkeys([variant_index, *places]))
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=len(indexes)) as pool:
@@ -156,11 +161,14 @@ def same_files_folder(
     kept: list[str] = []
     for path, project in others.items():
         variant = read[variant_index][project]
-        sha256 = variant.get(path.name) if variant is not None else None
-        users = [read[index][project] for index in places.indexes]
+        on_variant = variant.get(path.name) if variant is not None else None
+        sha256 = on_variant.sha256 if on_variant is not None else None
+        users = [read[index][project] for index in places]
         if sha256 is None or any(listing is None for listing in users):
             continue
-        hashes = {listing[path.name] for listing in users if listing is not None and path.name in listing}
+        hashes = {
+            listing[path.name].sha256 for listing in users if listing is not None and path.name in listing
+        }
         if hashes != {sha256}:
             continue
         page = into / project / "index.html"
@@ -201,6 +209,7 @@ class KeptIndex:
         self._server: Optional[ThreadingHTTPServer] = None
         self._token = secrets.token_hex(8)
         self._downloads: Optional[Path] = None
+        self.origins: dict[str, str] = {}  # the family's files: the variant index's URL by file name
 
     @property
     def downloaded(self) -> bool:
@@ -275,17 +284,16 @@ class KeptIndex:
         self.close()
 
 
-def restore_origins(site_packages: Sequence[Path], scratch: Path, variant_index: str) -> list[str]:
+def restore_origins(site_packages: Sequence[Path], scratch: Path, origins: Mapping[str, str]) -> list[str]:
     """After the install: each family member pip installed from a file under ``scratch``
     records, in its ``direct_url.json`` (PEP 610), the variant index's URL of that same file
-    (credentials left out) instead of the deleted scratch path, with RECORD to match; so
-    ``pip freeze`` names where the build came from, as it does when pip downloads it itself.
-    The names of the distributions changed; one whose file the index no longer lists is left."""
+    (``origins``, by file name, as :func:`family_in` read them; credentials left out) instead
+    of the deleted scratch path, with RECORD to match; so ``pip freeze`` names where the build
+    came from, as it does when pip downloads it itself. The names of the distributions changed."""
     import base64
     import json
     from urllib.parse import unquote, urlsplit
 
-    from .decide.index import IndexError_, fetch_project_files
     from .redact import strip_credentials
 
     prefix = scratch.as_uri()
@@ -300,15 +308,7 @@ def restore_origins(site_packages: Sequence[Path], scratch: Path, variant_index:
             url = str(recorded.get("url", ""))
             if not url.startswith(prefix + "/"):
                 continue
-            filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-            project = _project(filename)
-            if project is None:
-                continue
-            try:
-                listed = fetch_project_files(append_path(variant_index, project, ""))
-            except IndexError_:
-                continue
-            origin = next((f.url.split("#", 1)[0] for f in listed if f.filename == filename), None)
+            origin = origins.get(unquote(urlsplit(url).path.rsplit("/", 1)[-1]))
             if origin is None:
                 continue
             recorded["url"] = strip_credentials(origin)
